@@ -1,0 +1,315 @@
+//! SSE wire framing (WHATWG HTML, "Server-sent events", 9.2.6 "Interpreting an event stream").
+//!
+//! Pure Rust: no napi types, so every rule here is unit-tested by `cargo test`.
+//! A frame is built once per send and shared by every recipient.
+
+use std::fmt;
+
+/// Longest event name or id we accept. The spec sets no limit; an unbounded
+/// field would let one caller make every recipient buffer an arbitrary line.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// Why a field value was refused. The binding turns it into a `TypeError`
+/// that names the argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+  pub field: &'static str,
+  pub reason: &'static str,
+}
+
+impl fmt::Display for FieldError {
+  fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(f, "{} {}", self.field, self.reason)
+  }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Optional fields of one event. Values are checked by [`EventFields::validate`]
+/// before anything is framed, so a bad field never produces half a frame.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EventFields<'a> {
+  pub event: Option<&'a str>,
+  pub id: Option<&'a str>,
+  pub retry: Option<u64>,
+}
+
+impl EventFields<'_> {
+  /// A CR, LF or NUL in `event` or `id` would end the field early and let the
+  /// rest of the value become a field of its own (field injection). NUL in an
+  /// id makes a conforming client ignore the whole field.
+  pub fn validate(&self) -> Result<(), FieldError> {
+    if let Some(event) = self.event {
+      check_single_line("event", event)?;
+    }
+    if let Some(id) = self.id {
+      check_single_line("id", id)?;
+    }
+    Ok(())
+  }
+}
+
+fn check_single_line(field: &'static str, value: &str) -> Result<(), FieldError> {
+  if value.len() > MAX_FIELD_LEN {
+    return Err(FieldError {
+      field,
+      reason: "must be at most 1024 bytes",
+    });
+  }
+  if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    return Err(FieldError {
+      field,
+      reason: "must not contain CR, LF or NUL",
+    });
+  }
+  Ok(())
+}
+
+/// Appends one complete event: optional `event:`, `id:`, `retry:` fields, then
+/// the data, one `data:` line per line of `data` (CR, LF and CRLF all end a
+/// line, as the client's parser sees them), then the blank line that
+/// dispatches it. Fields must have passed [`EventFields::validate`].
+pub fn push_event(out: &mut Vec<u8>, fields: &EventFields<'_>, data: &str) {
+  debug_assert!(fields.validate().is_ok());
+  out.reserve(data.len() + 8);
+  if let Some(event) = fields.event {
+    push_field(out, b"event", event);
+  }
+  if let Some(id) = fields.id {
+    push_field(out, b"id", id);
+  }
+  if let Some(retry) = fields.retry {
+    out.extend_from_slice(b"retry: ");
+    out.extend_from_slice(retry.to_string().as_bytes());
+    out.push(b'\n');
+  }
+  push_lines(out, b"data", data);
+  out.push(b'\n');
+}
+
+/// Appends a comment: `: text` per line. Clients ignore comments; proxies see
+/// traffic, which is what heartbeats rely on.
+pub fn push_comment(out: &mut Vec<u8>, text: &str) {
+  push_lines(out, b"", text);
+}
+
+/// The frame a broadcast sends: `data: <text>\n\n`.
+pub fn data_frame(text: &str) -> Vec<u8> {
+  let mut out = Vec::with_capacity(text.len() + 8);
+  push_event(&mut out, &EventFields::default(), text);
+  out
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
+  out.extend_from_slice(name);
+  out.extend_from_slice(b": ");
+  out.extend_from_slice(value.as_bytes());
+  out.push(b'\n');
+}
+
+/// One `name: line` per line of `text`; an empty text is one empty line, so
+/// `data: ""`-less events still dispatch with empty data.
+fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
+  let bytes = text.as_bytes();
+  let mut start = 0;
+  let mut i = 0;
+  while i < bytes.len() {
+    match bytes[i] {
+      b'\n' => {
+        push_line(out, name, &bytes[start..i]);
+        i += 1;
+        start = i;
+      }
+      b'\r' => {
+        push_line(out, name, &bytes[start..i]);
+        i += if bytes.get(i + 1) == Some(&b'\n') {
+          2
+        } else {
+          1
+        };
+        start = i;
+      }
+      _ => i += 1,
+    }
+  }
+  push_line(out, name, &bytes[start..]);
+}
+
+fn push_line(out: &mut Vec<u8>, name: &[u8], line: &[u8]) {
+  out.extend_from_slice(name);
+  out.push(b':');
+  if !line.is_empty() || name.is_empty() {
+    out.push(b' ');
+  }
+  out.extend_from_slice(line);
+  out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn event(fields: EventFields<'_>, data: &str) -> String {
+    let mut out = Vec::new();
+    push_event(&mut out, &fields, data);
+    String::from_utf8(out).unwrap()
+  }
+
+  /// A small parser following the spec's interpretation rules, so framing is
+  /// checked against what a client actually dispatches, not against itself.
+  fn parse(stream: &str) -> Vec<(String, String, Option<String>)> {
+    let mut events = Vec::new();
+    let (mut event, mut data, mut id): (String, String, Option<String>) =
+      (String::new(), String::new(), None);
+    let normalized = stream.replace("\r\n", "\n").replace('\r', "\n");
+    for line in normalized.split('\n') {
+      if line.is_empty() {
+        if !data.is_empty() {
+          data.pop();
+          let name = if event.is_empty() {
+            "message".to_string()
+          } else {
+            event.clone()
+          };
+          events.push((name, data.clone(), id.clone()));
+        }
+        event.clear();
+        data.clear();
+        continue;
+      }
+      if line.starts_with(':') {
+        continue;
+      }
+      let (field, value) = match line.find(':') {
+        Some(i) => {
+          let v = &line[i + 1..];
+          (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+        }
+        None => (line, ""),
+      };
+      match field {
+        "event" => event = value.to_string(),
+        "data" => {
+          data.push_str(value);
+          data.push('\n');
+        }
+        "id" if !value.contains('\0') => id = Some(value.to_string()),
+        _ => {}
+      }
+    }
+    events
+  }
+
+  #[test]
+  fn data_frame_is_the_documented_wire_format() {
+    assert_eq!(data_frame(r#"{"a":1}"#), b"data: {\"a\":1}\n\n");
+    assert_eq!(data_frame("\"hi\""), b"data: \"hi\"\n\n");
+  }
+
+  #[test]
+  fn fields_come_before_data_in_a_fixed_order() {
+    let fields = EventFields {
+      event: Some("tick"),
+      id: Some("7"),
+      retry: Some(1500),
+    };
+    assert_eq!(
+      event(fields, "x"),
+      "event: tick\nid: 7\nretry: 1500\ndata: x\n\n"
+    );
+  }
+
+  #[test]
+  fn every_line_ending_splits_data() {
+    assert_eq!(
+      event(EventFields::default(), "a\nb\r\nc\rd"),
+      "data: a\ndata: b\ndata: c\ndata: d\n\n"
+    );
+    assert_eq!(event(EventFields::default(), ""), "data:\n\n");
+    assert_eq!(event(EventFields::default(), "a\n"), "data: a\ndata:\n\n");
+  }
+
+  #[test]
+  fn comments_are_prefixed_per_line() {
+    let mut out = Vec::new();
+    push_comment(&mut out, "ping\nagain");
+    assert_eq!(out, b": ping\n: again\n");
+    out.clear();
+    push_comment(&mut out, "");
+    assert_eq!(out, b": \n");
+  }
+
+  #[test]
+  fn field_injection_is_refused() {
+    for bad in ["a\nb", "a\rb", "a\0b", "x\n\ndata: evil"] {
+      let f = EventFields {
+        event: Some(bad),
+        ..Default::default()
+      };
+      assert_eq!(f.validate().unwrap_err().field, "event");
+      let f = EventFields {
+        id: Some(bad),
+        ..Default::default()
+      };
+      assert_eq!(f.validate().unwrap_err().field, "id");
+    }
+    let long = "x".repeat(MAX_FIELD_LEN + 1);
+    let f = EventFields {
+      id: Some(&long),
+      ..Default::default()
+    };
+    assert!(f.validate().is_err());
+  }
+
+  #[test]
+  fn any_json_text_is_one_data_line_and_round_trips() {
+    let samples = [
+      serde_json::json!({"text": "line\nbreak\r\nand\rcr", "n": 1}),
+      serde_json::json!("\u{2028}\u{2029}\u{0}"),
+      serde_json::json!([null, true, 1.5, "é✓😀"]),
+    ];
+    for value in samples {
+      let text = serde_json::to_string(&value).unwrap();
+      let frame = String::from_utf8(data_frame(&text)).unwrap();
+      assert_eq!(frame.matches("data:").count(), 1, "{frame:?}");
+      let parsed = parse(&frame);
+      assert_eq!(parsed.len(), 1);
+      let back: serde_json::Value = serde_json::from_str(&parsed[0].1).unwrap();
+      assert_eq!(back, value);
+    }
+  }
+
+  #[test]
+  fn any_text_round_trips_modulo_line_endings() {
+    // Deterministic pseudo-random strings over an alphabet rich in the bytes
+    // that matter to the parser.
+    let alphabet = ['a', '\n', '\r', ':', ' ', 'é', '\u{2028}', 'd', '\t'];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..5000 {
+      let mut s = String::new();
+      seed ^= seed << 13;
+      seed ^= seed >> 7;
+      seed ^= seed << 17;
+      let len = (seed % 24) as usize;
+      let mut x = seed;
+      for _ in 0..len {
+        x = x
+          .wrapping_mul(6364136223846793005)
+          .wrapping_add(1442695040888963407);
+        s.push(alphabet[(x >> 33) as usize % alphabet.len()]);
+      }
+      let fields = EventFields {
+        event: Some("e:v t"),
+        id: Some(" id"),
+        retry: None,
+      };
+      let framed = event(fields, &s);
+      let parsed = parse(&framed);
+      let expected = s.replace("\r\n", "\n").replace('\r', "\n");
+      assert_eq!(parsed.len(), 1, "{s:?} -> {framed:?}");
+      assert_eq!(parsed[0].0, "e:v t");
+      assert_eq!(parsed[0].1, expected, "{s:?}");
+      assert_eq!(parsed[0].2.as_deref(), Some(" id"));
+    }
+  }
+}

@@ -1,0 +1,12 @@
+#![deny(clippy::all)]
+//! sse-helper-native: a Server-Sent Events helper for Node with a Rust core.
+//!
+//! `frame` and `registry` are the pure-Rust core (no napi types); `hub`,
+//! `transport` and `js` are the Node-API binding around it.
+
+pub mod frame;
+pub mod registry;
+
+mod hub;
+mod js;
+mod transport;
