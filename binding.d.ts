@@ -15,7 +15,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * separate registries.
  */
 export declare class NativeHub {
-  constructor()
+  /**
+   * `typeError` is the constructor bad-input errors are made with; pass the
+   * caller's `TypeError`.
+   */
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.

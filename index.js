@@ -40,7 +40,7 @@ class SseHub {
   #native;
 
   constructor() {
-    this.#native = new NativeHub();
+    this.#native = new NativeHub(TypeError);
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
     }

@@ -33,6 +33,9 @@ struct HubState {
   /// Private symbol under which a response carries its registry key, so a
   /// `close` event or `removeClient(res)` finds it without a scan.
   key_symbol: Option<JsRef>,
+  /// The caller's `TypeError`, so bad-input errors belong to the caller's
+  /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
+  type_error: Option<JsRef>,
 }
 
 type Shared = Rc<RefCell<HubState>>;
@@ -54,31 +57,48 @@ impl ObjectFinalize for NativeHub {
     if let Some(on_close) = state.on_close.take() {
       state.refs.release(env.raw(), on_close);
     }
-    if let Some(symbol) = state.key_symbol.take() {
-      state.refs.release(env.raw(), symbol);
+    for reference in [state.key_symbol.take(), state.type_error.take()]
+      .into_iter()
+      .flatten()
+    {
+      state.refs.release(env.raw(), reference);
     }
     Ok(())
   }
 }
 
-fn invalid(env: RawEnv, message: &str) -> Error {
-  js::throw_type_error(env, c"ERR_INVALID_ARG_VALUE", message)
+/// Bad input from JS: every such error leaves through here, as a `TypeError`
+/// whose message starts with the argument's name.
+fn invalid_arg(state: &Shared, env: RawEnv, code: &std::ffi::CStr, message: &str) -> Error {
+  let ctor = state
+    .borrow()
+    .type_error
+    .as_ref()
+    .and_then(|c| c.value(env).ok());
+  js::throw_type_error(env, ctor, code, message)
 }
 
-fn invalid_type(env: RawEnv, message: &str) -> Error {
-  js::throw_type_error(env, c"ERR_INVALID_ARG_TYPE", message)
+fn invalid(state: &Shared, env: RawEnv, message: &str) -> Error {
+  invalid_arg(state, env, c"ERR_INVALID_ARG_VALUE", message)
+}
+
+fn invalid_type(state: &Shared, env: RawEnv, message: &str) -> Error {
+  invalid_arg(state, env, c"ERR_INVALID_ARG_TYPE", message)
 }
 
 #[napi]
 impl NativeHub {
+  /// `typeError` is the constructor bad-input errors are made with; pass the
+  /// caller's `TypeError`.
   #[napi(constructor)]
-  pub fn new(env: Env) -> Result<Self> {
+  pub fn new(env: Env, type_error: Option<Function<'_>>) -> Result<Self> {
     let raw = env.raw();
     let state: Shared = Rc::new(RefCell::new(HubState {
       registry: Registry::new(),
       refs: Refs::default(),
       on_close: None,
       key_symbol: None,
+      type_error: None,
     }));
     let listener_state = state.clone();
     let on_close =
@@ -97,6 +117,7 @@ impl NativeHub {
       let symbol = s.refs.hold(raw, symbol)?;
       s.on_close = Some(on_close);
       s.key_symbol = Some(symbol);
+      s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     }
     Ok(NativeHub { state })
   }
@@ -113,10 +134,11 @@ impl NativeHub {
   ) -> Result<String> {
     let raw = env.raw();
     let res = res.raw();
-    let write = response_write(raw, res, "res")?;
+    let write = response_write(&self.state, raw, res, "res")?;
     let id = match id {
       Some(id) => {
-        registry::validate_client_id(&id).map_err(|e| invalid(raw, &format!("id {e}")))?;
+        registry::validate_client_id(&id)
+          .map_err(|e| invalid(&self.state, raw, &format!("id {e}")))?;
         id
       }
       None => registry::generate_client_id(),
@@ -173,7 +195,7 @@ impl NativeHub {
       let on = js::get(raw, res, c"on")?;
       if js::call(raw, res, on, &[name, listener]).is_err() {
         remove_conn(&self.state, raw, key, false);
-        return Err(invalid(raw, "res.on('close') threw"));
+        return Err(invalid(&self.state, raw, "res.on('close') threw"));
       }
     }
     Ok(id)
@@ -185,7 +207,11 @@ impl NativeHub {
     let raw = env.raw();
     let res = res.raw();
     if !js::is_object(raw, res) {
-      return Err(invalid_type(raw, "res must be an http.ServerResponse"));
+      return Err(invalid_type(
+        &self.state,
+        raw,
+        "res must be an http.ServerResponse",
+      ));
     }
     Ok(match key_of(&self.state, raw, res) {
       Some(key) => remove_conn(&self.state, raw, key, true),
@@ -221,7 +247,7 @@ impl NativeHub {
   pub fn send(&self, env: Env, res: Unknown, data: String) -> Result<bool> {
     let raw = env.raw();
     let res = res.raw();
-    let write = response_write(raw, res, "res")?;
+    let write = response_write(&self.state, raw, res, "res")?;
     if let Some(key) = key_of(&self.state, raw, res) {
       let bytes = frame::data_frame(&data);
       return Ok(self.fan_out(raw, &[key], &OutFrame::new(&bytes)) == 1);
@@ -274,6 +300,7 @@ impl NativeHub {
     let raw = env.raw();
     if !(max_age_ms.is_finite() && max_age_ms >= 0.0) {
       return Err(invalid(
+        &self.state,
         raw,
         "maxAgeMs must be a non-negative finite number of milliseconds",
       ));
@@ -347,18 +374,18 @@ impl NativeHub {
 
 /// `res.write` if `res` looks like a writable response, else a TypeError
 /// naming the argument.
-fn response_write(env: RawEnv, res: RawValue, arg: &str) -> Result<RawValue> {
+fn response_write(state: &Shared, env: RawEnv, res: RawValue, arg: &str) -> Result<RawValue> {
   let message =
     || format!("{arg} must be an http.ServerResponse (an object with write, end and on)");
   if !js::is_object(env, res) {
-    return Err(invalid_type(env, &message()));
+    return Err(invalid_type(state, env, &message()));
   }
   let write = js::get(env, res, c"write")?;
   let looks_right = js::is_function(env, write)
     && js::is_function(env, js::get(env, res, c"end")?)
     && js::is_function(env, js::get(env, res, c"on")?);
   if !looks_right {
-    return Err(invalid_type(env, &message()));
+    return Err(invalid_type(state, env, &message()));
   }
   Ok(write)
 }

@@ -226,9 +226,10 @@ pub fn clear_exception(env: RawEnv) -> RawValue {
   exception
 }
 
-/// Throws a `TypeError` whose message starts with the argument's name and
-/// returns the error napi-rs expects for "an exception is already pending".
-pub fn throw_type_error(env: RawEnv, code: &CStr, message: &str) -> Error {
+/// Throws a `TypeError` (made with `ctor` when given, so it belongs to the
+/// caller's realm) carrying `code`, and returns the error napi-rs expects for
+/// "an exception is already pending".
+pub fn throw_type_error(env: RawEnv, ctor: Option<RawValue>, code: &CStr, message: &str) -> Error {
   let mut code_value = ptr::null_mut();
   let mut msg_value = ptr::null_mut();
   let mut error = ptr::null_mut();
@@ -245,7 +246,19 @@ pub fn throw_type_error(env: RawEnv, code: &CStr, message: &str) -> Error {
       message.len() as isize,
       &mut msg_value,
     );
-    sys::napi_create_type_error(env, code_value, msg_value, &mut error);
+    let made = match ctor {
+      Some(ctor) => {
+        sys::napi_new_instance(env, ctor, 1, [msg_value].as_ptr(), &mut error)
+          == sys::Status::napi_ok
+          && sys::napi_set_named_property(env, error, c"code".as_ptr(), code_value)
+            == sys::Status::napi_ok
+      }
+      None => false,
+    };
+    if !made {
+      clear_exception(env);
+      sys::napi_create_type_error(env, code_value, msg_value, &mut error);
+    }
     sys::napi_throw(env, error);
   }
   Error::new(Status::PendingException, message.to_string())

@@ -1,0 +1,110 @@
+'use strict';
+// Shared test utilities: real Express 5 servers on 127.0.0.1, a raw HTTP
+// client that sees the exact bytes, and small waiting helpers.
+
+const net = require('node:net');
+const express = require('express');
+
+/** Starts an Express app on 127.0.0.1 with a free port. */
+async function startServer(configure) {
+  const app = express();
+  configure(app);
+  const server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const { port } = server.address();
+  return {
+    app,
+    server,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * Opens a raw TCP connection, sends a GET and records every byte the server
+ * writes: head and chunked body as they are on the wire.
+ */
+function rawGet(port, path = '/events', headers = {}) {
+  const socket = net.connect(port, '127.0.0.1');
+  const chunks = [];
+  const closed = new Promise((resolve) => socket.on('close', resolve));
+  socket.on('data', (d) => chunks.push(d));
+  socket.on('error', () => {});
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${extra}\r\n`);
+  const client = {
+    socket,
+    closed,
+    /** Everything received so far, as latin1 so bytes map 1:1 to chars. */
+    raw: () => Buffer.concat(chunks).toString('latin1'),
+    head: () => client.raw().split('\r\n\r\n')[0],
+    /** The response body with the chunked framing removed, as UTF-8. */
+    body: () => dechunk(Buffer.concat(chunks)).toString('utf8'),
+    /** The chunk payloads, one string per HTTP chunk. */
+    chunks: () => splitChunks(Buffer.concat(chunks)).map((c) => c.toString('utf8')),
+    async waitFor(predicate, what = 'data', timeoutMs = 5000) {
+      await waitFor(() => predicate(client), what, timeoutMs);
+    },
+    destroy: () => socket.destroy(),
+  };
+  return client;
+}
+
+function splitChunks(buf) {
+  const headEnd = buf.indexOf('\r\n\r\n');
+  if (headEnd < 0) return [];
+  const out = [];
+  let i = headEnd + 4;
+  while (i < buf.length) {
+    const lineEnd = buf.indexOf('\r\n', i);
+    if (lineEnd < 0) break;
+    const size = Number.parseInt(buf.subarray(i, lineEnd).toString('latin1'), 16);
+    if (Number.isNaN(size) || lineEnd + 2 + size + 2 > buf.length) break;
+    if (size === 0) break;
+    out.push(buf.subarray(lineEnd + 2, lineEnd + 2 + size));
+    i = lineEnd + 2 + size + 2;
+  }
+  return out;
+}
+
+function dechunk(buf) {
+  return Buffer.concat(splitChunks(buf));
+}
+
+async function waitFor(predicate, what = 'condition', timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Forces full garbage collections; tests run with --expose-gc. */
+async function collectGarbage() {
+  if (typeof global.gc !== 'function') throw new Error('run the tests with node --expose-gc');
+  for (let i = 0; i < 4; i++) {
+    global.gc();
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** An SSE route using the documented usage example verbatim. */
+function documentedRoute(sseHelper) {
+  return (req, res) => {
+    sseHelper.initResponse(res);
+    const clientId = req.sessionID || sseHelper.addClient(res);
+    sseHelper.addClient(clientId, res, { ip: req.ip });
+    sseHelper.send(res, { utc: new Date().toISOString() });
+  };
+}
+
+module.exports = { startServer, rawGet, waitFor, delay, collectGarbage, documentedRoute, dechunk };
