@@ -1,0 +1,119 @@
+'use strict';
+// What a new user does: pack the package, install the tarball into a fresh
+// Express app on a PATH without Rust, and run the documented usage example.
+
+const { execFileSync, spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const http = require('node:http');
+
+const root = path.join(__dirname, '..');
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-helper-pack-'));
+// No cargo, no rustc: only the system's own directories.
+const PATH = ['/usr/local/bin', '/usr/bin', '/bin']
+  .filter((dir) => !fs.existsSync(path.join(dir, 'cargo')))
+  .join(path.delimiter);
+
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+let tarball;
+
+test('npm pack carries the prebuilt binary, the loader, the entry points and types', () => {
+  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', work], {
+    cwd: root,
+    encoding: 'utf8',
+  });
+  const [info] = JSON.parse(out.slice(out.indexOf('[')));
+  tarball = path.join(work, info.filename);
+  const files = info.files.map((f) => f.path).sort();
+  expect(files).toEqual(
+    expect.arrayContaining([
+      'binding.d.ts',
+      'binding.js',
+      'index.d.ts',
+      'index.js',
+      'index.mjs',
+      'lib/serialize.js',
+      'package.json',
+      'sse-helper-native.linux-x64-gnu.node',
+    ]),
+  );
+  expect(files.some((f) => f.startsWith('src/') || f.startsWith('__test__/'))).toBe(false);
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+  // npm 11 refuses dependencies' install scripts in strict mode: none needed.
+  for (const script of ['preinstall', 'install', 'postinstall']) expect(pkg.scripts[script]).toBeUndefined();
+});
+
+test('the tarball installs into a fresh Express app without Rust and runs the usage example', async () => {
+  const app = path.join(work, 'app');
+  fs.mkdirSync(app);
+  fs.writeFileSync(
+    path.join(app, 'package.json'),
+    JSON.stringify({ name: 'fresh-app', private: true, type: 'module' }),
+  );
+  const env = { ...process.env, PATH, npm_config_audit: 'false', npm_config_fund: 'false' };
+  execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball, 'express@5'], {
+    cwd: app,
+    env,
+    stdio: 'pipe',
+  });
+  expect(() => execFileSync('cargo', ['--version'], { env, stdio: 'pipe' })).toThrow();
+  fs.writeFileSync(
+    path.join(app, 'server.js'),
+    `import express from 'express';
+import sseHelper from 'sse-helper-native';
+const app = express();
+app.get('/events', (req, res) => {
+  sseHelper.initResponse(res);
+  const clientId = req.sessionID || sseHelper.addClient(res);
+  sseHelper.addClient(clientId, res, { ip: req.ip });
+  sseHelper.send(res, { utc: new Date().toISOString() });
+  sseHelper.broadcast({ clients: sseHelper.getClientCount() });
+});
+const server = app.listen(0, '127.0.0.1', () => console.log(server.address().port));
+`,
+  );
+  const child = spawn(process.execPath, ['server.js'], { cwd: app, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise((resolve, reject) => {
+      child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
+      child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    });
+    const body = await new Promise((resolve, reject) => {
+      http
+        .get(`http://127.0.0.1:${port}/events`, (res) => {
+          expect(res.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+          let text = '';
+          res.on('data', (d) => {
+            text += d;
+            if (text.split('\n\n').length > 2) {
+              res.destroy();
+              resolve(text);
+            }
+          });
+        })
+        .on('error', reject);
+    });
+    expect(body).toMatch(/^data: \{"utc":"[^"]+"\}\n\ndata: \{"clients":1\}\n\n$/);
+  } finally {
+    child.kill();
+  }
+});
+
+test('without a binary for the platform, require fails with a message naming it and the way out', () => {
+  const bare = path.join(work, 'no-binary');
+  fs.mkdirSync(path.join(bare, 'lib'), { recursive: true });
+  for (const f of ['index.js', 'binding.js', 'package.json']) fs.copyFileSync(path.join(root, f), path.join(bare, f));
+  for (const f of fs.readdirSync(path.join(root, 'lib'))) {
+    fs.copyFileSync(path.join(root, 'lib', f), path.join(bare, 'lib', f));
+  }
+  let message = '';
+  try {
+    execFileSync(process.execPath, ['-e', 'require("./index.js")'], { cwd: bare, stdio: 'pipe', encoding: 'utf8' });
+  } catch (err) {
+    message = err.stderr;
+  }
+  expect(message).toContain(`no native binary for ${process.platform}-${process.arch}`);
+  expect(message).toContain('npm run build');
+});

@@ -1,0 +1,27 @@
+// Compiled with `tsc --noEmit` by types.spec.js: the documented usage must
+// type-check, and misuse must not.
+import express from 'express';
+import sseHelper, { SseHub, addClient, broadcast, cleanupStaleClients } from 'sse-helper-native';
+
+const app = express();
+app.get('/events', (req, res) => {
+  sseHelper.initResponse(res);
+  const clientId: string = (req as { sessionID?: string }).sessionID || sseHelper.addClient(res);
+  sseHelper.addClient(clientId, res, { ip: req.ip });
+  sseHelper.send(res, { utc: new Date().toISOString() });
+});
+
+const hub = new SseHub();
+const written: number = hub.broadcast({ a: 1 });
+const ok: boolean = hub.sendToClient('id', 'x') && hub.removeClientById('id');
+const count: number = sseHelper.getClientCount() + cleanupStaleClients(1000) + broadcast(null);
+const id: string = addClient('session', {} as import('node:http').ServerResponse);
+void [written, ok, count, id];
+
+// @ts-expect-error maxAgeMs is a number
+cleanupStaleClients('10');
+// @ts-expect-error a response is required
+hub.addClient('only-an-id');
+// @ts-expect-error the count is a number
+const wrong: string = hub.getClientCount();
+void wrong;
