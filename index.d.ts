@@ -8,7 +8,11 @@ import type { Http2ServerResponse } from 'node:http2';
 export type SseResponse =
   | ServerResponse
   | Http2ServerResponse
-  | { write(chunk: any, ...rest: any[]): any; end(...args: any[]): any; on(event: string, listener: (...args: any[]) => void): any };
+  | {
+      write(chunk: string | Uint8Array, ...rest: unknown[]): unknown;
+      end(...args: unknown[]): unknown;
+      on(event: string, listener: (...args: never[]) => void): unknown;
+    };
 
 /**
  * Any value. Sent as `JSON.stringify` would, except that a circular

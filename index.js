@@ -1,5 +1,3 @@
-'use strict';
-
 const { loadBinding } = require('./lib/load-binding.js');
 const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');

@@ -1,4 +1,3 @@
-'use strict';
 // Every row of the documented contract, on a real Express 5 server, read back
 // as raw bytes.
 
@@ -14,7 +13,7 @@ let routeResponses;
 let idleRefs;
 
 /** Route that registers with `register(req, res)`; defaults to addClient(res). */
-async function serve(register = (req, res) => hub.addClient(res)) {
+async function serve(register = (_req, res) => hub.addClient(res)) {
   srv = await startServer((app) => {
     app.get('/events', (req, res) => {
       hub.initResponse(res);
@@ -64,7 +63,7 @@ describe('initResponse', () => {
   test('throws a clear Error when the headers were already sent', async () => {
     let error;
     srv = await startServer((app) => {
-      app.get('/events', (req, res) => {
+      app.get('/events', (_req, res) => {
         res.write('x');
         try {
           hub.initResponse(res);
@@ -89,7 +88,7 @@ describe('initResponse', () => {
 describe('addClient', () => {
   test('addClient(res) returns a server-generated UUID v4 and registers once', async () => {
     const ids = [];
-    await serve((req, res) => ids.push(hub.addClient(res, { tag: 'a' })));
+    await serve((_req, res) => ids.push(hub.addClient(res, { tag: 'a' })));
     await connect(3);
     expect(ids).toHaveLength(3);
     for (const id of ids) expect(id).toMatch(UUID_V4);
@@ -122,7 +121,7 @@ describe('addClient', () => {
   });
 
   test('registering a registered response again moves it, never duplicates it', async () => {
-    await serve((req, res) => {
+    await serve((_req, res) => {
       const first = hub.addClient(res, { n: 1 });
       expect(hub.addClient(first, res, { n: 2 })).toBe(first);
       expect(hub.addClient('moved', res, { n: 3 })).toBe('moved');
@@ -136,7 +135,7 @@ describe('addClient', () => {
   });
 
   test('attaches exactly one close listener and removes it again', async () => {
-    await serve((req, res) => {
+    await serve((_req, res) => {
       for (let i = 0; i < 20; i++) hub.addClient(res);
       hub.addClient('x', res);
     });
@@ -156,7 +155,7 @@ describe('addClient', () => {
     let res;
     let id;
     srv = await startServer((app) => {
-      app.get('/events', (req, r) => {
+      app.get('/events', (_req, r) => {
         hub.initResponse(r);
         res = r;
         r.on('close', () => {
@@ -358,7 +357,11 @@ describe('serialization', () => {
         throw new Error('secret');
       },
     };
-    const toJSON = { toJSON: () => { throw new RangeError('nope'); } };
+    const toJSON = {
+      toJSON: () => {
+        throw new RangeError('nope');
+      },
+    };
     for (const bad of [getter, toJSON]) {
       expect(() => hub.broadcast(bad)).toThrow(TypeError);
       expect(() => hub.send(routeResponses[0], bad)).toThrow(/payload could not be serialized/);
@@ -422,5 +425,7 @@ describe('module shape', () => {
 
 /** Express and node:http attach their own close listeners to responses. */
 function baselineCloseListeners() {
-  return routeResponses.length ? routeResponses[0].listeners('close').filter((l) => l.name !== 'sseHelperOnClose').length : 0;
+  return routeResponses.length
+    ? routeResponses[0].listeners('close').filter((l) => l.name !== 'sseHelperOnClose').length
+    : 0;
 }

@@ -1,4 +1,3 @@
-'use strict';
 // A WHATWG-conformant client (the `eventsource` package) parsing what the
 // helper writes, on a real Express 5 server.
 

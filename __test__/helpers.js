@@ -1,4 +1,3 @@
-'use strict';
 // Shared test utilities: real Express 5 servers on 127.0.0.1, a raw HTTP
 // client that sees the exact bytes, and small waiting helpers.
 

@@ -1,4 +1,3 @@
-'use strict';
 // Leak tests, run with --expose-gc: many cycles, then the registry, the
 // listeners, the native references and the heap must be back where they were.
 

@@ -1,4 +1,3 @@
-'use strict';
 // The package's import shapes, from a separate Node process as a user would
 // load them, and its TypeScript types checked by tsc.
 
@@ -6,8 +5,7 @@ const { execFileSync } = require('node:child_process');
 const path = require('node:path');
 
 const root = path.join(__dirname, '..');
-const run = (args, input) =>
-  execFileSync(process.execPath, args, { cwd: root, input, encoding: 'utf8' }).trim();
+const run = (args, input) => execFileSync(process.execPath, args, { cwd: root, input, encoding: 'utf8' }).trim();
 
 const NAMES = [
   'initResponse',
@@ -34,10 +32,11 @@ test('ESM: default import and named imports are the same bound functions', () =>
 });
 
 test('CommonJS: require, destructuring and the class', () => {
-  const out = run(
-    ['-e', `const s = require('sse-helper-native'); const { broadcast, getClientCount, SseHub } = s;
-     console.log(JSON.stringify([typeof s.initResponse, broadcast('x'), getClientCount(), typeof SseHub]));`],
-  );
+  const out = run([
+    '-e',
+    `const s = require('sse-helper-native'); const { broadcast, getClientCount, SseHub } = s;
+     console.log(JSON.stringify([typeof s.initResponse, broadcast('x'), getClientCount(), typeof SseHub]));`,
+  ]);
   expect(JSON.parse(out)).toEqual(['function', 0, 0, 'function']);
 });
 

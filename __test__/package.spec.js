@@ -1,4 +1,3 @@
-'use strict';
 // What a new user does: pack the package, install the tarball into a fresh
 // Express app on a PATH without Rust, and run the documented usage example.
 

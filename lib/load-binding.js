@@ -1,5 +1,3 @@
-'use strict';
-
 // The generated loader (binding.js) knows every platform napi-rs builds for;
 // this wrapper turns its "cannot find" into a message that says what to do.
 function loadBinding() {

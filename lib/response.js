@@ -1,5 +1,3 @@
-'use strict';
-
 /** True for anything that can act as an SSE response: write, end and on. */
 function isResponseLike(value) {
   return (

@@ -1,5 +1,3 @@
-'use strict';
-
 /**
  * Payload to JSON text, with `JSON.stringify` semantics on the fast path.
  *

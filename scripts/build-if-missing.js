@@ -2,7 +2,6 @@
 // Runs on `npm install` in a clone (npm's `prepare`): builds the addon from
 // source when no binary for this platform sits beside the loader. Installs of
 // the packed tarball never run this; they use the binary inside it.
-'use strict';
 
 const { existsSync, readdirSync } = require('node:fs');
 const { join } = require('node:path');

@@ -1,7 +1,7 @@
 // Compiled with `tsc --noEmit` by types.spec.js: the documented usage must
 // type-check, and misuse must not.
 import express from 'express';
-import sseHelper, { SseHub, addClient, broadcast, cleanupStaleClients } from 'sse-helper-native';
+import sseHelper, { addClient, broadcast, cleanupStaleClients, SseHub } from 'sse-helper-native';
 
 const app = express();
 app.get('/events', (req, res) => {
