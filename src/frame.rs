@@ -100,6 +100,18 @@ pub fn data_frame(text: &str) -> Vec<u8> {
   out
 }
 
+/// Wraps `frame` in HTTP/1.1 chunked transfer coding (`<hex size>\r\n`,
+/// the bytes, `\r\n`), as Node would write it. The socket transport writes
+/// to the socket under Node's HTTP layer, so it frames chunks itself.
+pub fn http_chunk(frame: &[u8]) -> Vec<u8> {
+  let size = format!("{:x}\r\n", frame.len());
+  let mut out = Vec::with_capacity(size.len() + frame.len() + 2);
+  out.extend_from_slice(size.as_bytes());
+  out.extend_from_slice(frame);
+  out.extend_from_slice(b"\r\n");
+  out
+}
+
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
   out.extend_from_slice(name);
   out.extend_from_slice(b": ");
@@ -204,6 +216,15 @@ mod tests {
   fn data_frame_is_the_documented_wire_format() {
     assert_eq!(data_frame(r#"{"a":1}"#), b"data: {\"a\":1}\n\n");
     assert_eq!(data_frame("\"hi\""), b"data: \"hi\"\n\n");
+  }
+
+  #[test]
+  fn http_chunks_carry_the_hex_size() {
+    assert_eq!(
+      http_chunk(b"data: \"hi\"\n\n"),
+      b"c\r\ndata: \"hi\"\n\n\r\n"
+    );
+    assert_eq!(http_chunk(&[b'x'; 255])[..4], *b"ff\r\n");
   }
 
   #[test]

@@ -1,11 +1,12 @@
 #![deny(clippy::all)]
 //! sse-helper-native: a Server-Sent Events helper for Node with a Rust core.
 //!
-//! `frame` and `registry` are the pure-Rust core (no napi types); `hub`,
+//! `frame`, `registry` and `writer` are the pure-Rust core (no napi types); `hub`,
 //! `transport` and `js` are the Node-API binding around it.
 
 pub mod frame;
 pub mod registry;
+pub mod writer;
 
 mod hub;
 mod js;

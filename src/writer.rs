@@ -1,0 +1,728 @@
+//! The native socket writer: one thread per hub that writes pre-framed bytes
+//! straight to the connections' sockets, so a broadcast costs the JS thread
+//! one message whatever the number of clients.
+//!
+//! Pure Rust (std and tokio, no napi types): the binding hands it duplicated
+//! socket fds and shared frames, and learns about dead or finished
+//! connections through [`WriterEvent`]s plus a `notify` callback.
+//!
+//! Per connection, bytes go out in the order they were submitted. A socket
+//! whose kernel buffer is full gets the rest queued by reference (no copy per
+//! client) and flushed with `writev` when it becomes writable; several frames
+//! behind are coalesced into one syscall. The queue is bounded by
+//! `max_buffered_bytes`, past which the slow-client policy applies.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle as TaskHandle, LocalSet};
+
+/// Identifies one connection between the binding and the writer.
+pub type WireId = u64;
+
+/// What to do with a connection whose queue would pass the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowPolicy {
+  /// Close it (the binding destroys the response).
+  Disconnect,
+  /// Skip whole frames until the queue drains.
+  Drop,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+  pub max_buffered_bytes: usize,
+  pub slow_policy: SlowPolicy,
+}
+
+impl Default for WriterConfig {
+  fn default() -> Self {
+    Self {
+      max_buffered_bytes: 1024 * 1024,
+      slow_policy: SlowPolicy::Disconnect,
+    }
+  }
+}
+
+/// Why the writer gave up on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+  /// A write failed (EPIPE, ECONNRESET, ...).
+  WriteError,
+  /// Its queue passed `max_buffered_bytes` under the disconnect policy.
+  Slow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterEvent {
+  /// The writer stopped writing to it and closed its fd; the binding should
+  /// drop the connection.
+  Dead(WireId, DeadReason),
+  /// Everything queued before `end` has been written and the writer let go
+  /// of the fd; the binding may now end the response through Node.
+  Ended(WireId),
+}
+
+/// Counters shared with the binding (read from the JS thread).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+  pub frames_written: AtomicU64,
+  pub bytes_written: AtomicU64,
+  pub frames_dropped: AtomicU64,
+  pub slow_disconnects: AtomicU64,
+  pub queued_bytes: AtomicUsize,
+}
+
+enum Command {
+  Add(WireId, OwnedFd),
+  Broadcast(Arc<[u8]>),
+  Send(Vec<WireId>, Arc<[u8]>),
+  End(WireId),
+  Remove(WireId),
+  Configure(WriterConfig),
+}
+
+/// Handle owned by the binding. Dropping it stops the thread and closes
+/// every fd it still holds.
+pub struct SocketWriter {
+  tx: Option<mpsc::UnboundedSender<Command>>,
+  events: Arc<Mutex<Vec<WriterEvent>>>,
+  stats: Arc<WriterStats>,
+  thread: Option<JoinHandle<()>>,
+}
+
+impl SocketWriter {
+  /// Starts the writer thread. `notify` is called (from that thread) when
+  /// events become available after the queue was empty.
+  pub fn start(config: WriterConfig, notify: Box<dyn Fn() + Send>) -> io::Result<Self> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(WriterStats::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+      .enable_io()
+      .build()?;
+    let thread_events = events.clone();
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+      .name("sse-socket-writer".into())
+      .spawn(move || {
+        let state = Rc::new(WriterState {
+          conns: RefCell::new(Table::default()),
+          config: Cell::new(config),
+          events: thread_events,
+          notify,
+          stats: thread_stats,
+        });
+        let local = LocalSet::new();
+        local.block_on(&runtime, run(state, rx));
+      })?;
+    Ok(Self {
+      tx: Some(tx),
+      events,
+      stats,
+      thread: Some(thread),
+    })
+  }
+
+  fn submit(&self, command: Command) {
+    if let Some(tx) = &self.tx {
+      // Fails only once the thread is gone, when there is nothing to write to.
+      let _ = tx.send(command);
+    }
+  }
+
+  /// Hands a connection to the writer. `fd` must be a duplicate of a
+  /// connected, non-blocking TCP socket's fd; the writer closes it when done.
+  pub fn add(&self, wire: WireId, fd: OwnedFd) {
+    self.submit(Command::Add(wire, fd));
+  }
+
+  /// Writes `bytes` to every connection the writer holds.
+  pub fn broadcast(&self, bytes: Arc<[u8]>) {
+    self.submit(Command::Broadcast(bytes));
+  }
+
+  /// Writes `bytes` to the given connections.
+  pub fn send(&self, wires: Vec<WireId>, bytes: Arc<[u8]>) {
+    self.submit(Command::Send(wires, bytes));
+  }
+
+  /// Flushes what is queued for `wire`, then reports [`WriterEvent::Ended`].
+  pub fn end(&self, wire: WireId) {
+    self.submit(Command::End(wire));
+  }
+
+  /// Forgets `wire` at once (its client is gone), closing the fd.
+  pub fn remove(&self, wire: WireId) {
+    self.submit(Command::Remove(wire));
+  }
+
+  pub fn configure(&self, config: WriterConfig) {
+    self.submit(Command::Configure(config));
+  }
+
+  pub fn take_events(&self) -> Vec<WriterEvent> {
+    std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+  }
+
+  pub fn stats(&self) -> &WriterStats {
+    &self.stats
+  }
+}
+
+impl Drop for SocketWriter {
+  fn drop(&mut self) {
+    // Closing the channel ends the command loop; the runtime then drops
+    // every connection (closing the fds) and the thread exits.
+    self.tx = None;
+    if let Some(thread) = self.thread.take() {
+      let _ = thread.join();
+    }
+  }
+}
+
+struct Pending {
+  bytes: Arc<[u8]>,
+  offset: usize,
+}
+
+struct Conn {
+  wire: WireId,
+  io: AsyncFd<TcpStream>,
+  queue: RefCell<VecDeque<Pending>>,
+  queued: Cell<usize>,
+  ending: Cell<bool>,
+  flush_task: RefCell<Option<TaskHandle<()>>>,
+}
+
+/// Connections in a dense vector (a broadcast walks them all) with an index
+/// for the targeted commands; removal swaps the last one in.
+#[derive(Default)]
+struct Table {
+  conns: Vec<Rc<Conn>>,
+  index: HashMap<WireId, usize>,
+}
+
+impl Table {
+  fn get(&self, wire: WireId) -> Option<Rc<Conn>> {
+    self.index.get(&wire).map(|&i| self.conns[i].clone())
+  }
+
+  fn insert(&mut self, conn: Rc<Conn>) {
+    if let Some(old) = self.remove(conn.wire) {
+      drop(old);
+    }
+    self.index.insert(conn.wire, self.conns.len());
+    self.conns.push(conn);
+  }
+
+  /// Takes a connection out and stops its flush task, so nothing keeps its
+  /// fd open once the caller drops it.
+  fn remove(&mut self, wire: WireId) -> Option<Rc<Conn>> {
+    let i = self.index.remove(&wire)?;
+    let conn = self.conns.swap_remove(i);
+    if let Some(moved) = self.conns.get(i) {
+      self.index.insert(moved.wire, i);
+    }
+    if let Some(task) = conn.flush_task.borrow_mut().take() {
+      task.abort();
+    }
+    Some(conn)
+  }
+}
+
+struct WriterState {
+  conns: RefCell<Table>,
+  config: Cell<WriterConfig>,
+  events: Arc<Mutex<Vec<WriterEvent>>>,
+  notify: Box<dyn Fn() + Send>,
+  stats: Arc<WriterStats>,
+}
+
+impl WriterState {
+  fn emit(&self, event: WriterEvent) {
+    let was_empty = {
+      let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+      let was_empty = events.is_empty();
+      events.push(event);
+      was_empty
+    };
+    if was_empty {
+      (self.notify)();
+    }
+  }
+
+  /// Stops writing to a connection and reports why. Dropping the last `Rc`
+  /// closes the duplicated fd and aborts its flush task.
+  fn kill(&self, conn: &Conn, reason: DeadReason) {
+    if let Some(conn) = self.conns.borrow_mut().remove(conn.wire) {
+      self.release_queue(&conn);
+      if reason == DeadReason::Slow {
+        self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+      }
+      self.emit(WriterEvent::Dead(conn.wire, reason));
+    }
+  }
+
+  fn release_queue(&self, conn: &Conn) {
+    conn.queue.borrow_mut().clear();
+    let queued = conn.queued.replace(0);
+    self.stats.queued_bytes.fetch_sub(queued, Ordering::Relaxed);
+  }
+
+  fn finish_end(&self, conn: &Conn) {
+    if self.conns.borrow_mut().remove(conn.wire).is_some() {
+      self.emit(WriterEvent::Ended(conn.wire));
+    }
+  }
+}
+
+async fn run(state: Rc<WriterState>, mut rx: mpsc::UnboundedReceiver<Command>) {
+  let mut batch = Vec::new();
+  while let Some(first) = rx.recv().await {
+    batch.push(first);
+    while let Ok(next) = rx.try_recv() {
+      batch.push(next);
+    }
+    for command in coalesce(std::mem::take(&mut batch)) {
+      handle(&state, command);
+    }
+  }
+  // The binding went away: drop every connection, closing the fds.
+  let wires: Vec<WireId> = state.conns.borrow().index.keys().copied().collect();
+  for wire in wires {
+    let conn = state.conns.borrow_mut().remove(wire);
+    drop(conn);
+  }
+}
+
+/// Consecutive broadcasts that arrived together become one buffer, so a
+/// writer that fell behind catches up with one write per socket per batch
+/// instead of one per frame.
+fn coalesce(commands: Vec<Command>) -> Vec<Command> {
+  let mut out: Vec<Command> = Vec::with_capacity(commands.len());
+  let mut run: Vec<Arc<[u8]>> = Vec::new();
+  let flush_run = |run: &mut Vec<Arc<[u8]>>, out: &mut Vec<Command>| match run.len() {
+    0 => {}
+    1 => out.push(Command::Broadcast(run.pop().expect("one frame"))),
+    _ => {
+      let joined: Vec<u8> = run.iter().flat_map(|b| b.iter().copied()).collect();
+      run.clear();
+      out.push(Command::Broadcast(joined.into()));
+    }
+  };
+  for command in commands {
+    match command {
+      Command::Broadcast(bytes) => run.push(bytes),
+      other => {
+        flush_run(&mut run, &mut out);
+        out.push(other);
+      }
+    }
+  }
+  flush_run(&mut run, &mut out);
+  out
+}
+
+fn handle(state: &Rc<WriterState>, command: Command) {
+  match command {
+    Command::Add(wire, fd) => {
+      let stream = TcpStream::from(fd);
+      // Shares the file description with Node's fd, which libuv already made
+      // non-blocking; setting it again is harmless and makes that explicit.
+      let registered = stream.set_nonblocking(true).and_then(|()| {
+        // SAFETY: the TcpStream owns the fd for as long as the AsyncFd
+        // holds it and always reports that same fd.
+        unsafe { AsyncFd::register_with_interest(stream, Interest::WRITABLE) }
+          .map_err(io::Error::from)
+      });
+      match registered {
+        Ok(io) => state.conns.borrow_mut().insert(Rc::new(Conn {
+          wire,
+          io,
+          queue: RefCell::new(VecDeque::new()),
+          queued: Cell::new(0),
+          ending: Cell::new(false),
+          flush_task: RefCell::new(None),
+        })),
+        Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
+      }
+    }
+    Command::Broadcast(bytes) => {
+      let conns = state.conns.borrow().conns.clone();
+      for conn in conns {
+        write_to(state, &conn, &bytes);
+      }
+    }
+    Command::Send(wires, bytes) => {
+      for wire in wires {
+        let conn = state.conns.borrow().get(wire);
+        if let Some(conn) = conn {
+          write_to(state, &conn, &bytes);
+        }
+      }
+    }
+    Command::End(wire) => {
+      let conn = state.conns.borrow().get(wire);
+      if let Some(conn) = conn {
+        conn.ending.set(true);
+        if conn.queue.borrow().is_empty() {
+          state.finish_end(&conn);
+        }
+      }
+    }
+    Command::Remove(wire) => {
+      let conn = state.conns.borrow_mut().remove(wire);
+      if let Some(conn) = conn {
+        state.release_queue(&conn);
+      }
+    }
+    Command::Configure(config) => state.config.set(config),
+  }
+}
+
+fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>) {
+  if conn.ending.get() {
+    return;
+  }
+  if !conn.queue.borrow().is_empty() {
+    enqueue(state, conn, bytes, 0);
+    return;
+  }
+  loop {
+    match conn.io.get_ref().write(bytes) {
+      Ok(n) if n == bytes.len() => {
+        state.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+        state
+          .stats
+          .bytes_written
+          .fetch_add(n as u64, Ordering::Relaxed);
+        return;
+      }
+      Ok(n) => {
+        state
+          .stats
+          .bytes_written
+          .fetch_add(n as u64, Ordering::Relaxed);
+        // A partial frame is always finished, whatever the bound says.
+        force_enqueue(state, conn, bytes, n);
+        start_flush(state, conn);
+        return;
+      }
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        enqueue(state, conn, bytes, 0);
+        start_flush(state, conn);
+        return;
+      }
+      Err(_) => {
+        state.kill(conn, DeadReason::WriteError);
+        return;
+      }
+    }
+  }
+}
+
+/// Queues a whole frame, applying the bound and the slow-client policy.
+fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, offset: usize) {
+  let config = state.config.get();
+  if conn.queued.get() + bytes.len() > config.max_buffered_bytes {
+    match config.slow_policy {
+      SlowPolicy::Drop => {
+        state.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+      }
+      SlowPolicy::Disconnect => state.kill(conn, DeadReason::Slow),
+    }
+    return;
+  }
+  force_enqueue(state, conn, bytes, offset);
+}
+
+fn force_enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, offset: usize) {
+  let len = bytes.len() - offset;
+  conn.queue.borrow_mut().push_back(Pending {
+    bytes: bytes.clone(),
+    offset,
+  });
+  conn.queued.set(conn.queued.get() + len);
+  state.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
+}
+
+fn start_flush(state: &Rc<WriterState>, conn: &Rc<Conn>) {
+  let mut task = conn.flush_task.borrow_mut();
+  if task.as_ref().is_some_and(|t| !t.is_finished()) {
+    return;
+  }
+  // Removing the connection from the table aborts this task, which drops
+  // the last reference and closes the fd.
+  *task = Some(tokio::task::spawn_local(flush(state.clone(), conn.clone())));
+}
+
+/// At most this many frames per `writev`; the kernel's IOV_MAX is 1024.
+const MAX_IOVECS: usize = 64;
+
+async fn flush(state: Rc<WriterState>, conn: Rc<Conn>) {
+  loop {
+    let mut guard = match conn.io.writable().await {
+      Ok(guard) => guard,
+      Err(_) => {
+        state.kill(&conn, DeadReason::WriteError);
+        return;
+      }
+    };
+    let result = guard.try_io(|io| {
+      let queue = conn.queue.borrow();
+      let slices: Vec<IoSlice<'_>> = queue
+        .iter()
+        .take(MAX_IOVECS)
+        .map(|p| IoSlice::new(&p.bytes[p.offset..]))
+        .collect();
+      io.get_ref().write_vectored(&slices)
+    });
+    match result {
+      Ok(Ok(written)) => {
+        consume(&state, &conn, written);
+        if conn.queue.borrow().is_empty() {
+          if conn.ending.get() {
+            state.finish_end(&conn);
+          }
+          return;
+        }
+      }
+      Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+      Ok(Err(_)) => {
+        state.kill(&conn, DeadReason::WriteError);
+        return;
+      }
+      Err(_would_block) => {}
+    }
+  }
+}
+
+fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
+  state
+    .stats
+    .bytes_written
+    .fetch_add(written as u64, Ordering::Relaxed);
+  conn.queued.set(conn.queued.get() - written);
+  state
+    .stats
+    .queued_bytes
+    .fetch_sub(written, Ordering::Relaxed);
+  let mut queue = conn.queue.borrow_mut();
+  while written > 0 {
+    let Some(head) = queue.front_mut() else { break };
+    let left = head.bytes.len() - head.offset;
+    if written >= left {
+      written -= left;
+      queue.pop_front();
+      state.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+    } else {
+      head.offset += written;
+      written = 0;
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use std::io::Read;
+  use std::net::TcpListener;
+  use std::os::fd::AsFd;
+  use std::sync::mpsc as std_mpsc;
+  use std::time::{Duration, Instant};
+
+  /// A connected pair: `server` is what the writer gets a dup of.
+  fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    (server, client)
+  }
+
+  fn writer(config: WriterConfig) -> (SocketWriter, std_mpsc::Receiver<()>) {
+    let (tx, rx) = std_mpsc::channel();
+    let tx = Mutex::new(tx);
+    let writer = SocketWriter::start(
+      config,
+      Box::new(move || {
+        let _ = tx.lock().unwrap().send(());
+      }),
+    )
+    .unwrap();
+    (writer, rx)
+  }
+
+  fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+    client
+      .set_read_timeout(Some(Duration::from_secs(5)))
+      .unwrap();
+    let mut out = vec![0; len];
+    client.read_exact(&mut out).unwrap();
+    out
+  }
+
+  fn wait_event(writer: &SocketWriter, rx: &std_mpsc::Receiver<()>) -> Vec<WriterEvent> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+      let events = writer.take_events();
+      if !events.is_empty() {
+        return events;
+      }
+      assert!(Instant::now() < deadline, "no writer event");
+      let _ = rx.recv_timeout(Duration::from_millis(50));
+    }
+  }
+
+  #[test]
+  fn broadcasts_and_sends_arrive_in_order() {
+    let (writer, _rx) = writer(WriterConfig::default());
+    let (a_server, mut a) = pair();
+    let (b_server, mut b) = pair();
+    writer.add(1, a_server.as_fd().try_clone_to_owned().unwrap());
+    writer.add(2, b_server.as_fd().try_clone_to_owned().unwrap());
+    writer.broadcast(Arc::from(&b"one;"[..]));
+    writer.send(vec![2], Arc::from(&b"two;"[..]));
+    writer.broadcast(Arc::from(&b"three;"[..]));
+    assert_eq!(read_exactly(&mut a, 10), b"one;three;");
+    assert_eq!(read_exactly(&mut b, 14), b"one;two;three;");
+  }
+
+  #[test]
+  fn a_full_socket_is_queued_then_flushed_completely() {
+    let (writer, rx) = writer(WriterConfig {
+      max_buffered_bytes: 64 << 20,
+      slow_policy: SlowPolicy::Disconnect,
+    });
+    let (server, mut client) = pair();
+    writer.add(7, server.as_fd().try_clone_to_owned().unwrap());
+    // Far more than the kernel buffers hold while nobody reads.
+    let frame: Arc<[u8]> = (0..64 * 1024)
+      .map(|i| (i % 251) as u8)
+      .collect::<Vec<_>>()
+      .into();
+    for _ in 0..200 {
+      writer.broadcast(frame.clone());
+    }
+    writer.end(7);
+    let got = read_exactly(&mut client, frame.len() * 200);
+    for chunk in got.chunks(frame.len()) {
+      assert_eq!(chunk, &frame[..]);
+    }
+    assert_eq!(wait_event(&writer, &rx), vec![WriterEvent::Ended(7)]);
+    assert_eq!(writer.stats().queued_bytes.load(Ordering::Relaxed), 0);
+  }
+
+  #[test]
+  fn a_client_that_stops_reading_is_disconnected_at_the_bound() {
+    let (writer, rx) = writer(WriterConfig {
+      max_buffered_bytes: 256 * 1024,
+      slow_policy: SlowPolicy::Disconnect,
+    });
+    let (server, _client) = pair();
+    writer.add(3, server.as_fd().try_clone_to_owned().unwrap());
+    let frame: Arc<[u8]> = vec![b'x'; 32 * 1024].into();
+    for _ in 0..400 {
+      writer.broadcast(frame.clone());
+      std::thread::sleep(Duration::from_micros(200));
+    }
+    let events = wait_event(&writer, &rx);
+    assert_eq!(events, vec![WriterEvent::Dead(3, DeadReason::Slow)]);
+    assert_eq!(writer.stats().slow_disconnects.load(Ordering::Relaxed), 1);
+    assert_eq!(writer.stats().queued_bytes.load(Ordering::Relaxed), 0);
+  }
+
+  #[test]
+  fn the_drop_policy_skips_whole_frames_and_keeps_the_bound() {
+    let bound = 256 * 1024;
+    let (writer, _rx) = writer(WriterConfig {
+      max_buffered_bytes: bound,
+      slow_policy: SlowPolicy::Drop,
+    });
+    let (server, mut client) = pair();
+    writer.add(4, server.as_fd().try_clone_to_owned().unwrap());
+    let frame_len = 10_000;
+    for i in 0..600u32 {
+      let mut frame = vec![b'.'; frame_len];
+      frame[..4].copy_from_slice(&i.to_be_bytes());
+      writer.broadcast(frame.into());
+      std::thread::sleep(Duration::from_micros(100));
+      assert!(writer.stats().queued_bytes.load(Ordering::Relaxed) <= bound + frame_len);
+    }
+    assert!(writer.stats().frames_dropped.load(Ordering::Relaxed) > 0);
+    // Read everything that was kept: whole frames, strictly increasing.
+    writer.end(4);
+    client
+      .set_read_timeout(Some(Duration::from_secs(5)))
+      .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+      match client.read(&mut buf) {
+        Ok(0) => break,
+        Ok(n) => got.extend_from_slice(&buf[..n]),
+        Err(_) => break,
+      }
+      if writer.stats().queued_bytes.load(Ordering::Relaxed) == 0 && got.len() % frame_len == 0 {
+        client
+          .set_read_timeout(Some(Duration::from_millis(200)))
+          .unwrap();
+      }
+    }
+    assert_eq!(got.len() % frame_len, 0);
+    let seq: Vec<u32> = got
+      .chunks(frame_len)
+      .map(|c| u32::from_be_bytes(c[..4].try_into().unwrap()))
+      .collect();
+    assert!(seq.windows(2).all(|w| w[0] < w[1]), "{seq:?}");
+    assert!(seq.len() < 600);
+  }
+
+  #[test]
+  fn a_reset_connection_is_reported_dead() {
+    let (writer, rx) = writer(WriterConfig::default());
+    let (server, client) = pair();
+    writer.add(9, server.as_fd().try_clone_to_owned().unwrap());
+    drop(client);
+    drop(server);
+    let frame: Arc<[u8]> = vec![b'y'; 1024].into();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+      writer.broadcast(frame.clone());
+      let events = writer.take_events();
+      if !events.is_empty() {
+        assert_eq!(events, vec![WriterEvent::Dead(9, DeadReason::WriteError)]);
+        break;
+      }
+      assert!(Instant::now() < deadline);
+      let _ = rx.recv_timeout(Duration::from_millis(20));
+    }
+  }
+
+  #[test]
+  fn coalescing_joins_only_adjacent_broadcasts() {
+    let out = coalesce(vec![
+      Command::Broadcast(Arc::from(&b"a"[..])),
+      Command::Broadcast(Arc::from(&b"b"[..])),
+      Command::End(1),
+      Command::Broadcast(Arc::from(&b"c"[..])),
+    ]);
+    assert_eq!(out.len(), 3);
+    assert!(matches!(&out[0], Command::Broadcast(b) if &b[..] == b"ab"));
+    assert!(matches!(&out[1], Command::End(1)));
+    assert!(matches!(&out[2], Command::Broadcast(b) if &b[..] == b"c"));
+  }
+}
