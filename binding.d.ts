@@ -10,21 +10,25 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * A registry of SSE connections with its own ids, clients and settings.
- * The package's default export is one instance; create more to keep
- * separate registries.
+ * A registry of SSE connections. The JS surface (`index.js`) wraps it;
+ * its methods take already-serialized text.
  */
 export declare class NativeHub {
   /**
-   * `typeError` is the constructor bad-input errors are made with; pass the
-   * caller's `TypeError`.
+   * `typeError` is the constructor bad-input errors are made with (pass the
+   * caller's `TypeError`). `writeHook` and `endHook` replace `res.write` and
+   * `res.end` on responses handed to the socket writer; without them the
+   * hub uses the stream transport only.
    */
-  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null)
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, writeHook?: ((arg?: unknown) => unknown) | undefined | null, endHook?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
+   * `fd` is the socket's fd when the JS surface found the connection
+   * eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
+   * `write`/`end`, nothing pending), else -1.
    */
-  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null): string
+  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, fd?: number | undefined | null): string
   /** Unregisters `res`, detaches its listener and ends it if still open. */
   unregister(res: unknown): boolean
   /** Unregisters and ends every connection under `id`. */
@@ -38,7 +42,7 @@ export declare class NativeHub {
   send(res: unknown, data: string): boolean
   /**
    * Frames `data` once and writes it to every connection; returns how many
-   * were written.
+   * were written (socket connections count once their frame is queued).
    */
   broadcast(data: string): number
   /** Broadcasts, then ends and unregisters every connection. */
@@ -53,8 +57,37 @@ export declare class NativeHub {
    */
   cleanupStale(maxAgeMs: number): number
   /**
+   * Writes raw bytes the app passed to `res.write` on a socket-transport
+   * response, as one HTTP chunk, in order with the helper's frames.
+   */
+  writeRaw(res: unknown, chunk: Uint8Array): boolean
+  /** Sets the transport for new connections and the socket writer's bound. */
+  configure(transport?: string | undefined | null, maxBufferedBytes?: number | undefined | null, slowClientPolicy?: string | undefined | null): void
+  /** Counters and gauges at this instant. */
+  stats(): NativeStats
+  /**
    * napi references this hub holds right now (responses, their `write`,
-   * metas, its listener and symbol). For leak tests.
+   * metas, its own listener, symbol and hooks). For leak tests.
    */
   get heldReferences(): number
+}
+
+/** Registry counters, transports and writer figures at one instant. */
+export interface NativeStats {
+  /** Registered connections. */
+  clients: number
+  /** Connections written through the response's own `write`. */
+  streamConnections: number
+  /** Connections written by the native socket writer. */
+  socketConnections: number
+  /** Frames handed to connections (each recipient counts once). */
+  framesSent: number
+  /** Bytes handed to connections. */
+  bytesSent: number
+  /** Frames skipped for slow clients under the `drop` policy. */
+  framesDropped: number
+  /** Connections closed for passing `maxBufferedBytes`. */
+  slowDisconnects: number
+  /** Bytes waiting in the socket writer's queues now. */
+  queuedBytes: number
 }

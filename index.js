@@ -1,6 +1,7 @@
 const { loadBinding } = require('./lib/load-binding.js');
 const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
+const { socketFd, responseHooks } = require('./lib/socket.js');
 
 const { NativeHub } = loadBinding();
 
@@ -27,6 +28,8 @@ const METHODS = [
   'broadcastAndClose',
   'getClientCount',
   'cleanupStaleClients',
+  'configure',
+  'getStats',
 ];
 
 /**
@@ -38,7 +41,12 @@ class SseHub {
   #native;
 
   constructor() {
-    this.#native = new NativeHub(TypeError);
+    // The hooks live on responses and the native hub holds them strongly, so
+    // they must not hold the hub strongly back, or it could never be freed.
+    let native;
+    const hooks = responseHooks(() => native?.deref());
+    this.#native = new NativeHub(TypeError, hooks.write, hooks.end);
+    native = new WeakRef(this.#native);
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
     }
@@ -49,19 +57,20 @@ class SseHub {
   }
 
   addClient(idOrRes, resOrMeta, meta) {
-    if (typeof idOrRes === 'string') {
-      return this.#native.register(resOrMeta, idOrRes, toMeta(meta));
-    }
-    if (isResponseLike(idOrRes)) {
-      return this.#native.register(idOrRes, undefined, toMeta(resOrMeta));
-    }
+    if (typeof idOrRes === 'string') return this.#register(resOrMeta, idOrRes, meta);
+    if (isResponseLike(idOrRes)) return this.#register(idOrRes, undefined, resOrMeta);
     if (idOrRes === undefined || idOrRes === null) {
       // addClient(req.sessionID, res) without a session: generate the id.
-      if (isResponseLike(resOrMeta)) return this.#native.register(resOrMeta, undefined, toMeta(meta));
+      if (isResponseLike(resOrMeta)) return this.#register(resOrMeta, undefined, meta);
     } else if (isResponseLike(resOrMeta)) {
       throw new TypeError(`id must be a string, got ${typeof idOrRes}`);
     }
-    return this.#native.register(idOrRes, undefined, undefined);
+    return this.#native.register(idOrRes);
+  }
+
+  #register(res, id, meta) {
+    const fd = isResponseLike(res) ? socketFd(res) : -1;
+    return this.#native.register(res, id, toMeta(meta), fd);
   }
 
   removeClient(res) {
@@ -101,12 +110,39 @@ class SseHub {
   }
 
   /**
+   * Settings for this hub. `transport` applies to connections registered
+   * afterwards; the buffer bound and policy apply at once.
+   */
+  configure(options) {
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError('options must be an object');
+    }
+    const { transport, maxBufferedBytes, slowClientPolicy } = options;
+    checkOption('transport', transport, 'string');
+    checkOption('maxBufferedBytes', maxBufferedBytes, 'number');
+    checkOption('slowClientPolicy', slowClientPolicy, 'string');
+    this.#native.configure(transport, maxBufferedBytes, slowClientPolicy);
+    return this;
+  }
+
+  /** Counters and gauges: clients per transport, frames, bytes, drops. */
+  getStats() {
+    return this.#native.stats();
+  }
+
+  /**
    * Node-API references this hub holds (two or three per connection plus
    * two of its own). Exposed for leak tests.
    * @internal
    */
   get nativeReferenceCount() {
     return this.#native.heldReferences;
+  }
+}
+
+function checkOption(name, value, type) {
+  if (value !== undefined && typeof value !== type) {
+    throw new TypeError(`options.${name} must be a ${type}, got ${typeof value}`);
   }
 }
 

@@ -31,368 +31,378 @@ async function connect(n = 1, path = '/events') {
   return clients;
 }
 
-beforeEach(() => {
-  hub = new SseHub();
-  idleRefs = hub.nativeReferenceCount;
-  routeResponses = [];
-});
+describe.each(['auto', 'stream'])('transport %s', (transport) => {
+  /** Socket-transport connections when the native writer is on, else 0. */
+  const onSocket = (n) => (transport === 'auto' ? n : 0);
 
-afterEach(async () => {
-  hub.broadcastAndClose('bye');
-  await srv?.close();
-  srv = undefined;
-});
-
-describe('initResponse', () => {
-  test('sends status 200 and the SSE headers at once', async () => {
-    await serve();
-    const [c] = await connect();
-    await c.waitFor((x) => x.raw().includes('\r\n\r\n'), 'headers');
-    const head = c.head();
-    expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
-    expect(head).toContain('\r\nContent-Type: text/event-stream; charset=utf-8\r\n');
-    expect(head).toContain('\r\nCache-Control: no-cache, no-transform\r\n');
-    expect(head).toContain('\r\nConnection: keep-alive\r\n');
-    expect(head).toContain('\r\nX-Accel-Buffering: no\r\n');
-    expect(head).toContain('\r\nTransfer-Encoding: chunked');
-    // Nothing else was written: the headers left before any event.
-    expect(c.raw().endsWith('\r\n\r\n')).toBe(true);
-    expect(routeResponses[0].socket.noDelay ?? true).toBe(true);
+  beforeEach(() => {
+    hub = new SseHub().configure({ transport });
+    idleRefs = hub.nativeReferenceCount;
+    routeResponses = [];
   });
 
-  test('throws a clear Error when the headers were already sent', async () => {
-    let error;
-    srv = await startServer((app) => {
-      app.get('/events', (_req, res) => {
-        res.write('x');
-        try {
-          hub.initResponse(res);
-        } catch (e) {
-          error = e;
-        }
-        res.end();
-      });
+  afterEach(async () => {
+    hub.broadcastAndClose('bye');
+    // Socket-transport responses end once the writer has flushed them.
+    await waitFor(() => hub.nativeReferenceCount === idleRefs, 'references released');
+    await srv?.close();
+    srv = undefined;
+  });
+
+  describe('initResponse', () => {
+    test('sends status 200 and the SSE headers at once', async () => {
+      await serve();
+      const [c] = await connect();
+      await c.waitFor((x) => x.raw().includes('\r\n\r\n'), 'headers');
+      const head = c.head();
+      expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(head).toContain('\r\nContent-Type: text/event-stream; charset=utf-8\r\n');
+      expect(head).toContain('\r\nCache-Control: no-cache, no-transform\r\n');
+      expect(head).toContain('\r\nConnection: keep-alive\r\n');
+      expect(head).toContain('\r\nX-Accel-Buffering: no\r\n');
+      expect(head).toContain('\r\nTransfer-Encoding: chunked');
+      // Nothing else was written: the headers left before any event.
+      expect(c.raw().endsWith('\r\n\r\n')).toBe(true);
+      expect(routeResponses[0].socket.noDelay ?? true).toBe(true);
     });
-    const c = rawGet(srv.port);
-    await c.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'response end');
-    expect(error).toBeInstanceOf(Error);
-    expect(error.message).toMatch(/headers were already sent/);
-  });
 
-  test('rejects what is not a response', () => {
-    expect(() => hub.initResponse({})).toThrow(TypeError);
-    expect(() => hub.initResponse(null)).toThrow(/res must be an http.ServerResponse/);
-  });
-});
-
-describe('addClient', () => {
-  test('addClient(res) returns a server-generated UUID v4 and registers once', async () => {
-    const ids = [];
-    await serve((_req, res) => ids.push(hub.addClient(res, { tag: 'a' })));
-    await connect(3);
-    expect(ids).toHaveLength(3);
-    for (const id of ids) expect(id).toMatch(UUID_V4);
-    expect(new Set(ids).size).toBe(3);
-    expect(hub.getClientCount()).toBe(3);
-  });
-
-  test('the documented usage example works verbatim, double addClient included', async () => {
-    srv = await startServer((app) => app.get('/events', documentedRoute(hub)));
-    const c = rawGet(srv.port);
-    await c.waitFor((x) => x.body().includes('\n\n'), 'first event');
-    expect(c.body()).toMatch(/^data: \{"utc":"\d{4}-\d\d-\d\dT[\d:.]+Z"\}\n\n$/);
-    expect(hub.getClientCount()).toBe(1);
-    expect(hub.broadcast({ n: 1 })).toBe(1);
-    await c.waitFor((x) => x.body().endsWith('data: {"n":1}\n\n'), 'broadcast');
-  });
-
-  test('addClient(id, res) uses the caller id; one id may hold several connections', async () => {
-    await serve((req, res) => hub.addClient('session-1', res, { ip: req.ip }));
-    const [a, b] = await connect(2);
-    expect(hub.getClientCount()).toBe(2);
-    expect(hub.sendToClient('session-1', { to: 'both' })).toBe(true);
-    await a.waitFor((x) => x.body() === 'data: {"to":"both"}\n\n');
-    await b.waitFor((x) => x.body() === 'data: {"to":"both"}\n\n');
-    // Closing one tab leaves the other registered under the same id.
-    a.destroy();
-    await waitFor(() => hub.getClientCount() === 1, 'one left');
-    expect(hub.sendToClient('session-1', 'still here')).toBe(true);
-    await b.waitFor((x) => x.body().endsWith('data: "still here"\n\n'));
-  });
-
-  test('registering a registered response again moves it, never duplicates it', async () => {
-    await serve((_req, res) => {
-      const first = hub.addClient(res, { n: 1 });
-      expect(hub.addClient(first, res, { n: 2 })).toBe(first);
-      expect(hub.addClient('moved', res, { n: 3 })).toBe('moved');
-    });
-    const [c] = await connect();
-    expect(hub.getClientCount()).toBe(1);
-    expect(routeResponses[0].listenerCount('close')).toBe(baselineCloseListeners() + 1);
-    expect(hub.sendToClient('moved', 1)).toBe(true);
-    await c.waitFor((x) => x.body() === 'data: 1\n\n');
-    expect(hub.broadcast(2)).toBe(1);
-  });
-
-  test('attaches exactly one close listener and removes it again', async () => {
-    await serve((_req, res) => {
-      for (let i = 0; i < 20; i++) hub.addClient(res);
-      hub.addClient('x', res);
-    });
-    const warnings = [];
-    const onWarning = (w) => warnings.push(w);
-    process.on('warning', onWarning);
-    await connect();
-    const res = routeResponses[0];
-    expect(res.listenerCount('close')).toBe(baselineCloseListeners() + 1);
-    expect(hub.removeClient(res)).toBe(true);
-    expect(res.listenerCount('close')).toBe(baselineCloseListeners());
-    process.off('warning', onWarning);
-    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
-  });
-
-  test('a response that already closed is not registered and keeps no listener', async () => {
-    let res;
-    let id;
-    srv = await startServer((app) => {
-      app.get('/events', (_req, r) => {
-        hub.initResponse(r);
-        res = r;
-        r.on('close', () => {
-          id = hub.addClient(r);
+    test('throws a clear Error when the headers were already sent', async () => {
+      let error;
+      srv = await startServer((app) => {
+        app.get('/events', (_req, res) => {
+          res.write('x');
+          try {
+            hub.initResponse(res);
+          } catch (e) {
+            error = e;
+          }
+          res.end();
         });
       });
+      const c = rawGet(srv.port);
+      await c.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'response end');
+      expect(error).toBeInstanceOf(Error);
+      expect(error.message).toMatch(/headers were already sent/);
     });
-    const c = rawGet(srv.port);
-    await waitFor(() => res, 'route');
-    c.destroy();
-    await waitFor(() => id, 'close handler');
-    expect(id).toMatch(UUID_V4);
-    expect(hub.getClientCount()).toBe(0);
-    expect(hub.nativeReferenceCount).toBe(idleRefs);
-    expect(res.listenerCount('close')).toBe(1);
+
+    test('rejects what is not a response', () => {
+      expect(() => hub.initResponse({})).toThrow(TypeError);
+      expect(() => hub.initResponse(null)).toThrow(/res must be an http.ServerResponse/);
+    });
   });
 
-  test('bad input is a TypeError naming the argument', () => {
-    const fakeRes = { write() {}, end() {}, on() {}, removeListener() {} };
-    expect(() => hub.addClient({})).toThrow(TypeError);
-    expect(() => hub.addClient({})).toThrow(/^res must be/);
-    expect(() => hub.addClient(42)).toThrow(/^res must be/);
-    expect(() => hub.addClient('id', { write() {} })).toThrow(/^res must be/);
-    expect(() => hub.addClient(42, fakeRes)).toThrow(/^id must be a string/);
-    expect(() => hub.addClient('', fakeRes)).toThrow(/^id must be a non-empty string/);
-    expect(() => hub.addClient('x'.repeat(257), fakeRes)).toThrow(/^id must be at most 256/);
-    expect(() => hub.addClient('a\nb', fakeRes)).toThrow(TypeError);
-    expect(() => hub.addClient('a\u0000b', fakeRes)).toThrow(/control characters/);
-    expect(hub.getClientCount()).toBe(0);
-    expect(hub.addClient('x'.repeat(256), fakeRes)).toHaveLength(256);
-    expect(hub.getClientCount()).toBe(1);
-    expect(hub.removeClient(fakeRes)).toBe(true);
-  });
-});
+  describe('addClient', () => {
+    test('addClient(res) returns a server-generated UUID v4 and registers once', async () => {
+      const ids = [];
+      await serve((_req, res) => ids.push(hub.addClient(res, { tag: 'a' })));
+      await connect(3);
+      expect(ids).toHaveLength(3);
+      for (const id of ids) expect(id).toMatch(UUID_V4);
+      expect(new Set(ids).size).toBe(3);
+      expect(hub.getClientCount()).toBe(3);
+    });
 
-describe('removal', () => {
-  test('removeClient(res) unregisters and ends the response', async () => {
-    await serve();
-    const [c] = await connect();
-    expect(hub.removeClient(routeResponses[0])).toBe(true);
-    expect(hub.getClientCount()).toBe(0);
-    // The chunked body was terminated properly: no orphaned open socket.
-    await c.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'terminating chunk');
-    expect(hub.removeClient(routeResponses[0])).toBe(false);
+    test('the documented usage example works verbatim, double addClient included', async () => {
+      srv = await startServer((app) => app.get('/events', documentedRoute(hub)));
+      const c = rawGet(srv.port);
+      await c.waitFor((x) => x.body().includes('\n\n'), 'first event');
+      expect(c.body()).toMatch(/^data: \{"utc":"\d{4}-\d\d-\d\dT[\d:.]+Z"\}\n\n$/);
+      expect(hub.getClientCount()).toBe(1);
+      expect(hub.broadcast({ n: 1 })).toBe(1);
+      await c.waitFor((x) => x.body().endsWith('data: {"n":1}\n\n'), 'broadcast');
+    });
+
+    test('addClient(id, res) uses the caller id; one id may hold several connections', async () => {
+      await serve((req, res) => hub.addClient('session-1', res, { ip: req.ip }));
+      const [a, b] = await connect(2);
+      expect(hub.getClientCount()).toBe(2);
+      expect(hub.sendToClient('session-1', { to: 'both' })).toBe(true);
+      await a.waitFor((x) => x.body() === 'data: {"to":"both"}\n\n');
+      await b.waitFor((x) => x.body() === 'data: {"to":"both"}\n\n');
+      // Closing one tab leaves the other registered under the same id.
+      a.destroy();
+      await waitFor(() => hub.getClientCount() === 1, 'one left');
+      expect(hub.sendToClient('session-1', 'still here')).toBe(true);
+      await b.waitFor((x) => x.body().endsWith('data: "still here"\n\n'));
+    });
+
+    test('registering a registered response again moves it, never duplicates it', async () => {
+      await serve((_req, res) => {
+        const first = hub.addClient(res, { n: 1 });
+        expect(hub.addClient(first, res, { n: 2 })).toBe(first);
+        expect(hub.addClient('moved', res, { n: 3 })).toBe('moved');
+      });
+      const [c] = await connect();
+      expect(hub.getClientCount()).toBe(1);
+      expect(routeResponses[0].listenerCount('close')).toBe(baselineCloseListeners() + 1);
+      expect(hub.sendToClient('moved', 1)).toBe(true);
+      await c.waitFor((x) => x.body() === 'data: 1\n\n');
+      expect(hub.broadcast(2)).toBe(1);
+    });
+
+    test('attaches exactly one close listener and removes it again', async () => {
+      await serve((_req, res) => {
+        for (let i = 0; i < 20; i++) hub.addClient(res);
+        hub.addClient('x', res);
+      });
+      const warnings = [];
+      const onWarning = (w) => warnings.push(w);
+      process.on('warning', onWarning);
+      await connect();
+      const res = routeResponses[0];
+      expect(res.listenerCount('close')).toBe(baselineCloseListeners() + 1);
+      expect(hub.removeClient(res)).toBe(true);
+      expect(res.listenerCount('close')).toBe(baselineCloseListeners());
+      process.off('warning', onWarning);
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    });
+
+    test('a response that already closed is not registered and keeps no listener', async () => {
+      let res;
+      let id;
+      srv = await startServer((app) => {
+        app.get('/events', (_req, r) => {
+          hub.initResponse(r);
+          res = r;
+          r.on('close', () => {
+            id = hub.addClient(r);
+          });
+        });
+      });
+      const c = rawGet(srv.port);
+      await waitFor(() => res, 'route');
+      c.destroy();
+      await waitFor(() => id, 'close handler');
+      expect(id).toMatch(UUID_V4);
+      expect(hub.getClientCount()).toBe(0);
+      expect(hub.nativeReferenceCount).toBe(idleRefs);
+      expect(res.listenerCount('close')).toBe(1);
+    });
+
+    test('bad input is a TypeError naming the argument', () => {
+      const fakeRes = { write() {}, end() {}, on() {}, removeListener() {} };
+      expect(() => hub.addClient({})).toThrow(TypeError);
+      expect(() => hub.addClient({})).toThrow(/^res must be/);
+      expect(() => hub.addClient(42)).toThrow(/^res must be/);
+      expect(() => hub.addClient('id', { write() {} })).toThrow(/^res must be/);
+      expect(() => hub.addClient(42, fakeRes)).toThrow(/^id must be a string/);
+      expect(() => hub.addClient('', fakeRes)).toThrow(/^id must be a non-empty string/);
+      expect(() => hub.addClient('x'.repeat(257), fakeRes)).toThrow(/^id must be at most 256/);
+      expect(() => hub.addClient('a\nb', fakeRes)).toThrow(TypeError);
+      expect(() => hub.addClient('a\u0000b', fakeRes)).toThrow(/control characters/);
+      expect(hub.getClientCount()).toBe(0);
+      expect(hub.addClient('x'.repeat(256), fakeRes)).toHaveLength(256);
+      expect(hub.getClientCount()).toBe(1);
+      expect(hub.removeClient(fakeRes)).toBe(true);
+    });
   });
 
-  test('removeClientById ends every connection under the id', async () => {
-    await serve((req, res) => hub.addClient(req.query.id, res));
-    const a = rawGet(srv.port, '/events?id=s1');
-    const b = rawGet(srv.port, '/events?id=s1');
-    const other = rawGet(srv.port, '/events?id=s2');
-    await waitFor(() => hub.getClientCount() === 3, 'three clients');
-    expect(hub.removeClientById('s1')).toBe(true);
-    expect(hub.removeClientById('s1')).toBe(false);
-    expect(hub.getClientCount()).toBe(1);
-    await a.waitFor((x) => x.raw().endsWith('0\r\n\r\n'));
-    await b.waitFor((x) => x.raw().endsWith('0\r\n\r\n'));
-    expect(hub.broadcast('left')).toBe(1);
-    await other.waitFor((x) => x.body() === 'data: "left"\n\n');
-    expect(() => hub.removeClientById(7)).toThrow(/^id must be a string/);
+  describe('removal', () => {
+    test('removeClient(res) unregisters and ends the response', async () => {
+      await serve();
+      const [c] = await connect();
+      expect(hub.removeClient(routeResponses[0])).toBe(true);
+      expect(hub.getClientCount()).toBe(0);
+      // The chunked body was terminated properly: no orphaned open socket.
+      await c.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'terminating chunk');
+      expect(hub.removeClient(routeResponses[0])).toBe(false);
+    });
+
+    test('removeClientById ends every connection under the id', async () => {
+      await serve((req, res) => hub.addClient(req.query.id, res));
+      const a = rawGet(srv.port, '/events?id=s1');
+      const b = rawGet(srv.port, '/events?id=s1');
+      const other = rawGet(srv.port, '/events?id=s2');
+      await waitFor(() => hub.getClientCount() === 3, 'three clients');
+      expect(hub.removeClientById('s1')).toBe(true);
+      expect(hub.removeClientById('s1')).toBe(false);
+      expect(hub.getClientCount()).toBe(1);
+      await a.waitFor((x) => x.raw().endsWith('0\r\n\r\n'));
+      await b.waitFor((x) => x.raw().endsWith('0\r\n\r\n'));
+      expect(hub.broadcast('left')).toBe(1);
+      await other.waitFor((x) => x.body() === 'data: "left"\n\n');
+      expect(() => hub.removeClientById(7)).toThrow(/^id must be a string/);
+    });
+
+    test('a client that disconnects is cleaned up by its close event', async () => {
+      await serve();
+      const clients = await connect(10);
+      for (const c of clients) c.destroy();
+      await waitFor(() => hub.getClientCount() === 0, 'cleanup');
+      expect(hub.nativeReferenceCount).toBe(idleRefs);
+      for (const res of routeResponses) expect(res.listenerCount('close')).toBe(baselineCloseListeners());
+    });
   });
 
-  test('a client that disconnects is cleaned up by its close event', async () => {
-    await serve();
-    const clients = await connect(10);
-    for (const c of clients) c.destroy();
-    await waitFor(() => hub.getClientCount() === 0, 'cleanup');
-    expect(hub.nativeReferenceCount).toBe(idleRefs);
-    for (const res of routeResponses) expect(res.listenerCount('close')).toBe(baselineCloseListeners());
-  });
-});
+  describe('sending', () => {
+    test('send writes to any SSE response, registered or not, and false once closed', async () => {
+      await serve(() => {});
+      const [c] = await connect(0).then(() => [rawGet(srv.port)]);
+      await waitFor(() => routeResponses.length === 1, 'route');
+      const res = routeResponses[0];
+      expect(hub.send(res, 'hi')).toBe(true);
+      await c.waitFor((x) => x.body() === 'data: "hi"\n\n');
+      // The exact chunk on the wire: size line, frame, CRLF.
+      expect(c.raw().endsWith('\r\n\r\nc\r\ndata: "hi"\n\n\r\n')).toBe(true);
+      c.destroy();
+      await waitFor(() => res.destroyed, 'closed');
+      expect(hub.send(res, 'late')).toBe(false);
+      res.end();
+      expect(hub.send(res, 'after end')).toBe(false);
+      expect(() => hub.send({}, 1)).toThrow(/^res must be/);
+    });
 
-describe('sending', () => {
-  test('send writes to any SSE response, registered or not, and false once closed', async () => {
-    await serve(() => {});
-    const [c] = await connect(0).then(() => [rawGet(srv.port)]);
-    await waitFor(() => routeResponses.length === 1, 'route');
-    const res = routeResponses[0];
-    expect(hub.send(res, 'hi')).toBe(true);
-    await c.waitFor((x) => x.body() === 'data: "hi"\n\n');
-    // The exact chunk on the wire: size line, frame, CRLF.
-    expect(c.raw().endsWith('\r\n\r\nc\r\ndata: "hi"\n\n\r\n')).toBe(true);
-    c.destroy();
-    await waitFor(() => res.destroyed, 'closed');
-    expect(hub.send(res, 'late')).toBe(false);
-    res.end();
-    expect(hub.send(res, 'after end')).toBe(false);
-    expect(() => hub.send({}, 1)).toThrow(/^res must be/);
-  });
+    test('sendToClient returns false for an unknown id', () => {
+      expect(hub.sendToClient('nobody', 1)).toBe(false);
+      expect(() => hub.sendToClient(undefined, 1)).toThrow(/^id must be a string/);
+    });
 
-  test('sendToClient returns false for an unknown id', () => {
-    expect(hub.sendToClient('nobody', 1)).toBe(false);
-    expect(() => hub.sendToClient(undefined, 1)).toThrow(/^id must be a string/);
-  });
-
-  test('broadcast frames once and returns how many were written', async () => {
-    await serve();
-    const clients = await connect(5);
-    expect(hub.broadcast({ a: [1, 'two'], b: null })).toBe(5);
-    for (const c of clients) {
-      await c.waitFor((x) => x.body() === 'data: {"a":[1,"two"],"b":null}\n\n');
-      expect(c.chunks()).toEqual(['data: {"a":[1,"two"],"b":null}\n\n']);
-    }
-  });
-
-  test('a response ended by the app is skipped and removed, the others still get the frame', async () => {
-    await serve();
-    const clients = await connect(3);
-    routeResponses[1].end();
-    expect(hub.broadcast('x')).toBe(2);
-    expect(hub.getClientCount()).toBe(2);
-    await clients[0].waitFor((x) => x.body() === 'data: "x"\n\n');
-    await clients[2].waitFor((x) => x.body() === 'data: "x"\n\n');
-    await delay(20);
-    expect(clients[1].body()).toBe('');
-  });
-
-  test('a write that throws removes that connection only, and ends it', async () => {
-    await serve((req, res) => {
-      // As a wrapping middleware would: this response's write throws.
-      if (req.query.broken) {
-        res.write = () => {
-          throw new Error('boom');
-        };
+    test('broadcast frames once and returns how many were written', async () => {
+      await serve();
+      const clients = await connect(5);
+      expect(hub.getStats()).toMatchObject({ clients: 5, socketConnections: onSocket(5) });
+      expect(hub.broadcast({ a: [1, 'two'], b: null })).toBe(5);
+      for (const c of clients) {
+        await c.waitFor((x) => x.body() === 'data: {"a":[1,"two"],"b":null}\n\n');
+        expect(c.chunks()).toEqual(['data: {"a":[1,"two"],"b":null}\n\n']);
       }
-      hub.addClient(res);
     });
-    const good1 = rawGet(srv.port);
-    const broken = rawGet(srv.port, '/events?broken=1');
-    const good2 = rawGet(srv.port);
-    await waitFor(() => hub.getClientCount() === 3, 'clients');
-    expect(hub.broadcast({ ok: true })).toBe(2);
-    expect(hub.getClientCount()).toBe(2);
-    await good1.waitFor((x) => x.body() === 'data: {"ok":true}\n\n');
-    await good2.waitFor((x) => x.body() === 'data: {"ok":true}\n\n');
-    await broken.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'broken one ended');
-    expect(broken.body()).toBe('');
-    expect(hub.nativeReferenceCount).toBe(idleRefs + 2 * 2);
+
+    test('a response ended by the app is skipped and removed, the others still get the frame', async () => {
+      await serve();
+      const clients = await connect(3);
+      routeResponses[1].end();
+      expect(hub.broadcast('x')).toBe(2);
+      expect(hub.getClientCount()).toBe(2);
+      await clients[0].waitFor((x) => x.body() === 'data: "x"\n\n');
+      await clients[2].waitFor((x) => x.body() === 'data: "x"\n\n');
+      await delay(20);
+      expect(clients[1].body()).toBe('');
+    });
+
+    test('a write that throws removes that connection only, and ends it', async () => {
+      await serve((req, res) => {
+        // As a wrapping middleware would: this response's write throws.
+        if (req.query.broken) {
+          res.write = () => {
+            throw new Error('boom');
+          };
+        }
+        hub.addClient(res);
+      });
+      const good1 = rawGet(srv.port);
+      const broken = rawGet(srv.port, '/events?broken=1');
+      const good2 = rawGet(srv.port);
+      await waitFor(() => hub.getClientCount() === 3, 'clients');
+      expect(hub.broadcast({ ok: true })).toBe(2);
+      expect(hub.getClientCount()).toBe(2);
+      await good1.waitFor((x) => x.body() === 'data: {"ok":true}\n\n');
+      await good2.waitFor((x) => x.body() === 'data: {"ok":true}\n\n');
+      await broken.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'broken one ended');
+      expect(broken.body()).toBe('');
+      // The throwing response kept the stream transport: its write is not Node's.
+      expect(hub.getStats()).toMatchObject({ clients: 2, socketConnections: onSocket(2) });
+    });
+
+    test('broadcastAndClose sends the last frame, ends all and empties the registry', async () => {
+      await serve();
+      const clients = await connect(4);
+      expect(hub.broadcastAndClose({ bye: true })).toBe(4);
+      expect(hub.getClientCount()).toBe(0);
+      for (const c of clients) {
+        await c.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'end of body');
+        expect(c.body()).toBe('data: {"bye":true}\n\n');
+      }
+      expect(hub.nativeReferenceCount).toBe(idleRefs);
+    });
   });
 
-  test('broadcastAndClose sends the last frame, ends all and empties the registry', async () => {
-    await serve();
-    const clients = await connect(4);
-    expect(hub.broadcastAndClose({ bye: true })).toBe(4);
-    expect(hub.getClientCount()).toBe(0);
-    for (const c of clients) {
-      await c.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'end of body');
-      expect(c.body()).toBe('data: {"bye":true}\n\n');
+  describe('serialization', () => {
+    async function frameOf(payload) {
+      await serve();
+      const [c] = await connect();
+      hub.broadcast(payload);
+      await c.waitFor((x) => x.body().endsWith('\n\n'), 'frame');
+      return c.body();
     }
-    expect(hub.nativeReferenceCount).toBe(idleRefs);
-  });
-});
 
-describe('serialization', () => {
-  async function frameOf(payload) {
-    await serve();
-    const [c] = await connect();
-    hub.broadcast(payload);
-    await c.waitFor((x) => x.body().endsWith('\n\n'), 'frame');
-    return c.body();
-  }
+    test('JSON.stringify semantics: key order, toJSON, strings quoted', async () => {
+      const payload = { z: 1, a: { toJSON: () => 'custom' }, d: new Date(0), u: undefined };
+      expect(await frameOf(payload)).toBe(`data: ${JSON.stringify(payload)}\n\n`);
+    });
 
-  test('JSON.stringify semantics: key order, toJSON, strings quoted', async () => {
-    const payload = { z: 1, a: { toJSON: () => 'custom' }, d: new Date(0), u: undefined };
-    expect(await frameOf(payload)).toBe(`data: ${JSON.stringify(payload)}\n\n`);
-  });
+    test('a circular reference becomes "[Circular]" and a BigInt its decimal string', async () => {
+      const a = { name: 'a', big: 12345678901234567890n };
+      a.self = a;
+      a.list = [a, { shared: 1 }];
+      expect(await frameOf(a)).toBe(
+        'data: {"name":"a","big":"12345678901234567890","self":"[Circular]","list":["[Circular]",{"shared":1}]}\n\n',
+      );
+    });
 
-  test('a circular reference becomes "[Circular]" and a BigInt its decimal string', async () => {
-    const a = { name: 'a', big: 12345678901234567890n };
-    a.self = a;
-    a.list = [a, { shared: 1 }];
-    expect(await frameOf(a)).toBe(
-      'data: {"name":"a","big":"12345678901234567890","self":"[Circular]","list":["[Circular]",{"shared":1}]}\n\n',
-    );
-  });
+    test('a repeated, non-circular reference is serialized every time', async () => {
+      const shared = { v: 1 };
+      expect(await frameOf({ x: shared, y: [shared, shared] })).toBe('data: {"x":{"v":1},"y":[{"v":1},{"v":1}]}\n\n');
+    });
 
-  test('a repeated, non-circular reference is serialized every time', async () => {
-    const shared = { v: 1 };
-    expect(await frameOf({ x: shared, y: [shared, shared] })).toBe('data: {"x":{"v":1},"y":[{"v":1},{"v":1}]}\n\n');
-  });
+    test.each([
+      ['undefined', undefined],
+      ['a function', () => 1],
+      ['a symbol', Symbol('s')],
+    ])('a top-level %s is sent as null', async (_name, payload) => {
+      expect(await frameOf(payload)).toBe('data: null\n\n');
+    });
 
-  test.each([
-    ['undefined', undefined],
-    ['a function', () => 1],
-    ['a symbol', Symbol('s')],
-  ])('a top-level %s is sent as null', async (_name, payload) => {
-    expect(await frameOf(payload)).toBe('data: null\n\n');
-  });
+    test('line breaks never leave the data line', async () => {
+      expect(await frameOf({ text: 'a\nb\r\nc\u2028' })).toBe('data: {"text":"a\\nb\\r\\nc\u2028"}\n\n');
+    });
 
-  test('line breaks never leave the data line', async () => {
-    expect(await frameOf({ text: 'a\nb\r\nc\u2028' })).toBe('data: {"text":"a\\nb\\r\\nc\u2028"}\n\n');
-  });
-
-  test('a throwing getter or toJSON is a TypeError and nothing is written', async () => {
-    await serve();
-    const [c] = await connect();
-    const getter = {
-      get x() {
-        throw new Error('secret');
-      },
-    };
-    const toJSON = {
-      toJSON: () => {
-        throw new RangeError('nope');
-      },
-    };
-    for (const bad of [getter, toJSON]) {
-      expect(() => hub.broadcast(bad)).toThrow(TypeError);
-      expect(() => hub.send(routeResponses[0], bad)).toThrow(/payload could not be serialized/);
-      expect(() => hub.sendToClient('any', bad)).toThrow(TypeError);
-    }
-    expect(hub.broadcast('after')).toBe(1);
-    await c.waitFor((x) => x.body().length > 0);
-    expect(c.body()).toBe('data: "after"\n\n');
-  });
-});
-
-describe('cleanupStaleClients', () => {
-  test('removes ended/destroyed connections and ends those older than maxAgeMs', async () => {
-    await serve();
-    const clients = await connect(3);
-    routeResponses[0].end();
-    routeResponses[1].destroy();
-    expect(hub.cleanupStaleClients(60_000)).toBe(2);
-    expect(hub.getClientCount()).toBe(1);
-    await delay(15);
-    expect(hub.cleanupStaleClients(5)).toBe(1);
-    expect(hub.getClientCount()).toBe(0);
-    await clients[2].waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'ended');
+    test('a throwing getter or toJSON is a TypeError and nothing is written', async () => {
+      await serve();
+      const [c] = await connect();
+      const getter = {
+        get x() {
+          throw new Error('secret');
+        },
+      };
+      const toJSON = {
+        toJSON: () => {
+          throw new RangeError('nope');
+        },
+      };
+      for (const bad of [getter, toJSON]) {
+        expect(() => hub.broadcast(bad)).toThrow(TypeError);
+        expect(() => hub.send(routeResponses[0], bad)).toThrow(/payload could not be serialized/);
+        expect(() => hub.sendToClient('any', bad)).toThrow(TypeError);
+      }
+      expect(hub.broadcast('after')).toBe(1);
+      await c.waitFor((x) => x.body().length > 0);
+      expect(c.body()).toBe('data: "after"\n\n');
+    });
   });
 
-  test('rejects a maxAgeMs that is not a non-negative finite number', () => {
-    for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY, '10', undefined]) {
-      expect(() => hub.cleanupStaleClients(bad)).toThrow(TypeError);
-      expect(() => hub.cleanupStaleClients(bad)).toThrow(/^maxAgeMs must be a non-negative finite number/);
-    }
-    expect(hub.cleanupStaleClients(0)).toBe(0);
+  describe('cleanupStaleClients', () => {
+    test('removes ended/destroyed connections and ends those older than maxAgeMs', async () => {
+      await serve();
+      const clients = await connect(3);
+      routeResponses[0].end();
+      routeResponses[1].destroy();
+      // On the socket transport the app's res.end() already unregistered it.
+      expect(hub.cleanupStaleClients(60_000)).toBe(transport === 'auto' ? 1 : 2);
+      expect(hub.getClientCount()).toBe(1);
+      await delay(15);
+      expect(hub.cleanupStaleClients(5)).toBe(1);
+      expect(hub.getClientCount()).toBe(0);
+      await clients[2].waitFor((x) => x.raw().endsWith('0\r\n\r\n'), 'ended');
+    });
+
+    test('rejects a maxAgeMs that is not a non-negative finite number', () => {
+      for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY, '10', undefined]) {
+        expect(() => hub.cleanupStaleClients(bad)).toThrow(TypeError);
+        expect(() => hub.cleanupStaleClients(bad)).toThrow(/^maxAgeMs must be a non-negative finite number/);
+      }
+      expect(hub.cleanupStaleClients(0)).toBe(0);
+    });
   });
 });
 

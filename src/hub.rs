@@ -1,12 +1,18 @@
-//! The `#[napi]` binding: the `SseHub` class JS sees. It converts values,
-//! holds the napi references and maps errors; the bookkeeping lives in
-//! [`crate::registry`] and the framing in [`crate::frame`].
+//! The `#[napi]` binding: the `NativeHub` class the JS surface wraps. It
+//! converts values, holds the napi references, chooses each connection's
+//! transport and maps errors; the bookkeeping lives in [`crate::registry`],
+//! the framing in [`crate::frame`] and the socket writes in [`crate::writer`].
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsValue};
 use napi_derive::napi;
 
@@ -14,6 +20,7 @@ use crate::frame;
 use crate::js::{self, JsRef, RawEnv, RawValue, Refs};
 use crate::registry::{self, ConnKey, Registry};
 use crate::transport::{self, OutFrame, Transport, WriteOutcome};
+use crate::writer::{SlowPolicy, SocketWriter, WireId, WriterConfig, WriterEvent};
 
 /// What the hub keeps per connection.
 #[derive(Debug)]
@@ -23,8 +30,27 @@ struct Conn {
   meta: Option<JsRef>,
 }
 
-/// Everything a hub owns. Shared (on the JS thread only) between the class
-/// and its one `close` listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransportMode {
+  /// The socket writer where the connection allows it, else the stream.
+  Auto,
+  /// Always the response's own `write`.
+  Stream,
+}
+
+/// How a connection leaves the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+  /// The client is gone (its `close` fired): only forget it.
+  Forget,
+  /// End the response gracefully, after whatever is queued for it.
+  End,
+  /// Tear the connection down (a dead socket or a slow client).
+  Destroy,
+}
+
+/// Everything a hub owns. Shared (on the JS thread only) between the class,
+/// its `close` listener and its writer-event callback.
 struct HubState {
   registry: Registry<Conn>,
   refs: Refs,
@@ -36,13 +62,53 @@ struct HubState {
   /// The caller's `TypeError`, so bad-input errors belong to the caller's
   /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
   type_error: Option<JsRef>,
+  /// `write` and `end` replacements installed on socket-transport responses,
+  /// so the app's own writes go through the writer's queue, in order.
+  hooks: Option<(JsRef, JsRef)>,
+  mode: TransportMode,
+  writer_config: WriterConfig,
+  /// Started on the first socket hand-off.
+  writer: Option<SocketWriter>,
+  next_wire: WireId,
+  wires: HashMap<WireId, ConnKey>,
+  /// Responses removed with `Removal::End` whose queue the writer is still
+  /// flushing; Node ends them once it reports `Ended`.
+  pending_ends: HashMap<WireId, JsRef>,
+  stream_frames: u64,
+  stream_bytes: u64,
+}
+
+impl HubState {
+  fn socket_connections(&self) -> usize {
+    self.wires.len()
+  }
 }
 
 type Shared = Rc<RefCell<HubState>>;
 
-/// A registry of SSE connections with its own ids, clients and settings.
-/// The package's default export is one instance; create more to keep
-/// separate registries.
+/// Registry counters, transports and writer figures at one instant.
+#[napi(object)]
+pub struct NativeStats {
+  /// Registered connections.
+  pub clients: u32,
+  /// Connections written through the response's own `write`.
+  pub stream_connections: u32,
+  /// Connections written by the native socket writer.
+  pub socket_connections: u32,
+  /// Frames handed to connections (each recipient counts once).
+  pub frames_sent: f64,
+  /// Bytes handed to connections.
+  pub bytes_sent: f64,
+  /// Frames skipped for slow clients under the `drop` policy.
+  pub frames_dropped: f64,
+  /// Connections closed for passing `maxBufferedBytes`.
+  pub slow_disconnects: f64,
+  /// Bytes waiting in the socket writer's queues now.
+  pub queued_bytes: f64,
+}
+
+/// A registry of SSE connections. The JS surface (`index.js`) wraps it;
+/// its methods take already-serialized text.
 #[napi(custom_finalize)]
 pub struct NativeHub {
   state: Shared,
@@ -50,17 +116,20 @@ pub struct NativeHub {
 
 impl ObjectFinalize for NativeHub {
   fn finalize(self, env: Env) -> Result<()> {
-    // The listener holds the state alive while responses still carry it, so
-    // late `close` events still clean up; only our own references go here.
+    // Stopping the writer joins its thread and releases its thread-safe
+    // function; responses still registered keep the state alive through
+    // their `close` listener, so late events still clean up.
+    let writer = self.state.borrow_mut().writer.take();
+    drop(writer);
     let mut state = self.state.borrow_mut();
     let state = &mut *state;
-    if let Some(on_close) = state.on_close.take() {
-      state.refs.release(env.raw(), on_close);
-    }
-    for reference in [state.key_symbol.take(), state.type_error.take()]
-      .into_iter()
-      .flatten()
-    {
+    let hooks = state.hooks.take().map(|(w, e)| [w, e]);
+    let own = [
+      state.on_close.take(),
+      state.key_symbol.take(),
+      state.type_error.take(),
+    ];
+    for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {
       state.refs.release(env.raw(), reference);
     }
     Ok(())
@@ -88,10 +157,17 @@ fn invalid_type(state: &Shared, env: RawEnv, message: &str) -> Error {
 
 #[napi]
 impl NativeHub {
-  /// `typeError` is the constructor bad-input errors are made with; pass the
-  /// caller's `TypeError`.
+  /// `typeError` is the constructor bad-input errors are made with (pass the
+  /// caller's `TypeError`). `writeHook` and `endHook` replace `res.write` and
+  /// `res.end` on responses handed to the socket writer; without them the
+  /// hub uses the stream transport only.
   #[napi(constructor)]
-  pub fn new(env: Env, type_error: Option<Function<'_>>) -> Result<Self> {
+  pub fn new(
+    env: Env,
+    type_error: Option<Function<'_>>,
+    write_hook: Option<Function<'_>>,
+    end_hook: Option<Function<'_>>,
+  ) -> Result<Self> {
     let raw = env.raw();
     let state: Shared = Rc::new(RefCell::new(HubState {
       registry: Registry::new(),
@@ -99,6 +175,15 @@ impl NativeHub {
       on_close: None,
       key_symbol: None,
       type_error: None,
+      hooks: None,
+      mode: TransportMode::Auto,
+      writer_config: WriterConfig::default(),
+      writer: None,
+      next_wire: 1,
+      wires: HashMap::new(),
+      pending_ends: HashMap::new(),
+      stream_frames: 0,
+      stream_bytes: 0,
     }));
     let listener_state = state.clone();
     let on_close =
@@ -106,24 +191,29 @@ impl NativeHub {
         let env = ctx.env.raw();
         let res = ctx.this::<Unknown>()?.raw();
         if let Some(key) = key_of(&listener_state, env, res) {
-          remove_conn(&listener_state, env, key, false);
+          remove_conn(&listener_state, env, key, Removal::Forget);
         }
         Ok(())
       })?;
     let symbol = js::new_symbol(raw, "sse-helper-native connection")?;
     {
       let mut s = state.borrow_mut();
-      let on_close = s.refs.hold(raw, on_close.raw())?;
-      let symbol = s.refs.hold(raw, symbol)?;
-      s.on_close = Some(on_close);
-      s.key_symbol = Some(symbol);
+      let s = &mut *s;
+      s.on_close = Some(s.refs.hold(raw, on_close.raw())?);
+      s.key_symbol = Some(s.refs.hold(raw, symbol)?);
       s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
+      if let (Some(write), Some(end)) = (write_hook, end_hook) {
+        s.hooks = Some((s.refs.hold(raw, write.raw())?, s.refs.hold(raw, end.raw())?));
+      }
     }
     Ok(NativeHub { state })
   }
 
   /// Registers `res` under `id` (generated when absent) and returns the id.
   /// A response already registered is moved to `id` and its meta replaced.
+  /// `fd` is the socket's fd when the JS surface found the connection
+  /// eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
+  /// `write`/`end`, nothing pending), else -1.
   #[napi]
   pub fn register(
     &self,
@@ -131,6 +221,7 @@ impl NativeHub {
     res: Unknown,
     id: Option<String>,
     meta: Option<Unknown>,
+    fd: Option<i32>,
   ) -> Result<String> {
     let raw = env.raw();
     let res = res.raw();
@@ -174,27 +265,57 @@ impl NativeHub {
       return Ok(id);
     }
 
-    let (key, listener) = {
+    let socket = match fd {
+      Some(fd) if fd >= 0 && self.state.borrow().mode == TransportMode::Auto => socket_handoff(fd),
+      _ => None,
+    };
+    if socket.is_some() {
+      ensure_writer(&self.state, &env)?;
+    }
+
+    let (key, listener, hooks) = {
       let mut s = self.state.borrow_mut();
       let s = &mut *s;
+      let (transport, socket) = match (socket, s.hooks.is_some(), s.writer.is_some()) {
+        (Some(fd), true, true) => {
+          let wire = s.next_wire;
+          s.next_wire += 1;
+          (Transport::Socket { wire }, Some((wire, fd)))
+        }
+        _ => (Transport::stream(raw, &mut s.refs, write)?, None),
+      };
       let conn = Conn {
         res: s.refs.hold(raw, res)?,
-        transport: Transport::stream(raw, &mut s.refs, write)?,
+        transport,
         meta: meta.map(|m| s.refs.hold(raw, m)).transpose()?,
       };
       let key = s.registry.insert(&id, conn, Instant::now());
-      let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
-      let symbol = s.key_symbol.as_ref().map(|l| l.value(raw)).transpose()?;
-      if let Some(symbol) = symbol {
-        js::set_symbol_keyed(raw, res, symbol, key.to_f64())?;
+      let handed_off = socket.is_some();
+      if let Some((wire, fd)) = socket {
+        s.wires.insert(wire, key);
+        if let Some(writer) = &s.writer {
+          writer.add(wire, fd);
+        }
       }
-      (key, listener)
+      if let Some(symbol) = s.key_symbol.as_ref() {
+        js::set_symbol_keyed(raw, res, symbol.value(raw)?, key.to_f64())?;
+      }
+      let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
+      let hooks = match (&s.hooks, handed_off) {
+        (Some((w, e)), true) => Some((w.value(raw)?, e.value(raw)?)),
+        _ => None,
+      };
+      (key, listener, hooks)
     };
+    if let Some((write_hook, end_hook)) = hooks {
+      js::set_named(raw, res, c"write", write_hook)?;
+      js::set_named(raw, res, c"end", end_hook)?;
+    }
     if let Some(listener) = listener {
       let name = js::string(raw, "close")?;
       let on = js::get(raw, res, c"on")?;
       if js::call(raw, res, on, &[name, listener]).is_err() {
-        remove_conn(&self.state, raw, key, false);
+        remove_conn(&self.state, raw, key, Removal::Forget);
         return Err(invalid(&self.state, raw, "res.on('close') threw"));
       }
     }
@@ -214,7 +335,7 @@ impl NativeHub {
       ));
     }
     Ok(match key_of(&self.state, raw, res) {
-      Some(key) => remove_conn(&self.state, raw, key, true),
+      Some(key) => remove_conn(&self.state, raw, key, Removal::End),
       None => false,
     })
   }
@@ -225,7 +346,7 @@ impl NativeHub {
     let keys = self.state.borrow().registry.keys_for_id(&id).to_vec();
     let mut removed = false;
     for key in keys {
-      removed |= remove_conn(&self.state, env.raw(), key, true);
+      removed |= remove_conn(&self.state, env.raw(), key, Removal::End);
     }
     removed
   }
@@ -239,7 +360,7 @@ impl NativeHub {
       return false;
     }
     let bytes = frame::data_frame(&data);
-    self.fan_out(env.raw(), &keys, &OutFrame::new(&bytes)) > 0
+    self.fan_out(env.raw(), Some(&keys), &OutFrame::new(&bytes)) > 0
   }
 
   /// Writes one framed event to any response, registered or not.
@@ -248,24 +369,23 @@ impl NativeHub {
     let raw = env.raw();
     let res = res.raw();
     let write = response_write(&self.state, raw, res, "res")?;
+    let bytes = frame::data_frame(&data);
     if let Some(key) = key_of(&self.state, raw, res) {
-      let bytes = frame::data_frame(&data);
-      return Ok(self.fan_out(raw, &[key], &OutFrame::new(&bytes)) == 1);
+      return Ok(self.fan_out(raw, Some(&[key]), &OutFrame::new(&bytes)) == 1);
     }
     if js::get_truthy(raw, res, c"destroyed") {
       return Ok(false);
     }
-    let bytes = frame::data_frame(&data);
-    Ok(transport::write_stream(raw, res, write, &OutFrame::new(&bytes)) == WriteOutcome::Written)
+    let outcome = transport::write_stream(raw, res, write, &OutFrame::new(&bytes));
+    Ok(outcome == WriteOutcome::Written)
   }
 
   /// Frames `data` once and writes it to every connection; returns how many
-  /// were written.
+  /// were written (socket connections count once their frame is queued).
   #[napi]
   pub fn broadcast(&self, env: Env, data: String) -> u32 {
-    let keys = self.state.borrow().registry.keys();
     let bytes = frame::data_frame(&data);
-    self.fan_out(env.raw(), &keys, &OutFrame::new(&bytes))
+    self.fan_out(env.raw(), None, &OutFrame::new(&bytes))
   }
 
   /// Broadcasts, then ends and unregisters every connection.
@@ -282,7 +402,7 @@ impl NativeHub {
     let keys = self.state.borrow().registry.keys();
     let mut closed = 0;
     for key in keys {
-      closed += u32::from(remove_conn(&self.state, env.raw(), key, true));
+      closed += u32::from(remove_conn(&self.state, env.raw(), key, Removal::End));
     }
     closed
   }
@@ -321,15 +441,120 @@ impl NativeHub {
       let dead = js::get_truthy(raw, res, c"writableEnded")
         || js::get_truthy(raw, res, c"destroyed")
         || js::get_truthy(raw, res, c"errored");
-      if (dead || too_old) && remove_conn(&self.state, raw, key, true) {
+      if (dead || too_old) && remove_conn(&self.state, raw, key, Removal::End) {
         removed += 1;
       }
     }
     Ok(removed)
   }
 
+  /// Writes raw bytes the app passed to `res.write` on a socket-transport
+  /// response, as one HTTP chunk, in order with the helper's frames.
+  #[napi]
+  pub fn write_raw(&self, env: Env, res: Unknown, chunk: &[u8]) -> bool {
+    let raw = env.raw();
+    let Some(key) = key_of(&self.state, raw, res.raw()) else {
+      return false;
+    };
+    if chunk.is_empty() {
+      // A zero-size chunk would end the chunked body.
+      return true;
+    }
+    let s = self.state.borrow();
+    match (
+      s.registry.get(key).and_then(|e| e.handle.transport.wire()),
+      &s.writer,
+    ) {
+      (Some(wire), Some(writer)) => {
+        writer.send(vec![wire], frame::http_chunk(chunk).into());
+        true
+      }
+      _ => false,
+    }
+  }
+
+  /// Sets the transport for new connections and the socket writer's bound.
+  #[napi]
+  pub fn configure(
+    &self,
+    env: Env,
+    transport: Option<String>,
+    max_buffered_bytes: Option<f64>,
+    slow_client_policy: Option<String>,
+  ) -> Result<()> {
+    let raw = env.raw();
+    let mode = match transport.as_deref() {
+      None => None,
+      Some("auto") => Some(TransportMode::Auto),
+      Some("stream") => Some(TransportMode::Stream),
+      Some(_) => {
+        return Err(invalid(
+          &self.state,
+          raw,
+          "options.transport must be 'auto' or 'stream'",
+        ))
+      }
+    };
+    let bound = match max_buffered_bytes {
+      None => None,
+      Some(b) if b.is_finite() && b >= 1.0 && b.fract() == 0.0 => Some(b as usize),
+      Some(_) => {
+        return Err(invalid(
+          &self.state,
+          raw,
+          "options.maxBufferedBytes must be a positive integer",
+        ))
+      }
+    };
+    let policy = match slow_client_policy.as_deref() {
+      None => None,
+      Some("disconnect") => Some(SlowPolicy::Disconnect),
+      Some("drop") => Some(SlowPolicy::Drop),
+      Some(_) => {
+        return Err(invalid(
+          &self.state,
+          raw,
+          "options.slowClientPolicy must be 'disconnect' or 'drop'",
+        ))
+      }
+    };
+    let mut s = self.state.borrow_mut();
+    if let Some(mode) = mode {
+      s.mode = mode;
+    }
+    if let Some(bound) = bound {
+      s.writer_config.max_buffered_bytes = bound;
+    }
+    if let Some(policy) = policy {
+      s.writer_config.slow_policy = policy;
+    }
+    if let Some(writer) = &s.writer {
+      writer.configure(s.writer_config);
+    }
+    Ok(())
+  }
+
+  /// Counters and gauges at this instant.
+  #[napi]
+  pub fn stats(&self) -> NativeStats {
+    let s = self.state.borrow();
+    let socket = s.socket_connections();
+    let writer = s.writer.as_ref().map(SocketWriter::stats);
+    let load = |f: fn(&crate::writer::WriterStats) -> u64| writer.map_or(0, f) as f64;
+    NativeStats {
+      clients: s.registry.len() as u32,
+      stream_connections: (s.registry.len() - socket) as u32,
+      socket_connections: socket as u32,
+      frames_sent: s.stream_frames as f64 + load(|w| w.frames_written.load(Ordering::Relaxed)),
+      bytes_sent: s.stream_bytes as f64 + load(|w| w.bytes_written.load(Ordering::Relaxed)),
+      frames_dropped: load(|w| w.frames_dropped.load(Ordering::Relaxed)),
+      slow_disconnects: load(|w| w.slow_disconnects.load(Ordering::Relaxed)),
+      queued_bytes: load(|w| w.queued_bytes.load(Ordering::Relaxed) as u64),
+    }
+  }
+
   /// napi references this hub holds right now (responses, their `write`,
-  /// metas, its listener and symbol). For leak tests.
+  /// metas, its own listener, symbol and hooks). For leak tests.
   #[napi(getter)]
   pub fn held_references(&self) -> u32 {
     self.state.borrow().refs.live() as u32
@@ -337,26 +562,50 @@ impl NativeHub {
 }
 
 impl NativeHub {
-  /// Writes one frame to each key still registered, then removes those that
-  /// had ended or whose write threw. Returns how many were written.
-  fn fan_out(&self, env: RawEnv, keys: &[ConnKey], out: &OutFrame<'_>) -> u32 {
+  /// Writes one frame to every connection in `keys` (all when `None`):
+  /// stream connections one `res.write` each, socket connections one message
+  /// to the writer for all of them. Removes stream connections that had
+  /// ended or whose write threw. Returns how many were written or queued.
+  fn fan_out(&self, env: RawEnv, keys: Option<&[ConnKey]>, out: &OutFrame<'_>) -> u32 {
     // Resolve every handle first: a write runs JS, which may register or
     // remove clients, so no registry borrow is held across it.
-    let targets: Vec<(ConnKey, RawValue, RawValue)> = {
+    let mut streams: Vec<(ConnKey, RawValue, RawValue)> = Vec::new();
+    let mut wires: Vec<WireId> = Vec::new();
+    let socket_count;
+    {
       let s = self.state.borrow();
-      keys
-        .iter()
-        .filter_map(|key| {
-          let entry = s.registry.get(*key)?;
-          let res = entry.handle.res.value(env).ok()?;
-          let write = entry.handle.transport.resolve(env).ok()?;
-          Some((*key, res, write))
-        })
-        .collect()
-    };
-    let mut written = 0;
+      let mut visit = |entry: &registry::Entry<Conn>| match &entry.handle.transport {
+        Transport::Stream { write } => {
+          if let (Ok(res), Ok(write)) = (entry.handle.res.value(env), write.value(env)) {
+            streams.push((entry.key, res, write));
+          }
+        }
+        Transport::Socket { wire } => wires.push(*wire),
+      };
+      match keys {
+        Some(keys) => keys
+          .iter()
+          .filter_map(|k| s.registry.get(*k))
+          .for_each(&mut visit),
+        None if s.socket_connections() == s.registry.len() => {}
+        None => s.registry.iter().for_each(&mut visit),
+      }
+      socket_count = match keys {
+        Some(_) => wires.len(),
+        None => s.socket_connections(),
+      };
+      if socket_count > 0 {
+        if let Some(writer) = &s.writer {
+          match keys {
+            Some(_) => writer.send(wires, out.http_chunk()),
+            None => writer.broadcast(out.http_chunk()),
+          }
+        }
+      }
+    }
+    let mut written = 0u32;
     let mut dead = Vec::new();
-    for (key, res, write) in targets {
+    for (key, res, write) in streams {
       if !self.state.borrow().registry.contains(key) {
         continue;
       }
@@ -365,10 +614,110 @@ impl NativeHub {
         WriteOutcome::Ended | WriteOutcome::Failed => dead.push(key),
       }
     }
-    for key in dead {
-      remove_conn(&self.state, env, key, true);
+    {
+      let mut s = self.state.borrow_mut();
+      s.stream_frames += u64::from(written);
+      s.stream_bytes += u64::from(written) * out.len() as u64;
     }
-    written
+    for key in dead {
+      remove_conn(&self.state, env, key, Removal::End);
+    }
+    written + socket_count as u32
+  }
+}
+
+/// A duplicate of the connection's fd for the writer, or `None` when `fd` is
+/// not a connected TCP socket (the connection then stays on the stream).
+fn socket_handoff(fd: i32) -> Option<OwnedFd> {
+  // SAFETY: `fd` is only borrowed for the duplication; Node keeps owning it.
+  let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+    .try_clone_to_owned()
+    .ok()?;
+  let stream = TcpStream::from(dup);
+  stream.peer_addr().ok()?;
+  Some(OwnedFd::from(stream))
+}
+
+/// Starts the hub's writer thread on first use, with a thread-safe function
+/// that brings its events back to the JS thread. The function is weak
+/// (unref'd): the writer never keeps the process alive.
+fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
+  if state.borrow().writer.is_some() {
+    return Ok(());
+  }
+  let events_state = state.clone();
+  let on_events =
+    env.create_function_from_closure::<(), (), _>("sseHelperWriterEvents", move |ctx| {
+      process_writer_events(&events_state, ctx.env.raw());
+      Ok(())
+    })?;
+  let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
+    .build_threadsafe_function()
+    .callee_handled::<false>()
+    .weak::<true>()
+    .build()?;
+  let config = state.borrow().writer_config;
+  let writer = SocketWriter::start(
+    config,
+    Box::new(move || {
+      tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    }),
+  )
+  .map_err(|e| Error::from_reason(format!("starting the socket writer failed: {e}")))?;
+  state.borrow_mut().writer = Some(writer);
+  Ok(())
+}
+
+fn process_writer_events(state: &Shared, env: RawEnv) {
+  let events = match &state.borrow().writer {
+    Some(writer) => writer.take_events(),
+    None => return,
+  };
+  for event in events {
+    match event {
+      WriterEvent::Ended(wire) => finish_pending_end(state, env, wire, Removal::End),
+      WriterEvent::Dead(wire, _) => {
+        if state.borrow().pending_ends.contains_key(&wire) {
+          finish_pending_end(state, env, wire, Removal::Destroy);
+          continue;
+        }
+        let key = state.borrow().wires.get(&wire).copied();
+        if let Some(key) = key {
+          remove_conn(state, env, key, Removal::Destroy);
+        }
+      }
+    }
+  }
+}
+
+/// Node ends (or destroys) a socket-transport response once the writer has
+/// let go of it.
+fn finish_pending_end(state: &Shared, env: RawEnv, wire: WireId, removal: Removal) {
+  let Some(res_ref) = state.borrow_mut().pending_ends.remove(&wire) else {
+    return;
+  };
+  if let Ok(res) = res_ref.value(env) {
+    restore_response(env, res);
+    finish_response(env, res, removal);
+  }
+  state.borrow_mut().refs.release(env, res_ref);
+}
+
+/// Puts Node's own `write`/`end` back on a response leaving the socket writer.
+fn restore_response(env: RawEnv, res: RawValue) {
+  js::delete_named(env, res, "write");
+  js::delete_named(env, res, "end");
+}
+
+fn finish_response(env: RawEnv, res: RawValue, removal: Removal) {
+  match removal {
+    Removal::Forget => {}
+    Removal::End => {
+      if !js::get_truthy(env, res, c"writableEnded") {
+        js::call_method_quietly(env, res, c"end", &[]);
+      }
+    }
+    Removal::Destroy => js::call_method_quietly(env, res, c"destroy", &[]),
   }
 }
 
@@ -396,32 +745,56 @@ fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
   state.borrow().registry.contains(key).then_some(key)
 }
 
-/// Unregisters `key`: detaches the `close` listener, ends the response when
-/// asked and still open, releases every reference. False if not registered.
-fn remove_conn(state: &Shared, env: RawEnv, key: ConnKey, end: bool) -> bool {
-  let (entry, listener) = {
+/// Unregisters `key`: detaches the `close` listener, finishes the response
+/// as `removal` says (for a socket connection, after the writer flushed what
+/// it queued) and releases every reference. False if not registered.
+fn remove_conn(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal) -> bool {
+  let (entry, listener, deferred) = {
     let mut s = state.borrow_mut();
     let Some(entry) = s.registry.remove(key) else {
       return false;
     };
+    let mut deferred = false;
+    if let Some(wire) = entry.handle.transport.wire() {
+      s.wires.remove(&wire);
+      if let Some(writer) = &s.writer {
+        match removal {
+          Removal::End => {
+            writer.end(wire);
+            deferred = true;
+          }
+          Removal::Forget | Removal::Destroy => writer.remove(wire),
+        }
+      }
+    }
     let listener = s.on_close.as_ref().and_then(|l| l.value(env).ok());
-    (entry, listener)
+    (entry, listener, deferred)
   };
-  if let Ok(res) = entry.handle.res.value(env) {
-    if let (Some(listener), Ok(name)) = (listener, js::string(env, "close")) {
-      js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
-    }
-    if end && !js::get_truthy(env, res, c"writableEnded") {
-      js::call_method_quietly(env, res, c"end", &[]);
-    }
-  }
-  let mut s = state.borrow_mut();
   let Conn {
-    res,
+    res: res_ref,
     transport,
     meta,
   } = entry.handle;
-  s.refs.release(env, res);
+  let wire = transport.wire();
+  if let Ok(res) = res_ref.value(env) {
+    if let (Some(listener), Ok(name)) = (listener, js::string(env, "close")) {
+      js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
+    }
+    // A deferred end happens once the writer has flushed its queue.
+    if !deferred {
+      if wire.is_some() {
+        restore_response(env, res);
+      }
+      finish_response(env, res, removal);
+    }
+  }
+  let mut s = state.borrow_mut();
+  match wire.filter(|_| deferred) {
+    Some(wire) => {
+      s.pending_ends.insert(wire, res_ref);
+    }
+    None => s.refs.release(env, res_ref),
+  }
   transport.release(env, &mut s.refs);
   if let Some(meta) = meta {
     s.refs.release(env, meta);

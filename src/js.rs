@@ -214,6 +214,24 @@ pub fn call_method_quietly(env: RawEnv, object: RawValue, method: &CStr, args: &
   }
 }
 
+pub fn set_named(env: RawEnv, object: RawValue, name: &CStr, value: RawValue) -> Result<()> {
+  check(
+    unsafe { sys::napi_set_named_property(env, object, name.as_ptr(), value) },
+    "setting a property",
+  )
+}
+
+/// `delete object[name]`, ignoring failures (a frozen object keeps it).
+pub fn delete_named(env: RawEnv, object: RawValue, name: &str) {
+  if let Ok(key) = string(env, name) {
+    let mut deleted = false;
+    if unsafe { sys::napi_delete_property(env, object, key, &mut deleted) } != sys::Status::napi_ok
+    {
+      clear_exception(env);
+    }
+  }
+}
+
 pub fn clear_exception(env: RawEnv) -> RawValue {
   let mut exception = ptr::null_mut();
   let mut pending = false;

@@ -1,16 +1,22 @@
-//! How a frame reaches one connection. Every write goes through
-//! [`Transport::write`], the one seam where a second transport (a native
-//! writer thread on the socket) plugs in later.
+//! How a frame reaches one connection. There are two transports behind one
+//! enum: `Stream` writes through the response's own `write` on the JS thread;
+//! `Socket` hands the bytes to the native writer thread ([`crate::writer`]),
+//! which writes them to a duplicate of the connection's socket fd.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
+use crate::frame;
 use crate::js::{self, JsRef, RawEnv, RawValue, Refs};
+use crate::writer::WireId;
 
-/// One framed event, shared by every recipient of a send. The JS `Buffer` is
-/// made on first use and then written to every stream connection.
+/// One framed event, shared by every recipient of a send. Each transport's
+/// form of it is made on first use, once: a JS `Buffer` for stream
+/// connections, an HTTP chunk for socket connections.
 pub struct OutFrame<'a> {
   bytes: &'a [u8],
   js_buffer: Cell<Option<RawValue>>,
+  http_chunk: RefCell<Option<Arc<[u8]>>>,
 }
 
 impl<'a> OutFrame<'a> {
@@ -18,7 +24,12 @@ impl<'a> OutFrame<'a> {
     Self {
       bytes,
       js_buffer: Cell::new(None),
+      http_chunk: RefCell::new(None),
     }
+  }
+
+  pub fn len(&self) -> usize {
+    self.bytes.len()
   }
 
   fn js_buffer(&self, env: RawEnv) -> napi::Result<RawValue> {
@@ -28,6 +39,15 @@ impl<'a> OutFrame<'a> {
     let buffer = js::buffer(env, self.bytes)?;
     self.js_buffer.set(Some(buffer));
     Ok(buffer)
+  }
+
+  /// The frame in HTTP/1.1 chunked coding, shared by every socket recipient.
+  pub fn http_chunk(&self) -> Arc<[u8]> {
+    self
+      .http_chunk
+      .borrow_mut()
+      .get_or_insert_with(|| frame::http_chunk(self.bytes).into())
+      .clone()
   }
 }
 
@@ -48,6 +68,9 @@ pub enum Transport {
   /// function is captured at registration, so a broadcast does no prototype
   /// lookups on Express's re-prototyped responses.
   Stream { write: JsRef },
+  /// Written by the native writer thread; the JS thread only sends it
+  /// messages.
+  Socket { wire: WireId },
 }
 
 impl Transport {
@@ -57,17 +80,17 @@ impl Transport {
     })
   }
 
-  /// The function this transport calls, resolved once per send so a loop over
-  /// many connections does not hold registry borrows while JS runs.
-  pub fn resolve(&self, env: RawEnv) -> napi::Result<RawValue> {
+  pub fn wire(&self) -> Option<WireId> {
     match self {
-      Transport::Stream { write } => write.value(env),
+      Transport::Stream { .. } => None,
+      Transport::Socket { wire } => Some(*wire),
     }
   }
 
   pub fn release(self, env: RawEnv, refs: &mut Refs) {
     match self {
       Transport::Stream { write } => refs.release(env, write),
+      Transport::Socket { .. } => {}
     }
   }
 }
