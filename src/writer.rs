@@ -85,7 +85,9 @@ pub struct WriterStats {
 
 enum Command {
   Add(WireId, OwnedFd),
-  Broadcast(Arc<[u8]>),
+  /// Frames for every connection; adjacent broadcasts are merged into one
+  /// command (see [`coalesce`]).
+  Broadcast(Vec<Arc<[u8]>>),
   Send(Vec<WireId>, Arc<[u8]>),
   End(WireId),
   Remove(WireId),
@@ -149,7 +151,7 @@ impl SocketWriter {
 
   /// Writes `bytes` to every connection the writer holds.
   pub fn broadcast(&self, bytes: Arc<[u8]>) {
-    self.submit(Command::Broadcast(bytes));
+    self.submit(Command::Broadcast(vec![bytes]));
   }
 
   /// Writes `bytes` to the given connections.
@@ -306,31 +308,17 @@ async fn run(state: Rc<WriterState>, mut rx: mpsc::UnboundedReceiver<Command>) {
   }
 }
 
-/// Consecutive broadcasts that arrived together become one buffer, so a
-/// writer that fell behind catches up with one write per socket per batch
-/// instead of one per frame.
+/// Consecutive broadcasts that arrived together become one command, so a
+/// writer that fell behind catches up with one `writev` per socket per batch
+/// instead of one `write` per frame; the frames are shared, never copied.
 fn coalesce(commands: Vec<Command>) -> Vec<Command> {
   let mut out: Vec<Command> = Vec::with_capacity(commands.len());
-  let mut run: Vec<Arc<[u8]>> = Vec::new();
-  let flush_run = |run: &mut Vec<Arc<[u8]>>, out: &mut Vec<Command>| match run.len() {
-    0 => {}
-    1 => out.push(Command::Broadcast(run.pop().expect("one frame"))),
-    _ => {
-      let joined: Vec<u8> = run.iter().flat_map(|b| b.iter().copied()).collect();
-      run.clear();
-      out.push(Command::Broadcast(joined.into()));
-    }
-  };
   for command in commands {
-    match command {
-      Command::Broadcast(bytes) => run.push(bytes),
-      other => {
-        flush_run(&mut run, &mut out);
-        out.push(other);
-      }
+    match (out.last_mut(), command) {
+      (Some(Command::Broadcast(frames)), Command::Broadcast(more)) => frames.extend(more),
+      (_, command) => out.push(command),
     }
   }
-  flush_run(&mut run, &mut out);
   out
 }
 
@@ -358,17 +346,18 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
       }
     }
-    Command::Broadcast(bytes) => {
+    Command::Broadcast(frames) => {
       let conns = state.conns.borrow().conns.clone();
       for conn in conns {
-        write_to(state, &conn, &bytes);
+        write_to(state, &conn, &frames);
       }
     }
     Command::Send(wires, bytes) => {
+      let frames = [bytes];
       for wire in wires {
         let conn = state.conns.borrow().get(wire);
         if let Some(conn) = conn {
-          write_to(state, &conn, &bytes);
+          write_to(state, &conn, &frames);
         }
       }
     }
@@ -391,61 +380,80 @@ fn handle(state: &Rc<WriterState>, command: Command) {
   }
 }
 
-fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>) {
+/// Writes `frames` to one connection: straight to the socket with one
+/// `writev` when nothing is queued, else (or for what the socket did not
+/// take) into its queue.
+fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
   if conn.ending.get() {
     return;
   }
   if !conn.queue.borrow().is_empty() {
-    enqueue(state, conn, bytes, 0);
+    for frame in frames {
+      enqueue(state, conn, frame);
+    }
     return;
   }
-  loop {
-    match conn.io.get_ref().write(bytes) {
-      Ok(n) if n == bytes.len() => {
-        state.stats.frames_written.fetch_add(1, Ordering::Relaxed);
-        state
-          .stats
-          .bytes_written
-          .fetch_add(n as u64, Ordering::Relaxed);
-        return;
-      }
-      Ok(n) => {
-        state
-          .stats
-          .bytes_written
-          .fetch_add(n as u64, Ordering::Relaxed);
-        // A partial frame is always finished, whatever the bound says.
-        force_enqueue(state, conn, bytes, n);
-        start_flush(state, conn);
-        return;
-      }
+  let mut rest = frames;
+  while !rest.is_empty() {
+    let batch = &rest[..rest.len().min(MAX_IOVECS)];
+    let slices: Vec<IoSlice<'_>> = batch.iter().map(|f| IoSlice::new(f)).collect();
+    let mut written = match conn.io.get_ref().write_vectored(&slices) {
+      Ok(n) => n,
       Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-      Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-        enqueue(state, conn, bytes, 0);
-        start_flush(state, conn);
-        return;
-      }
+      Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
       Err(_) => {
         state.kill(conn, DeadReason::WriteError);
         return;
       }
+    };
+    state
+      .stats
+      .bytes_written
+      .fetch_add(written as u64, Ordering::Relaxed);
+    for (i, frame) in batch.iter().enumerate() {
+      if written >= frame.len() {
+        written -= frame.len();
+        state.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+        continue;
+      }
+      // The socket is full. A frame it took in part is always finished,
+      // whatever the bound says (never half a frame); the rest queue.
+      if written > 0 {
+        force_enqueue(state, conn, frame, written);
+      }
+      let mut left = rest[i + usize::from(written > 0)..].iter();
+      for frame in left.by_ref() {
+        if !enqueue(state, conn, frame) {
+          break;
+        }
+      }
+      if !conn.queue.borrow().is_empty() {
+        start_flush(state, conn);
+      }
+      return;
     }
+    rest = &rest[batch.len()..];
   }
 }
 
 /// Queues a whole frame, applying the bound and the slow-client policy.
-fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, offset: usize) {
+/// False when the connection was disconnected (nothing more to queue).
+fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>) -> bool {
   let config = state.config.get();
   if conn.queued.get() + bytes.len() > config.max_buffered_bytes {
-    match config.slow_policy {
+    return match config.slow_policy {
       SlowPolicy::Drop => {
         state.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+        true
       }
-      SlowPolicy::Disconnect => state.kill(conn, DeadReason::Slow),
-    }
-    return;
+      SlowPolicy::Disconnect => {
+        state.kill(conn, DeadReason::Slow);
+        false
+      }
+    };
   }
-  force_enqueue(state, conn, bytes, offset);
+  force_enqueue(state, conn, bytes, 0);
+  true
 }
 
 fn force_enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, offset: usize) {
@@ -714,15 +722,16 @@ mod tests {
 
   #[test]
   fn coalescing_joins_only_adjacent_broadcasts() {
+    let frame = |b: &[u8]| vec![Arc::<[u8]>::from(b)];
     let out = coalesce(vec![
-      Command::Broadcast(Arc::from(&b"a"[..])),
-      Command::Broadcast(Arc::from(&b"b"[..])),
+      Command::Broadcast(frame(b"a")),
+      Command::Broadcast(frame(b"b")),
       Command::End(1),
-      Command::Broadcast(Arc::from(&b"c"[..])),
+      Command::Broadcast(frame(b"c")),
     ]);
     assert_eq!(out.len(), 3);
-    assert!(matches!(&out[0], Command::Broadcast(b) if &b[..] == b"ab"));
+    assert!(matches!(&out[0], Command::Broadcast(f) if f.len() == 2 && &f[1][..] == b"b"));
     assert!(matches!(&out[1], Command::End(1)));
-    assert!(matches!(&out[2], Command::Broadcast(b) if &b[..] == b"c"));
+    assert!(matches!(&out[2], Command::Broadcast(f) if f.len() == 1));
   }
 }
