@@ -1,4 +1,3 @@
-'use strict';
 // Which connections the native socket writer may take over, and the
 // `write`/`end` it installs on them so the app's own writes stay in order
 // with the helper's frames.

@@ -69,6 +69,8 @@ struct HubState {
   writer_config: WriterConfig,
   /// Started on the first socket hand-off.
   writer: Option<SocketWriter>,
+  /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
+  fd_budget: usize,
   next_wire: WireId,
   wires: HashMap<WireId, ConnKey>,
   /// Responses removed with `Removal::End` whose queue the writer is still
@@ -81,6 +83,10 @@ struct HubState {
 impl HubState {
   fn socket_connections(&self) -> usize {
     self.wires.len()
+  }
+
+  fn socket_slot_free(&self) -> bool {
+    self.mode == TransportMode::Auto && self.wires.len() + self.pending_ends.len() < self.fd_budget
   }
 }
 
@@ -179,6 +185,7 @@ impl NativeHub {
       mode: TransportMode::Auto,
       writer_config: WriterConfig::default(),
       writer: None,
+      fd_budget: crate::writer::fd_budget(),
       next_wire: 1,
       wires: HashMap::new(),
       pending_ends: HashMap::new(),
@@ -266,7 +273,7 @@ impl NativeHub {
     }
 
     let socket = match fd {
-      Some(fd) if fd >= 0 && self.state.borrow().mode == TransportMode::Auto => socket_handoff(fd),
+      Some(fd) if fd >= 0 && self.state.borrow().socket_slot_free() => socket_handoff(fd),
       _ => None,
     };
     if socket.is_some() {

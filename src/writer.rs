@@ -27,6 +27,30 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 
+/// How many connections the writer may hold at once. Each one costs a
+/// second fd (the duplicate), so the writer stays under half the soft
+/// `RLIMIT_NOFILE` minus a reserve, leaving Node room to accept connections;
+/// past it, new connections stay on the stream transport. Unlimited where
+/// the limit cannot be read (the duplication itself still fails cleanly).
+pub fn fd_budget() -> usize {
+  std::fs::read_to_string("/proc/self/limits")
+    .ok()
+    .and_then(|limits| parse_open_files_limit(&limits))
+    .map_or(usize::MAX, |soft| {
+      let reserve = (soft / 16).max(256);
+      soft.saturating_sub(reserve) / 2
+    })
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<usize> {
+  let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+  line["Max open files".len()..]
+    .split_whitespace()
+    .next()?
+    .parse()
+    .ok()
+}
+
 /// Identifies one connection between the binding and the writer.
 pub type WireId = u64;
 
@@ -718,6 +742,18 @@ mod tests {
       assert!(Instant::now() < deadline);
       let _ = rx.recv_timeout(Duration::from_millis(20));
     }
+  }
+
+  #[test]
+  fn the_fd_budget_leaves_room_for_node() {
+    let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                  Max open files            20000                20000                files\n";
+    assert_eq!(parse_open_files_limit(limits), Some(20000));
+    assert_eq!(
+      parse_open_files_limit("Max open files  unlimited unlimited files"),
+      None
+    );
+    assert!(fd_budget() > 0);
   }
 
   #[test]
