@@ -3,7 +3,7 @@
 
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
-const http = require('node:http');
+const _http = require('node:http');
 const http2 = require('node:http2');
 const https = require('node:https');
 const net = require('node:net');
@@ -83,7 +83,7 @@ describe('which transport a connection gets', () => {
     const key = fs.readFileSync(path.join(dir, 'key.pem'));
     const cert = fs.readFileSync(path.join(dir, 'cert.pem'));
     fs.rmSync(dir, { recursive: true, force: true });
-    const server = https.createServer({ key, cert }, (req, res) => {
+    const server = https.createServer({ key, cert }, (_req, res) => {
       hub.initResponse(res);
       hub.addClient(res);
     });
@@ -119,7 +119,7 @@ describe('which transport a connection gets', () => {
   });
 
   test('HTTP/2: no Connection header, stream transport, events arrive', async () => {
-    const server = http2.createServer((req, res) => {
+    const server = http2.createServer((_req, res) => {
       hub.initResponse(res);
       hub.addClient(res);
     });
@@ -153,7 +153,7 @@ describe('the socket writer', () => {
   test("the app's own res.write stays in order with broadcasts, and res.end flushes first", async () => {
     let res;
     srv = await startServer((app) =>
-      app.get('/events', (req, r) => {
+      app.get('/events', (_req, r) => {
         hub.initResponse(r);
         hub.addClient(r);
         res = r;
@@ -261,7 +261,7 @@ describe('the socket writer', () => {
   test('5k connection churns: no fd growth, no memory growth', async () => {
     const responses = new Set();
     srv = await startServer((app) =>
-      app.get('/events', (req, res) => {
+      app.get('/events', (_req, res) => {
         hub.initResponse(res);
         hub.addClient(res);
         hub.send(res, { hello: 1 });

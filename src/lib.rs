@@ -1,10 +1,11 @@
 #![deny(clippy::all)]
 //! sse-helper-native: a Server-Sent Events helper for Node with a Rust core.
 //!
-//! `frame`, `registry` and `writer` are the pure-Rust core (no napi types); `hub`,
+//! `frame`, `history`, `registry` and `writer` are the pure-Rust core (no napi types); `hub`,
 //! `transport` and `js` are the Node-API binding around it.
 
 pub mod frame;
+pub mod history;
 pub mod registry;
 pub mod writer;
 

@@ -83,12 +83,20 @@ pub fn generate_client_id() -> String {
   uuid::Uuid::new_v4().to_string()
 }
 
+/// Longest channel name accepted.
+pub const MAX_CHANNEL_LEN: usize = 256;
+
 /// One registered connection.
 #[derive(Debug)]
 pub struct Entry<H> {
   pub key: ConnKey,
   pub id: Arc<str>,
   pub connected_at: Instant,
+  /// Last time something was sent to this connection alone (broadcasts are
+  /// tracked hub-wide); heartbeats go to connections idle since.
+  pub last_sent: Instant,
+  /// Channels it joined, in joining order.
+  pub channels: Vec<Arc<str>>,
   pub handle: H,
 }
 
@@ -106,6 +114,7 @@ pub struct Registry<H> {
   entries: Vec<Option<Entry<H>>>,
   live: usize,
   by_id: HashMap<Arc<str>, Vec<ConnKey>>,
+  channels: HashMap<Arc<str>, Vec<ConnKey>>,
 }
 
 impl<H> Default for Registry<H> {
@@ -116,6 +125,7 @@ impl<H> Default for Registry<H> {
       entries: Vec::new(),
       live: 0,
       by_id: HashMap::new(),
+      channels: HashMap::new(),
     }
   }
 }
@@ -154,6 +164,8 @@ impl<H> Registry<H> {
       key,
       id,
       connected_at: now,
+      last_sent: now,
+      channels: Vec::new(),
       handle,
     }));
     self.live += 1;
@@ -204,8 +216,55 @@ impl<H> Registry<H> {
     self.free_slots.push(key.slot);
     self.live -= 1;
     self.unlink_id(&entry.id, key);
+    for channel in &entry.channels {
+      unlink(&mut self.channels, channel, key);
+    }
     self.maybe_compact();
     Some(entry)
+  }
+
+  /// Adds a connection to a channel; false if unknown or already a member.
+  pub fn join(&mut self, key: ConnKey, channel: &str) -> bool {
+    let Some(position) = self.position(key) else {
+      return false;
+    };
+    let name = match self.channels.get_key_value(channel) {
+      Some((existing, _)) => existing.clone(),
+      None => Arc::from(channel),
+    };
+    let Some(entry) = self.entries[position].as_mut() else {
+      return false;
+    };
+    if entry.channels.iter().any(|c| **c == *channel) {
+      return false;
+    }
+    entry.channels.push(name.clone());
+    self.channels.entry(name).or_default().push(key);
+    true
+  }
+
+  /// Takes a connection out of a channel; false if it was not a member.
+  pub fn leave(&mut self, key: ConnKey, channel: &str) -> bool {
+    let Some(entry) = self.get_mut(key) else {
+      return false;
+    };
+    let before = entry.channels.len();
+    entry.channels.retain(|c| **c != *channel);
+    if entry.channels.len() == before {
+      return false;
+    }
+    unlink(&mut self.channels, channel, key);
+    true
+  }
+
+  /// Members of `channel`, in joining order.
+  pub fn members(&self, channel: &str) -> &[ConnKey] {
+    self.channels.get(channel).map(Vec::as_slice).unwrap_or(&[])
+  }
+
+  /// Channels with at least one member.
+  pub fn channel_count(&self) -> usize {
+    self.channels.len()
   }
 
   /// Connections registered under `id`, oldest first.
@@ -255,12 +314,7 @@ impl<H> Registry<H> {
   }
 
   fn unlink_id(&mut self, id: &str, key: ConnKey) {
-    if let Some(keys) = self.by_id.get_mut(id) {
-      keys.retain(|k| *k != key);
-      if keys.is_empty() {
-        self.by_id.remove(id);
-      }
-    }
+    unlink(&mut self.by_id, id, key);
   }
 
   fn maybe_compact(&mut self) {
@@ -279,6 +333,31 @@ impl<H> Registry<H> {
       }
     }
   }
+}
+
+/// Removes `key` from the list under `name`, dropping the list when empty,
+/// so neither ids nor channels outlive their last connection.
+fn unlink(map: &mut HashMap<Arc<str>, Vec<ConnKey>>, name: &str, key: ConnKey) {
+  if let Some(keys) = map.get_mut(name) {
+    keys.retain(|k| *k != key);
+    if keys.is_empty() {
+      map.remove(name);
+    }
+  }
+}
+
+/// Channel names are app-chosen labels: non-empty, bounded, printable.
+pub fn validate_channel(name: &str) -> Result<(), ClientIdError> {
+  if name.is_empty() {
+    return Err(ClientIdError::Empty);
+  }
+  if name.chars().count() > MAX_CHANNEL_LEN {
+    return Err(ClientIdError::TooLong);
+  }
+  if name.chars().any(char::is_control) {
+    return Err(ClientIdError::ControlCharacter);
+  }
+  Ok(())
 }
 
 #[cfg(test)]
@@ -369,6 +448,30 @@ mod tests {
     let now = t0 + Duration::from_secs(15);
     assert_eq!(r.older_than(now, Duration::from_secs(7)), vec![old]);
     assert_eq!(r.older_than(now, Duration::ZERO), vec![old, young]);
+  }
+
+  #[test]
+  fn channels_track_members_and_forget_removed_connections() {
+    let mut r = Registry::new();
+    let now = Instant::now();
+    let a = r.insert("a", (), now);
+    let b = r.insert("b", (), now);
+    assert!(r.join(a, "news"));
+    assert!(!r.join(a, "news"));
+    assert!(r.join(b, "news"));
+    assert!(r.join(b, "sport"));
+    assert_eq!(r.members("news"), &[a, b]);
+    assert_eq!(r.channel_count(), 2);
+    assert!(r.leave(a, "news"));
+    assert!(!r.leave(a, "news"));
+    assert_eq!(r.members("news"), &[b]);
+    r.remove(b);
+    assert!(r.members("news").is_empty());
+    assert_eq!(r.channel_count(), 0);
+    assert!(!r.join(b, "news"));
+    assert!(validate_channel("").is_err());
+    assert!(validate_channel("a\nb").is_err());
+    assert!(validate_channel("room:42").is_ok());
   }
 
   #[test]

@@ -1,0 +1,256 @@
+// Turns the aggregated results into the markdown report, the JSON record and
+// the SVG chart under bench/results/.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { renderChart } = require('./chart.js');
+
+const int = (v) => Math.round(v).toLocaleString('en-US');
+
+/** Few significant digits: the spread between repeats makes more noise. */
+function num(v) {
+  if (v == null || !Number.isFinite(v)) return '–';
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${(v / 1e6).toFixed(2)} M`;
+  if (a >= 1e4) return `${(v / 1e3).toFixed(0)} k`;
+  if (a >= 100) return int(v);
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  return v.toFixed(3);
+}
+
+/** "median [min–max]" of a summary; just the median for a single run. */
+function cell(s, { prefix = '' } = {}) {
+  if (!s) return '–';
+  const range = s.n > 1 && s.min !== s.max ? ` [${num(s.min)}–${num(s.max)}]` : '';
+  return `${prefix}${num(s.median)}${range}`;
+}
+
+function ratio(v) {
+  if (v == null || !Number.isFinite(v)) return '–';
+  return `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toFixed(2)}×`;
+}
+
+function table(header, lines) {
+  return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i ? '---:' : ':---')).join('|')}|`]
+    .concat(lines.map((l) => `| ${l.join(' | ')} |`))
+    .join('\n');
+}
+
+function markdown({ machine, config, rows, memory, problems, warnings, foreignLoad, clockOk, durationS }) {
+  const { baseline, limit } = config;
+  const nList = config.ns.map((p) => p.n);
+  const out = [];
+  out.push('# SSE broadcast benchmark');
+  out.push('');
+  out.push(
+    `**Machine:** ${machine.cores} cores · ${machine.cpuModel} · Node ${machine.node} · ${machine.platform} · ` +
+      `${machine.memoryGiB} GiB · ${machine.date.slice(0, 16).replace('T', ' ')} UTC`,
+  );
+  out.push('');
+  out.push(
+    `**Run:** \`${config.mode}\` mode · N = ${nList.map(int).join(', ')} · payloads ${config.payloads.map((p) => p.label).join(', ')} · ` +
+      `${config.repeats} repeats · ${config.shots} measured broadcasts per repeat for (a)/(b) · ${durationS.toFixed(0)} s in all`,
+  );
+  out.push('');
+  out.push(`**Connections:** ${config.fdNote}.`);
+  out.push('');
+  const a = config.addon;
+  out.push(
+    `**Addon build:** \`${a.binary}\` sha256 ${a.sha256}… at commit ${a.commit}` +
+      (a.sourcesDirty ? ' (with uncommitted source changes)' : '') +
+      '.',
+  );
+  out.push('');
+  if (foreignLoad) {
+    out.push('');
+    out.push(
+      `**Other load on the machine** during the runs (busy CPU minus the benchmark's own processes): median ` +
+        `${foreignLoad.median.toFixed(2)}, max ${foreignLoad.max.toFixed(2)} cores` +
+        (foreignLoad.max > foreignLoad.warnAbove ? ' — see Warnings.' : '.'),
+    );
+  }
+  out.push('');
+  out.push(
+    `Each figure is the median over the repeats (each repeat: fresh server and client processes), ` +
+      `with the range of the per-repeat values in brackets. Ratios divide medians: ` +
+      `**×${baseline}** against the pure-JS baseline, **×${limit}** against the native floor. ` +
+      'Lower is better for (a), (b), (d) and (e); higher is better for (c).',
+  );
+
+  for (const n of nList) {
+    for (const payload of config.payloads) {
+      const mine = rows.filter((r) => r.n === n && r.payload === payload.key);
+      out.push('');
+      out.push(`## N = ${int(n)} · ${payload.label} payload`);
+      out.push('');
+      out.push(
+        table(
+          [
+            'system',
+            '(a) loop blocked ms',
+            '(a) sync part ms',
+            '(b) last client ms',
+            '(c) max bcast/s',
+            '(c) frames/s',
+            '(d) ELD p99 ms',
+          ],
+          mine.map((r) => [
+            r.system,
+            cell(r.blockedMs),
+            cell(r.syncMs),
+            cell(r.latencyMs),
+            `${cell(r.maxHz, { prefix: r.cappedHz ? '≥' : '' })}${loadgenBound(r) ? ' ‡' : ''}`,
+            cell(r.deliveredFps),
+            cell(r.eldP99Ms),
+          ]),
+        ),
+      );
+      out.push('');
+      out.push(
+        table(
+          [
+            'ratio of medians',
+            `(a) ×${baseline}`,
+            `(a) ×${limit}`,
+            `(b) ×${baseline}`,
+            `(b) ×${limit}`,
+            `(c) ×${baseline}`,
+            `(c) ×${limit}`,
+            `(d) ×${baseline}`,
+          ],
+          mine.map((r) => [
+            r.system,
+            ratio(r.ratios[baseline].blockedMs),
+            ratio(r.ratios[limit].blockedMs),
+            ratio(r.ratios[baseline].latencyMs),
+            ratio(r.ratios[limit].latencyMs),
+            ratio(r.ratios[baseline].maxHz),
+            ratio(r.ratios[limit].maxHz),
+            ratio(r.ratios[baseline].eldP99Ms),
+          ]),
+        ),
+      );
+    }
+  }
+
+  out.push('');
+  out.push('## (e) Server memory per connection');
+  out.push('');
+  out.push(
+    table(
+      ['system', 'N', 'RSS per conn (KB)', 'JS heap per conn (KB)', `RSS ×${baseline}`, 'fds per conn', 'transport'],
+      memory.map((m) => [
+        m.system,
+        int(m.n),
+        cell(kb(m.rssPerConnB)),
+        cell(kb(m.heapPerConnB)),
+        ratio(m.ratios[baseline]),
+        m.fdsPerConn == null ? '–' : m.fdsPerConn.toFixed(2),
+        transportLabel(m.transports),
+      ]),
+    ),
+  );
+
+  out.push('');
+  out.push('## What is measured');
+  out.push('');
+  out.push(
+    [
+      `- Every system serves GET /events on 127.0.0.1 from its own process (Express 5 for the Node systems); ` +
+        'the clients are raw TCP sockets in one separate load-generator process that decodes chunked HTTP/1.1 and ' +
+        'counts an event when a blank line ends a block holding a `data` field.',
+      `- **(a)** Time one broadcast keeps the server's event loop: from the call until a \`setImmediate\` queued ` +
+        'right after it runs, so it includes the socket writes Node defers to the end of the turn. "sync part" is ' +
+        `the call alone. For ${limit}, the time of its write loop.`,
+      '- **(b)** From just before the broadcast call to the moment the load generator has parsed the frame on the ' +
+        'last of the N sockets. Both ends read CLOCK_MONOTONIC (`process.hrtime.bigint()`, `clock_gettime` in the ' +
+        'native program), one clock for every process on the machine; each run checks that a child’s reading falls ' +
+        `between two of the harness's${clockOk ? ' (it did, every time)' : ' (THAT CHECK FAILED in some run)'}.`,
+      `- **(c)** Offered broadcast rates on a ×${config.grid.ratio} grid (up to ${int(config.grid.maxHz)}/s, "≥" when ` +
+        `even that passed), about ${config.stepMs} ms each; a rate is sustained when the server kept ≥ ` +
+        `${config.keepUp * 100} % of the schedule and the step's last broadcast reached all clients no later after ` +
+        `its send than the first one did, within ${Math.round((1 - config.keepUp) * 100)} % of the step plus ` +
+        `${config.lagSlackMs} ms (a growing backlog fails this; a constant delay does not). Shown: the highest ` +
+        'sustained rate and the frames/s delivered at it (N × broadcasts over the time between the first and the ' +
+        'last broadcast reaching every client). ‡: at the next rate up the load generator used ≥ 90 % of a core, ' +
+        'so what failed there may be the client side rather than the server.',
+      `- **(d)** p99 of \`monitorEventLoopDelay({ resolution: 1 })\` while broadcasting 10 times a second for ` +
+        `${config.eldMs / 1000} s. The histogram records whole timer intervals, so an idle loop reads ≈ 1.1 ms. ` +
+        `Not applicable to ${limit} (no event loop).`,
+      '- **(e)** Server RSS and JS heap (after a forced GC) once N clients are registered, minus the same before ' +
+        'the first client connected, divided by N. Kernel socket buffers are not in RSS. "fds per conn" counts ' +
+        'the server\'s open descriptors the same way; "transport" is what the addon\'s getStats() says its ' +
+        'connections were handed to (socket: its native writer thread; stream: res.write on the JS thread).',
+    ].join('\n'),
+  );
+
+  if (warnings.length) {
+    out.push('');
+    out.push('## Warnings');
+    out.push('');
+    out.push(warnings.map((w) => `- ${w}`).join('\n'));
+  }
+  if (problems.length) {
+    out.push('');
+    out.push('## Problems');
+    out.push('');
+    out.push(problems.map((p) => `- ${p}`).join('\n'));
+  }
+  out.push('');
+  return out.join('\n');
+}
+
+/** e.g. "socket 1,000" or "stream 600 + socket 400", from the addon's getStats(). */
+function transportLabel(t) {
+  if (!t) return '–';
+  const parts = [];
+  if (t.socket) parts.push(`socket ${int(t.socket)}`);
+  if (t.stream) parts.push(`stream ${int(t.stream)}`);
+  return parts.join(' + ') || '–';
+}
+
+function kb(s) {
+  return s && { ...s, median: s.median / 1024, min: s.min / 1024, max: s.max / 1024 };
+}
+
+/** The next offered rate up failed while the load generator was saturated. */
+function loadgenBound(row) {
+  return row.loadgenCpuAbove != null && row.loadgenCpuAbove >= 0.9;
+}
+
+/** Writes <base>.md, <base>.json and <base>.svg into `dir`. */
+function writeReport(input) {
+  const { dir, base, machine, config } = input;
+  fs.mkdirSync(dir, { recursive: true });
+  const md = markdown(input);
+  const svg = renderChart({
+    rows: input.rows,
+    ns: config.ns.map((p) => p.n),
+    payloads: config.payloads,
+    systems: config.systems,
+    limit: config.limit,
+    heading: `${machine.cores} cores · ${machine.cpuModel} · Node ${machine.node} · ${machine.date.slice(0, 10)} · medians of ${config.repeats} repeats, whiskers min–max`,
+  });
+  const json = {
+    machine,
+    config,
+    rows: input.rows,
+    memory: input.memory,
+    problems: input.problems,
+    warnings: input.warnings,
+    foreignLoad: input.foreignLoad,
+    clockOk: input.clockOk,
+    durationS: input.durationS,
+    cells: input.cells,
+  };
+  const files = [
+    [`${base}.md`, `${md.trimEnd()}\n\n![${base} chart](${base}.svg)\n`],
+    [`${base}.json`, `${JSON.stringify(json, null, 2)}\n`],
+    [`${base}.svg`, svg],
+  ];
+  for (const [name, content] of files) fs.writeFileSync(path.join(dir, name), content);
+  return { markdown: md, files: files.map(([name]) => path.join(path.relative(process.cwd(), dir), name)) };
+}
+
+module.exports = { writeReport };

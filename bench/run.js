@@ -1,0 +1,655 @@
+#!/usr/bin/env node
+// Benchmark harness: each system in its own server process, the load
+// generator in another, both on 127.0.0.1 with real sockets. See README.md.
+//
+//   node bench/run.js            N = 1k, 10k; 100 B and 4 KB; 5 repeats
+//   node bench/run.js --quick    CI smoke test: N = 1k, 100 B, 2 repeats; asserts delivery
+//   node bench/run.js --full     adds N = 20k
+//   options: --n 1000,5000  --repeats 3  --systems addon,limit  --payloads small,large
+//
+// Writes bench/results/latest.{md,json,svg} (quick.* with --quick).
+
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { setTimeout: sleep } = require('node:timers/promises');
+const { SYSTEMS, BASELINE, LIMIT, findSystem } = require('./systems/index.js');
+const { Child, probeOpenFiles } = require('./lib/child.js');
+const { PAYLOADS } = require('./lib/payloads.js');
+const { median, summarize } = require('./lib/stats.js');
+const { writeReport } = require('./lib/report.js');
+const { machineBusyMs, waitForQuiet } = require('./lib/machine.js');
+
+const MODES = {
+  quick: { ns: [1000], payloads: ['small'], repeats: 2, warmup: 2, shots: 5, eldMs: 1000, stepMs: 250, maxSteps: 3 },
+  default: {
+    ns: [1000, 10000],
+    payloads: ['small', 'large'],
+    repeats: 5,
+    warmup: 2,
+    shots: 5,
+    eldMs: 2000,
+    stepMs: 700,
+    maxSteps: 5,
+  },
+};
+
+const SERVER = path.join(__dirname, 'server.js');
+const LOADGEN = path.join(__dirname, 'loadgen.js');
+/** File descriptors a child needs besides its sockets (stdio, epoll, V8...). */
+const FD_RESERVE = 128;
+/**
+ * Descriptors a server may hold per connection: the addon's socket transport
+ * keeps a dup() of each socket for its writer thread beside Node's own.
+ */
+const SERVER_FDS_PER_CONNECTION = 2;
+/** Handshakes the load generator keeps in flight while connecting. */
+const CONNECT_CONCURRENCY = 256;
+/** Pause after each measured broadcast so the next starts from a quiet machine. */
+const GAP_MS = 20;
+
+// Throughput probe: offered rates on a geometric grid, 10 Hz x 1.25^k. A step
+// passes when the server kept >= 95 % of the schedule and delivery kept up:
+// the last broadcast of the step reached every client no later, relative to
+// its send time, than the first one did, give or take 5 % of the step's
+// length plus 25 ms of scheduling jitter. Falling behind grows that lag
+// linearly, so it fails; a constant delivery delay does not.
+const GRID_BASE_HZ = 10;
+const GRID_RATIO = 1.25;
+const K_MIN = -10; // ~1 Hz
+const K_MAX = 27; // ~4100 Hz: setImmediate scheduling gets coarse beyond
+const KEEP_UP = 0.95;
+const LAG_SLACK_MS = 25;
+/** Foreign CPU use (in cores) above which a run is flagged as disturbed. */
+const FOREIGN_LOAD_WARN = 0.25;
+const MIN_STEP_BROADCASTS = 6;
+const gridHz = (k) => Math.round(GRID_BASE_HZ * GRID_RATIO ** k * 100) / 100;
+
+const nsToMs = (ns) => Number(BigInt(ns)) / 1e6;
+const diffMs = (a, b) => Number(BigInt(a) - BigInt(b)) / 1e6;
+
+function parseArgs(argv) {
+  const opts = { quick: false, full: false };
+  const list = (v) => v.split(',').filter(Boolean);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${arg} needs a value`);
+      return argv[++i];
+    };
+    if (arg === '--quick') opts.quick = true;
+    else if (arg === '--full') opts.full = true;
+    else if (arg === '--n') opts.ns = list(value()).map(Number);
+    else if (arg === '--repeats') opts.repeats = Number(value());
+    else if (arg === '--systems') opts.systems = list(value());
+    else if (arg === '--payloads') opts.payloads = list(value());
+    else if (arg === '--help' || arg === '-h') {
+      // The header comment is the usage text.
+      const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1);
+      console.log(
+        lines
+          .slice(
+            0,
+            lines.findIndex((l) => !l.startsWith('//')),
+          )
+          .map((l) => l.replace(/^\/\/ ?/, ''))
+          .join('\n'),
+      );
+      process.exit(0);
+    } else throw new Error(`unknown option ${arg} (see --help)`);
+  }
+  const mode = opts.quick ? 'quick' : 'default';
+  const config = { ...MODES[mode], mode: opts.quick ? 'quick' : opts.full ? 'full' : 'default' };
+  if (opts.full) config.ns = [...config.ns, 20000];
+  if (opts.ns) config.ns = opts.ns;
+  if (opts.repeats) config.repeats = opts.repeats;
+  if (opts.payloads) config.payloads = opts.payloads;
+  for (const p of config.payloads) if (!PAYLOADS[p]) throw new Error(`unknown payload ${p}; known: small, large`);
+  for (const n of config.ns) if (!(Number.isInteger(n) && n > 0)) throw new Error(`bad N ${n}`);
+  config.systems = (opts.systems ?? SYSTEMS.map((s) => s.name)).map((name) => findSystem(name));
+  return config;
+}
+
+function machineInfo() {
+  const cpus = os.cpus();
+  return {
+    cores: cpus.length,
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    date: new Date().toISOString(),
+  };
+}
+
+/**
+ * Every connection costs up to two descriptors in the server and one in the
+ * load generator. Ask for enough; if the hard limit cannot be raised, run the
+ * largest N every system can serve (the same N for all, so rows compare)
+ * and say so.
+ */
+function planConnections(ns) {
+  const want = SERVER_FDS_PER_CONNECTION * Math.max(...ns) + FD_RESERVE;
+  const limit = probeOpenFiles(want);
+  const maxN = Math.floor((limit.soft - FD_RESERVE) / SERVER_FDS_PER_CONNECTION / 100) * 100;
+  const plan = ns.map((requested) => ({ requested, n: Math.min(requested, maxN) }));
+  const capped = plan.filter((p) => p.n < p.requested);
+  const note = limit.raised
+    ? `servers run with an open-files limit of ${SERVER_FDS_PER_CONNECTION}×N + ${FD_RESERVE}, the load generator N + ${FD_RESERVE}`
+    : `the open-files limit could not be raised above ${limit.soft} (hard limit ${limit.hard}; raising it needs ` +
+      `CAP_SYS_RESOURCE)` +
+      (capped.length
+        ? `, and a server may need ${SERVER_FDS_PER_CONNECTION} per connection, so N = ` +
+          `${capped.map((p) => p.requested.toLocaleString('en-US')).join(', ')} ran as ${maxN.toLocaleString('en-US')}`
+        : '');
+  const unique = [...new Map(plan.map((p) => [p.n, p])).values()];
+  return { want, limit, note, plan: unique };
+}
+
+/**
+ * What addon build is measured: the binary's hash and the commit, plus
+ * whether its sources differ from the commit. Taken at start and end, since
+ * a rebuild in the middle of a run would mix two builds in one table.
+ */
+function addonBuild() {
+  const root = path.join(__dirname, '..');
+  const binary = fs.readdirSync(root).find((f) => /^sse-helper-native\..+\.node$/.test(f));
+  const git = (...args) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout?.trim() || null;
+  return {
+    binary,
+    sha256: binary
+      ? crypto
+          .createHash('sha256')
+          .update(fs.readFileSync(path.join(root, binary)))
+          .digest('hex')
+          .slice(0, 16)
+      : null,
+    commit: git('rev-parse', '--short', 'HEAD'),
+    sourcesDirty: Boolean(git('status', '--porcelain', '--', 'src', 'lib', 'index.js', 'Cargo.toml')),
+  };
+}
+
+/** Open descriptors of a process, or null off Linux. */
+function openFds(pid) {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return null;
+  }
+}
+
+/** Builds the native limit; returns null or why it cannot run. */
+function buildNative(system) {
+  const r = spawnSync('cargo', ['build', '--release', '--quiet', '--manifest-path', system.native.manifest], {
+    encoding: 'utf8',
+  });
+  if (r.error) return `cargo not available: ${r.error.message}`;
+  if (r.status !== 0) return `cargo build failed:\n${r.stderr}`;
+  return null;
+}
+
+/**
+ * Checks that a child's clock reading falls between two of ours: the
+ * harness compares send and receive times taken in different processes, which
+ * is only sound if they read the same clock.
+ */
+async function checkClock(child) {
+  const before = process.hrtime.bigint();
+  const { ns } = await child.request('clock');
+  const after = process.hrtime.bigint();
+  const t = BigInt(ns);
+  return { ok: t >= before && t <= after, child: child.name, windowUs: Number(after - before) / 1000 };
+}
+
+async function until(predicate, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await predicate()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** CPU time a child used between two `cpu` replies, as a fraction of one core. */
+function cpuShare(before, after, wallMs) {
+  const us = after.userUs + after.systemUs - before.userUs - before.systemUs;
+  return wallMs > 0 ? us / 1000 / wallMs : null;
+}
+
+/**
+ * One server process and one load generator for one system and N: connect,
+ * then every figure for every payload, then the delivery check.
+ */
+async function runCell(system, n, rep, config, memo) {
+  const tag = `${system.name} N=${n} #${rep + 1}`;
+  const log = (msg) => console.error(`[${tag}] ${msg}`);
+  const failures = [];
+  const fail = (msg) => {
+    if (failures.length < 10) failures.push(msg);
+    log(`FAIL ${msg}`);
+  };
+  const argv = system.native ? [system.native.binary] : [process.execPath, '--expose-gc', SERVER, system.name];
+  const server = new Child(system.name, argv, { nofile: SERVER_FDS_PER_CONNECTION * n + FD_RESERVE });
+  const loadgen = new Child('loadgen', [process.execPath, LOADGEN], { nofile: n + FD_RESERVE });
+  let sent = 0;
+
+  // Arms the load generator for the next frame(s), so the moment the last
+  // client gets one is recorded even when it arrives before the reply to
+  // the broadcast command does.
+  const arm = async (...targets) => {
+    const r = await loadgen.request(`arm ${targets.join(' ')}`);
+    if (r.alreadyReached > 0) fail(`armed after delivery of ${targets}`);
+  };
+  const waitDelivered = async (timeoutMs) => {
+    const w = await loadgen.request(`wait ${timeoutMs}`, timeoutMs + 10_000);
+    for (const t of w.targets) {
+      if (t.reached !== n) fail(`only ${t.reached}/${n} clients got frame #${t.target} within ${timeoutMs} ms`);
+    }
+    return w.targets;
+  };
+  /** Waits until every frame sent so far has reached every client. */
+  const settle = async () => {
+    await loadgen.request(`arm ${sent}`);
+    await waitDelivered(60_000);
+  };
+
+  /** (a) and (b) for one broadcast. */
+  const shot = async () => {
+    await arm(sent + 1);
+    const b = await server.request('bcast');
+    sent++;
+    const [t] = await waitDelivered(30_000);
+    if (b.written !== n) fail(`broadcast wrote ${b.written}, expected ${n}`);
+    await sleep(GAP_MS);
+    return {
+      syncMs: nsToMs(b.syncNs),
+      blockedMs: nsToMs(b.blockedNs),
+      latencyMs: t.atNs ? diffMs(t.atNs, b.startNs) : null,
+    };
+  };
+
+  /** (c) One step: `hz` offered for about config.stepMs. */
+  const step = async (hz) => {
+    const count = Math.max(MIN_STEP_BROADCASTS, Math.round((hz * config.stepMs) / 1000));
+    const [lc0, sc0] = await Promise.all([loadgen.request('cpu'), server.request('cpu')]);
+    const t0 = performance.now();
+    await arm(sent + 1, sent + count);
+    const r = await server.request(`run ${hz} ${count}`, (count / hz) * 20_000 + 60_000);
+    sent += count;
+    const [first, last] = await waitDelivered(Math.max(30_000, (count / hz) * 5000));
+    const wallMs = performance.now() - t0;
+    const [lc1, sc1] = await Promise.all([loadgen.request('cpu'), server.request('cpu')]);
+    if (r.written !== n * count) fail(`run wrote ${r.written} frames, expected ${n * count}`);
+    const sendSpanMs = diffMs(r.lastNs, r.firstNs);
+    const sendHz = sendSpanMs > 0 ? ((count - 1) * 1000) / sendSpanMs : Number.POSITIVE_INFINITY;
+    const delivered = first.atNs && last.atNs && first.reached === n && last.reached === n;
+    const deliverSpanMs = delivered ? diffMs(last.atNs, first.atNs) : null;
+    const deliveredFps = delivered && deliverSpanMs > 0 ? (n * (count - 1) * 1000) / deliverSpanMs : null;
+    // Delivery lag of the first and the last broadcast of the step: growth
+    // between them is the backlog a system that falls behind builds up.
+    const lagFirstMs = delivered ? diffMs(first.atNs, r.firstNs) : null;
+    const lagLastMs = delivered ? diffMs(last.atNs, r.lastNs) : null;
+    const lagGrowthMs = delivered ? lagLastMs - lagFirstMs : null;
+    const pass =
+      Boolean(delivered) && sendHz >= KEEP_UP * hz && lagGrowthMs <= (1 - KEEP_UP) * sendSpanMs + LAG_SLACK_MS;
+    await sleep(GAP_MS);
+    return {
+      hz,
+      count,
+      pass,
+      sendHz,
+      deliveredFps,
+      lagFirstMs,
+      lagLastMs,
+      lagGrowthMs,
+      serverCpu: cpuShare(sc0, sc1, wallMs),
+      loadgenCpu: cpuShare(lc0, lc1, wallMs),
+    };
+  };
+
+  /**
+   * (c) The highest grid rate that passes: grow the step while passing (or
+   * shrink while failing), then bisect between the last pass and first fail.
+   * Starts from the previous repeat's answer when there is one.
+   */
+  const probe = async (key, blockedMs) => {
+    const memoKey = `${system.name}/${n}/${key}`;
+    const previous = memo.get(memoKey);
+    const estimateHz = 0.5 * (1000 / Math.max(blockedMs, 0.05));
+    let k =
+      previous ??
+      Math.min(K_MAX, Math.max(K_MIN, Math.floor(Math.log(estimateHz / GRID_BASE_HZ) / Math.log(GRID_RATIO))));
+    let jump = previous === undefined ? 2 : 1;
+    let pass = -Infinity;
+    let failAt = Infinity;
+    const steps = [];
+    while (steps.length < config.maxSteps) {
+      const s = await step(gridHz(k));
+      steps.push({ k, ...s });
+      if (s.pass) pass = Math.max(pass, k);
+      else failAt = Math.min(failAt, k);
+      let next;
+      if (failAt === Infinity) next = k + jump;
+      else if (pass === -Infinity) next = k - jump;
+      else next = Math.floor((pass + failAt) / 2);
+      jump *= 2;
+      next = Math.min(K_MAX, Math.max(K_MIN, next));
+      if (next <= pass || next >= failAt || steps.some((x) => x.k === next)) break;
+      k = next;
+    }
+    const best = steps.filter((s) => s.pass).sort((a, b) => b.k - a.k)[0] ?? null;
+    if (best) memo.set(memoKey, best.k);
+    // The step just above the best one shows what limited it.
+    const above = steps.filter((s) => !s.pass && (!best || s.k > best.k)).sort((a, b) => a.k - b.k)[0] ?? null;
+    return {
+      maxHz: best?.hz ?? null,
+      capped: best?.k === K_MAX,
+      deliveredFps: best?.deliveredFps ?? null,
+      peakDeliveredFps: Math.max(0, ...steps.map((s) => s.deliveredFps ?? 0)),
+      loadgenCpuAbove: above?.loadgenCpu ?? null,
+      serverCpuAbove: above?.serverCpu ?? null,
+      steps,
+    };
+  };
+
+  try {
+    const [ready, loadgenReady] = await Promise.all([server.ready, loadgen.ready]);
+    for (const r of [ready, loadgenReady]) {
+      if (r.nofile < n + 32) throw new Error(`open-files limit ${r.nofile} is too low for N = ${n}`);
+    }
+    // Foreign load: everything the machine did during this cell minus what
+    // the server, the load generator and this harness used.
+    const cpuNow = async () => ({
+      machineMs: machineBusyMs(),
+      wallMs: performance.now(),
+      ours: [
+        await server.request('cpu'),
+        await loadgen.request('cpu'),
+        { userUs: process.cpuUsage().user, systemUs: process.cpuUsage().system },
+      ].reduce((sum, c) => sum + (c.userUs + c.systemUs) / 1000, 0),
+    });
+    const cpuStart = await cpuNow();
+    const clocks = [await checkClock(server), await checkClock(loadgen)];
+    for (const c of clocks) if (!c.ok) fail(`${c.child} does not share the harness clock`);
+
+    // (e) Memory: baseline before any client, again once all N are registered.
+    const memBefore = await server.request('mem');
+    const fdsBefore = openFds(ready.pid);
+    const conn = await loadgen.request(`connect ${ready.port} ${n} ${CONNECT_CONCURRENCY}`, 300_000);
+    if (conn.connected !== n) fail(`${conn.connected}/${n} clients connected (${conn.failed} failed)`);
+    await until(async () => (await server.request('count')).clients >= conn.connected, 30_000, 'registration');
+    await sleep(200);
+    const memAfter = await server.request('mem');
+    const fdsAfter = openFds(ready.pid);
+    const perConn = (a, b) => (a == null || b == null ? null : (a - b) / n);
+    const cell = {
+      system: system.name,
+      n,
+      rep,
+      connectMs: conn.ms,
+      rssPerConnB: perConn(memAfter.rss, memBefore.rss),
+      heapPerConnB: perConn(memAfter.heapUsed, memBefore.heapUsed),
+      fdsPerConn: perConn(fdsAfter, fdsBefore),
+      info: system.native ? {} : await server.request('info'),
+      clocks,
+      payloads: {},
+    };
+
+    for (const key of config.payloads) {
+      const json = JSON.stringify(PAYLOADS[key].make());
+      await server.request(`payload ${json}`);
+      for (let i = 0; i < config.warmup; i++) await shot();
+      const shots = [];
+      for (let i = 0; i < config.shots; i++) shots.push(await shot());
+      const blockedMs = median(shots.map((s) => s.blockedMs));
+      const result = {
+        payloadBytes: Buffer.byteLength(json),
+        syncMs: median(shots.map((s) => s.syncMs)),
+        blockedMs,
+        latencyMs: median(shots.map((s) => s.latencyMs)),
+        shots,
+        eld: null,
+      };
+      if (!system.native) {
+        // (d) Broadcasting 10 times a second.
+        const e = await server.request(`eld 10 ${config.eldMs}`, config.eldMs + 60_000);
+        sent += e.broadcasts;
+        await settle();
+        result.eld = { p99Ms: e.p99Ns / 1e6, p50Ms: e.p50Ns / 1e6, maxMs: e.maxNs / 1e6, samples: e.samples };
+      }
+      result.probe = await probe(key, blockedMs);
+      cell.payloads[key] = result;
+      const p = result.probe;
+      log(
+        `${PAYLOADS[key].label}: blocked ${blockedMs.toFixed(2)} ms, last client ${result.latencyMs?.toFixed(2)} ms, ` +
+          `max ${p.maxHz ?? '-'} bcast/s (${p.steps.length} steps)` +
+          (result.eld ? `, ELD p99 ${result.eld.p99Ms.toFixed(2)} ms` : ''),
+      );
+    }
+
+    const cpuEnd = await cpuNow();
+    cell.foreignLoadCores =
+      cpuStart.machineMs == null
+        ? null
+        : (cpuEnd.machineMs - cpuStart.machineMs - (cpuEnd.ours - cpuStart.ours)) / (cpuEnd.wallMs - cpuStart.wallMs);
+
+    // Every client must have every frame, no more, no less.
+    await settle();
+    const stats = await loadgen.request('stats');
+    const serverSent = (await server.request('sent')).sent;
+    if (serverSent !== sent) fail(`server made ${serverSent} broadcasts, harness counted ${sent}`);
+    if (stats.clients !== n || stats.minEvents !== sent || stats.maxEvents !== sent) {
+      fail(`delivery: ${stats.clients} clients got ${stats.minEvents}..${stats.maxEvents} of ${sent} frames`);
+    }
+    if (stats.closedAfterConnect || stats.protocolErrors) {
+      fail(`${stats.closedAfterConnect} connections closed early, ${stats.protocolErrors} protocol errors`);
+    }
+    cell.delivery = { broadcasts: sent, ...stats };
+    cell.failures = failures;
+    return cell;
+  } finally {
+    // Server first: the side that closes first keeps TIME_WAIT, and the
+    // server's side does not use up the clients' ephemeral ports.
+    await server.close();
+    await loadgen.close();
+  }
+}
+
+/** Medians over repeats, per system, N and payload, and ratios to the reference rows. */
+function aggregate(cells, config, nList) {
+  const rows = [];
+  const memory = [];
+  for (const { n } of nList) {
+    for (const system of config.systems) {
+      const mine = cells.filter((c) => c.system === system.name && c.n === n && !c.error);
+      memory.push({
+        system: system.name,
+        n,
+        fdsPerConn: median(mine.map((c) => c.fdsPerConn)),
+        transports: transportsOf(mine),
+        rssPerConnB: summarize(mine.map((c) => c.rssPerConnB)),
+        heapPerConnB: summarize(mine.map((c) => c.heapPerConnB)),
+      });
+      for (const key of config.payloads) {
+        const per = mine.map((c) => c.payloads[key]).filter(Boolean);
+        rows.push({
+          system: system.name,
+          n,
+          payload: key,
+          runs: per.length,
+          blockedMs: summarize(per.map((p) => p.blockedMs)),
+          syncMs: summarize(per.map((p) => p.syncMs)),
+          latencyMs: summarize(per.map((p) => p.latencyMs)),
+          maxHz: summarize(per.map((p) => p.probe.maxHz)),
+          cappedHz: per.some((p) => p.probe.capped),
+          deliveredFps: summarize(per.map((p) => p.probe.deliveredFps)),
+          peakDeliveredFps: summarize(per.map((p) => p.probe.peakDeliveredFps)),
+          loadgenCpuAbove: median(per.map((p) => p.probe.loadgenCpuAbove)),
+          serverCpuAbove: median(per.map((p) => p.probe.serverCpuAbove)),
+          eldP99Ms: summarize(per.map((p) => p.eld?.p99Ms)),
+        });
+      }
+    }
+  }
+  const metrics = ['blockedMs', 'latencyMs', 'maxHz', 'deliveredFps', 'eldP99Ms'];
+  for (const row of rows) {
+    row.ratios = {};
+    for (const ref of [BASELINE, LIMIT]) {
+      const other = rows.find((r) => r.system === ref && r.n === row.n && r.payload === row.payload);
+      row.ratios[ref] = {};
+      for (const m of metrics) {
+        const a = row[m]?.median;
+        const b = other?.[m]?.median;
+        row.ratios[ref][m] = a != null && b ? a / b : null;
+      }
+    }
+  }
+  for (const row of memory) {
+    row.ratios = {};
+    for (const ref of [BASELINE, LIMIT]) {
+      const other = memory.find((r) => r.system === ref && r.n === row.n);
+      const a = row.rssPerConnB?.median;
+      const b = other?.rssPerConnB?.median;
+      row.ratios[ref] = a != null && b ? a / b : null;
+    }
+  }
+  return { rows, memory };
+}
+
+/** How many of a system's connections each transport got (median over runs), if it reports that. */
+function transportsOf(cells) {
+  const stats = cells.map((c) => c.info?.stats).filter(Boolean);
+  if (stats.length === 0) return null;
+  return {
+    socket: median(stats.map((s) => s.socketConnections)),
+    stream: median(stats.map((s) => s.streamConnections)),
+  };
+}
+
+async function main() {
+  const started = performance.now();
+  const config = parseArgs(process.argv.slice(2));
+  const machine = machineInfo();
+  const connections = planConnections(config.ns);
+  console.error(`bench: ${config.mode} mode, ${machine.cores} cores, ${machine.cpuModel}, Node ${machine.node}`);
+  console.error(`bench: ${connections.note}`);
+
+  const buildBefore = addonBuild();
+  console.error(
+    `bench: addon ${buildBefore.binary} sha256 ${buildBefore.sha256}, commit ${buildBefore.commit}${buildBefore.sourcesDirty ? ' (sources modified)' : ''}`,
+  );
+  const unavailable = new Map();
+  for (const system of config.systems) {
+    if (!system.native) continue;
+    const why = buildNative(system);
+    if (why) {
+      unavailable.set(system.name, why);
+      console.error(`bench: ${system.name} unavailable: ${why}`);
+    }
+  }
+
+  const cells = [];
+  const memo = new Map();
+  for (const { n } of connections.plan) {
+    for (let rep = 0; rep < config.repeats; rep++) {
+      // Rotate the order each repeat so no system always runs first or last.
+      const order = config.systems.map((_, i) => config.systems[(i + rep) % config.systems.length]);
+      for (const system of order) {
+        if (unavailable.has(system.name)) {
+          cells.push({ system: system.name, n, rep, error: unavailable.get(system.name) });
+          continue;
+        }
+        const quiet = await waitForQuiet();
+        if (!quiet.quiet)
+          console.error(
+            `bench: machine still busy (${quiet.load.toFixed(2)} cores) after ${(quiet.waitedMs / 1000).toFixed(0)} s; running anyway`,
+          );
+        try {
+          cells.push({ ...(await runCell(system, n, rep, config, memo)), quietWaitMs: quiet.waitedMs });
+        } catch (err) {
+          console.error(`[${system.name} N=${n} #${rep + 1}] ERROR ${err.stack ?? err}`);
+          cells.push({ system: system.name, n, rep, error: String(err.message ?? err) });
+        }
+      }
+    }
+  }
+
+  const { rows, memory } = aggregate(cells, config, connections.plan);
+  const problems = [];
+  for (const c of cells) {
+    if (c.error) problems.push(`${c.system} N=${c.n} #${c.rep + 1}: did not run: ${c.error.split('\n')[0]}`);
+    for (const f of c.failures ?? []) problems.push(`${c.system} N=${c.n} #${c.rep + 1}: ${f}`);
+  }
+  for (const system of config.systems) {
+    if (!cells.some((c) => c.system === system.name && !c.error)) problems.push(`${system.name} never ran`);
+  }
+  const clockOk = cells.every((c) => !c.clocks || c.clocks.every((k) => k.ok));
+  // Warnings question the figures, not the systems: they do not fail the run.
+  const warnings = [];
+  const buildAfter = addonBuild();
+  if (buildAfter.sha256 !== buildBefore.sha256) {
+    warnings.push(
+      `the addon binary changed during the run (${buildBefore.sha256} -> ${buildAfter.sha256}): results mix builds`,
+    );
+  }
+  const loads = cells.map((c) => c.foreignLoadCores).filter((v) => v != null);
+  const disturbed = cells.filter((c) => c.foreignLoadCores > FOREIGN_LOAD_WARN);
+  if (disturbed.length) {
+    warnings.push(
+      `${disturbed.length} of ${cells.length} runs shared the CPU with other work (> ${FOREIGN_LOAD_WARN} cores): ` +
+        disturbed.map((c) => `${c.system} N=${c.n} #${c.rep + 1} (${c.foreignLoadCores.toFixed(2)})`).join(', '),
+    );
+  }
+  const foreignLoad = loads.length
+    ? { median: median(loads), max: Math.max(...loads), warnAbove: FOREIGN_LOAD_WARN }
+    : null;
+
+  const durationS = (performance.now() - started) / 1000;
+  const out = writeReport({
+    dir: path.join(__dirname, 'results'),
+    base: config.mode === 'quick' ? 'quick' : 'latest',
+    machine,
+    config: {
+      mode: config.mode,
+      ns: connections.plan,
+      payloads: config.payloads.map((k) => ({ key: k, label: PAYLOADS[k].label })),
+      repeats: config.repeats,
+      shots: config.shots,
+      eldMs: config.eldMs,
+      stepMs: config.stepMs,
+      maxSteps: config.maxSteps,
+      systems: config.systems.map((s) => s.name),
+      baseline: BASELINE,
+      limit: LIMIT,
+      keepUp: KEEP_UP,
+      lagSlackMs: LAG_SLACK_MS,
+      grid: { baseHz: GRID_BASE_HZ, ratio: GRID_RATIO, maxHz: gridHz(K_MAX) },
+      fdNote: connections.note,
+      addon: buildBefore,
+    },
+    rows,
+    memory,
+    cells,
+    problems,
+    warnings,
+    foreignLoad,
+    clockOk,
+    durationS,
+  });
+  console.log(out.markdown);
+  console.error(`bench: wrote ${out.files.join(', ')} in ${durationS.toFixed(1)} s`);
+  for (const w of warnings) console.error(`bench: warning: ${w}`);
+  if (problems.length) {
+    console.error(`bench: ${problems.length} problem(s):\n  ${problems.join('\n  ')}`);
+    process.exitCode = 1;
+  } else {
+    console.error('bench: every system ran and every client received every frame');
+  }
+}
+
+main().catch((err) => {
+  console.error(err.stack ?? err);
+  process.exit(1);
+});

@@ -1,0 +1,139 @@
+// One benchmarked Node system in its own process: an Express 5 app on
+// 127.0.0.1 serving GET /events through the system named on the command
+// line (see systems/index.js), driven by the line protocol (lib/protocol.js).
+//
+//   node --expose-gc bench/server.js <system>
+//
+// Commands (replies are JSON; *Ns fields are CLOCK_MONOTONIC ns):
+//   clock            -> { ns }
+//   count            -> { clients }        connections the system has registered
+//   info             -> what the system reports about itself (e.g. its transports)
+//   sent             -> { sent }           broadcasts made so far
+//   mem              -> { rss, heapUsed }  after a full GC when --expose-gc is on
+//   cpu              -> { userUs, systemUs }
+//   payload <json>   -> { bytes }          the object every broadcast sends
+//   bcast            -> { startNs, syncNs, blockedNs, written }
+//   run <hz> <count> -> { count, firstNs, lastNs, written }
+//   eld <hz> <ms>    -> { p50Ns, p99Ns, maxNs, meanNs, samples, broadcasts }
+//   exit
+
+const http = require('node:http');
+const { monitorEventLoopDelay } = require('node:perf_hooks');
+const express = require('express');
+const { findSystem } = require('./systems/index.js');
+const { serve, nowNs } = require('./lib/protocol.js');
+
+const spec = findSystem(process.argv[2]);
+if (!spec.module) throw new Error(`${spec.name} is not a Node system`);
+const system = require(`./systems/${spec.module}.js`).create(spec.options ?? {});
+
+const app = express();
+app.get('/events', (req, res) => system.route(req, res));
+
+let payload = null;
+let sent = 0;
+
+function broadcastOnce() {
+  sent++;
+  return system.broadcast(payload);
+}
+
+/**
+ * Broadcasts `count` times on a fixed schedule of `hz` per second, starting
+ * now. A broadcast that comes due late is made at once, not skipped, so a
+ * system that cannot keep up shows a send rate below `hz`. Between
+ * broadcasts the loop always turns at least once, so its I/O is served as in
+ * a real server.
+ */
+function runAtRate(hz, count) {
+  const periodMs = 1000 / hz;
+  const t0 = performance.now();
+  let i = 0;
+  let firstNs = 0n;
+  let lastNs = 0n;
+  let written = 0;
+  return new Promise((resolve) => {
+    const tick = () => {
+      const wait = t0 + i * periodMs - performance.now();
+      // Timers have 1 ms granularity: sleep on one for most of the wait and
+      // spin on setImmediate for the rest.
+      if (wait > 2) return void setTimeout(tick, Math.floor(wait - 1));
+      if (wait > 0) return void setImmediate(tick);
+      const start = nowNs();
+      if (i === 0) firstNs = start;
+      lastNs = start;
+      written += broadcastOnce();
+      if (++i === count) resolve({ count, firstNs, lastNs, written });
+      else setImmediate(tick);
+    };
+    tick();
+  });
+}
+
+const handlers = {
+  clock: () => ({ ns: nowNs() }),
+  count: () => ({ clients: system.count() }),
+  info: () => system.info?.() ?? {},
+  sent: () => ({ sent }),
+  mem: () => {
+    // Two passes: the first can leave work (weak callbacks, finalizers) for the second.
+    global.gc?.();
+    global.gc?.();
+    const m = process.memoryUsage();
+    return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
+  },
+  cpu: () => {
+    const u = process.cpuUsage();
+    return { userUs: u.user, systemUs: u.system };
+  },
+  payload: (_args, json) => {
+    payload = JSON.parse(json);
+    return { bytes: Buffer.byteLength(json) };
+  },
+
+  // (a) One broadcast's hold on the event loop: the synchronous call, then
+  // everything Node defers to the same turn (http's chunked writes are corked
+  // and flushed to the socket in a nextTick), up to the first setImmediate
+  // scheduled right after the call, which runs once that turn is over.
+  bcast: () => {
+    const startNs = nowNs();
+    const written = broadcastOnce();
+    const syncEndNs = nowNs();
+    return new Promise((resolve) => {
+      setImmediate(() => {
+        const endNs = nowNs();
+        resolve({ startNs, syncNs: syncEndNs - startNs, blockedNs: endNs - startNs, written });
+      });
+    });
+  },
+
+  // (c) Broadcasting at an offered rate.
+  run: ([hz, count]) => runAtRate(Number(hz), Number(count)),
+
+  // (d) Event-loop delay while broadcasting at `hz` for `ms`. Resolution 1 ms
+  // (the finest): the histogram records each timer interval, so an idle loop
+  // reads about 1.1 ms and a broadcast that blocks for B ms shows as ~B+1 ms.
+  eld: async ([hz, ms]) => {
+    const histogram = monitorEventLoopDelay({ resolution: 1 });
+    const before = sent;
+    histogram.enable();
+    const interval = setInterval(broadcastOnce, 1000 / Number(hz));
+    await new Promise((resolve) => setTimeout(resolve, Number(ms)));
+    clearInterval(interval);
+    histogram.disable();
+    return {
+      p50Ns: histogram.percentile(50),
+      p99Ns: histogram.percentile(99),
+      maxNs: histogram.max,
+      meanNs: Math.round(histogram.mean),
+      samples: histogram.count,
+      broadcasts: sent - before,
+    };
+  },
+  exit: () => ({ ok: true }),
+};
+
+const server = http.createServer(app);
+server.listen({ port: 0, host: '127.0.0.1', backlog: 1024 }, () => {
+  serve(handlers, { port: server.address().port, system: spec.name });
+});

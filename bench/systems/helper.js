@@ -1,0 +1,41 @@
+// Serves any implementation of the sseHelper API (the JS baseline or this
+// package) the way the documented usage does: initResponse, then addClient
+// with a little meta; broadcast() is the call under test.
+
+const path = require('node:path');
+
+const IMPLEMENTATIONS = {
+  js: () => require('./sseHelper.js'),
+  addon: () => require(path.join(__dirname, '..', '..')),
+};
+
+/**
+ * @param {{ impl: 'js' | 'addon', hub?: object }} options `hub` is passed to
+ *   `new SseHub().configure(hub)` (transport, history, channels...).
+ */
+function create(options) {
+  let helper = IMPLEMENTATIONS[options.impl]();
+  if (options.hub) {
+    // Options mean a fresh hub, configured before its first client. A build
+    // without configure() must fail loudly, not silently measure the default.
+    helper = new helper.SseHub();
+    if (typeof helper.configure !== 'function') {
+      throw new Error(
+        `this build of ${options.impl} has no SseHub#configure; cannot apply ${JSON.stringify(options.hub)}`,
+      );
+    }
+    helper.configure(options.hub);
+  }
+  return {
+    route(req, res) {
+      helper.initResponse(res);
+      helper.addClient(res, { ip: req.ip });
+    },
+    broadcast: (payload) => helper.broadcast(payload),
+    count: () => helper.getClientCount(),
+    // Which transport the connections really got, where the build can say.
+    info: () => (typeof helper.getStats === 'function' ? { stats: helper.getStats() } : {}),
+  };
+}
+
+module.exports = { create };

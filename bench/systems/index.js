@@ -1,0 +1,41 @@
+// The systems the benchmark compares, in report order. A Node system names a
+// module in this folder exporting create(options) -> { route(req, res),
+// broadcast(payload) -> clients written, count(), info?() }; bench/server.js
+// mounts route() on GET /events of an Express 5 app. A native system is an
+// executable speaking the same line protocol.
+//
+// Adding a row is one entry. `hub` options go to
+// `new SseHub().configure(...)`, so e.g. a history or channels variant is
+//   { name: 'addon-history', module: 'helper', options: { impl: 'addon', hub: { transport: 'auto', ... } } },
+// and `--systems a,b` picks rows by name.
+
+const path = require('node:path');
+
+const BASELINE = 'js-helper';
+const LIMIT = 'limit';
+
+const SYSTEMS = [
+  { name: 'js-helper', module: 'helper', options: { impl: 'js' } },
+  { name: 'better-sse', module: 'better-sse', options: {} },
+  // The package's default export, as a drop-in user gets it: its default
+  // transport ('auto': the native socket writer where the connection allows).
+  { name: 'addon', module: 'helper', options: { impl: 'addon' } },
+  // The same package held to the stream transport (res.write per client).
+  { name: 'addon-stream', module: 'helper', options: { impl: 'addon', hub: { transport: 'stream' } } },
+  {
+    name: LIMIT,
+    native: {
+      manifest: path.join(__dirname, '..', 'raw-limit', 'Cargo.toml'),
+      binary: path.join(__dirname, '..', 'raw-limit', 'target', 'release', 'raw-limit'),
+    },
+  },
+];
+
+function findSystem(name) {
+  const system = SYSTEMS.find((s) => s.name === name);
+  if (!system)
+    throw new Error(`unknown system ${JSON.stringify(name)}; known: ${SYSTEMS.map((s) => s.name).join(', ')}`);
+  return system;
+}
+
+module.exports = { SYSTEMS, BASELINE, LIMIT, findSystem };
