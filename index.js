@@ -1,3 +1,6 @@
+'use strict';
+
+const { EventEmitter } = require('node:events');
 const { loadBinding } = require('./lib/load-binding.js');
 const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
@@ -17,6 +20,22 @@ function toMeta(meta) {
   return typeof meta === 'object' || typeof meta === 'function' ? meta : new MetaBox(meta);
 }
 
+const fromMeta = (meta) => (meta instanceof MetaBox ? meta.value : meta);
+
+/**
+ * Thrown by `addClient` when the hub already holds `maxClients` connections.
+ * `statusCode` is 503, for routes that turn it into a response.
+ */
+class SseCapacityError extends Error {
+  constructor(maxClients) {
+    super(`the SSE hub is at its limit of ${maxClients} clients`);
+    this.name = 'SseCapacityError';
+    this.code = 'ERR_SSE_CAPACITY';
+    this.statusCode = 503;
+    this.maxClients = maxClients;
+  }
+}
+
 const METHODS = [
   'initResponse',
   'addClient',
@@ -30,22 +49,42 @@ const METHODS = [
   'cleanupStaleClients',
   'configure',
   'getStats',
+  'comment',
+  'join',
+  'leave',
+  'publish',
 ];
+
+const DEFAULT_HEARTBEAT_MS = 15_000;
 
 /**
  * A registry of Server-Sent Events connections. The package's default export
  * is one instance; `new SseHub()` makes another, fully separate one.
- * Every method is bound, so `const { broadcast } = hub` works.
+ * Every method is bound, so `const { broadcast } = hub` works. Emits
+ * `connect` ({ id, res }), `disconnect` ({ id, reason }) and `slow` ({ id }).
  */
-class SseHub {
+class SseHub extends EventEmitter {
   #native;
+  #heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  #heartbeat = null;
+  #historySize = 0;
+  #maxClients = 0;
 
   constructor() {
-    // The hooks live on responses and the native hub holds them strongly, so
-    // they must not hold the hub strongly back, or it could never be freed.
+    super();
+    // The native hub holds these callbacks strongly (they live on responses
+    // and in its state), so they reach the hub only through weak references,
+    // or a dropped hub could never be freed.
     let native;
+    const self = new WeakRef(this);
     const hooks = responseHooks(() => native?.deref());
-    this.#native = new NativeHub(TypeError, hooks.write, hooks.end);
+    const lifecycle = (kind, id, reason) => {
+      const hub = self.deref();
+      if (!hub) return;
+      if (kind === 'disconnect' && hub.#native.count() === 0) hub.#stopHeartbeat();
+      if (hub.listenerCount(kind) > 0) hub.emit(kind, kind === 'slow' ? { id } : { id, reason });
+    };
+    this.#native = new NativeHub(TypeError, hooks.write, hooks.end, lifecycle);
     native = new WeakRef(this.#native);
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
@@ -56,21 +95,35 @@ class SseHub {
     initResponse(res);
   }
 
-  addClient(idOrRes, resOrMeta, meta) {
-    if (typeof idOrRes === 'string') return this.#register(resOrMeta, idOrRes, meta);
-    if (isResponseLike(idOrRes)) return this.#register(idOrRes, undefined, resOrMeta);
+  /**
+   * `addClient(res, meta?, options?)` or `addClient(id, res, meta?, options?)`.
+   * `options.lastEventId` overrides the request's `Last-Event-ID` header.
+   */
+  addClient(idOrRes, resOrMeta, meta, options) {
+    if (typeof idOrRes === 'string') return this.#register(resOrMeta, idOrRes, meta, options);
+    if (isResponseLike(idOrRes)) return this.#register(idOrRes, undefined, resOrMeta, meta);
     if (idOrRes === undefined || idOrRes === null) {
       // addClient(req.sessionID, res) without a session: generate the id.
-      if (isResponseLike(resOrMeta)) return this.#register(resOrMeta, undefined, meta);
+      if (isResponseLike(resOrMeta)) return this.#register(resOrMeta, undefined, meta, options);
     } else if (isResponseLike(resOrMeta)) {
       throw new TypeError(`id must be a string, got ${typeof idOrRes}`);
     }
     return this.#native.register(idOrRes);
   }
 
-  #register(res, id, meta) {
-    const fd = isResponseLike(res) ? socketFd(res) : -1;
-    return this.#native.register(res, id, toMeta(meta), fd);
+  #register(res, id, meta, options) {
+    if (!isResponseLike(res)) return this.#native.register(res, id);
+    const isNew = !this.#native.has(res);
+    if (isNew && this.#maxClients > 0 && this.#native.count() >= this.#maxClients) {
+      throw new SseCapacityError(this.#maxClients);
+    }
+    const lastEventId = this.#historySize > 0 && isNew ? lastEventIdOf(res, options) : undefined;
+    const clientId = this.#native.register(res, id, toMeta(meta), socketFd(res), lastEventId);
+    if (isNew && this.#native.has(res)) {
+      this.#startHeartbeat();
+      if (this.listenerCount('connect') > 0) this.emit('connect', { id: clientId, res });
+    }
+    return clientId;
   }
 
   removeClient(res) {
@@ -81,21 +134,77 @@ class SseHub {
     return this.#native.unregisterId(checkId(id));
   }
 
-  sendToClient(id, payload) {
+  /** Sends to every connection under `id`; `options` as for `send`. */
+  sendToClient(id, payload, options) {
     checkId(id);
-    return this.#native.sendTo(id, serialize(payload));
+    return this.#native.sendTo(id, dataOf(payload, options), fieldsOf(options));
   }
 
-  send(res, payload) {
-    return this.#native.send(res, serialize(payload));
+  /**
+   * Sends one event to `res`. `options`: `event`, `id`, `retry` fields, and
+   * `raw: true` to send a string as-is (one `data:` line per line).
+   */
+  send(res, payload, options) {
+    return this.#native.send(res, dataOf(payload, options), fieldsOf(options));
   }
 
-  broadcast(payload) {
-    return this.#native.broadcast(serialize(payload));
+  /**
+   * Sends to every connection, or to `options.channel`'s members, or to those
+   * whose meta passes `options.filter(meta, id)`. Returns how many.
+   */
+  broadcast(payload, options) {
+    const data = dataOf(payload, options);
+    const fields = fieldsOf(options);
+    const channel = options?.channel;
+    if (channel !== undefined && typeof channel !== 'string') {
+      throw new TypeError(`options.channel must be a string, got ${typeof channel}`);
+    }
+    const filter = options?.filter;
+    if (filter !== undefined && typeof filter !== 'function') {
+      throw new TypeError(`options.filter must be a function, got ${typeof filter}`);
+    }
+    const test = filter && ((meta, id) => filter(fromMeta(meta), id));
+    return this.#native.broadcast(data, fields, channel, test);
   }
 
-  broadcastAndClose(payload) {
-    return this.#native.broadcastAndClose(serialize(payload));
+  /** Sends to the members of `channel`. */
+  publish(channel, payload, options) {
+    if (typeof channel !== 'string') throw new TypeError(`channel must be a string, got ${typeof channel}`);
+    return this.broadcast(payload, { ...options, channel });
+  }
+
+  broadcastAndClose(payload, options) {
+    return this.#native.broadcastAndClose(dataOf(payload, options), fieldsOf(options));
+  }
+
+  /**
+   * Writes a comment (`: text`), which clients ignore, to a response, to the
+   * connections under a client id, or to everyone when `target` is null.
+   */
+  comment(target, text) {
+    if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${typeof text}`);
+    if (target === null || target === undefined) return this.#native.comment(undefined, undefined, text);
+    if (typeof target === 'string') return this.#native.comment(undefined, target, text);
+    return this.#native.comment(target, undefined, text);
+  }
+
+  /** Adds a response, or every connection under a client id, to `channel`. */
+  join(target, channel) {
+    return this.#channelOp('join', target, channel);
+  }
+
+  /** Takes a response, or every connection under a client id, out of `channel`. */
+  leave(target, channel) {
+    return this.#channelOp('leave', target, channel);
+  }
+
+  #channelOp(op, target, channel) {
+    if (typeof channel !== 'string') throw new TypeError(`channel must be a string, got ${typeof channel}`);
+    if (typeof target === 'string') return this.#native[op](undefined, target, channel);
+    if (!isResponseLike(target)) {
+      throw new TypeError('target must be an http.ServerResponse or a client id');
+    }
+    return this.#native[op](target, undefined, channel);
   }
 
   getClientCount() {
@@ -110,34 +219,114 @@ class SseHub {
   }
 
   /**
-   * Settings for this hub. `transport` applies to connections registered
-   * afterwards; the buffer bound and policy apply at once.
+   * Settings for this hub; each is optional. `transport` applies to
+   * connections registered afterwards, the others at once.
    */
   configure(options) {
     if (options === null || typeof options !== 'object') {
       throw new TypeError('options must be an object');
     }
-    const { transport, maxBufferedBytes, slowClientPolicy } = options;
+    const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients } = options;
     checkOption('transport', transport, 'string');
     checkOption('maxBufferedBytes', maxBufferedBytes, 'number');
     checkOption('slowClientPolicy', slowClientPolicy, 'string');
-    this.#native.configure(transport, maxBufferedBytes, slowClientPolicy);
+    checkOption('historySize', historySize, 'number');
+    checkOption('heartbeatMs', heartbeatMs, 'number');
+    checkOption('maxClients', maxClients, 'number');
+    if (heartbeatMs !== undefined && !(Number.isInteger(heartbeatMs) && heartbeatMs >= 0)) {
+      throw new TypeError('options.heartbeatMs must be a non-negative integer (0 turns heartbeats off)');
+    }
+    if (maxClients !== undefined && !(Number.isInteger(maxClients) && maxClients >= 0)) {
+      throw new TypeError('options.maxClients must be a non-negative integer (0 means no limit)');
+    }
+    this.#native.configure(transport, maxBufferedBytes, slowClientPolicy, historySize);
+    if (historySize !== undefined) this.#historySize = historySize;
+    if (maxClients !== undefined) this.#maxClients = maxClients;
+    if (heartbeatMs !== undefined && heartbeatMs !== this.#heartbeatMs) {
+      this.#heartbeatMs = heartbeatMs;
+      this.#stopHeartbeat();
+      if (this.#native.count() > 0) this.#startHeartbeat();
+    }
     return this;
   }
 
-  /** Counters and gauges: clients per transport, frames, bytes, drops. */
+  /** Counters and gauges: clients per transport, channels, frames, bytes, drops, replays. */
   getStats() {
     return this.#native.stats();
   }
 
   /**
-   * Node-API references this hub holds (two or three per connection plus
-   * two of its own). Exposed for leak tests.
+   * Node-API references this hub holds (per connection: the response, and
+   * on the stream transport its `write`; plus a few of its own). Exposed for
+   * leak tests.
    * @internal
    */
   get nativeReferenceCount() {
     return this.#native.heldReferences;
   }
+
+  // One unref'd timer per hub, running only while it has clients; it holds
+  // the hub weakly so a dropped hub is still collected.
+  #startHeartbeat() {
+    if (this.#heartbeat || this.#heartbeatMs === 0) return;
+    const self = new WeakRef(this);
+    const idleMs = this.#heartbeatMs;
+    const timer = setInterval(() => {
+      const hub = self.deref();
+      if (!hub || !hub.#tick(idleMs)) clearInterval(timer);
+    }, Math.max(1, Math.floor(idleMs / 2)));
+    timer.unref();
+    this.#heartbeat = timer;
+  }
+
+  #tick(idleMs) {
+    if (this.#native.count() === 0) {
+      this.#heartbeat = null;
+      return false;
+    }
+    this.#native.heartbeat(idleMs);
+    return true;
+  }
+
+  #stopHeartbeat() {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+  }
+}
+
+/** The text of the `data:` lines: JSON, or the string itself in raw mode. */
+function dataOf(payload, options) {
+  if (options?.raw === true) {
+    if (typeof payload !== 'string') {
+      throw new TypeError(`payload must be a string when options.raw is true, got ${typeof payload}`);
+    }
+    return payload;
+  }
+  return serialize(payload);
+}
+
+/** The `event:`/`id:`/`retry:` fields, checked for type here and for content natively. */
+function fieldsOf(options) {
+  if (options === undefined || options === null) return undefined;
+  if (typeof options !== 'object') throw new TypeError('options must be an object');
+  const { event, id, retry } = options;
+  if (event === undefined && id === undefined && retry === undefined) return undefined;
+  checkOption('event', event, 'string');
+  checkOption('id', id, 'string');
+  checkOption('retry', retry, 'number');
+  return { event, id, retry };
+}
+
+function lastEventIdOf(res, options) {
+  const explicit = options?.lastEventId;
+  if (explicit !== undefined) {
+    if (typeof explicit !== 'string') {
+      throw new TypeError(`options.lastEventId must be a string, got ${typeof explicit}`);
+    }
+    return explicit;
+  }
+  const header = res.req?.headers?.['last-event-id'];
+  return typeof header === 'string' ? header : undefined;
 }
 
 function checkOption(name, value, type) {
@@ -154,6 +343,7 @@ function checkId(id) {
 const sseHelper = new SseHub();
 Object.defineProperties(sseHelper, {
   SseHub: { value: SseHub, enumerable: true },
+  SseCapacityError: { value: SseCapacityError, enumerable: true },
   default: { value: sseHelper },
 });
 

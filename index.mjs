@@ -2,6 +2,7 @@ import sseHelper from './index.js';
 
 export const {
   SseHub,
+  SseCapacityError,
   initResponse,
   addClient,
   removeClient,
@@ -12,6 +13,12 @@ export const {
   broadcastAndClose,
   getClientCount,
   cleanupStaleClients,
+  configure,
+  getStats,
+  comment,
+  join,
+  leave,
+  publish,
 } = sseHelper;
 
 export default sseHelper;

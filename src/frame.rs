@@ -100,6 +100,20 @@ pub fn data_frame(text: &str) -> Vec<u8> {
   out
 }
 
+/// The frame a reconnecting client gets when the events it missed are no
+/// longer in history: `event: reset`, carrying the newest id (if any) so its
+/// next reconnection starts from there, and `null` data so it dispatches.
+pub fn reset_frame(newest_id: Option<&str>) -> Vec<u8> {
+  let fields = EventFields {
+    event: Some("reset"),
+    id: newest_id.filter(|id| check_single_line("id", id).is_ok()),
+    retry: None,
+  };
+  let mut out = Vec::new();
+  push_event(&mut out, &fields, "null");
+  out
+}
+
 /// Wraps `frame` in HTTP/1.1 chunked transfer coding (`<hex size>\r\n`,
 /// the bytes, `\r\n`), as Node would write it. The socket transport writes
 /// to the socket under Node's HTTP layer, so it frames chunks itself.

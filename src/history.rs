@@ -67,6 +67,11 @@ impl History {
     }
   }
 
+  /// Id of the newest event held, if any.
+  pub fn newest_id(&self) -> Option<&str> {
+    self.events.back().map(|e| &*e.id)
+  }
+
   /// The id for the next event when the app gives none.
   pub fn next_id(&mut self) -> String {
     self.last_generated += 1;

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::*;
@@ -16,11 +17,12 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsValue};
 use napi_derive::napi;
 
-use crate::frame;
+use crate::frame::{self, EventFields};
+use crate::history::{History, Replay};
 use crate::js::{self, JsRef, RawEnv, RawValue, Refs};
 use crate::registry::{self, ConnKey, Registry};
 use crate::transport::{self, OutFrame, Transport, WriteOutcome};
-use crate::writer::{SlowPolicy, SocketWriter, WireId, WriterConfig, WriterEvent};
+use crate::writer::{DeadReason, SlowPolicy, SocketWriter, WireId, WriterConfig, WriterEvent};
 
 /// What the hub keeps per connection.
 #[derive(Debug)]
@@ -47,6 +49,38 @@ enum Removal {
   End,
   /// Tear the connection down (a dead socket or a slow client).
   Destroy,
+}
+
+/// Why a connection left, as the `disconnect` event reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+  /// The client closed the connection.
+  Closed,
+  /// The app removed it (or it was ended by the app, or was stale).
+  Removed,
+  /// A write failed.
+  Error,
+  /// It fell further behind than `maxBufferedBytes` allows.
+  Slow,
+}
+
+impl Reason {
+  fn as_str(self) -> &'static str {
+    match self {
+      Reason::Closed => "close",
+      Reason::Removed => "removed",
+      Reason::Error => "error",
+      Reason::Slow => "slow",
+    }
+  }
+}
+
+/// Options of one event, as JS passes them.
+#[napi(object)]
+pub struct EventOptions {
+  pub event: Option<String>,
+  pub id: Option<String>,
+  pub retry: Option<f64>,
 }
 
 /// Everything a hub owns. Shared (on the JS thread only) between the class,
@@ -76,8 +110,18 @@ struct HubState {
   /// Responses removed with `Removal::End` whose queue the writer is still
   /// flushing; Node ends them once it reports `Ended`.
   pending_ends: HashMap<WireId, JsRef>,
+  history: History,
+  /// When the last broadcast to everyone went out: heartbeats only go to
+  /// connections idle since both this and their own last send.
+  last_broadcast: Instant,
+  /// `lifecycle(kind, id, reason)` in JS, for the hub's events.
+  lifecycle: Option<JsRef>,
   stream_frames: u64,
   stream_bytes: u64,
+  stream_dropped: u64,
+  stream_slow_disconnects: u64,
+  replays: u64,
+  resets: u64,
 }
 
 impl HubState {
@@ -107,6 +151,12 @@ pub struct NativeStats {
   pub bytes_sent: f64,
   /// Frames skipped for slow clients under the `drop` policy.
   pub frames_dropped: f64,
+  /// Channels with at least one member.
+  pub channels: u32,
+  /// Reconnections that were replayed missed events from history.
+  pub replays: f64,
+  /// Reconnections whose Last-Event-ID was no longer in history.
+  pub resets: f64,
   /// Connections closed for passing `maxBufferedBytes`.
   pub slow_disconnects: f64,
   /// Bytes waiting in the socket writer's queues now.
@@ -134,6 +184,7 @@ impl ObjectFinalize for NativeHub {
       state.on_close.take(),
       state.key_symbol.take(),
       state.type_error.take(),
+      state.lifecycle.take(),
     ];
     for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {
       state.refs.release(env.raw(), reference);
@@ -161,18 +212,55 @@ fn invalid_type(state: &Shared, env: RawEnv, message: &str) -> Error {
   invalid_arg(state, env, c"ERR_INVALID_ARG_TYPE", message)
 }
 
+/// Frames one event: checks the fields (a TypeError before anything is
+/// written), then `event:`/`id:`/`retry:` lines and the data lines.
+fn build_frame(
+  state: &Shared,
+  env: RawEnv,
+  data: &str,
+  options: Option<&EventOptions>,
+) -> Result<Vec<u8>> {
+  let Some(options) = options else {
+    return Ok(frame::data_frame(data));
+  };
+  let retry = match options.retry {
+    None => None,
+    Some(r) if r.is_finite() && r >= 0.0 && r.fract() == 0.0 && r <= 9.0e15 => Some(r as u64),
+    Some(_) => {
+      return Err(invalid(
+        state,
+        env,
+        "options.retry must be a non-negative integer (milliseconds)",
+      ))
+    }
+  };
+  let fields = EventFields {
+    event: options.event.as_deref(),
+    id: options.id.as_deref(),
+    retry,
+  };
+  fields
+    .validate()
+    .map_err(|e| invalid(state, env, &format!("options.{e}")))?;
+  let mut out = Vec::with_capacity(data.len() + 32);
+  frame::push_event(&mut out, &fields, data);
+  Ok(out)
+}
+
 #[napi]
 impl NativeHub {
   /// `typeError` is the constructor bad-input errors are made with (pass the
   /// caller's `TypeError`). `writeHook` and `endHook` replace `res.write` and
   /// `res.end` on responses handed to the socket writer; without them the
-  /// hub uses the stream transport only.
+  /// hub uses the stream transport only. `lifecycle(kind, id, reason)` is
+  /// called when a connection leaves or is found slow.
   #[napi(constructor)]
   pub fn new(
     env: Env,
     type_error: Option<Function<'_>>,
     write_hook: Option<Function<'_>>,
     end_hook: Option<Function<'_>>,
+    lifecycle: Option<Function<'_>>,
   ) -> Result<Self> {
     let raw = env.raw();
     let state: Shared = Rc::new(RefCell::new(HubState {
@@ -189,8 +277,15 @@ impl NativeHub {
       next_wire: 1,
       wires: HashMap::new(),
       pending_ends: HashMap::new(),
+      history: History::new(0),
+      last_broadcast: Instant::now(),
+      lifecycle: None,
       stream_frames: 0,
       stream_bytes: 0,
+      stream_dropped: 0,
+      stream_slow_disconnects: 0,
+      replays: 0,
+      resets: 0,
     }));
     let listener_state = state.clone();
     let on_close =
@@ -198,7 +293,7 @@ impl NativeHub {
         let env = ctx.env.raw();
         let res = ctx.this::<Unknown>()?.raw();
         if let Some(key) = key_of(&listener_state, env, res) {
-          remove_conn(&listener_state, env, key, Removal::Forget);
+          remove_conn(&listener_state, env, key, Removal::Forget, Reason::Closed);
         }
         Ok(())
       })?;
@@ -209,6 +304,7 @@ impl NativeHub {
       s.on_close = Some(s.refs.hold(raw, on_close.raw())?);
       s.key_symbol = Some(s.refs.hold(raw, symbol)?);
       s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
+      s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
       if let (Some(write), Some(end)) = (write_hook, end_hook) {
         s.hooks = Some((s.refs.hold(raw, write.raw())?, s.refs.hold(raw, end.raw())?));
       }
@@ -220,7 +316,8 @@ impl NativeHub {
   /// A response already registered is moved to `id` and its meta replaced.
   /// `fd` is the socket's fd when the JS surface found the connection
   /// eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
-  /// `write`/`end`, nothing pending), else -1.
+  /// `write`/`end`, nothing pending), else -1. With history on, a
+  /// `lastEventId` gets the events missed since, before any live event.
   #[napi]
   pub fn register(
     &self,
@@ -229,6 +326,7 @@ impl NativeHub {
     id: Option<String>,
     meta: Option<Unknown>,
     fd: Option<i32>,
+    last_event_id: Option<String>,
   ) -> Result<String> {
     let raw = env.raw();
     let res = res.raw();
@@ -289,7 +387,7 @@ impl NativeHub {
           s.next_wire += 1;
           (Transport::Socket { wire }, Some((wire, fd)))
         }
-        _ => (Transport::stream(raw, &mut s.refs, write)?, None),
+        _ => (Transport::stream(raw, &mut s.refs, res, write)?, None),
       };
       let conn = Conn {
         res: s.refs.hold(raw, res)?,
@@ -322,11 +420,20 @@ impl NativeHub {
       let name = js::string(raw, "close")?;
       let on = js::get(raw, res, c"on")?;
       if js::call(raw, res, on, &[name, listener]).is_err() {
-        remove_conn(&self.state, raw, key, Removal::Forget);
+        remove_conn(&self.state, raw, key, Removal::Forget, Reason::Error);
         return Err(invalid(&self.state, raw, "res.on('close') threw"));
       }
     }
+    if let Some(last_event_id) = last_event_id {
+      self.replay(raw, key, &last_event_id);
+    }
     Ok(id)
+  }
+
+  /// True when `res` is registered with this hub.
+  #[napi]
+  pub fn has(&self, env: Env, res: Unknown) -> bool {
+    key_of(&self.state, env.raw(), res.raw()).is_some()
   }
 
   /// Unregisters `res`, detaches its listener and ends it if still open.
@@ -342,7 +449,7 @@ impl NativeHub {
       ));
     }
     Ok(match key_of(&self.state, raw, res) {
-      Some(key) => remove_conn(&self.state, raw, key, Removal::End),
+      Some(key) => remove_conn(&self.state, raw, key, Removal::End, Reason::Removed),
       None => false,
     })
   }
@@ -353,7 +460,7 @@ impl NativeHub {
     let keys = self.state.borrow().registry.keys_for_id(&id).to_vec();
     let mut removed = false;
     for key in keys {
-      removed |= remove_conn(&self.state, env.raw(), key, Removal::End);
+      removed |= remove_conn(&self.state, env.raw(), key, Removal::End, Reason::Removed);
     }
     removed
   }
@@ -361,46 +468,129 @@ impl NativeHub {
   /// Frames `data` once and writes it to every connection under `id`.
   /// True when at least one connection was written.
   #[napi]
-  pub fn send_to(&self, env: Env, id: String, data: String) -> bool {
+  pub fn send_to(
+    &self,
+    env: Env,
+    id: String,
+    data: String,
+    options: Option<EventOptions>,
+  ) -> Result<bool> {
+    let raw = env.raw();
+    let bytes = build_frame(&self.state, raw, &data, options.as_ref())?;
     let keys = self.state.borrow().registry.keys_for_id(&id).to_vec();
     if keys.is_empty() {
-      return false;
+      return Ok(false);
     }
-    let bytes = frame::data_frame(&data);
-    self.fan_out(env.raw(), Some(&keys), &OutFrame::new(&bytes)) > 0
+    Ok(self.fan_out(raw, Some(&keys), &OutFrame::new(&bytes)) > 0)
   }
 
   /// Writes one framed event to any response, registered or not.
   #[napi]
-  pub fn send(&self, env: Env, res: Unknown, data: String) -> Result<bool> {
+  pub fn send(
+    &self,
+    env: Env,
+    res: Unknown,
+    data: String,
+    options: Option<EventOptions>,
+  ) -> Result<bool> {
     let raw = env.raw();
     let res = res.raw();
     let write = response_write(&self.state, raw, res, "res")?;
-    let bytes = frame::data_frame(&data);
-    if let Some(key) = key_of(&self.state, raw, res) {
-      return Ok(self.fan_out(raw, Some(&[key]), &OutFrame::new(&bytes)) == 1);
-    }
-    if js::get_truthy(raw, res, c"destroyed") {
-      return Ok(false);
-    }
-    let outcome = transport::write_stream(raw, res, write, &OutFrame::new(&bytes));
-    Ok(outcome == WriteOutcome::Written)
+    let bytes = build_frame(&self.state, raw, &data, options.as_ref())?;
+    Ok(self.write_to_response(raw, res, write, &bytes))
   }
 
-  /// Frames `data` once and writes it to every connection; returns how many
-  /// were written (socket connections count once their frame is queued).
+  /// Writes a comment (`: text` per line) to `res`, to the connections
+  /// under `id`, or to every connection when neither is given.
   #[napi]
-  pub fn broadcast(&self, env: Env, data: String) -> u32 {
-    let bytes = frame::data_frame(&data);
-    self.fan_out(env.raw(), None, &OutFrame::new(&bytes))
+  pub fn comment(
+    &self,
+    env: Env,
+    res: Option<Unknown>,
+    id: Option<String>,
+    text: String,
+  ) -> Result<u32> {
+    let raw = env.raw();
+    let mut bytes = Vec::with_capacity(text.len() + 4);
+    frame::push_comment(&mut bytes, &text);
+    bytes.push(b'\n');
+    if let Some(res) = res {
+      let res = res.raw();
+      let write = response_write(&self.state, raw, res, "target")?;
+      return Ok(u32::from(self.write_to_response(raw, res, write, &bytes)));
+    }
+    let keys = match id {
+      Some(id) => self.state.borrow().registry.keys_for_id(&id).to_vec(),
+      None => self.state.borrow().registry.keys(),
+    };
+    Ok(self.fan_out(raw, Some(&keys), &OutFrame::new(&bytes)))
+  }
+
+  /// Frames `data` once and writes it to every connection (or the members
+  /// of `channel`, or those whose meta passes `filter`); returns how many
+  /// were written (socket connections count once their frame is queued).
+  /// With history on, a broadcast to everyone gets the next id (unless
+  /// `options.id` gives one) and is kept for replay.
+  #[napi]
+  pub fn broadcast(
+    &self,
+    env: Env,
+    data: String,
+    options: Option<EventOptions>,
+    channel: Option<String>,
+    filter: Option<Function<'_, (Unknown<'_>, String), Unknown<'_>>>,
+  ) -> Result<u32> {
+    let raw = env.raw();
+    let to_everyone = channel.is_none() && filter.is_none();
+    let recording = to_everyone && self.state.borrow().history.capacity() > 0;
+    let mut options = options;
+    if recording {
+      let given = options.as_ref().and_then(|o| o.id.clone());
+      let id = match given {
+        Some(id) => id,
+        None => self.state.borrow_mut().history.next_id(),
+      };
+      let o = options.get_or_insert(EventOptions {
+        event: None,
+        id: None,
+        retry: None,
+      });
+      o.id = Some(id);
+    }
+    let bytes = build_frame(&self.state, raw, &data, options.as_ref())?;
+    let keys = match (&channel, &filter) {
+      (Some(channel), _) => Some(self.state.borrow().registry.members(channel).to_vec()),
+      (None, Some(filter)) => Some(self.filtered_keys(raw, filter)?),
+      (None, None) => None,
+    };
+    if recording {
+      let id = options
+        .as_ref()
+        .and_then(|o| o.id.as_deref())
+        .unwrap_or_default();
+      self
+        .state
+        .borrow_mut()
+        .history
+        .record(id, Arc::from(bytes.as_slice()));
+    }
+    if to_everyone {
+      self.state.borrow_mut().last_broadcast = Instant::now();
+    }
+    Ok(self.fan_out(raw, keys.as_deref(), &OutFrame::new(&bytes)))
   }
 
   /// Broadcasts, then ends and unregisters every connection.
   #[napi]
-  pub fn broadcast_and_close(&self, env: Env, data: String) -> u32 {
-    let written = self.broadcast(env, data);
+  pub fn broadcast_and_close(
+    &self,
+    env: Env,
+    data: String,
+    options: Option<EventOptions>,
+  ) -> Result<u32> {
+    let written = self.broadcast(env, data, options, None, None)?;
     self.close_all(env);
-    written
+    Ok(written)
   }
 
   /// Ends and unregisters every connection; returns how many there were.
@@ -409,9 +599,90 @@ impl NativeHub {
     let keys = self.state.borrow().registry.keys();
     let mut closed = 0;
     for key in keys {
-      closed += u32::from(remove_conn(&self.state, env.raw(), key, Removal::End));
+      closed += u32::from(remove_conn(
+        &self.state,
+        env.raw(),
+        key,
+        Removal::End,
+        Reason::Removed,
+      ));
     }
     closed
+  }
+
+  /// Adds `res` (or every connection under `id`) to `channel`; returns how
+  /// many joined.
+  #[napi]
+  pub fn join(
+    &self,
+    env: Env,
+    res: Option<Unknown>,
+    id: Option<String>,
+    channel: String,
+  ) -> Result<u32> {
+    let keys = self.targets(env.raw(), res, id, &channel)?;
+    let mut s = self.state.borrow_mut();
+    Ok(
+      keys
+        .into_iter()
+        .filter(|k| s.registry.join(*k, &channel))
+        .count() as u32,
+    )
+  }
+
+  /// Takes `res` (or every connection under `id`) out of `channel`.
+  #[napi]
+  pub fn leave(
+    &self,
+    env: Env,
+    res: Option<Unknown>,
+    id: Option<String>,
+    channel: String,
+  ) -> Result<u32> {
+    let keys = self.targets(env.raw(), res, id, &channel)?;
+    let mut s = self.state.borrow_mut();
+    Ok(
+      keys
+        .into_iter()
+        .filter(|k| s.registry.leave(*k, &channel))
+        .count() as u32,
+    )
+  }
+
+  /// Channels `res` is a member of.
+  #[napi]
+  pub fn channels_of(&self, env: Env, res: Unknown) -> Vec<String> {
+    let Some(key) = key_of(&self.state, env.raw(), res.raw()) else {
+      return Vec::new();
+    };
+    let s = self.state.borrow();
+    s.registry
+      .get(key)
+      .map(|e| e.channels.iter().map(|c| c.to_string()).collect())
+      .unwrap_or_default()
+  }
+
+  /// Writes a heartbeat comment to every connection nothing was sent to for
+  /// `idle_ms`; returns how many.
+  #[napi]
+  pub fn heartbeat(&self, env: Env, idle_ms: f64) -> u32 {
+    let now = Instant::now();
+    let idle = Duration::from_secs_f64(idle_ms.max(0.0) / 1000.0);
+    let keys: Vec<ConnKey> = {
+      let s = self.state.borrow();
+      if now.saturating_duration_since(s.last_broadcast) < idle {
+        return 0;
+      }
+      s.registry
+        .iter()
+        .filter(|e| now.saturating_duration_since(e.last_sent) >= idle)
+        .map(|e| e.key)
+        .collect()
+    };
+    if keys.is_empty() {
+      return 0;
+    }
+    self.fan_out(env.raw(), Some(&keys), &OutFrame::new(b": heartbeat\n\n"))
   }
 
   /// Registered connections.
@@ -448,7 +719,7 @@ impl NativeHub {
       let dead = js::get_truthy(raw, res, c"writableEnded")
         || js::get_truthy(raw, res, c"destroyed")
         || js::get_truthy(raw, res, c"errored");
-      if (dead || too_old) && remove_conn(&self.state, raw, key, Removal::End) {
+      if (dead || too_old) && remove_conn(&self.state, raw, key, Removal::End, Reason::Removed) {
         removed += 1;
       }
     }
@@ -480,7 +751,8 @@ impl NativeHub {
     }
   }
 
-  /// Sets the transport for new connections and the socket writer's bound.
+  /// Sets the transport for new connections, the slow-client bound and
+  /// policy (both transports) and the replay history size.
   #[napi]
   pub fn configure(
     &self,
@@ -488,6 +760,7 @@ impl NativeHub {
     transport: Option<String>,
     max_buffered_bytes: Option<f64>,
     slow_client_policy: Option<String>,
+    history_size: Option<f64>,
   ) -> Result<()> {
     let raw = env.raw();
     let mode = match transport.as_deref() {
@@ -525,6 +798,19 @@ impl NativeHub {
         ))
       }
     };
+    let history = match history_size {
+      None => None,
+      Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 1_000_000.0 => {
+        Some(n as usize)
+      }
+      Some(_) => {
+        return Err(invalid(
+          &self.state,
+          raw,
+          "options.historySize must be an integer from 0 to 1000000",
+        ))
+      }
+    };
     let mut s = self.state.borrow_mut();
     if let Some(mode) = mode {
       s.mode = mode;
@@ -534,6 +820,9 @@ impl NativeHub {
     }
     if let Some(policy) = policy {
       s.writer_config.slow_policy = policy;
+    }
+    if let Some(size) = history {
+      s.history.set_capacity(size);
     }
     if let Some(writer) = &s.writer {
       writer.configure(s.writer_config);
@@ -554,8 +843,12 @@ impl NativeHub {
       socket_connections: socket as u32,
       frames_sent: s.stream_frames as f64 + load(|w| w.frames_written.load(Ordering::Relaxed)),
       bytes_sent: s.stream_bytes as f64 + load(|w| w.bytes_written.load(Ordering::Relaxed)),
-      frames_dropped: load(|w| w.frames_dropped.load(Ordering::Relaxed)),
-      slow_disconnects: load(|w| w.slow_disconnects.load(Ordering::Relaxed)),
+      frames_dropped: s.stream_dropped as f64 + load(|w| w.frames_dropped.load(Ordering::Relaxed)),
+      channels: s.registry.channel_count() as u32,
+      replays: s.replays as f64,
+      resets: s.resets as f64,
+      slow_disconnects: s.stream_slow_disconnects as f64
+        + load(|w| w.slow_disconnects.load(Ordering::Relaxed)),
       queued_bytes: load(|w| w.queued_bytes.load(Ordering::Relaxed) as u64),
     }
   }
@@ -569,31 +862,163 @@ impl NativeHub {
 }
 
 impl NativeHub {
+  /// Sends `bytes` to one response: through the registry when registered
+  /// (so its transport and policy apply), else straight to its `write`.
+  fn write_to_response(&self, env: RawEnv, res: RawValue, write: RawValue, bytes: &[u8]) -> bool {
+    if let Some(key) = key_of(&self.state, env, res) {
+      return self.fan_out(env, Some(&[key]), &OutFrame::new(bytes)) == 1;
+    }
+    if js::get_truthy(env, res, c"destroyed") {
+      return false;
+    }
+    matches!(
+      transport::write_stream(env, res, write, None, &OutFrame::new(bytes)),
+      WriteOutcome::Written | WriteOutcome::Buffered
+    )
+  }
+
+  /// The connections a channel operation applies to: `res`, or all under `id`.
+  fn targets(
+    &self,
+    env: RawEnv,
+    res: Option<Unknown>,
+    id: Option<String>,
+    channel: &str,
+  ) -> Result<Vec<ConnKey>> {
+    registry::validate_channel(channel)
+      .map_err(|e| invalid(&self.state, env, &format!("channel {e}")))?;
+    Ok(match (res, id) {
+      (Some(res), _) => key_of(&self.state, env, res.raw()).into_iter().collect(),
+      (None, Some(id)) => self.state.borrow().registry.keys_for_id(&id).to_vec(),
+      (None, None) => Vec::new(),
+    })
+  }
+
+  /// Keys whose `filter(meta, id)` is truthy. Runs every filter before
+  /// anything is written, so a throwing filter writes nothing.
+  fn filtered_keys(
+    &self,
+    env: RawEnv,
+    filter: &Function<'_, (Unknown<'_>, String), Unknown<'_>>,
+  ) -> Result<Vec<ConnKey>> {
+    let candidates: Vec<(ConnKey, RawValue, Arc<str>)> = {
+      let s = self.state.borrow();
+      let mut undefined = std::ptr::null_mut();
+      unsafe { napi::sys::napi_get_undefined(env, &mut undefined) };
+      s.registry
+        .iter()
+        .map(|e| {
+          let meta = e
+            .handle
+            .meta
+            .as_ref()
+            .and_then(|m| m.value(env).ok())
+            .unwrap_or(undefined);
+          (e.key, meta, e.id.clone())
+        })
+        .collect()
+    };
+    let mut keys = Vec::new();
+    let func = filter.raw();
+    for (key, meta, id) in candidates {
+      let id = js::string(env, &id)?;
+      match js::call(env, meta, func, &[meta, id]) {
+        Ok(result) if js::truthy(env, result) => keys.push(key),
+        Ok(_) => {}
+        Err(exception) => {
+          unsafe { napi::sys::napi_throw(env, exception) };
+          return Err(Error::new(Status::PendingException, "filter threw"));
+        }
+      }
+    }
+    Ok(keys)
+  }
+
+  /// Sends what `key` missed since `last_event_id` (or an `event: reset`
+  /// when that id is no longer in history), before any live event.
+  fn replay(&self, env: RawEnv, key: ConnKey, last_event_id: &str) {
+    let bytes = {
+      let mut s = self.state.borrow_mut();
+      if s.history.capacity() == 0 {
+        return;
+      }
+      let bytes = match s.history.since(last_event_id) {
+        Replay::Missed(frames) => {
+          let mut out = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+          for f in frames {
+            out.extend_from_slice(f);
+          }
+          Some(out)
+        }
+        Replay::Reset => None,
+      };
+      match bytes {
+        Some(out) => {
+          s.replays += 1;
+          out
+        }
+        None => {
+          s.resets += 1;
+          frame::reset_frame(s.history.newest_id())
+        }
+      }
+    };
+    if !bytes.is_empty() {
+      self.fan_out(env, Some(&[key]), &OutFrame::new(&bytes));
+    }
+  }
+
   /// Writes one frame to every connection in `keys` (all when `None`):
   /// stream connections one `res.write` each, socket connections one message
-  /// to the writer for all of them. Removes stream connections that had
+  /// to the writer for all of them. Applies the slow-client policy to
+  /// stream connections Node is buffering for, and removes those that had
   /// ended or whose write threw. Returns how many were written or queued.
   fn fan_out(&self, env: RawEnv, keys: Option<&[ConnKey]>, out: &OutFrame<'_>) -> u32 {
+    struct Target {
+      key: ConnKey,
+      res: RawValue,
+      write: RawValue,
+      flush: Option<RawValue>,
+      congested: bool,
+    }
     // Resolve every handle first: a write runs JS, which may register or
     // remove clients, so no registry borrow is held across it.
-    let mut streams: Vec<(ConnKey, RawValue, RawValue)> = Vec::new();
+    let mut streams: Vec<Target> = Vec::new();
     let mut wires: Vec<WireId> = Vec::new();
     let socket_count;
-    {
-      let s = self.state.borrow();
+    let (bound, policy) = {
+      let mut s = self.state.borrow_mut();
+      let now = keys.map(|_| Instant::now());
       let mut visit = |entry: &registry::Entry<Conn>| match &entry.handle.transport {
-        Transport::Stream { write } => {
+        Transport::Stream {
+          write,
+          flush,
+          congested,
+        } => {
           if let (Ok(res), Ok(write)) = (entry.handle.res.value(env), write.value(env)) {
-            streams.push((entry.key, res, write));
+            let flush = flush.as_ref().and_then(|f| f.value(env).ok());
+            streams.push(Target {
+              key: entry.key,
+              res,
+              write,
+              flush,
+              congested: *congested,
+            });
           }
         }
         Transport::Socket { wire } => wires.push(*wire),
       };
       match keys {
-        Some(keys) => keys
-          .iter()
-          .filter_map(|k| s.registry.get(*k))
-          .for_each(&mut visit),
+        Some(keys) => {
+          for key in keys {
+            if let Some(entry) = s.registry.get_mut(*key) {
+              if let Some(now) = now {
+                entry.last_sent = now;
+              }
+              visit(entry);
+            }
+          }
+        }
         None if s.socket_connections() == s.registry.len() => {}
         None => s.registry.iter().for_each(&mut visit),
       }
@@ -609,27 +1034,97 @@ impl NativeHub {
           }
         }
       }
-    }
+      (
+        s.writer_config.max_buffered_bytes as f64,
+        s.writer_config.slow_policy,
+      )
+    };
     let mut written = 0u32;
+    let mut dropped = 0u64;
     let mut dead = Vec::new();
-    for (key, res, write) in streams {
-      if !self.state.borrow().registry.contains(key) {
+    let mut slow = Vec::new();
+    let mut congestion = Vec::new();
+    for t in streams {
+      if !self.state.borrow().registry.contains(t.key) {
         continue;
       }
-      match transport::write_stream(env, res, write, out) {
+      if t.congested {
+        // Node has been buffering for this one: look at how much.
+        let pending = transport::pending_bytes(env, t.res);
+        if pending + out.len() as f64 > bound {
+          match policy {
+            SlowPolicy::Drop => dropped += 1,
+            SlowPolicy::Disconnect => slow.push(t.key),
+          }
+          continue;
+        }
+        if pending == 0.0 {
+          congestion.push((t.key, false));
+        }
+      }
+      match transport::write_stream(env, t.res, t.write, t.flush, out) {
         WriteOutcome::Written => written += 1,
-        WriteOutcome::Ended | WriteOutcome::Failed => dead.push(key),
+        WriteOutcome::Buffered => {
+          written += 1;
+          if !t.congested {
+            congestion.push((t.key, true));
+          }
+        }
+        WriteOutcome::Ended | WriteOutcome::Failed => dead.push(t.key),
       }
     }
     {
       let mut s = self.state.borrow_mut();
       s.stream_frames += u64::from(written);
       s.stream_bytes += u64::from(written) * out.len() as u64;
+      s.stream_dropped += dropped;
+      s.stream_slow_disconnects += slow.len() as u64;
+      for (key, value) in congestion {
+        if let Some(Transport::Stream { congested, .. }) =
+          s.registry.get_mut(key).map(|e| &mut e.handle.transport)
+        {
+          *congested = value;
+        }
+      }
+    }
+    for key in slow {
+      report(&self.state, env, "slow", key);
+      remove_conn(&self.state, env, key, Removal::Destroy, Reason::Slow);
     }
     for key in dead {
-      remove_conn(&self.state, env, key, Removal::End);
+      remove_conn(&self.state, env, key, Removal::End, Reason::Error);
     }
     written + socket_count as u32
+  }
+}
+
+/// Calls the JS lifecycle callback: `kind` is `'slow'` or `'disconnect'`.
+fn report(state: &Shared, env: RawEnv, kind: &str, key: ConnKey) {
+  let id = state.borrow().registry.get(key).map(|e| e.id.clone());
+  if let Some(id) = id {
+    emit(state, env, kind, &id, kind);
+  }
+}
+
+fn emit(state: &Shared, env: RawEnv, kind: &str, id: &str, reason: &str) {
+  let Some(callback) = state
+    .borrow()
+    .lifecycle
+    .as_ref()
+    .and_then(|l| l.value(env).ok())
+  else {
+    return;
+  };
+  let args = [
+    js::string(env, kind),
+    js::string(env, id),
+    js::string(env, reason),
+  ];
+  if let [Ok(kind), Ok(id), Ok(reason)] = args {
+    let mut undefined = std::ptr::null_mut();
+    unsafe { napi::sys::napi_get_undefined(env, &mut undefined) };
+    // A throwing listener must not break the cleanup in progress.
+    let _ = js::call(env, undefined, callback, &[kind, id, reason]);
   }
 }
 
@@ -683,14 +1178,21 @@ fn process_writer_events(state: &Shared, env: RawEnv) {
   for event in events {
     match event {
       WriterEvent::Ended(wire) => finish_pending_end(state, env, wire, Removal::End),
-      WriterEvent::Dead(wire, _) => {
+      WriterEvent::Dead(wire, why) => {
         if state.borrow().pending_ends.contains_key(&wire) {
           finish_pending_end(state, env, wire, Removal::Destroy);
           continue;
         }
         let key = state.borrow().wires.get(&wire).copied();
         if let Some(key) = key {
-          remove_conn(state, env, key, Removal::Destroy);
+          let reason = match why {
+            DeadReason::Slow => {
+              report(state, env, "slow", key);
+              Reason::Slow
+            }
+            DeadReason::WriteError => Reason::Error,
+          };
+          remove_conn(state, env, key, Removal::Destroy, reason);
         }
       }
     }
@@ -754,8 +1256,15 @@ fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
 
 /// Unregisters `key`: detaches the `close` listener, finishes the response
 /// as `removal` says (for a socket connection, after the writer flushed what
-/// it queued) and releases every reference. False if not registered.
-fn remove_conn(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal) -> bool {
+/// it queued), releases every reference and reports the disconnect. False
+/// if not registered.
+fn remove_conn(
+  state: &Shared,
+  env: RawEnv,
+  key: ConnKey,
+  removal: Removal,
+  reason: Reason,
+) -> bool {
   let (entry, listener, deferred) = {
     let mut s = state.borrow_mut();
     let Some(entry) = s.registry.remove(key) else {
@@ -777,6 +1286,7 @@ fn remove_conn(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal) -> b
     let listener = s.on_close.as_ref().and_then(|l| l.value(env).ok());
     (entry, listener, deferred)
   };
+  let id = entry.id.clone();
   let Conn {
     res: res_ref,
     transport,
@@ -795,16 +1305,19 @@ fn remove_conn(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal) -> b
       finish_response(env, res, removal);
     }
   }
-  let mut s = state.borrow_mut();
-  match wire.filter(|_| deferred) {
-    Some(wire) => {
-      s.pending_ends.insert(wire, res_ref);
+  {
+    let mut s = state.borrow_mut();
+    match wire.filter(|_| deferred) {
+      Some(wire) => {
+        s.pending_ends.insert(wire, res_ref);
+      }
+      None => s.refs.release(env, res_ref),
     }
-    None => s.refs.release(env, res_ref),
+    transport.release(env, &mut s.refs);
+    if let Some(meta) = meta {
+      s.refs.release(env, meta);
+    }
   }
-  transport.release(env, &mut s.refs);
-  if let Some(meta) = meta {
-    s.refs.release(env, meta);
-  }
+  emit(state, env, "disconnect", &id, reason.as_str());
   true
 }

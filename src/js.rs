@@ -91,13 +91,7 @@ pub fn get(env: RawEnv, object: RawValue, name: &CStr) -> Result<RawValue> {
   Ok(value)
 }
 
-/// `!!object[name]`; a getter that throws reads as false and its exception
-/// is cleared, because the callers only probe state.
-pub fn get_truthy(env: RawEnv, object: RawValue, name: &CStr) -> bool {
-  let Ok(value) = get(env, object, name) else {
-    clear_exception(env);
-    return false;
-  };
+pub fn truthy(env: RawEnv, value: RawValue) -> bool {
   let mut coerced = ptr::null_mut();
   let mut truthy = false;
   unsafe {
@@ -105,6 +99,27 @@ pub fn get_truthy(env: RawEnv, object: RawValue, name: &CStr) -> bool {
     sys::napi_get_value_bool(env, coerced, &mut truthy);
   }
   truthy
+}
+
+/// `object[name]` when it is a number.
+pub fn get_number(env: RawEnv, object: RawValue, name: &CStr) -> Option<f64> {
+  let Ok(value) = get(env, object, name) else {
+    clear_exception(env);
+    return None;
+  };
+  let mut number = 0.0;
+  (unsafe { sys::napi_get_value_double(env, value, &mut number) } == sys::Status::napi_ok)
+    .then_some(number)
+}
+
+/// `!!object[name]`; a getter that throws reads as false and its exception
+/// is cleared, because the callers only probe state.
+pub fn get_truthy(env: RawEnv, object: RawValue, name: &CStr) -> bool {
+  let Ok(value) = get(env, object, name) else {
+    clear_exception(env);
+    return false;
+  };
+  truthy(env, value)
 }
 
 pub fn get_symbol_keyed(env: RawEnv, object: RawValue, key: RawValue) -> Option<f64> {

@@ -53,8 +53,10 @@ impl<'a> OutFrame<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-  /// Handed to the connection (it may still be buffered by Node).
+  /// Handed to the connection, and Node's buffer is below its high-water mark.
   Written,
+  /// Handed to the connection, but `write` returned false: Node is buffering.
+  Buffered,
   /// The response had already ended: nothing was written.
   Ended,
   /// The write threw: nothing more should be written to this connection.
@@ -65,18 +67,37 @@ pub enum WriteOutcome {
 #[derive(Debug)]
 pub enum Transport {
   /// Writes through the response's own `write`, on the JS thread. The
-  /// function is captured at registration, so a broadcast does no prototype
-  /// lookups on Express's re-prototyped responses.
-  Stream { write: JsRef },
+  /// functions are captured at registration, so a broadcast does no
+  /// prototype lookups on Express's re-prototyped responses. `flush` is the
+  /// `res.flush()` a wrapper such as `compression` provides. `congested` is
+  /// set when `write` returned false: only then is `writableLength` read,
+  /// to apply the slow-client policy.
+  Stream {
+    write: JsRef,
+    flush: Option<JsRef>,
+    congested: bool,
+  },
   /// Written by the native writer thread; the JS thread only sends it
   /// messages.
   Socket { wire: WireId },
 }
 
 impl Transport {
-  pub fn stream(env: RawEnv, refs: &mut Refs, write_fn: RawValue) -> napi::Result<Self> {
+  pub fn stream(
+    env: RawEnv,
+    refs: &mut Refs,
+    res: RawValue,
+    write_fn: RawValue,
+  ) -> napi::Result<Self> {
+    let flush = js::get(env, res, c"flush")
+      .ok()
+      .filter(|f| js::is_function(env, *f))
+      .map(|f| refs.hold(env, f))
+      .transpose()?;
     Ok(Transport::Stream {
       write: refs.hold(env, write_fn)?,
+      flush,
+      congested: false,
     })
   }
 
@@ -89,7 +110,12 @@ impl Transport {
 
   pub fn release(self, env: RawEnv, refs: &mut Refs) {
     match self {
-      Transport::Stream { write } => refs.release(env, write),
+      Transport::Stream { write, flush, .. } => {
+        refs.release(env, write);
+        if let Some(flush) = flush {
+          refs.release(env, flush);
+        }
+      }
       Transport::Socket { .. } => {}
     }
   }
@@ -104,6 +130,7 @@ pub fn write_stream(
   env: RawEnv,
   res: RawValue,
   write: RawValue,
+  flush: Option<RawValue>,
   frame: &OutFrame<'_>,
 ) -> WriteOutcome {
   if js::get_truthy(env, res, c"finished") {
@@ -113,8 +140,22 @@ pub fn write_stream(
     js::clear_exception(env);
     return WriteOutcome::Failed;
   };
-  match js::call(env, res, write, &[buffer]) {
-    Ok(_) => WriteOutcome::Written,
-    Err(_) => WriteOutcome::Failed,
+  let accepted = match js::call(env, res, write, &[buffer]) {
+    Ok(returned) => js::truthy(env, returned),
+    Err(_) => return WriteOutcome::Failed,
+  };
+  if let Some(flush) = flush {
+    // A compressing wrapper holds bytes back until flushed.
+    let _ = js::call(env, res, flush, &[]);
   }
+  if accepted {
+    WriteOutcome::Written
+  } else {
+    WriteOutcome::Buffered
+  }
+}
+
+/// Bytes Node holds for `res` that the socket has not taken yet.
+pub fn pending_bytes(env: RawEnv, res: RawValue) -> f64 {
+  js::get_number(env, res, c"writableLength").unwrap_or(0.0)
 }
