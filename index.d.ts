@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
+import { EventEmitter } from 'node:events';
 
 /**
  * Anything that can carry an event stream: Node's and Express's responses,
@@ -21,13 +22,96 @@ export type SseResponse =
  */
 export type Payload = unknown;
 
+/** Fields of one event (WHATWG HTML, "Server-sent events"). */
+export interface EventOptions {
+  /** `event:` field, the event type. No CR, LF or NUL; at most 1024 bytes. */
+  event?: string;
+  /** `id:` field, the client's last event id. No CR, LF or NUL; at most 1024 bytes. */
+  id?: string;
+  /** `retry:` field, the reconnection delay in milliseconds (a non-negative integer). */
+  retry?: number;
+  /** Send a string payload as-is, one `data:` line per line, instead of as JSON. */
+  raw?: boolean;
+}
+
+export interface BroadcastOptions extends EventOptions {
+  /** Only the members of this channel. */
+  channel?: string;
+  /** Only the connections whose meta passes this test. */
+  filter?: (meta: unknown, id: string) => boolean;
+}
+
+export interface AddClientOptions {
+  /** Replay from this id instead of the request's `Last-Event-ID` header. */
+  lastEventId?: string;
+}
+
+export interface HubOptions {
+  /**
+   * `'auto'` (default): plain HTTP/1.1 connections on Linux and macOS are
+   * written by a native thread; `'stream'`: always through `res.write`.
+   * Applies to connections registered afterwards.
+   */
+  transport?: 'auto' | 'stream';
+  /** Bytes a connection may have pending before the slow-client policy applies. Default 1 MiB. */
+  maxBufferedBytes?: number;
+  /** `'disconnect'` (default) or `'drop'` (skip whole frames until it catches up). */
+  slowClientPolicy?: 'disconnect' | 'drop';
+  /** Broadcasts kept for replay after reconnection. Default 0 (off). */
+  historySize?: number;
+  /** Idle time after which a connection gets a `: heartbeat` comment. Default 15000; 0 turns it off. */
+  heartbeatMs?: number;
+  /** Most connections at once; past it `addClient` throws `SseCapacityError`. Default 0 (no limit). */
+  maxClients?: number;
+}
+
+export interface HubStats {
+  clients: number;
+  /** Connections written through `res.write`. */
+  streamConnections: number;
+  /** Connections written by the native socket writer. */
+  socketConnections: number;
+  framesSent: number;
+  bytesSent: number;
+  /** Frames skipped for slow clients under the `drop` policy. */
+  framesDropped: number;
+  /** Channels with at least one member. */
+  channels: number;
+  /** Reconnections that got missed events replayed. */
+  replays: number;
+  /** Reconnections whose last id was no longer in history (sent `event: reset`). */
+  resets: number;
+  /** Connections closed for falling behind by more than `maxBufferedBytes`. */
+  slowDisconnects: number;
+  /** Bytes waiting in the native writer's queues. */
+  queuedBytes: number;
+}
+
+export interface DisconnectEvent {
+  id: string;
+  reason: 'close' | 'removed' | 'error' | 'slow';
+}
+
+/** Thrown by `addClient` past `maxClients`. */
+export declare class SseCapacityError extends Error {
+  readonly code: 'ERR_SSE_CAPACITY';
+  readonly statusCode: 503;
+  readonly maxClients: number;
+}
+
 /**
  * A registry of Server-Sent Events connections. The default export is one
  * instance; `new SseHub()` creates another with its own clients. Methods are
- * bound, so they can be destructured.
+ * bound, so they can be destructured. Emits `connect`, `disconnect` and `slow`.
  */
-export declare class SseHub {
+export declare class SseHub extends EventEmitter {
   constructor();
+
+  on(event: 'connect', listener: (event: { id: string; res: SseResponse }) => void): this;
+  on(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
+  on(event: 'slow', listener: (event: { id: string }) => void): this;
+  // biome-ignore lint/suspicious/noExplicitAny: the signature of EventEmitter's own `on`
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
 
   /**
    * Status 200 and the SSE headers (`Content-Type: text/event-stream; charset=utf-8`,
@@ -41,7 +125,7 @@ export declare class SseHub {
    * Registers `res` under a new server-generated id (UUID v4) and returns it.
    * @throws {TypeError} when `res` is not a response.
    */
-  addClient(res: SseResponse, meta?: unknown): string;
+  addClient(res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
   /**
    * Registers `res` under `id` (1-256 characters, no control characters) and
    * returns it. A response already registered is moved to `id`, its meta
@@ -49,7 +133,7 @@ export declare class SseHub {
    * "generate one".
    * @throws {TypeError} on a bad `id` or `res`.
    */
-  addClient(id: string | null | undefined, res: SseResponse, meta?: unknown): string;
+  addClient(id: string | null | undefined, res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
 
   /** Unregisters `res` and ends it if still open. False when it was not registered. */
   removeClient(res: SseResponse): boolean;
@@ -58,16 +142,34 @@ export declare class SseHub {
   removeClientById(id: string): boolean;
 
   /** Sends to every connection under `id`. False when there is none. */
-  sendToClient(id: string, payload: Payload): boolean;
+  sendToClient(id: string, payload: Payload, options?: EventOptions): boolean;
 
   /** Sends to one response, registered or not. False when it has closed. */
-  send(res: SseResponse, payload: Payload): boolean;
+  send(res: SseResponse, payload: Payload, options?: EventOptions): boolean;
 
   /** Sends to every registered connection; returns how many were written. */
-  broadcast(payload: Payload): number;
+  broadcast(payload: Payload, options?: BroadcastOptions): number;
+
+  /** Sends to the members of `channel`; returns how many. */
+  publish(channel: string, payload: Payload, options?: EventOptions): number;
+
+  /** Writes a comment (`: text`) to a response, a client id's connections, or everyone (`null`). */
+  comment(target: SseResponse | string | null, text: string): number;
+
+  /** Adds a response, or every connection under a client id, to `channel`; returns how many joined. */
+  join(target: SseResponse | string, channel: string): number;
+
+  /** Takes a response, or every connection under a client id, out of `channel`. */
+  leave(target: SseResponse | string, channel: string): number;
+
+  /** Changes settings; returns the hub. */
+  configure(options: HubOptions): this;
+
+  /** Counters and gauges at this instant. */
+  getStats(): HubStats;
 
   /** Broadcasts, then ends every connection; the registry is empty after. */
-  broadcastAndClose(payload: Payload): number;
+  broadcastAndClose(payload: Payload, options?: EventOptions): number;
 
   /** Registered connections. */
   getClientCount(): number;
@@ -81,7 +183,11 @@ export declare class SseHub {
 }
 
 /** The default registry, with the class attached for `require` users. */
-declare const sseHelper: SseHub & { readonly SseHub: typeof SseHub; readonly default: SseHub };
+declare const sseHelper: SseHub & {
+  readonly SseHub: typeof SseHub;
+  readonly SseCapacityError: typeof SseCapacityError;
+  readonly default: SseHub;
+};
 export default sseHelper;
 
 export declare const initResponse: SseHub['initResponse'];
@@ -94,3 +200,9 @@ export declare const broadcast: SseHub['broadcast'];
 export declare const broadcastAndClose: SseHub['broadcastAndClose'];
 export declare const getClientCount: SseHub['getClientCount'];
 export declare const cleanupStaleClients: SseHub['cleanupStaleClients'];
+export declare const configure: SseHub['configure'];
+export declare const getStats: SseHub['getStats'];
+export declare const comment: SseHub['comment'];
+export declare const join: SseHub['join'];
+export declare const leave: SseHub['leave'];
+export declare const publish: SseHub['publish'];

@@ -18,6 +18,23 @@ const count: number = sseHelper.getClientCount() + cleanupStaleClients(1000) + b
 const id: string = addClient('session', {} as import('node:http').ServerResponse);
 void [written, ok, count, id];
 
+hub.configure({ historySize: 100, heartbeatMs: 0, transport: 'stream', slowClientPolicy: 'drop' });
+hub.broadcast({ a: 1 }, { event: 'tick', id: '7', retry: 1000, channel: 'news', filter: (meta, cid) => !!meta && cid !== '' });
+hub.publish('news', 'text', { raw: true });
+hub.join('session', 'news');
+hub.comment(null, 'ping');
+hub.on('disconnect', ({ id: left, reason }) => void [left, reason.toUpperCase()]);
+const stats = hub.getStats();
+const socketCount: number = stats.socketConnections + stats.replays;
+void socketCount;
+try {
+  hub.addClient({} as import('node:http').ServerResponse, { meta: 1 }, { lastEventId: '3' });
+} catch (err) {
+  if (err instanceof sseHelper.SseCapacityError) void err.statusCode;
+}
+
+// @ts-expect-error transport is 'auto' or 'stream'
+hub.configure({ transport: 'fast' });
 // @ts-expect-error maxAgeMs is a number
 cleanupStaleClients('10');
 // @ts-expect-error a response is required
