@@ -91,8 +91,17 @@ class SseHub extends EventEmitter {
     }
   }
 
+  /**
+   * Headers for an event stream. With `maxClients` set and reached, throws
+   * `SseCapacityError` before anything is sent, so the route can answer 503.
+   */
   initResponse(res) {
+    if (this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     initResponse(res);
+  }
+
+  #atCapacity(res) {
+    return this.#maxClients > 0 && this.#native.count() >= this.#maxClients && !this.#native.has(res);
   }
 
   /**
@@ -114,9 +123,7 @@ class SseHub extends EventEmitter {
   #register(res, id, meta, options) {
     if (!isResponseLike(res)) return this.#native.register(res, id);
     const isNew = !this.#native.has(res);
-    if (isNew && this.#maxClients > 0 && this.#native.count() >= this.#maxClients) {
-      throw new SseCapacityError(this.#maxClients);
-    }
+    if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     const lastEventId = this.#historySize > 0 && isNew ? lastEventIdOf(res, options) : undefined;
     const clientId = this.#native.register(res, id, toMeta(meta), socketFd(res), lastEventId);
     if (isNew && this.#native.has(res)) {
