@@ -28,18 +28,21 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 
 /// How many connections the writer may hold at once. Each one costs a
-/// second fd (the duplicate), so the writer stays under half the soft
-/// `RLIMIT_NOFILE` minus a reserve, leaving Node room to accept connections;
-/// past it, new connections stay on the stream transport. Unlimited where
-/// the limit cannot be read (the duplication itself still fails cleanly).
+/// second fd (the duplicate) besides Node's own, so the writer stays under
+/// half of the soft `RLIMIT_NOFILE` once a reserve (1%, at least 128) is set
+/// aside for everything else the process opens; past it, new connections
+/// stay on the stream transport, at one fd each. Unlimited where the limit
+/// cannot be read (a failed duplication still falls back cleanly).
 pub fn fd_budget() -> usize {
   std::fs::read_to_string("/proc/self/limits")
     .ok()
     .and_then(|limits| parse_open_files_limit(&limits))
-    .map_or(usize::MAX, |soft| {
-      let reserve = (soft / 16).max(256);
-      soft.saturating_sub(reserve) / 2
-    })
+    .map_or(usize::MAX, budget_for_limit)
+}
+
+fn budget_for_limit(soft: usize) -> usize {
+  let reserve = (soft / 100).max(128);
+  soft.saturating_sub(reserve) / 2
 }
 
 fn parse_open_files_limit(limits: &str) -> Option<usize> {
