@@ -177,6 +177,12 @@ impl ObjectFinalize for NativeHub {
     // their `close` listener, so late events still clean up.
     let writer = self.state.borrow_mut().writer.take();
     drop(writer);
+    // Responses whose end waited for the writer: end them now, or nothing
+    // ever would.
+    let pending: Vec<WireId> = self.state.borrow().pending_ends.keys().copied().collect();
+    for wire in pending {
+      finish_pending_end(&self.state, env.raw(), wire, Removal::End);
+    }
     let mut state = self.state.borrow_mut();
     let state = &mut *state;
     let hooks = state.hooks.take().map(|(w, e)| [w, e]);
@@ -1006,7 +1012,9 @@ impl NativeHub {
             });
           }
         }
-        Transport::Socket { wire } => wires.push(*wire),
+        // A broadcast to everyone reaches them with one message, no list.
+        Transport::Socket { wire } if keys.is_some() => wires.push(*wire),
+        Transport::Socket { .. } => {}
       };
       match keys {
         Some(keys) => {
