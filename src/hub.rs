@@ -218,6 +218,28 @@ fn invalid_type(state: &Shared, env: RawEnv, message: &str) -> Error {
   invalid_arg(state, env, c"ERR_INVALID_ARG_TYPE", message)
 }
 
+/// An optional setting: `None` stays `None`, a value `parse` rejects is a
+/// TypeError carrying `message`.
+fn parse_option<V, T>(
+  state: &Shared,
+  env: RawEnv,
+  value: Option<V>,
+  parse: impl FnOnce(V) -> Option<T>,
+  message: &str,
+) -> Result<Option<T>> {
+  match value {
+    None => Ok(None),
+    Some(v) => parse(v)
+      .map(Some)
+      .ok_or_else(|| invalid(state, env, message)),
+  }
+}
+
+/// `n` when it is a whole number within `min..=max`.
+fn whole_number(n: f64, min: f64, max: f64) -> Option<u64> {
+  (n.is_finite() && n.fract() == 0.0 && n >= min && n <= max).then_some(n as u64)
+}
+
 /// Frames one event: checks the fields (a TypeError before anything is
 /// written), then `event:`/`id:`/`retry:` lines and the data lines.
 fn build_frame(
@@ -229,17 +251,13 @@ fn build_frame(
   let Some(options) = options else {
     return Ok(frame::data_frame(data));
   };
-  let retry = match options.retry {
-    None => None,
-    Some(r) if r.is_finite() && r >= 0.0 && r.fract() == 0.0 && r <= 9.0e15 => Some(r as u64),
-    Some(_) => {
-      return Err(invalid(
-        state,
-        env,
-        "options.retry must be a non-negative integer (milliseconds)",
-      ))
-    }
-  };
+  let retry = parse_option(
+    state,
+    env,
+    options.retry,
+    |r| whole_number(r, 0.0, 9.0e15),
+    "options.retry must be a non-negative integer (milliseconds)",
+  )?;
   let fields = EventFields {
     event: options.event.as_deref(),
     id: options.id.as_deref(),
@@ -769,66 +787,55 @@ impl NativeHub {
     history_size: Option<f64>,
   ) -> Result<()> {
     let raw = env.raw();
-    let mode = match transport.as_deref() {
-      None => None,
-      Some("auto") => Some(TransportMode::Auto),
-      Some("stream") => Some(TransportMode::Stream),
-      Some(_) => {
-        return Err(invalid(
-          &self.state,
-          raw,
-          "options.transport must be 'auto' or 'stream'",
-        ))
-      }
-    };
-    let bound = match max_buffered_bytes {
-      None => None,
-      Some(b) if b.is_finite() && b >= 1.0 && b.fract() == 0.0 => Some(b as usize),
-      Some(_) => {
-        return Err(invalid(
-          &self.state,
-          raw,
-          "options.maxBufferedBytes must be a positive integer",
-        ))
-      }
-    };
-    let policy = match slow_client_policy.as_deref() {
-      None => None,
-      Some("disconnect") => Some(SlowPolicy::Disconnect),
-      Some("drop") => Some(SlowPolicy::Drop),
-      Some(_) => {
-        return Err(invalid(
-          &self.state,
-          raw,
-          "options.slowClientPolicy must be 'disconnect' or 'drop'",
-        ))
-      }
-    };
-    let history = match history_size {
-      None => None,
-      Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 1_000_000.0 => {
-        Some(n as usize)
-      }
-      Some(_) => {
-        return Err(invalid(
-          &self.state,
-          raw,
-          "options.historySize must be an integer from 0 to 1000000",
-        ))
-      }
-    };
+    let state = &self.state;
+    let mode = parse_option(
+      state,
+      raw,
+      transport.as_deref(),
+      |t| match t {
+        "auto" => Some(TransportMode::Auto),
+        "stream" => Some(TransportMode::Stream),
+        _ => None,
+      },
+      "options.transport must be 'auto' or 'stream'",
+    )?;
+    let bound = parse_option(
+      state,
+      raw,
+      max_buffered_bytes,
+      |b| whole_number(b, 1.0, 9.0e15),
+      "options.maxBufferedBytes must be a positive integer",
+    )?;
+    let policy = parse_option(
+      state,
+      raw,
+      slow_client_policy.as_deref(),
+      |p| match p {
+        "disconnect" => Some(SlowPolicy::Disconnect),
+        "drop" => Some(SlowPolicy::Drop),
+        _ => None,
+      },
+      "options.slowClientPolicy must be 'disconnect' or 'drop'",
+    )?;
+    let history = parse_option(
+      state,
+      raw,
+      history_size,
+      |n| whole_number(n, 0.0, 1.0e6),
+      "options.historySize must be an integer from 0 to 1000000",
+    )?;
     let mut s = self.state.borrow_mut();
     if let Some(mode) = mode {
       s.mode = mode;
     }
     if let Some(bound) = bound {
-      s.writer_config.max_buffered_bytes = bound;
+      s.writer_config.max_buffered_bytes = bound as usize;
     }
     if let Some(policy) = policy {
       s.writer_config.slow_policy = policy;
     }
     if let Some(size) = history {
-      s.history.set_capacity(size);
+      s.history.set_capacity(size as usize);
     }
     if let Some(writer) = &s.writer {
       writer.configure(s.writer_config);
