@@ -18,17 +18,21 @@ export declare class NativeHub {
    * `typeError` is the constructor bad-input errors are made with (pass the
    * caller's `TypeError`). `writeHook` and `endHook` replace `res.write` and
    * `res.end` on responses handed to the socket writer; without them the
-   * hub uses the stream transport only.
+   * hub uses the stream transport only. `lifecycle(kind, id, reason)` is
+   * called when a connection leaves or is found slow.
    */
-  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, writeHook?: ((arg?: unknown) => unknown) | undefined | null, endHook?: ((arg?: unknown) => unknown) | undefined | null)
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, writeHook?: ((arg?: unknown) => unknown) | undefined | null, endHook?: ((arg?: unknown) => unknown) | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
    * `fd` is the socket's fd when the JS surface found the connection
    * eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
-   * `write`/`end`, nothing pending), else -1.
+   * `write`/`end`, nothing pending), else -1. With history on, a
+   * `lastEventId` gets the events missed since, before any live event.
    */
-  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, fd?: number | undefined | null): string
+  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, fd?: number | undefined | null, lastEventId?: string | undefined | null): string
+  /** True when `res` is registered with this hub. */
+  has(res: unknown): boolean
   /** Unregisters `res`, detaches its listener and ends it if still open. */
   unregister(res: unknown): boolean
   /** Unregisters and ends every connection under `id`. */
@@ -37,18 +41,40 @@ export declare class NativeHub {
    * Frames `data` once and writes it to every connection under `id`.
    * True when at least one connection was written.
    */
-  sendTo(id: string, data: string): boolean
+  sendTo(id: string, data: string, options?: EventOptions | undefined | null): boolean
   /** Writes one framed event to any response, registered or not. */
-  send(res: unknown, data: string): boolean
+  send(res: unknown, data: string, options?: EventOptions | undefined | null): boolean
   /**
-   * Frames `data` once and writes it to every connection; returns how many
-   * were written (socket connections count once their frame is queued).
+   * Writes a comment (`: text` per line) to `res`, to the connections
+   * under `id`, or to every connection when neither is given.
    */
-  broadcast(data: string): number
+  comment(res: unknown | undefined | null, id: string | undefined | null, text: string): number
+  /**
+   * Frames `data` once and writes it to every connection (or the members
+   * of `channel`, or those whose meta passes `filter`); returns how many
+   * were written (socket connections count once their frame is queued).
+   * With history on, a broadcast to everyone gets the next id (unless
+   * `options.id` gives one) and is kept for replay.
+   */
+  broadcast(data: string, options?: EventOptions | undefined | null, channel?: string | undefined | null, filter?: ((arg: [unknown, string]) => unknown) | undefined | null): number
   /** Broadcasts, then ends and unregisters every connection. */
-  broadcastAndClose(data: string): number
+  broadcastAndClose(data: string, options?: EventOptions | undefined | null): number
   /** Ends and unregisters every connection; returns how many there were. */
   closeAll(): number
+  /**
+   * Adds `res` (or every connection under `id`) to `channel`; returns how
+   * many joined.
+   */
+  join(res: unknown | undefined | null, id: string | undefined | null, channel: string): number
+  /** Takes `res` (or every connection under `id`) out of `channel`. */
+  leave(res: unknown | undefined | null, id: string | undefined | null, channel: string): number
+  /** Channels `res` is a member of. */
+  channelsOf(res: unknown): Array<string>
+  /**
+   * Writes a heartbeat comment to every connection nothing was sent to for
+   * `idle_ms`; returns how many.
+   */
+  heartbeat(idleMs: number): number
   /** Registered connections. */
   count(): number
   /**
@@ -61,8 +87,11 @@ export declare class NativeHub {
    * response, as one HTTP chunk, in order with the helper's frames.
    */
   writeRaw(res: unknown, chunk: Uint8Array): boolean
-  /** Sets the transport for new connections and the socket writer's bound. */
-  configure(transport?: string | undefined | null, maxBufferedBytes?: number | undefined | null, slowClientPolicy?: string | undefined | null): void
+  /**
+   * Sets the transport for new connections, the slow-client bound and
+   * policy (both transports) and the replay history size.
+   */
+  configure(transport?: string | undefined | null, maxBufferedBytes?: number | undefined | null, slowClientPolicy?: string | undefined | null, historySize?: number | undefined | null): void
   /** Counters and gauges at this instant. */
   stats(): NativeStats
   /**
@@ -70,6 +99,13 @@ export declare class NativeHub {
    * metas, its own listener, symbol and hooks). For leak tests.
    */
   get heldReferences(): number
+}
+
+/** Options of one event, as JS passes them. */
+export interface EventOptions {
+  event?: string
+  id?: string
+  retry?: number
 }
 
 /** Registry counters, transports and writer figures at one instant. */
@@ -86,6 +122,12 @@ export interface NativeStats {
   bytesSent: number
   /** Frames skipped for slow clients under the `drop` policy. */
   framesDropped: number
+  /** Channels with at least one member. */
+  channels: number
+  /** Reconnections that were replayed missed events from history. */
+  replays: number
+  /** Reconnections whose Last-Event-ID was no longer in history. */
+  resets: number
   /** Connections closed for passing `maxBufferedBytes`. */
   slowDisconnects: number
   /** Bytes waiting in the socket writer's queues now. */
