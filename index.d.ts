@@ -1,6 +1,6 @@
+import { EventEmitter } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
-import { EventEmitter } from 'node:events';
 
 /**
  * Anything that can carry an event stream: Node's and Express's responses,

@@ -82,7 +82,16 @@ class SseHub extends EventEmitter {
       const hub = self.deref();
       if (!hub) return;
       if (kind === 'disconnect' && hub.#native.count() === 0) hub.#stopHeartbeat();
-      if (hub.listenerCount(kind) > 0) hub.emit(kind, kind === 'slow' ? { id } : { id, reason });
+      if (hub.listenerCount(kind) === 0) return;
+      try {
+        hub.emit(kind, kind === 'slow' ? { id } : { id, reason });
+      } catch (err) {
+        // Raised from inside the native cleanup, which must finish: rethrow
+        // on the next tick, where it surfaces like any listener's error.
+        process.nextTick(() => {
+          throw err;
+        });
+      }
     };
     this.#native = new NativeHub(TypeError, hooks.write, hooks.end, lifecycle);
     native = new WeakRef(this.#native);
@@ -278,10 +287,13 @@ class SseHub extends EventEmitter {
     if (this.#heartbeat || this.#heartbeatMs === 0) return;
     const self = new WeakRef(this);
     const idleMs = this.#heartbeatMs;
-    const timer = setInterval(() => {
-      const hub = self.deref();
-      if (!hub || !hub.#tick(idleMs)) clearInterval(timer);
-    }, Math.max(1, Math.floor(idleMs / 2)));
+    const timer = setInterval(
+      () => {
+        const hub = self.deref();
+        if (!hub?.#tick(idleMs)) clearInterval(timer);
+      },
+      Math.max(1, Math.floor(idleMs / 2)),
+    );
     timer.unref();
     this.#heartbeat = timer;
   }

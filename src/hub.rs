@@ -235,6 +235,9 @@ fn parse_option<V, T>(
   }
 }
 
+/// 2^53 - 1, JavaScript's `Number.MAX_SAFE_INTEGER`.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
 /// `n` when it is a whole number within `min..=max`.
 fn whole_number(n: f64, min: f64, max: f64) -> Option<u64> {
   (n.is_finite() && n.fract() == 0.0 && n >= min && n <= max).then_some(n as u64)
@@ -255,7 +258,7 @@ fn build_frame(
     state,
     env,
     options.retry,
-    |r| whole_number(r, 0.0, 9.0e15),
+    |r| whole_number(r, 0.0, MAX_SAFE_INTEGER),
     "options.retry must be a non-negative integer (milliseconds)",
   )?;
   let fields = EventFields {
@@ -582,10 +585,14 @@ impl NativeHub {
       o.id = Some(id);
     }
     let bytes = build_frame(&self.state, raw, &data, options.as_ref())?;
-    let keys = match (&channel, &filter) {
-      (Some(channel), _) => Some(self.state.borrow().registry.members(channel).to_vec()),
-      (None, Some(filter)) => Some(self.filtered_keys(raw, filter)?),
-      (None, None) => None,
+    if let Some(channel) = &channel {
+      registry::validate_channel(channel)
+        .map_err(|e| invalid(&self.state, raw, &format!("options.channel {e}")))?;
+    }
+    let members = channel.map(|c| self.state.borrow().registry.members(&c).to_vec());
+    let keys = match (members, &filter) {
+      (members, Some(filter)) => Some(self.filtered_keys(raw, filter, members.as_deref())?),
+      (members, None) => members,
     };
     if recording {
       let id = options
@@ -855,7 +862,7 @@ impl NativeHub {
       stream_connections: (s.registry.len() - socket) as u32,
       socket_connections: socket as u32,
       frames_sent: s.stream_frames as f64 + load(|w| w.frames_written.load(Ordering::Relaxed)),
-      bytes_sent: s.stream_bytes as f64 + load(|w| w.bytes_written.load(Ordering::Relaxed)),
+      bytes_sent: s.stream_bytes as f64 + load(|w| w.payload_bytes.load(Ordering::Relaxed)),
       frames_dropped: s.stream_dropped as f64 + load(|w| w.frames_dropped.load(Ordering::Relaxed)),
       channels: s.registry.channel_count() as u32,
       replays: s.replays as f64,
@@ -907,19 +914,24 @@ impl NativeHub {
     })
   }
 
-  /// Keys whose `filter(meta, id)` is truthy. Runs every filter before
-  /// anything is written, so a throwing filter writes nothing.
+  /// Keys (among `within`, or all) whose `filter(meta, id)` is truthy. Runs
+  /// every filter before anything is written, so a throwing filter writes
+  /// nothing.
   fn filtered_keys(
     &self,
     env: RawEnv,
     filter: &Function<'_, (Unknown<'_>, String), Unknown<'_>>,
+    within: Option<&[ConnKey]>,
   ) -> Result<Vec<ConnKey>> {
     let candidates: Vec<(ConnKey, RawValue, Arc<str>)> = {
       let s = self.state.borrow();
       let mut undefined = std::ptr::null_mut();
       unsafe { napi::sys::napi_get_undefined(env, &mut undefined) };
-      s.registry
-        .iter()
+      let entries: Box<dyn Iterator<Item = &registry::Entry<Conn>>> = match within {
+        Some(keys) => Box::new(keys.iter().filter_map(|k| s.registry.get(*k))),
+        None => Box::new(s.registry.iter()),
+      };
+      entries
         .map(|e| {
           let meta = e
             .handle
@@ -967,7 +979,9 @@ impl NativeHub {
       };
       match bytes {
         Some(out) => {
-          s.replays += 1;
+          if !out.is_empty() {
+            s.replays += 1;
+          }
           out
         }
         None => {

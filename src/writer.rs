@@ -104,7 +104,11 @@ pub enum WriterEvent {
 #[derive(Debug, Default)]
 pub struct WriterStats {
   pub frames_written: AtomicU64,
+  /// Bytes on the wire, HTTP chunk framing included.
   pub bytes_written: AtomicU64,
+  /// Event-stream bytes of the frames written completely (the chunks'
+  /// payloads), comparable with what the stream transport counts.
+  pub payload_bytes: AtomicU64,
   pub frames_dropped: AtomicU64,
   pub slow_disconnects: AtomicU64,
   pub queued_bytes: AtomicUsize,
@@ -309,6 +313,14 @@ impl WriterState {
     self.stats.queued_bytes.fetch_sub(queued, Ordering::Relaxed);
   }
 
+  fn frame_done(&self, chunk: &[u8]) {
+    self.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+    self
+      .stats
+      .payload_bytes
+      .fetch_add(chunk_payload_len(chunk) as u64, Ordering::Relaxed);
+  }
+
   fn finish_end(&self, conn: &Conn) {
     if self.conns.borrow_mut().remove(conn.wire).is_some() {
       self.emit(WriterEvent::Ended(conn.wire));
@@ -440,7 +452,7 @@ fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
     for (i, frame) in batch.iter().enumerate() {
       if written >= frame.len() {
         written -= frame.len();
-        state.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+        state.frame_done(frame);
         continue;
       }
       // The socket is full. A frame it took in part is always finished,
@@ -503,6 +515,16 @@ fn start_flush(state: &Rc<WriterState>, conn: &Rc<Conn>) {
   *task = Some(tokio::task::spawn_local(flush(state.clone(), conn.clone())));
 }
 
+/// The payload size an HTTP chunk announces in its `<hex>\r\n` prefix; the
+/// whole length for bytes that are not a chunk.
+fn chunk_payload_len(chunk: &[u8]) -> usize {
+  let line_end = chunk.iter().position(|&b| b == b'\r');
+  line_end
+    .and_then(|end| std::str::from_utf8(&chunk[..end]).ok())
+    .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+    .unwrap_or(chunk.len())
+}
+
 /// At most this many frames per `writev`; the kernel's IOV_MAX is 1024.
 const MAX_IOVECS: usize = 64;
 
@@ -560,8 +582,9 @@ fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
     let left = head.bytes.len() - head.offset;
     if written >= left {
       written -= left;
-      queue.pop_front();
-      state.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+      if let Some(done) = queue.pop_front() {
+        state.frame_done(&done.bytes);
+      }
     } else {
       head.offset += written;
       written = 0;
@@ -757,6 +780,12 @@ mod tests {
       None
     );
     assert!(fd_budget() > 0);
+  }
+
+  #[test]
+  fn payload_bytes_exclude_the_chunk_framing() {
+    assert_eq!(chunk_payload_len(b"c\r\ndata: \"hi\"\n\n\r\n"), 12);
+    assert_eq!(chunk_payload_len(b"no chunk"), 8);
   }
 
   #[test]

@@ -19,7 +19,10 @@ const id: string = addClient('session', {} as import('node:http').ServerResponse
 void [written, ok, count, id];
 
 hub.configure({ historySize: 100, heartbeatMs: 0, transport: 'stream', slowClientPolicy: 'drop' });
-hub.broadcast({ a: 1 }, { event: 'tick', id: '7', retry: 1000, channel: 'news', filter: (meta, cid) => !!meta && cid !== '' });
+hub.broadcast(
+  { a: 1 },
+  { event: 'tick', id: '7', retry: 1000, channel: 'news', filter: (meta, cid) => !!meta && cid !== '' },
+);
 hub.publish('news', 'text', { raw: true });
 hub.join('session', 'news');
 hub.comment(null, 'ping');
