@@ -62,12 +62,10 @@ export declare class NativeHub {
   /** Ends and unregisters every connection; returns how many there were. */
   closeAll(): number
   /**
-   * Adds `res` (or every connection under `id`) to `channel`; returns how
-   * many joined.
+   * Adds `res` (or every connection under `id`) to `channel`, or takes
+   * them out when `member` is false; returns how many changed.
    */
-  join(res: unknown | undefined | null, id: string | undefined | null, channel: string): number
-  /** Takes `res` (or every connection under `id`) out of `channel`. */
-  leave(res: unknown | undefined | null, id: string | undefined | null, channel: string): number
+  setMembership(res: unknown | undefined | null, id: string | undefined | null, channel: string, member: boolean): number
   /** Channels `res` is a member of. */
   channelsOf(res: unknown): Array<string>
   /**

@@ -206,21 +206,21 @@ class SseHub extends EventEmitter {
 
   /** Adds a response, or every connection under a client id, to `channel`. */
   join(target, channel) {
-    return this.#channelOp('join', target, channel);
+    return this.#setMembership(target, channel, true);
   }
 
   /** Takes a response, or every connection under a client id, out of `channel`. */
   leave(target, channel) {
-    return this.#channelOp('leave', target, channel);
+    return this.#setMembership(target, channel, false);
   }
 
-  #channelOp(op, target, channel) {
+  #setMembership(target, channel, member) {
     if (typeof channel !== 'string') throw new TypeError(`channel must be a string, got ${typeof channel}`);
-    if (typeof target === 'string') return this.#native[op](undefined, target, channel);
+    if (typeof target === 'string') return this.#native.setMembership(undefined, target, channel, member);
     if (!isResponseLike(target)) {
       throw new TypeError('target must be an http.ServerResponse or a client id');
     }
-    return this.#native[op](target, undefined, channel);
+    return this.#native.setMembership(target, undefined, channel, member);
   }
 
   getClientCount() {

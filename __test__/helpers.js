@@ -1,6 +1,7 @@
 // Shared test utilities: real Express 5 servers on 127.0.0.1, a raw HTTP
 // client that sees the exact bytes, and small waiting helpers.
 
+const { spawn } = require('node:child_process');
 const net = require('node:net');
 const express = require('express');
 
@@ -106,4 +107,36 @@ function documentedRoute(sseHelper) {
   };
 }
 
-module.exports = { startServer, rawGet, waitFor, delay, collectGarbage, documentedRoute, dechunk };
+/**
+ * Runs `script` with `node -e` and resolves with its exit code and stdout
+ * once it exits on its own, or with code 'still running' after
+ * `timeoutMs` (then kills it): for "nothing keeps the process alive" tests.
+ */
+function runToExit(script, timeoutMs = 15_000) {
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill();
+      resolve({ code: `still running after ${timeoutMs} ms`, stdout });
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout });
+    });
+  });
+}
+
+module.exports = {
+  runToExit,
+  startServer,
+  rawGet,
+  waitFor,
+  delay,
+  collectGarbage,
+  documentedRoute,
+  dechunk,
+};

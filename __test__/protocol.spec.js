@@ -4,7 +4,6 @@
 // stream transport, maxClients, lifecycle events, leaks, and a compressing
 // middleware.
 
-const { spawn } = require('node:child_process');
 const { EventEmitter } = require('node:events');
 const path = require('node:path');
 const zlib = require('node:zlib');
@@ -13,7 +12,7 @@ const { EventSource } = require('eventsource');
 // A dependency of `eventsource`, not a direct devDependency of this package.
 const { createParser } = require('eventsource-parser');
 const { SseHub, SseCapacityError } = require('..');
-const { startServer, rawGet, waitFor, collectGarbage, dechunk } = require('./helpers.js');
+const { startServer, rawGet, waitFor, collectGarbage, dechunk, runToExit } = require('./helpers.js');
 
 let hub;
 let srv;
@@ -503,23 +502,9 @@ describe('heartbeats', () => {
         });
       });
       process.on('exit', () => process.stdout.write('exit clients=' + hub.getClientCount() + '\\n'));`;
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    const code = await new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill();
-        resolve('still running after 15 s');
-      }, 15_000);
-      child.on('exit', (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
+    const { code, stdout } = await runToExit(script);
     expect(code).toBe(0);
-    expect(out).toBe('heartbeat\nexit clients=1\n');
+    expect(stdout).toBe('heartbeat\nexit clients=1\n');
   });
 });
 

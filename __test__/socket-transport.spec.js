@@ -11,7 +11,7 @@ const os = require('node:os');
 const path = require('node:path');
 const compression = require('compression');
 const { SseHub } = require('..');
-const { startServer, rawGet, waitFor, collectGarbage } = require('./helpers.js');
+const { startServer, rawGet, waitFor, collectGarbage, runToExit } = require('./helpers.js');
 
 let hub;
 let srv;
@@ -342,17 +342,7 @@ describe('the socket writer', () => {
       server.listen(0, '127.0.0.1', () => {
         http.get('http://127.0.0.1:' + server.address().port, (res) => res.resume());
       });`;
-    const child = spawn(process.execPath, ['-e', script], { stdio: 'inherit' });
-    const code = await new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill();
-        resolve('still running after 15 s');
-      }, 15_000);
-      child.on('exit', (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
+    const { code } = await runToExit(script);
     expect(code).toBe(0);
   });
 });

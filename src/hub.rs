@@ -641,43 +641,24 @@ impl NativeHub {
     closed
   }
 
-  /// Adds `res` (or every connection under `id`) to `channel`; returns how
-  /// many joined.
+  /// Adds `res` (or every connection under `id`) to `channel`, or takes
+  /// them out when `member` is false; returns how many changed.
   #[napi]
-  pub fn join(
+  pub fn set_membership(
     &self,
     env: Env,
     res: Option<Unknown>,
     id: Option<String>,
     channel: String,
+    member: bool,
   ) -> Result<u32> {
     let keys = self.targets(env.raw(), res, id, &channel)?;
     let mut s = self.state.borrow_mut();
-    Ok(
-      keys
-        .into_iter()
-        .filter(|k| s.registry.join(*k, &channel))
-        .count() as u32,
-    )
-  }
-
-  /// Takes `res` (or every connection under `id`) out of `channel`.
-  #[napi]
-  pub fn leave(
-    &self,
-    env: Env,
-    res: Option<Unknown>,
-    id: Option<String>,
-    channel: String,
-  ) -> Result<u32> {
-    let keys = self.targets(env.raw(), res, id, &channel)?;
-    let mut s = self.state.borrow_mut();
-    Ok(
-      keys
-        .into_iter()
-        .filter(|k| s.registry.leave(*k, &channel))
-        .count() as u32,
-    )
+    let changed = keys.into_iter().filter(|k| match member {
+      true => s.registry.join(*k, &channel),
+      false => s.registry.leave(*k, &channel),
+    });
+    Ok(changed.count() as u32)
   }
 
   /// Channels `res` is a member of.
