@@ -40,7 +40,11 @@ const clients = [];
 let totalEvents = 0;
 let protocolErrors = 0;
 let closedAfterConnect = 0;
-/** @type {{ target: number, reached: number, atNs: bigint | null }[]} */
+/**
+ * `unreachable`: clients that closed before reaching the target; a wait ends
+ * once everyone left has it instead of running into its timeout.
+ * @type {{ target: number, reached: number, unreachable: number, atNs: bigint | null }[]}
+ */
 let targets = [];
 let waiter = null;
 
@@ -62,6 +66,7 @@ class Client {
     this.events = 0;
     this.status = 0;
     this.connected = false;
+    this.closed = false;
     this.onHead = null;
     this.socket = null;
   }
@@ -183,7 +188,9 @@ class Client {
 }
 
 function checkWaiter() {
-  if (waiter && targets.every((t) => t.atNs !== null)) waiter.finish();
+  if (waiter && targets.every((t) => t.atNs !== null || t.reached + t.unreachable >= clients.length)) {
+    waiter.finish();
+  }
 }
 
 function open(port, done) {
@@ -209,7 +216,12 @@ function open(port, done) {
   });
   socket.on('error', () => settle(false));
   socket.on('close', () => {
-    if (client.connected) closedAfterConnect++;
+    if (client.connected) {
+      closedAfterConnect++;
+      client.closed = true;
+      for (const t of targets) if (client.events < t.target) t.unreachable++;
+      checkWaiter();
+    }
     settle(false);
   });
 }
@@ -254,9 +266,10 @@ const handlers = {
     targets = args.map((a) => {
       const target = Number(a);
       const reached = clients.reduce((sum, c) => sum + (c.events >= target ? 1 : 0), 0);
+      const unreachable = clients.reduce((sum, c) => sum + (c.closed && c.events < target ? 1 : 0), 0);
       // Already reached by everyone means the frame came before the arm:
       // the parent armed too late, and the time below is not a receive time.
-      return { target, reached, atNs: reached === clients.length ? nowNs() : null };
+      return { target, reached, unreachable, atNs: reached === clients.length ? nowNs() : null };
     });
     return { armed: targets.length, alreadyReached: targets.filter((t) => t.reached === clients.length).length };
   },

@@ -61,12 +61,11 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
       (a.sourcesDirty ? ' (with uncommitted source changes)' : '') +
       '.',
   );
-  out.push('');
   if (foreignLoad) {
     out.push('');
     out.push(
       `**Other load on the machine** during the runs (busy CPU minus the benchmark's own processes): median ` +
-        `${foreignLoad.median.toFixed(2)}, max ${foreignLoad.max.toFixed(2)} cores` +
+        `${Math.max(0, foreignLoad.median).toFixed(2)}, max ${Math.max(0, foreignLoad.max).toFixed(2)} cores` +
         (foreignLoad.max > foreignLoad.warnAbove ? ' — see Warnings.' : '.'),
     );
   }
@@ -96,7 +95,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             '(d) ELD p99 ms',
           ],
           mine.map((r) => [
-            r.system,
+            // Repeats that saw a failure are left out; say so.
+            r.runs < config.repeats ? `${r.system} (${r.runs}/${config.repeats} runs)` : r.system,
             cell(r.blockedMs),
             cell(r.syncMs),
             cell(r.latencyMs),
@@ -162,7 +162,10 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
         'counts an event when a blank line ends a block holding a `data` field.',
       `- **(a)** Time one broadcast keeps the server's event loop: from the call until a \`setImmediate\` queued ` +
         'right after it runs, so it includes the socket writes Node defers to the end of the turn. "sync part" is ' +
-        `the call alone. For ${limit}, the time of its write loop.`,
+        `the call alone. For ${limit}, the time of its write loop. Each measured broadcast follows ` +
+        `${config.idleBeforeShotMs} ms of silence, so it meets idle connections (see README: Linux ACKs every ` +
+        'segment on a connection that was idle for longer than its retransmission timeout, which costs ' +
+        'measurably, and a steady state could not be held equal for fast and slow systems).',
       '- **(b)** From just before the broadcast call to the moment the load generator has parsed the frame on the ' +
         'last of the N sockets. Both ends read CLOCK_MONOTONIC (`process.hrtime.bigint()`, `clock_gettime` in the ' +
         'native program), one clock for every process on the machine; each run checks that a child’s reading falls ' +
@@ -170,13 +173,14 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
       `- **(c)** Offered broadcast rates on a ×${config.grid.ratio} grid (up to ${int(config.grid.maxHz)}/s, "≥" when ` +
         `even that passed), about ${config.stepMs} ms each; a rate is sustained when the server kept ≥ ` +
         `${config.keepUp * 100} % of the schedule and the step's last broadcast reached all clients no later after ` +
-        `its send than the first one did, within ${Math.round((1 - config.keepUp) * 100)} % of the step plus ` +
-        `${config.lagSlackMs} ms (a growing backlog fails this; a constant delay does not). Shown: the highest ` +
+        `its send than the first one did, within ${Math.round((1 - config.keepUp) * 100)} % of the step plus half ` +
+        `of (b) (at least ${config.lagSlackMs} ms) for jitter. A growing backlog fails this; a constant delay ` +
+        'does not. Shown: the highest ' +
         'sustained rate and the frames/s delivered at it (N × broadcasts over the time between the first and the ' +
         'last broadcast reaching every client). ‡: at the next rate up the load generator used ≥ 90 % of a core, ' +
         'so what failed there may be the client side rather than the server.',
-      `- **(d)** p99 of \`monitorEventLoopDelay({ resolution: 1 })\` while broadcasting 10 times a second for ` +
-        `${config.eldMs / 1000} s. The histogram records whole timer intervals, so an idle loop reads ≈ 1.1 ms. ` +
+      `- **(d)** p99 of \`monitorEventLoopDelay({ resolution: 2 })\` while broadcasting 10 times a second for ` +
+        `${config.eldMs / 1000} s. The histogram records whole timer intervals, so an idle loop reads ≈ 2.2 ms. ` +
         `Not applicable to ${limit} (no event loop).`,
       '- **(e)** Server RSS and JS heap (after a forced GC) once N clients are registered, minus the same before ' +
         'the first client connected, divided by N. Kernel socket buffers are not in RSS. "fds per conn" counts ' +
