@@ -29,9 +29,10 @@ const MODES = {
     payloads: ['small'],
     repeats: 2,
     warmup: 1,
-    shots: 3,
-    eldMs: 1000,
-    stepMs: 250,
+    shots: 2,
+    // Two (d) phases (10/s and 100/s) of this length each.
+    eldMs: 500,
+    stepMs: 200,
     maxSteps: 3,
     maxStepsResumed: 3,
     // CI must finish in a minute: do not wait long for a busy runner.
@@ -77,6 +78,13 @@ const GAP_MS = 20;
  * idle connections, the common case for SSE.
  */
 const IDLE_BEFORE_SHOT_MS = 300;
+/**
+ * (d) Broadcast rates for the event-loop delay: the usual 10/s, and 100/s,
+ * where a slow system cannot keep up and simply shows a large delay. Around
+ * the 100/s phase the server's RSS is taken too, to show it stays bounded.
+ */
+const ELD_HZ = 10;
+const ELD_FAST_HZ = 100;
 
 // Throughput probe: offered rates on a geometric grid, 10 Hz x 1.25^k. A step
 // passes when the server kept >= 95 % of the schedule and delivery kept up:
@@ -425,19 +433,41 @@ async function runCell(system, n, rep, config, memo) {
       eld: null,
     };
     if (!system.native) {
-      // (d) Broadcasting 10 times a second.
-      phase = 'the event-loop delay measurement';
-      const e = await server.request(`eld 10 ${config.eldMs}`, config.eldMs + 60_000);
-      sent += e.broadcasts;
+      // (d) Broadcasting 10 times a second, then 100 times a second with the
+      // server's RSS (after a forced GC) taken just before and just after.
+      const eld = async (hz) => {
+        phase = `the event-loop delay measurement at ${hz}/s`;
+        const e = await server.request(`eld ${hz} ${config.eldMs}`, config.eldMs + 60_000);
+        sent += e.broadcasts;
+        return {
+          hz,
+          p99Ms: e.p99Ns / 1e6,
+          p50Ms: e.p50Ns / 1e6,
+          maxMs: e.maxNs / 1e6,
+          samples: e.samples,
+          broadcasts: e.broadcasts,
+        };
+      };
+      result.eld = await eld(ELD_HZ);
       await settle();
-      result.eld = { p99Ms: e.p99Ns / 1e6, p50Ms: e.p50Ns / 1e6, maxMs: e.maxNs / 1e6, samples: e.samples };
+      const rssBefore = (await server.request('mem')).rss;
+      result.eldFast = await eld(ELD_FAST_HZ);
+      // Right after the phase, frames still queued for slow clients included.
+      const rssAfter = (await server.request('mem')).rss;
+      await settle();
+      const rssSettled = (await server.request('mem')).rss;
+      Object.assign(result.eldFast, { rssBefore, rssAfter, rssSettled, rssGrowthB: rssAfter - rssBefore });
     }
     result.probe = await probe(key, blockedMs, result.latencyMs);
     const p = result.probe;
     log(
       `${PAYLOADS[key].label}: blocked ${blockedMs.toFixed(2)} ms, last client ${result.latencyMs?.toFixed(2)} ms, ` +
         `max ${p.maxHz ?? '-'} bcast/s (${p.steps.length} steps)` +
-        (result.eld ? `, ELD p99 ${result.eld.p99Ms.toFixed(2)} ms` : ''),
+        (result.eld ? `, ELD p99 ${result.eld.p99Ms.toFixed(2)} ms` : '') +
+        (result.eldFast
+          ? ` (@${ELD_FAST_HZ}/s ${result.eldFast.p99Ms.toFixed(2)} ms, RSS ` +
+            `${result.eldFast.rssGrowthB >= 0 ? '+' : ''}${(result.eldFast.rssGrowthB / 2 ** 20).toFixed(1)} MB)`
+          : ''),
     );
     return result;
   };
@@ -562,11 +592,13 @@ function aggregate(cells, config, nList) {
           loadgenCpuAbove: median(per.map((p) => p.probe.loadgenCpuAbove)),
           serverCpuAbove: median(per.map((p) => p.probe.serverCpuAbove)),
           eldP99Ms: summarize(per.map((p) => p.eld?.p99Ms)),
+          eldFastP99Ms: summarize(per.map((p) => p.eldFast?.p99Ms)),
+          rssGrowthFastB: summarize(per.map((p) => p.eldFast?.rssGrowthB)),
         });
       }
     }
   }
-  const metrics = ['blockedMs', 'latencyMs', 'maxHz', 'deliveredFps', 'eldP99Ms'];
+  const metrics = ['blockedMs', 'latencyMs', 'maxHz', 'deliveredFps', 'eldP99Ms', 'eldFastP99Ms'];
   for (const row of rows) {
     row.ratios = {};
     for (const ref of [BASELINE, LIMIT]) {
@@ -703,8 +735,10 @@ async function main() {
       ns: connections.plan,
       payloads: config.payloads.map((k) => ({ key: k, label: PAYLOADS[k].label })),
       repeats: config.repeats,
+      modeRepeats: MODES[config.mode === 'quick' ? 'quick' : 'default'].repeats,
       shots: config.shots,
       eldMs: config.eldMs,
+      eldHz: [ELD_HZ, ELD_FAST_HZ],
       stepMs: config.stepMs,
       maxSteps: config.maxSteps,
       maxStepsResumed: config.maxStepsResumed,

@@ -50,7 +50,11 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
   out.push('');
   out.push(
     `**Run:** \`${config.mode}\` mode · N = ${nList.map(int).join(', ')} · payloads ${config.payloads.map((p) => p.label).join(', ')} · ` +
-      `${config.repeats} repeats · ${config.shots} measured broadcasts per repeat for (a)/(b) · ${durationS.toFixed(0)} s in all`,
+      `${config.repeats} repeats` +
+      (config.modeRepeats != null && config.repeats !== config.modeRepeats
+        ? ` (reduced by \`--repeats\` from the mode's ${config.modeRepeats} to keep the run short)`
+        : '') +
+      ` · ${config.shots} measured broadcasts per repeat for (a)/(b) · ${durationS.toFixed(0)} s in all`,
   );
   out.push('');
   out.push(`**Connections:** ${config.fdNote}.`);
@@ -93,6 +97,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             '(c) max bcast/s',
             '(c) frames/s',
             '(d) ELD p99 ms',
+            '(d) ELD p99 @100/s ms',
+            'RSS growth @100/s MB',
           ],
           mine.map((r) => [
             // Repeats that saw a failure are left out; say so.
@@ -103,6 +109,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             `${cell(r.maxHz, { prefix: r.cappedHz ? '≥' : '' })}${loadgenBound(r) ? ' ‡' : ''}`,
             cell(r.deliveredFps),
             cell(r.eldP99Ms),
+            cell(r.eldFastP99Ms),
+            cell(mb(r.rssGrowthFastB)),
           ]),
         ),
       );
@@ -118,6 +126,7 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             `(c) ×${baseline}`,
             `(c) ×${limit}`,
             `(d) ×${baseline}`,
+            `(d) @100/s ×${baseline}`,
           ],
           mine.map((r) => [
             r.system,
@@ -128,6 +137,7 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             ratio(r.ratios[baseline].maxHz),
             ratio(r.ratios[limit].maxHz),
             ratio(r.ratios[baseline].eldP99Ms),
+            ratio(r.ratios[baseline].eldFastP99Ms),
           ]),
         ),
       );
@@ -181,6 +191,9 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
         'so what failed there may be the client side rather than the server.',
       `- **(d)** p99 of \`monitorEventLoopDelay({ resolution: 2 })\` while broadcasting 10 times a second for ` +
         `${config.eldMs / 1000} s. The histogram records whole timer intervals, so an idle loop reads ≈ 2.2 ms. ` +
+        `The same again at 100 broadcasts a second ("@100/s"; a system that cannot keep up simply shows a ` +
+        "large delay), with the server's RSS after a forced GC taken just before that phase and just after it, " +
+        'frames still queued for the clients included ("RSS growth": after minus before). ' +
         `Not applicable to ${limit} (no event loop).`,
       '- **(e)** Server RSS and JS heap (after a forced GC) once N clients are registered, minus the same before ' +
         'the first client connected, divided by N. Kernel socket buffers are not in RSS. "fds per conn" counts ' +
@@ -212,6 +225,10 @@ function transportLabel(t) {
   if (t.socket) parts.push(`socket ${int(t.socket)}`);
   if (t.stream) parts.push(`stream ${int(t.stream)}`);
   return parts.join(' + ') || '–';
+}
+
+function mb(s) {
+  return s && { ...s, median: s.median / 2 ** 20, min: s.min / 2 ** 20, max: s.max / 2 ** 20 };
 }
 
 function kb(s) {

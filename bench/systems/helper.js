@@ -1,6 +1,7 @@
 // Serves any implementation of the sseHelper API (the JS baseline or this
 // package) the way the documented usage does: initResponse, then addClient
-// with a little meta; broadcast() is the call under test.
+// with a little meta; broadcast() is the call under test. With `channel`,
+// every client also joins that channel and the broadcast is publish(channel).
 
 const path = require('node:path');
 
@@ -10,8 +11,9 @@ const IMPLEMENTATIONS = {
 };
 
 /**
- * @param {{ impl: 'js' | 'addon', hub?: object }} options `hub` is passed to
- *   `new SseHub().configure(hub)` (transport, history, channels...).
+ * @param {{ impl: 'js' | 'addon', hub?: object, channel?: string }} options `hub` is passed to
+ *   `new SseHub().configure(hub)` (transport, history...); `channel` makes
+ *   route() join it and broadcast() publish to it (the channel fan-out path).
  */
 function create(options) {
   let helper = IMPLEMENTATIONS[options.impl]();
@@ -26,12 +28,19 @@ function create(options) {
     }
     helper.configure(options.hub);
   }
+  const { channel } = options;
+  if (channel != null && (typeof helper.join !== 'function' || typeof helper.publish !== 'function')) {
+    throw new Error(
+      `this build of ${options.impl} has no join/publish; cannot serve channel ${JSON.stringify(channel)}`,
+    );
+  }
   return {
     route(req, res) {
       helper.initResponse(res);
       helper.addClient(res, { ip: req.ip });
+      if (channel != null) helper.join(res, channel);
     },
-    broadcast: (payload) => helper.broadcast(payload),
+    broadcast: channel == null ? (payload) => helper.broadcast(payload) : (payload) => helper.publish(channel, payload),
     count: () => helper.getClientCount(),
     // Which transport the connections really got, where the build can say.
     info: () => (typeof helper.getStats === 'function' ? { stats: helper.getStats() } : {}),

@@ -22,6 +22,10 @@ const SYSTEMS = [
   { name: 'addon', module: 'helper', options: { impl: 'addon' } },
   // The same package held to the stream transport (res.write per client).
   { name: 'addon-stream', module: 'helper', options: { impl: 'addon', hub: { transport: 'stream' } } },
+  // Every broadcast also recorded in a replay ring of 1000 frames.
+  { name: 'addon-history', module: 'helper', options: { impl: 'addon', hub: { historySize: 1000 } } },
+  // Every client joins channel 'all' in the route; the broadcast is publish('all', payload).
+  { name: 'addon-channel', module: 'helper', options: { impl: 'addon', channel: 'all' } },
   {
     name: LIMIT,
     native: {
