@@ -2,6 +2,7 @@
 // client that sees the exact bytes, and small waiting helpers.
 
 const { spawn } = require('node:child_process');
+const { EventEmitter } = require('node:events');
 const net = require('node:net');
 const express = require('express');
 
@@ -107,6 +108,21 @@ function documentedRoute(sseHelper) {
   };
 }
 
+/** The smallest thing the helper accepts as a response: counts its writes. */
+class FakeResponse extends EventEmitter {
+  finished = false;
+  writableEnded = false;
+  writes = 0;
+  write() {
+    this.writes++;
+    return true;
+  }
+  end() {
+    this.writableEnded = true;
+    this.finished = true;
+  }
+}
+
 /**
  * Runs `script` with `node -e` and resolves with its exit code and stdout
  * once it exits on its own, or with code 'still running' after
@@ -131,6 +147,7 @@ function runToExit(script, timeoutMs = 15_000) {
 }
 
 module.exports = {
+  FakeResponse,
   runToExit,
   startServer,
   rawGet,

@@ -1,24 +1,9 @@
 // Leak tests, run with --expose-gc: many cycles, then the registry, the
 // listeners, the native references and the heap must be back where they were.
 
-const { EventEmitter } = require('node:events');
 const net = require('node:net');
 const { SseHub } = require('..');
-const { startServer, waitFor, collectGarbage } = require('./helpers.js');
-
-/** The smallest thing the helper accepts as a response. */
-class FakeResponse extends EventEmitter {
-  writableEnded = false;
-  written = 0;
-  write() {
-    this.written++;
-    return true;
-  }
-  end() {
-    this.writableEnded = true;
-    this.finished = true;
-  }
-}
+const { FakeResponse, startServer, waitFor, collectGarbage } = require('./helpers.js');
 
 async function heapUsed() {
   await collectGarbage();

@@ -12,7 +12,7 @@ const { EventSource } = require('eventsource');
 // A dependency of `eventsource`, not a direct devDependency of this package.
 const { createParser } = require('eventsource-parser');
 const { SseHub, SseCapacityError } = require('..');
-const { startServer, rawGet, waitFor, collectGarbage, dechunk, runToExit } = require('./helpers.js');
+const { FakeResponse, startServer, rawGet, waitFor, collectGarbage, dechunk, runToExit } = require('./helpers.js');
 
 let hub;
 let srv;
@@ -94,21 +94,6 @@ function prng(seed) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-/** The smallest thing the helper accepts as a response (see leak.spec.js). */
-class FakeResponse extends EventEmitter {
-  finished = false;
-  writableEnded = false;
-  writes = 0;
-  write() {
-    this.writes++;
-    return true;
-  }
-  end() {
-    this.writableEnded = true;
-    this.finished = true;
-  }
 }
 
 describe('event fields, raw mode and comments', () => {

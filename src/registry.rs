@@ -66,13 +66,18 @@ impl fmt::Display for ClientIdError {
 /// Ids end up in logs, maps and possibly `id:` fields, so control characters
 /// (CR and LF above all) are refused.
 pub fn validate_client_id(id: &str) -> Result<(), ClientIdError> {
-  if id.is_empty() {
+  validate_label(id, MAX_CLIENT_ID_LEN)
+}
+
+/// An app-chosen name: non-empty, at most `max` characters, printable.
+fn validate_label(name: &str, max: usize) -> Result<(), ClientIdError> {
+  if name.is_empty() {
     return Err(ClientIdError::Empty);
   }
-  if id.chars().count() > MAX_CLIENT_ID_LEN {
+  if name.chars().count() > max {
     return Err(ClientIdError::TooLong);
   }
-  if id.chars().any(char::is_control) {
+  if name.chars().any(char::is_control) {
     return Err(ClientIdError::ControlCharacter);
   }
   Ok(())
@@ -346,18 +351,9 @@ fn unlink(map: &mut HashMap<Arc<str>, Vec<ConnKey>>, name: &str, key: ConnKey) {
   }
 }
 
-/// Channel names are app-chosen labels: non-empty, bounded, printable.
+/// Channel names follow the same rules as client ids.
 pub fn validate_channel(name: &str) -> Result<(), ClientIdError> {
-  if name.is_empty() {
-    return Err(ClientIdError::Empty);
-  }
-  if name.chars().count() > MAX_CHANNEL_LEN {
-    return Err(ClientIdError::TooLong);
-  }
-  if name.chars().any(char::is_control) {
-    return Err(ClientIdError::ControlCharacter);
-  }
-  Ok(())
+  validate_label(name, MAX_CHANNEL_LEN)
 }
 
 #[cfg(test)]
