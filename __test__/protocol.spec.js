@@ -4,7 +4,6 @@
 // stream transport, maxClients, lifecycle events, leaks, and a compressing
 // middleware.
 
-const { EventEmitter } = require('node:events');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const compression = require('compression');
