@@ -130,4 +130,11 @@ export interface NativeStats {
   slowDisconnects: number
   /** Bytes waiting in the socket writer's queues now. */
   queuedBytes: number
+  /**
+   * Most connections the socket writer may hold at once, from the
+   * process's open-files limit (each costs a second fd); later ones use
+   * the stream transport. `Infinity` where the limit cannot be read, 0
+   * with `transport: 'stream'`.
+   */
+  socketCapacity: number
 }

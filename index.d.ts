@@ -85,6 +85,12 @@ export interface HubStats {
   slowDisconnects: number;
   /** Bytes waiting in the native writer's queues. */
   queuedBytes: number;
+  /**
+   * Most connections the native writer may hold at once: about half the
+   * open-files limit, as each costs a second fd. Later ones use the stream
+   * transport. 0 with `transport: 'stream'`.
+   */
+  socketCapacity: number;
 }
 
 export interface DisconnectEvent {

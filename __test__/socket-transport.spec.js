@@ -42,7 +42,9 @@ describe('which transport a connection gets', () => {
     srv = await startServer((app) => sseRoute(app));
     const a = rawGet(srv.port);
     await waitFor(() => hub.getClientCount() === 1, 'a');
+    expect(hub.getStats().socketCapacity).toBeGreaterThan(0);
     hub.configure({ transport: 'stream' });
+    expect(hub.getStats().socketCapacity).toBe(0);
     const b = rawGet(srv.port);
     await waitFor(() => hub.getClientCount() === 2, 'b');
     expect(hub.getStats()).toMatchObject({ clients: 2, socketConnections: 1, streamConnections: 1 });
@@ -237,6 +239,40 @@ describe('the socket writer', () => {
     expect(seen.every((s, i) => i === 0 || s > seen[i - 1])).toBe(true);
   });
 
+  test('broadcasts, channel publishes and sends issued together reach each client in order', async () => {
+    srv = await startServer((app) => sseRoute(app));
+    const clients = [];
+    for (let i = 0; i < 60; i++) clients.push(rawGet(srv.port, `/events?id=c${i}`));
+    await waitFor(() => hub.getStats().socketConnections === 60, 'clients');
+    const expected = clients.map(() => []);
+    for (let i = 0; i < 60; i++) if (i % 3 === 0) hub.join(`c${i}`, 'thirds');
+    // Issued in one turn, so the writer gets them as one batch and merges
+    // them; each client must still see exactly its own sequence.
+    for (let seq = 0; seq < 300; seq++) {
+      const kind = seq % 3;
+      if (kind === 0) {
+        hub.broadcast({ seq });
+        for (const list of expected) list.push(seq);
+      } else if (kind === 1) {
+        hub.publish('thirds', { seq });
+        for (let i = 0; i < 60; i += 3) expected[i].push(seq);
+      } else {
+        const target = seq % 60;
+        hub.sendToClient(`c${target}`, { seq });
+        expected[target].push(seq);
+      }
+    }
+    for (const [i, c] of clients.entries()) {
+      await c.waitFor((x) => x.body().split('\n\n').length - 1 === expected[i].length, `client ${i}`);
+      const seen = c
+        .body()
+        .split('\n\n')
+        .filter(Boolean)
+        .map((e) => JSON.parse(e.slice('data: '.length)).seq);
+      expect(seen).toEqual(expected[i]);
+    }
+  });
+
   test('abrupt disconnects in the middle of broadcasting', async () => {
     srv = await startServer((app) => sseRoute(app));
     const clients = [];
@@ -311,9 +347,11 @@ describe('the socket writer', () => {
       server.send('stats');
       const { stats } = await server.next();
       expect(stats.clients).toBe(N);
-      // Most go to the writer; past the process's fd budget the rest stay on
-      // the stream transport, and both must deliver.
-      expect(stats.socketConnections).toBeGreaterThan(N / 2);
+      // The writer takes connections up to its fd budget; past it the rest
+      // stay on the stream transport, and both must deliver.
+      expect(stats.socketCapacity).toBeGreaterThan(N / 2);
+      expect(stats.socketConnections).toBe(Math.min(N, stats.socketCapacity));
+      expect(stats.streamConnections).toBe(N - stats.socketConnections);
       server.send('go 100');
       const { written } = await server.next();
       expect(written).toBe(100 * N);

@@ -58,11 +58,25 @@ const SERVER = path.join(__dirname, 'server.js');
 const LOADGEN = path.join(__dirname, 'loadgen.js');
 /** File descriptors a child needs besides its sockets (stdio, epoll, V8...). */
 const FD_RESERVE = 128;
+
 /**
- * Descriptors a server may hold per connection: the addon's socket transport
- * keeps a dup() of each socket for its writer thread beside Node's own.
+ * The addon's socket transport keeps a dup() of each socket for its writer
+ * thread, and hands a connection over only while the duplicates fit in half
+ * the open-files limit after a reserve of 1% (at least 128); this mirrors
+ * `fd_budget` in src/writer.rs (the addon reports it as
+ * `getStats().socketCapacity`).
  */
-const SERVER_FDS_PER_CONNECTION = 2;
+function socketCapacity(openFiles) {
+  return Math.floor((openFiles - Math.max(128, Math.floor(openFiles / 100))) / 2);
+}
+
+/** The open-files limit a server needs so that all `n` connections can be native. */
+function serverOpenFiles(n) {
+  let openFiles = 2 * n + FD_RESERVE;
+  while (socketCapacity(openFiles) < n) openFiles++;
+  return openFiles;
+}
+
 /** Handshakes the load generator keeps in flight while connecting. */
 const CONNECT_CONCURRENCY = 256;
 /** Pause after each probe step so the next starts from a quiet machine. */
@@ -179,17 +193,17 @@ function machineInfo() {
  * and say so.
  */
 function planConnections(ns) {
-  const want = SERVER_FDS_PER_CONNECTION * Math.max(...ns) + FD_RESERVE;
+  const want = serverOpenFiles(Math.max(...ns));
   const limit = probeOpenFiles(want);
-  const maxN = Math.floor((limit.soft - FD_RESERVE) / SERVER_FDS_PER_CONNECTION / 100) * 100;
+  const maxN = Math.floor(socketCapacity(limit.soft) / 100) * 100;
   const plan = ns.map((requested) => ({ requested, n: Math.min(requested, maxN) }));
   const capped = plan.filter((p) => p.n < p.requested);
   const note = limit.raised
-    ? `servers run with an open-files limit of ${SERVER_FDS_PER_CONNECTION}×N + ${FD_RESERVE}, the load generator N + ${FD_RESERVE}`
+    ? `servers run with an open-files limit that lets all N connections use the native writer (two fds each, plus the addon's reserve), the load generator N + ${FD_RESERVE}`
     : `the open-files limit could not be raised above ${limit.soft} (hard limit ${limit.hard}; raising it needs ` +
       `CAP_SYS_RESOURCE)` +
       (capped.length
-        ? `, and a server may need ${SERVER_FDS_PER_CONNECTION} per connection, so N = ` +
+        ? `, and a native connection costs the server two fds within the addon's budget, so N = ` +
           `${capped.map((p) => p.requested.toLocaleString('en-US')).join(', ')} ran as ${maxN.toLocaleString('en-US')}`
         : '');
   const unique = [...new Map(plan.map((p) => [p.n, p])).values()];
@@ -280,7 +294,7 @@ async function runCell(system, n, rep, config, memo) {
     log(`FAIL ${msg}`);
   };
   const argv = system.native ? [system.native.binary] : [process.execPath, '--expose-gc', SERVER, system.name];
-  const server = new Child(system.name, argv, { nofile: SERVER_FDS_PER_CONNECTION * n + FD_RESERVE });
+  const server = new Child(system.name, argv, { nofile: serverOpenFiles(n) });
   const loadgen = new Child('loadgen', [process.execPath, LOADGEN], { nofile: n + FD_RESERVE });
   let sent = 0;
 

@@ -161,6 +161,11 @@ pub struct NativeStats {
   pub slow_disconnects: f64,
   /// Bytes waiting in the socket writer's queues now.
   pub queued_bytes: f64,
+  /// Most connections the socket writer may hold at once, from the
+  /// process's open-files limit (each costs a second fd); later ones use
+  /// the stream transport. `Infinity` where the limit cannot be read, 0
+  /// with `transport: 'stream'`.
+  pub socket_capacity: f64,
 }
 
 /// A registry of SSE connections. The JS surface (`index.js`) wraps it;
@@ -851,6 +856,11 @@ impl NativeHub {
       slow_disconnects: s.stream_slow_disconnects as f64
         + load(|w| w.slow_disconnects.load(Ordering::Relaxed)),
       queued_bytes: load(|w| w.queued_bytes.load(Ordering::Relaxed) as u64),
+      socket_capacity: match (s.mode, s.fd_budget) {
+        (TransportMode::Stream, _) => 0.0,
+        (_, usize::MAX) => f64::INFINITY,
+        (_, budget) => budget as f64,
+      },
     }
   }
 

@@ -120,9 +120,32 @@ enum Command {
   /// command (see [`coalesce`]).
   Broadcast(Vec<Arc<[u8]>>),
   Send(Vec<WireId>, Arc<[u8]>),
+  /// Adjacent broadcasts and sends, at least one of them a send, merged so
+  /// each connection gets its share of all of them in one `writev`.
+  Mixed(Vec<Delivery>),
   End(WireId),
   Remove(WireId),
   Configure(WriterConfig),
+}
+
+/// Frames for some connections (`to`), or for all of them (`None`).
+struct Delivery {
+  to: Option<Vec<WireId>>,
+  frames: Vec<Arc<[u8]>>,
+}
+
+impl Command {
+  /// The command as a delivery, when it carries frames.
+  fn into_delivery(self) -> Result<Delivery, Command> {
+    match self {
+      Command::Broadcast(frames) => Ok(Delivery { to: None, frames }),
+      Command::Send(wires, bytes) => Ok(Delivery {
+        to: Some(wires),
+        frames: vec![bytes],
+      }),
+      other => Err(other),
+    }
+  }
 }
 
 /// Handle owned by the binding. Dropping it stops the thread and closes
@@ -347,18 +370,75 @@ async fn run(state: Rc<WriterState>, mut rx: mpsc::UnboundedReceiver<Command>) {
   }
 }
 
-/// Consecutive broadcasts that arrived together become one command, so a
-/// writer that fell behind catches up with one `writev` per socket per batch
-/// instead of one `write` per frame; the frames are shared, never copied.
+/// Frame commands that arrived together are merged, so a writer that fell
+/// behind catches up with one `writev` per socket per batch instead of one
+/// `write` per frame; the frames are shared, never copied. Runs of
+/// broadcasts stay a broadcast (no per-connection list); a run with a send
+/// in it (a channel publish, a filter) becomes [`Command::Mixed`]. Other
+/// commands are barriers: a connection added after a broadcast must not get
+/// it, an end must come after the frames before it.
 fn coalesce(commands: Vec<Command>) -> Vec<Command> {
   let mut out: Vec<Command> = Vec::with_capacity(commands.len());
   for command in commands {
-    match (out.last_mut(), command) {
-      (Some(Command::Broadcast(frames)), Command::Broadcast(more)) => frames.extend(more),
-      (_, command) => out.push(command),
+    let last = out.pop();
+    match (last, command) {
+      (Some(Command::Broadcast(mut frames)), Command::Broadcast(more)) => {
+        frames.extend(more);
+        out.push(Command::Broadcast(frames));
+      }
+      (Some(Command::Mixed(mut run)), command) => match command.into_delivery() {
+        Ok(delivery) => {
+          run.push(delivery);
+          out.push(Command::Mixed(run));
+        }
+        Err(command) => out.extend([Command::Mixed(run), command]),
+      },
+      (Some(last @ (Command::Broadcast(_) | Command::Send(..))), command @ Command::Send(..))
+      | (Some(last @ Command::Send(..)), command @ Command::Broadcast(_)) => {
+        let run = [last, command]
+          .into_iter()
+          .filter_map(|c| c.into_delivery().ok())
+          .collect();
+        out.push(Command::Mixed(run));
+      }
+      (last, command) => {
+        out.extend(last);
+        out.push(command);
+      }
     }
   }
   out
+}
+
+/// Gives every connection its frames from a merged run, in the run's order,
+/// with one [`write_to`] each.
+fn deliver(state: &Rc<WriterState>, run: &[Delivery]) {
+  let (conns, mut plan) = {
+    let table = state.conns.borrow();
+    let mut plan: Vec<Vec<Arc<[u8]>>> = Vec::new();
+    plan.resize_with(table.conns.len(), Vec::new);
+    for delivery in run {
+      match &delivery.to {
+        None => plan
+          .iter_mut()
+          .for_each(|frames| frames.extend(delivery.frames.iter().cloned())),
+        Some(wires) => {
+          for wire in wires {
+            if let Some(&i) = table.index.get(wire) {
+              plan[i].extend(delivery.frames.iter().cloned());
+            }
+          }
+        }
+      }
+    }
+    // A snapshot: writing may kill connections, which reorders the table.
+    (table.conns.clone(), plan)
+  };
+  for (conn, frames) in conns.iter().zip(plan.iter_mut()) {
+    if !frames.is_empty() {
+      write_to(state, conn, frames);
+    }
+  }
 }
 
 fn handle(state: &Rc<WriterState>, command: Command) {
@@ -400,6 +480,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         }
       }
     }
+    Command::Mixed(run) => deliver(state, &run),
     Command::End(wire) => {
       let conn = state.conns.borrow().get(wire);
       if let Some(conn) = conn {
@@ -786,6 +867,69 @@ mod tests {
   fn payload_bytes_exclude_the_chunk_framing() {
     assert_eq!(chunk_payload_len(b"c\r\ndata: \"hi\"\n\n\r\n"), 12);
     assert_eq!(chunk_payload_len(b"no chunk"), 8);
+  }
+
+  #[test]
+  fn coalescing_merges_sends_with_their_neighbours_up_to_a_barrier() {
+    let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
+    let out = coalesce(vec![
+      Command::Send(vec![1], bytes(b"a")),
+      Command::Send(vec![2], bytes(b"b")),
+      Command::Broadcast(vec![bytes(b"c")]),
+      Command::Remove(1),
+      Command::Broadcast(vec![bytes(b"d")]),
+      Command::Send(vec![2], bytes(b"e")),
+      Command::Broadcast(vec![bytes(b"f")]),
+    ]);
+    assert_eq!(out.len(), 3);
+    let targets = |run: &[Delivery]| run.iter().map(|d| d.to.clone()).collect::<Vec<_>>();
+    assert!(
+      matches!(&out[0], Command::Mixed(run) if targets(run) == [Some(vec![1]), Some(vec![2]), None])
+    );
+    assert!(matches!(&out[1], Command::Remove(1)));
+    assert!(matches!(&out[2], Command::Mixed(run) if targets(run) == [None, Some(vec![2]), None]));
+  }
+
+  #[test]
+  fn a_merged_run_reaches_each_connection_in_order() {
+    let (a_server, mut a) = pair();
+    let (b_server, mut b) = pair();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+      .enable_io()
+      .build()
+      .unwrap();
+    let local = LocalSet::new();
+    local.block_on(&runtime, async {
+      let state = Rc::new(WriterState {
+        conns: RefCell::new(Table::default()),
+        config: Cell::new(WriterConfig::default()),
+        events: Arc::default(),
+        notify: Box::new(|| {}),
+        stats: Arc::default(),
+      });
+      handle(
+        &state,
+        Command::Add(1, a_server.as_fd().try_clone_to_owned().unwrap()),
+      );
+      handle(
+        &state,
+        Command::Add(2, b_server.as_fd().try_clone_to_owned().unwrap()),
+      );
+      let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
+      let merged = coalesce(vec![
+        Command::Broadcast(vec![bytes(b"1;")]),
+        Command::Send(vec![2, 7], bytes(b"2;")),
+        Command::Send(vec![1, 2], bytes(b"3;")),
+        Command::Broadcast(vec![bytes(b"4;")]),
+      ]);
+      assert_eq!(merged.len(), 1);
+      for command in merged {
+        handle(&state, command);
+      }
+      assert_eq!(state.stats.frames_written.load(Ordering::Relaxed), 7);
+    });
+    assert_eq!(read_exactly(&mut a, 6), b"1;3;4;");
+    assert_eq!(read_exactly(&mut b, 8), b"1;2;3;4;");
   }
 
   #[test]
