@@ -400,8 +400,15 @@ async function runCell(system, n, rep, config, memo) {
     let pass = -Infinity;
     let failAt = Infinity;
     const steps = [];
-    while (steps.length < maxSteps) {
-      const s = await step(gridHz(k), latencyMs ?? 0);
+    while (new Set(steps.map((x) => x.k)).size < maxSteps) {
+      let s = await step(gridHz(k), latencyMs ?? 0);
+      if (!s.pass && s.sendHz >= KEEP_UP * s.hz) {
+        // On a small machine one scheduling hiccup in a short step can fail
+        // a rate the system sustains; a rate fails only when a second try
+        // fails too. Both tries are kept in the record.
+        steps.push({ k, ...s, retried: true });
+        s = await step(gridHz(k), latencyMs ?? 0);
+      }
       steps.push({ k, ...s });
       if (s.pass) pass = Math.max(pass, k);
       else failAt = Math.min(failAt, k);

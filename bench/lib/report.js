@@ -185,7 +185,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
         `${config.keepUp * 100} % of the schedule and the step's last broadcast reached all clients no later after ` +
         `its send than the first one did, within ${Math.round((1 - config.keepUp) * 100)} % of the step plus half ` +
         `of (b) (at least ${config.lagSlackMs} ms) for jitter. A growing backlog fails this; a constant delay ` +
-        'does not. Shown: the highest ' +
+        'does not. A step that kept the schedule but failed on lag is run once more; the rate fails only if that ' +
+        'fails too. Shown: the highest ' +
         'sustained rate and the frames/s delivered at it (N × broadcasts over the time between the first and the ' +
         'last broadcast reaching every client). ‡: at the next rate up the load generator used ≥ 90 % of a core, ' +
         'so what failed there may be the client side rather than the server.',
