@@ -363,6 +363,26 @@ describe('the socket writer', () => {
     }
   }, 120_000);
 
+  test('past the fd budget, new connections use the stream transport and still get every frame', async () => {
+    // 300 open files: (300 - 128 reserved) / 2 = 86 connections fit with their duplicates.
+    const N = 120;
+    const server = lineProcess(path.join(__dirname, 'fixtures', 'burst-server.js'), [], { openFiles: 300 });
+    const { port } = await server.next();
+    const clients = lineProcess(path.join(__dirname, 'fixtures', 'sse-clients.js'), [port, N, 50, 30_000]);
+    try {
+      expect(await clients.next()).toEqual({ connected: N });
+      server.send('stats');
+      const { stats } = await server.next();
+      expect(stats).toMatchObject({ clients: N, socketCapacity: 86, socketConnections: 86, streamConnections: N - 86 });
+      server.send('go 50');
+      expect((await server.next()).written).toBe(50 * N);
+      expect(await clients.next()).toEqual({ complete: N, problems: [] });
+    } finally {
+      server.kill();
+      clients.kill();
+    }
+  });
+
   test('the writer thread never keeps the process alive', async () => {
     const script = `
       const http = require('node:http');
@@ -386,8 +406,10 @@ describe('the socket writer', () => {
 });
 
 /** A child process speaking JSON lines on stdout, commands on stdin. */
-function lineProcess(script, args) {
-  const child = spawn(process.execPath, [script, ...args.map(String)], { stdio: ['pipe', 'pipe', 'inherit'] });
+function lineProcess(script, args, { openFiles } = {}) {
+  const argv = [process.execPath, script, ...args.map(String)];
+  const [command, ...rest] = openFiles ? ['bash', '-c', `ulimit -n ${openFiles} && exec "$@"`, 'bash', ...argv] : argv;
+  const child = spawn(command, rest, { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = [];
   const waiting = [];
   let buffer = '';

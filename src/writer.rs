@@ -32,12 +32,10 @@ use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 /// half of the soft `RLIMIT_NOFILE` once a reserve (1%, at least 128) is set
 /// aside for everything else the process opens; past it, new connections
 /// stay on the stream transport, at one fd each. Unlimited where the limit
-/// cannot be read (a failed duplication still falls back cleanly).
+/// is infinite or cannot be read (a failed duplication still falls back
+/// cleanly).
 pub fn fd_budget() -> usize {
-  std::fs::read_to_string("/proc/self/limits")
-    .ok()
-    .and_then(|limits| parse_open_files_limit(&limits))
-    .map_or(usize::MAX, budget_for_limit)
+  open_files_limit().map_or(usize::MAX, budget_for_limit)
 }
 
 fn budget_for_limit(soft: usize) -> usize {
@@ -45,13 +43,32 @@ fn budget_for_limit(soft: usize) -> usize {
   soft.saturating_sub(reserve) / 2
 }
 
-fn parse_open_files_limit(limits: &str) -> Option<usize> {
-  let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-  line["Max open files".len()..]
-    .split_whitespace()
-    .next()?
-    .parse()
-    .ok()
+/// The soft open-files limit, from `getrlimit(2)` (declared here: std does
+/// not expose it, and it is the one libc call the crate needs).
+fn open_files_limit() -> Option<usize> {
+  #[repr(C)]
+  struct RLimit {
+    current: u64,
+    max: u64,
+  }
+  extern "C" {
+    fn getrlimit(resource: std::ffi::c_int, limit: *mut RLimit) -> std::ffi::c_int;
+  }
+  #[cfg(target_os = "linux")]
+  const RLIMIT_NOFILE: std::ffi::c_int = 7;
+  #[cfg(target_os = "macos")]
+  const RLIMIT_NOFILE: std::ffi::c_int = 8;
+  #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+  return None;
+  #[cfg(any(target_os = "linux", target_os = "macos"))]
+  {
+    let mut limit = RLimit { current: 0, max: 0 };
+    // SAFETY: `limit` is a valid, writable `struct rlimit` (two 64-bit
+    // `rlim_t` on both targets), and getrlimit only writes to it.
+    let ok = unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } == 0;
+    // RLIM_INFINITY is all ones on both targets.
+    (ok && limit.current != u64::MAX).then(|| usize::try_from(limit.current).unwrap_or(usize::MAX))
+  }
 }
 
 /// Identifies one connection between the binding and the writer.
@@ -853,14 +870,23 @@ mod tests {
 
   #[test]
   fn the_fd_budget_leaves_room_for_node() {
-    let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
-                  Max open files            20000                20000                files\n";
-    assert_eq!(parse_open_files_limit(limits), Some(20000));
-    assert_eq!(
-      parse_open_files_limit("Max open files  unlimited unlimited files"),
-      None
-    );
-    assert!(fd_budget() > 0);
+    assert_eq!(budget_for_limit(1024), 448);
+    assert_eq!(budget_for_limit(20_000), 9_900);
+    assert_eq!(budget_for_limit(100), 0);
+  }
+
+  #[test]
+  #[cfg(target_os = "linux")]
+  fn the_fd_budget_follows_this_process_limit() {
+    // The limit getrlimit reports is the one the kernel shows for this process.
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+      .lines()
+      .find(|l| l.starts_with("Max open files"))
+      .unwrap();
+    let soft: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(open_files_limit(), Some(soft));
+    assert_eq!(fd_budget(), budget_for_limit(soft));
   }
 
   #[test]
