@@ -131,10 +131,11 @@ export interface NativeStats {
   /** Bytes waiting in the socket writer's queues now. */
   queuedBytes: number
   /**
-   * Most connections the socket writer may hold at once, from the
-   * process's open-files limit (each costs a second fd); later ones use
-   * the stream transport. `Infinity` where the limit cannot be read, 0
-   * with `transport: 'stream'`.
+   * Most connections this hub's socket writer may hold at once: about
+   * half the open-files limit (each costs a second fd), which Node raises
+   * to the hard limit at startup. Later ones use the stream transport.
+   * `Infinity` where the limit is unlimited or unreadable, 0 with
+   * `transport: 'stream'`.
    */
   socketCapacity: number
 }

@@ -86,9 +86,10 @@ export interface HubStats {
   /** Bytes waiting in the native writer's queues. */
   queuedBytes: number;
   /**
-   * Most connections the native writer may hold at once: about half the
-   * open-files limit, as each costs a second fd. Later ones use the stream
-   * transport. 0 with `transport: 'stream'`.
+   * Most connections this hub's native writer may hold at once: about half
+   * the open-files limit (`ulimit -Hn`, which Node adopts at startup), as
+   * each costs a second fd. Later ones use the stream transport. 0 with
+   * `transport: 'stream'`.
    */
   socketCapacity: number;
 }

@@ -257,7 +257,8 @@ describe('the socket writer', () => {
         hub.publish('thirds', { seq });
         for (let i = 0; i < 60; i += 3) expected[i].push(seq);
       } else {
-        const target = seq % 60;
+        // Every client in turn, channel members included.
+        const target = Math.floor(seq / 3) % 60;
         hub.sendToClient(`c${target}`, { seq });
         expected[target].push(seq);
       }

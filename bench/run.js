@@ -67,7 +67,7 @@ const FD_RESERVE = 128;
  * `getStats().socketCapacity`).
  */
 function socketCapacity(openFiles) {
-  return Math.floor((openFiles - Math.max(128, Math.floor(openFiles / 100))) / 2);
+  return Math.max(0, Math.floor((openFiles - Math.max(128, Math.floor(openFiles / 100))) / 2));
 }
 
 /** The open-files limit a server needs so that all `n` connections can be native. */

@@ -161,10 +161,11 @@ pub struct NativeStats {
   pub slow_disconnects: f64,
   /// Bytes waiting in the socket writer's queues now.
   pub queued_bytes: f64,
-  /// Most connections the socket writer may hold at once, from the
-  /// process's open-files limit (each costs a second fd); later ones use
-  /// the stream transport. `Infinity` where the limit cannot be read, 0
-  /// with `transport: 'stream'`.
+  /// Most connections this hub's socket writer may hold at once: about
+  /// half the open-files limit (each costs a second fd), which Node raises
+  /// to the hard limit at startup. Later ones use the stream transport.
+  /// `Infinity` where the limit is unlimited or unreadable, 0 with
+  /// `transport: 'stream'`.
   pub socket_capacity: f64,
 }
 

@@ -43,32 +43,22 @@ fn budget_for_limit(soft: usize) -> usize {
   soft.saturating_sub(reserve) / 2
 }
 
-/// The soft open-files limit, from `getrlimit(2)` (declared here: std does
-/// not expose it, and it is the one libc call the crate needs).
+/// The soft open-files limit, from `getrlimit(2)`; `None` when unlimited or
+/// unreadable.
 fn open_files_limit() -> Option<usize> {
-  #[repr(C)]
-  struct RLimit {
-    current: u64,
-    max: u64,
+  let mut limit = libc::rlimit {
+    rlim_cur: 0,
+    rlim_max: 0,
+  };
+  // SAFETY: `limit` is a valid, writable `struct rlimit`; getrlimit only
+  // writes to it.
+  if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    return None;
   }
-  extern "C" {
-    fn getrlimit(resource: std::ffi::c_int, limit: *mut RLimit) -> std::ffi::c_int;
+  if limit.rlim_cur == libc::RLIM_INFINITY {
+    return None;
   }
-  #[cfg(target_os = "linux")]
-  const RLIMIT_NOFILE: std::ffi::c_int = 7;
-  #[cfg(target_os = "macos")]
-  const RLIMIT_NOFILE: std::ffi::c_int = 8;
-  #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-  return None;
-  #[cfg(any(target_os = "linux", target_os = "macos"))]
-  {
-    let mut limit = RLimit { current: 0, max: 0 };
-    // SAFETY: `limit` is a valid, writable `struct rlimit` (two 64-bit
-    // `rlim_t` on both targets), and getrlimit only writes to it.
-    let ok = unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } == 0;
-    // RLIM_INFINITY is all ones on both targets.
-    (ok && limit.current != u64::MAX).then(|| usize::try_from(limit.current).unwrap_or(usize::MAX))
-  }
+  usize::try_from(limit.rlim_cur).ok()
 }
 
 /// Identifies one connection between the binding and the writer.
@@ -149,20 +139,6 @@ enum Command {
 struct Delivery {
   to: Option<Vec<WireId>>,
   frames: Vec<Arc<[u8]>>,
-}
-
-impl Command {
-  /// The command as a delivery, when it carries frames.
-  fn into_delivery(self) -> Result<Delivery, Command> {
-    match self {
-      Command::Broadcast(frames) => Ok(Delivery { to: None, frames }),
-      Command::Send(wires, bytes) => Ok(Delivery {
-        to: Some(wires),
-        frames: vec![bytes],
-      }),
-      other => Err(other),
-    }
-  }
 }
 
 /// Handle owned by the binding. Dropping it stops the thread and closes
@@ -387,74 +363,131 @@ async fn run(state: Rc<WriterState>, mut rx: mpsc::UnboundedReceiver<Command>) {
   }
 }
 
+/// Most frames one merged run of broadcasts and sends carries: what one
+/// `writev` takes. It bounds the per-connection lists [`deliver`] builds for
+/// the connections a send names.
+const MAX_RUN_FRAMES: usize = MAX_IOVECS;
+
 /// Frame commands that arrived together are merged, so a writer that fell
 /// behind catches up with one `writev` per socket per batch instead of one
 /// `write` per frame; the frames are shared, never copied. Runs of
 /// broadcasts stay a broadcast (no per-connection list); a run with a send
-/// in it (a channel publish, a filter) becomes [`Command::Mixed`]. Other
-/// commands are barriers: a connection added after a broadcast must not get
-/// it, an end must come after the frames before it.
+/// in it (a channel publish, a filter, `sendToClient`) becomes
+/// [`Command::Mixed`], of at most [`MAX_RUN_FRAMES`]. Other commands are
+/// barriers: a connection added after a broadcast must not get it, an end
+/// must come after the frames before it.
 fn coalesce(commands: Vec<Command>) -> Vec<Command> {
   let mut out: Vec<Command> = Vec::with_capacity(commands.len());
   for command in commands {
-    let last = out.pop();
-    match (last, command) {
-      (Some(Command::Broadcast(mut frames)), Command::Broadcast(more)) => {
-        frames.extend(more);
-        out.push(Command::Broadcast(frames));
-      }
-      (Some(Command::Mixed(mut run)), command) => match command.into_delivery() {
-        Ok(delivery) => {
-          run.push(delivery);
-          out.push(Command::Mixed(run));
-        }
-        Err(command) => out.extend([Command::Mixed(run), command]),
+    match out.pop() {
+      None => out.push(command),
+      Some(last) => match merge(last, command) {
+        Ok(merged) => out.push(merged),
+        Err((last, command)) => out.extend([last, command]),
       },
-      (Some(last @ (Command::Broadcast(_) | Command::Send(..))), command @ Command::Send(..))
-      | (Some(last @ Command::Send(..)), command @ Command::Broadcast(_)) => {
-        let run = [last, command]
-          .into_iter()
-          .filter_map(|c| c.into_delivery().ok())
-          .collect();
-        out.push(Command::Mixed(run));
-      }
-      (last, command) => {
-        out.extend(last);
-        out.push(command);
-      }
     }
   }
   out
 }
 
-/// Gives every connection its frames from a merged run, in the run's order,
-/// with one [`write_to`] each.
+fn merge(last: Command, next: Command) -> Result<Command, (Command, Command)> {
+  match (last, next) {
+    (Command::Broadcast(mut frames), Command::Broadcast(more)) => {
+      frames.extend(more);
+      Ok(Command::Broadcast(frames))
+    }
+    (last, next) => match (frames_in(&last), frames_in(&next)) {
+      (Some(a), Some(b)) if a + b <= MAX_RUN_FRAMES => {
+        let mut run = deliveries(last);
+        for delivery in deliveries(next) {
+          // Adjacent broadcasts in a run share one delivery.
+          match (run.last_mut(), delivery) {
+            (
+              Some(Delivery { to: None, frames }),
+              Delivery {
+                to: None,
+                frames: more,
+              },
+            ) => frames.extend(more),
+            (_, delivery) => run.push(delivery),
+          }
+        }
+        Ok(Command::Mixed(run))
+      }
+      _ => Err((last, next)),
+    },
+  }
+}
+
+/// How many frames a command carries; `None` for the other commands.
+fn frames_in(command: &Command) -> Option<usize> {
+  match command {
+    Command::Broadcast(frames) => Some(frames.len()),
+    Command::Send(..) => Some(1),
+    Command::Mixed(run) => Some(run.iter().map(|d| d.frames.len()).sum()),
+    _ => None,
+  }
+}
+
+/// A frame command as deliveries (empty for the other commands).
+fn deliveries(command: Command) -> Vec<Delivery> {
+  match command {
+    Command::Broadcast(frames) => vec![Delivery { to: None, frames }],
+    Command::Send(wires, bytes) => vec![Delivery {
+      to: Some(wires),
+      frames: vec![bytes],
+    }],
+    Command::Mixed(run) => run,
+    _ => Vec::new(),
+  }
+}
+
+/// Writes a merged run with one [`write_to`] per connection, each getting
+/// its frames in the run's order. Connections no send names get the run's
+/// broadcast frames from one shared list; only the named ones get a list of
+/// their own, and a run without a broadcast touches only them.
 fn deliver(state: &Rc<WriterState>, run: &[Delivery]) {
-  let (conns, mut plan) = {
-    let table = state.conns.borrow();
-    let mut plan: Vec<Vec<Arc<[u8]>>> = Vec::new();
-    plan.resize_with(table.conns.len(), Vec::new);
-    for delivery in run {
-      match &delivery.to {
-        None => plan
-          .iter_mut()
-          .for_each(|frames| frames.extend(delivery.frames.iter().cloned())),
-        Some(wires) => {
-          for wire in wires {
-            if let Some(&i) = table.index.get(wire) {
-              plan[i].extend(delivery.frames.iter().cloned());
-            }
+  let everyone: Vec<Arc<[u8]>> = run
+    .iter()
+    .filter(|d| d.to.is_none())
+    .flat_map(|d| d.frames.iter().cloned())
+    .collect();
+  let mut named: HashMap<WireId, Vec<Arc<[u8]>>> = HashMap::new();
+  for wires in run.iter().filter_map(|d| d.to.as_ref()) {
+    for wire in wires {
+      named.entry(*wire).or_default();
+    }
+  }
+  for delivery in run {
+    match &delivery.to {
+      None => {
+        for frames in named.values_mut() {
+          frames.extend(delivery.frames.iter().cloned());
+        }
+      }
+      Some(wires) => {
+        for wire in wires {
+          if let Some(frames) = named.get_mut(wire) {
+            frames.extend(delivery.frames.iter().cloned());
           }
         }
       }
     }
-    // A snapshot: writing may kill connections, which reorders the table.
-    (table.conns.clone(), plan)
-  };
-  for (conn, frames) in conns.iter().zip(plan.iter_mut()) {
-    if !frames.is_empty() {
-      write_to(state, conn, frames);
+  }
+  if everyone.is_empty() {
+    for (wire, frames) in &named {
+      let conn = state.conns.borrow().get(*wire);
+      if let Some(conn) = conn {
+        write_to(state, &conn, frames);
+      }
     }
+    return;
+  }
+  // A snapshot: writing may kill a connection, which reorders the table.
+  let conns = state.conns.borrow().conns.clone();
+  for conn in &conns {
+    let frames = named.get(&conn.wire).unwrap_or(&everyone);
+    write_to(state, conn, frames);
   }
 }
 
@@ -526,7 +559,10 @@ fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
   }
   if !conn.queue.borrow().is_empty() {
     for frame in frames {
-      enqueue(state, conn, frame);
+      if !enqueue(state, conn, frame) {
+        // Disconnected as too slow: nothing more goes to it.
+        return;
+      }
     }
     return;
   }
@@ -916,31 +952,41 @@ mod tests {
     assert!(matches!(&out[2], Command::Mixed(run) if targets(run) == [None, Some(vec![2]), None]));
   }
 
-  #[test]
-  fn a_merged_run_reaches_each_connection_in_order() {
-    let (a_server, mut a) = pair();
-    let (b_server, mut b) = pair();
+  /// Runs `f` on a writer state inside a runtime, without the thread, so a
+  /// test controls exactly which commands arrive together.
+  fn with_state(config: WriterConfig, f: impl FnOnce(&Rc<WriterState>)) {
     let runtime = tokio::runtime::Builder::new_current_thread()
       .enable_io()
       .build()
       .unwrap();
-    let local = LocalSet::new();
-    local.block_on(&runtime, async {
+    LocalSet::new().block_on(&runtime, async {
       let state = Rc::new(WriterState {
         conns: RefCell::new(Table::default()),
-        config: Cell::new(WriterConfig::default()),
+        config: Cell::new(config),
         events: Arc::default(),
         notify: Box::new(|| {}),
         stats: Arc::default(),
       });
-      handle(
-        &state,
-        Command::Add(1, a_server.as_fd().try_clone_to_owned().unwrap()),
-      );
-      handle(
-        &state,
-        Command::Add(2, b_server.as_fd().try_clone_to_owned().unwrap()),
-      );
+      f(&state);
+    });
+  }
+
+  fn add(state: &Rc<WriterState>, wire: WireId, server: &TcpStream) {
+    handle(
+      state,
+      Command::Add(wire, server.as_fd().try_clone_to_owned().unwrap()),
+    );
+  }
+
+  #[test]
+  fn a_merged_run_reaches_each_connection_in_order() {
+    let (a_server, mut a) = pair();
+    let (b_server, mut b) = pair();
+    let (c_server, mut c) = pair();
+    with_state(WriterConfig::default(), |state| {
+      add(state, 1, &a_server);
+      add(state, 2, &b_server);
+      add(state, 3, &c_server);
       let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
       let merged = coalesce(vec![
         Command::Broadcast(vec![bytes(b"1;")]),
@@ -950,12 +996,83 @@ mod tests {
       ]);
       assert_eq!(merged.len(), 1);
       for command in merged {
-        handle(&state, command);
+        handle(state, command);
       }
-      assert_eq!(state.stats.frames_written.load(Ordering::Relaxed), 7);
+      assert_eq!(state.stats.frames_written.load(Ordering::Relaxed), 9);
     });
     assert_eq!(read_exactly(&mut a, 6), b"1;3;4;");
     assert_eq!(read_exactly(&mut b, 8), b"1;2;3;4;");
+    // Named by no send: the shared broadcast frames only.
+    assert_eq!(read_exactly(&mut c, 4), b"1;4;");
+  }
+
+  #[test]
+  fn a_run_of_sends_only_writes_to_the_connections_it_names() {
+    let (a_server, mut a) = pair();
+    let (b_server, mut b) = pair();
+    with_state(WriterConfig::default(), |state| {
+      add(state, 1, &a_server);
+      add(state, 2, &b_server);
+      let merged = coalesce(vec![
+        Command::Send(vec![2], Arc::from(&b"x;"[..])),
+        Command::Send(vec![2], Arc::from(&b"y;"[..])),
+      ]);
+      for command in merged {
+        handle(state, command);
+      }
+    });
+    assert_eq!(read_exactly(&mut b, 4), b"x;y;");
+    a.set_nonblocking(true).unwrap();
+    assert_eq!(
+      a.read(&mut [0; 8]).unwrap_err().kind(),
+      io::ErrorKind::WouldBlock
+    );
+  }
+
+  #[test]
+  fn a_connection_disconnected_in_a_merged_run_gets_nothing_more() {
+    let (slow_server, _slow) = pair();
+    let (b_server, mut b) = pair();
+    with_state(
+      WriterConfig {
+        max_buffered_bytes: 256 * 1024,
+        slow_policy: SlowPolicy::Disconnect,
+      },
+      |state| {
+        add(state, 1, &slow_server);
+        add(state, 2, &b_server);
+        // Fill the socket of the client that never reads until it has a queue.
+        let fill: Arc<[u8]> = vec![b'x'; 32 * 1024].into();
+        while state.stats.queued_bytes.load(Ordering::Relaxed) == 0 {
+          handle(state, Command::Send(vec![1], fill.clone()));
+        }
+        let big: Arc<[u8]> = vec![b'y'; 300 * 1024].into();
+        let merged = coalesce(vec![
+          Command::Send(vec![1], big),
+          Command::Broadcast(vec![Arc::from(&b"b;"[..])]),
+          Command::Send(vec![2], Arc::from(&b"c;"[..])),
+        ]);
+        assert_eq!(merged.len(), 1);
+        for command in merged {
+          handle(state, command);
+        }
+        let events = std::mem::take(&mut *state.events.lock().unwrap());
+        assert_eq!(events, vec![WriterEvent::Dead(1, DeadReason::Slow)]);
+        assert_eq!(state.stats.queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(state.conns.borrow().get(1).is_none());
+      },
+    );
+    assert_eq!(read_exactly(&mut b, 4), b"b;c;");
+  }
+
+  #[test]
+  fn a_merged_run_holds_at_most_one_writev_of_frames() {
+    let sends = (0..100u8)
+      .map(|i| Command::Send(vec![1], Arc::from(&[i][..])))
+      .collect();
+    let out = coalesce(sends);
+    let sizes: Vec<_> = out.iter().map(|c| frames_in(c).unwrap()).collect();
+    assert_eq!(sizes, [MAX_RUN_FRAMES, 100 - MAX_RUN_FRAMES]);
   }
 
   #[test]
