@@ -400,7 +400,9 @@ fn merge(last: Command, next: Command) -> Result<Command, (Command, Command)> {
       (Some(a), Some(b)) if a + b <= MAX_RUN_FRAMES => {
         let mut run = deliveries(last);
         for delivery in deliveries(next) {
-          // Adjacent broadcasts in a run share one delivery.
+          // Adjacent broadcasts in a run share one delivery, and so do
+          // adjacent sends to the same connections (publishes to one
+          // channel), which then need no list per connection.
           match (run.last_mut(), delivery) {
             (
               Some(Delivery { to: None, frames }),
@@ -409,6 +411,16 @@ fn merge(last: Command, next: Command) -> Result<Command, (Command, Command)> {
                 frames: more,
               },
             ) => frames.extend(more),
+            (
+              Some(Delivery {
+                to: Some(wires),
+                frames,
+              }),
+              Delivery {
+                to: Some(same),
+                frames: more,
+              },
+            ) if *wires == same => frames.extend(more),
             (_, delivery) => run.push(delivery),
           }
         }
@@ -443,10 +455,24 @@ fn deliveries(command: Command) -> Vec<Delivery> {
 }
 
 /// Writes a merged run with one [`write_to`] per connection, each getting
-/// its frames in the run's order. Connections no send names get the run's
-/// broadcast frames from one shared list; only the named ones get a list of
+/// its frames in the run's order. Sends to one set of connections share
+/// their frames; otherwise connections no send names get the run's
+/// broadcast frames from one shared list, only the named ones get a list of
 /// their own, and a run without a broadcast touches only them.
 fn deliver(state: &Rc<WriterState>, run: &[Delivery]) {
+  if let [Delivery {
+    to: Some(wires),
+    frames,
+  }] = run
+  {
+    for wire in wires {
+      let conn = state.conns.borrow().get(*wire);
+      if let Some(conn) = conn {
+        write_to(state, &conn, frames);
+      }
+    }
+    return;
+  }
   let everyone: Vec<Arc<[u8]>> = run
     .iter()
     .filter(|d| d.to.is_none())
@@ -1063,6 +1089,39 @@ mod tests {
       },
     );
     assert_eq!(read_exactly(&mut b, 4), b"b;c;");
+  }
+
+  #[test]
+  fn sends_to_the_same_connections_share_one_delivery() {
+    let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
+    let out = coalesce(vec![
+      Command::Send(vec![1, 2], bytes(b"a")),
+      Command::Send(vec![1, 2], bytes(b"b")),
+      Command::Send(vec![2], bytes(b"c")),
+    ]);
+    let shape = |run: &[Delivery]| {
+      run
+        .iter()
+        .map(|d| (d.to.clone(), d.frames.len()))
+        .collect::<Vec<_>>()
+    };
+    assert!(
+      matches!(&out[..], [Command::Mixed(run)] if shape(run) == [(Some(vec![1, 2]), 2), (Some(vec![2]), 1)])
+    );
+    let (a_server, mut a) = pair();
+    let (b_server, mut b) = pair();
+    with_state(WriterConfig::default(), |state| {
+      add(state, 1, &a_server);
+      add(state, 2, &b_server);
+      for command in coalesce(vec![
+        Command::Send(vec![1, 2], bytes(b"x;")),
+        Command::Send(vec![1, 2], bytes(b"y;")),
+      ]) {
+        handle(state, command);
+      }
+    });
+    assert_eq!(read_exactly(&mut a, 4), b"x;y;");
+    assert_eq!(read_exactly(&mut b, 4), b"x;y;");
   }
 
   #[test]
