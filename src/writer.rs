@@ -547,16 +547,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         write_to(state, &conn, &frames);
       }
     }
-    Command::Send(wires, bytes) => {
-      let frames = [bytes];
-      for wire in wires {
-        let conn = state.conns.borrow().get(wire);
-        if let Some(conn) = conn {
-          write_to(state, &conn, &frames);
-        }
-      }
-    }
-    Command::Mixed(run) => deliver(state, &run),
+    command @ (Command::Send(..) | Command::Mixed(_)) => deliver(state, &deliveries(command)),
     Command::End(wire) => {
       let conn = state.conns.borrow().get(wire);
       if let Some(conn) = conn {
