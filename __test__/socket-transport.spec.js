@@ -338,50 +338,46 @@ describe('the socket writer', () => {
     expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(4 * 1024 * 1024);
   });
 
+  /**
+   * Connects `n` real clients (sse-clients.js) to burst-server.js in their
+   * own processes, lets `checkStats` look at the hub's stats, broadcasts
+   * `count` numbered frames and expects every client to get all of them.
+   */
+  async function burst({ n, count, timeoutMs, openFiles }, checkStats) {
+    const server = lineProcess(path.join(__dirname, 'fixtures', 'burst-server.js'), [], { openFiles });
+    const { port } = await server.next();
+    const clients = lineProcess(path.join(__dirname, 'fixtures', 'sse-clients.js'), [port, n, count, timeoutMs]);
+    try {
+      expect(await clients.next()).toEqual({ connected: n });
+      server.send('stats');
+      checkStats((await server.next()).stats);
+      server.send(`go ${count}`);
+      expect((await server.next()).written).toBe(count * n);
+      expect(await clients.next()).toEqual({ complete: n, problems: [] });
+    } finally {
+      server.kill();
+      clients.kill();
+    }
+  }
+
   test('10k real clients each receive every frame of a 100-broadcast burst, in order, complete', async () => {
     const N = 10_000;
-    const server = lineProcess(path.join(__dirname, 'fixtures', 'burst-server.js'), []);
-    const { port } = await server.next();
-    const clients = lineProcess(path.join(__dirname, 'fixtures', 'sse-clients.js'), [port, N, 100, 90_000]);
-    try {
-      expect(await clients.next()).toEqual({ connected: N });
-      server.send('stats');
-      const { stats } = await server.next();
+    await burst({ n: N, count: 100, timeoutMs: 90_000 }, (stats) => {
       expect(stats.clients).toBe(N);
       // The writer takes connections up to its fd budget; past it the rest
       // stay on the stream transport, and both must deliver.
       expect(stats.socketCapacity).toBeGreaterThan(N / 2);
       expect(stats.socketConnections).toBe(Math.min(N, stats.socketCapacity));
       expect(stats.streamConnections).toBe(N - stats.socketConnections);
-      server.send('go 100');
-      const { written } = await server.next();
-      expect(written).toBe(100 * N);
-      const report = await clients.next();
-      expect(report).toEqual({ complete: N, problems: [] });
-    } finally {
-      server.kill();
-      clients.kill();
-    }
+    });
   }, 120_000);
 
   test('past the fd budget, new connections use the stream transport and still get every frame', async () => {
     // 300 open files: (300 - 128 reserved) / 2 = 86 connections fit with their duplicates.
     const N = 120;
-    const server = lineProcess(path.join(__dirname, 'fixtures', 'burst-server.js'), [], { openFiles: 300 });
-    const { port } = await server.next();
-    const clients = lineProcess(path.join(__dirname, 'fixtures', 'sse-clients.js'), [port, N, 50, 30_000]);
-    try {
-      expect(await clients.next()).toEqual({ connected: N });
-      server.send('stats');
-      const { stats } = await server.next();
+    await burst({ n: N, count: 50, timeoutMs: 30_000, openFiles: 300 }, (stats) => {
       expect(stats).toMatchObject({ clients: N, socketCapacity: 86, socketConnections: 86, streamConnections: N - 86 });
-      server.send('go 50');
-      expect((await server.next()).written).toBe(50 * N);
-      expect(await clients.next()).toEqual({ complete: N, problems: [] });
-    } finally {
-      server.kill();
-      clients.kill();
-    }
+    });
   });
 
   test('the writer thread never keeps the process alive', async () => {
