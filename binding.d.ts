@@ -16,25 +16,41 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeHub {
   /**
    * `typeError` is the constructor bad-input errors are made with (pass the
-   * caller's `TypeError`). `writeHook` and `endHook` replace `res.write` and
-   * `res.end` on responses handed to the socket writer; without them the
-   * hub uses the stream transport only. `lifecycle(kind, id, reason)` is
-   * called when a connection leaves or is found slow.
+   * caller's `TypeError`). `hooks` holds `write`, `end`, `destroy`,
+   * `socketDestroy` (installed on responses handed to the socket writer)
+   * and `writeAfterEnd` (installed on responses the hub ended); without
+   * them the hub uses the stream transport only. `lifecycle(kind, a, b)`
+   * is called when a connection leaves (`'disconnect'`, id, reason) or is
+   * found slow (`'slow'`, id), when the writer thread died (`'error'`,
+   * code, message) and when `close()` has finished (`'closed'`).
    */
-  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, writeHook?: ((arg?: unknown) => unknown) | undefined | null, endHook?: ((arg?: unknown) => unknown) | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null)
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
-   * `fd` is the socket's fd when the JS surface found the connection
+   * `socket` locates the connection's socket when the JS surface found it
    * eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
-   * `write`/`end`, nothing pending), else -1. With history on, a
-   * `lastEventId` gets the events missed since, before any live event.
+   * `write`/`end`, nothing pending); the fd is used only if it really is
+   * that socket. With history on, a `lastEventId` gets the events missed
+   * since, before any live event.
+   *
+   * All or nothing: if any step that runs JS fails (setting the key on
+   * `res`, attaching the `close` listener, installing the hooks), what was
+   * done is undone and the error thrown; no entry, listener, reference or
+   * duplicated fd is left behind.
    */
-  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, fd?: number | undefined | null, lastEventId?: string | undefined | null): string
+  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, socket?: SocketInfo | undefined | null, lastEventId?: string | undefined | null): string
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
   /** Unregisters `res`, detaches its listener and ends it if still open. */
   unregister(res: unknown): boolean
+  /**
+   * Forgets `res` at once, before the app destroys it: the socket writer
+   * drops it (and anything queued) ahead of any later send, so a frame sent
+   * in the same tick never reaches a destroyed connection. False when `res`
+   * is neither registered nor ending.
+   */
+  forget(res: unknown): boolean
   /** Unregisters and ends every connection under `id`. */
   unregisterId(id: string): boolean
   /**
@@ -62,6 +78,12 @@ export declare class NativeHub {
   /** Ends and unregisters every connection; returns how many there were. */
   closeAll(): number
   /**
+   * Ends every connection (each after what is queued for it), refuses new
+   * ones and stops the writer thread once the last end is done; then calls
+   * `lifecycle('closed')`. Returns how many connections were ended.
+   */
+  close(): number
+  /**
    * Adds `res` (or every connection under `id`) to `channel`, or takes
    * them out when `member` is false; returns how many changed.
    */
@@ -77,19 +99,25 @@ export declare class NativeHub {
   count(): number
   /**
    * Removes connections that ended, errored or were destroyed, and ends and
-   * removes those connected for longer than `max_age_ms`.
+   * removes those connected for longer than `max_age_ms` (any finite
+   * non-negative number; a huge one means "never").
    */
   cleanupStale(maxAgeMs: number): number
   /**
    * Writes raw bytes the app passed to `res.write` on a socket-transport
    * response, as one HTTP chunk, in order with the helper's frames.
+   * Returns 1 when the connection's backlog is still below `high_water_mark`
+   * (Node's `write` would return true), 0 when it is not (the writer emits
+   * `drain` on `res` once flushed), and -1 when `res` is no longer
+   * registered (nothing was written).
    */
-  writeRaw(res: unknown, chunk: Uint8Array): boolean
+  writeRaw(res: unknown, chunk: Uint8Array, highWaterMark: number): number
   /**
    * Sets the transport for new connections, the slow-client bound and
-   * policy (both transports) and the replay history size.
+   * policy (both transports), the replay history size and how long an
+   * ended socket connection may take to flush.
    */
-  configure(transport?: string | undefined | null, maxBufferedBytes?: number | undefined | null, slowClientPolicy?: string | undefined | null, historySize?: number | undefined | null): void
+  configure(transport?: string | undefined | null, maxBufferedBytes?: number | undefined | null, slowClientPolicy?: string | undefined | null, historySize?: number | undefined | null, endTimeoutMs?: number | undefined | null): void
   /** Counters and gauges at this instant. */
   stats(): NativeStats
   /**
@@ -97,6 +125,11 @@ export declare class NativeHub {
    * metas, its own listener, symbol and hooks). For leak tests.
    */
   get heldReferences(): number
+  /**
+   * Fault injection for tests: makes the socket writer thread panic, to
+   * check that its death is reported and its connections torn down.
+   */
+  crashWriterForTest(): boolean
 }
 
 /** Options of one event, as JS passes them. */
@@ -124,7 +157,10 @@ export interface NativeStats {
   channels: number
   /** Reconnections that were replayed missed events from history. */
   replays: number
-  /** Reconnections whose Last-Event-ID was no longer in history. */
+  /**
+   * Reconnections whose Last-Event-ID was no longer in history, or whose
+   * missed events were more than `maxBufferedBytes`.
+   */
   resets: number
   /** Connections closed for passing `maxBufferedBytes`. */
   slowDisconnects: number
@@ -138,4 +174,19 @@ export interface NativeStats {
    * `transport: 'stream'`.
    */
   socketCapacity: number
+}
+
+/**
+ * Where the JS surface says a connection's socket is, for checking that
+ * the fd it found really is that socket.
+ */
+export interface SocketInfo {
+  /** The socket's fd (`res.socket._handle.fd`). */
+  fd: number
+  /** `res.socket.remoteAddress`. */
+  remoteAddress: string
+  /** `res.socket.remotePort`. */
+  remotePort: number
+  /** `res.socket.localPort`. */
+  localPort: number
 }

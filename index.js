@@ -4,7 +4,8 @@ const { EventEmitter } = require('node:events');
 const { loadBinding } = require('./lib/load-binding.js');
 const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
-const { socketFd, responseHooks } = require('./lib/socket.js');
+const { socketInfo, responseHooks } = require('./lib/socket.js');
+const { invalidType, invalidValue, kindOf, checkString, checkKey } = require('./lib/errors.js');
 
 const { NativeHub } = loadBinding();
 
@@ -53,9 +54,12 @@ const METHODS = [
   'join',
   'leave',
   'publish',
+  'close',
 ];
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
+/** Node's timers take at most 2^31 - 1 ms; past that they fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * A registry of Server-Sent Events connections. The package's default export
@@ -69,6 +73,9 @@ class SseHub extends EventEmitter {
   #heartbeat = null;
   #historySize = 0;
   #maxClients = 0;
+  /** The promise `close()` returns, once called. */
+  #closing = null;
+  #resolveClosed = null;
 
   constructor() {
     super();
@@ -78,22 +85,22 @@ class SseHub extends EventEmitter {
     let native;
     const self = new WeakRef(this);
     const hooks = responseHooks(() => native?.deref());
-    const lifecycle = (kind, id, reason) => {
+    const lifecycle = (kind, a, b) => {
       const hub = self.deref();
       if (!hub) return;
+      if (kind === 'closed') {
+        hub.#resolveClosed?.();
+        return;
+      }
+      if (kind === 'error') {
+        hub.#emitError(a, b);
+        return;
+      }
       if (kind === 'disconnect' && hub.#native.count() === 0) hub.#stopHeartbeat();
       if (hub.listenerCount(kind) === 0) return;
-      try {
-        hub.emit(kind, kind === 'slow' ? { id } : { id, reason });
-      } catch (err) {
-        // Raised from inside the native cleanup, which must finish: rethrow
-        // on the next tick, where it surfaces like any listener's error.
-        process.nextTick(() => {
-          throw err;
-        });
-      }
+      hub.#emitSafely(kind, kind === 'slow' ? { id: a } : { id: a, reason: b });
     };
-    this.#native = new NativeHub(TypeError, hooks.write, hooks.end, lifecycle);
+    this.#native = new NativeHub(TypeError, hooks, lifecycle);
     native = new WeakRef(this.#native);
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
@@ -118,26 +125,32 @@ class SseHub extends EventEmitter {
    * `options.lastEventId` overrides the request's `Last-Event-ID` header.
    */
   addClient(idOrRes, resOrMeta, meta, options) {
-    if (typeof idOrRes === 'string') return this.#register(resOrMeta, idOrRes, meta, options);
+    if (typeof idOrRes === 'string') return this.#register(resOrMeta, checkKey('id', idOrRes), meta, options);
     if (isResponseLike(idOrRes)) return this.#register(idOrRes, undefined, resOrMeta, meta);
     if (idOrRes === undefined || idOrRes === null) {
       // addClient(req.sessionID, res) without a session: generate the id.
       if (isResponseLike(resOrMeta)) return this.#register(resOrMeta, undefined, meta, options);
     } else if (isResponseLike(resOrMeta)) {
-      throw new TypeError(`id must be a string, got ${typeof idOrRes}`);
+      throw invalidType(`id must be a string, got ${kindOf(idOrRes)}`);
     }
     return this.#native.register(idOrRes);
   }
 
   #register(res, id, meta, options) {
     if (!isResponseLike(res)) return this.#native.register(res, id);
+    if (this.#closing) throw closedError();
+    if (!Object.isExtensible(res)) {
+      throw invalidValue('res must be extensible: the helper keeps its key on the response');
+    }
     const isNew = !this.#native.has(res);
     if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     const lastEventId = this.#historySize > 0 && isNew ? lastEventIdOf(res, options) : undefined;
-    const clientId = this.#native.register(res, id, toMeta(meta), socketFd(res), lastEventId);
+    const clientId = this.#native.register(res, id, toMeta(meta), socketInfo(res), lastEventId);
     if (isNew && this.#native.has(res)) {
       this.#startHeartbeat();
-      if (this.listenerCount('connect') > 0) this.emit('connect', { id: clientId, res });
+      // The client is registered whatever a listener does: its error
+      // surfaces on the next tick, and addClient still returns the id.
+      if (this.listenerCount('connect') > 0) this.#emitSafely('connect', { id: clientId, res });
     }
     return clientId;
   }
@@ -147,12 +160,12 @@ class SseHub extends EventEmitter {
   }
 
   removeClientById(id) {
-    return this.#native.unregisterId(checkId(id));
+    return this.#native.unregisterId(checkKey('id', id));
   }
 
   /** Sends to every connection under `id`; `options` as for `send`. */
   sendToClient(id, payload, options) {
-    checkId(id);
+    checkKey('id', id);
     return this.#native.sendTo(id, dataOf(payload, options), fieldsOf(options));
   }
 
@@ -172,12 +185,10 @@ class SseHub extends EventEmitter {
     const data = dataOf(payload, options);
     const fields = fieldsOf(options);
     const channel = options?.channel;
-    if (channel !== undefined && typeof channel !== 'string') {
-      throw new TypeError(`options.channel must be a string, got ${typeof channel}`);
-    }
+    if (channel !== undefined) checkKey('options.channel', channel);
     const filter = options?.filter;
     if (filter !== undefined && typeof filter !== 'function') {
-      throw new TypeError(`options.filter must be a function, got ${typeof filter}`);
+      throw invalidType(`options.filter must be a function, got ${kindOf(filter)}`);
     }
     const test = filter && ((meta, id) => filter(fromMeta(meta), id));
     return this.#native.broadcast(data, fields, channel, test);
@@ -185,7 +196,7 @@ class SseHub extends EventEmitter {
 
   /** Sends to the members of `channel`. */
   publish(channel, payload, options) {
-    if (typeof channel !== 'string') throw new TypeError(`channel must be a string, got ${typeof channel}`);
+    checkKey('channel', channel);
     return this.broadcast(payload, { ...options, channel });
   }
 
@@ -198,9 +209,9 @@ class SseHub extends EventEmitter {
    * connections under a client id, or to everyone when `target` is null.
    */
   comment(target, text) {
-    if (typeof text !== 'string') throw new TypeError(`text must be a string, got ${typeof text}`);
+    checkString('text', text);
     if (target === null || target === undefined) return this.#native.comment(undefined, undefined, text);
-    if (typeof target === 'string') return this.#native.comment(undefined, target, text);
+    if (typeof target === 'string') return this.#native.comment(undefined, checkKey('target', target), text);
     return this.#native.comment(target, undefined, text);
   }
 
@@ -215,10 +226,12 @@ class SseHub extends EventEmitter {
   }
 
   #setMembership(target, channel, member) {
-    if (typeof channel !== 'string') throw new TypeError(`channel must be a string, got ${typeof channel}`);
-    if (typeof target === 'string') return this.#native.setMembership(undefined, target, channel, member);
+    checkKey('channel', channel);
+    if (typeof target === 'string') {
+      return this.#native.setMembership(undefined, checkKey('target', target), channel, member);
+    }
     if (!isResponseLike(target)) {
-      throw new TypeError('target must be an http.ServerResponse or a client id');
+      throw invalidType('target must be an http.ServerResponse or a client id');
     }
     return this.#native.setMembership(target, undefined, channel, member);
   }
@@ -227,11 +240,42 @@ class SseHub extends EventEmitter {
     return this.#native.count();
   }
 
+  /**
+   * Removes connections that ended, errored or were destroyed, and ends
+   * those connected for longer than `maxAgeMs`. Any finite non-negative
+   * number is accepted; a huge one (`Number.MAX_VALUE`) means "never".
+   */
   cleanupStaleClients(maxAgeMs) {
     if (typeof maxAgeMs !== 'number') {
-      throw new TypeError(`maxAgeMs must be a non-negative finite number, got ${typeof maxAgeMs}`);
+      throw invalidType(`maxAgeMs must be a non-negative finite number, got ${kindOf(maxAgeMs)}`);
     }
     return this.#native.cleanupStale(maxAgeMs);
+  }
+
+  /**
+   * Ends every connection, each after what is queued for it has been
+   * written (at most `endTimeoutMs`), stops the heartbeat and the native
+   * writer thread, and refuses new clients (`addClient` throws an Error with
+   * code `ERR_SSE_CLOSED`). The promise resolves once all of that is done.
+   */
+  close() {
+    if (this.#closing) return this.#closing;
+    this.#closing = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    this.#stopHeartbeat();
+    this.#native.close();
+    return this.#closing;
+  }
+
+  /** `using hub = new SseHub()`: closes it (without waiting). */
+  [Symbol.dispose ?? Symbol.for('nodejs.dispose')]() {
+    this.close();
+  }
+
+  /** `await using hub = new SseHub()`: closes it and waits. */
+  [Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')]() {
+    return this.close();
   }
 
   /**
@@ -240,22 +284,29 @@ class SseHub extends EventEmitter {
    */
   configure(options) {
     if (options === null || typeof options !== 'object') {
-      throw new TypeError('options must be an object');
+      throw invalidType(`options must be an object, got ${kindOf(options)}`);
     }
-    const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients } = options;
+    const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients, endTimeoutMs } =
+      options;
     checkOption('transport', transport, 'string');
     checkOption('maxBufferedBytes', maxBufferedBytes, 'number');
     checkOption('slowClientPolicy', slowClientPolicy, 'string');
     checkOption('historySize', historySize, 'number');
     checkOption('heartbeatMs', heartbeatMs, 'number');
     checkOption('maxClients', maxClients, 'number');
-    if (heartbeatMs !== undefined && !(Number.isInteger(heartbeatMs) && heartbeatMs >= 0)) {
-      throw new TypeError('options.heartbeatMs must be a non-negative integer (0 turns heartbeats off)');
+    checkOption('endTimeoutMs', endTimeoutMs, 'number');
+    if (
+      heartbeatMs !== undefined &&
+      !(Number.isInteger(heartbeatMs) && heartbeatMs >= 0 && heartbeatMs <= MAX_TIMER_MS)
+    ) {
+      throw invalidValue(
+        `options.heartbeatMs must be an integer from 0 to ${MAX_TIMER_MS} (0 turns heartbeats off), got ${heartbeatMs}`,
+      );
     }
     if (maxClients !== undefined && !(Number.isInteger(maxClients) && maxClients >= 0)) {
-      throw new TypeError('options.maxClients must be a non-negative integer (0 means no limit)');
+      throw invalidValue('options.maxClients must be a non-negative integer (0 means no limit)');
     }
-    this.#native.configure(transport, maxBufferedBytes, slowClientPolicy, historySize);
+    this.#native.configure(transport, maxBufferedBytes, slowClientPolicy, historySize, endTimeoutMs);
     if (historySize !== undefined) this.#historySize = historySize;
     if (maxClients !== undefined) this.#maxClients = maxClients;
     if (heartbeatMs !== undefined && heartbeatMs !== this.#heartbeatMs) {
@@ -281,10 +332,38 @@ class SseHub extends EventEmitter {
     return this.#native.heldReferences;
   }
 
+  /**
+   * Fault injection for tests: makes the native writer thread panic, so the
+   * handling of its death can be checked. False when no writer runs.
+   * @internal
+   */
+  _crashWriterForTest() {
+    return this.#native.crashWriterForTest();
+  }
+
+  /** Emits `event`; a listener's error surfaces on the next tick instead of unwinding into the hub. */
+  #emitSafely(event, arg) {
+    try {
+      this.emit(event, arg);
+    } catch (err) {
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+  }
+
+  /** The writer thread died: `'error'` for apps that listen, a warning otherwise (never a crash). */
+  #emitError(code, message) {
+    const err = new Error(message);
+    err.code = code;
+    if (this.listenerCount('error') > 0) this.#emitSafely('error', err);
+    else process.emitWarning(err);
+  }
+
   // One unref'd timer per hub, running only while it has clients; it holds
   // the hub weakly so a dropped hub is still collected.
   #startHeartbeat() {
-    if (this.#heartbeat || this.#heartbeatMs === 0) return;
+    if (this.#heartbeat || this.#heartbeatMs === 0 || this.#closing) return;
     const self = new WeakRef(this);
     const idleMs = this.#heartbeatMs;
     const timer = setInterval(
@@ -299,7 +378,7 @@ class SseHub extends EventEmitter {
   }
 
   #tick(idleMs) {
-    if (this.#native.count() === 0) {
+    if (this.#closing || this.#native.count() === 0) {
       this.#heartbeat = null;
       return false;
     }
@@ -317,7 +396,7 @@ class SseHub extends EventEmitter {
 function dataOf(payload, options) {
   if (options?.raw === true) {
     if (typeof payload !== 'string') {
-      throw new TypeError(`payload must be a string when options.raw is true, got ${typeof payload}`);
+      throw invalidType(`payload must be a string when options.raw is true, got ${kindOf(payload)}`);
     }
     return payload;
   }
@@ -327,36 +406,33 @@ function dataOf(payload, options) {
 /** The `event:`/`id:`/`retry:` fields, checked for type here and for content natively. */
 function fieldsOf(options) {
   if (options === undefined || options === null) return undefined;
-  if (typeof options !== 'object') throw new TypeError('options must be an object');
+  if (typeof options !== 'object') throw invalidType(`options must be an object, got ${kindOf(options)}`);
   const { event, id, retry } = options;
   if (event === undefined && id === undefined && retry === undefined) return undefined;
   checkOption('event', event, 'string');
-  checkOption('id', id, 'string');
   checkOption('retry', retry, 'number');
+  // Ids key the replay history.
+  if (id !== undefined) checkKey('options.id', id);
   return { event, id, retry };
 }
 
 function lastEventIdOf(res, options) {
   const explicit = options?.lastEventId;
-  if (explicit !== undefined) {
-    if (typeof explicit !== 'string') {
-      throw new TypeError(`options.lastEventId must be a string, got ${typeof explicit}`);
-    }
-    return explicit;
-  }
+  if (explicit !== undefined) return checkKey('options.lastEventId', explicit);
   const header = res.req?.headers?.['last-event-id'];
   return typeof header === 'string' ? header : undefined;
 }
 
 function checkOption(name, value, type) {
   if (value !== undefined && typeof value !== type) {
-    throw new TypeError(`options.${name} must be a ${type}, got ${typeof value}`);
+    throw invalidType(`options.${name} must be a ${type}, got ${kindOf(value)}`);
   }
 }
 
-function checkId(id) {
-  if (typeof id !== 'string') throw new TypeError(`id must be a string, got ${typeof id}`);
-  return id;
+function closedError() {
+  const err = new Error('the SSE hub was closed');
+  err.code = 'ERR_SSE_CLOSED';
+  return err;
 }
 
 const sseHelper = new SseHub();

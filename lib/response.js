@@ -1,3 +1,5 @@
+const { invalidType } = require('./errors.js');
+
 /** True for anything that can act as an SSE response: write, end and on. */
 function isResponseLike(value) {
   return (
@@ -11,7 +13,7 @@ function isResponseLike(value) {
 
 function assertResponse(res, name = 'res') {
   if (!isResponseLike(res)) {
-    throw new TypeError(`${name} must be an http.ServerResponse (an object with write, end and on)`);
+    throw invalidType(`${name} must be an http.ServerResponse (an object with write, end and on)`);
   }
 }
 

@@ -37,7 +37,9 @@ function tolerantStringify(payload) {
     });
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    throw new TypeError(`payload could not be serialized to JSON: ${reason}`, { cause: err });
+    const error = new TypeError(`payload could not be serialized to JSON: ${reason}`, { cause: err });
+    error.code = 'ERR_INVALID_ARG_VALUE';
+    throw error;
   }
 }
 

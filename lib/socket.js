@@ -1,46 +1,63 @@
 // Which connections the native socket writer may take over, and the
-// `write`/`end` it installs on them so the app's own writes stay in order
-// with the helper's frames.
+// functions it installs on them: `write`/`end` so the app's own writes stay
+// in order with the helper's frames (with Node's backpressure contract),
+// `destroy` so a destroyed connection is dropped before anything else is
+// sent to it, and the `write` a response gets once the hub ended it.
 
 const http = require('node:http');
+const { invalidType } = require('./errors.js');
 
 const NODE_WRITE = http.ServerResponse.prototype.write;
 const NODE_END = http.ServerResponse.prototype.end;
 const SOCKET_PLATFORMS = new Set(['linux', 'darwin']);
 
 /**
- * The socket's fd when `res` can be handed to the native writer, else -1:
- * plain HTTP/1.1 over TCP with chunked coding, Node's own write/end (no
- * wrapper such as `compression`), not TLS, headers sent and nothing pending.
- * Everything else stays on the stream transport.
+ * Where `res`'s socket is, when it can be handed to the native writer, else
+ * undefined: plain HTTP/1.1 over TCP with chunked coding, Node's own
+ * write/end (no wrapper such as `compression`), not TLS, headers sent and
+ * nothing pending. The native side checks that the fd's addresses are the
+ * socket's before it writes to it. Everything else stays on the stream
+ * transport.
  */
-function socketFd(res) {
-  if (!SOCKET_PLATFORMS.has(process.platform)) return -1;
-  if (res.write !== NODE_WRITE || res.end !== NODE_END) return -1;
-  if (res.headersSent !== true || res.chunkedEncoding !== true) return -1;
-  if (res.req?.httpVersionMajor !== 1) return -1;
+function socketInfo(res) {
+  if (!SOCKET_PLATFORMS.has(process.platform)) return undefined;
+  if (res.write !== NODE_WRITE || res.end !== NODE_END) return undefined;
+  if (res.headersSent !== true || res.chunkedEncoding !== true) return undefined;
+  if (res.req?.httpVersionMajor !== 1) return undefined;
   const socket = res.socket;
-  if (!socket || socket.encrypted || socket.writableLength !== 0 || res.writableLength !== 0) return -1;
+  if (!socket || socket.encrypted || socket.writableLength !== 0 || res.writableLength !== 0) return undefined;
   const fd = socket._handle?.fd;
-  return Number.isInteger(fd) && fd >= 0 ? fd : -1;
+  const { remoteAddress, remotePort, localPort } = socket;
+  if (!Number.isInteger(fd) || fd < 0 || typeof remoteAddress !== 'string') return undefined;
+  if (!Number.isInteger(remotePort) || !Number.isInteger(localPort)) return undefined;
+  return { fd, remoteAddress, remotePort, localPort };
 }
 
 function toBytes(chunk, encoding) {
   if (typeof chunk === 'string') return Buffer.from(chunk, encoding ?? 'utf8');
   if (ArrayBuffer.isView(chunk)) return chunk;
-  throw new TypeError('chunk must be a string, Buffer or Uint8Array');
+  throw invalidType('chunk must be a string, Buffer or Uint8Array');
+}
+
+function writeAfterEndError() {
+  const err = new Error('write after end: the SSE hub ended this response');
+  err.code = 'ERR_STREAM_WRITE_AFTER_END';
+  return err;
 }
 
 /**
- * `write` and `end` for responses the socket writer owns. One pair per hub,
- * shared by all its responses (`this` is the response). `native()` returns
- * the native hub, or undefined once it was garbage-collected, in which case
- * the response gets Node's own methods back.
+ * The functions a hub installs on responses. One set per hub, shared by all
+ * its responses (`this` is the response, or its socket for
+ * `socketDestroy`). `native()` returns the native hub, or undefined once it
+ * was garbage-collected, in which case the response gets Node's own
+ * methods back.
  */
 function responseHooks(native) {
   function release(res) {
     delete res.write;
     delete res.end;
+    delete res.destroy;
+    if (res.socket) delete res.socket.destroy;
   }
   function write(chunk, encoding, callback) {
     const hub = native();
@@ -52,9 +69,17 @@ function responseHooks(native) {
       callback = encoding;
       encoding = undefined;
     }
-    const accepted = hub.writeRaw(this, toBytes(chunk, encoding));
+    const status = hub.writeRaw(this, toBytes(chunk, encoding), this.writableHighWaterMark);
+    if (status < 0) {
+      // Removed already (ending after its queue): like Node after end, but
+      // never an 'error' event.
+      if (typeof callback === 'function') process.nextTick(callback, writeAfterEndError());
+      return false;
+    }
     if (typeof callback === 'function') process.nextTick(callback);
-    return accepted;
+    // false: the writer's backlog for this connection reached the
+    // high-water mark; it emits 'drain' on the response once flushed.
+    return status === 1;
   }
   function end(chunk, encoding, callback) {
     const hub = native();
@@ -75,7 +100,29 @@ function responseHooks(native) {
     hub.unregister(this);
     return this;
   }
-  return { write, end };
+  // The writer must drop the connection before anything sent later in this
+  // tick reaches it: Node's own close events come a tick late.
+  function destroy(...args) {
+    native()?.forget(this);
+    release(this);
+    return this.destroy(...args);
+  }
+  function socketDestroy(...args) {
+    const res = this._httpMessage;
+    if (res) {
+      native()?.forget(res);
+      release(res);
+    }
+    delete this.destroy;
+    return this.destroy(...args);
+  }
+  /** `res.write` once the hub ended the response. */
+  function writeAfterEnd(_chunk, encoding, callback) {
+    if (typeof encoding === 'function') callback = encoding;
+    if (typeof callback === 'function') process.nextTick(callback, writeAfterEndError());
+    return false;
+  }
+  return { write, end, destroy, socketDestroy, writeAfterEnd };
 }
 
-module.exports = { socketFd, responseHooks };
+module.exports = { socketInfo, responseHooks };

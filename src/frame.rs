@@ -126,6 +126,16 @@ pub fn http_chunk(frame: &[u8]) -> Vec<u8> {
   out
 }
 
+/// Where the payload of a chunk made by [`http_chunk`] starts (after the
+/// size line); 0 for bytes that are not such a chunk.
+pub fn chunk_payload_start(chunk: &[u8]) -> usize {
+  chunk
+    .windows(2)
+    .take(18)
+    .position(|w| w == b"\r\n")
+    .map_or(0, |i| i + 2)
+}
+
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
   out.extend_from_slice(name);
   out.extend_from_slice(b": ");

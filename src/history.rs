@@ -8,22 +8,49 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::frame;
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
   pub id: Arc<str>,
-  /// The complete SSE frame, `id:` line included.
-  pub frame: Arc<[u8]>,
+  /// The complete SSE frame (`id:` line included) in HTTP/1.1 chunked
+  /// coding: the socket writer sends this very buffer, and the SSE frame is
+  /// the slice inside it, so one allocation serves both transports.
+  chunk: Arc<[u8]>,
+  /// Where the SSE frame starts inside `chunk` (after `<hex size>\r\n`).
+  frame_start: usize,
+}
+
+impl Recorded {
+  /// The SSE frame, as the stream transport writes it.
+  pub fn frame(&self) -> &[u8] {
+    &self.chunk[self.frame_start..self.chunk.len() - 2]
+  }
+
+  /// The frame as one HTTP chunk, shared with the broadcast that made it.
+  pub fn chunk(&self) -> &Arc<[u8]> {
+    &self.chunk
+  }
 }
 
 /// What a reconnecting client gets.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay<'a> {
   /// The events after the one it last saw, oldest first (possibly none).
-  Missed(Vec<&'a Arc<[u8]>>),
-  /// Its id is not in the buffer any more (or never was): it missed an
-  /// unknown number of events and should resynchronize.
+  Missed(Vec<&'a Recorded>),
+  /// Its id is not in the buffer any more (or never was), or what it missed
+  /// is more than one connection may hold: it missed an unknown number of
+  /// events, or too many to send, and should resynchronize.
   Reset,
 }
+
+impl PartialEq for Recorded {
+  fn eq(&self, other: &Self) -> bool {
+    self.id == other.id && self.chunk == other.chunk
+  }
+}
+
+impl Eq for Recorded {}
 
 #[derive(Debug)]
 pub struct History {
@@ -78,16 +105,20 @@ impl History {
     self.last_generated.to_string()
   }
 
-  pub fn record(&mut self, id: &str, frame: Arc<[u8]>) {
+  /// Keeps `chunk`, an SSE frame in HTTP chunked coding as
+  /// [`frame::http_chunk`] makes it, under `id`.
+  pub fn record(&mut self, id: &str, chunk: Arc<[u8]>) {
     if self.capacity == 0 {
       return;
     }
     if self.events.len() == self.capacity {
       self.evict();
     }
+    let frame_start = frame::chunk_payload_start(&chunk);
     self.events.push_back(Recorded {
       id: Arc::from(id),
-      frame,
+      chunk,
+      frame_start,
     });
   }
 
@@ -97,15 +128,31 @@ impl History {
     }
   }
 
-  /// The events after `last_event_id`. The newest match wins when an app
-  /// reused an id.
-  pub fn since(&self, last_event_id: &str) -> Replay<'_> {
-    let start = match self.events.iter().rposition(|e| &*e.id == last_event_id) {
-      Some(i) => i + 1,
+  /// The events after `last_event_id`, as long as their frames add up to at
+  /// most `max_bytes` (the slow-client bound: a replay may not queue more
+  /// for one connection than live events may). The newest match wins when
+  /// an app reused an id. The search walks back from the newest event and
+  /// stops past `max_bytes`, so a client asking from far back costs no more
+  /// than one that fits.
+  pub fn since(&self, last_event_id: &str, max_bytes: usize) -> Replay<'_> {
+    let mut bytes = 0usize;
+    let mut start = None;
+    for (i, event) in self.events.iter().enumerate().rev() {
+      if &*event.id == last_event_id {
+        start = Some(i + 1);
+        break;
+      }
+      bytes = bytes.saturating_add(event.frame().len());
+      if bytes > max_bytes {
+        return Replay::Reset;
+      }
+    }
+    let start = match start {
+      Some(start) => start,
       None if self.last_evicted.as_deref() == Some(last_event_id) => 0,
       None => return Replay::Reset,
     };
-    Replay::Missed(self.events.iter().skip(start).map(|e| &e.frame).collect())
+    Replay::Missed(self.events.range(start..).collect())
   }
 }
 
@@ -114,18 +161,20 @@ mod tests {
   use super::*;
 
   fn frame(text: &str) -> Arc<[u8]> {
-    Arc::from(text.as_bytes())
+    frame::http_chunk(text.as_bytes()).into()
   }
 
   fn texts(replay: Replay<'_>) -> Vec<String> {
     match replay {
       Replay::Missed(frames) => frames
         .iter()
-        .map(|f| String::from_utf8(f.to_vec()).unwrap())
+        .map(|f| String::from_utf8(f.frame().to_vec()).unwrap())
         .collect(),
       Replay::Reset => vec!["RESET".into()],
     }
   }
+
+  const ANY: usize = usize::MAX;
 
   #[test]
   fn generated_ids_strictly_increase() {
@@ -140,9 +189,9 @@ mod tests {
     for i in 1..=5 {
       h.record(&i.to_string(), frame(&format!("e{i}")));
     }
-    assert_eq!(texts(h.since("2")), vec!["e3", "e4", "e5"]);
-    assert_eq!(texts(h.since("5")), Vec::<String>::new());
-    assert_eq!(texts(h.since("99")), vec!["RESET"]);
+    assert_eq!(texts(h.since("2", ANY)), vec!["e3", "e4", "e5"]);
+    assert_eq!(texts(h.since("5", ANY)), Vec::<String>::new());
+    assert_eq!(texts(h.since("99", ANY)), vec!["RESET"]);
   }
 
   #[test]
@@ -153,12 +202,32 @@ mod tests {
     }
     assert_eq!(h.len(), 3);
     // 998..=1000 are held: a client that saw 997 missed exactly those.
-    assert_eq!(texts(h.since("997")).len(), 3);
-    assert_eq!(texts(h.since("998")).len(), 2);
-    assert_eq!(texts(h.since("996")), vec!["RESET"]);
+    assert_eq!(texts(h.since("997", ANY)).len(), 3);
+    assert_eq!(texts(h.since("998", ANY)).len(), 2);
+    assert_eq!(texts(h.since("996", ANY)), vec!["RESET"]);
     h.set_capacity(1);
     assert_eq!(h.len(), 1);
-    assert_eq!(texts(h.since("999")), vec!["x"]);
+    assert_eq!(texts(h.since("999", ANY)), vec!["x"]);
+  }
+
+  #[test]
+  fn a_replay_larger_than_the_bound_is_a_reset() {
+    let mut h = History::new(100);
+    for i in 1..=50 {
+      h.record(&i.to_string(), frame("0123456789"));
+    }
+    // 10 bytes each: from 40 the client missed 100 bytes.
+    assert_eq!(texts(h.since("40", 100)).len(), 10);
+    assert_eq!(texts(h.since("39", 100)), vec!["RESET"]);
+    assert_eq!(texts(h.since("1", 100)), vec!["RESET"]);
+    assert_eq!(texts(h.since("50", 0)), Vec::<String>::new());
+    // The chunk is shared, the frame is the slice inside it.
+    if let Replay::Missed(events) = h.since("49", ANY) {
+      assert_eq!(&events[0].chunk()[..], b"a\r\n0123456789\r\n");
+      assert_eq!(events[0].frame(), b"0123456789");
+    } else {
+      panic!("expected a replay");
+    }
   }
 
   #[test]
@@ -166,7 +235,7 @@ mod tests {
     let mut h = History::new(0);
     h.record("1", frame("x"));
     assert!(h.is_empty());
-    assert_eq!(h.since("1"), Replay::Reset);
+    assert_eq!(h.since("1", ANY), Replay::Reset);
   }
 
   #[test]
@@ -176,7 +245,7 @@ mod tests {
     h.record("b", frame("2"));
     h.record("a", frame("3"));
     h.record("c", frame("4"));
-    assert_eq!(texts(h.since("a")), vec!["4"]);
-    assert_eq!(texts(h.since("b")), vec!["3", "4"]);
+    assert_eq!(texts(h.since("a", ANY)), vec!["4"]);
+    assert_eq!(texts(h.since("b", ANY)), vec!["3", "4"]);
   }
 }

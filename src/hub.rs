@@ -2,10 +2,18 @@
 //! converts values, holds the napi references, chooses each connection's
 //! transport and maps errors; the bookkeeping lives in [`crate::registry`],
 //! the framing in [`crate::frame`] and the socket writes in [`crate::writer`].
+//!
+//! Two rules keep it from aborting the process:
+//! - No `RefCell` borrow of the hub's state is held while JS can run: a
+//!   getter, a Proxy trap, a listener or a filter may call back into the
+//!   hub. Each method reads what it needs from JS first, then borrows to
+//!   decide and commit, then runs JS again with nothing borrowed.
+//! - Every entry point catches panics (`catch_unwind`) and throws them as
+//!   JS errors; the writer thread catches its own and reports its death.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -17,12 +25,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsValue};
 use napi_derive::napi;
 
+use crate::backpressure::{self, Admit, SlowPolicy};
 use crate::frame::{self, EventFields};
 use crate::history::{History, Replay};
 use crate::js::{self, JsRef, RawEnv, RawValue, Refs};
 use crate::registry::{self, ConnKey, Registry};
 use crate::transport::{self, OutFrame, Transport, WriteOutcome};
-use crate::writer::{DeadReason, SlowPolicy, SocketWriter, WireId, WriterConfig, WriterEvent};
+use crate::writer::{ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent};
 
 /// What the hub keeps per connection.
 #[derive(Debug)]
@@ -30,6 +39,16 @@ struct Conn {
   res: JsRef,
   transport: Transport,
   meta: Option<JsRef>,
+}
+
+/// A socket-transport response removed with a graceful end while the writer
+/// still holds bytes for it. It keeps its `close` listener, so Node closing
+/// the socket (the app's `res.destroy()`, the client leaving) releases it at
+/// once; otherwise the writer's `Ended` (or its end timeout) finishes it.
+#[derive(Debug)]
+struct PendingEnd {
+  key: ConnKey,
+  res: JsRef,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +81,8 @@ enum Reason {
   Error,
   /// It fell further behind than `maxBufferedBytes` allows.
   Slow,
+  /// A registration that failed half-way: no event, the app never saw it.
+  Rollback,
 }
 
 impl Reason {
@@ -71,6 +92,7 @@ impl Reason {
       Reason::Removed => "removed",
       Reason::Error => "error",
       Reason::Slow => "slow",
+      Reason::Rollback => "rollback",
     }
   }
 }
@@ -81,6 +103,22 @@ pub struct EventOptions {
   pub event: Option<String>,
   pub id: Option<String>,
   pub retry: Option<f64>,
+}
+
+/// Functions the JS surface installs on responses handed to the socket
+/// writer, and on responses the hub has ended.
+struct Hooks {
+  /// Replaces `res.write` on a socket-transport response.
+  write: JsRef,
+  /// Replaces `res.end` on a socket-transport response.
+  end: JsRef,
+  /// Replaces `res.destroy` and `res.socket.destroy` on a socket-transport
+  /// response, so the writer forgets it before anything else is sent.
+  destroy: JsRef,
+  socket_destroy: JsRef,
+  /// Replaces `res.write` on a response the hub ended: returns false and
+  /// never makes Node emit `'error'`.
+  write_after_end: JsRef,
 }
 
 /// Everything a hub owns. Shared (on the JS thread only) between the class,
@@ -96,26 +134,37 @@ struct HubState {
   /// The caller's `TypeError`, so bad-input errors belong to the caller's
   /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
   type_error: Option<JsRef>,
-  /// `write` and `end` replacements installed on socket-transport responses,
-  /// so the app's own writes go through the writer's queue, in order.
-  hooks: Option<(JsRef, JsRef)>,
+  hooks: Option<Hooks>,
   mode: TransportMode,
   writer_config: WriterConfig,
   /// Started on the first socket hand-off.
   writer: Option<SocketWriter>,
+  /// The event queue of a writer told to stop, until it reports `Stopped`.
+  retired_events: Option<Arc<std::sync::Mutex<Vec<WriterEvent>>>>,
+  /// Set when the writer thread died: later connections use the stream.
+  writer_died: bool,
   /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
   fd_budget: usize,
   next_wire: WireId,
   wires: HashMap<WireId, ConnKey>,
-  /// Responses removed with `Removal::End` whose queue the writer is still
-  /// flushing; Node ends them once it reports `Ended`.
-  pending_ends: HashMap<WireId, JsRef>,
+  pending_ends: HashMap<WireId, PendingEnd>,
+  /// The wire of each pending end, by the key its response still carries.
+  ending_keys: HashMap<ConnKey, WireId>,
   history: History,
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
   /// `lifecycle(kind, id, reason)` in JS, for the hub's events.
   lifecycle: Option<JsRef>,
+  /// Responses in the middle of `register`, so a getter that registers the
+  /// same response again is refused instead of registering it twice.
+  registering: Vec<RawValue>,
+  /// `close()` was called: nothing new is registered, and once the last
+  /// end is done the writer stops and `closed` is reported.
+  closing: bool,
+  /// The JS object was garbage-collected: once nothing is registered or
+  /// pending, the hub lets go of everything it holds.
+  orphaned: bool,
   stream_frames: u64,
   stream_bytes: u64,
   stream_dropped: u64,
@@ -130,7 +179,10 @@ impl HubState {
   }
 
   fn socket_slot_free(&self) -> bool {
-    self.mode == TransportMode::Auto && self.wires.len() + self.pending_ends.len() < self.fd_budget
+    self.mode == TransportMode::Auto
+      && !self.writer_died
+      && !self.closing
+      && self.wires.len() + self.pending_ends.len() < self.fd_budget
   }
 }
 
@@ -155,7 +207,8 @@ pub struct NativeStats {
   pub channels: u32,
   /// Reconnections that were replayed missed events from history.
   pub replays: f64,
-  /// Reconnections whose Last-Event-ID was no longer in history.
+  /// Reconnections whose Last-Event-ID was no longer in history, or whose
+  /// missed events were more than `maxBufferedBytes`.
   pub resets: f64,
   /// Connections closed for passing `maxBufferedBytes`.
   pub slow_disconnects: f64,
@@ -177,31 +230,71 @@ pub struct NativeHub {
 }
 
 impl ObjectFinalize for NativeHub {
+  /// Runs during garbage collection, where no JS may run: it only lets go.
+  /// Socket connections still registered are ended through the writer
+  /// (flushing what it holds first); their responses are ended from the
+  /// writer's callback, a normal JS turn. Stream connections stay until
+  /// their `close` event, which still cleans up. Once nothing is left the
+  /// hub releases its references and the writer thread exits by itself.
   fn finalize(self, env: Env) -> Result<()> {
-    // Stopping the writer joins its thread and releases its thread-safe
-    // function; responses still registered keep the state alive through
-    // their `close` listener, so late events still clean up.
-    let writer = self.state.borrow_mut().writer.take();
-    drop(writer);
-    // Responses whose end waited for the writer: end them now, or nothing
-    // ever would.
-    let pending: Vec<WireId> = self.state.borrow().pending_ends.keys().copied().collect();
-    for wire in pending {
-      finish_pending_end(&self.state, env.raw(), wire, Removal::End);
+    let mut s = self.state.borrow_mut();
+    let s = &mut *s;
+    s.orphaned = true;
+    let wires: Vec<(WireId, ConnKey)> = s.wires.iter().map(|(w, k)| (*w, *k)).collect();
+    for (wire, key) in wires {
+      let Some(entry) = s.registry.remove(key) else {
+        continue;
+      };
+      s.wires.remove(&wire);
+      let Conn {
+        res,
+        transport,
+        meta,
+      } = entry.handle;
+      match &s.writer {
+        Some(writer) => {
+          writer.end(wire);
+          s.ending_keys.insert(key, wire);
+          s.pending_ends.insert(wire, PendingEnd { key, res });
+        }
+        None => s.refs.release(env.raw(), res),
+      }
+      transport.release(env.raw(), &mut s.refs);
+      if let Some(meta) = meta {
+        s.refs.release(env.raw(), meta);
+      }
     }
-    let mut state = self.state.borrow_mut();
-    let state = &mut *state;
-    let hooks = state.hooks.take().map(|(w, e)| [w, e]);
-    let own = [
-      state.on_close.take(),
-      state.key_symbol.take(),
-      state.type_error.take(),
-      state.lifecycle.take(),
-    ];
-    for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {
-      state.refs.release(env.raw(), reference);
-    }
+    release_if_orphaned(s, env.raw());
     Ok(())
+  }
+}
+
+/// An orphaned hub with nothing left lets go of its own references and its
+/// writer (whose thread then exits by itself; nobody joins it).
+fn release_if_orphaned(s: &mut HubState, env: RawEnv) {
+  if !s.orphaned || !s.registry.is_empty() || !s.pending_ends.is_empty() {
+    return;
+  }
+  if let Some(writer) = s.writer.take() {
+    writer.shutdown();
+  }
+  let hooks = s.hooks.take().map(|h| {
+    [
+      h.write,
+      h.end,
+      h.destroy,
+      h.socket_destroy,
+      h.write_after_end,
+    ]
+  });
+  let own = [
+    s.on_close.take(),
+    s.key_symbol.take(),
+    s.type_error.take(),
+    s.lifecycle.take(),
+  ];
+  for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {
+    s.refs.release(env, reference);
   }
 }
 
@@ -244,9 +337,18 @@ fn parse_option<V, T>(
 /// 2^53 - 1, JavaScript's `Number.MAX_SAFE_INTEGER`.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
+/// 2^31 - 1: the longest delay Node's timers take (longer ones fire at once).
+const MAX_TIMER_MS: f64 = 2_147_483_647.0;
+
 /// `n` when it is a whole number within `min..=max`.
 fn whole_number(n: f64, min: f64, max: f64) -> Option<u64> {
   (n.is_finite() && n.fract() == 0.0 && n >= min && n <= max).then_some(n as u64)
+}
+
+/// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
+/// `Number.MAX_VALUE`) means "longer than anything", never a panic.
+fn millis(ms: f64) -> Duration {
+  Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
 }
 
 /// Frames one event: checks the fields (a TypeError before anything is
@@ -280,19 +382,35 @@ fn build_frame(
   Ok(out)
 }
 
+/// Where the JS surface says a connection's socket is, for checking that
+/// the fd it found really is that socket.
+#[napi(object)]
+pub struct SocketInfo {
+  /// The socket's fd (`res.socket._handle.fd`).
+  pub fd: i32,
+  /// `res.socket.remoteAddress`.
+  pub remote_address: String,
+  /// `res.socket.remotePort`.
+  pub remote_port: u32,
+  /// `res.socket.localPort`.
+  pub local_port: u32,
+}
+
 #[napi]
 impl NativeHub {
   /// `typeError` is the constructor bad-input errors are made with (pass the
-  /// caller's `TypeError`). `writeHook` and `endHook` replace `res.write` and
-  /// `res.end` on responses handed to the socket writer; without them the
-  /// hub uses the stream transport only. `lifecycle(kind, id, reason)` is
-  /// called when a connection leaves or is found slow.
-  #[napi(constructor)]
+  /// caller's `TypeError`). `hooks` holds `write`, `end`, `destroy`,
+  /// `socketDestroy` (installed on responses handed to the socket writer)
+  /// and `writeAfterEnd` (installed on responses the hub ended); without
+  /// them the hub uses the stream transport only. `lifecycle(kind, a, b)`
+  /// is called when a connection leaves (`'disconnect'`, id, reason) or is
+  /// found slow (`'slow'`, id), when the writer thread died (`'error'`,
+  /// code, message) and when `close()` has finished (`'closed'`).
+  #[napi(constructor, catch_unwind)]
   pub fn new(
     env: Env,
     type_error: Option<Function<'_>>,
-    write_hook: Option<Function<'_>>,
-    end_hook: Option<Function<'_>>,
+    hooks: Option<Object<'_>>,
     lifecycle: Option<Function<'_>>,
   ) -> Result<Self> {
     let raw = env.raw();
@@ -306,13 +424,19 @@ impl NativeHub {
       mode: TransportMode::Auto,
       writer_config: WriterConfig::default(),
       writer: None,
+      retired_events: None,
+      writer_died: false,
       fd_budget: crate::writer::fd_budget(),
       next_wire: 1,
       wires: HashMap::new(),
       pending_ends: HashMap::new(),
+      ending_keys: HashMap::new(),
       history: History::new(0),
       last_broadcast: Instant::now(),
       lifecycle: None,
+      registering: Vec::new(),
+      closing: false,
+      orphaned: false,
       stream_frames: 0,
       stream_bytes: 0,
       stream_dropped: 0,
@@ -325,12 +449,26 @@ impl NativeHub {
       env.create_function_from_closure::<(), (), _>("sseHelperOnClose", move |ctx| {
         let env = ctx.env.raw();
         let res = ctx.this::<Unknown>()?.raw();
-        if let Some(key) = key_of(&listener_state, env, res) {
-          remove_conn(&listener_state, env, key, Removal::Forget, Reason::Closed);
-        }
-        Ok(())
+        guard_panics(|| {
+          forget_response(&listener_state, env, res);
+          Ok(())
+        })
       })?;
     let symbol = js::new_symbol(raw, "sse-helper-native connection")?;
+    let hook = |name: &std::ffi::CStr| -> Result<Option<RawValue>> {
+      let Some(hooks) = &hooks else {
+        return Ok(None);
+      };
+      let value = js::get(raw, hooks.raw(), name)?;
+      Ok(js::is_function(raw, value).then_some(value))
+    };
+    let hook_values = [
+      hook(c"write")?,
+      hook(c"end")?,
+      hook(c"destroy")?,
+      hook(c"socketDestroy")?,
+      hook(c"writeAfterEnd")?,
+    ];
     {
       let mut s = state.borrow_mut();
       let s = &mut *s;
@@ -338,8 +476,16 @@ impl NativeHub {
       s.key_symbol = Some(s.refs.hold(raw, symbol)?);
       s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
       s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
-      if let (Some(write), Some(end)) = (write_hook, end_hook) {
-        s.hooks = Some((s.refs.hold(raw, write.raw())?, s.refs.hold(raw, end.raw())?));
+      if let [Some(write), Some(end), Some(destroy), Some(socket_destroy), Some(write_after_end)] =
+        hook_values
+      {
+        s.hooks = Some(Hooks {
+          write: s.refs.hold(raw, write)?,
+          end: s.refs.hold(raw, end)?,
+          destroy: s.refs.hold(raw, destroy)?,
+          socket_destroy: s.refs.hold(raw, socket_destroy)?,
+          write_after_end: s.refs.hold(raw, write_after_end)?,
+        });
       }
     }
     Ok(NativeHub { state })
@@ -347,27 +493,36 @@ impl NativeHub {
 
   /// Registers `res` under `id` (generated when absent) and returns the id.
   /// A response already registered is moved to `id` and its meta replaced.
-  /// `fd` is the socket's fd when the JS surface found the connection
+  /// `socket` locates the connection's socket when the JS surface found it
   /// eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
-  /// `write`/`end`, nothing pending), else -1. With history on, a
-  /// `lastEventId` gets the events missed since, before any live event.
-  #[napi]
+  /// `write`/`end`, nothing pending); the fd is used only if it really is
+  /// that socket. With history on, a `lastEventId` gets the events missed
+  /// since, before any live event.
+  ///
+  /// All or nothing: if any step that runs JS fails (setting the key on
+  /// `res`, attaching the `close` listener, installing the hooks), what was
+  /// done is undone and the error thrown; no entry, listener, reference or
+  /// duplicated fd is left behind.
+  #[napi(catch_unwind)]
   pub fn register(
     &self,
     env: Env,
     res: Unknown,
     id: Option<String>,
     meta: Option<Unknown>,
-    fd: Option<i32>,
+    socket: Option<SocketInfo>,
     last_event_id: Option<String>,
   ) -> Result<String> {
     let raw = env.raw();
     let res = res.raw();
-    let write = response_write(&self.state, raw, res, "res")?;
+    let state = &self.state;
+    if state.borrow().closing {
+      return Err(closed_error(raw));
+    }
+    let write = response_write(state, raw, res, "res")?;
     let id = match id {
       Some(id) => {
-        registry::validate_client_id(&id)
-          .map_err(|e| invalid(&self.state, raw, &format!("id {e}")))?;
+        registry::validate_client_id(&id).map_err(|e| invalid(state, raw, &format!("id {e}")))?;
         id
       }
       None => registry::generate_client_id(),
@@ -378,9 +533,10 @@ impl NativeHub {
         napi::sys::ValueType::napi_undefined | napi::sys::ValueType::napi_null
       )
     });
+    let _registering = Registering::enter(state, raw, res)?;
 
-    if let Some(key) = key_of(&self.state, raw, res) {
-      let mut s = self.state.borrow_mut();
+    if let Some(key) = key_of(state, raw, res) {
+      let mut s = state.borrow_mut();
       let s = &mut *s;
       let new_meta = meta.map(|m| s.refs.hold(raw, m)).transpose()?;
       s.registry.rename(key, &id);
@@ -403,24 +559,39 @@ impl NativeHub {
       return Ok(id);
     }
 
-    let socket = match fd {
-      Some(fd) if fd >= 0 && self.state.borrow().socket_slot_free() => socket_handoff(fd),
+    // Everything read from JS before anything is committed.
+    let flush = js::get(raw, res, c"flush")
+      .ok()
+      .filter(|f| js::is_function(raw, *f));
+    js::clear_exception(raw);
+    let on = js::get(raw, res, c"on")?;
+    let socket = match socket {
+      Some(info) if state.borrow().socket_slot_free() => socket_handoff(&info),
       _ => None,
     };
     if socket.is_some() {
-      ensure_writer(&self.state, &env)?;
+      ensure_writer(state, &env)?;
     }
 
-    let (key, listener, hooks) = {
-      let mut s = self.state.borrow_mut();
+    // Commit: no JS runs while the state is borrowed.
+    let (key, wire, listener, symbol) = {
+      let mut s = state.borrow_mut();
       let s = &mut *s;
-      let (transport, socket) = match (socket, s.hooks.is_some(), s.writer.is_some()) {
-        (Some(fd), true, true) => {
+      let socket = socket.filter(|_| s.hooks.is_some() && s.writer.is_some());
+      let (transport, handoff) = match socket {
+        Some(fd) => {
           let wire = s.next_wire;
           s.next_wire += 1;
-          (Transport::Socket { wire }, Some((wire, fd)))
+          let gauge = Arc::new(ConnGauge::default());
+          (
+            Transport::Socket {
+              wire,
+              gauge: gauge.clone(),
+            },
+            Some((wire, fd, gauge)),
+          )
         }
-        _ => (Transport::stream(raw, &mut s.refs, res, write)?, None),
+        None => (Transport::stream(raw, &mut s.refs, write, flush)?, None),
       };
       let conn = Conn {
         res: s.refs.hold(raw, res)?,
@@ -428,49 +599,75 @@ impl NativeHub {
         meta: meta.map(|m| s.refs.hold(raw, m)).transpose()?,
       };
       let key = s.registry.insert(&id, conn, Instant::now());
-      let handed_off = socket.is_some();
-      if let Some((wire, fd)) = socket {
+      let wire = handoff.map(|(wire, fd, gauge)| {
         s.wires.insert(wire, key);
         if let Some(writer) = &s.writer {
-          writer.add(wire, fd);
+          writer.add(wire, fd, gauge);
+        }
+        wire
+      });
+      let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
+      let symbol = s.key_symbol.as_ref().map(|l| l.value(raw)).transpose()?;
+      (key, wire, listener, symbol)
+    };
+
+    // Effects on `res`, each of which may run JS; undone on failure.
+    let outcome = (|| -> Result<()> {
+      if let Some(symbol) = symbol {
+        js::set_symbol_keyed(raw, res, symbol, key.to_f64())?;
+        // A frozen, sealed or non-extensible response (or a Proxy that
+        // drops the write) would be registered but never found again.
+        if js::get_symbol_keyed(raw, res, symbol) != Some(key.to_f64()) {
+          return Err(invalid(
+            state,
+            raw,
+            "res must be extensible: the helper keeps its key on the response",
+          ));
         }
       }
-      if let Some(symbol) = s.key_symbol.as_ref() {
-        js::set_symbol_keyed(raw, res, symbol.value(raw)?, key.to_f64())?;
+      if let Some(listener) = listener {
+        let name = js::string(raw, "close")?;
+        if let Err(exception) = js::call(raw, res, on, &[name, listener]) {
+          js::rethrow(raw, exception);
+          return Err(Error::new(
+            Status::PendingException,
+            "res.on('close') threw",
+          ));
+        }
       }
-      let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
-      let hooks = match (&s.hooks, handed_off) {
-        (Some((w, e)), true) => Some((w.value(raw)?, e.value(raw)?)),
-        _ => None,
-      };
-      (key, listener, hooks)
-    };
-    if let Some((write_hook, end_hook)) = hooks {
-      js::set_named(raw, res, c"write", write_hook)?;
-      js::set_named(raw, res, c"end", end_hook)?;
-    }
-    if let Some(listener) = listener {
-      let name = js::string(raw, "close")?;
-      let on = js::get(raw, res, c"on")?;
-      if js::call(raw, res, on, &[name, listener]).is_err() {
-        remove_conn(&self.state, raw, key, Removal::Forget, Reason::Error);
-        return Err(invalid(&self.state, raw, "res.on('close') threw"));
+      if wire.is_some() {
+        install_socket_hooks(state, raw, res)?;
       }
+      Ok(())
+    })();
+    if let Err(err) = outcome {
+      // Keep the pending exception while undoing, then throw it again.
+      let exception = js::clear_exception(raw);
+      remove_conn(state, raw, key, Removal::Forget, Reason::Rollback);
+      if let Some(symbol) = symbol {
+        js::delete_keyed(raw, res, symbol);
+      }
+      if !exception.is_null() {
+        js::rethrow(raw, exception);
+      }
+      return Err(err);
     }
     if let Some(last_event_id) = last_event_id {
-      self.replay(raw, key, &last_event_id);
+      if state.borrow().registry.contains(key) {
+        self.replay(raw, key, &last_event_id);
+      }
     }
     Ok(id)
   }
 
   /// True when `res` is registered with this hub.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn has(&self, env: Env, res: Unknown) -> bool {
     key_of(&self.state, env.raw(), res.raw()).is_some()
   }
 
   /// Unregisters `res`, detaches its listener and ends it if still open.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn unregister(&self, env: Env, res: Unknown) -> Result<bool> {
     let raw = env.raw();
     let res = res.raw();
@@ -487,8 +684,17 @@ impl NativeHub {
     })
   }
 
+  /// Forgets `res` at once, before the app destroys it: the socket writer
+  /// drops it (and anything queued) ahead of any later send, so a frame sent
+  /// in the same tick never reaches a destroyed connection. False when `res`
+  /// is neither registered nor ending.
+  #[napi(catch_unwind)]
+  pub fn forget(&self, env: Env, res: Unknown) -> bool {
+    forget_response(&self.state, env.raw(), res.raw())
+  }
+
   /// Unregisters and ends every connection under `id`.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn unregister_id(&self, env: Env, id: String) -> bool {
     let keys = self.state.borrow().registry.keys_for_id(&id).to_vec();
     let mut removed = false;
@@ -500,7 +706,7 @@ impl NativeHub {
 
   /// Frames `data` once and writes it to every connection under `id`.
   /// True when at least one connection was written.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn send_to(
     &self,
     env: Env,
@@ -518,7 +724,7 @@ impl NativeHub {
   }
 
   /// Writes one framed event to any response, registered or not.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn send(
     &self,
     env: Env,
@@ -535,7 +741,7 @@ impl NativeHub {
 
   /// Writes a comment (`: text` per line) to `res`, to the connections
   /// under `id`, or to every connection when neither is given.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn comment(
     &self,
     env: Env,
@@ -564,7 +770,7 @@ impl NativeHub {
   /// were written (socket connections count once their frame is queued).
   /// With history on, a broadcast to everyone gets the next id (unless
   /// `options.id` gives one) and is kept for replay.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn broadcast(
     &self,
     env: Env,
@@ -600,25 +806,27 @@ impl NativeHub {
       (members, Some(filter)) => Some(self.filtered_keys(raw, filter, members.as_deref())?),
       (members, None) => members,
     };
-    if recording {
+    let out = if recording {
+      // The history keeps the HTTP chunk the socket writer sends, so a
+      // replay shares it instead of copying.
+      let chunk: Arc<[u8]> = frame::http_chunk(&bytes).into();
       let id = options
         .as_ref()
         .and_then(|o| o.id.as_deref())
         .unwrap_or_default();
-      self
-        .state
-        .borrow_mut()
-        .history
-        .record(id, Arc::from(bytes.as_slice()));
-    }
+      self.state.borrow_mut().history.record(id, chunk.clone());
+      OutFrame::with_chunk(&bytes, chunk)
+    } else {
+      OutFrame::new(&bytes)
+    };
     if to_everyone {
       self.state.borrow_mut().last_broadcast = Instant::now();
     }
-    Ok(self.fan_out(raw, keys.as_deref(), &OutFrame::new(&bytes)))
+    Ok(self.fan_out(raw, keys.as_deref(), &out))
   }
 
   /// Broadcasts, then ends and unregisters every connection.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn broadcast_and_close(
     &self,
     env: Env,
@@ -631,7 +839,7 @@ impl NativeHub {
   }
 
   /// Ends and unregisters every connection; returns how many there were.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn close_all(&self, env: Env) -> u32 {
     let keys = self.state.borrow().registry.keys();
     let mut closed = 0;
@@ -647,9 +855,20 @@ impl NativeHub {
     closed
   }
 
+  /// Ends every connection (each after what is queued for it), refuses new
+  /// ones and stops the writer thread once the last end is done; then calls
+  /// `lifecycle('closed')`. Returns how many connections were ended.
+  #[napi(catch_unwind)]
+  pub fn close(&self, env: Env) -> u32 {
+    self.state.borrow_mut().closing = true;
+    let closed = self.close_all(env);
+    finish_close_if_done(&self.state, env.raw());
+    closed
+  }
+
   /// Adds `res` (or every connection under `id`) to `channel`, or takes
   /// them out when `member` is false; returns how many changed.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn set_membership(
     &self,
     env: Env,
@@ -668,7 +887,7 @@ impl NativeHub {
   }
 
   /// Channels `res` is a member of.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn channels_of(&self, env: Env, res: Unknown) -> Vec<String> {
     let Some(key) = key_of(&self.state, env.raw(), res.raw()) else {
       return Vec::new();
@@ -682,10 +901,10 @@ impl NativeHub {
 
   /// Writes a heartbeat comment to every connection nothing was sent to for
   /// `idle_ms`; returns how many.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn heartbeat(&self, env: Env, idle_ms: f64) -> u32 {
     let now = Instant::now();
-    let idle = Duration::from_secs_f64(idle_ms.max(0.0) / 1000.0);
+    let idle = millis(idle_ms);
     let keys: Vec<ConnKey> = {
       let s = self.state.borrow();
       if now.saturating_duration_since(s.last_broadcast) < idle {
@@ -704,14 +923,15 @@ impl NativeHub {
   }
 
   /// Registered connections.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn count(&self) -> u32 {
     self.state.borrow().registry.len() as u32
   }
 
   /// Removes connections that ended, errored or were destroyed, and ends and
-  /// removes those connected for longer than `max_age_ms`.
-  #[napi]
+  /// removes those connected for longer than `max_age_ms` (any finite
+  /// non-negative number; a huge one means "never").
+  #[napi(catch_unwind)]
   pub fn cleanup_stale(&self, env: Env, max_age_ms: f64) -> Result<u32> {
     let raw = env.raw();
     if !(max_age_ms.is_finite() && max_age_ms >= 0.0) {
@@ -722,7 +942,7 @@ impl NativeHub {
       ));
     }
     let now = Instant::now();
-    let max_age = Duration::from_secs_f64(max_age_ms / 1000.0);
+    let max_age = millis(max_age_ms);
     let candidates: Vec<(ConnKey, bool, RawValue)> = {
       let s = self.state.borrow();
       let mut out = Vec::with_capacity(s.registry.len());
@@ -746,32 +966,46 @@ impl NativeHub {
 
   /// Writes raw bytes the app passed to `res.write` on a socket-transport
   /// response, as one HTTP chunk, in order with the helper's frames.
-  #[napi]
-  pub fn write_raw(&self, env: Env, res: Unknown, chunk: &[u8]) -> bool {
+  /// Returns 1 when the connection's backlog is still below `high_water_mark`
+  /// (Node's `write` would return true), 0 when it is not (the writer emits
+  /// `drain` on `res` once flushed), and -1 when `res` is no longer
+  /// registered (nothing was written).
+  #[napi(catch_unwind)]
+  pub fn write_raw(&self, env: Env, res: Unknown, chunk: &[u8], high_water_mark: f64) -> i32 {
     let raw = env.raw();
     let Some(key) = key_of(&self.state, raw, res.raw()) else {
-      return false;
+      return -1;
     };
-    if chunk.is_empty() {
-      // A zero-size chunk would end the chunked body.
-      return true;
-    }
     let s = self.state.borrow();
-    match (
-      s.registry.get(key).and_then(|e| e.handle.transport.wire()),
-      &s.writer,
-    ) {
-      (Some(wire), Some(writer)) => {
-        writer.send(vec![wire], frame::http_chunk(chunk).into());
-        true
-      }
-      _ => false,
+    let Some(Transport::Socket { wire, gauge }) = s.registry.get(key).map(|e| &e.handle.transport)
+    else {
+      return -1;
+    };
+    let Some(writer) = &s.writer else {
+      return -1;
+    };
+    if !chunk.is_empty() {
+      // A zero-size chunk would end the chunked body.
+      let chunk: Arc<[u8]> = frame::http_chunk(chunk).into();
+      gauge.submitted.fetch_add(chunk.len(), Ordering::AcqRel);
+      writer.write(*wire, chunk);
     }
+    if (gauge.backlog() as f64) < high_water_mark {
+      return 1;
+    }
+    gauge.want_drain.store(true, Ordering::Release);
+    // The writer may have flushed everything between the two reads; then
+    // no `drain` would come, so answer as if below the mark.
+    if gauge.backlog() == 0 && gauge.want_drain.swap(false, Ordering::AcqRel) {
+      return 1;
+    }
+    0
   }
 
   /// Sets the transport for new connections, the slow-client bound and
-  /// policy (both transports) and the replay history size.
-  #[napi]
+  /// policy (both transports), the replay history size and how long an
+  /// ended socket connection may take to flush.
+  #[napi(catch_unwind)]
   pub fn configure(
     &self,
     env: Env,
@@ -779,6 +1013,7 @@ impl NativeHub {
     max_buffered_bytes: Option<f64>,
     slow_client_policy: Option<String>,
     history_size: Option<f64>,
+    end_timeout_ms: Option<f64>,
   ) -> Result<()> {
     let raw = env.raw();
     let state = &self.state;
@@ -797,7 +1032,7 @@ impl NativeHub {
       state,
       raw,
       max_buffered_bytes,
-      |b| whole_number(b, 1.0, 9.0e15),
+      |b| whole_number(b, 1.0, MAX_SAFE_INTEGER),
       "options.maxBufferedBytes must be a positive integer",
     )?;
     let policy = parse_option(
@@ -818,18 +1053,28 @@ impl NativeHub {
       |n| whole_number(n, 0.0, 1.0e6),
       "options.historySize must be an integer from 0 to 1000000",
     )?;
+    let end_timeout = parse_option(
+      state,
+      raw,
+      end_timeout_ms,
+      |n| whole_number(n, 1.0, MAX_TIMER_MS),
+      "options.endTimeoutMs must be an integer from 1 to 2147483647",
+    )?;
     let mut s = self.state.borrow_mut();
     if let Some(mode) = mode {
       s.mode = mode;
     }
     if let Some(bound) = bound {
-      s.writer_config.max_buffered_bytes = bound as usize;
+      s.writer_config.max_buffered_bytes = usize::try_from(bound).unwrap_or(usize::MAX);
     }
     if let Some(policy) = policy {
       s.writer_config.slow_policy = policy;
     }
     if let Some(size) = history {
       s.history.set_capacity(size as usize);
+    }
+    if let Some(ms) = end_timeout {
+      s.writer_config.end_timeout = Duration::from_millis(ms);
     }
     if let Some(writer) = &s.writer {
       writer.configure(s.writer_config);
@@ -838,7 +1083,7 @@ impl NativeHub {
   }
 
   /// Counters and gauges at this instant.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn stats(&self) -> NativeStats {
     let s = self.state.borrow();
     let socket = s.socket_connections();
@@ -867,9 +1112,22 @@ impl NativeHub {
 
   /// napi references this hub holds right now (responses, their `write`,
   /// metas, its own listener, symbol and hooks). For leak tests.
-  #[napi(getter)]
+  #[napi(getter, catch_unwind)]
   pub fn held_references(&self) -> u32 {
     self.state.borrow().refs.live() as u32
+  }
+
+  /// Fault injection for tests: makes the socket writer thread panic, to
+  /// check that its death is reported and its connections torn down.
+  #[napi(catch_unwind)]
+  pub fn crash_writer_for_test(&self) -> bool {
+    match &self.state.borrow().writer {
+      Some(writer) => {
+        writer.crash();
+        true
+      }
+      None => false,
+    }
   }
 }
 
@@ -915,10 +1173,9 @@ impl NativeHub {
     filter: &Function<'_, (Unknown<'_>, String), Unknown<'_>>,
     within: Option<&[ConnKey]>,
   ) -> Result<Vec<ConnKey>> {
+    let undefined = js::undefined(env)?;
     let candidates: Vec<(ConnKey, RawValue, Arc<str>)> = {
       let s = self.state.borrow();
-      let mut undefined = std::ptr::null_mut();
-      unsafe { napi::sys::napi_get_undefined(env, &mut undefined) };
       let entries: Box<dyn Iterator<Item = &registry::Entry<Conn>>> = match within {
         Some(keys) => Box::new(keys.iter().filter_map(|k| s.registry.get(*k))),
         None => Box::new(s.registry.iter()),
@@ -943,7 +1200,7 @@ impl NativeHub {
         Ok(result) if js::truthy(env, result) => keys.push(key),
         Ok(_) => {}
         Err(exception) => {
-          unsafe { napi::sys::napi_throw(env, exception) };
+          js::rethrow(env, exception);
           return Err(Error::new(Status::PendingException, "filter threw"));
         }
       }
@@ -951,39 +1208,49 @@ impl NativeHub {
     Ok(keys)
   }
 
-  /// Sends what `key` missed since `last_event_id` (or an `event: reset`
-  /// when that id is no longer in history), before any live event.
+  /// Sends what `key` missed since `last_event_id`, before any live event,
+  /// or an `event: reset` when that id is no longer in history or what it
+  /// missed is more than `maxBufferedBytes` (a replay obeys the same bound
+  /// as live events, so a reconnecting client cannot make the server queue
+  /// more for it than a live one). Socket connections get the history's own
+  /// chunks, shared; stream connections one buffer of at most the bound.
   fn replay(&self, env: RawEnv, key: ConnKey, last_event_id: &str) {
-    let bytes = {
+    enum Plan {
+      Stream(Vec<u8>),
+      Socket(WireId, Vec<Arc<[u8]>>),
+    }
+    let plan = {
       let mut s = self.state.borrow_mut();
+      let s = &mut *s;
       if s.history.capacity() == 0 {
         return;
       }
-      let bytes = match s.history.since(last_event_id) {
-        Replay::Missed(frames) => {
-          let mut out = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
-          for f in frames {
-            out.extend_from_slice(f);
+      let wire = s.registry.get(key).and_then(|e| e.handle.transport.wire());
+      let bound = s.writer_config.max_buffered_bytes;
+      match s.history.since(last_event_id, bound) {
+        Replay::Missed(events) if events.is_empty() => return,
+        Replay::Missed(events) => {
+          s.replays += 1;
+          match wire {
+            Some(wire) => Plan::Socket(wire, events.iter().map(|e| e.chunk().clone()).collect()),
+            None => Plan::Stream(events.iter().flat_map(|e| e.frame()).copied().collect()),
           }
-          Some(out)
         }
-        Replay::Reset => None,
-      };
-      match bytes {
-        Some(out) => {
-          if !out.is_empty() {
-            s.replays += 1;
-          }
-          out
-        }
-        None => {
+        Replay::Reset => {
           s.resets += 1;
-          frame::reset_frame(s.history.newest_id())
+          Plan::Stream(frame::reset_frame(s.history.newest_id()))
         }
       }
     };
-    if !bytes.is_empty() {
-      self.fan_out(env, Some(&[key]), &OutFrame::new(&bytes));
+    match plan {
+      Plan::Socket(wire, chunks) => {
+        if let Some(writer) = &self.state.borrow().writer {
+          writer.send_frames(vec![wire], chunks);
+        }
+      }
+      Plan::Stream(bytes) => {
+        self.fan_out(env, Some(&[key]), &OutFrame::new(&bytes));
+      }
     }
   }
 
@@ -1026,7 +1293,7 @@ impl NativeHub {
           }
         }
         // A broadcast to everyone reaches them with one message, no list.
-        Transport::Socket { wire } if keys.is_some() => wires.push(*wire),
+        Transport::Socket { wire, .. } if keys.is_some() => wires.push(*wire),
         Transport::Socket { .. } => {}
       };
       match keys {
@@ -1056,7 +1323,7 @@ impl NativeHub {
         }
       }
       (
-        s.writer_config.max_buffered_bytes as f64,
+        s.writer_config.max_buffered_bytes,
         s.writer_config.slow_policy,
       )
     };
@@ -1072,14 +1339,18 @@ impl NativeHub {
       if t.congested {
         // Node has been buffering for this one: look at how much.
         let pending = transport::pending_bytes(env, t.res);
-        if pending + out.len() as f64 > bound {
-          match policy {
-            SlowPolicy::Drop => dropped += 1,
-            SlowPolicy::Disconnect => slow.push(t.key),
+        match backpressure::admit(pending, out.len(), bound, policy) {
+          Admit::Queue => {}
+          Admit::Drop => {
+            dropped += 1;
+            continue;
           }
-          continue;
+          Admit::Disconnect => {
+            slow.push(t.key);
+            continue;
+          }
         }
-        if pending == 0.0 {
+        if pending == 0 {
           congestion.push((t.key, false));
         }
       }
@@ -1099,7 +1370,6 @@ impl NativeHub {
       s.stream_frames += u64::from(written);
       s.stream_bytes += u64::from(written) * out.len() as u64;
       s.stream_dropped += dropped;
-      s.stream_slow_disconnects += slow.len() as u64;
       for (key, value) in congestion {
         if let Some(Transport::Stream { congested, .. }) =
           s.registry.get_mut(key).map(|e| &mut e.handle.transport)
@@ -1109,8 +1379,9 @@ impl NativeHub {
       }
     }
     for key in slow {
-      report(&self.state, env, "slow", key);
-      remove_conn(&self.state, env, key, Removal::Destroy, Reason::Slow);
+      if remove_conn(&self.state, env, key, Removal::Destroy, Reason::Slow) {
+        self.state.borrow_mut().stream_slow_disconnects += 1;
+      }
     }
     for key in dead {
       remove_conn(&self.state, env, key, Removal::End, Reason::Error);
@@ -1119,15 +1390,55 @@ impl NativeHub {
   }
 }
 
-/// Calls the JS lifecycle callback: `kind` is `'slow'` or `'disconnect'`.
-fn report(state: &Shared, env: RawEnv, kind: &str, key: ConnKey) {
-  let id = state.borrow().registry.get(key).map(|e| e.id.clone());
-  if let Some(id) = id {
-    emit(state, env, kind, &id, kind);
+/// Runs `f`, turning a panic into a JS-visible error instead of letting it
+/// unwind into Node-API (which aborts the process).
+fn guard_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+  std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    .map_err(napi::bindgen_prelude::panic_to_error)
+    .and_then(|r| r)
+}
+
+/// Marks `res` as being registered for the duration of `register`, and
+/// refuses a nested registration of the same response (from a getter or a
+/// Proxy trap it runs), which would otherwise register it twice.
+struct Registering<'a> {
+  state: &'a Shared,
+}
+
+impl<'a> Registering<'a> {
+  fn enter(state: &'a Shared, env: RawEnv, res: RawValue) -> Result<Self> {
+    let nested = state
+      .borrow()
+      .registering
+      .iter()
+      .any(|other| js::strict_equals(env, *other, res));
+    if nested {
+      return Err(Error::new(
+        Status::InvalidArg,
+        "addClient: res is already being registered (called again from inside its own registration)",
+      ));
+    }
+    state.borrow_mut().registering.push(res);
+    Ok(Self { state })
   }
 }
 
-fn emit(state: &Shared, env: RawEnv, kind: &str, id: &str, reason: &str) {
+impl Drop for Registering<'_> {
+  fn drop(&mut self) {
+    if let Ok(mut s) = self.state.try_borrow_mut() {
+      s.registering.pop();
+    }
+  }
+}
+
+/// The error `addClient` throws once `close()` was called.
+fn closed_error(env: RawEnv) -> Error {
+  js::throw_error(env, c"ERR_SSE_CLOSED", "the SSE hub was closed");
+  Error::new(Status::PendingException, "the SSE hub was closed")
+}
+
+/// Calls the JS lifecycle callback with up to two string arguments.
+fn emit(state: &Shared, env: RawEnv, kind: &str, a: &str, b: &str) {
   let Some(callback) = state
     .borrow()
     .lifecycle
@@ -1138,27 +1449,38 @@ fn emit(state: &Shared, env: RawEnv, kind: &str, id: &str, reason: &str) {
   };
   let args = [
     js::string(env, kind),
-    js::string(env, id),
-    js::string(env, reason),
+    js::string(env, a),
+    js::string(env, b),
   ];
-  if let [Ok(kind), Ok(id), Ok(reason)] = args {
-    let mut undefined = std::ptr::null_mut();
-    unsafe { napi::sys::napi_get_undefined(env, &mut undefined) };
-    // A throwing listener must not break the cleanup in progress.
-    let _ = js::call(env, undefined, callback, &[kind, id, reason]);
+  if let ([Ok(kind), Ok(a), Ok(b)], Ok(undefined)) = (args, js::undefined(env)) {
+    // A throwing listener must not break the cleanup in progress; the JS
+    // side rethrows it on the next tick.
+    let _ = js::call(env, undefined, callback, &[kind, a, b]);
   }
 }
 
-/// A duplicate of the connection's fd for the writer, or `None` when `fd` is
-/// not a connected TCP socket (the connection then stays on the stream).
-fn socket_handoff(fd: i32) -> Option<OwnedFd> {
-  // SAFETY: `fd` is only borrowed for the duplication; Node keeps owning it.
-  let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+/// A duplicate of the connection's fd for the writer, or `None` when the fd
+/// is not a connected TCP socket, or not the one `info` describes (the
+/// connection then stays on the stream). The check matters: writing to
+/// another connection's fd would hand one client another's data.
+fn socket_handoff(info: &SocketInfo) -> Option<OwnedFd> {
+  if info.fd < 0 {
+    return None;
+  }
+  // SAFETY: `fd` is only borrowed for the duplication, during this call, in
+  // which Node keeps it open (it belongs to a live socket the JS thread,
+  // which we are on, owns); the duplicate is ours.
+  let dup = unsafe { BorrowedFd::borrow_raw(info.fd) }
     .try_clone_to_owned()
     .ok()?;
   let stream = TcpStream::from(dup);
-  stream.peer_addr().ok()?;
-  Some(OwnedFd::from(stream))
+  let peer = stream.peer_addr().ok()?;
+  let local = stream.local_addr().ok()?;
+  let remote_ip: IpAddr = info.remote_address.parse().ok()?;
+  let same = peer.ip().to_canonical() == remote_ip.to_canonical()
+    && u32::from(peer.port()) == info.remote_port
+    && u32::from(local.port()) == info.local_port;
+  same.then(|| OwnedFd::from(stream))
 }
 
 /// Starts the hub's writer thread on first use, with a thread-safe function
@@ -1171,8 +1493,10 @@ fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
   let events_state = state.clone();
   let on_events =
     env.create_function_from_closure::<(), (), _>("sseHelperWriterEvents", move |ctx| {
-      process_writer_events(&events_state, ctx.env.raw());
-      Ok(())
+      guard_panics(|| {
+        process_writer_events(&events_state, ctx.env.raw());
+        Ok(())
+      })
     })?;
   let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
     .build_threadsafe_function()
@@ -1192,9 +1516,15 @@ fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
 }
 
 fn process_writer_events(state: &Shared, env: RawEnv) {
-  let events = match &state.borrow().writer {
-    Some(writer) => writer.take_events(),
-    None => return,
+  let events = {
+    let s = state.borrow();
+    match (&s.writer, &s.retired_events) {
+      (Some(writer), _) => writer.take_events(),
+      (None, Some(events)) => {
+        std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()))
+      }
+      (None, None) => return,
+    }
   };
   for event in events {
     match event {
@@ -1207,47 +1537,201 @@ fn process_writer_events(state: &Shared, env: RawEnv) {
         let key = state.borrow().wires.get(&wire).copied();
         if let Some(key) = key {
           let reason = match why {
-            DeadReason::Slow => {
-              report(state, env, "slow", key);
-              Reason::Slow
-            }
-            DeadReason::WriteError => Reason::Error,
+            DeadReason::Slow => Reason::Slow,
+            DeadReason::WriteError | DeadReason::EndTimeout => Reason::Error,
           };
           remove_conn(state, env, key, Removal::Destroy, reason);
         }
       }
+      WriterEvent::Drain(wire) => {
+        let res = {
+          let s = state.borrow();
+          s.wires
+            .get(&wire)
+            .and_then(|key| s.registry.get(*key))
+            .and_then(|e| e.handle.res.value(env).ok())
+        };
+        if let (Some(res), Ok(name)) = (res, js::string(env, "drain")) {
+          js::call_method_quietly(env, res, c"emit", &[name]);
+        }
+      }
+      WriterEvent::Stopped => {
+        state.borrow_mut().retired_events = None;
+        let closing = state.borrow().closing;
+        if closing {
+          emit(state, env, "closed", "", "");
+        }
+      }
+      WriterEvent::Died => writer_died(state, env),
     }
   }
 }
 
-/// Node ends (or destroys) a socket-transport response once the writer has
-/// let go of it.
-fn finish_pending_end(state: &Shared, env: RawEnv, wire: WireId, removal: Removal) {
-  let Some(res_ref) = state.borrow_mut().pending_ends.remove(&wire) else {
-    return;
-  };
-  if let Ok(res) = res_ref.value(env) {
-    restore_response(env, res);
-    finish_response(env, res, removal);
+/// The writer thread panicked: its fds are closed and its queues gone.
+/// Every socket connection and pending end is torn down through Node, new
+/// connections use the stream transport, and the app hears of it.
+fn writer_died(state: &Shared, env: RawEnv) {
+  {
+    let mut s = state.borrow_mut();
+    s.writer_died = true;
+    s.writer = None;
+    s.retired_events = None;
   }
-  state.borrow_mut().refs.release(env, res_ref);
+  let pending: Vec<WireId> = state.borrow().pending_ends.keys().copied().collect();
+  for wire in pending {
+    finish_pending_end(state, env, wire, Removal::Destroy);
+  }
+  let socket_keys: Vec<ConnKey> = state.borrow().wires.values().copied().collect();
+  for key in socket_keys {
+    remove_conn(state, env, key, Removal::Destroy, Reason::Error);
+  }
+  emit(
+    state,
+    env,
+    "error",
+    "ERR_SSE_WRITER_DIED",
+    "the native socket writer thread stopped unexpectedly; its connections were closed and new ones use the stream transport",
+  );
+  finish_close_if_done(state, env);
 }
 
-/// Puts Node's own `write`/`end` back on a response leaving the socket writer.
+/// Once `close()` was called and nothing is registered or ending, the
+/// writer is told to stop; `closed` is reported when it has (or at once if
+/// there is none).
+fn finish_close_if_done(state: &Shared, env: RawEnv) {
+  let stopped_now = {
+    let mut s = state.borrow_mut();
+    if !s.closing || !s.registry.is_empty() || !s.pending_ends.is_empty() {
+      return;
+    }
+    match s.writer.take() {
+      Some(writer) => {
+        s.retired_events = Some(writer.events());
+        writer.shutdown();
+        false
+      }
+      None => s.retired_events.is_none(),
+    }
+  };
+  if stopped_now {
+    emit(state, env, "closed", "", "");
+  }
+}
+
+/// The app's `close` listener and destroy hooks land here: `res` is going
+/// away, so it is forgotten without being ended or written to again.
+fn forget_response(state: &Shared, env: RawEnv, res: RawValue) -> bool {
+  let Some(key) = raw_key_of(state, env, res) else {
+    return false;
+  };
+  if state.borrow().registry.contains(key) {
+    return remove_conn(state, env, key, Removal::Forget, Reason::Closed);
+  }
+  let wire = state.borrow().ending_keys.get(&key).copied();
+  match wire {
+    Some(wire) => {
+      if let Some(writer) = &state.borrow().writer {
+        writer.remove(wire);
+      }
+      finish_pending_end(state, env, wire, Removal::Forget);
+      true
+    }
+    None => false,
+  }
+}
+
+/// Finishes a response the writer has let go of: Node ends it (`End`),
+/// destroys it (`Destroy`), or it is already gone (`Forget`).
+fn finish_pending_end(state: &Shared, env: RawEnv, wire: WireId, removal: Removal) {
+  let (pending, listener) = {
+    let mut s = state.borrow_mut();
+    let Some(pending) = s.pending_ends.remove(&wire) else {
+      return;
+    };
+    s.ending_keys.remove(&pending.key);
+    let listener = s.on_close.as_ref().and_then(|l| l.value(env).ok());
+    (pending, listener)
+  };
+  if let Ok(res) = pending.res.value(env) {
+    detach_close_listener(env, res, listener);
+    restore_response(env, res);
+    finish_response(state, env, res, removal);
+  }
+  {
+    let mut s = state.borrow_mut();
+    s.refs.release(env, pending.res);
+    release_if_orphaned(&mut s, env);
+  }
+  finish_close_if_done(state, env);
+}
+
+/// Installs the socket writer's `write`, `end` and `destroy` on `res`, and
+/// `destroy` on its socket.
+fn install_socket_hooks(state: &Shared, env: RawEnv, res: RawValue) -> Result<()> {
+  let hooks = {
+    let s = state.borrow();
+    let Some(h) = &s.hooks else {
+      return Ok(());
+    };
+    [
+      h.write.value(env)?,
+      h.end.value(env)?,
+      h.destroy.value(env)?,
+      h.socket_destroy.value(env)?,
+    ]
+  };
+  let [write, end, destroy, socket_destroy] = hooks;
+  js::set_named(env, res, c"write", write)?;
+  js::set_named(env, res, c"end", end)?;
+  js::set_named(env, res, c"destroy", destroy)?;
+  let socket = js::get(env, res, c"socket")?;
+  if js::is_object(env, socket) {
+    js::set_named(env, socket, c"destroy", socket_destroy)?;
+  }
+  Ok(())
+}
+
+/// Puts Node's own methods back on a response leaving the socket writer.
 fn restore_response(env: RawEnv, res: RawValue) {
   js::delete_named(env, res, "write");
   js::delete_named(env, res, "end");
+  js::delete_named(env, res, "destroy");
+  if let Ok(socket) = js::get(env, res, c"socket") {
+    if js::is_object(env, socket) {
+      js::delete_named(env, socket, "destroy");
+    }
+  }
+  js::clear_exception(env);
 }
 
-fn finish_response(env: RawEnv, res: RawValue, removal: Removal) {
+/// Ends or destroys `res` as `removal` says. A response the hub ended gets a
+/// `write` that returns false instead of Node's, which would emit an
+/// `'error'` (fatal without a listener) for a write after end.
+fn finish_response(state: &Shared, env: RawEnv, res: RawValue, removal: Removal) {
   match removal {
-    Removal::Forget => {}
+    Removal::Forget => return,
     Removal::End => {
       if !js::get_truthy(env, res, c"writableEnded") {
         js::call_method_quietly(env, res, c"end", &[]);
       }
     }
     Removal::Destroy => js::call_method_quietly(env, res, c"destroy", &[]),
+  }
+  let write_after_end = state
+    .borrow()
+    .hooks
+    .as_ref()
+    .and_then(|h| h.write_after_end.value(env).ok());
+  if let Some(write_after_end) = write_after_end {
+    if js::set_named(env, res, c"write", write_after_end).is_err() {
+      js::clear_exception(env);
+    }
+  }
+}
+
+fn detach_close_listener(env: RawEnv, res: RawValue, listener: Option<RawValue>) {
+  if let (Some(listener), Ok(name)) = (listener, js::string(env, "close")) {
+    js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
   }
 }
 
@@ -1269,16 +1753,28 @@ fn response_write(state: &Shared, env: RawEnv, res: RawValue, arg: &str) -> Resu
   Ok(write)
 }
 
-fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
+/// The key `res` carries, whether or not it is still registered.
+fn raw_key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
+  if !js::is_object(env, res) {
+    return None;
+  }
   let symbol = state.borrow().key_symbol.as_ref()?.value(env).ok()?;
-  let key = ConnKey::from_f64(js::get_symbol_keyed(env, res, symbol)?)?;
+  ConnKey::from_f64(js::get_symbol_keyed(env, res, symbol)?)
+}
+
+/// The key of `res` when it is registered with this hub.
+fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
+  let key = raw_key_of(state, env, res)?;
   state.borrow().registry.contains(key).then_some(key)
 }
 
-/// Unregisters `key`: detaches the `close` listener, finishes the response
-/// as `removal` says (for a socket connection, after the writer flushed what
-/// it queued), releases every reference and reports the disconnect. False
-/// if not registered.
+/// The one way a connection leaves the registry, whatever the reason:
+/// unregisters `key`, finishes the response as `removal` says (for a socket
+/// connection ending gracefully, after the writer flushed what it queued),
+/// releases every reference, then reports it: `slow` first for a slow
+/// client, then `disconnect`. The entry is gone before any JS runs, so a
+/// listener that calls back into the hub never sees it again. False if not
+/// registered.
 fn remove_conn(
   state: &Shared,
   env: RawEnv,
@@ -1286,26 +1782,28 @@ fn remove_conn(
   removal: Removal,
   reason: Reason,
 ) -> bool {
-  let (entry, listener, deferred) = {
+  let (entry, listener, deferred, was_socket) = {
     let mut s = state.borrow_mut();
+    let s = &mut *s;
     let Some(entry) = s.registry.remove(key) else {
       return false;
     };
-    let mut deferred = false;
+    let was_socket = entry.handle.transport.wire().is_some();
+    let mut deferred = None;
     if let Some(wire) = entry.handle.transport.wire() {
       s.wires.remove(&wire);
       if let Some(writer) = &s.writer {
         match removal {
           Removal::End => {
             writer.end(wire);
-            deferred = true;
+            deferred = Some(wire);
           }
           Removal::Forget | Removal::Destroy => writer.remove(wire),
         }
       }
     }
     let listener = s.on_close.as_ref().and_then(|l| l.value(env).ok());
-    (entry, listener, deferred)
+    (entry, listener, deferred, was_socket)
   };
   let id = entry.id.clone();
   let Conn {
@@ -1313,32 +1811,42 @@ fn remove_conn(
     transport,
     meta,
   } = entry.handle;
-  let wire = transport.wire();
-  if let Ok(res) = res_ref.value(env) {
-    if let (Some(listener), Ok(name)) = (listener, js::string(env, "close")) {
-      js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
-    }
-    // A deferred end happens once the writer has flushed its queue.
-    if !deferred {
-      if wire.is_some() {
-        restore_response(env, res);
-      }
-      finish_response(env, res, removal);
-    }
-  }
+  let res = res_ref.value(env).ok();
   {
     let mut s = state.borrow_mut();
-    match wire.filter(|_| deferred) {
-      Some(wire) => {
-        s.pending_ends.insert(wire, res_ref);
-      }
-      None => s.refs.release(env, res_ref),
-    }
+    let s = &mut *s;
     transport.release(env, &mut s.refs);
     if let Some(meta) = meta {
       s.refs.release(env, meta);
     }
   }
-  emit(state, env, "disconnect", &id, reason.as_str());
+  match deferred {
+    // Ends once the writer has flushed its queue; until then the `close`
+    // listener stays, so Node closing the socket still releases it.
+    Some(wire) => {
+      let mut s = state.borrow_mut();
+      s.ending_keys.insert(key, wire);
+      s.pending_ends
+        .insert(wire, PendingEnd { key, res: res_ref });
+    }
+    None => {
+      if let Some(res) = res {
+        detach_close_listener(env, res, listener);
+        if was_socket {
+          restore_response(env, res);
+        }
+        finish_response(state, env, res, removal);
+      }
+      state.borrow_mut().refs.release(env, res_ref);
+    }
+  }
+  if reason != Reason::Rollback {
+    if reason == Reason::Slow {
+      emit(state, env, "slow", &id, "");
+    }
+    emit(state, env, "disconnect", &id, reason.as_str());
+  }
+  release_if_orphaned(&mut state.borrow_mut(), env);
+  finish_close_if_done(state, env);
   true
 }

@@ -1,6 +1,20 @@
 //! Small, audited wrappers over raw Node-API calls for the paths that run once
 //! per connection per send. napi-rs's typed wrappers add conversions and
-//! allocations we do not want there; everything unsafe stays in this file.
+//! allocations we do not want there; every raw call of the binding is here.
+//!
+//! The same contract holds for every function in this file, and the SAFETY
+//! notes below refer to it:
+//! - `env` is the `napi_env` of the current call into the addon, on the JS
+//!   thread; no function here is called from any other thread.
+//! - every `RawValue` passed in was obtained during that same call (so it is
+//!   alive in the current handle scope) or from a [`JsRef`] just now.
+//! - out-pointers point to locals of the right type that live across the
+//!   call.
+//!
+//! A failed status never goes unnoticed: it is returned as an error, or the
+//! function documents what a failure means for its caller; an exception a
+//! call leaves pending is either returned to the caller or cleared here,
+//! never left behind by accident.
 
 use std::ffi::CStr;
 use std::ptr;
@@ -27,10 +41,10 @@ pub struct JsRef(sys::napi_ref);
 impl JsRef {
   pub fn value(&self, env: RawEnv) -> Result<RawValue> {
     let mut value = ptr::null_mut();
-    check(
-      unsafe { sys::napi_get_reference_value(env, self.0, &mut value) },
-      "napi_get_reference_value",
-    )?;
+    // SAFETY: see the module contract; `self.0` is a live reference (only
+    // `Refs::release`, which consumes the `JsRef`, deletes it).
+    let status = unsafe { sys::napi_get_reference_value(env, self.0, &mut value) };
+    check(status, "napi_get_reference_value")?;
     Ok(value)
   }
 }
@@ -45,18 +59,18 @@ pub struct Refs {
 impl Refs {
   pub fn hold(&mut self, env: RawEnv, value: RawValue) -> Result<JsRef> {
     let mut raw = ptr::null_mut();
-    check(
-      unsafe { sys::napi_create_reference(env, value, 1, &mut raw) },
-      "napi_create_reference",
-    )?;
+    // SAFETY: see the module contract.
+    let status = unsafe { sys::napi_create_reference(env, value, 1, &mut raw) };
+    check(status, "napi_create_reference")?;
     self.live += 1;
     Ok(JsRef(raw))
   }
 
   pub fn release(&mut self, env: RawEnv, reference: JsRef) {
-    // Deleting can only fail while the env is being torn down, when V8 frees
-    // every reference anyway.
-    unsafe { sys::napi_delete_reference(env, reference.0) };
+    // SAFETY: see the module contract; the `JsRef` is consumed, so the
+    // reference is deleted exactly once. Deleting can only fail while the
+    // env is being torn down, when V8 frees every reference anyway.
+    let _ = unsafe { sys::napi_delete_reference(env, reference.0) };
     self.live -= 1;
   }
 
@@ -65,9 +79,14 @@ impl Refs {
   }
 }
 
+/// The value's type; `napi_undefined` if it cannot be read.
 pub fn type_of(env: RawEnv, value: RawValue) -> sys::napi_valuetype {
-  let mut kind = 0;
-  unsafe { sys::napi_typeof(env, value, &mut kind) };
+  let mut kind = sys::ValueType::napi_undefined;
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_typeof(env, value, &mut kind) };
+  if status != sys::Status::napi_ok {
+    return sys::ValueType::napi_undefined;
+  }
   kind
 }
 
@@ -82,34 +101,63 @@ pub fn is_function(env: RawEnv, value: RawValue) -> bool {
   type_of(env, value) == sys::ValueType::napi_function
 }
 
-pub fn get(env: RawEnv, object: RawValue, name: &CStr) -> Result<RawValue> {
+/// `a === b`, without running JS.
+pub fn strict_equals(env: RawEnv, a: RawValue, b: RawValue) -> bool {
+  let mut equal = false;
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_strict_equals(env, a, b, &mut equal) };
+  status == sys::Status::napi_ok && equal
+}
+
+/// `undefined`.
+pub fn undefined(env: RawEnv) -> Result<RawValue> {
   let mut value = ptr::null_mut();
-  check(
-    unsafe { sys::napi_get_named_property(env, object, name.as_ptr(), &mut value) },
-    "reading a property",
-  )?;
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_get_undefined(env, &mut value) };
+  check(status, "napi_get_undefined")?;
   Ok(value)
 }
 
+/// `object[name]`. A getter or Proxy trap may run and throw; its exception
+/// stays pending for the caller, which either propagates it (`?`) or clears
+/// it.
+pub fn get(env: RawEnv, object: RawValue, name: &CStr) -> Result<RawValue> {
+  let mut value = ptr::null_mut();
+  // SAFETY: see the module contract; `name` is NUL-terminated.
+  let status = unsafe { sys::napi_get_named_property(env, object, name.as_ptr(), &mut value) };
+  check(status, "reading a property")?;
+  Ok(value)
+}
+
+/// `!!value`; false if it cannot be coerced (it always can for values).
 pub fn truthy(env: RawEnv, value: RawValue) -> bool {
   let mut coerced = ptr::null_mut();
   let mut truthy = false;
-  unsafe {
-    sys::napi_coerce_to_bool(env, value, &mut coerced);
-    sys::napi_get_value_bool(env, coerced, &mut truthy);
+  // SAFETY: see the module contract; ToBoolean runs no JS.
+  let coerce = unsafe { sys::napi_coerce_to_bool(env, value, &mut coerced) };
+  if coerce != sys::Status::napi_ok {
+    return false;
   }
-  truthy
+  // SAFETY: see the module contract; `coerced` was just made.
+  let read = unsafe { sys::napi_get_value_bool(env, coerced, &mut truthy) };
+  read == sys::Status::napi_ok && truthy
 }
 
-/// `object[name]` when it is a number.
+/// `object[name]` when it is a number; a getter that throws reads as
+/// `None` and its exception is cleared, because the callers only probe.
 pub fn get_number(env: RawEnv, object: RawValue, name: &CStr) -> Option<f64> {
   let Ok(value) = get(env, object, name) else {
     clear_exception(env);
     return None;
   };
+  number(env, value)
+}
+
+fn number(env: RawEnv, value: RawValue) -> Option<f64> {
   let mut number = 0.0;
-  (unsafe { sys::napi_get_value_double(env, value, &mut number) } == sys::Status::napi_ok)
-    .then_some(number)
+  // SAFETY: see the module contract; a non-number is reported by status.
+  let status = unsafe { sys::napi_get_value_double(env, value, &mut number) };
+  (status == sys::Status::napi_ok).then_some(number)
 }
 
 /// `!!object[name]`; a getter that throws reads as false and its exception
@@ -122,60 +170,58 @@ pub fn get_truthy(env: RawEnv, object: RawValue, name: &CStr) -> bool {
   truthy(env, value)
 }
 
+/// `object[key]` when it is a number; a throwing Proxy trap reads as
+/// `None` and its exception is cleared.
 pub fn get_symbol_keyed(env: RawEnv, object: RawValue, key: RawValue) -> Option<f64> {
   let mut value = ptr::null_mut();
-  if unsafe { sys::napi_get_property(env, object, key, &mut value) } != sys::Status::napi_ok {
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_get_property(env, object, key, &mut value) };
+  if status != sys::Status::napi_ok {
     clear_exception(env);
     return None;
   }
-  let mut number = 0.0;
-  if unsafe { sys::napi_get_value_double(env, value, &mut number) } != sys::Status::napi_ok {
-    return None;
-  }
-  Some(number)
+  number(env, value)
 }
 
+/// `object[key] = number`. A Proxy trap may run and throw; the exception
+/// stays pending for the caller.
 pub fn set_symbol_keyed(env: RawEnv, object: RawValue, key: RawValue, number: f64) -> Result<()> {
   let mut value = ptr::null_mut();
-  check(
-    unsafe { sys::napi_create_double(env, number, &mut value) },
-    "napi_create_double",
-  )?;
-  check(
-    unsafe { sys::napi_set_property(env, object, key, value) },
-    "tagging the response",
-  )
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_create_double(env, number, &mut value) };
+  check(status, "napi_create_double")?;
+  // SAFETY: see the module contract; `value` was just made.
+  let status = unsafe { sys::napi_set_property(env, object, key, value) };
+  check(status, "tagging the response")
+}
+
+/// `delete object[key]`, ignoring failures (a sealed object keeps it).
+pub fn delete_keyed(env: RawEnv, object: RawValue, key: RawValue) {
+  let mut deleted = false;
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_delete_property(env, object, key, &mut deleted) };
+  if status != sys::Status::napi_ok {
+    clear_exception(env);
+  }
 }
 
 pub fn new_symbol(env: RawEnv, description: &str) -> Result<RawValue> {
-  let mut text = ptr::null_mut();
-  check(
-    unsafe {
-      sys::napi_create_string_utf8(
-        env,
-        description.as_ptr().cast(),
-        description.len() as isize,
-        &mut text,
-      )
-    },
-    "napi_create_string_utf8",
-  )?;
+  let text = string(env, description)?;
   let mut symbol = ptr::null_mut();
-  check(
-    unsafe { sys::napi_create_symbol(env, text, &mut symbol) },
-    "napi_create_symbol",
-  )?;
+  // SAFETY: see the module contract; `text` was just made.
+  let status = unsafe { sys::napi_create_symbol(env, text, &mut symbol) };
+  check(status, "napi_create_symbol")?;
   Ok(symbol)
 }
 
 pub fn string(env: RawEnv, text: &str) -> Result<RawValue> {
   let mut value = ptr::null_mut();
-  check(
-    unsafe {
-      sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut value)
-    },
-    "napi_create_string_utf8",
-  )?;
+  // SAFETY: see the module contract; `text` is valid UTF-8 of the given
+  // length (a `&str`), which napi copies.
+  let status = unsafe {
+    sys::napi_create_string_utf8(env, text.as_ptr().cast(), text.len() as isize, &mut value)
+  };
+  check(status, "napi_create_string_utf8")?;
   Ok(value)
 }
 
@@ -184,18 +230,18 @@ pub fn string(env: RawEnv, text: &str) -> Result<RawValue> {
 pub fn buffer(env: RawEnv, bytes: &[u8]) -> Result<RawValue> {
   let mut data = ptr::null_mut();
   let mut value = ptr::null_mut();
-  check(
-    unsafe {
-      sys::napi_create_buffer_copy(
-        env,
-        bytes.len(),
-        bytes.as_ptr().cast(),
-        &mut data,
-        &mut value,
-      )
-    },
-    "napi_create_buffer_copy",
-  )?;
+  // SAFETY: see the module contract; `bytes` is valid for its length, and
+  // napi copies it before returning.
+  let status = unsafe {
+    sys::napi_create_buffer_copy(
+      env,
+      bytes.len(),
+      bytes.as_ptr().cast(),
+      &mut data,
+      &mut value,
+    )
+  };
+  check(status, "napi_create_buffer_copy")?;
   Ok(value)
 }
 
@@ -208,6 +254,8 @@ pub fn call(
   args: &[RawValue],
 ) -> std::result::Result<RawValue, RawValue> {
   let mut result = ptr::null_mut();
+  // SAFETY: see the module contract; `args` is a live slice of values of
+  // this call, its length passed with it.
   let status =
     unsafe { sys::napi_call_function(env, recv, func, args.len(), args.as_ptr(), &mut result) };
   if status == sys::Status::napi_ok {
@@ -229,70 +277,88 @@ pub fn call_method_quietly(env: RawEnv, object: RawValue, method: &CStr, args: &
   }
 }
 
+/// `object[name] = value`. A setter or Proxy trap may run and throw; the
+/// exception stays pending for the caller.
 pub fn set_named(env: RawEnv, object: RawValue, name: &CStr, value: RawValue) -> Result<()> {
-  check(
-    unsafe { sys::napi_set_named_property(env, object, name.as_ptr(), value) },
-    "setting a property",
-  )
+  // SAFETY: see the module contract; `name` is NUL-terminated.
+  let status = unsafe { sys::napi_set_named_property(env, object, name.as_ptr(), value) };
+  check(status, "setting a property")
 }
 
 /// `delete object[name]`, ignoring failures (a frozen object keeps it).
 pub fn delete_named(env: RawEnv, object: RawValue, name: &str) {
   if let Ok(key) = string(env, name) {
-    let mut deleted = false;
-    if unsafe { sys::napi_delete_property(env, object, key, &mut deleted) } != sys::Status::napi_ok
-    {
-      clear_exception(env);
-    }
+    delete_keyed(env, object, key);
   }
 }
 
+/// Clears the pending exception, if any, and returns it (null if none).
 pub fn clear_exception(env: RawEnv) -> RawValue {
   let mut exception = ptr::null_mut();
   let mut pending = false;
-  unsafe {
-    sys::napi_is_exception_pending(env, &mut pending);
-    if pending {
-      sys::napi_get_and_clear_last_exception(env, &mut exception);
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_is_exception_pending(env, &mut pending) };
+  if status == sys::Status::napi_ok && pending {
+    // SAFETY: see the module contract; an exception is pending.
+    let status = unsafe { sys::napi_get_and_clear_last_exception(env, &mut exception) };
+    if status != sys::Status::napi_ok {
+      return ptr::null_mut();
     }
   }
   exception
+}
+
+/// Throws `exception` (one [`call`] returned or [`clear_exception`] took)
+/// again, so it reaches the caller of the current entry point.
+pub fn rethrow(env: RawEnv, exception: RawValue) {
+  if exception.is_null() {
+    return;
+  }
+  // SAFETY: see the module contract; no exception is pending (the callers
+  // cleared it), so napi_throw can only fail while the env tears down.
+  let _ = unsafe { sys::napi_throw(env, exception) };
+}
+
+/// Throws an `Error` carrying `code`.
+pub fn throw_error(env: RawEnv, code: &CStr, message: &str) {
+  let (Ok(code_value), Ok(msg_value)) = (cstr_string(env, code), string(env, message)) else {
+    return;
+  };
+  let mut error = ptr::null_mut();
+  // SAFETY: see the module contract; both strings were just made.
+  let status = unsafe { sys::napi_create_error(env, code_value, msg_value, &mut error) };
+  if status == sys::Status::napi_ok {
+    rethrow(env, error);
+  }
+}
+
+fn cstr_string(env: RawEnv, text: &CStr) -> Result<RawValue> {
+  string(env, text.to_str().unwrap_or_default())
 }
 
 /// Throws a `TypeError` (made with `ctor` when given, so it belongs to the
 /// caller's realm) carrying `code`, and returns the error napi-rs expects for
 /// "an exception is already pending".
 pub fn throw_type_error(env: RawEnv, ctor: Option<RawValue>, code: &CStr, message: &str) -> Error {
-  let mut code_value = ptr::null_mut();
-  let mut msg_value = ptr::null_mut();
+  let pending = Error::new(Status::PendingException, message.to_string());
+  let (Ok(code_value), Ok(msg_value)) = (cstr_string(env, code), string(env, message)) else {
+    return Error::new(Status::InvalidArg, message.to_string());
+  };
   let mut error = ptr::null_mut();
-  unsafe {
-    sys::napi_create_string_utf8(
-      env,
-      code.as_ptr(),
-      code.count_bytes() as isize,
-      &mut code_value,
-    );
-    sys::napi_create_string_utf8(
-      env,
-      message.as_ptr().cast(),
-      message.len() as isize,
-      &mut msg_value,
-    );
-    let made = match ctor {
-      Some(ctor) => {
-        sys::napi_new_instance(env, ctor, 1, [msg_value].as_ptr(), &mut error)
-          == sys::Status::napi_ok
-          && sys::napi_set_named_property(env, error, c"code".as_ptr(), code_value)
-            == sys::Status::napi_ok
-      }
-      None => false,
-    };
-    if !made {
-      clear_exception(env);
-      sys::napi_create_type_error(env, code_value, msg_value, &mut error);
+  let made = ctor.is_some_and(|ctor| {
+    // SAFETY: see the module contract; `ctor` is a constructor the JS
+    // surface passed in, the argument array lives across the call.
+    let status = unsafe { sys::napi_new_instance(env, ctor, 1, [msg_value].as_ptr(), &mut error) };
+    status == sys::Status::napi_ok && set_named(env, error, c"code", code_value).is_ok()
+  });
+  if !made {
+    clear_exception(env);
+    // SAFETY: see the module contract; both strings were just made.
+    let status = unsafe { sys::napi_create_type_error(env, code_value, msg_value, &mut error) };
+    if status != sys::Status::napi_ok {
+      return Error::new(Status::InvalidArg, message.to_string());
     }
-    sys::napi_throw(env, error);
   }
-  Error::new(Status::PendingException, message.to_string())
+  rethrow(env, error);
+  pending
 }

@@ -4,6 +4,7 @@
 //! `frame`, `history`, `registry` and `writer` are the pure-Rust core (no napi types); `hub`,
 //! `transport` and `js` are the Node-API binding around it.
 
+pub mod backpressure;
 pub mod frame;
 pub mod history;
 pub mod registry;

@@ -16,25 +16,32 @@ use std::time::{Duration, Instant};
 /// Longest client id accepted from an app (`req.sessionID` and the like).
 pub const MAX_CLIENT_ID_LEN: usize = 256;
 
-/// Stable handle to one registered connection. A key stays unique even after
-/// its slot is reused, thanks to the generation, so a stale key (a late
-/// `close` event, a response registered long ago) never hits a newer
-/// connection.
+/// Stable handle to one registered connection. A key is never handed out
+/// twice: a slot's generation grows with each reuse, and a slot whose
+/// generation has used up its 21 bits is retired instead of wrapping. So a
+/// stale key (a late `close` event, a response an app kept) never resolves
+/// to another connection, however many times slots are reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnKey {
   slot: u32,
   generation: u32,
 }
 
+/// Largest generation a slot may carry: the key must fit in the 53 bits a JS
+/// number holds exactly (32 bits of slot, 21 of generation).
+pub const MAX_GENERATION: u32 = 0x1F_FFFF;
+
 impl ConnKey {
   /// Packs the key into an integer that survives a trip through a JS number
-  /// (53 bits): 32 bits of slot, 21 of generation.
+  /// (at most 2^53 - 1): 32 bits of slot, 21 of generation.
   pub fn to_f64(self) -> f64 {
-    ((u64::from(self.generation & 0x1F_FFFF) << 32) | u64::from(self.slot)) as f64
+    debug_assert!(self.generation <= MAX_GENERATION);
+    ((u64::from(self.generation) << 32) | u64::from(self.slot)) as f64
   }
 
   pub fn from_f64(value: f64) -> Option<Self> {
-    if !(value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 9.0e15) {
+    const MAX_KEY: f64 = 9_007_199_254_740_991.0; // 2^53 - 1
+    if !(value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= MAX_KEY) {
       return None;
     }
     let raw = value as u64;
@@ -217,8 +224,12 @@ impl<H> Registry<H> {
     let entry = self.entries[position].take()?;
     let slot = &mut self.slots[key.slot as usize];
     slot.position = None;
-    slot.generation = slot.generation.wrapping_add(1) & 0x1F_FFFF;
-    self.free_slots.push(key.slot);
+    // A slot whose generations are used up is never reused: its last key
+    // must stay dead. It costs one `Slot` per 2^21 registrations.
+    if slot.generation < MAX_GENERATION {
+      slot.generation += 1;
+      self.free_slots.push(key.slot);
+    }
     self.live -= 1;
     self.unlink_id(&entry.id, key);
     for channel in &entry.channels {
@@ -406,6 +417,47 @@ mod tests {
     assert_eq!(ConnKey::from_f64(-1.0), None);
     assert_eq!(ConnKey::from_f64(0.5), None);
     assert_eq!(ConnKey::from_f64(f64::NAN), None);
+  }
+
+  #[test]
+  fn a_slot_reused_until_its_generations_run_out_is_retired_not_wrapped() {
+    let mut r = Registry::new();
+    let now = Instant::now();
+    let first = r.insert("a", 0u32, now);
+    assert_eq!(
+      first,
+      ConnKey {
+        slot: 0,
+        generation: 0
+      }
+    );
+    r.remove(first);
+    // Every key one slot can carry, each round-tripped through a JS number.
+    let mut last = first;
+    for generation in 1..=MAX_GENERATION {
+      let key = r.insert("a", generation, now);
+      assert_eq!(
+        key,
+        ConnKey {
+          slot: 0,
+          generation
+        }
+      );
+      assert_eq!(ConnKey::from_f64(key.to_f64()), Some(key));
+      r.remove(key);
+      last = key;
+    }
+    // The keys near 2^53 are accepted on the way back.
+    assert!(last.to_f64() > 9.0e15);
+    // The slot is spent: the next connection gets a new slot, and neither
+    // the first nor the last key of the old slot reaches it.
+    let next = r.insert("b", 7, now);
+    assert_eq!(next.slot, 1);
+    assert!(r.get(first).is_none());
+    assert!(r.get(last).is_none());
+    assert!(r.remove(last).is_none());
+    assert_eq!(r.get(next).unwrap().handle, 7);
+    assert_eq!(ConnKey::from_f64(9_007_199_254_740_992.0), None);
   }
 
   #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::frame;
 use crate::js::{self, JsRef, RawEnv, RawValue, Refs};
-use crate::writer::WireId;
+use crate::writer::{ConnGauge, WireId};
 
 /// One framed event, shared by every recipient of a send. Each transport's
 /// form of it is made on first use, once: a JS `Buffer` for stream
@@ -25,6 +25,15 @@ impl<'a> OutFrame<'a> {
       bytes,
       js_buffer: Cell::new(None),
       http_chunk: RefCell::new(None),
+    }
+  }
+
+  /// A frame whose HTTP chunk was already made (kept in history too).
+  pub fn with_chunk(bytes: &'a [u8], chunk: Arc<[u8]>) -> Self {
+    Self {
+      bytes,
+      js_buffer: Cell::new(None),
+      http_chunk: RefCell::new(Some(chunk)),
     }
   }
 
@@ -78,22 +87,21 @@ pub enum Transport {
     congested: bool,
   },
   /// Written by the native writer thread; the JS thread only sends it
-  /// messages.
-  Socket { wire: WireId },
+  /// messages, and reads its backlog from the gauge it shares with it.
+  Socket { wire: WireId, gauge: Arc<ConnGauge> },
 }
 
 impl Transport {
+  /// A stream transport over `write_fn` (and `flush`, when the response
+  /// has one), both read from the response beforehand: holding them runs
+  /// no JS.
   pub fn stream(
     env: RawEnv,
     refs: &mut Refs,
-    res: RawValue,
     write_fn: RawValue,
+    flush: Option<RawValue>,
   ) -> napi::Result<Self> {
-    let flush = js::get(env, res, c"flush")
-      .ok()
-      .filter(|f| js::is_function(env, *f))
-      .map(|f| refs.hold(env, f))
-      .transpose()?;
+    let flush = flush.map(|f| refs.hold(env, f)).transpose()?;
     Ok(Transport::Stream {
       write: refs.hold(env, write_fn)?,
       flush,
@@ -104,7 +112,7 @@ impl Transport {
   pub fn wire(&self) -> Option<WireId> {
     match self {
       Transport::Stream { .. } => None,
-      Transport::Socket { wire } => Some(*wire),
+      Transport::Socket { wire, .. } => Some(*wire),
     }
   }
 
@@ -156,6 +164,8 @@ pub fn write_stream(
 }
 
 /// Bytes Node holds for `res` that the socket has not taken yet.
-pub fn pending_bytes(env: RawEnv, res: RawValue) -> f64 {
-  js::get_number(env, res, c"writableLength").unwrap_or(0.0)
+pub fn pending_bytes(env: RawEnv, res: RawValue) -> usize {
+  js::get_number(env, res, c"writableLength")
+    .filter(|n| n.is_finite() && *n > 0.0)
+    .map_or(0, |n| n as usize)
 }

@@ -18,14 +18,17 @@ use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle as TaskHandle, LocalSet};
+
+use crate::backpressure::Admit;
+pub use crate::backpressure::SlowPolicy;
 
 /// How many connections the writer may hold at once. Each one costs a
 /// second fd (the duplicate) besides Node's own, so the writer stays under
@@ -64,19 +67,14 @@ fn open_files_limit() -> Option<usize> {
 /// Identifies one connection between the binding and the writer.
 pub type WireId = u64;
 
-/// What to do with a connection whose queue would pass the bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowPolicy {
-  /// Close it (the binding destroys the response).
-  Disconnect,
-  /// Skip whole frames until the queue drains.
-  Drop,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
   pub max_buffered_bytes: usize,
   pub slow_policy: SlowPolicy,
+  /// How long an ended connection may take to flush its queue before it
+  /// is torn down (a client that stopped reading must not hold its fd and
+  /// queue forever).
+  pub end_timeout: Duration,
 }
 
 impl Default for WriterConfig {
@@ -84,7 +82,28 @@ impl Default for WriterConfig {
     Self {
       max_buffered_bytes: 1024 * 1024,
       slow_policy: SlowPolicy::Disconnect,
+      end_timeout: Duration::from_secs(30),
     }
+  }
+}
+
+/// One connection's backlog, shared between the binding (which reads it to
+/// answer the app's `res.write` like Node would) and the writer.
+#[derive(Debug, Default)]
+pub struct ConnGauge {
+  /// Bytes of the app's own writes submitted and not yet taken by the writer.
+  pub submitted: AtomicUsize,
+  /// Bytes in the writer's queue for this connection.
+  pub queued: AtomicUsize,
+  /// Set when the app's `write` returned false: the writer reports
+  /// [`WriterEvent::Drain`] once the backlog is gone.
+  pub want_drain: AtomicBool,
+}
+
+impl ConnGauge {
+  /// Everything the connection still has to send.
+  pub fn backlog(&self) -> usize {
+    self.submitted.load(Ordering::Acquire) + self.queued.load(Ordering::Acquire)
   }
 }
 
@@ -93,8 +112,11 @@ impl Default for WriterConfig {
 pub enum DeadReason {
   /// A write failed (EPIPE, ECONNRESET, ...).
   WriteError,
-  /// Its queue passed `max_buffered_bytes` under the disconnect policy.
+  /// Its queue passed `max_buffered_bytes` under the disconnect policy (or
+  /// an app write would have, under any policy).
   Slow,
+  /// It was ended but did not take its queue within `end_timeout`.
+  EndTimeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +127,15 @@ pub enum WriterEvent {
   /// Everything queued before `end` has been written and the writer let go
   /// of the fd; the binding may now end the response through Node.
   Ended(WireId),
+  /// The app's writes to it were flushed after one was refused (`write`
+  /// returned false): the binding emits `drain` on the response.
+  Drain(WireId),
+  /// The writer thread stopped after [`SocketWriter::shutdown`]; every fd it
+  /// held is closed.
+  Stopped,
+  /// The writer thread panicked: every connection it held is gone (their
+  /// fds closed). The binding must tear them down and stop using it.
+  Died,
 }
 
 /// Counters shared with the binding (read from the JS thread).
@@ -122,7 +153,10 @@ pub struct WriterStats {
 }
 
 enum Command {
-  Add(WireId, OwnedFd),
+  Add(WireId, OwnedFd, Arc<ConnGauge>),
+  /// The app's own `res.write`, as one HTTP chunk: never dropped, counted
+  /// in the connection's gauge.
+  Write(WireId, Arc<[u8]>),
   /// Frames for every connection; adjacent broadcasts are merged into one
   /// command (see [`coalesce`]).
   Broadcast(Vec<Arc<[u8]>>),
@@ -133,6 +167,8 @@ enum Command {
   End(WireId),
   Remove(WireId),
   Configure(WriterConfig),
+  /// Fault injection for tests: the writer thread panics.
+  Crash,
 }
 
 /// Frames for some connections (`to`), or for all of them (`None`).
@@ -141,13 +177,13 @@ struct Delivery {
   frames: Vec<Arc<[u8]>>,
 }
 
-/// Handle owned by the binding. Dropping it stops the thread and closes
-/// every fd it still holds.
+/// Handle owned by the binding. Dropping it (or [`SocketWriter::shutdown`])
+/// lets the thread finish what it holds and exit, closing every fd; nobody
+/// waits for it, so the JS thread never blocks on a join.
 pub struct SocketWriter {
   tx: Option<mpsc::UnboundedSender<Command>>,
   events: Arc<Mutex<Vec<WriterEvent>>>,
   stats: Arc<WriterStats>,
-  thread: Option<JoinHandle<()>>,
 }
 
 impl SocketWriter {
@@ -159,27 +195,43 @@ impl SocketWriter {
     let stats = Arc::new(WriterStats::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
       .enable_io()
+      .enable_time()
       .build()?;
     let thread_events = events.clone();
     let thread_stats = stats.clone();
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
       .name("sse-socket-writer".into())
       .spawn(move || {
+        let notify: Rc<dyn Fn()> = Rc::from(notify as Box<dyn Fn()>);
         let state = Rc::new(WriterState {
           conns: RefCell::new(Table::default()),
           config: Cell::new(config),
-          events: thread_events,
-          notify,
-          stats: thread_stats,
+          events: thread_events.clone(),
+          notify: notify.clone(),
+          stats: thread_stats.clone(),
         });
-        let local = LocalSet::new();
-        local.block_on(&runtime, run(state, rx));
+        // A panic here must not go unnoticed (its connections would hang)
+        // nor cross into Node: the binding hears of it and tears down.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+          let local = LocalSet::new();
+          local.block_on(&runtime, run(state, rx));
+        }));
+        // Unwinding dropped the state, the connections and their fds.
+        thread_stats.queued_bytes.store(0, Ordering::Relaxed);
+        let last = match outcome {
+          Ok(()) => WriterEvent::Stopped,
+          Err(_) => WriterEvent::Died,
+        };
+        thread_events
+          .lock()
+          .unwrap_or_else(|e| e.into_inner())
+          .push(last);
+        notify();
       })?;
     Ok(Self {
       tx: Some(tx),
       events,
       stats,
-      thread: Some(thread),
     })
   }
 
@@ -192,8 +244,33 @@ impl SocketWriter {
 
   /// Hands a connection to the writer. `fd` must be a duplicate of a
   /// connected, non-blocking TCP socket's fd; the writer closes it when done.
-  pub fn add(&self, wire: WireId, fd: OwnedFd) {
-    self.submit(Command::Add(wire, fd));
+  pub fn add(&self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>) {
+    self.submit(Command::Add(wire, fd, gauge));
+  }
+
+  /// Writes the app's own bytes (one HTTP chunk) to `wire`, after what was
+  /// submitted before; the caller has added them to the gauge's `submitted`.
+  pub fn write(&self, wire: WireId, chunk: Arc<[u8]>) {
+    self.submit(Command::Write(wire, chunk));
+  }
+
+  /// Writes several frames to the given connections, in order (a replay).
+  pub fn send_frames(&self, wires: Vec<WireId>, frames: Vec<Arc<[u8]>>) {
+    self.submit(Command::Mixed(vec![Delivery {
+      to: Some(wires),
+      frames,
+    }]));
+  }
+
+  /// Makes the writer thread panic, to test that its death is handled.
+  pub fn crash(&self) {
+    self.submit(Command::Crash);
+  }
+
+  /// Lets the thread flush nothing more and exit; it reports
+  /// [`WriterEvent::Stopped`] once every fd is closed.
+  pub fn shutdown(mut self) {
+    self.tx = None;
   }
 
   /// Writes `bytes` to every connection the writer holds.
@@ -220,6 +297,12 @@ impl SocketWriter {
     self.submit(Command::Configure(config));
   }
 
+  /// The queue events arrive in; it outlives [`SocketWriter::shutdown`],
+  /// so the binding can still read the final [`WriterEvent::Stopped`].
+  pub fn events(&self) -> Arc<Mutex<Vec<WriterEvent>>> {
+    self.events.clone()
+  }
+
   pub fn take_events(&self) -> Vec<WriterEvent> {
     std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
   }
@@ -232,11 +315,8 @@ impl SocketWriter {
 impl Drop for SocketWriter {
   fn drop(&mut self) {
     // Closing the channel ends the command loop; the runtime then drops
-    // every connection (closing the fds) and the thread exits.
+    // every connection (closing the fds) and the thread exits on its own.
     self.tx = None;
-    if let Some(thread) = self.thread.take() {
-      let _ = thread.join();
-    }
   }
 }
 
@@ -249,9 +329,16 @@ struct Conn {
   wire: WireId,
   io: AsyncFd<TcpStream>,
   queue: RefCell<VecDeque<Pending>>,
-  queued: Cell<usize>,
+  gauge: Arc<ConnGauge>,
   ending: Cell<bool>,
   flush_task: RefCell<Option<TaskHandle<()>>>,
+  end_timer: RefCell<Option<TaskHandle<()>>>,
+}
+
+impl Conn {
+  fn queued(&self) -> usize {
+    self.gauge.queued.load(Ordering::Relaxed)
+  }
 }
 
 /// Connections in a dense vector (a broadcast walks them all) with an index
@@ -286,6 +373,9 @@ impl Table {
     if let Some(task) = conn.flush_task.borrow_mut().take() {
       task.abort();
     }
+    if let Some(timer) = conn.end_timer.borrow_mut().take() {
+      timer.abort();
+    }
     Some(conn)
   }
 }
@@ -294,7 +384,7 @@ struct WriterState {
   conns: RefCell<Table>,
   config: Cell<WriterConfig>,
   events: Arc<Mutex<Vec<WriterEvent>>>,
-  notify: Box<dyn Fn() + Send>,
+  notify: Rc<dyn Fn()>,
   stats: Arc<WriterStats>,
 }
 
@@ -325,8 +415,15 @@ impl WriterState {
 
   fn release_queue(&self, conn: &Conn) {
     conn.queue.borrow_mut().clear();
-    let queued = conn.queued.replace(0);
+    let queued = conn.gauge.queued.swap(0, Ordering::AcqRel);
     self.stats.queued_bytes.fetch_sub(queued, Ordering::Relaxed);
+  }
+
+  /// Reports `drain` once the app's refused writes have all left.
+  fn maybe_drain(&self, conn: &Conn) {
+    if conn.gauge.backlog() == 0 && conn.gauge.want_drain.swap(false, Ordering::AcqRel) {
+      self.emit(WriterEvent::Drain(conn.wire));
+    }
   }
 
   fn frame_done(&self, chunk: &[u8]) {
@@ -519,7 +616,7 @@ fn deliver(state: &Rc<WriterState>, run: &[Delivery]) {
 
 fn handle(state: &Rc<WriterState>, command: Command) {
   match command {
-    Command::Add(wire, fd) => {
+    Command::Add(wire, fd, gauge) => {
       let stream = TcpStream::from(fd);
       // Shares the file description with Node's fd, which libuv already made
       // non-blocking; setting it again is harmless and makes that explicit.
@@ -534,11 +631,24 @@ fn handle(state: &Rc<WriterState>, command: Command) {
           wire,
           io,
           queue: RefCell::new(VecDeque::new()),
-          queued: Cell::new(0),
+          gauge,
           ending: Cell::new(false),
           flush_task: RefCell::new(None),
+          end_timer: RefCell::new(None),
         })),
         Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
+      }
+    }
+    Command::Write(wire, chunk) => {
+      // A connection gone already needs nothing: nobody reads its gauge.
+      let conn = state.conns.borrow().get(wire);
+      if let Some(conn) = conn {
+        conn
+          .gauge
+          .submitted
+          .fetch_sub(chunk.len(), Ordering::AcqRel);
+        write_frames(state, &conn, std::slice::from_ref(&chunk), true);
+        state.maybe_drain(&conn);
       }
     }
     Command::Broadcast(frames) => {
@@ -554,6 +664,13 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         conn.ending.set(true);
         if conn.queue.borrow().is_empty() {
           state.finish_end(&conn);
+        } else {
+          let timeout = state.config.get().end_timeout;
+          let (timer_state, timer_conn) = (state.clone(), conn.clone());
+          *conn.end_timer.borrow_mut() = Some(tokio::task::spawn_local(async move {
+            tokio::time::sleep(timeout).await;
+            timer_state.kill(&timer_conn, DeadReason::EndTimeout);
+          }));
         }
       }
     }
@@ -564,6 +681,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
       }
     }
     Command::Configure(config) => state.config.set(config),
+    Command::Crash => panic!("sse-socket-writer: fault injected by crashWriterForTest"),
   }
 }
 
@@ -571,12 +689,19 @@ fn handle(state: &Rc<WriterState>, command: Command) {
 /// `writev` when nothing is queued, else (or for what the socket did not
 /// take) into its queue.
 fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
+  write_frames(state, conn, frames, false);
+}
+
+/// [`write_to`] for the hub's frames (`app` false: the slow-client policy
+/// applies) or the app's own writes (`app` true: never dropped, since a
+/// chunk of an app's stream cannot be skipped without corrupting it).
+fn write_frames(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>], app: bool) {
   if conn.ending.get() {
     return;
   }
   if !conn.queue.borrow().is_empty() {
     for frame in frames {
-      if !enqueue(state, conn, frame) {
+      if !enqueue(state, conn, frame, app) {
         // Disconnected as too slow: nothing more goes to it.
         return;
       }
@@ -613,7 +738,7 @@ fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
       }
       let mut left = rest[i + usize::from(written > 0)..].iter();
       for frame in left.by_ref() {
-        if !enqueue(state, conn, frame) {
+        if !enqueue(state, conn, frame, app) {
           break;
         }
       }
@@ -628,22 +753,32 @@ fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
 
 /// Queues a whole frame, applying the bound and the slow-client policy.
 /// False when the connection was disconnected (nothing more to queue).
-fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>) -> bool {
+fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, app: bool) -> bool {
   let config = state.config.get();
-  if conn.queued.get() + bytes.len() > config.max_buffered_bytes {
-    return match config.slow_policy {
-      SlowPolicy::Drop => {
-        state.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
-        true
-      }
-      SlowPolicy::Disconnect => {
-        state.kill(conn, DeadReason::Slow);
-        false
-      }
-    };
+  let policy = if app {
+    SlowPolicy::Disconnect
+  } else {
+    config.slow_policy
+  };
+  match crate::backpressure::admit(
+    conn.queued(),
+    bytes.len(),
+    config.max_buffered_bytes,
+    policy,
+  ) {
+    Admit::Queue => {
+      force_enqueue(state, conn, bytes, 0);
+      true
+    }
+    Admit::Drop => {
+      state.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+      true
+    }
+    Admit::Disconnect => {
+      state.kill(conn, DeadReason::Slow);
+      false
+    }
   }
-  force_enqueue(state, conn, bytes, 0);
-  true
 }
 
 fn force_enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, offset: usize) {
@@ -652,7 +787,7 @@ fn force_enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, of
     bytes: bytes.clone(),
     offset,
   });
-  conn.queued.set(conn.queued.get() + len);
+  conn.gauge.queued.fetch_add(len, Ordering::AcqRel);
   state.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
 }
 
@@ -703,6 +838,8 @@ async fn flush(state: Rc<WriterState>, conn: Rc<Conn>) {
         if conn.queue.borrow().is_empty() {
           if conn.ending.get() {
             state.finish_end(&conn);
+          } else {
+            state.maybe_drain(&conn);
           }
           return;
         }
@@ -722,7 +859,7 @@ fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
     .stats
     .bytes_written
     .fetch_add(written as u64, Ordering::Relaxed);
-  conn.queued.set(conn.queued.get() - written);
+  conn.gauge.queued.fetch_sub(written, Ordering::AcqRel);
   state
     .stats
     .queued_bytes
@@ -800,8 +937,16 @@ mod tests {
     let (writer, _rx) = writer(WriterConfig::default());
     let (a_server, mut a) = pair();
     let (b_server, mut b) = pair();
-    writer.add(1, a_server.as_fd().try_clone_to_owned().unwrap());
-    writer.add(2, b_server.as_fd().try_clone_to_owned().unwrap());
+    writer.add(
+      1,
+      a_server.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
+    writer.add(
+      2,
+      b_server.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
     writer.broadcast(Arc::from(&b"one;"[..]));
     writer.send(vec![2], Arc::from(&b"two;"[..]));
     writer.broadcast(Arc::from(&b"three;"[..]));
@@ -814,9 +959,14 @@ mod tests {
     let (writer, rx) = writer(WriterConfig {
       max_buffered_bytes: 64 << 20,
       slow_policy: SlowPolicy::Disconnect,
+      ..WriterConfig::default()
     });
     let (server, mut client) = pair();
-    writer.add(7, server.as_fd().try_clone_to_owned().unwrap());
+    writer.add(
+      7,
+      server.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
     // Far more than the kernel buffers hold while nobody reads.
     let frame: Arc<[u8]> = (0..64 * 1024)
       .map(|i| (i % 251) as u8)
@@ -839,9 +989,14 @@ mod tests {
     let (writer, rx) = writer(WriterConfig {
       max_buffered_bytes: 256 * 1024,
       slow_policy: SlowPolicy::Disconnect,
+      ..WriterConfig::default()
     });
     let (server, _client) = pair();
-    writer.add(3, server.as_fd().try_clone_to_owned().unwrap());
+    writer.add(
+      3,
+      server.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
     let frame: Arc<[u8]> = vec![b'x'; 32 * 1024].into();
     for _ in 0..400 {
       writer.broadcast(frame.clone());
@@ -859,9 +1014,14 @@ mod tests {
     let (writer, _rx) = writer(WriterConfig {
       max_buffered_bytes: bound,
       slow_policy: SlowPolicy::Drop,
+      ..WriterConfig::default()
     });
     let (server, mut client) = pair();
-    writer.add(4, server.as_fd().try_clone_to_owned().unwrap());
+    writer.add(
+      4,
+      server.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
     let frame_len = 10_000;
     for i in 0..600u32 {
       let mut frame = vec![b'.'; frame_len];
@@ -904,7 +1064,11 @@ mod tests {
   fn a_reset_connection_is_reported_dead() {
     let (writer, rx) = writer(WriterConfig::default());
     let (server, client) = pair();
-    writer.add(9, server.as_fd().try_clone_to_owned().unwrap());
+    writer.add(
+      9,
+      server.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
     drop(client);
     drop(server);
     let frame: Arc<[u8]> = vec![b'y'; 1024].into();
@@ -974,6 +1138,7 @@ mod tests {
   fn with_state(config: WriterConfig, f: impl FnOnce(&Rc<WriterState>)) {
     let runtime = tokio::runtime::Builder::new_current_thread()
       .enable_io()
+      .enable_time()
       .build()
       .unwrap();
     LocalSet::new().block_on(&runtime, async {
@@ -981,7 +1146,7 @@ mod tests {
         conns: RefCell::new(Table::default()),
         config: Cell::new(config),
         events: Arc::default(),
-        notify: Box::new(|| {}),
+        notify: Rc::new(|| {}),
         stats: Arc::default(),
       });
       f(&state);
@@ -991,7 +1156,11 @@ mod tests {
   fn add(state: &Rc<WriterState>, wire: WireId, server: &TcpStream) {
     handle(
       state,
-      Command::Add(wire, server.as_fd().try_clone_to_owned().unwrap()),
+      Command::Add(
+        wire,
+        server.as_fd().try_clone_to_owned().unwrap(),
+        Arc::default(),
+      ),
     );
   }
 
@@ -1054,6 +1223,7 @@ mod tests {
       WriterConfig {
         max_buffered_bytes: 256 * 1024,
         slow_policy: SlowPolicy::Disconnect,
+        ..WriterConfig::default()
       },
       |state| {
         add(state, 1, &slow_server);
