@@ -92,7 +92,7 @@ export declare class NativeHub {
   channelsOf(res: unknown): Array<string>
   /**
    * Writes a heartbeat comment to every connection nothing was sent to for
-   * `idle_ms`; returns how many.
+   * `idle_ms` (saturating: a huge value means never); returns how many.
    */
   heartbeat(idleMs: number): number
   /** Registered connections. */

@@ -1,15 +1,24 @@
 #![deny(clippy::all)]
 //! sse-helper-native: a Server-Sent Events helper for Node with a Rust core.
 //!
-//! `frame`, `history`, `registry` and `writer` are the pure-Rust core (no napi types); `hub`,
-//! `transport` and `js` are the Node-API binding around it.
+//! This crate is the Node-API binding around `sse-helper-core`, which holds
+//! every decision. The binding converts values, holds napi references,
+//! executes the core's effects on the JS thread and maps errors:
+//!
+//! - [`hub`]: the `#[napi]` class `NativeHub`.
+//! - `state`: what one hub holds on the JS side, and the borrow rule.
+//! - `args`: turning JS arguments into core types, bad input into TypeErrors.
+//! - `effects`: executing the core's effects (ending responses, events).
+//! - `registration`: the steps of `register` that run JS, with rollback.
+//! - `stream`: the stream transport's write path (`res.write`).
+//! - `socket`: verifying and duplicating a connection's fd for the writer.
+//! - `js`: the raw Node-API calls, each with its `// SAFETY:` note.
 
-pub mod backpressure;
-pub mod frame;
-pub mod history;
-pub mod registry;
-pub mod writer;
-
-mod hub;
+mod args;
+mod effects;
+pub mod hub;
 mod js;
-mod transport;
+mod registration;
+mod socket;
+mod state;
+mod stream;

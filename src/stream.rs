@@ -1,14 +1,13 @@
-//! How a frame reaches one connection. There are two transports behind one
-//! enum: `Stream` writes through the response's own `write` on the JS thread;
-//! `Socket` hands the bytes to the native writer thread ([`crate::writer`]),
-//! which writes them to a duplicate of the connection's socket fd.
+//! The stream transport's write path: a frame reaches a connection through
+//! the response's own `write`, on the JS thread. (Socket connections get it
+//! from the core's writer thread; see `sse_helper_core::writer`.)
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::frame;
-use crate::js::{self, JsRef, RawEnv, RawValue, Refs};
-use crate::writer::{ConnGauge, WireId};
+use sse_helper_core::frame;
+
+use crate::js::{self, RawEnv, RawValue};
 
 /// One framed event, shared by every recipient of a send. Each transport's
 /// form of it is made on first use, once: a JS `Buffer` for stream
@@ -66,67 +65,9 @@ pub enum WriteOutcome {
   Written,
   /// Handed to the connection, but `write` returned false: Node is buffering.
   Buffered,
-  /// The response had already ended: nothing was written.
-  Ended,
-  /// The write threw: nothing more should be written to this connection.
+  /// The response had already ended, or its `write` threw: nothing more
+  /// should be written to this connection.
   Failed,
-}
-
-/// Per-connection transport state.
-#[derive(Debug)]
-pub enum Transport {
-  /// Writes through the response's own `write`, on the JS thread. The
-  /// functions are captured at registration, so a broadcast does no
-  /// prototype lookups on Express's re-prototyped responses. `flush` is the
-  /// `res.flush()` a wrapper such as `compression` provides. `congested` is
-  /// set when `write` returned false: only then is `writableLength` read,
-  /// to apply the slow-client policy.
-  Stream {
-    write: JsRef,
-    flush: Option<JsRef>,
-    congested: bool,
-  },
-  /// Written by the native writer thread; the JS thread only sends it
-  /// messages, and reads its backlog from the gauge it shares with it.
-  Socket { wire: WireId, gauge: Arc<ConnGauge> },
-}
-
-impl Transport {
-  /// A stream transport over `write_fn` (and `flush`, when the response
-  /// has one), both read from the response beforehand: holding them runs
-  /// no JS.
-  pub fn stream(
-    env: RawEnv,
-    refs: &mut Refs,
-    write_fn: RawValue,
-    flush: Option<RawValue>,
-  ) -> napi::Result<Self> {
-    let flush = flush.map(|f| refs.hold(env, f)).transpose()?;
-    Ok(Transport::Stream {
-      write: refs.hold(env, write_fn)?,
-      flush,
-      congested: false,
-    })
-  }
-
-  pub fn wire(&self) -> Option<WireId> {
-    match self {
-      Transport::Stream { .. } => None,
-      Transport::Socket { wire, .. } => Some(*wire),
-    }
-  }
-
-  pub fn release(self, env: RawEnv, refs: &mut Refs) {
-    match self {
-      Transport::Stream { write, flush, .. } => {
-        refs.release(env, write);
-        if let Some(flush) = flush {
-          refs.release(env, flush);
-        }
-      }
-      Transport::Socket { .. } => {}
-    }
-  }
 }
 
 /// Writes `frame` to `res` with its resolved `write`. `finished` is Node's own
@@ -134,7 +75,7 @@ impl Transport {
 /// Node emit an `'error'` that crashes a process without an error listener,
 /// and no event tells us in time, so it is read here (an own property, not
 /// the slow `writableEnded` getter).
-pub fn write_stream(
+pub fn write(
   env: RawEnv,
   res: RawValue,
   write: RawValue,
@@ -142,7 +83,7 @@ pub fn write_stream(
   frame: &OutFrame<'_>,
 ) -> WriteOutcome {
   if js::get_truthy(env, res, c"finished") {
-    return WriteOutcome::Ended;
+    return WriteOutcome::Failed;
   }
   let Ok(buffer) = frame.js_buffer(env) else {
     js::clear_exception(env);

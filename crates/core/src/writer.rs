@@ -18,7 +18,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 
 use crate::backpressure::Admit;
 pub use crate::backpressure::SlowPolicy;
+use crate::stats::Stats;
 
 /// How many connections the writer may hold at once. Each one costs a
 /// second fd (the duplicate) besides Node's own, so the writer stays under
@@ -138,20 +139,6 @@ pub enum WriterEvent {
   Died,
 }
 
-/// Counters shared with the binding (read from the JS thread).
-#[derive(Debug, Default)]
-pub struct WriterStats {
-  pub frames_written: AtomicU64,
-  /// Bytes on the wire, HTTP chunk framing included.
-  pub bytes_written: AtomicU64,
-  /// Event-stream bytes of the frames written completely (the chunks'
-  /// payloads), comparable with what the stream transport counts.
-  pub payload_bytes: AtomicU64,
-  pub frames_dropped: AtomicU64,
-  pub slow_disconnects: AtomicU64,
-  pub queued_bytes: AtomicUsize,
-}
-
 enum Command {
   Add(WireId, OwnedFd, Arc<ConnGauge>),
   /// The app's own `res.write`, as one HTTP chunk: never dropped, counted
@@ -183,16 +170,20 @@ struct Delivery {
 pub struct SocketWriter {
   tx: Option<mpsc::UnboundedSender<Command>>,
   events: Arc<Mutex<Vec<WriterEvent>>>,
-  stats: Arc<WriterStats>,
+  stats: Arc<Stats>,
 }
 
 impl SocketWriter {
   /// Starts the writer thread. `notify` is called (from that thread) when
   /// events become available after the queue was empty.
-  pub fn start(config: WriterConfig, notify: Box<dyn Fn() + Send>) -> io::Result<Self> {
+  /// Counts into `stats`, shared with the hub.
+  pub fn start(
+    config: WriterConfig,
+    stats: Arc<Stats>,
+    notify: Box<dyn Fn() + Send>,
+  ) -> io::Result<Self> {
     let (tx, rx) = mpsc::unbounded_channel();
     let events = Arc::new(Mutex::new(Vec::new()));
-    let stats = Arc::new(WriterStats::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
       .enable_io()
       .enable_time()
@@ -307,7 +298,7 @@ impl SocketWriter {
     std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
   }
 
-  pub fn stats(&self) -> &WriterStats {
+  pub fn stats(&self) -> &Stats {
     &self.stats
   }
 }
@@ -385,7 +376,7 @@ struct WriterState {
   config: Cell<WriterConfig>,
   events: Arc<Mutex<Vec<WriterEvent>>>,
   notify: Rc<dyn Fn()>,
-  stats: Arc<WriterStats>,
+  stats: Arc<Stats>,
 }
 
 impl WriterState {
@@ -406,9 +397,7 @@ impl WriterState {
   fn kill(&self, conn: &Conn, reason: DeadReason) {
     if let Some(conn) = self.conns.borrow_mut().remove(conn.wire) {
       self.release_queue(&conn);
-      if reason == DeadReason::Slow {
-        self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-      }
+      // The hub counts the slow disconnect when it removes the connection.
       self.emit(WriterEvent::Dead(conn.wire, reason));
     }
   }
@@ -427,11 +416,7 @@ impl WriterState {
   }
 
   fn frame_done(&self, chunk: &[u8]) {
-    self.stats.frames_written.fetch_add(1, Ordering::Relaxed);
-    self
-      .stats
-      .payload_bytes
-      .fetch_add(chunk_payload_len(chunk) as u64, Ordering::Relaxed);
+    self.stats.frames(1, chunk_payload_len(chunk) as u64);
   }
 
   fn finish_end(&self, conn: &Conn) {
@@ -723,7 +708,7 @@ fn write_frames(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>], 
     };
     state
       .stats
-      .bytes_written
+      .wire_bytes
       .fetch_add(written as u64, Ordering::Relaxed);
     for (i, frame) in batch.iter().enumerate() {
       if written >= frame.len() {
@@ -771,7 +756,7 @@ fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, app: boo
       true
     }
     Admit::Drop => {
-      state.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+      state.stats.dropped(1);
       true
     }
     Admit::Disconnect => {
@@ -857,7 +842,7 @@ async fn flush(state: Rc<WriterState>, conn: Rc<Conn>) {
 fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
   state
     .stats
-    .bytes_written
+    .wire_bytes
     .fetch_add(written as u64, Ordering::Relaxed);
   conn.gauge.queued.fetch_sub(written, Ordering::AcqRel);
   state
@@ -903,6 +888,7 @@ mod tests {
     let tx = Mutex::new(tx);
     let writer = SocketWriter::start(
       config,
+      Arc::default(),
       Box::new(move || {
         let _ = tx.lock().unwrap().send(());
       }),
@@ -1004,7 +990,6 @@ mod tests {
     }
     let events = wait_event(&writer, &rx);
     assert_eq!(events, vec![WriterEvent::Dead(3, DeadReason::Slow)]);
-    assert_eq!(writer.stats().slow_disconnects.load(Ordering::Relaxed), 1);
     assert_eq!(writer.stats().queued_bytes.load(Ordering::Relaxed), 0);
   }
 
@@ -1184,7 +1169,7 @@ mod tests {
       for command in merged {
         handle(state, command);
       }
-      assert_eq!(state.stats.frames_written.load(Ordering::Relaxed), 9);
+      assert_eq!(state.stats.frames_sent.load(Ordering::Relaxed), 9);
     });
     assert_eq!(read_exactly(&mut a, 6), b"1;3;4;");
     assert_eq!(read_exactly(&mut b, 8), b"1;2;3;4;");

@@ -1,0 +1,1191 @@
+//! The hub's decisions, as plain Rust: who is registered and how, who gets
+//! a frame, when a client is slow, what a reconnecting client replays, who
+//! needs a heartbeat, and how a connection leaves. It takes calls and
+//! returns [`Effect`]s; it never touches JS. The binding holds one
+//! `HubCore` per JS hub, executes the effects on the JS thread, and runs no
+//! JS while it holds the core borrowed.
+//!
+//! `H` is what the binding keeps per connection (its references to the
+//! response and the app's meta); the core only stores and returns it.
+//!
+//! A connection is in exactly one of three states: registered (in the
+//! registry), ending (removed, its socket writer still flushing; bounded by
+//! `end_timeout`), or gone. Every way out goes through [`HubCore::remove`]
+//! or the end of an ending connection, each yielding one
+//! [`Effect::Finish`] and at most one `disconnect`.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backpressure::{self, Admit, SlowPolicy};
+use crate::frame;
+use crate::history::{History, Replay};
+use crate::registry::{ConnKey, Entry, Registry};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::writer::{
+  fd_budget, ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent,
+};
+
+/// Which transport new connections may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportMode {
+  /// The socket writer where the connection allows it, else the stream.
+  Auto,
+  /// Always the response's own `write`.
+  Stream,
+}
+
+/// How one connection is written.
+#[derive(Debug)]
+pub enum Transport {
+  /// Through the response's own `write`, on the JS thread. `congested` is
+  /// set while Node buffers for it: only then does the binding read how
+  /// much (`writableLength`) to apply the slow-client rule.
+  Stream { congested: bool },
+  /// By the socket writer thread; the binding reads its backlog from the
+  /// gauge it shares with the writer.
+  Socket { wire: WireId, gauge: Arc<ConnGauge> },
+}
+
+impl Transport {
+  pub fn wire(&self) -> Option<WireId> {
+    match self {
+      Transport::Stream { .. } => None,
+      Transport::Socket { wire, .. } => Some(*wire),
+    }
+  }
+}
+
+/// What the core keeps per connection.
+#[derive(Debug)]
+pub struct Conn<H> {
+  pub handle: H,
+  pub transport: Transport,
+}
+
+/// How a connection leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+  /// The client is gone (its `close` fired): only forget it.
+  Forget,
+  /// End the response gracefully, after whatever is queued for it.
+  End,
+  /// Tear the connection down (a dead socket, a slow client).
+  Destroy,
+}
+
+/// Why a connection left, as the `disconnect` event reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+  /// The client closed the connection.
+  Closed,
+  /// The app removed it (or it was ended by the app, or was stale).
+  Removed,
+  /// A write failed.
+  Error,
+  /// It fell further behind than `maxBufferedBytes` allows.
+  Slow,
+  /// A registration that failed half-way: no event, the app never saw it.
+  Rollback,
+}
+
+impl Reason {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      Reason::Closed => "close",
+      Reason::Removed => "removed",
+      Reason::Error => "error",
+      Reason::Slow => "slow",
+      Reason::Rollback => "rollback",
+    }
+  }
+}
+
+/// What the binding must do, in order, after a call into the core.
+#[derive(Debug)]
+pub enum Effect<H> {
+  /// Detach the `close` listener, put Node's methods back (when `socket`),
+  /// finish the response as `how` says, then release `handle`.
+  Finish {
+    handle: H,
+    how: Removal,
+    socket: bool,
+  },
+  /// Emit `slow` for this client id.
+  Slow { id: Arc<str> },
+  /// Emit `disconnect`.
+  Disconnect { id: Arc<str>, reason: Reason },
+  /// Emit `drain` on this connection's response.
+  Drain { key: ConnKey },
+  /// The writer thread died; report it (its connections are being torn
+  /// down by the `Finish` effects around this one).
+  WriterDied,
+  /// `close()` has finished: nothing is registered or ending, the writer
+  /// has stopped.
+  Closed,
+  /// The JS hub was garbage-collected and nothing is left: release the
+  /// hub's own references.
+  ReleaseHub,
+}
+
+/// The result of one stream write, as the binding saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+  /// Written; `buffering` when Node still holds bytes for it.
+  Written { buffering: bool },
+  /// Written, but `write` returned false: Node is buffering.
+  Buffered,
+  /// Skipped: past the bound under the `drop` policy.
+  Dropped,
+  /// Not written: past the bound under the `disconnect` policy.
+  Slow,
+  /// The response had already ended, or its `write` threw.
+  Failed,
+}
+
+/// What the app's own `res.write` on a socket connection should answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppWrite {
+  /// Queued; the backlog is below the high-water mark (`true`).
+  Accepted,
+  /// Queued; the backlog reached the mark (`false`, then `drain`).
+  Full,
+  /// The connection is no longer registered: nothing was written.
+  Gone,
+}
+
+/// Settings the binding parsed from `configure()`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Settings {
+  pub mode: Option<TransportMode>,
+  pub max_buffered_bytes: Option<usize>,
+  pub slow_policy: Option<SlowPolicy>,
+  pub history_size: Option<usize>,
+  pub end_timeout: Option<Duration>,
+}
+
+/// A connection removed gracefully while its writer still flushes.
+#[derive(Debug)]
+struct Ending<H> {
+  key: ConnKey,
+  handle: H,
+}
+
+pub struct HubCore<H> {
+  registry: Registry<Conn<H>>,
+  history: History,
+  mode: TransportMode,
+  writer_config: WriterConfig,
+  writer: Option<SocketWriter>,
+  /// The event queue of a writer told to stop, until it reports `Stopped`.
+  retired_events: Option<Arc<Mutex<Vec<WriterEvent>>>>,
+  writer_died: bool,
+  /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
+  fd_budget: usize,
+  next_wire: WireId,
+  wires: HashMap<WireId, ConnKey>,
+  ending: HashMap<WireId, Ending<H>>,
+  /// The wire of each ending connection, by the key its response carries.
+  ending_keys: HashMap<ConnKey, WireId>,
+  /// When the last broadcast to everyone went out: heartbeats only go to
+  /// connections idle since both this and their own last send.
+  last_broadcast: Instant,
+  closing: bool,
+  closed_reported: bool,
+  orphaned: bool,
+  released: bool,
+  stats: Arc<Stats>,
+}
+
+impl<H> Default for HubCore<H> {
+  fn default() -> Self {
+    Self::new(fd_budget())
+  }
+}
+
+impl<H> HubCore<H> {
+  /// A hub whose socket writer may hold at most `fd_budget` connections.
+  pub fn new(fd_budget: usize) -> Self {
+    Self {
+      registry: Registry::new(),
+      history: History::new(0),
+      mode: TransportMode::Auto,
+      writer_config: WriterConfig::default(),
+      writer: None,
+      retired_events: None,
+      writer_died: false,
+      fd_budget,
+      next_wire: 1,
+      wires: HashMap::new(),
+      ending: HashMap::new(),
+      ending_keys: HashMap::new(),
+      last_broadcast: Instant::now(),
+      closing: false,
+      closed_reported: false,
+      orphaned: false,
+      released: false,
+      stats: Arc::default(),
+    }
+  }
+
+  pub fn configure(&mut self, settings: Settings) {
+    if let Some(mode) = settings.mode {
+      self.mode = mode;
+    }
+    if let Some(bound) = settings.max_buffered_bytes {
+      self.writer_config.max_buffered_bytes = bound;
+    }
+    if let Some(policy) = settings.slow_policy {
+      self.writer_config.slow_policy = policy;
+    }
+    if let Some(size) = settings.history_size {
+      self.history.set_capacity(size);
+    }
+    if let Some(timeout) = settings.end_timeout {
+      self.writer_config.end_timeout = timeout;
+    }
+    if let Some(writer) = &self.writer {
+      writer.configure(self.writer_config);
+    }
+  }
+
+  /// The slow-client rule for a frame of `len` bytes on top of `queued`.
+  pub fn admit(&self, queued: usize, len: usize) -> Admit {
+    backpressure::admit(
+      queued,
+      len,
+      self.writer_config.max_buffered_bytes,
+      self.writer_config.slow_policy,
+    )
+  }
+
+  pub fn is_closing(&self) -> bool {
+    self.closing
+  }
+
+  // ---- registration ------------------------------------------------------
+
+  /// Whether a new connection may be handed to the socket writer.
+  pub fn socket_slot_free(&self) -> bool {
+    self.mode == TransportMode::Auto
+      && !self.writer_died
+      && !self.closing
+      && self.wires.len() + self.ending.len() < self.fd_budget
+  }
+
+  pub fn has_writer(&self) -> bool {
+    self.writer.is_some()
+  }
+
+  /// Starts the socket writer thread; `notify` is called from it when
+  /// events wait in [`HubCore::writer_events`].
+  pub fn start_writer(&mut self, notify: Box<dyn Fn() + Send>) -> std::io::Result<()> {
+    if self.writer.is_none() {
+      self.writer = Some(SocketWriter::start(
+        self.writer_config,
+        self.stats.clone(),
+        notify,
+      )?);
+    }
+    Ok(())
+  }
+
+  /// Registers a connection under `id`. With `socket` (a duplicate of its
+  /// fd) and a running writer with room, the writer takes it; otherwise it
+  /// uses the stream transport and the duplicate is closed.
+  pub fn register(
+    &mut self,
+    id: &str,
+    handle: H,
+    socket: Option<OwnedFd>,
+    now: Instant,
+  ) -> (ConnKey, Option<WireId>) {
+    let socket = socket.filter(|_| self.writer.is_some() && self.socket_slot_free());
+    let (transport, handoff) = match socket {
+      Some(fd) => {
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let gauge = Arc::new(ConnGauge::default());
+        (
+          Transport::Socket {
+            wire,
+            gauge: gauge.clone(),
+          },
+          Some((wire, fd, gauge)),
+        )
+      }
+      None => (Transport::Stream { congested: false }, None),
+    };
+    let key = self.registry.insert(id, Conn { handle, transport }, now);
+    let wire = handoff.map(|(wire, fd, gauge)| {
+      self.wires.insert(wire, key);
+      if let Some(writer) = &self.writer {
+        writer.add(wire, fd, gauge);
+      }
+      wire
+    });
+    (key, wire)
+  }
+
+  pub fn contains(&self, key: ConnKey) -> bool {
+    self.registry.contains(key)
+  }
+
+  pub fn entry(&self, key: ConnKey) -> Option<&Entry<Conn<H>>> {
+    self.registry.get(key)
+  }
+
+  pub fn handle_mut(&mut self, key: ConnKey) -> Option<&mut H> {
+    self.registry.get_mut(key).map(|e| &mut e.handle.handle)
+  }
+
+  /// Moves a connection to another client id.
+  pub fn rename(&mut self, key: ConnKey, id: &str) -> bool {
+    self.registry.rename(key, id)
+  }
+
+  pub fn count(&self) -> usize {
+    self.registry.len()
+  }
+
+  pub fn keys(&self) -> Vec<ConnKey> {
+    self.registry.keys()
+  }
+
+  pub fn keys_for_id(&self, id: &str) -> &[ConnKey] {
+    self.registry.keys_for_id(id)
+  }
+
+  pub fn members(&self, channel: &str) -> &[ConnKey] {
+    self.registry.members(channel)
+  }
+
+  pub fn iter(&self) -> impl Iterator<Item = &Entry<Conn<H>>> {
+    self.registry.iter()
+  }
+
+  /// Adds a connection to a channel, or takes it out; true if it changed.
+  pub fn set_membership(&mut self, key: ConnKey, channel: &str, member: bool) -> bool {
+    match member {
+      true => self.registry.join(key, channel),
+      false => self.registry.leave(key, channel),
+    }
+  }
+
+  pub fn channels_of(&self, key: ConnKey) -> Vec<String> {
+    self
+      .registry
+      .get(key)
+      .map(|e| e.channels.iter().map(|c| c.to_string()).collect())
+      .unwrap_or_default()
+  }
+
+  // ---- removal -----------------------------------------------------------
+
+  /// The one way out of the registry. A socket connection ended gracefully
+  /// while the writer runs becomes *ending*: the writer flushes its queue,
+  /// then [`HubCore::writer_events`] finishes it. Everything else is
+  /// finished now. Events come after the entry is gone, `slow` before
+  /// `disconnect`. Empty when `key` is not registered.
+  pub fn remove(&mut self, key: ConnKey, removal: Removal, reason: Reason) -> Vec<Effect<H>> {
+    let mut effects = Vec::new();
+    let Some(entry) = self.registry.remove(key) else {
+      return effects;
+    };
+    let Conn { handle, transport } = entry.handle;
+    let wire = transport.wire();
+    let deferred = match (wire, &self.writer) {
+      (Some(wire), Some(writer)) => {
+        self.wires.remove(&wire);
+        if removal == Removal::End {
+          writer.end(wire);
+          true
+        } else {
+          writer.remove(wire);
+          false
+        }
+      }
+      (Some(wire), None) => {
+        self.wires.remove(&wire);
+        false
+      }
+      (None, _) => false,
+    };
+    match (deferred, wire) {
+      (true, Some(wire)) => {
+        self.ending_keys.insert(key, wire);
+        self.ending.insert(wire, Ending { key, handle });
+      }
+      _ => effects.push(Effect::Finish {
+        handle,
+        how: removal,
+        socket: wire.is_some(),
+      }),
+    }
+    if reason == Reason::Slow {
+      self.stats.slow_disconnect();
+    }
+    if reason != Reason::Rollback && !self.orphaned {
+      if reason == Reason::Slow {
+        effects.push(Effect::Slow {
+          id: entry.id.clone(),
+        });
+      }
+      effects.push(Effect::Disconnect {
+        id: entry.id,
+        reason,
+      });
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// The response is going away (its `close` fired, or the app destroys
+  /// it): a registered connection is forgotten, an ending one released at
+  /// once, without waiting for its queue. `key` is what the response
+  /// carries, registered or not.
+  pub fn forget(&mut self, key: ConnKey) -> Vec<Effect<H>> {
+    if self.registry.contains(key) {
+      return self.remove(key, Removal::Forget, Reason::Closed);
+    }
+    let Some(wire) = self.ending_keys.get(&key).copied() else {
+      return Vec::new();
+    };
+    if let Some(writer) = &self.writer {
+      writer.remove(wire);
+    }
+    self.finish_ending(wire, Removal::Forget)
+  }
+
+  /// Ends every connection and refuses new ones; the writer stops once the
+  /// last ending connection is done, then [`Effect::Closed`] follows.
+  pub fn close(&mut self) -> Vec<Effect<H>> {
+    self.closing = true;
+    let mut effects = Vec::new();
+    for key in self.registry.keys() {
+      effects.extend(self.remove(key, Removal::End, Reason::Removed));
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// The JS hub was garbage-collected (no JS may run now): socket
+  /// connections are ended through the writer, which flushes them first;
+  /// stream connections stay until their `close` event. Events are no
+  /// longer reported. The effects hold only `ReleaseHub`, if nothing is left.
+  pub fn orphan(&mut self) -> Vec<Effect<H>> {
+    self.orphaned = true;
+    let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
+    let mut effects = Vec::new();
+    for key in socket_keys {
+      effects.extend(self.remove(key, Removal::End, Reason::Removed));
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  fn finish_ending(&mut self, wire: WireId, how: Removal) -> Vec<Effect<H>> {
+    let mut effects = Vec::new();
+    if let Some(ending) = self.ending.remove(&wire) {
+      self.ending_keys.remove(&ending.key);
+      effects.push(Effect::Finish {
+        handle: ending.handle,
+        how,
+        socket: true,
+      });
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// After any removal: a closing hub with nothing left stops its writer
+  /// (and reports `Closed` once it has); an orphaned one lets go of all.
+  fn settle_lifecycle(&mut self, effects: &mut Vec<Effect<H>>) {
+    if !self.registry.is_empty() || !self.ending.is_empty() {
+      return;
+    }
+    if self.closing || self.orphaned {
+      if let Some(writer) = self.writer.take() {
+        self.retired_events = Some(writer.events());
+        writer.shutdown();
+      }
+    }
+    if self.closing && self.retired_events.is_none() && !self.closed_reported {
+      self.closed_reported = true;
+      effects.push(Effect::Closed);
+    }
+    if self.orphaned && !self.released {
+      self.released = true;
+      effects.push(Effect::ReleaseHub);
+    }
+  }
+
+  /// What the writer thread reported since last time, as effects.
+  pub fn writer_events(&mut self) -> Vec<Effect<H>> {
+    let events = match (&self.writer, &self.retired_events) {
+      (Some(writer), _) => writer.take_events(),
+      (None, Some(events)) => {
+        std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()))
+      }
+      (None, None) => return Vec::new(),
+    };
+    let mut effects = Vec::new();
+    for event in events {
+      match event {
+        WriterEvent::Ended(wire) => effects.extend(self.finish_ending(wire, Removal::End)),
+        WriterEvent::Dead(wire, why) => {
+          if self.ending.contains_key(&wire) {
+            effects.extend(self.finish_ending(wire, Removal::Destroy));
+          } else if let Some(key) = self.wires.get(&wire).copied() {
+            let reason = match why {
+              DeadReason::Slow => Reason::Slow,
+              DeadReason::WriteError | DeadReason::EndTimeout => Reason::Error,
+            };
+            effects.extend(self.remove(key, Removal::Destroy, reason));
+          }
+        }
+        WriterEvent::Drain(wire) => {
+          if let Some(key) = self.wires.get(&wire) {
+            effects.push(Effect::Drain { key: *key });
+          }
+        }
+        WriterEvent::Stopped => {
+          self.retired_events = None;
+          self.settle_lifecycle(&mut effects);
+        }
+        WriterEvent::Died => effects.extend(self.writer_died()),
+      }
+    }
+    effects
+  }
+
+  /// The writer thread panicked: its fds are closed and its queues gone.
+  /// Every socket connection and ending one is torn down, later
+  /// connections use the stream transport.
+  fn writer_died(&mut self) -> Vec<Effect<H>> {
+    self.writer_died = true;
+    self.writer = None;
+    self.retired_events = None;
+    let mut effects = Vec::new();
+    let ending: Vec<WireId> = self.ending.keys().copied().collect();
+    for wire in ending {
+      effects.extend(self.finish_ending(wire, Removal::Destroy));
+    }
+    let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
+    for key in socket_keys {
+      effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
+    }
+    effects.push(Effect::WriterDied);
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// Fault injection for tests: the writer thread panics.
+  pub fn crash_writer(&self) -> bool {
+    self.writer.as_ref().map(SocketWriter::crash).is_some()
+  }
+
+  // ---- sending -----------------------------------------------------------
+
+  /// Plans one frame's delivery to every connection (`keys` `None`) or to
+  /// `keys`: the socket connections get it from the writer right away (one
+  /// message, the frame shared), the stream ones are visited with their
+  /// handle and congestion so the binding can write them, then report each
+  /// [`Outcome`] to [`HubCore::settle`]. Returns how many socket
+  /// connections it went to.
+  pub fn deliver(
+    &mut self,
+    keys: Option<&[ConnKey]>,
+    chunk: impl FnOnce() -> Arc<[u8]>,
+    now: Instant,
+    mut visit: impl FnMut(ConnKey, &H, bool),
+  ) -> usize {
+    let mut wires = Vec::new();
+    match keys {
+      Some(keys) => {
+        for key in keys {
+          let Some(entry) = self.registry.get_mut(*key) else {
+            continue;
+          };
+          entry.last_sent = now;
+          match &entry.handle.transport {
+            Transport::Stream { congested } => visit(entry.key, &entry.handle.handle, *congested),
+            Transport::Socket { wire, .. } => wires.push(*wire),
+          }
+        }
+      }
+      None => {
+        // A broadcast reaches every socket connection with one message and
+        // no list; only stream connections are walked, if there are any.
+        if self.wires.len() < self.registry.len() {
+          for entry in self.registry.iter() {
+            if let Transport::Stream { congested } = &entry.handle.transport {
+              visit(entry.key, &entry.handle.handle, *congested);
+            }
+          }
+        }
+      }
+    }
+    let socket_count = match keys {
+      Some(_) => wires.len(),
+      None => self.wires.len(),
+    };
+    if socket_count > 0 {
+      if let Some(writer) = &self.writer {
+        match keys {
+          Some(_) => writer.send(wires, chunk()),
+          None => writer.broadcast(chunk()),
+        }
+      }
+    }
+    socket_count
+  }
+
+  /// Applies the stream writes' outcomes for a frame of `len` bytes:
+  /// counts, congestion, and removal of the slow (`Destroy`, `slow`) and of
+  /// those whose write failed (`End`, `error`). Returns how many were
+  /// written, and the effects.
+  pub fn settle(&mut self, outcomes: &[(ConnKey, Outcome)], len: usize) -> (usize, Vec<Effect<H>>) {
+    let mut written = 0;
+    let mut dropped = 0;
+    let mut effects = Vec::new();
+    for (key, outcome) in outcomes {
+      let congested = match outcome {
+        Outcome::Written { buffering } => {
+          written += 1;
+          *buffering
+        }
+        Outcome::Buffered => {
+          written += 1;
+          true
+        }
+        Outcome::Dropped => {
+          dropped += 1;
+          continue;
+        }
+        Outcome::Slow => {
+          effects.extend(self.remove(*key, Removal::Destroy, Reason::Slow));
+          continue;
+        }
+        Outcome::Failed => {
+          effects.extend(self.remove(*key, Removal::End, Reason::Error));
+          continue;
+        }
+      };
+      if let Some(Transport::Stream { congested: flag }) =
+        self.registry.get_mut(*key).map(|e| &mut e.handle.transport)
+      {
+        *flag = congested;
+      }
+    }
+    self.stats.frames(written as u64, (written * len) as u64);
+    self.stats.dropped(dropped);
+    (written, effects)
+  }
+
+  /// The app's own `res.write` on a socket connection: `chunk` (one HTTP
+  /// chunk, empty for none) goes after everything queued for it, and the
+  /// answer follows Node's contract against `high_water_mark`.
+  pub fn app_write(
+    &self,
+    key: ConnKey,
+    chunk: Option<Arc<[u8]>>,
+    high_water_mark: usize,
+  ) -> AppWrite {
+    let Some(Transport::Socket { wire, gauge }) =
+      self.registry.get(key).map(|e| &e.handle.transport)
+    else {
+      return AppWrite::Gone;
+    };
+    let Some(writer) = &self.writer else {
+      return AppWrite::Gone;
+    };
+    if let Some(chunk) = chunk {
+      gauge.submitted.fetch_add(chunk.len(), Ordering::AcqRel);
+      writer.write(*wire, chunk);
+    }
+    if gauge.backlog() < high_water_mark {
+      return AppWrite::Accepted;
+    }
+    gauge.want_drain.store(true, Ordering::Release);
+    // The writer may have flushed everything between the two reads; then
+    // no `drain` would come, so answer as if below the mark.
+    if gauge.backlog() == 0 && gauge.want_drain.swap(false, Ordering::AcqRel) {
+      return AppWrite::Accepted;
+    }
+    AppWrite::Full
+  }
+
+  // ---- history, replay, heartbeats ---------------------------------------
+
+  /// Whether broadcasts to everyone are kept for replay.
+  pub fn recording(&self) -> bool {
+    self.history.capacity() > 0
+  }
+
+  /// The id for the next recorded broadcast when the app gives none.
+  pub fn next_event_id(&mut self) -> String {
+    self.history.next_id()
+  }
+
+  /// Keeps a broadcast (as the HTTP chunk the writer sends) for replay.
+  pub fn record(&mut self, id: &str, chunk: Arc<[u8]>) {
+    self.history.record(id, chunk);
+  }
+
+  /// A broadcast to everyone went out: heartbeats wait for the next idle
+  /// stretch.
+  pub fn note_broadcast(&mut self, now: Instant) {
+    self.last_broadcast = now;
+  }
+
+  /// What `key` missed since `last_event_id`, before any live event. A
+  /// replay obeys the slow-client bound: past `maxBufferedBytes` (or with
+  /// an id no longer in history) the client gets an `event: reset`
+  /// instead. A socket connection gets the history's own chunks from the
+  /// writer (shared, not copied) and `None` comes back; a stream
+  /// connection's bytes (at most the bound) come back for the binding to
+  /// write.
+  pub fn replay(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
+    if self.history.capacity() == 0 {
+      return None;
+    }
+    let wire = self.registry.get(key)?.handle.transport.wire();
+    match self
+      .history
+      .since(last_event_id, self.writer_config.max_buffered_bytes)
+    {
+      Replay::Missed(events) if events.is_empty() => None,
+      Replay::Missed(events) => {
+        self.stats.replay();
+        match (wire, &self.writer) {
+          (Some(wire), Some(writer)) => {
+            writer.send_frames(
+              vec![wire],
+              events.iter().map(|e| e.chunk().clone()).collect(),
+            );
+            None
+          }
+          _ => Some(events.iter().flat_map(|e| e.frame()).copied().collect()),
+        }
+      }
+      Replay::Reset => {
+        self.stats.reset();
+        Some(frame::reset_frame(self.history.newest_id()))
+      }
+    }
+  }
+
+  /// Connections nothing was sent to for `idle` (none while a broadcast to
+  /// everyone went out within `idle`).
+  pub fn idle(&self, now: Instant, idle: Duration) -> Vec<ConnKey> {
+    if now.saturating_duration_since(self.last_broadcast) < idle {
+      return Vec::new();
+    }
+    self
+      .registry
+      .iter()
+      .filter(|e| now.saturating_duration_since(e.last_sent) >= idle)
+      .map(|e| e.key)
+      .collect()
+  }
+
+  /// Connections that have been registered for longer than `max_age`.
+  pub fn older_than(&self, now: Instant, max_age: Duration) -> Vec<ConnKey> {
+    self.registry.older_than(now, max_age)
+  }
+
+  // ---- statistics --------------------------------------------------------
+
+  pub fn stats(&self) -> StatsSnapshot {
+    let socket = self.wires.len();
+    let read = |c: &std::sync::atomic::AtomicU64| Stats::read(c);
+    StatsSnapshot {
+      clients: self.registry.len(),
+      stream_connections: self.registry.len() - socket,
+      socket_connections: socket,
+      frames_sent: read(&self.stats.frames_sent),
+      bytes_sent: read(&self.stats.bytes_sent),
+      frames_dropped: read(&self.stats.frames_dropped),
+      channels: self.registry.channel_count(),
+      replays: read(&self.stats.replays),
+      resets: read(&self.stats.resets),
+      slow_disconnects: read(&self.stats.slow_disconnects),
+      queued_bytes: self.stats.queued_bytes.load(Ordering::Relaxed),
+      socket_capacity: match (self.mode, self.fd_budget) {
+        (TransportMode::Stream, _) => Some(0),
+        (_, usize::MAX) => None,
+        (_, budget) => Some(budget),
+      },
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use std::io::Read;
+  use std::net::{TcpListener, TcpStream};
+  use std::os::fd::AsFd;
+
+  fn at(secs: u64) -> Instant {
+    // One base for every test instant, so differences are exact.
+    thread_local!(static BASE: Instant = Instant::now());
+    BASE.with(|b| *b + Duration::from_secs(secs))
+  }
+
+  fn stream_hub() -> HubCore<&'static str> {
+    HubCore::new(1000)
+  }
+
+  fn kinds<H>(effects: &[Effect<H>]) -> Vec<String> {
+    effects
+      .iter()
+      .map(|e| match e {
+        Effect::Finish { how, socket, .. } => format!("finish {how:?} socket={socket}"),
+        Effect::Slow { id } => format!("slow {id}"),
+        Effect::Disconnect { id, reason } => format!("disconnect {id} {}", reason.as_str()),
+        Effect::Drain { .. } => "drain".into(),
+        Effect::WriterDied => "writer died".into(),
+        Effect::Closed => "closed".into(),
+        Effect::ReleaseHub => "release hub".into(),
+      })
+      .collect()
+  }
+
+  #[test]
+  fn removal_finishes_once_then_reports_slow_before_disconnect() {
+    let mut hub = stream_hub();
+    let (key, wire) = hub.register("a", "res-a", None, at(0));
+    assert_eq!(wire, None);
+    let effects = hub.remove(key, Removal::Destroy, Reason::Slow);
+    assert_eq!(
+      kinds(&effects),
+      ["finish Destroy socket=false", "slow a", "disconnect a slow"]
+    );
+    assert!(matches!(
+      effects[0],
+      Effect::Finish {
+        handle: "res-a",
+        ..
+      }
+    ));
+    assert_eq!(hub.stats().slow_disconnects, 1);
+    // Gone: a second removal (a late close event) does nothing.
+    assert!(hub.remove(key, Removal::Forget, Reason::Closed).is_empty());
+    assert!(hub.forget(key).is_empty());
+    assert_eq!(hub.count(), 0);
+  }
+
+  #[test]
+  fn a_rolled_back_registration_reports_nothing() {
+    let mut hub = stream_hub();
+    let (key, _) = hub.register("a", "res", None, at(0));
+    assert_eq!(
+      kinds(&hub.remove(key, Removal::Forget, Reason::Rollback)),
+      ["finish Forget socket=false"]
+    );
+  }
+
+  #[test]
+  fn close_ends_everyone_and_reports_closed_once() {
+    let mut hub = stream_hub();
+    hub.register("a", "ra", None, at(0));
+    hub.register("b", "rb", None, at(0));
+    let effects = hub.close();
+    assert_eq!(
+      kinds(&effects),
+      [
+        "finish End socket=false",
+        "disconnect a removed",
+        "finish End socket=false",
+        "disconnect b removed",
+        "closed"
+      ]
+    );
+    assert!(!hub.socket_slot_free());
+    assert!(hub.close().is_empty());
+  }
+
+  #[test]
+  fn stream_outcomes_set_congestion_and_remove_the_slow_and_the_failed() {
+    let mut hub = stream_hub();
+    let (a, _) = hub.register("a", "ra", None, at(0));
+    let (b, _) = hub.register("b", "rb", None, at(0));
+    let (c, _) = hub.register("c", "rc", None, at(0));
+    let (d, _) = hub.register("d", "rd", None, at(0));
+    let mut seen = Vec::new();
+    let sockets = hub.deliver(
+      None,
+      || unreachable!(),
+      at(1),
+      |key, handle, congested| seen.push((key, *handle, congested)),
+    );
+    assert_eq!(sockets, 0);
+    assert_eq!(seen.len(), 4);
+    let (written, effects) = hub.settle(
+      &[
+        (a, Outcome::Buffered),
+        (b, Outcome::Written { buffering: false }),
+        (c, Outcome::Slow),
+        (d, Outcome::Failed),
+      ],
+      10,
+    );
+    assert_eq!(written, 2);
+    assert_eq!(
+      kinds(&effects),
+      [
+        "finish Destroy socket=false",
+        "slow c",
+        "disconnect c slow",
+        "finish End socket=false",
+        "disconnect d error"
+      ]
+    );
+    let congestion: Vec<bool> = hub
+      .iter()
+      .map(|e| matches!(e.handle.transport, Transport::Stream { congested: true }))
+      .collect();
+    assert_eq!(congestion, [true, false]);
+    let stats = hub.stats();
+    assert_eq!((stats.frames_sent, stats.bytes_sent), (2, 20));
+    assert_eq!(stats.slow_disconnects, 1);
+    hub.settle(&[(a, Outcome::Dropped)], 10);
+    assert_eq!(hub.stats().frames_dropped, 1);
+  }
+
+  #[test]
+  fn targeted_delivery_visits_only_the_named_and_marks_them_sent() {
+    let mut hub = stream_hub();
+    let (a, _) = hub.register("a", "ra", None, at(0));
+    let (_b, _) = hub.register("b", "rb", None, at(0));
+    let mut seen = Vec::new();
+    hub.deliver(
+      Some(&[a]),
+      || unreachable!(),
+      at(20),
+      |_, h, _| seen.push(*h),
+    );
+    assert_eq!(seen, ["ra"]);
+    // Heartbeats: only b was idle for 15 s at t=30.
+    hub.note_broadcast(at(0));
+    assert_eq!(hub.idle(at(30), Duration::from_secs(15)).len(), 1);
+    assert_eq!(hub.idle(at(40), Duration::from_secs(15)).len(), 2);
+    // A recent broadcast to everyone holds heartbeats back.
+    hub.note_broadcast(at(35));
+    assert!(hub.idle(at(40), Duration::from_secs(15)).is_empty());
+    // A huge idle time selects nobody and does not overflow.
+    assert!(hub.idle(at(40), Duration::MAX).is_empty());
+  }
+
+  #[test]
+  fn replay_is_bounded_by_max_buffered_bytes() {
+    let mut hub = stream_hub();
+    hub.configure(Settings {
+      history_size: Some(100),
+      max_buffered_bytes: Some(100),
+      ..Settings::default()
+    });
+    for _ in 0..50 {
+      let id = hub.next_event_id();
+      let mut frame = Vec::new();
+      frame::push_event(
+        &mut frame,
+        &frame::EventFields {
+          id: Some(&id),
+          ..Default::default()
+        },
+        "x",
+      );
+      hub.record(&id, frame::http_chunk(&frame).into());
+    }
+    let (key, _) = hub.register("a", "r", None, at(0));
+    // Each frame is "id: N\ndata: x\n\n" (14-15 bytes): 5 fit in 100.
+    let fits = hub.replay(key, "45").unwrap();
+    assert_eq!(
+      String::from_utf8(fits).unwrap().matches("data: x").count(),
+      5
+    );
+    let too_far = hub.replay(key, "1").unwrap();
+    assert_eq!(too_far, b"event: reset\nid: 50\ndata: null\n\n");
+    assert_eq!(hub.replay(key, "50"), None);
+    let stats = hub.stats();
+    assert_eq!((stats.replays, stats.resets), (1, 1));
+  }
+
+  fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    (server, client)
+  }
+
+  /// Waits for the writer's events and applies them.
+  fn events_until<H: std::fmt::Debug>(
+    hub: &mut HubCore<H>,
+    done: impl Fn(&[Effect<H>]) -> bool,
+  ) -> Vec<Effect<H>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut all = Vec::new();
+    while !done(&all) {
+      assert!(Instant::now() < deadline, "no writer event: {all:?}");
+      std::thread::sleep(Duration::from_millis(5));
+      all.extend(hub.writer_events());
+    }
+    all
+  }
+
+  #[test]
+  fn a_socket_connection_ends_after_its_queue_and_forget_releases_an_ending_one() {
+    let mut hub: HubCore<&str> = HubCore::new(10);
+    hub.start_writer(Box::new(|| {})).unwrap();
+    let (server, mut client) = pair();
+    let (key, wire) = hub.register(
+      "a",
+      "ra",
+      Some(server.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    assert!(wire.is_some());
+    assert_eq!(hub.stats().socket_connections, 1);
+    hub.deliver(
+      None,
+      || Arc::from(&b"hello"[..]),
+      at(1),
+      |_, _, _| unreachable!("no stream connections"),
+    );
+    // Ending: the finish comes from the writer, after the bytes.
+    assert_eq!(
+      kinds(&hub.remove(key, Removal::End, Reason::Removed)),
+      ["disconnect a removed"]
+    );
+    let effects = events_until(&mut hub, |e| !e.is_empty());
+    assert_eq!(kinds(&effects), ["finish End socket=true"]);
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+
+    // An ending connection whose client never reads is released at once
+    // when its response goes away.
+    let (server2, _client2) = pair();
+    let (key2, _) = hub.register(
+      "b",
+      "rb",
+      Some(server2.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
+    hub.deliver(Some(&[key2]), || big, at(1), |_, _, _| {});
+    hub.remove(key2, Removal::End, Reason::Removed);
+    assert_eq!(kinds(&hub.forget(key2)), ["finish Forget socket=true"]);
+    assert!(hub.forget(key2).is_empty());
+  }
+
+  #[test]
+  fn a_dead_writer_tears_its_connections_down_and_later_ones_use_the_stream() {
+    let mut hub: HubCore<&str> = HubCore::new(10);
+    hub.start_writer(Box::new(|| {})).unwrap();
+    let (server, _client) = pair();
+    hub.register(
+      "a",
+      "ra",
+      Some(server.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    assert!(hub.crash_writer());
+    let effects = events_until(&mut hub, |e| {
+      e.iter().any(|e| matches!(e, Effect::WriterDied))
+    });
+    assert_eq!(
+      kinds(&effects),
+      [
+        "finish Destroy socket=true",
+        "disconnect a error",
+        "writer died"
+      ]
+    );
+    assert!(!hub.socket_slot_free());
+    let (server2, _client2) = pair();
+    let (_, wire) = hub.register(
+      "b",
+      "rb",
+      Some(server2.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    assert_eq!(wire, None);
+    assert_eq!(hub.stats().stream_connections, 1);
+  }
+
+  #[test]
+  fn closing_with_a_writer_reports_closed_once_it_stopped() {
+    let mut hub: HubCore<&str> = HubCore::new(10);
+    hub.start_writer(Box::new(|| {})).unwrap();
+    let (server, _client) = pair();
+    hub.register(
+      "a",
+      "ra",
+      Some(server.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    assert_eq!(kinds(&hub.close()), ["disconnect a removed"]);
+    let effects = events_until(&mut hub, |e| e.iter().any(|e| matches!(e, Effect::Closed)));
+    assert_eq!(kinds(&effects), ["finish End socket=true", "closed"]);
+    assert!(!hub.has_writer());
+  }
+
+  #[test]
+  fn an_orphaned_hub_ends_its_socket_connections_then_releases_itself() {
+    let mut hub: HubCore<&str> = HubCore::new(10);
+    hub.start_writer(Box::new(|| {})).unwrap();
+    let (server, _client) = pair();
+    hub.register(
+      "a",
+      "ra",
+      Some(server.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    let (stream_key, _) = hub.register("b", "rb", None, at(0));
+    assert!(hub.orphan().is_empty());
+    let effects = events_until(&mut hub, |e| !e.is_empty());
+    assert_eq!(kinds(&effects), ["finish End socket=true"]);
+    // The stream connection's close event finishes the hub, silently.
+    assert_eq!(
+      kinds(&hub.forget(stream_key)),
+      ["finish Forget socket=false", "release hub"]
+    );
+  }
+
+  #[test]
+  fn the_fd_budget_and_transport_mode_decide_the_hand_off() {
+    let mut hub: HubCore<&str> = HubCore::new(1);
+    hub.start_writer(Box::new(|| {})).unwrap();
+    let (s1, _c1) = pair();
+    let (s2, _c2) = pair();
+    let (_, w1) = hub.register(
+      "a",
+      "ra",
+      Some(s1.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    let (_, w2) = hub.register(
+      "b",
+      "rb",
+      Some(s2.as_fd().try_clone_to_owned().unwrap()),
+      at(0),
+    );
+    assert!(w1.is_some());
+    assert_eq!(w2, None);
+    assert_eq!(hub.stats().socket_capacity, Some(1));
+    hub.configure(Settings {
+      mode: Some(TransportMode::Stream),
+      ..Settings::default()
+    });
+    assert!(!hub.socket_slot_free());
+    assert_eq!(hub.stats().socket_capacity, Some(0));
+  }
+}

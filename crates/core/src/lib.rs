@@ -1,0 +1,21 @@
+//! The pure-Rust core of sse-helper-native: everything the hub decides,
+//! with no Node-API type anywhere in its dependency tree, so each decision
+//! is unit-tested by `cargo test`.
+//!
+//! - [`frame`]: SSE wire framing and HTTP chunks.
+//! - [`registry`]: connections by key, client id and channel.
+//! - [`history`]: the replay ring behind `Last-Event-ID`.
+//! - [`backpressure`]: the one slow-client rule both transports apply.
+//! - [`stats`]: the counters both transports count into.
+//! - [`writer`]: the native socket writer thread.
+//! - [`hub`]: the hub's decisions: calls in, effects out.
+
+#![deny(clippy::all)]
+
+pub mod backpressure;
+pub mod frame;
+pub mod history;
+pub mod hub;
+pub mod registry;
+pub mod stats;
+pub mod writer;

@@ -1,0 +1,205 @@
+//! Executing what the core decided, on the JS thread, with nothing
+//! borrowed while JS runs: ending or destroying responses, putting Node's
+//! methods back, releasing references, and the hub's events.
+
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Error, Result, Status};
+use sse_helper_core::hub::{Effect, Removal};
+use sse_helper_core::registry::ConnKey;
+
+use crate::args::guard_panics;
+use crate::js::{self, RawEnv, RawValue};
+use crate::state::{JsConn, Shared};
+
+/// Carries out `effects` in order.
+pub fn execute(state: &Shared, env: RawEnv, effects: Vec<Effect<JsConn>>) {
+  for effect in effects {
+    match effect {
+      Effect::Finish {
+        handle,
+        how,
+        socket,
+      } => finish(state, env, handle, how, socket),
+      Effect::Slow { id } => emit(state, env, "slow", &id, ""),
+      Effect::Disconnect { id, reason } => emit(state, env, "disconnect", &id, reason.as_str()),
+      Effect::Drain { key } => {
+        let res = {
+          let s = state.borrow();
+          s.core
+            .entry(key)
+            .and_then(|e| e.handle.handle.res.value(env).ok())
+        };
+        if let (Some(res), Ok(name)) = (res, js::string(env, "drain")) {
+          js::call_method_quietly(env, res, c"emit", &[name]);
+        }
+      }
+      Effect::WriterDied => emit(
+        state,
+        env,
+        "error",
+        "ERR_SSE_WRITER_DIED",
+        "the native socket writer thread stopped unexpectedly; its connections were closed and new ones use the stream transport",
+      ),
+      Effect::Closed => emit(state, env, "closed", "", ""),
+      Effect::ReleaseHub => state.borrow_mut().release_own(env),
+    }
+  }
+}
+
+/// Carries out effects where no JS may run (a GC finalizer): references are
+/// released, nothing is called. Only `ReleaseHub` is expected there.
+pub fn execute_without_js(state: &Shared, env: RawEnv, effects: Vec<Effect<JsConn>>) {
+  let mut s = state.borrow_mut();
+  let s = &mut *s;
+  for effect in effects {
+    match effect {
+      Effect::Finish { handle, .. } => {
+        let res = handle.release_all_but_res(env, &mut s.refs);
+        s.refs.release(env, res);
+      }
+      Effect::ReleaseHub => s.release_own(env),
+      _ => {}
+    }
+  }
+}
+
+/// Detaches the `close` listener, puts Node's methods back on a socket
+/// connection's response, ends or destroys it, then releases its handle.
+fn finish(state: &Shared, env: RawEnv, handle: JsConn, how: Removal, socket: bool) {
+  let listener = state
+    .borrow()
+    .on_close
+    .as_ref()
+    .and_then(|l| l.value(env).ok());
+  if let Ok(res) = handle.res.value(env) {
+    if let (Some(listener), Ok(name)) = (listener, js::string(env, "close")) {
+      js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
+    }
+    if socket {
+      restore_response(env, res);
+    }
+    finish_response(state, env, res, how);
+  }
+  let mut s = state.borrow_mut();
+  let s = &mut *s;
+  let res = handle.release_all_but_res(env, &mut s.refs);
+  s.refs.release(env, res);
+}
+
+/// Puts Node's own methods back on a response leaving the socket writer.
+pub fn restore_response(env: RawEnv, res: RawValue) {
+  js::delete_named(env, res, "write");
+  js::delete_named(env, res, "end");
+  js::delete_named(env, res, "destroy");
+  if let Ok(socket) = js::get(env, res, c"socket") {
+    if js::is_object(env, socket) {
+      js::delete_named(env, socket, "destroy");
+    }
+  }
+  js::clear_exception(env);
+}
+
+/// Ends or destroys `res` as `how` says. A response the hub ended gets a
+/// `write` that returns false instead of Node's, which would emit an
+/// `'error'` (fatal without a listener) for a write after end.
+fn finish_response(state: &Shared, env: RawEnv, res: RawValue, how: Removal) {
+  match how {
+    Removal::Forget => return,
+    Removal::End => {
+      if !js::get_truthy(env, res, c"writableEnded") {
+        js::call_method_quietly(env, res, c"end", &[]);
+      }
+    }
+    Removal::Destroy => js::call_method_quietly(env, res, c"destroy", &[]),
+  }
+  let write_after_end = state
+    .borrow()
+    .hooks
+    .as_ref()
+    .and_then(|h| h.write_after_end.value(env).ok());
+  if let Some(write_after_end) = write_after_end {
+    if js::set_named(env, res, c"write", write_after_end).is_err() {
+      js::clear_exception(env);
+    }
+  }
+}
+
+/// Calls the JS lifecycle callback: `(kind, a, b)`.
+fn emit(state: &Shared, env: RawEnv, kind: &str, a: &str, b: &str) {
+  let Some(callback) = state
+    .borrow()
+    .lifecycle
+    .as_ref()
+    .and_then(|l| l.value(env).ok())
+  else {
+    return;
+  };
+  let args = [
+    js::string(env, kind),
+    js::string(env, a),
+    js::string(env, b),
+  ];
+  if let ([Ok(kind), Ok(a), Ok(b)], Ok(undefined)) = (args, js::undefined(env)) {
+    // A throwing listener must not break the cleanup in progress; the JS
+    // side rethrows it on the next tick.
+    let _ = js::call(env, undefined, callback, &[kind, a, b]);
+  }
+}
+
+/// The key `res` carries, whether or not it is still registered.
+pub fn raw_key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
+  if !js::is_object(env, res) {
+    return None;
+  }
+  let symbol = state.borrow().key_symbol.as_ref()?.value(env).ok()?;
+  ConnKey::from_f64(js::get_symbol_keyed(env, res, symbol)?)
+}
+
+/// The key of `res` when it is registered with this hub.
+pub fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
+  let key = raw_key_of(state, env, res)?;
+  state.borrow().core.contains(key).then_some(key)
+}
+
+/// `res` is going away (its `close` fired, or the app destroys it): it is
+/// forgotten without being ended or written to again.
+pub fn forget(state: &Shared, env: RawEnv, res: RawValue) -> bool {
+  let Some(key) = raw_key_of(state, env, res) else {
+    return false;
+  };
+  let effects = state.borrow_mut().core.forget(key);
+  let forgot = !effects.is_empty();
+  execute(state, env, effects);
+  forgot
+}
+
+/// Starts the hub's writer thread on first use, with a thread-safe function
+/// that brings its events back to the JS thread. The function is weak
+/// (unref'd): the writer never keeps the process alive.
+pub fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
+  if state.borrow().core.has_writer() {
+    return Ok(());
+  }
+  let events_state = state.clone();
+  let on_events =
+    env.create_function_from_closure::<(), (), _>("sseHelperWriterEvents", move |ctx| {
+      let env = ctx.env.raw();
+      guard_panics(|| {
+        let effects = events_state.borrow_mut().core.writer_events();
+        execute(&events_state, env, effects);
+        Ok(())
+      })
+    })?;
+  let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
+    .build_threadsafe_function()
+    .callee_handled::<false>()
+    .weak::<true>()
+    .build()?;
+  state
+    .borrow_mut()
+    .core
+    .start_writer(Box::new(move || {
+      tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    }))
+    .map_err(|e| Error::from_reason(format!("starting the socket writer failed: {e}")))
+}

@@ -1,0 +1,242 @@
+//! `register`: the one method that must run JS on both sides of the core's
+//! decision, so it is done in steps, all or nothing.
+//!
+//! 1. Read from JS (the response's methods, its state, its socket) with
+//!    nothing borrowed; refuse a nested registration of the same response.
+//! 2. Commit in the core, which runs no JS.
+//! 3. Effects on the response (the key symbol, the `close` listener, the
+//!    socket hooks), each of which may run JS; on failure everything is
+//!    undone (the entry removed, the duplicated fd dropped by the writer,
+//!    every reference released) and the error thrown.
+
+use std::time::Instant;
+
+use napi::{Env, Error, Result, Status};
+use sse_helper_core::hub::{Reason, Removal};
+use sse_helper_core::registry::{self, ConnKey};
+
+use crate::args::{closed, invalid, invalid_type};
+use crate::effects::{ensure_writer, execute, key_of};
+use crate::js::{self, RawEnv, RawValue};
+use crate::socket::{self, SocketInfo};
+use crate::state::{JsConn, Shared};
+
+/// What a successful registration returns to the class.
+pub struct Registered {
+  pub id: String,
+  /// The new connection, `None` when an existing one was moved (or the
+  /// response was already over and so not registered).
+  pub key: Option<ConnKey>,
+}
+
+pub fn register(
+  state: &Shared,
+  env: &Env,
+  res: RawValue,
+  id: Option<String>,
+  meta: Option<RawValue>,
+  socket: Option<SocketInfo>,
+) -> Result<Registered> {
+  let raw = env.raw();
+  if state.borrow().core.is_closing() {
+    return Err(closed(raw));
+  }
+  let write = response_write(state, raw, res, "res")?;
+  let id = match id {
+    Some(id) => {
+      registry::validate_client_id(&id).map_err(|e| invalid(state, raw, &format!("id {e}")))?;
+      id
+    }
+    None => registry::generate_client_id(),
+  };
+  let meta = meta.filter(|m| {
+    !matches!(
+      js::type_of(raw, *m),
+      napi::sys::ValueType::napi_undefined | napi::sys::ValueType::napi_null
+    )
+  });
+  let _registering = Registering::enter(state, raw, res)?;
+
+  if let Some(key) = key_of(state, raw, res) {
+    let mut s = state.borrow_mut();
+    let s = &mut *s;
+    let new_meta = meta.map(|m| s.refs.hold(raw, m)).transpose()?;
+    s.core.rename(key, &id);
+    let old_meta = s
+      .core
+      .handle_mut(key)
+      .and_then(|h| std::mem::replace(&mut h.meta, new_meta));
+    if let Some(old) = old_meta {
+      s.refs.release(raw, old);
+    }
+    return Ok(Registered { id, key: None });
+  }
+
+  // A response that is already over is not registered: no `close` event
+  // would ever come to remove it.
+  if js::get_truthy(raw, res, c"destroyed")
+    || js::get_truthy(raw, res, c"writableEnded")
+    || js::get_truthy(raw, res, c"closed")
+  {
+    return Ok(Registered { id, key: None });
+  }
+
+  // 1. Everything read from JS before anything is committed.
+  let flush = js::get(raw, res, c"flush")
+    .ok()
+    .filter(|f| js::is_function(raw, *f));
+  js::clear_exception(raw);
+  let on = js::get(raw, res, c"on")?;
+  let fd = match socket {
+    Some(info) if state.borrow().core.socket_slot_free() => socket::handoff(&info),
+    _ => None,
+  };
+  let fd = fd.filter(|_| state.borrow().hooks.is_some());
+  if fd.is_some() {
+    ensure_writer(state, env)?;
+  }
+
+  // 2. Commit: no JS runs while the state is borrowed.
+  let (key, handed_off, listener, symbol) = {
+    let mut s = state.borrow_mut();
+    let s = &mut *s;
+    let handle = JsConn {
+      res: s.refs.hold(raw, res)?,
+      write: match fd {
+        Some(_) => None,
+        None => Some(s.refs.hold(raw, write)?),
+      },
+      flush: match (fd.is_some(), flush) {
+        (false, Some(flush)) => Some(s.refs.hold(raw, flush)?),
+        _ => None,
+      },
+      meta: meta.map(|m| s.refs.hold(raw, m)).transpose()?,
+    };
+    let (key, wire) = s.core.register(&id, handle, fd, Instant::now());
+    let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
+    let symbol = s.key_symbol.as_ref().map(|l| l.value(raw)).transpose()?;
+    (key, wire.is_some(), listener, symbol)
+  };
+
+  // 3. Effects on `res`, each of which may run JS; undone on failure.
+  let outcome = (|| -> Result<()> {
+    if let Some(symbol) = symbol {
+      js::set_symbol_keyed(raw, res, symbol, key.to_f64())?;
+      // A frozen, sealed or non-extensible response (or a Proxy that drops
+      // the write) would be registered but never found again.
+      if js::get_symbol_keyed(raw, res, symbol) != Some(key.to_f64()) {
+        return Err(invalid(
+          state,
+          raw,
+          "res must be extensible: the helper keeps its key on the response",
+        ));
+      }
+    }
+    if let Some(listener) = listener {
+      let name = js::string(raw, "close")?;
+      if let Err(exception) = js::call(raw, res, on, &[name, listener]) {
+        js::rethrow(raw, exception);
+        return Err(Error::new(
+          Status::PendingException,
+          "res.on('close') threw",
+        ));
+      }
+    }
+    if handed_off {
+      install_socket_hooks(state, raw, res)?;
+    }
+    Ok(())
+  })();
+  if let Err(err) = outcome {
+    // Keep the pending exception while undoing, then throw it again.
+    let exception = js::clear_exception(raw);
+    let effects = state
+      .borrow_mut()
+      .core
+      .remove(key, Removal::Forget, Reason::Rollback);
+    execute(state, raw, effects);
+    if let Some(symbol) = symbol {
+      js::delete_keyed(raw, res, symbol);
+    }
+    js::rethrow(raw, exception);
+    return Err(err);
+  }
+  Ok(Registered { id, key: Some(key) })
+}
+
+/// Marks `res` as being registered for the duration of `register`, and
+/// refuses a nested registration of the same response (from a getter or a
+/// Proxy trap it runs), which would otherwise register it twice.
+struct Registering<'a> {
+  state: &'a Shared,
+}
+
+impl<'a> Registering<'a> {
+  fn enter(state: &'a Shared, env: RawEnv, res: RawValue) -> Result<Self> {
+    let nested = state
+      .borrow()
+      .registering
+      .iter()
+      .any(|other| js::strict_equals(env, *other, res));
+    if nested {
+      return Err(Error::new(
+        Status::InvalidArg,
+        "addClient: res is already being registered (called again from inside its own registration)",
+      ));
+    }
+    state.borrow_mut().registering.push(res);
+    Ok(Self { state })
+  }
+}
+
+impl Drop for Registering<'_> {
+  fn drop(&mut self) {
+    if let Ok(mut s) = self.state.try_borrow_mut() {
+      s.registering.pop();
+    }
+  }
+}
+
+/// Installs the socket writer's `write`, `end` and `destroy` on `res`, and
+/// `destroy` on its socket.
+fn install_socket_hooks(state: &Shared, env: RawEnv, res: RawValue) -> Result<()> {
+  let hooks = {
+    let s = state.borrow();
+    let Some(h) = &s.hooks else {
+      return Ok(());
+    };
+    [
+      h.write.value(env)?,
+      h.end.value(env)?,
+      h.destroy.value(env)?,
+      h.socket_destroy.value(env)?,
+    ]
+  };
+  let [write, end, destroy, socket_destroy] = hooks;
+  js::set_named(env, res, c"write", write)?;
+  js::set_named(env, res, c"end", end)?;
+  js::set_named(env, res, c"destroy", destroy)?;
+  let socket = js::get(env, res, c"socket")?;
+  if js::is_object(env, socket) {
+    js::set_named(env, socket, c"destroy", socket_destroy)?;
+  }
+  Ok(())
+}
+
+/// `res.write` if `res` looks like a writable response, else a TypeError
+/// naming the argument.
+pub fn response_write(state: &Shared, env: RawEnv, res: RawValue, arg: &str) -> Result<RawValue> {
+  let message =
+    || format!("{arg} must be an http.ServerResponse (an object with write, end and on)");
+  if !js::is_object(env, res) {
+    return Err(invalid_type(state, env, &message()));
+  }
+  let write = js::get(env, res, c"write")?;
+  let looks_right = js::is_function(env, write)
+    && js::is_function(env, js::get(env, res, c"end")?)
+    && js::is_function(env, js::get(env, res, c"on")?);
+  if !looks_right {
+    return Err(invalid_type(state, env, &message()));
+  }
+  Ok(write)
+}

@@ -1,0 +1,112 @@
+//! What one hub holds on the JS side: the core, the napi references, and
+//! the functions the JS surface handed it.
+//!
+//! The rule that keeps re-entrant JS from aborting the process: the state
+//! is borrowed only for plain Rust (the core's decisions, taking or
+//! releasing references), never across a call that can run JS. Every
+//! method reads what it needs from JS first, then borrows to decide, then
+//! runs JS again with nothing borrowed.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use sse_helper_core::hub::HubCore;
+
+use crate::js::{JsRef, RawEnv, RawValue, Refs};
+
+/// What the binding keeps per connection: the response and, on the stream
+/// transport, its `write` and `flush` (read once at registration, so a
+/// broadcast does no prototype lookups on Express's re-prototyped
+/// responses), and the app's meta.
+#[derive(Debug)]
+pub struct JsConn {
+  pub res: JsRef,
+  pub write: Option<JsRef>,
+  pub flush: Option<JsRef>,
+  pub meta: Option<JsRef>,
+}
+
+impl JsConn {
+  /// Releases every reference but the response's, which is returned.
+  pub fn release_all_but_res(self, env: RawEnv, refs: &mut Refs) -> JsRef {
+    for reference in [self.write, self.flush, self.meta].into_iter().flatten() {
+      refs.release(env, reference);
+    }
+    self.res
+  }
+}
+
+/// Functions the JS surface installs on responses handed to the socket
+/// writer, and on responses the hub has ended.
+pub struct Hooks {
+  /// Replaces `res.write` on a socket-transport response.
+  pub write: JsRef,
+  /// Replaces `res.end` on a socket-transport response.
+  pub end: JsRef,
+  /// Replace `res.destroy` and `res.socket.destroy` on a socket-transport
+  /// response, so the writer forgets it before anything else is sent.
+  pub destroy: JsRef,
+  pub socket_destroy: JsRef,
+  /// Replaces `res.write` on a response the hub ended: returns false and
+  /// never makes Node emit `'error'`.
+  pub write_after_end: JsRef,
+}
+
+pub struct HubState {
+  pub core: HubCore<JsConn>,
+  pub refs: Refs,
+  /// The one `close` listener attached to every registered response.
+  pub on_close: Option<JsRef>,
+  /// Private symbol under which a response carries its registry key, so a
+  /// `close` event or `removeClient(res)` finds it without a scan.
+  pub key_symbol: Option<JsRef>,
+  /// The caller's `TypeError`, so bad-input errors belong to the caller's
+  /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
+  pub type_error: Option<JsRef>,
+  pub hooks: Option<Hooks>,
+  /// `lifecycle(kind, a, b)` in JS, for the hub's events.
+  pub lifecycle: Option<JsRef>,
+  /// Responses in the middle of `register`, so a getter that registers the
+  /// same response again is refused instead of registering it twice.
+  pub registering: Vec<RawValue>,
+}
+
+impl HubState {
+  pub fn new() -> Self {
+    Self {
+      core: HubCore::default(),
+      refs: Refs::default(),
+      on_close: None,
+      key_symbol: None,
+      type_error: None,
+      hooks: None,
+      lifecycle: None,
+      registering: Vec::new(),
+    }
+  }
+
+  /// Lets go of the hub's own references (the JS hub is gone and nothing
+  /// is registered or ending).
+  pub fn release_own(&mut self, env: RawEnv) {
+    let hooks = self.hooks.take().map(|h| {
+      [
+        h.write,
+        h.end,
+        h.destroy,
+        h.socket_destroy,
+        h.write_after_end,
+      ]
+    });
+    let own = [
+      self.on_close.take(),
+      self.key_symbol.take(),
+      self.type_error.take(),
+      self.lifecycle.take(),
+    ];
+    for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {
+      self.refs.release(env, reference);
+    }
+  }
+}
+
+pub type Shared = Rc<RefCell<HubState>>;
