@@ -85,11 +85,7 @@ fn whole_number(n: f64, min: f64, max: f64) -> Option<u64> {
   (n.is_finite() && n.fract() == 0.0 && n >= min && n <= max).then_some(n as u64)
 }
 
-/// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
-/// `Number.MAX_VALUE`) means "longer than anything", never a panic.
-pub fn millis(ms: f64) -> Duration {
-  Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
-}
+pub use sse_helper_core::hub::millis;
 
 /// A `maxAgeMs`: any finite non-negative number.
 pub fn max_age(state: &Shared, env: RawEnv, ms: f64) -> Result<Duration> {
@@ -189,24 +185,4 @@ pub fn settings(
       "options.endTimeoutMs must be an integer from 1 to 2147483647",
     )?,
   })
-}
-
-#[cfg(test)]
-mod tests {
-  use super::*;
-
-  #[test]
-  fn milliseconds_saturate_instead_of_panicking() {
-    assert_eq!(millis(1500.0), Duration::from_millis(1500));
-    assert_eq!(millis(-5.0), Duration::ZERO);
-    assert_eq!(millis(1e23), Duration::MAX);
-    assert_eq!(millis(f64::MAX), Duration::MAX);
-  }
-
-  #[test]
-  fn a_panic_becomes_an_error() {
-    let result: Result<()> = guard_panics(|| panic!("boom"));
-    assert_eq!(result.unwrap_err().reason, "boom");
-    assert_eq!(guard_panics(|| Ok(7)).unwrap(), 7);
-  }
 }

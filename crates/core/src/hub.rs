@@ -29,6 +29,13 @@ use crate::writer::{
   fd_budget, ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent,
 };
 
+/// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
+/// `Number.MAX_VALUE`) means "longer than anything", never a panic (as
+/// `Duration::from_secs_f64` would).
+pub fn millis(ms: f64) -> Duration {
+  Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
+}
+
 /// Which transport new connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportMode {
@@ -854,6 +861,16 @@ mod tests {
         Effect::ReleaseHub => "release hub".into(),
       })
       .collect()
+  }
+
+  #[test]
+  fn milliseconds_saturate_instead_of_panicking() {
+    assert_eq!(millis(1500.0), Duration::from_millis(1500));
+    assert_eq!(millis(-5.0), Duration::ZERO);
+    assert_eq!(millis(f64::NAN), Duration::ZERO);
+    assert_eq!(millis(1e23), Duration::MAX);
+    assert_eq!(millis(f64::MAX), Duration::MAX);
+    assert_eq!(millis(f64::INFINITY), Duration::MAX);
   }
 
   #[test]
