@@ -53,16 +53,30 @@ export interface HubOptions {
    * Applies to connections registered afterwards.
    */
   transport?: 'auto' | 'stream';
-  /** Bytes a connection may have pending before the slow-client policy applies. Default 1 MiB. */
+  /**
+   * Bytes a connection may have pending before the slow-client policy
+   * applies, on either transport. Also bounds a replay: a reconnecting client
+   * that missed more than this gets `event: reset` instead. Default 1 MiB.
+   */
   maxBufferedBytes?: number;
   /** `'disconnect'` (default) or `'drop'` (skip whole frames until it catches up). */
   slowClientPolicy?: 'disconnect' | 'drop';
   /** Broadcasts kept for replay after reconnection. Default 0 (off). */
   historySize?: number;
-  /** Idle time after which a connection gets a `: heartbeat` comment. Default 15000; 0 turns it off. */
+  /**
+   * Idle time after which a connection gets a `: heartbeat` comment: an
+   * integer from 0 to 2147483647 (Node's longest timer). Default 15000; 0
+   * turns it off.
+   */
   heartbeatMs?: number;
   /** Most connections at once; past it `addClient` throws `SseCapacityError`. Default 0 (no limit). */
   maxClients?: number;
+  /**
+   * How long a native-writer connection that was removed may take to flush
+   * what is queued for it before it is destroyed (a client that stopped
+   * reading cannot hold it open). An integer from 1 to 2147483647. Default 30000.
+   */
+  endTimeoutMs?: number;
 }
 
 export interface HubStats {
@@ -99,6 +113,11 @@ export interface DisconnectEvent {
   reason: 'close' | 'removed' | 'error' | 'slow';
 }
 
+/** Emitted as `error` when the native writer thread died (its connections were closed). */
+export interface SseWriterError extends Error {
+  code: 'ERR_SSE_WRITER_DIED';
+}
+
 /** Thrown by `addClient` past `maxClients`. */
 export declare class SseCapacityError extends Error {
   readonly code: 'ERR_SSE_CAPACITY';
@@ -109,7 +128,10 @@ export declare class SseCapacityError extends Error {
 /**
  * A registry of Server-Sent Events connections. The default export is one
  * instance; `new SseHub()` creates another with its own clients. Methods are
- * bound, so they can be destructured. Emits `connect`, `disconnect` and `slow`.
+ * bound, so they can be destructured. Emits `connect`, `disconnect`, `slow`
+ * and `error` (the native writer died; without a listener it is a process
+ * warning, never a crash). A listener that throws never undoes the hub's
+ * work: its error is rethrown on the next tick.
  */
 export declare class SseHub extends EventEmitter {
   constructor();
@@ -117,6 +139,7 @@ export declare class SseHub extends EventEmitter {
   on(event: 'connect', listener: (event: { id: string; res: SseResponse }) => void): this;
   on(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
   on(event: 'slow', listener: (event: { id: string }) => void): this;
+  on(event: 'error', listener: (error: SseWriterError) => void): this;
   // biome-ignore lint/suspicious/noExplicitAny: the signature of EventEmitter's own `on`
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 
@@ -130,14 +153,17 @@ export declare class SseHub extends EventEmitter {
 
   /**
    * Registers `res` under a new server-generated id (UUID v4) and returns it.
-   * @throws {TypeError} when `res` is not a response.
+   * @throws {TypeError} when `res` is not a response, or is frozen, sealed or
+   *   not extensible (`ERR_INVALID_ARG_VALUE`: the helper keeps its key on it).
+   * @throws {SseCapacityError} past `maxClients`.
+   * @throws {Error} with code `ERR_SSE_CLOSED` after `close()`.
    */
   addClient(res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
   /**
    * Registers `res` under `id` (1-256 characters, no control characters) and
    * returns it. A response already registered is moved to `id`, its meta
    * replaced. Several responses may share one id. A nullish `id` means
-   * "generate one".
+   * "generate one". The id must be well-formed Unicode (no lone surrogates).
    * @throws {TypeError} on a bad `id` or `res`.
    */
   addClient(id: string | null | undefined, res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
@@ -183,10 +209,24 @@ export declare class SseHub extends EventEmitter {
 
   /**
    * Removes connections that ended, errored or were destroyed, and ends and
-   * removes those connected for longer than `maxAgeMs`. Returns how many.
+   * removes those connected for longer than `maxAgeMs` (a huge value such as
+   * `Number.MAX_VALUE` means never). Returns how many.
    * @throws {TypeError} unless `maxAgeMs` is a non-negative finite number.
    */
   cleanupStaleClients(maxAgeMs: number): number;
+
+  /**
+   * Ends every connection after what is queued for it has been written (at
+   * most `endTimeoutMs`), stops the heartbeat and the native writer thread,
+   * and refuses new clients. Resolves once all of that is done.
+   */
+  close(): Promise<void>;
+
+  /** Closes the hub without waiting (`using hub = new SseHub()`). */
+  [Symbol.dispose](): void;
+
+  /** Closes the hub and waits (`await using hub = new SseHub()`). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** The default registry, with the class attached for `require` users. */
@@ -213,3 +253,4 @@ export declare const comment: SseHub['comment'];
 export declare const join: SseHub['join'];
 export declare const leave: SseHub['leave'];
 export declare const publish: SseHub['publish'];
+export declare const close: SseHub['close'];

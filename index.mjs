@@ -19,6 +19,7 @@ export const {
   join,
   leave,
   publish,
+  close,
 } = sseHelper;
 
 export default sseHelper;

@@ -18,7 +18,10 @@ const count: number = sseHelper.getClientCount() + cleanupStaleClients(1000) + b
 const id: string = addClient('session', {} as import('node:http').ServerResponse);
 void [written, ok, count, id];
 
-hub.configure({ historySize: 100, heartbeatMs: 0, transport: 'stream', slowClientPolicy: 'drop' });
+hub.configure({ historySize: 100, heartbeatMs: 0, transport: 'stream', slowClientPolicy: 'drop', endTimeoutMs: 500 });
+hub.on('error', (err) => void err.code.toLowerCase());
+const closing: Promise<void> = hub.close();
+void closing;
 hub.broadcast(
   { a: 1 },
   { event: 'tick', id: '7', retry: 1000, channel: 'news', filter: (meta, cid) => !!meta && cid !== '' },
