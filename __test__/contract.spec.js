@@ -1,9 +1,18 @@
 // Every row of the documented contract, on a real Express 5 server, read back
-// as raw bytes.
+// as raw bytes; and the codes of the errors bad input gets (issue 9, D11, D14).
 
 const sseHelper = require('..');
 const { SseHub } = sseHelper;
-const { startServer, rawGet, waitFor, delay, documentedRoute } = require('./helpers.js');
+const {
+  FakeResponse,
+  startServer,
+  rawGet,
+  waitFor,
+  delay,
+  documentedRoute,
+  outcome,
+  refused,
+} = require('./helpers.js');
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -433,6 +442,57 @@ describe('module shape', () => {
     expect(sseHelper.getClientCount()).toBe(0);
     other.removeClient(fakeRes);
     expect(sseHelper.default).toBe(sseHelper);
+  });
+});
+
+describe('error codes', () => {
+  // Fake responses only; written for the stream transport.
+  beforeEach(() => {
+    hub = new SseHub().configure({ transport: 'stream' });
+    idleRefs = hub.nativeReferenceCount;
+  });
+
+  describe('D11: every bad-input TypeError carries a code', () => {
+    const res = new FakeResponse();
+    test.each([
+      ['removeClientById(5)', () => hub.removeClientById(5), 'id'],
+      ['configure(null)', () => hub.configure(null), 'options'],
+      ['send(res, 1, { event: 5 })', () => hub.send(res, 1, { event: 5 }), 'options.event'],
+      ['join(res, 5)', () => hub.join(res, 5), 'channel'],
+      ['initResponse(5)', () => hub.initResponse(5), 'res'],
+      ["cleanupStaleClients('1')", () => hub.cleanupStaleClients('1'), 'maxAgeMs'],
+      ['addClient(5, res)', () => hub.addClient(5, res), 'id'],
+      ['broadcast(1, { channel: 5 })', () => hub.broadcast(1, { channel: 5 }), 'options.channel'],
+      ['broadcast(1, { filter: 5 })', () => hub.broadcast(1, { filter: 5 }), 'options.filter'],
+      ['comment(null, 5)', () => hub.comment(null, 5), 'text'],
+      ['send(res, 5, { raw: true })', () => hub.send(res, 5, { raw: true }), 'payload'],
+    ])('%s throws a TypeError with code ERR_INVALID_ARG_TYPE', (_name, call, arg) => {
+      expect(outcome(call)).toEqual(refused('ERR_INVALID_ARG_TYPE', arg));
+      expect(res.writes).toBe(0);
+    });
+  });
+
+  describe('D14: responses that cannot be extended', () => {
+    test.each(['preventExtensions', 'seal', 'freeze'])(
+      "addClient on Object.%s(res) throws ERR_INVALID_ARG_VALUE 'res must be extensible' and registers nothing",
+      (method) => {
+        const res = Object[method](new FakeResponse());
+        expect(outcome(() => hub.addClient('a', res))).toEqual({
+          ...refused('ERR_INVALID_ARG_VALUE', 'res'),
+          message: expect.stringMatching(/^res must be extensible/),
+        });
+        expect(outcome(() => hub.addClient(res))).toEqual({
+          ...refused('ERR_INVALID_ARG_VALUE', 'res'),
+          message: expect.stringMatching(/^res must be extensible/),
+        });
+        expect({
+          clients: hub.getClientCount(),
+          refs: hub.nativeReferenceCount,
+          closeListeners: res.listenerCount('close'),
+          removed: hub.removeClient(res),
+        }).toEqual({ clients: 0, refs: idleRefs, closeListeners: 0, removed: false });
+      },
+    );
   });
 });
 

@@ -1,10 +1,14 @@
 // Shared test utilities: real Express 5 servers on 127.0.0.1, a raw HTTP
-// client that sees the exact bytes, and small waiting helpers.
+// client that sees the exact bytes, decoders for what it received, small
+// waiting helpers, child processes, fd inspection and the outcome of a call.
+// The per-test hub, route and clients of the feature specs: hub-fixture.js.
 
 const { spawn } = require('node:child_process');
 const { EventEmitter } = require('node:events');
+const fs = require('node:fs');
 const net = require('node:net');
 const express = require('express');
+const { SseHub } = require('..');
 
 /** Starts an Express app on 127.0.0.1 with a free port. */
 async function startServer(configure) {
@@ -129,7 +133,12 @@ class FakeResponse extends EventEmitter {
  * `timeoutMs` (then kills it): for "nothing keeps the process alive" tests.
  */
 function runToExit(script, timeoutMs = 15_000) {
-  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return runNode([], script, timeoutMs);
+}
+
+/** Like runToExit, with options for node itself (e.g. --expose-gc). */
+function runNode(nodeArgs, script, timeoutMs = 15_000) {
+  const child = spawn(process.execPath, [...nodeArgs, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout.on('data', (d) => {
     stdout += d;
@@ -146,14 +155,115 @@ function runToExit(script, timeoutMs = 15_000) {
   });
 }
 
+/** Rejects with a readable message when `promise` takes longer than `ms`. */
+async function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** One turn of the event loop: lets I/O and the socket writer's callbacks run. */
+const nextTurn = () => new Promise((r) => setImmediate(r));
+
+/** The events of an SSE body, each without its terminating blank line. */
+const framesOf = (body) => body.split('\n\n').slice(0, -1);
+
+/** Everything a rawGet client received, as bytes. */
+const rawBytes = (c) => Buffer.from(c.raw(), 'latin1');
+
+/**
+ * Strict HTTP/1.1 chunked decoding of a raw response: the body, whether it
+ * ended with the terminating chunk and nothing after it, or where it broke.
+ * Self-contained, so child processes can inline its source.
+ */
+function parseChunked(buf) {
+  const headEnd = buf.indexOf('\r\n\r\n');
+  if (headEnd < 0) return { error: 'no head' };
+  const parts = [];
+  let i = headEnd + 4;
+  for (;;) {
+    const lineEnd = buf.indexOf('\r\n', i);
+    if (lineEnd < 0) return { error: `unterminated chunk size at ${i}`, body: Buffer.concat(parts), ended: false };
+    const sizeText = buf.subarray(i, lineEnd).toString('latin1');
+    if (!/^[0-9a-f]+$/.test(sizeText)) {
+      return { error: `bad chunk size ${JSON.stringify(sizeText.slice(0, 16))} at ${i}`, body: Buffer.concat(parts) };
+    }
+    const size = Number.parseInt(sizeText, 16);
+    if (size === 0) {
+      const ended = buf.subarray(lineEnd).toString('latin1') === '\r\n\r\n';
+      return { error: ended ? null : 'bytes after the last chunk', body: Buffer.concat(parts), ended };
+    }
+    const end = lineEnd + 2 + size;
+    if (end + 2 > buf.length) return { error: `truncated chunk at ${i}`, body: Buffer.concat(parts), ended: false };
+    if (buf.subarray(end, end + 2).toString('latin1') !== '\r\n') {
+      return { error: `chunk at ${i} not followed by CRLF`, body: Buffer.concat(parts), ended: false };
+    }
+    parts.push(buf.subarray(lineEnd + 2, end));
+    i = end + 2;
+  }
+}
+
+/** What /proc/self/fd/<fd> links to, e.g. 'socket:[123]': names the connection, not the fd. */
+const fdLink = (fd) => fs.readlinkSync(`/proc/self/fd/${fd}`);
+
+/** How many fds of this process refer to the connection `link` names (Node's own and any duplicate). */
+function fdsOn(link) {
+  let n = 0;
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === link) n++;
+    } catch {
+      // Closed while we looked (readdir's own fd among them).
+    }
+  }
+  return n;
+}
+
+/** What a call threw (or returned), in a form that diffs well. */
+function outcome(call) {
+  try {
+    const value = call();
+    return { returned: value instanceof SseHub ? '(the hub)' : value };
+  } catch (err) {
+    return {
+      threw: err instanceof TypeError ? 'TypeError' : String(err?.name),
+      code: err?.code,
+      message: String(err?.message),
+    };
+  }
+}
+
+/** The outcome of a call refused with a TypeError `code` whose message starts with `name` and a space. */
+const refused = (code, name) => ({
+  threw: 'TypeError',
+  code,
+  message: expect.stringMatching(new RegExp(`^${name.replace('.', '\\.')} `)),
+});
+
 module.exports = {
   FakeResponse,
   runToExit,
+  runNode,
   startServer,
   rawGet,
   waitFor,
+  within,
   delay,
+  nextTurn,
   collectGarbage,
   documentedRoute,
   dechunk,
+  framesOf,
+  rawBytes,
+  parseChunked,
+  fdLink,
+  fdsOn,
+  outcome,
+  refused,
 };

@@ -1,8 +1,10 @@
 // Leak tests, run with --expose-gc: many cycles, then the registry, the
-// listeners, the native references and the heap must be back where they were.
+// listeners, the native references and the heap must be back where they were;
+// also with channels and replay history, on fake and real connections.
 
 const net = require('node:net');
 const { SseHub } = require('..');
+const { sseFixture } = require('./hub-fixture.js');
 const { FakeResponse, startServer, waitFor, collectGarbage } = require('./helpers.js');
 
 async function heapUsed() {
@@ -107,4 +109,113 @@ test('a dropped hub releases its own references once its connections are gone', 
   }
   const after = await heapUsed();
   expect(after - before).toBeLessThan(2 * MB);
+});
+
+describe('leaks', () => {
+  let hub;
+  let idleRefs;
+  const { serve, client, clients, responses } = sseFixture((t) => {
+    ({ hub, idleRefs } = t);
+  });
+
+  test('join/leave/remove cycles with channels leave no channel, reference or heap behind', async () => {
+    const cycle = (i) => {
+      const res = new FakeResponse();
+      const id = hub.addClient(`user-${i % 50}`, res, { i });
+      hub.join(res, `room-${i % 20}`);
+      hub.join(id, `user-channel-${i}`);
+      hub.join(res, 'everyone');
+      if (i % 3 === 0) hub.leave(res, 'everyone');
+      hub.publish(`room-${i % 20}`, { i });
+      if (i % 3 === 0) hub.removeClient(res);
+      else if (i % 3 === 1) res.emit('close');
+      else hub.removeClientById(id);
+      if (res.listenerCount('close') !== 0) throw new Error(`listener left on cycle ${i}`);
+    };
+    for (let i = 0; i < 5_000; i++) cycle(i);
+    const before = await heapUsed();
+    for (let i = 0; i < 50_000; i++) cycle(i);
+    const after = await heapUsed();
+    expect(hub.getStats()).toMatchObject({ clients: 0, channels: 0 });
+    expect(hub.nativeReferenceCount).toBe(idleRefs);
+    expect(after - before).toBeLessThan(2 * MB);
+  });
+
+  test('real connections joining channels churn to zero channels and idle references', async () => {
+    await serve((req, res) => {
+      hub.addClient(req.query.id, res);
+      hub.join(res, `room-${req.query.id}`);
+      hub.join(req.query.id, 'all');
+    });
+    const churn = async (rounds) => {
+      for (let r = 0; r < rounds; r++) {
+        const batch = [];
+        for (let i = 0; i < 20; i++) batch.push(client(`/events?id=u${i % 5}`));
+        await waitFor(() => hub.getClientCount() === 20, 'batch registered');
+        expect(hub.getStats().channels).toBe(6);
+        expect(hub.publish('all', { r })).toBe(20);
+        if (r % 2) hub.removeClientById('u0');
+        for (const c of batch) c.destroy();
+        await waitFor(() => hub.getClientCount() === 0, 'batch gone');
+        expect(hub.getStats().channels).toBe(0);
+      }
+      // Keep nothing of finished connections alive.
+      clients.length = 0;
+      responses.length = 0;
+    };
+    await churn(5);
+    const before = await heapUsed();
+    await churn(40);
+    await waitFor(() => hub.nativeReferenceCount === idleRefs, 'idle references');
+    const after = await heapUsed();
+    expect(after - before).toBeLessThan(4 * MB);
+  });
+
+  test('history on: many broadcasts and reconnect replays keep the heap flat and references idle', async () => {
+    hub.configure({ historySize: 64 });
+    let replayWrites = 0;
+    const cycle = (i) => {
+      hub.broadcast({ i, text: 'x'.repeat(100) });
+      const res = new FakeResponse();
+      // Mostly within the history, sometimes too old (a reset), sometimes unknown.
+      const lastEventId = i % 10 === 0 ? 'unknown' : String(Math.max(1, i - (i % 80)));
+      hub.addClient(i % 2 ? `s-${i % 7}` : null, res, { i }, { lastEventId });
+      hub.join(res, 'r');
+      replayWrites += res.writes;
+      if (i % 2) res.emit('close');
+      else hub.removeClient(res);
+    };
+    for (let i = 1; i <= 3_000; i++) cycle(i);
+    const before = await heapUsed();
+    for (let i = 3_001; i <= 33_000; i++) cycle(i);
+    const after = await heapUsed();
+    const stats = hub.getStats();
+    expect(stats).toMatchObject({ clients: 0, channels: 0 });
+    expect(stats.replays).toBeGreaterThan(10_000);
+    expect(stats.resets).toBeGreaterThan(3_000);
+    expect(replayWrites).toBeGreaterThan(10_000);
+    expect(hub.nativeReferenceCount).toBe(idleRefs);
+    expect(after - before).toBeLessThan(2 * MB);
+
+    // And with real reconnecting clients.
+    await serve();
+    const reconnects = async (rounds) => {
+      for (let r = 0; r < rounds; r++) {
+        hub.broadcast({ r });
+        const batch = [];
+        for (let i = 0; i < 10; i++) batch.push(client('/events', { 'Last-Event-ID': String(33_000 + r - (i % 3)) }));
+        await waitFor(() => hub.getClientCount() === 10, 'batch registered');
+        for (const c of batch) c.destroy();
+        await waitFor(() => hub.getClientCount() === 0, 'batch gone');
+      }
+      // Keep nothing of finished connections alive.
+      clients.length = 0;
+      responses.length = 0;
+    };
+    await reconnects(5);
+    const realBefore = await heapUsed();
+    await reconnects(40);
+    await waitFor(() => hub.nativeReferenceCount === idleRefs, 'idle references');
+    expect((await heapUsed()) - realBefore).toBeLessThan(4 * MB);
+  });
 });

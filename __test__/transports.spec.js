@@ -1,41 +1,25 @@
-// The native socket writer: which connections it takes, and what it must
-// guarantee on real sockets (order, bounds, disconnects, fds, 10k clients).
+// Which transport a connection gets (the native socket writer for plain
+// HTTP/1.1 over TCP; the stream for TLS, HTTP/2 and a compressing
+// middleware), what the socket writer guarantees (order with the app's own
+// writes, merged sends, abrupt disconnects, never keeping the process alive),
+// gzip behind the compression middleware, and the fd handed to the writer.
 
-const { execFileSync, spawn } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
-const _http = require('node:http');
 const http2 = require('node:http2');
 const https = require('node:https');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const zlib = require('node:zlib');
 const compression = require('compression');
-const { SseHub } = require('..');
-const { startServer, rawGet, waitFor, collectGarbage, runToExit } = require('./helpers.js');
+const { sseFixture } = require('./hub-fixture.js');
+const { rawGet, waitFor, delay, dechunk, runToExit } = require('./helpers.js');
 
 let hub;
 let srv;
-let idleRefs;
-
-beforeEach(() => {
-  hub = new SseHub();
-  idleRefs = hub.nativeReferenceCount;
+const { client, startServer, sseRoute } = sseFixture((t) => {
+  ({ hub, srv } = t);
 });
-
-afterEach(async () => {
-  hub.broadcastAndClose('bye');
-  await waitFor(() => hub.nativeReferenceCount === idleRefs, 'references released');
-  await srv?.close();
-  srv = undefined;
-});
-
-function sseRoute(app, { before } = {}) {
-  app.get('/events', (req, res) => {
-    before?.(req, res);
-    hub.initResponse(res);
-    hub.addClient(req.query.id ?? null, res);
-  });
-}
 
 describe('which transport a connection gets', () => {
   test('plain HTTP/1.1 over TCP is handed to the socket writer; configure can keep it on the stream', async () => {
@@ -187,60 +171,6 @@ describe('the socket writer', () => {
     expect(res.write('late')).toBe(false);
   });
 
-  test('a client that stops reading is disconnected at maxBufferedBytes; memory stays bounded', async () => {
-    hub.configure({ maxBufferedBytes: 256 * 1024, slowClientPolicy: 'disconnect' });
-    srv = await startServer((app) => sseRoute(app));
-    const stuck = rawGet(srv.port);
-    const healthy = rawGet(srv.port);
-    await waitFor(() => hub.getStats().socketConnections === 2, 'clients');
-    await stuck.waitFor((x) => x.raw().includes('\r\n\r\n'), 'headers');
-    stuck.socket.pause();
-    const big = { blob: 'z'.repeat(64 * 1024) };
-    let sent = 0;
-    while (hub.getStats().slowDisconnects === 0 && sent < 2000) {
-      hub.broadcast(big);
-      sent++;
-      expect(hub.getStats().queuedBytes).toBeLessThanOrEqual(2 * (256 * 1024 + 70 * 1024));
-      await new Promise((r) => setImmediate(r));
-    }
-    expect(hub.getStats().slowDisconnects).toBe(1);
-    await waitFor(() => hub.getClientCount() === 1, 'slow one removed');
-    // The server closed it: once it reads again, the client sees the end.
-    stuck.socket.resume();
-    await stuck.closed;
-    // The healthy client got every frame, whole.
-    await healthy.waitFor((x) => x.body().split('\n\n').length - 1 === sent, 'healthy frames', 20_000);
-  });
-
-  test('the drop policy skips whole frames while a client is behind and it catches up in order', async () => {
-    hub.configure({ maxBufferedBytes: 128 * 1024, slowClientPolicy: 'drop' });
-    srv = await startServer((app) => sseRoute(app));
-    const slow = rawGet(srv.port);
-    await waitFor(() => hub.getStats().socketConnections === 1, 'client');
-    await slow.waitFor((x) => x.raw().includes('\r\n\r\n'), 'headers');
-    slow.socket.pause();
-    const pad = 'p'.repeat(32 * 1024);
-    let seq = 0;
-    while (hub.getStats().framesDropped === 0 && seq < 5000) {
-      hub.broadcast({ seq: seq++, pad });
-      await new Promise((r) => setImmediate(r));
-    }
-    expect(hub.getStats().framesDropped).toBeGreaterThan(0);
-    expect(hub.getClientCount()).toBe(1);
-    slow.socket.resume();
-    await waitFor(() => hub.getStats().queuedBytes === 0, 'drained', 20_000);
-    hub.broadcast({ seq: seq++, pad: 'final' });
-    await slow.waitFor((x) => x.body().includes('"pad":"final"'), 'final frame', 20_000);
-    const seen = slow
-      .body()
-      .split('\n\n')
-      .filter(Boolean)
-      .map((e) => JSON.parse(e.slice('data: '.length)).seq);
-    expect(seen.length).toBeLessThan(seq);
-    expect(seen.at(-1)).toBe(seq - 1);
-    expect(seen.every((s, i) => i === 0 || s > seen[i - 1])).toBe(true);
-  });
-
   test('broadcasts, channel publishes and sends issued together reach each client in order', async () => {
     srv = await startServer((app) => sseRoute(app));
     const clients = [];
@@ -299,89 +229,6 @@ describe('the socket writer', () => {
     }
   });
 
-  test('5k connection churns: no fd growth, no memory growth', async () => {
-    const responses = new Set();
-    srv = await startServer((app) =>
-      app.get('/events', (_req, res) => {
-        hub.initResponse(res);
-        hub.addClient(res);
-        hub.send(res, { hello: 1 });
-        responses.add(res);
-        res.on('close', () => responses.delete(res));
-      }),
-    );
-    const openFds = () => fs.readdirSync('/proc/self/fd').length;
-    const churn = async (count) => {
-      for (let done = 0; done < count; done += 50) {
-        const sockets = [];
-        for (let i = 0; i < 50; i++) {
-          const s = net.connect(srv.port, '127.0.0.1');
-          s.on('error', () => {});
-          s.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\n');
-          sockets.push(s);
-        }
-        await waitFor(() => hub.getStats().socketConnections === 50, 'batch', 10_000);
-        hub.broadcast({ done });
-        // Some leave through the server's graceful end, the rest abruptly.
-        if (done % 100 === 0) hub.removeClient([...responses][0]);
-        for (const s of sockets) s.destroy();
-        await waitFor(() => hub.getClientCount() === 0 && responses.size === 0, 'batch gone', 10_000);
-      }
-    };
-    await churn(500);
-    await waitFor(() => hub.nativeReferenceCount === idleRefs, 'idle');
-    await collectGarbage();
-    const fdsBefore = openFds();
-    const heapBefore = process.memoryUsage().heapUsed;
-    await churn(5_000);
-    await waitFor(() => hub.nativeReferenceCount === idleRefs, 'idle');
-    await collectGarbage();
-    expect(openFds()).toBeLessThanOrEqual(fdsBefore + 5);
-    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(4 * 1024 * 1024);
-  });
-
-  /**
-   * Connects `n` real clients (sse-clients.js) to burst-server.js in their
-   * own processes, lets `checkStats` look at the hub's stats, broadcasts
-   * `count` numbered frames and expects every client to get all of them.
-   */
-  async function burst({ n, count, timeoutMs, openFiles }, checkStats) {
-    const server = lineProcess(path.join(__dirname, 'fixtures', 'burst-server.js'), [], { openFiles });
-    const { port } = await server.next();
-    const clients = lineProcess(path.join(__dirname, 'fixtures', 'sse-clients.js'), [port, n, count, timeoutMs]);
-    try {
-      expect(await clients.next()).toEqual({ connected: n });
-      server.send('stats');
-      checkStats((await server.next()).stats);
-      server.send(`go ${count}`);
-      expect((await server.next()).written).toBe(count * n);
-      expect(await clients.next()).toEqual({ complete: n, problems: [] });
-    } finally {
-      server.kill();
-      clients.kill();
-    }
-  }
-
-  test('10k real clients each receive every frame of a 100-broadcast burst, in order, complete', async () => {
-    const N = 10_000;
-    await burst({ n: N, count: 100, timeoutMs: 90_000 }, (stats) => {
-      expect(stats.clients).toBe(N);
-      // The writer takes connections up to its fd budget; past it the rest
-      // stay on the stream transport, and both must deliver.
-      expect(stats.socketCapacity).toBeGreaterThan(N / 2);
-      expect(stats.socketConnections).toBe(Math.min(N, stats.socketCapacity));
-      expect(stats.streamConnections).toBe(N - stats.socketConnections);
-    });
-  }, 120_000);
-
-  test('past the fd budget, new connections use the stream transport and still get every frame', async () => {
-    // 300 open files: (300 - 128 reserved) / 2 = 86 connections fit with their duplicates.
-    const N = 120;
-    await burst({ n: N, count: 50, timeoutMs: 30_000, openFiles: 300 }, (stats) => {
-      expect(stats).toMatchObject({ clients: N, socketCapacity: 86, socketConnections: 86, streamConnections: N - 86 });
-    });
-  });
-
   test('the writer thread never keeps the process alive', async () => {
     const script = `
       const http = require('node:http');
@@ -404,30 +251,69 @@ describe('the socket writer', () => {
   });
 });
 
-/** A child process speaking JSON lines on stdout, commands on stdin. */
-function lineProcess(script, args, { openFiles } = {}) {
-  const argv = [process.execPath, script, ...args.map(String)];
-  const [command, ...rest] = openFiles ? ['bash', '-c', `ulimit -n ${openFiles} && exec "$@"`, 'bash', ...argv] : argv;
-  const child = spawn(command, rest, { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = [];
-  const waiting = [];
-  let buffer = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d) => {
-    buffer += d;
-    let nl = buffer.indexOf('\n');
-    while (nl >= 0) {
-      const line = JSON.parse(buffer.slice(0, nl));
-      buffer = buffer.slice(nl + 1);
-      const w = waiting.shift();
-      if (w) w(line);
-      else lines.push(line);
-      nl = buffer.indexOf('\n');
+describe('behind a compressing middleware', () => {
+  test('without no-transform the stream is gzipped, and res.flush() still delivers each event at once', async () => {
+    srv = await startServer((app) => {
+      app.use(compression());
+      // The helper's own headers: no-transform, so `compression` leaves it alone.
+      app.get('/sse', (_req, res) => {
+        hub.initResponse(res);
+        hub.addClient('plain', res);
+      });
+      // An app that sets the content type itself: compression applies.
+      app.get('/gz', (_req, res) => {
+        res.setHeader('Content-Type', 'text/event-stream');
+        res.setHeader('Cache-Control', 'no-cache');
+        hub.addClient('gz', res);
+      });
+    });
+    const plain = client('/sse', { 'Accept-Encoding': 'gzip' });
+    const gz = client('/gz', { 'Accept-Encoding': 'gzip' });
+    await waitFor(() => hub.getClientCount() === 2, 'registered');
+    expect(hub.getStats()).toMatchObject({ streamConnections: 2, socketConnections: 0 });
+    const decompressed = () => {
+      const body = dechunk(Buffer.from(gz.raw(), 'latin1'));
+      if (body.length === 0) return '';
+      return zlib.gunzipSync(body, { finishFlush: zlib.constants.Z_SYNC_FLUSH }).toString('utf8');
+    };
+    let expected = '';
+    for (let i = 1; i <= 5; i++) {
+      expect(hub.broadcast({ i, text: 'compressible '.repeat(20) }, { id: String(i) })).toBe(2);
+      expected += `id: ${i}\ndata: ${JSON.stringify({ i, text: 'compressible '.repeat(20) })}\n\n`;
+      // Event i is readable before event i+1 is sent: nothing waits in the compressor.
+      await waitFor(() => decompressed() === expected, `gzip event ${i}`);
+      await plain.waitFor((x) => x.body() === expected, `plain event ${i}`);
     }
+    expect(gz.head()).toMatch(/\r\nContent-Encoding: gzip\r\n/i);
+    expect(dechunk(Buffer.from(gz.raw(), 'latin1')).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+    expect(dechunk(Buffer.from(gz.raw(), 'latin1')).length).toBeLessThan(Buffer.byteLength(expected));
+    expect(plain.head()).not.toMatch(/content-encoding/i);
   });
-  return {
-    next: () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => waiting.push(r))),
-    send: (line) => child.stdin.write(`${line}\n`),
-    kill: () => child.kill(),
-  };
-}
+});
+
+describe('the fd handed to the socket writer', () => {
+  test("a handle whose fd lies (it reports another connection's fd) keeps that response on the stream transport", async () => {
+    let fdOfA;
+    srv = await startServer((app) =>
+      app.get('/events', (req, res) => {
+        hub.initResponse(res);
+        if (req.query.id === 'a') fdOfA = res.socket._handle.fd;
+        else Object.defineProperty(res.socket._handle, 'fd', { configurable: true, get: () => fdOfA });
+        hub.addClient(req.query.id, res);
+      }),
+    );
+    const a = client('/events?id=a');
+    await waitFor(() => hub.getStats().socketConnections === 1, 'a on the socket writer');
+    const b = client('/events?id=b');
+    await waitFor(() => hub.getClientCount() === 2, 'b registered');
+    expect(hub.getStats()).toMatchObject({ clients: 2, socketConnections: 1, streamConnections: 1 });
+    hub.sendToClient('b', 'for b');
+    hub.sendToClient('a', 'for a');
+    hub.sendToClient('b', 'b again');
+    await b.waitFor((x) => x.body() === 'data: "for b"\n\ndata: "b again"\n\n', 'b gets its own frames');
+    await a.waitFor((x) => x.body() === 'data: "for a"\n\n', 'a gets its frame');
+    await delay(50);
+    // Exactly its own chunk on A's wire, nothing of B's.
+    expect(a.raw().slice(a.head().length)).toBe('\r\n\r\nf\r\ndata: "for a"\n\n\r\n');
+  });
+});
