@@ -834,8 +834,9 @@ impl<H> HubCore<H> {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::test_util::pair;
   use std::io::Read;
-  use std::net::{TcpListener, TcpStream};
+  use std::net::TcpStream;
   use std::os::fd::AsFd;
 
   fn at(secs: u64) -> Instant {
@@ -1034,12 +1035,24 @@ mod tests {
     assert_eq!((stats.replays, stats.resets), (1, 1));
   }
 
-  fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    server.set_nonblocking(true).unwrap();
-    (server, client)
+  /// A hub with its writer running and room for `budget` socket connections.
+  fn socket_hub(budget: usize) -> HubCore<&'static str> {
+    let mut hub = HubCore::new(budget);
+    hub.start_writer(Box::new(|| {})).unwrap();
+    hub
+  }
+
+  /// Registers a real loopback connection, offered to the writer. Returns
+  /// its key, its wire (if the writer took it) and both ends of the socket.
+  fn connect(
+    hub: &mut HubCore<&'static str>,
+    id: &str,
+    handle: &'static str,
+  ) -> (ConnKey, Option<WireId>, (TcpStream, TcpStream)) {
+    let (server, client) = pair();
+    let fd = server.as_fd().try_clone_to_owned().unwrap();
+    let (key, wire) = hub.register(id, handle, Some(fd), at(0));
+    (key, wire, (server, client))
   }
 
   /// Waits for the writer's events and applies them.
@@ -1059,15 +1072,8 @@ mod tests {
 
   #[test]
   fn a_socket_connection_ends_after_its_queue_and_forget_releases_an_ending_one() {
-    let mut hub: HubCore<&str> = HubCore::new(10);
-    hub.start_writer(Box::new(|| {})).unwrap();
-    let (server, mut client) = pair();
-    let (key, wire) = hub.register(
-      "a",
-      "ra",
-      Some(server.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let mut hub = socket_hub(10);
+    let (key, wire, (_server, mut client)) = connect(&mut hub, "a", "ra");
     assert!(wire.is_some());
     assert_eq!(hub.stats().socket_connections, 1);
     hub.deliver(
@@ -1089,13 +1095,7 @@ mod tests {
 
     // An ending connection whose client never reads is released at once
     // when its response goes away.
-    let (server2, _client2) = pair();
-    let (key2, _) = hub.register(
-      "b",
-      "rb",
-      Some(server2.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let (key2, _, _server2) = connect(&mut hub, "b", "rb");
     let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
     hub.deliver(Some(&[key2]), || big, at(1), |_, _, _| {});
     hub.remove(key2, Removal::End, Reason::Removed);
@@ -1105,15 +1105,8 @@ mod tests {
 
   #[test]
   fn a_dead_writer_tears_its_connections_down_and_later_ones_use_the_stream() {
-    let mut hub: HubCore<&str> = HubCore::new(10);
-    hub.start_writer(Box::new(|| {})).unwrap();
-    let (server, _client) = pair();
-    hub.register(
-      "a",
-      "ra",
-      Some(server.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let mut hub = socket_hub(10);
+    let (_, _, _server) = connect(&mut hub, "a", "ra");
     assert!(hub.crash_writer());
     let effects = events_until(&mut hub, |e| {
       e.iter().any(|e| matches!(e, Effect::WriterDied))
@@ -1127,28 +1120,15 @@ mod tests {
       ]
     );
     assert!(!hub.socket_slot_free());
-    let (server2, _client2) = pair();
-    let (_, wire) = hub.register(
-      "b",
-      "rb",
-      Some(server2.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let (_, wire, _server2) = connect(&mut hub, "b", "rb");
     assert_eq!(wire, None);
     assert_eq!(hub.stats().stream_connections, 1);
   }
 
   #[test]
   fn closing_with_a_writer_reports_closed_once_it_stopped() {
-    let mut hub: HubCore<&str> = HubCore::new(10);
-    hub.start_writer(Box::new(|| {})).unwrap();
-    let (server, _client) = pair();
-    hub.register(
-      "a",
-      "ra",
-      Some(server.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let mut hub = socket_hub(10);
+    let (_, _, _server) = connect(&mut hub, "a", "ra");
     assert_eq!(kinds(&hub.close()), ["disconnect a removed"]);
     let effects = events_until(&mut hub, |e| e.iter().any(|e| matches!(e, Effect::Closed)));
     assert_eq!(kinds(&effects), ["finish End socket=true", "closed"]);
@@ -1157,15 +1137,8 @@ mod tests {
 
   #[test]
   fn an_orphaned_hub_ends_its_socket_connections_then_releases_itself() {
-    let mut hub: HubCore<&str> = HubCore::new(10);
-    hub.start_writer(Box::new(|| {})).unwrap();
-    let (server, _client) = pair();
-    hub.register(
-      "a",
-      "ra",
-      Some(server.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let mut hub = socket_hub(10);
+    let (_, _, _server) = connect(&mut hub, "a", "ra");
     let (stream_key, _) = hub.register("b", "rb", None, at(0));
     assert!(hub.orphan().is_empty());
     let effects = events_until(&mut hub, |e| !e.is_empty());
@@ -1179,22 +1152,9 @@ mod tests {
 
   #[test]
   fn the_fd_budget_and_transport_mode_decide_the_hand_off() {
-    let mut hub: HubCore<&str> = HubCore::new(1);
-    hub.start_writer(Box::new(|| {})).unwrap();
-    let (s1, _c1) = pair();
-    let (s2, _c2) = pair();
-    let (_, w1) = hub.register(
-      "a",
-      "ra",
-      Some(s1.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
-    let (_, w2) = hub.register(
-      "b",
-      "rb",
-      Some(s2.as_fd().try_clone_to_owned().unwrap()),
-      at(0),
-    );
+    let mut hub = socket_hub(1);
+    let (_, w1, _s1) = connect(&mut hub, "a", "ra");
+    let (_, w2, _s2) = connect(&mut hub, "b", "rb");
     assert!(w1.is_some());
     assert_eq!(w2, None);
     assert_eq!(hub.stats().socket_capacity, Some(1));

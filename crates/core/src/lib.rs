@@ -19,3 +19,6 @@ pub mod hub;
 pub mod registry;
 pub mod stats;
 pub mod writer;
+
+#[cfg(test)]
+mod test_util;

@@ -868,20 +868,11 @@ fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::test_util::pair;
   use std::io::Read;
-  use std::net::TcpListener;
   use std::os::fd::AsFd;
   use std::sync::mpsc as std_mpsc;
   use std::time::{Duration, Instant};
-
-  /// A connected pair: `server` is what the writer gets a dup of.
-  fn pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    server.set_nonblocking(true).unwrap();
-    (server, client)
-  }
 
   fn writer(config: WriterConfig) -> (SocketWriter, std_mpsc::Receiver<()>) {
     let (tx, rx) = std_mpsc::channel();
