@@ -111,6 +111,87 @@ test('a dropped hub releases its own references once its connections are gone', 
   expect(after - before).toBeLessThan(2 * MB);
 });
 
+/** Threads and open fds of this process, from /proc (Linux). */
+function processCounts() {
+  const fs = require('node:fs');
+  return {
+    threads: fs.readdirSync('/proc/self/task').length,
+    fds: fs.readdirSync('/proc/self/fd').length,
+  };
+}
+
+const maybeLinux = process.platform === 'linux' ? test : test.skip;
+
+maybeLinux('close() stops the writer thread and closes every fd, cycle after cycle', async () => {
+  const srvHubs = [];
+  const srv = await startServer((app) =>
+    app.get('/events', (_req, res) => {
+      const hub = srvHubs.at(-1);
+      hub.initResponse(res);
+      hub.addClient(res);
+    }),
+  );
+  const cycle = async () => {
+    const hub = new SseHub();
+    srvHubs.push(hub);
+    const sockets = [];
+    for (let i = 0; i < 5; i++) {
+      const s = net.connect(srv.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\n');
+      sockets.push(s);
+    }
+    await waitFor(() => hub.getStats().socketConnections === 5, 'handed to the writer');
+    hub.broadcast({ hello: true });
+    await hub.close();
+    expect(hub.getClientCount()).toBe(0);
+    for (const s of sockets) s.destroy();
+  };
+  await cycle();
+  const before = processCounts();
+  for (let i = 0; i < 20; i++) await cycle();
+  // Writer threads exit on their own after close() resolved; fds close with them.
+  await waitFor(() => {
+    const now = processCounts();
+    return now.threads <= before.threads && now.fds <= before.fds;
+  }, 'threads and fds back where they were');
+  await srv.close();
+});
+
+maybeLinux('a dropped hub whose connections are gone lets its writer thread exit', async () => {
+  const before = processCounts();
+  const srv = await startServer((app) =>
+    app.get('/events', (_req, res) => {
+      const hub = new SseHub();
+      hub.initResponse(res);
+      hub.addClient(res);
+      res.on('close', () => {});
+    }),
+  );
+  const sockets = [];
+  for (let i = 0; i < 10; i++) {
+    const s = net.connect(srv.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((resolve) => s.once('data', resolve));
+    sockets.push(s);
+  }
+  // One hub each, each with its writer thread.
+  expect(processCounts().threads).toBeGreaterThanOrEqual(before.threads + 10);
+  for (const s of sockets) s.destroy();
+  await srv.close();
+  // Every hub is now unreachable with nothing registered: once collected,
+  // each lets go of its writer, whose thread exits by itself.
+  const deadline = Date.now() + 10_000;
+  let now = processCounts();
+  while (now.threads > before.threads || now.fds > before.fds) {
+    if (Date.now() > deadline) throw new Error(`writer threads or fds left: ${JSON.stringify({ before, now })}`);
+    await collectGarbage();
+    await new Promise((r) => setTimeout(r, 20));
+    now = processCounts();
+  }
+});
+
 describe('leaks', () => {
   let hub;
   let idleRefs;

@@ -6,6 +6,7 @@
 //   node bench/run.js --quick    CI smoke test: N = 1k, 100 B, 2 repeats; asserts delivery
 //   node bench/run.js --full     adds N = 20k
 //   options: --n 1000,5000  --repeats 3  --systems addon,limit  --payloads small,large
+//            --out NAME (writes bench/results/NAME.* instead of latest.*)
 //   node bench/run.js --rerender bench/results/latest.json   rebuild .md/.svg from saved runs
 //
 // Writes bench/results/latest.{md,json,svg} (quick.* with --quick).
@@ -149,6 +150,7 @@ function parseArgs(argv) {
     else if (arg === '--systems') opts.systems = list(value());
     else if (arg === '--payloads') opts.payloads = list(value());
     else if (arg === '--rerender') opts.rerender = value();
+    else if (arg === '--out') opts.out = value();
     else if (arg === '--help' || arg === '-h') {
       // The header comment is the usage text.
       const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1);
@@ -171,9 +173,15 @@ function parseArgs(argv) {
   if (opts.ns) config.ns = opts.ns;
   if (opts.repeats) config.repeats = opts.repeats;
   if (opts.payloads) config.payloads = opts.payloads;
+  if (opts.out) {
+    if (!/^[\w.-]+$/.test(opts.out)) throw new Error(`--out takes a file name, got ${opts.out}`);
+    config.out = opts.out;
+  }
   for (const p of config.payloads) if (!PAYLOADS[p]) throw new Error(`unknown payload ${p}; known: small, large`);
   for (const n of config.ns) if (!(Number.isInteger(n) && n > 0)) throw new Error(`bad N ${n}`);
-  config.systems = (opts.systems ?? SYSTEMS.map((s) => s.name)).map((name) => findSystem(name));
+  config.systems = (opts.systems ?? SYSTEMS.filter((s) => !s.onlyWhenNamed).map((s) => s.name)).map((name) =>
+    findSystem(name),
+  );
   return config;
 }
 
@@ -772,7 +780,7 @@ async function main() {
   const durationS = (performance.now() - started) / 1000;
   const out = writeReport({
     dir: path.join(__dirname, 'results'),
-    base: config.mode === 'quick' ? 'quick' : 'latest',
+    base: config.out ?? (config.mode === 'quick' ? 'quick' : 'latest'),
     machine,
     config: {
       mode: config.mode,

@@ -8,10 +8,17 @@ const path = require('node:path');
 const IMPLEMENTATIONS = {
   js: () => require('./sseHelper.js'),
   addon: () => require(path.join(__dirname, '..', '..')),
+  // Another build of this package (a checkout of an earlier commit with its
+  // addon built), for before/after rows in one run: SSE_BENCH_BASELINE_DIR.
+  'addon-baseline': () => {
+    const dir = process.env.SSE_BENCH_BASELINE_DIR;
+    if (!dir) throw new Error('the addon-before rows need SSE_BENCH_BASELINE_DIR (a built checkout of this package)');
+    return require(path.resolve(dir));
+  },
 };
 
 /**
- * @param {{ impl: 'js' | 'addon', hub?: object, channel?: string }} options `hub` is passed to
+ * @param {{ impl: 'js' | 'addon' | 'addon-baseline', hub?: object, channel?: string }} options `hub` is passed to
  *   `new SseHub().configure(hub)` (transport, history...); `channel` makes
  *   route() join it and broadcast() publish to it (the channel fan-out path).
  */

@@ -26,6 +26,21 @@ const SYSTEMS = [
   { name: 'addon-history', module: 'helper', options: { impl: 'addon', hub: { historySize: 1000 } } },
   // Every client joins channel 'all' in the route; the broadcast is publish('all', payload).
   { name: 'addon-channel', module: 'helper', options: { impl: 'addon', channel: 'all' } },
+  // The same three rows on another build (SSE_BENCH_BASELINE_DIR), for a
+  // before/after comparison measured side by side. Only run when named.
+  { name: 'addon-before', module: 'helper', options: { impl: 'addon-baseline' }, onlyWhenNamed: true },
+  {
+    name: 'addon-before-history',
+    module: 'helper',
+    options: { impl: 'addon-baseline', hub: { historySize: 1000 } },
+    onlyWhenNamed: true,
+  },
+  {
+    name: 'addon-before-channel',
+    module: 'helper',
+    options: { impl: 'addon-baseline', channel: 'all' },
+    onlyWhenNamed: true,
+  },
   {
     name: LIMIT,
     native: {
