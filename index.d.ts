@@ -6,7 +6,7 @@ import type { Http2ServerResponse } from 'node:http2';
  * Anything that can carry an event stream: Node's and Express's responses,
  * HTTP/2 compatibility responses, or an object with the same three methods.
  */
-export type SseResponse =
+type SseResponse =
   | ServerResponse
   | Http2ServerResponse
   | {
@@ -20,10 +20,10 @@ export type SseResponse =
  * reference becomes `"[Circular]"`, a BigInt its decimal string, and a
  * top-level `undefined`, function or symbol `null`.
  */
-export type Payload = unknown;
+type Payload = unknown;
 
 /** Fields of one event (WHATWG HTML, "Server-sent events"). */
-export interface EventOptions {
+interface EventOptions {
   /** `event:` field, the event type. No CR, LF or NUL; at most 1024 bytes. */
   event?: string;
   /** `id:` field, the client's last event id. No CR, LF or NUL; at most 1024 bytes. */
@@ -34,19 +34,19 @@ export interface EventOptions {
   raw?: boolean;
 }
 
-export interface BroadcastOptions extends EventOptions {
+interface BroadcastOptions extends EventOptions {
   /** Only the members of this channel. */
   channel?: string;
   /** Only the connections whose meta passes this test. */
   filter?: (meta: unknown, id: string) => boolean;
 }
 
-export interface AddClientOptions {
+interface AddClientOptions {
   /** Replay from this id instead of the request's `Last-Event-ID` header. */
   lastEventId?: string;
 }
 
-export interface HubOptions {
+interface HubOptions {
   /**
    * `'auto'` (default): plain HTTP/1.1 connections on Linux and macOS are
    * written by a native thread; `'stream'`: always through `res.write`.
@@ -79,7 +79,7 @@ export interface HubOptions {
   endTimeoutMs?: number;
 }
 
-export interface HubStats {
+interface HubStats {
   clients: number;
   /** Connections written through `res.write`. */
   streamConnections: number;
@@ -108,18 +108,18 @@ export interface HubStats {
   socketCapacity: number;
 }
 
-export interface DisconnectEvent {
+interface DisconnectEvent {
   id: string;
   reason: 'close' | 'removed' | 'error' | 'slow';
 }
 
 /** Emitted as `error` when the native writer thread died (its connections were closed). */
-export interface SseWriterError extends Error {
+interface SseWriterError extends Error {
   code: 'ERR_SSE_WRITER_DIED';
 }
 
 /** Thrown by `addClient` past `maxClients`. */
-export declare class SseCapacityError extends Error {
+declare class SseCapacityError extends Error {
   readonly code: 'ERR_SSE_CAPACITY';
   readonly statusCode: 503;
   readonly maxClients: number;
@@ -133,7 +133,7 @@ export declare class SseCapacityError extends Error {
  * warning, never a crash). A listener that throws never undoes the hub's
  * work: its error is rethrown on the next tick.
  */
-export declare class SseHub extends EventEmitter {
+declare class SseHub extends EventEmitter {
   constructor();
 
   on(event: 'connect', listener: (event: { id: string; res: SseResponse }) => void): this;
@@ -229,28 +229,36 @@ export declare class SseHub extends EventEmitter {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** The default registry, with the class attached for `require` users. */
+/** The default registry, with the classes attached for `require` users. */
 declare const sseHelper: SseHub & {
   readonly SseHub: typeof SseHub;
   readonly SseCapacityError: typeof SseCapacityError;
   readonly default: SseHub;
 };
-export default sseHelper;
 
-export declare const initResponse: SseHub['initResponse'];
-export declare const addClient: SseHub['addClient'];
-export declare const removeClient: SseHub['removeClient'];
-export declare const removeClientById: SseHub['removeClientById'];
-export declare const sendToClient: SseHub['sendToClient'];
-export declare const send: SseHub['send'];
-export declare const broadcast: SseHub['broadcast'];
-export declare const broadcastAndClose: SseHub['broadcastAndClose'];
-export declare const getClientCount: SseHub['getClientCount'];
-export declare const cleanupStaleClients: SseHub['cleanupStaleClients'];
-export declare const configure: SseHub['configure'];
-export declare const getStats: SseHub['getStats'];
-export declare const comment: SseHub['comment'];
-export declare const join: SseHub['join'];
-export declare const leave: SseHub['leave'];
-export declare const publish: SseHub['publish'];
-export declare const close: SseHub['close'];
+// The package is CommonJS (`module.exports = sseHelper`), so its types use
+// `export =`; the namespace carries the type names (TypeScript merges a
+// types-only namespace with the value of the same name). `index.d.mts`
+// types the ESM entry point.
+declare namespace sseHelper {
+  export {
+    AddClientOptions,
+    BroadcastOptions,
+    DisconnectEvent,
+    EventOptions,
+    HubOptions,
+    HubStats,
+    Payload,
+    SseResponse,
+    SseWriterError,
+  };
+  /** The type of a hub: `const hub: SseHub = new sseHelper.SseHub()`. */
+  export type SseHub = HubInstance;
+  /** The type of the error `addClient` throws past `maxClients`. */
+  export type SseCapacityError = CapacityErrorInstance;
+}
+
+type HubInstance = SseHub;
+type CapacityErrorInstance = SseCapacityError;
+
+export = sseHelper;

@@ -6,6 +6,16 @@ const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
 const { socketInfo, responseHooks } = require('./lib/socket.js');
 const { invalidType, invalidValue, kindOf, checkString, checkKey } = require('./lib/errors.js');
+const {
+  BROADCAST_OPTIONS,
+  PUBLISH_OPTIONS,
+  ADD_CLIENT_OPTIONS,
+  HUB_OPTIONS,
+  checkKeys,
+  checkOption,
+  fieldsOf,
+  lastEventIdOf,
+} = require('./lib/options.js');
 
 const { NativeHub } = loadBinding();
 
@@ -139,6 +149,7 @@ class SseHub extends EventEmitter {
   #register(res, id, meta, options) {
     if (!isResponseLike(res)) return this.#native.register(res, id);
     if (this.#closing) throw closedError();
+    checkKeys(options, ADD_CLIENT_OPTIONS);
     if (!Object.isExtensible(res)) {
       throw invalidValue('res must be extensible: the helper keeps its key on the response');
     }
@@ -182,8 +193,8 @@ class SseHub extends EventEmitter {
    * whose meta passes `options.filter(meta, id)`. Returns how many.
    */
   broadcast(payload, options) {
+    const fields = fieldsOf(options, BROADCAST_OPTIONS);
     const data = dataOf(payload, options);
-    const fields = fieldsOf(options);
     const channel = options?.channel;
     if (channel !== undefined) checkKey('options.channel', channel);
     const filter = options?.filter;
@@ -197,6 +208,7 @@ class SseHub extends EventEmitter {
   /** Sends to the members of `channel`. */
   publish(channel, payload, options) {
     checkKey('channel', channel);
+    checkKeys(options, PUBLISH_OPTIONS);
     return this.broadcast(payload, { ...options, channel });
   }
 
@@ -286,6 +298,7 @@ class SseHub extends EventEmitter {
     if (options === null || typeof options !== 'object') {
       throw invalidType(`options must be an object, got ${kindOf(options)}`);
     }
+    checkKeys(options, HUB_OPTIONS);
     const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients, endTimeoutMs } =
       options;
     checkOption('transport', transport, 'string');
@@ -401,32 +414,6 @@ function dataOf(payload, options) {
     return payload;
   }
   return serialize(payload);
-}
-
-/** The `event:`/`id:`/`retry:` fields, checked for type here and for content natively. */
-function fieldsOf(options) {
-  if (options === undefined || options === null) return undefined;
-  if (typeof options !== 'object') throw invalidType(`options must be an object, got ${kindOf(options)}`);
-  const { event, id, retry } = options;
-  if (event === undefined && id === undefined && retry === undefined) return undefined;
-  checkOption('event', event, 'string');
-  checkOption('retry', retry, 'number');
-  // Ids key the replay history.
-  if (id !== undefined) checkKey('options.id', id);
-  return { event, id, retry };
-}
-
-function lastEventIdOf(res, options) {
-  const explicit = options?.lastEventId;
-  if (explicit !== undefined) return checkKey('options.lastEventId', explicit);
-  const header = res.req?.headers?.['last-event-id'];
-  return typeof header === 'string' ? header : undefined;
-}
-
-function checkOption(name, value, type) {
-  if (value !== undefined && typeof value !== type) {
-    throw invalidType(`options.${name} must be a ${type}, got ${kindOf(value)}`);
-  }
 }
 
 function closedError() {

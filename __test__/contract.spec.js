@@ -472,6 +472,60 @@ describe('error codes', () => {
     });
   });
 
+  describe('strict options: an unknown key is a TypeError naming it, with the likely intended key', () => {
+    const res = new FakeResponse();
+    test.each([
+      ['configure({ maxBuffer: 1e6 })', () => hub.configure({ maxBuffer: 1e6 }), 'maxBuffer', 'maxBufferedBytes'],
+      ['configure({ redis: url })', () => hub.configure({ redis: 'redis://127.0.0.1' }), 'redis', undefined],
+      ['configure({ heartbeatMS: 5 })', () => hub.configure({ heartbeatMS: 5 }), 'heartbeatMS', 'heartbeatMs'],
+      ["send(res, 1, { evnt: 'x' })", () => hub.send(res, 1, { evnt: 'x' }), 'evnt', 'event'],
+      ["sendToClient('a', 1, { retyr: 5 })", () => hub.sendToClient('a', 1, { retyr: 5 }), 'retyr', 'retry'],
+      ["broadcast(1, { chanel: 'news' })", () => hub.broadcast(1, { chanel: 'news' }), 'chanel', 'channel'],
+      ["publish('news', 1, { channel: 'x' })", () => hub.publish('news', 1, { channel: 'x' }), 'channel', undefined],
+      [
+        'broadcastAndClose(1, { filter: f })',
+        () => hub.broadcastAndClose(1, { filter: () => true }),
+        'filter',
+        undefined,
+      ],
+      [
+        "addClient(res, null, { lastEventID: '3' })",
+        () => hub.addClient(res, null, { lastEventID: '3' }),
+        'lastEventID',
+        'lastEventId',
+      ],
+    ])('%s', (_name, call, key, hint) => {
+      const before = hub.getStats();
+      expect(outcome(call)).toEqual({
+        ...refused('ERR_INVALID_ARG_VALUE', `options.${key}`),
+        message: hint
+          ? expect.stringContaining(`options.${key} is not a known option; did you mean options.${hint}?`)
+          : expect.stringMatching(new RegExp(`^options\\.${key} is not a known option \\(known: `)),
+      });
+      // Nothing was applied, registered or written.
+      expect(hub.getStats()).toEqual(before);
+      expect(res.writes).toBe(0);
+    });
+
+    test('every documented option is still accepted', () => {
+      hub.configure({
+        transport: 'stream',
+        maxBufferedBytes: 1 << 20,
+        slowClientPolicy: 'drop',
+        historySize: 10,
+        heartbeatMs: 1000,
+        maxClients: 5,
+        endTimeoutMs: 1000,
+      });
+      const id = hub.addClient(res, null, { lastEventId: '1' });
+      expect(hub.send(res, 'x', { event: 'e', id: '1', retry: 5, raw: true })).toBe(true);
+      expect(hub.broadcast('x', { event: 'e', raw: true, filter: () => true })).toBe(1);
+      expect(hub.publish('news', 'x', { event: 'e' })).toBe(0);
+      expect(hub.sendToClient(id, 'x', { retry: 1 })).toBe(true);
+      expect(hub.broadcastAndClose('x', { id: '9' })).toBe(1);
+    });
+  });
+
   describe('D14: responses that cannot be extended', () => {
     test.each(['preventExtensions', 'seal', 'freeze'])(
       "addClient on Object.%s(res) throws ERR_INVALID_ARG_VALUE 'res must be extensible' and registers nothing",

@@ -180,10 +180,16 @@ describe('hub.close() (D9)', () => {
     }
   });
 
-  test('a hub garbage-collected while an end is deferred still delivers every queued byte and a proper end', async () => {
-    // In a child with --expose-gc: drop every reference to the hub, collect,
-    // then let the client read.
-    const script = `
+  test.each([
+    ['an end is deferred', 'hub.removeClient(response);', ''],
+    // The app's own end after the hub is gone must wait for the writer too.
+    ['the app then ends the response itself', '', 'response.end();'],
+  ])(
+    'a hub garbage-collected while %s still delivers every queued byte and a proper end',
+    async (_name, before, after) => {
+      // In a child with --expose-gc: drop every reference to the hub, collect,
+      // then let the client read.
+      const script = `
       const http = require('node:http');
       const net = require('node:net');
       const { SseHub } = require(${JSON.stringify(ROOT)});
@@ -223,12 +229,13 @@ describe('hub.close() (D9)', () => {
           await new Promise((r) => setImmediate(r));
         }
         const queued = hub.getStats().queuedBytes;
-        hub.removeClient(response);
+        ${before}
         hub = null;
         for (let i = 0; i < 10 && !globalThis.collected; i++) {
           global.gc();
           await new Promise((r) => setTimeout(r, 10));
         }
+        ${after}
         client.resume();
         const ended = () => Buffer.concat(chunks).toString('latin1').endsWith('0\\r\\n\\r\\n');
         await until(ended, 5000).catch(() => {});
@@ -246,11 +253,12 @@ describe('hub.close() (D9)', () => {
         }));
         process.exit(0);
       });`;
-    const { code, stdout } = await runNode(['--expose-gc'], script);
-    expect(code).toBe(0);
-    const out = JSON.parse(stdout);
-    expect(out).toMatchObject({ onSocket: true, queued: true, error: null, ended: true, complete: true });
-  });
+      const { code, stdout } = await runNode(['--expose-gc'], script);
+      expect(code).toBe(0);
+      const out = JSON.parse(stdout);
+      expect(out).toMatchObject({ onSocket: true, queued: true, error: null, ended: true, complete: true });
+    },
+  );
 });
 
 describe('a destroy followed by a broadcast in the same tick (D10)', () => {

@@ -17,10 +17,11 @@ const PACKAGE = JSON.stringify(ROOT);
 const HELPERS = JSON.stringify(path.join(__dirname, 'helpers.js'));
 
 let hub;
+let idleRefs;
 // biome-ignore lint/correctness/noUnusedVariables: bodies assign the server they start; the fixture closes it.
 let srv;
 const { serve, client, connect, startServer, responses } = sseFixture((t) => {
-  ({ hub, srv } = t);
+  ({ hub, srv, idleRefs } = t);
 });
 
 /** Runs `body` with `node -e`, with `SseHub` and `FakeResponse` in scope. */
@@ -221,6 +222,63 @@ describe('registration is all or nothing', () => {
       }
     },
   );
+});
+
+describe('registration never outlives what it raced with', () => {
+  const { FakeResponse } = require('./helpers.js');
+
+  test('a response removed in this tick, its writer still flushing, is not registered again', async () => {
+    await serve((_req, res) => hub.addClient('a', res));
+    const { res } = await connect();
+    await waitFor(() => hub.getStats().socketConnections === 1, 'on the socket writer');
+    const connects = [];
+    hub.on('connect', ({ id }) => connects.push(id));
+    expect(hub.removeClient(res)).toBe(true);
+    // The same tick: Node has not ended it yet, the writer ends it first.
+    hub.addClient('b', res);
+    expect({ clients: hub.getClientCount(), connects, sent: hub.send(res, 'late') }).toEqual({
+      clients: 0,
+      connects: [],
+      sent: false,
+    });
+    await waitFor(() => res.writableEnded, 'ended after the flush');
+  });
+
+  test('a getter that closes the hub during registration: addClient throws ERR_SSE_CLOSED, nothing stays registered', async () => {
+    const res = new FakeResponse();
+    let closing;
+    Object.defineProperty(res, 'destroyed', {
+      get() {
+        closing ??= hub.close();
+        return false;
+      },
+    });
+    expect(outcome(() => hub.addClient('a', res))).toMatchObject({ code: 'ERR_SSE_CLOSED' });
+    await closing;
+    expect({ clients: hub.getClientCount(), closeListeners: res.listenerCount('close') }).toEqual({
+      clients: 0,
+      closeListeners: 0,
+    });
+  });
+
+  test('a Proxy trap that removes the client while it is being tagged leaves no listener behind', () => {
+    const target = new FakeResponse();
+    let removed;
+    const res = new Proxy(target, {
+      set(t, key, value) {
+        const ok = Reflect.set(t, key, value);
+        if (typeof key === 'symbol') removed = hub.removeClientById('a');
+        return ok;
+      },
+    });
+    expect(hub.addClient('a', res)).toBe('a');
+    expect({ removed, clients: hub.getClientCount(), closeListeners: target.listenerCount('close') }).toEqual({
+      removed: true,
+      clients: 0,
+      closeListeners: 0,
+    });
+    expect(hub.nativeReferenceCount).toBe(idleRefs);
+  });
 });
 
 describe('D2: calls back into the same hub from inside it', () => {

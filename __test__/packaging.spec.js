@@ -30,9 +30,13 @@ test('npm pack carries the prebuilt binary, the loader, the entry points and typ
     expect.arrayContaining([
       'binding.d.ts',
       'binding.js',
+      'index.d.mts',
       'index.d.ts',
       'index.js',
       'index.mjs',
+      'LICENSE',
+      'CHANGELOG.md',
+      'README.md',
       'lib/serialize.js',
       'package.json',
       'sse-helper-native.linux-x64-gnu.node',
@@ -58,6 +62,10 @@ test('the tarball installs into a fresh Express app without Rust and runs the us
     stdio: 'pipe',
   });
   expect(() => execFileSync('cargo', ['--version'], { env, stdio: 'pipe' })).toThrow();
+  // The MIT license travels with the package.
+  const installed = path.join(app, 'node_modules', 'sse-helper-native');
+  expect(fs.readFileSync(path.join(installed, 'LICENSE'), 'utf8')).toMatch(/^MIT License\n/);
+  expect(JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8')).license).toBe('MIT');
   fs.writeFileSync(
     path.join(app, 'server.js'),
     `import express from 'express';

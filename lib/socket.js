@@ -49,7 +49,8 @@ function writeAfterEndError() {
  * The functions a hub installs on responses. One set per hub, shared by all
  * its responses (`this` is the response, or its socket for
  * `socketDestroy`). `native()` returns the native hub, or undefined once it
- * was garbage-collected, in which case the response gets Node's own
+ * was garbage-collected: the response then keeps these functions until the
+ * orphaned hub's writer has flushed and ended it, which puts Node's own
  * methods back.
  */
 function responseHooks(native) {
@@ -59,15 +60,21 @@ function responseHooks(native) {
     delete res.destroy;
     if (res.socket) delete res.socket.destroy;
   }
+  // The hub forgets a destroyed connection (dropping what its writer
+  // queued), then Node destroys it; without a hub Node's `close` event does
+  // the forgetting.
   function write(chunk, encoding, callback) {
-    const hub = native();
-    if (!hub) {
-      release(this);
-      return this.write(chunk, encoding, callback);
-    }
     if (typeof encoding === 'function') {
       callback = encoding;
       encoding = undefined;
+    }
+    const hub = native();
+    if (!hub) {
+      // The hub was garbage-collected: its writer is flushing this
+      // connection before ending it, so Node must not write to the socket
+      // in between. Like a write after end.
+      if (typeof callback === 'function') process.nextTick(callback, writeAfterEndError());
+      return false;
     }
     const status = hub.writeRaw(this, toBytes(chunk, encoding), this.writableHighWaterMark);
     if (status < 0) {
@@ -82,11 +89,6 @@ function responseHooks(native) {
     return status === 1;
   }
   function end(chunk, encoding, callback) {
-    const hub = native();
-    if (!hub) {
-      release(this);
-      return this.end(chunk, encoding, callback);
-    }
     if (typeof chunk === 'function') {
       callback = chunk;
       chunk = undefined;
@@ -94,8 +96,12 @@ function responseHooks(native) {
       callback = encoding;
       encoding = undefined;
     }
-    if (chunk !== undefined && chunk !== null) write.call(this, chunk, encoding);
+    const hub = native();
     if (typeof callback === 'function') this.once('finish', callback);
+    // Without a hub (garbage-collected), its writer already ends this
+    // connection after flushing, then puts Node's methods back.
+    if (!hub) return this;
+    if (chunk !== undefined && chunk !== null) write.call(this, chunk, encoding);
     // Unregistering ends it through Node once the queue is flushed.
     hub.unregister(this);
     return this;

@@ -75,9 +75,18 @@ impl ObjectFinalize for NativeHub {
   /// hub releases its references and the writer thread exits by itself;
   /// nothing here joins a thread.
   fn finalize(self, env: Env) -> Result<()> {
-    let effects = self.state.borrow_mut().core.orphan();
-    effects::execute_without_js(&self.state, env.raw(), effects);
-    Ok(())
+    guard_panics(|| {
+      // Never borrowed here in practice (finalizers run outside any call
+      // into the hub); if it were, the hub stays alive as it is rather
+      // than panic.
+      let Ok(mut s) = self.state.try_borrow_mut() else {
+        return Ok(());
+      };
+      let effects = s.core.orphan();
+      drop(s);
+      effects::execute_without_js(&self.state, env.raw(), effects);
+      Ok(())
+    })
   }
 }
 
@@ -607,7 +616,9 @@ fn write_to_response(
   if let Some(key) = key_of(state, env, res) {
     return deliver(state, env, Some(&[key]), &OutFrame::new(bytes)) == 1;
   }
-  if js::get_truthy(env, res, c"destroyed") {
+  let ending =
+    effects::raw_key_of(state, env, res).is_some_and(|k| state.borrow().core.is_ending(k));
+  if ending || js::get_truthy(env, res, c"destroyed") {
     return false;
   }
   matches!(

@@ -16,7 +16,7 @@ use sse_helper_core::hub::{Reason, Removal};
 use sse_helper_core::registry::{self, ConnKey};
 
 use crate::args::{closed, invalid, invalid_type};
-use crate::effects::{ensure_writer, execute, key_of};
+use crate::effects::{ensure_writer, execute, key_of, raw_key_of, restore_response};
 use crate::js::{self, RawEnv, RawValue};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
@@ -73,8 +73,11 @@ pub fn register(
   }
 
   // A response that is already over is not registered: no `close` event
-  // would ever come to remove it.
-  if js::get_truthy(raw, res, c"destroyed")
+  // would ever come to remove it. One this hub removed while its writer
+  // still flushes is over too, though Node has not ended it yet.
+  let ending = raw_key_of(state, raw, res).is_some_and(|key| state.borrow().core.is_ending(key));
+  if ending
+    || js::get_truthy(raw, res, c"destroyed")
     || js::get_truthy(raw, res, c"writableEnded")
     || js::get_truthy(raw, res, c"closed")
   {
@@ -94,6 +97,11 @@ pub fn register(
   let fd = fd.filter(|_| state.borrow().hooks.is_some());
   if fd.is_some() {
     ensure_writer(state, env)?;
+  }
+
+  // A getter read above may have closed the hub; the fd is dropped.
+  if state.borrow().core.is_closing() {
+    return Err(closed(raw));
   }
 
   // 2. Commit: no JS runs while the state is borrowed.
@@ -147,6 +155,20 @@ pub fn register(
     }
     Ok(())
   })();
+  // A callback run by the steps above may have removed the connection
+  // already (its removal undid what was installed before it); undo what
+  // was installed after.
+  if outcome.is_ok() && !state.borrow().core.contains(key) {
+    if let Some(listener) = listener {
+      if let Ok(name) = js::string(raw, "close") {
+        js::call_method_quietly(raw, res, c"removeListener", &[name, listener]);
+      }
+    }
+    if handed_off {
+      restore_response(raw, res);
+    }
+    return Ok(Registered { id, key: None });
+  }
   if let Err(err) = outcome {
     // Keep the pending exception while undoing, then throw it again.
     let exception = js::clear_exception(raw);

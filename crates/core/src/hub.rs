@@ -341,6 +341,12 @@ impl<H> HubCore<H> {
     self.registry.contains(key)
   }
 
+  /// Whether `key` was removed gracefully and its writer still flushes: its
+  /// response is over for the app (no re-registration, no more sends).
+  pub fn is_ending(&self, key: ConnKey) -> bool {
+    self.ending_keys.contains_key(&key)
+  }
+
   pub fn entry(&self, key: ConnKey) -> Option<&Entry<Conn<H>>> {
     self.registry.get(key)
   }
@@ -711,16 +717,16 @@ impl<H> HubCore<H> {
       return AppWrite::Gone;
     };
     if let Some(chunk) = chunk {
-      gauge.submitted.fetch_add(chunk.len(), Ordering::AcqRel);
+      gauge.submitted.fetch_add(chunk.len(), Ordering::SeqCst);
       writer.write(*wire, chunk);
     }
     if gauge.backlog() < high_water_mark {
       return AppWrite::Accepted;
     }
-    gauge.want_drain.store(true, Ordering::Release);
-    // The writer may have flushed everything between the two reads; then
-    // no `drain` would come, so answer as if below the mark.
-    if gauge.backlog() == 0 && gauge.want_drain.swap(false, Ordering::AcqRel) {
+    // SeqCst with the writer's side (see `ConnGauge`): either it sees the
+    // flag, or this thread sees the backlog it emptied.
+    gauge.want_drain.store(true, Ordering::SeqCst);
+    if gauge.backlog() == 0 && gauge.want_drain.swap(false, Ordering::SeqCst) {
       return AppWrite::Accepted;
     }
     AppWrite::Full

@@ -90,6 +90,12 @@ impl Default for WriterConfig {
 
 /// One connection's backlog, shared between the binding (which reads it to
 /// answer the app's `res.write` like Node would) and the writer.
+///
+/// The `drain` handshake has each thread store one atomic and then read the
+/// other (the JS thread sets `want_drain`, then reads the backlog; the writer
+/// lowers the backlog, then takes `want_drain`), so every access is
+/// `SeqCst`: with weaker orderings both could read the other's old value and
+/// the `drain` would be lost.
 #[derive(Debug, Default)]
 pub struct ConnGauge {
   /// Bytes of the app's own writes submitted and not yet taken by the writer.
@@ -104,7 +110,7 @@ pub struct ConnGauge {
 impl ConnGauge {
   /// Everything the connection still has to send.
   pub fn backlog(&self) -> usize {
-    self.submitted.load(Ordering::Acquire) + self.queued.load(Ordering::Acquire)
+    self.submitted.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst)
   }
 }
 
@@ -404,13 +410,17 @@ impl WriterState {
 
   fn release_queue(&self, conn: &Conn) {
     conn.queue.borrow_mut().clear();
-    let queued = conn.gauge.queued.swap(0, Ordering::AcqRel);
+    let queued = conn.gauge.queued.swap(0, Ordering::SeqCst);
     self.stats.queued_bytes.fetch_sub(queued, Ordering::Relaxed);
   }
 
   /// Reports `drain` once the app's refused writes have all left.
   fn maybe_drain(&self, conn: &Conn) {
-    if conn.gauge.backlog() == 0 && conn.gauge.want_drain.swap(false, Ordering::AcqRel) {
+    let gauge = &conn.gauge;
+    if gauge.want_drain.load(Ordering::SeqCst)
+      && gauge.backlog() == 0
+      && gauge.want_drain.swap(false, Ordering::SeqCst)
+    {
       self.emit(WriterEvent::Drain(conn.wire));
     }
   }
@@ -631,7 +641,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         conn
           .gauge
           .submitted
-          .fetch_sub(chunk.len(), Ordering::AcqRel);
+          .fetch_sub(chunk.len(), Ordering::SeqCst);
         write_frames(state, &conn, std::slice::from_ref(&chunk), true);
         state.maybe_drain(&conn);
       }
@@ -675,6 +685,8 @@ fn handle(state: &Rc<WriterState>, command: Command) {
 /// take) into its queue.
 fn write_to(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>]) {
   write_frames(state, conn, frames, false);
+  // A write straight to an empty socket may be what empties the backlog.
+  state.maybe_drain(conn);
 }
 
 /// [`write_to`] for the hub's frames (`app` false: the slow-client policy
@@ -772,7 +784,7 @@ fn force_enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, of
     bytes: bytes.clone(),
     offset,
   });
-  conn.gauge.queued.fetch_add(len, Ordering::AcqRel);
+  conn.gauge.queued.fetch_add(len, Ordering::SeqCst);
   state.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
 }
 
@@ -844,7 +856,7 @@ fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
     .stats
     .wire_bytes
     .fetch_add(written as u64, Ordering::Relaxed);
-  conn.gauge.queued.fetch_sub(written, Ordering::AcqRel);
+  conn.gauge.queued.fetch_sub(written, Ordering::SeqCst);
   state
     .stats
     .queued_bytes

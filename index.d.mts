@@ -1,0 +1,42 @@
+// Types of the ESM entry point (index.mjs), built on the CommonJS types.
+import sseHelper from './index.js';
+
+export type {
+  AddClientOptions,
+  BroadcastOptions,
+  DisconnectEvent,
+  EventOptions,
+  HubOptions,
+  HubStats,
+  Payload,
+  SseResponse,
+  SseWriterError,
+} from './index.js';
+
+/** The default registry: one `SseHub`. */
+export default sseHelper;
+
+/** A registry of Server-Sent Events connections (see `index.d.ts`). */
+export declare const SseHub: typeof sseHelper.SseHub;
+export type SseHub = sseHelper.SseHub;
+/** Thrown by `addClient` past `maxClients`. */
+export declare const SseCapacityError: typeof sseHelper.SseCapacityError;
+export type SseCapacityError = sseHelper.SseCapacityError;
+
+export declare const initResponse: typeof sseHelper.initResponse;
+export declare const addClient: typeof sseHelper.addClient;
+export declare const removeClient: typeof sseHelper.removeClient;
+export declare const removeClientById: typeof sseHelper.removeClientById;
+export declare const sendToClient: typeof sseHelper.sendToClient;
+export declare const send: typeof sseHelper.send;
+export declare const broadcast: typeof sseHelper.broadcast;
+export declare const broadcastAndClose: typeof sseHelper.broadcastAndClose;
+export declare const getClientCount: typeof sseHelper.getClientCount;
+export declare const cleanupStaleClients: typeof sseHelper.cleanupStaleClients;
+export declare const configure: typeof sseHelper.configure;
+export declare const getStats: typeof sseHelper.getStats;
+export declare const comment: typeof sseHelper.comment;
+export declare const join: typeof sseHelper.join;
+export declare const leave: typeof sseHelper.leave;
+export declare const publish: typeof sseHelper.publish;
+export declare const close: typeof sseHelper.close;

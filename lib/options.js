@@ -1,0 +1,116 @@
+// The option objects the hub's methods take: which keys each knows, their
+// types, and a TypeError naming the key (with the likely intended one) for
+// anything else, so a misspelt option never silently does nothing.
+
+const { invalidType, invalidValue, kindOf, checkKey } = require('./errors.js');
+
+/** Options of one event: `send`, `sendToClient`, `publish`, `broadcastAndClose`. */
+const EVENT_OPTIONS = Object.freeze(['event', 'id', 'retry', 'raw']);
+/** `publish` also takes a filter (its channel is its first argument). */
+const PUBLISH_OPTIONS = Object.freeze([...EVENT_OPTIONS, 'filter']);
+/** `broadcast` also takes a channel and a filter. */
+const BROADCAST_OPTIONS = Object.freeze([...EVENT_OPTIONS, 'channel', 'filter']);
+/** `addClient`'s last argument. */
+const ADD_CLIENT_OPTIONS = Object.freeze(['lastEventId']);
+/** `configure`. */
+const HUB_OPTIONS = Object.freeze([
+  'transport',
+  'maxBufferedBytes',
+  'slowClientPolicy',
+  'historySize',
+  'heartbeatMs',
+  'maxClients',
+  'endTimeoutMs',
+]);
+
+/** Edit distance between two short strings (option names), case-insensitive. */
+function distance(a, b) {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  let previous = Array.from({ length: y.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= x.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= y.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x[i - 1] === y[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[y.length];
+}
+
+/** The known key `key` most likely meant, if one is close enough. */
+function closest(key, known) {
+  const lower = key.toLowerCase();
+  let best;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const candidate of known) {
+    const c = candidate.toLowerCase();
+    // A prefix (maxBuffer for maxBufferedBytes) counts as close.
+    const d = c.startsWith(lower) || lower.startsWith(c) ? 1 : distance(key, candidate);
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
+}
+
+/**
+ * Throws unless `options` is nullish or an object whose own keys are all in
+ * `known`; returns whether there were options.
+ */
+function checkKeys(options, known, name = 'options') {
+  if (options === undefined || options === null) return false;
+  if (typeof options !== 'object') throw invalidType(`${name} must be an object, got ${kindOf(options)}`);
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue;
+    const hint = closest(key, known);
+    throw invalidValue(
+      `${name}.${key} is not a known option${hint ? `; did you mean ${name}.${hint}?` : ''} ` +
+        `(known: ${known.join(', ')})`,
+    );
+  }
+  return true;
+}
+
+function checkOption(name, value, type) {
+  if (value !== undefined && typeof value !== type) {
+    throw invalidType(`options.${name} must be a ${type}, got ${kindOf(value)}`);
+  }
+}
+
+/**
+ * The `event:`/`id:`/`retry:` fields, checked for keys and types here and
+ * for content natively; undefined when there are none.
+ */
+function fieldsOf(options, known = EVENT_OPTIONS) {
+  if (!checkKeys(options, known)) return undefined;
+  const { event, id, retry } = options;
+  if (event === undefined && id === undefined && retry === undefined) return undefined;
+  checkOption('event', event, 'string');
+  checkOption('retry', retry, 'number');
+  // Ids key the replay history.
+  if (id !== undefined) checkKey('options.id', id);
+  return { event, id, retry };
+}
+
+/** `addClient`'s `lastEventId` option, else the request's `Last-Event-ID` header. */
+function lastEventIdOf(res, options) {
+  const explicit = options?.lastEventId;
+  if (explicit !== undefined) return checkKey('options.lastEventId', explicit);
+  const header = res.req?.headers?.['last-event-id'];
+  return typeof header === 'string' ? header : undefined;
+}
+
+module.exports = {
+  EVENT_OPTIONS,
+  PUBLISH_OPTIONS,
+  BROADCAST_OPTIONS,
+  ADD_CLIENT_OPTIONS,
+  HUB_OPTIONS,
+  checkKeys,
+  checkOption,
+  closest,
+  fieldsOf,
+  lastEventIdOf,
+};
