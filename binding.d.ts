@@ -117,7 +117,7 @@ export declare class NativeHub {
    * policy (both transports), the replay history size and how long an
    * ended socket connection may take to flush.
    */
-  configure(transport?: string | undefined | null, maxBufferedBytes?: number | undefined | null, slowClientPolicy?: string | undefined | null, historySize?: number | undefined | null, endTimeoutMs?: number | undefined | null): void
+  configure(options: HubOptions): void
   /** Counters and gauges at this instant. */
   stats(): NativeStats
   /**
@@ -137,6 +137,19 @@ export interface EventOptions {
   event?: string
   id?: string
   retry?: number
+}
+
+/**
+ * `configure()`'s options as JS passes them (already checked for
+ * unknown keys and types by the JS surface).
+ */
+export interface HubOptions {
+  transport?: string
+  maxBufferedBytes?: number
+  slowClientPolicy?: string
+  historySize?: number
+  endTimeoutMs?: number
+  writerThreads?: number
 }
 
 /** Registry counters, transports and writer figures at one instant. */
@@ -174,6 +187,13 @@ export interface NativeStats {
    * `transport: 'stream'`.
    */
   socketCapacity: number
+  /**
+   * Socket writer threads (running, or the number the first hand-off
+   * starts).
+   */
+  writerThreads: number
+  /** Socket connections on each running writer thread. */
+  socketConnectionsByThread: Array<number>
 }
 
 /**

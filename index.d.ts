@@ -77,6 +77,13 @@ interface HubOptions {
    * reading cannot hold it open). An integer from 1 to 2147483647. Default 30000.
    */
   endTimeoutMs?: number;
+  /**
+   * Native writer threads the connections are spread over (each connection
+   * stays on one). An integer from 1 to 64; default: the available cores,
+   * at most 8. Fixed once the writer has started (the first hand-off):
+   * changing it then throws an `Error` with code `ERR_SSE_WRITER_RUNNING`.
+   */
+  writerThreads?: number;
 }
 
 interface HubStats {
@@ -106,6 +113,10 @@ interface HubStats {
    * `transport: 'stream'`.
    */
   socketCapacity: number;
+  /** Native writer threads (running, or the number the first hand-off starts). */
+  writerThreads: number;
+  /** Socket connections on each running writer thread (empty before the writer starts). */
+  socketConnectionsByThread: number[];
 }
 
 interface DisconnectEvent {

@@ -299,8 +299,16 @@ class SseHub extends EventEmitter {
       throw invalidType(`options must be an object, got ${kindOf(options)}`);
     }
     checkKeys(options, HUB_OPTIONS);
-    const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients, endTimeoutMs } =
-      options;
+    const {
+      transport,
+      maxBufferedBytes,
+      slowClientPolicy,
+      historySize,
+      heartbeatMs,
+      maxClients,
+      endTimeoutMs,
+      writerThreads,
+    } = options;
     checkOption('transport', transport, 'string');
     checkOption('maxBufferedBytes', maxBufferedBytes, 'number');
     checkOption('slowClientPolicy', slowClientPolicy, 'string');
@@ -308,6 +316,7 @@ class SseHub extends EventEmitter {
     checkOption('heartbeatMs', heartbeatMs, 'number');
     checkOption('maxClients', maxClients, 'number');
     checkOption('endTimeoutMs', endTimeoutMs, 'number');
+    checkOption('writerThreads', writerThreads, 'number');
     if (
       heartbeatMs !== undefined &&
       !(Number.isInteger(heartbeatMs) && heartbeatMs >= 0 && heartbeatMs <= MAX_TIMER_MS)
@@ -319,7 +328,14 @@ class SseHub extends EventEmitter {
     if (maxClients !== undefined && !(Number.isInteger(maxClients) && maxClients >= 0)) {
       throw invalidValue('options.maxClients must be a non-negative integer (0 means no limit)');
     }
-    this.#native.configure(transport, maxBufferedBytes, slowClientPolicy, historySize, endTimeoutMs);
+    this.#native.configure({
+      transport,
+      maxBufferedBytes,
+      slowClientPolicy,
+      historySize,
+      endTimeoutMs,
+      writerThreads,
+    });
     if (historySize !== undefined) this.#historySize = historySize;
     if (maxClients !== undefined) this.#maxClients = maxClients;
     if (heartbeatMs !== undefined && heartbeatMs !== this.#heartbeatMs) {

@@ -167,7 +167,9 @@ describe('slow clients on the stream transport', () => {
   });
 });
 
-describe('slow clients on the socket transport', () => {
+describe.each([1, 2])('slow clients on the socket transport, %i writer thread(s)', (writerThreads) => {
+  beforeEach(() => hub.configure({ writerThreads }));
+
   test('a client that stops reading is disconnected at maxBufferedBytes; memory stays bounded', async () => {
     hub.configure({ maxBufferedBytes: 256 * 1024, slowClientPolicy: 'disconnect' });
     srv = await startServer((app) => sseRoute(app));
@@ -257,7 +259,9 @@ describe('D12: a slow listener that broadcasts', () => {
   });
 });
 
-describe("the app's own writes on the socket transport (D7)", () => {
+describe.each([1, 2])("the app's own writes on the socket transport (D7), %i writer thread(s)", (writerThreads) => {
+  beforeEach(() => hub.configure({ writerThreads }));
+
   async function appResponse(id = 'app') {
     await serve();
     const c = client(`/events?id=${id}`);

@@ -63,8 +63,14 @@ describe('the socket writer', () => {
    * own processes, lets `checkStats` look at the hub's stats, broadcasts
    * `count` numbered frames and expects every client to get all of them.
    */
-  async function burst({ n, count, timeoutMs, openFiles }, checkStats) {
-    const server = lineProcess(path.join(__dirname, 'fixtures', 'burst-server.js'), [], { openFiles });
+  async function burst({ n, count, timeoutMs, openFiles, writerThreads }, checkStats) {
+    const server = lineProcess(
+      path.join(__dirname, 'fixtures', 'burst-server.js'),
+      writerThreads ? [writerThreads] : [],
+      {
+        openFiles,
+      },
+    );
     const { port } = await server.next();
     const clients = lineProcess(path.join(__dirname, 'fixtures', 'sse-clients.js'), [port, n, count, timeoutMs]);
     try {
@@ -80,10 +86,14 @@ describe('the socket writer', () => {
     }
   }
 
-  test('10k real clients each receive every frame of a 100-broadcast burst, in order, complete', async () => {
+  test('10k real clients each receive every frame of a 100-broadcast burst, in order, complete (2 writer threads)', async () => {
     const N = 10_000;
-    await burst({ n: N, count: 100, timeoutMs: 90_000 }, (stats) => {
+    await burst({ n: N, count: 100, timeoutMs: 90_000, writerThreads: 2 }, (stats) => {
       expect(stats.clients).toBe(N);
+      // Spread over both writer threads.
+      expect(stats.writerThreads).toBe(2);
+      expect(stats.socketConnectionsByThread.reduce((a, b) => a + b, 0)).toBe(stats.socketConnections);
+      expect(Math.min(...stats.socketConnectionsByThread)).toBeGreaterThan(stats.socketConnections / 2 - 2);
       // The writer takes connections up to its fd budget; past it the rest
       // stay on the stream transport, and both must deliver.
       expect(stats.socketCapacity).toBeGreaterThan(N / 2);

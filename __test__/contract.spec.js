@@ -526,6 +526,26 @@ describe('error codes', () => {
     });
   });
 
+  describe('writerThreads', () => {
+    test('an integer from 1 to 64; anything else is a TypeError and changes nothing', () => {
+      const threads = hub.getStats().writerThreads;
+      expect(threads).toBeGreaterThanOrEqual(1);
+      for (const bad of [0, 65, 1.5, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+        expect(outcome(() => hub.configure({ writerThreads: bad }))).toEqual(
+          refused('ERR_INVALID_ARG_VALUE', 'options.writerThreads'),
+        );
+      }
+      expect(outcome(() => hub.configure({ writerThreads: '2' }))).toEqual(
+        refused('ERR_INVALID_ARG_TYPE', 'options.writerThreads'),
+      );
+      expect(hub.getStats().writerThreads).toBe(threads);
+      for (const good of [1, 64, 3]) {
+        hub.configure({ writerThreads: good });
+        expect(hub.getStats()).toMatchObject({ writerThreads: good, socketConnectionsByThread: [] });
+      }
+    });
+  });
+
   describe('D14: responses that cannot be extended', () => {
     test.each(['preventExtensions', 'seal', 'freeze'])(
       "addClient on Object.%s(res) throws ERR_INVALID_ARG_VALUE 'res must be extensible' and registers nothing",

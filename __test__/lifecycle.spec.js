@@ -421,6 +421,8 @@ describe('D1: durations too large for a timer', () => {
 
 describe('the writer thread dying', () => {
   test("socket connections are removed and closed, the hub emits 'error' ERR_SSE_WRITER_DIED, later connections use the stream", async () => {
+    // One writer thread: its death leaves no socket writer.
+    hub.configure({ writerThreads: 1 });
     await serve();
     const a = client('/events?id=a');
     const b = client('/events?id=b');
@@ -447,6 +449,33 @@ describe('the writer thread dying', () => {
     expect(hub.getStats()).toMatchObject({ clients: 1, socketConnections: 0, streamConnections: 1 });
     expect(hub.broadcast('after')).toBe(1);
     await c.waitFor((x) => x.body() === 'data: "after"\n\n', 'c gets broadcasts');
+  });
+
+  test('with two writer threads, one dying takes only its own connections; the other keeps writing and taking new ones', async () => {
+    hub.configure({ writerThreads: 2 });
+    await serve();
+    // a first, so it lands on the first thread, the one the crash kills.
+    const a = client('/events?id=a');
+    await waitFor(() => hub.getStats().socketConnections === 1, 'a on the socket writer');
+    const b = client('/events?id=b');
+    await waitFor(() => hub.getStats().socketConnections === 2, 'both on the socket writer');
+    expect(hub.getStats().socketConnectionsByThread).toEqual([1, 1]);
+    for (const c of [a, b]) await c.waitFor((x) => x.raw().includes('\r\n\r\n'), 'headers');
+    const errors = [];
+    const disconnects = [];
+    hub.on('error', (err) => errors.push(err.code));
+    hub.on('disconnect', (e) => disconnects.push(e));
+    hub._crashWriterForTest();
+    await waitFor(() => hub.getClientCount() === 1, 'the dead thread’s connection removed', 5000);
+    expect(disconnects).toEqual([{ id: 'a', reason: 'error' }]);
+    await within(a.closed, 5000, 'a to see its connection close');
+    await waitFor(() => errors.length > 0, "the hub's 'error'", 2000);
+    expect(errors).toEqual(['ERR_SSE_WRITER_DIED']);
+    const c = client('/events?id=c');
+    await waitFor(() => hub.getClientCount() === 2, 'c registered');
+    expect(hub.getStats()).toMatchObject({ socketConnections: 2, streamConnections: 0 });
+    expect(hub.broadcast('after')).toBe(2);
+    for (const x of [b, c]) await x.waitFor((y) => y.body().endsWith('data: "after"\n\n'), 'the broadcast');
   });
 
   test("without an 'error' listener nothing crashes", async () => {

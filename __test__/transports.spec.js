@@ -13,7 +13,7 @@ const path = require('node:path');
 const zlib = require('node:zlib');
 const compression = require('compression');
 const { sseFixture } = require('./hub-fixture.js');
-const { rawGet, waitFor, delay, dechunk, runToExit } = require('./helpers.js');
+const { rawGet, waitFor, delay, dechunk, runToExit, outcome } = require('./helpers.js');
 
 let hub;
 let srv;
@@ -137,7 +137,23 @@ describe('which transport a connection gets', () => {
   });
 });
 
-describe('the socket writer', () => {
+describe.each([1, 2])('the socket writer, %i writer thread(s)', (writerThreads) => {
+  beforeEach(() => hub.configure({ writerThreads }));
+
+  test('connections spread over the threads, whose number is fixed while they run', async () => {
+    srv = await startServer((app) => sseRoute(app));
+    for (let i = 0; i < 4; i++) client(`/events?id=c${i}`);
+    await waitFor(() => hub.getStats().socketConnections === 4, 'handed off');
+    const { socketConnectionsByThread } = hub.getStats();
+    expect(socketConnectionsByThread).toEqual(writerThreads === 1 ? [4] : [2, 2]);
+    hub.configure({ writerThreads });
+    expect(outcome(() => hub.configure({ writerThreads: writerThreads + 1 }))).toMatchObject({
+      code: 'ERR_SSE_WRITER_RUNNING',
+      message: expect.stringMatching(/^options\.writerThreads cannot change while the socket writer runs/),
+    });
+    expect(hub.getStats().writerThreads).toBe(writerThreads);
+  });
+
   test("the app's own res.write stays in order with broadcasts, and res.end flushes first", async () => {
     let res;
     srv = await startServer((app) =>

@@ -21,6 +21,7 @@ const HUB_OPTIONS = Object.freeze([
   'heartbeatMs',
   'maxClients',
   'endTimeoutMs',
+  'writerThreads',
 ]);
 
 /** Edit distance between two short strings (option names), case-insensitive. */

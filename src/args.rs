@@ -11,6 +11,7 @@ use napi_derive::napi;
 use sse_helper_core::backpressure::SlowPolicy;
 use sse_helper_core::frame::{self, EventFields};
 use sse_helper_core::hub::{Settings, TransportMode};
+use sse_helper_core::shards::MAX_WRITER_THREADS;
 
 use crate::js::{self, RawEnv};
 use crate::state::Shared;
@@ -40,6 +41,12 @@ pub fn invalid(state: &Shared, env: RawEnv, message: &str) -> Error {
 /// A `TypeError` with code `ERR_INVALID_ARG_TYPE`.
 pub fn invalid_type(state: &Shared, env: RawEnv, message: &str) -> Error {
   invalid_arg(state, env, c"ERR_INVALID_ARG_TYPE", message)
+}
+
+/// An `Error` with `code` (not a bad argument: the hub's state refuses).
+pub fn state_error(env: RawEnv, code: &CStr, message: &str) -> Error {
+  js::throw_error(env, code, message);
+  Error::new(Status::PendingException, message.to_string())
 }
 
 /// The error `addClient` throws once `close()` was called.
@@ -130,16 +137,29 @@ pub fn build_frame(
   Ok(out)
 }
 
+/// `configure()`'s options as JS passes them (already checked for
+/// unknown keys and types by the JS surface).
+#[napi(object)]
+pub struct HubOptions {
+  pub transport: Option<String>,
+  pub max_buffered_bytes: Option<f64>,
+  pub slow_client_policy: Option<String>,
+  pub history_size: Option<f64>,
+  pub end_timeout_ms: Option<f64>,
+  pub writer_threads: Option<f64>,
+}
+
 /// `configure()`'s options, checked; nothing is applied unless all are valid.
-pub fn settings(
-  state: &Shared,
-  env: RawEnv,
-  transport: Option<&str>,
-  max_buffered_bytes: Option<f64>,
-  slow_client_policy: Option<&str>,
-  history_size: Option<f64>,
-  end_timeout_ms: Option<f64>,
-) -> Result<Settings> {
+pub fn settings(state: &Shared, env: RawEnv, options: &HubOptions) -> Result<Settings> {
+  let transport = options.transport.as_deref();
+  let slow_client_policy = options.slow_client_policy.as_deref();
+  let HubOptions {
+    max_buffered_bytes,
+    history_size,
+    end_timeout_ms,
+    writer_threads,
+    ..
+  } = *options;
   Ok(Settings {
     mode: parse_option(
       state,
@@ -183,6 +203,13 @@ pub fn settings(
       end_timeout_ms,
       |n| whole_number(n, 1.0, MAX_TIMER_MS).map(Duration::from_millis),
       "options.endTimeoutMs must be an integer from 1 to 2147483647",
+    )?,
+    writer_threads: parse_option(
+      state,
+      env,
+      writer_threads,
+      |n| whole_number(n, 1.0, MAX_WRITER_THREADS as f64).map(|n| n as usize),
+      "options.writerThreads must be an integer from 1 to 64",
     )?,
   })
 }

@@ -2,6 +2,8 @@
 //! borrowed while JS runs: ending or destroying responses, putting Node's
 //! methods back, releasing references, and the hub's events.
 
+use std::sync::Arc;
+
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
 use sse_helper_core::hub::{Effect, Removal};
@@ -173,7 +175,7 @@ pub fn forget(state: &Shared, env: RawEnv, res: RawValue) -> bool {
   forgot
 }
 
-/// Starts the hub's writer thread on first use, with a thread-safe function
+/// Starts the hub's writer threads on first use, with a thread-safe function
 /// that brings its events back to the JS thread. The function is weak
 /// (unref'd): the writer never keeps the process alive.
 pub fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
@@ -198,7 +200,7 @@ pub fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
   state
     .borrow_mut()
     .core
-    .start_writer(Box::new(move || {
+    .start_writer(Arc::new(move || {
       tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
     }))
     .map_err(|e| Error::from_reason(format!("starting the socket writer failed: {e}")))

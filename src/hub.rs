@@ -57,6 +57,11 @@ pub struct NativeStats {
   /// `Infinity` where the limit is unlimited or unreadable, 0 with
   /// `transport: 'stream'`.
   pub socket_capacity: f64,
+  /// Socket writer threads (running, or the number the first hand-off
+  /// starts).
+  pub writer_threads: u32,
+  /// Socket connections on each running writer thread.
+  pub socket_connections_by_thread: Vec<u32>,
 }
 
 /// A registry of SSE connections. The JS surface (`index.js`) wraps it;
@@ -536,24 +541,22 @@ impl NativeHub {
   /// policy (both transports), the replay history size and how long an
   /// ended socket connection may take to flush.
   #[napi(catch_unwind)]
-  pub fn configure(
-    &self,
-    env: Env,
-    transport: Option<String>,
-    max_buffered_bytes: Option<f64>,
-    slow_client_policy: Option<String>,
-    history_size: Option<f64>,
-    end_timeout_ms: Option<f64>,
-  ) -> Result<()> {
-    let settings = args::settings(
-      &self.state,
-      env.raw(),
-      transport.as_deref(),
-      max_buffered_bytes,
-      slow_client_policy.as_deref(),
-      history_size,
-      end_timeout_ms,
-    )?;
+  pub fn configure(&self, env: Env, options: args::HubOptions) -> Result<()> {
+    let raw = env.raw();
+    let settings = args::settings(&self.state, raw, &options)?;
+    let fixed = {
+      let s = self.state.borrow();
+      s.core.writer_started().then(|| s.core.writer_threads())
+    };
+    if let (Some(running), Some(wanted)) = (fixed, settings.writer_threads) {
+      if running != wanted {
+        return Err(args::state_error(
+          raw,
+          c"ERR_SSE_WRITER_RUNNING",
+          "options.writerThreads cannot change while the socket writer runs: set it before the first connection (or after close())",
+        ));
+      }
+    }
     self.state.borrow_mut().core.configure(settings);
     Ok(())
   }
@@ -575,6 +578,12 @@ impl NativeHub {
       slow_disconnects: s.slow_disconnects as f64,
       queued_bytes: s.queued_bytes as f64,
       socket_capacity: s.socket_capacity.map_or(f64::INFINITY, |c| c as f64),
+      writer_threads: s.writer_threads as u32,
+      socket_connections_by_thread: s
+        .socket_connections_by_thread
+        .iter()
+        .map(|&n| n as u32)
+        .collect(),
     }
   }
 

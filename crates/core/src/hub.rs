@@ -17,17 +17,16 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backpressure::{self, Admit, SlowPolicy};
 use crate::frame;
 use crate::history::{History, Replay};
 use crate::registry::{ConnKey, Entry, Registry};
+use crate::shards::{default_writer_threads, Event, Writers};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::writer::{
-  fd_budget, ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent,
-};
+use crate::writer::{fd_budget, ConnGauge, DeadReason, WireId, WriterConfig};
 
 /// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
 /// `Number.MAX_VALUE`) means "longer than anything", never a panic (as
@@ -172,6 +171,9 @@ pub struct Settings {
   pub slow_policy: Option<SlowPolicy>,
   pub history_size: Option<usize>,
   pub end_timeout: Option<Duration>,
+  /// Writer threads; applies when the writer starts (the first hand-off,
+  /// or the first after the writer stopped).
+  pub writer_threads: Option<usize>,
 }
 
 /// A connection removed gracefully while its writer still flushes.
@@ -186,9 +188,10 @@ pub struct HubCore<H> {
   history: History,
   mode: TransportMode,
   writer_config: WriterConfig,
-  writer: Option<SocketWriter>,
-  /// The event queue of a writer told to stop, until it reports `Stopped`.
-  retired_events: Option<Arc<Mutex<Vec<WriterEvent>>>>,
+  writer_threads: usize,
+  /// The sharded socket writer, once started; kept while it stops, until
+  /// every shard has reported `Stopped`.
+  writer: Option<Writers>,
   writer_died: bool,
   /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
   fd_budget: usize,
@@ -221,8 +224,8 @@ impl<H> HubCore<H> {
       history: History::new(0),
       mode: TransportMode::Auto,
       writer_config: WriterConfig::default(),
+      writer_threads: default_writer_threads(),
       writer: None,
-      retired_events: None,
       writer_died: false,
       fd_budget,
       next_wire: 1,
@@ -254,6 +257,9 @@ impl<H> HubCore<H> {
     if let Some(timeout) = settings.end_timeout {
       self.writer_config.end_timeout = timeout;
     }
+    if let Some(threads) = settings.writer_threads {
+      self.writer_threads = threads;
+    }
     if let Some(writer) = &self.writer {
       writer.configure(self.writer_config);
     }
@@ -283,17 +289,32 @@ impl<H> HubCore<H> {
       && self.wires.len() + self.ending.len() < self.fd_budget
   }
 
+  /// Whether the writer runs and takes connections.
   pub fn has_writer(&self) -> bool {
+    self.writer.as_ref().is_some_and(Writers::alive)
+  }
+
+  /// Whether the writer threads were started (their number is then fixed
+  /// until they stop).
+  pub fn writer_started(&self) -> bool {
     self.writer.is_some()
   }
 
-  /// Starts the socket writer thread; `notify` is called from it when
+  /// Writer threads the next start uses, or the running writer has.
+  pub fn writer_threads(&self) -> usize {
+    self
+      .writer
+      .as_ref()
+      .map_or(self.writer_threads, Writers::threads)
+  }
+
+  /// Starts the socket writer's threads; `notify` is called from them when
   /// events wait in [`HubCore::writer_events`].
-  pub fn start_writer(&mut self, notify: Box<dyn Fn() + Send>) -> std::io::Result<()> {
+  pub fn start_writer(&mut self, notify: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<()> {
     if self.writer.is_none() {
-      self.writer = Some(SocketWriter::start(
+      self.writer = Some(Writers::start(
+        self.writer_threads,
         self.writer_config,
-        self.stats.clone(),
         notify,
       )?);
     }
@@ -310,7 +331,7 @@ impl<H> HubCore<H> {
     socket: Option<OwnedFd>,
     now: Instant,
   ) -> (ConnKey, Option<WireId>) {
-    let socket = socket.filter(|_| self.writer.is_some() && self.socket_slot_free());
+    let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
     let (transport, handoff) = match socket {
       Some(fd) => {
         let wire = self.next_wire;
@@ -329,7 +350,7 @@ impl<H> HubCore<H> {
     let key = self.registry.insert(id, Conn { handle, transport }, now);
     let wire = handoff.map(|(wire, fd, gauge)| {
       self.wires.insert(wire, key);
-      if let Some(writer) = &self.writer {
+      if let Some(writer) = &mut self.writer {
         writer.add(wire, fd, gauge);
       }
       wire
@@ -410,7 +431,7 @@ impl<H> HubCore<H> {
     };
     let Conn { handle, transport } = entry.handle;
     let wire = transport.wire();
-    let deferred = match (wire, &self.writer) {
+    let deferred = match (wire, &mut self.writer) {
       (Some(wire), Some(writer)) => {
         self.wires.remove(&wire);
         if removal == Removal::End {
@@ -467,7 +488,7 @@ impl<H> HubCore<H> {
     let Some(wire) = self.ending_keys.get(&key).copied() else {
       return Vec::new();
     };
-    if let Some(writer) = &self.writer {
+    if let Some(writer) = &mut self.writer {
       writer.remove(wire);
     }
     self.finish_ending(wire, Removal::Forget)
@@ -521,12 +542,14 @@ impl<H> HubCore<H> {
       return;
     }
     if self.closing || self.orphaned {
-      if let Some(writer) = self.writer.take() {
-        self.retired_events = Some(writer.events());
+      if let Some(writer) = &mut self.writer {
         writer.shutdown();
       }
     }
-    if self.closing && self.retired_events.is_none() && !self.closed_reported {
+    if self.writer.as_ref().is_some_and(Writers::stopped) {
+      self.retire_writer();
+    }
+    if self.closing && self.writer.is_none() && !self.closed_reported {
       self.closed_reported = true;
       effects.push(Effect::Closed);
     }
@@ -536,20 +559,29 @@ impl<H> HubCore<H> {
     }
   }
 
-  /// What the writer thread reported since last time, as effects.
+  /// Drops a writer whose threads have all stopped, keeping its counts.
+  fn retire_writer(&mut self) {
+    if let Some(writer) = self.writer.take() {
+      let done = writer.stats();
+      self.stats.frames(
+        Stats::read(&done.frames_sent),
+        Stats::read(&done.bytes_sent),
+      );
+      self.stats.dropped(Stats::read(&done.frames_dropped));
+    }
+  }
+
+  /// What the writer threads reported since last time, as effects.
   pub fn writer_events(&mut self) -> Vec<Effect<H>> {
-    let events = match (&self.writer, &self.retired_events) {
-      (Some(writer), _) => writer.take_events(),
-      (None, Some(events)) => {
-        std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()))
-      }
-      (None, None) => return Vec::new(),
+    let events = match &mut self.writer {
+      Some(writer) => writer.take_events(),
+      None => return Vec::new(),
     };
     let mut effects = Vec::new();
     for event in events {
       match event {
-        WriterEvent::Ended(wire) => effects.extend(self.finish_ending(wire, Removal::End)),
-        WriterEvent::Dead(wire, why) => {
+        Event::Ended(wire) => effects.extend(self.finish_ending(wire, Removal::End)),
+        Event::Dead(wire, why) => {
           if self.ending.contains_key(&wire) {
             effects.extend(self.finish_ending(wire, Removal::Destroy));
           } else if let Some(key) = self.wires.get(&wire).copied() {
@@ -560,45 +592,41 @@ impl<H> HubCore<H> {
             effects.extend(self.remove(key, Removal::Destroy, reason));
           }
         }
-        WriterEvent::Drain(wire) => {
+        Event::Drain(wire) => {
           if let Some(key) = self.wires.get(&wire) {
             effects.push(Effect::Drain { key: *key });
           }
         }
-        WriterEvent::Stopped => {
-          self.retired_events = None;
-          self.settle_lifecycle(&mut effects);
-        }
-        WriterEvent::Died => effects.extend(self.writer_died()),
+        Event::Stopped => self.settle_lifecycle(&mut effects),
+        Event::Died { wires, all } => effects.extend(self.writer_died(&wires, all)),
       }
     }
     effects
   }
 
-  /// The writer thread panicked: its fds are closed and its queues gone.
-  /// Every socket connection and ending one is torn down, later
-  /// connections use the stream transport.
-  fn writer_died(&mut self) -> Vec<Effect<H>> {
-    self.writer_died = true;
-    self.writer = None;
-    self.retired_events = None;
-    let mut effects = Vec::new();
-    let ending: Vec<WireId> = self.ending.keys().copied().collect();
-    for wire in ending {
-      effects.extend(self.finish_ending(wire, Removal::Destroy));
+  /// A writer thread panicked: the fds of its connections are closed and
+  /// their queues gone. Each of them, registered or ending, is torn down;
+  /// when no thread is left, later connections use the stream transport.
+  fn writer_died(&mut self, wires: &[WireId], all: bool) -> Vec<Effect<H>> {
+    if all {
+      self.writer_died = true;
     }
-    let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
-    for key in socket_keys {
-      effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
+    let mut effects = Vec::new();
+    for wire in wires {
+      if self.ending.contains_key(wire) {
+        effects.extend(self.finish_ending(*wire, Removal::Destroy));
+      } else if let Some(key) = self.wires.get(wire).copied() {
+        effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
+      }
     }
     effects.push(Effect::WriterDied);
     self.settle_lifecycle(&mut effects);
     effects
   }
 
-  /// Fault injection for tests: the writer thread panics.
+  /// Fault injection for tests: a writer thread panics.
   pub fn crash_writer(&self) -> bool {
-    self.writer.as_ref().map(SocketWriter::crash).is_some()
+    self.writer.as_ref().is_some_and(Writers::crash)
   }
 
   // ---- sending -----------------------------------------------------------
@@ -776,10 +804,7 @@ impl<H> HubCore<H> {
         self.stats.replay();
         match (wire, &self.writer) {
           (Some(wire), Some(writer)) => {
-            writer.send_frames(
-              vec![wire],
-              events.iter().map(|e| e.chunk().clone()).collect(),
-            );
+            writer.send_frames(wire, events.iter().map(|e| e.chunk().clone()).collect());
             None
           }
           _ => Some(events.iter().flat_map(|e| e.frame()).copied().collect()),
@@ -816,18 +841,29 @@ impl<H> HubCore<H> {
   pub fn stats(&self) -> StatsSnapshot {
     let socket = self.wires.len();
     let read = |c: &std::sync::atomic::AtomicU64| Stats::read(c);
+    // The hub's own counts (stream connections, replays, writers retired)
+    // plus each running writer thread's.
+    let writers = self.writer.as_ref().map(Writers::stats).unwrap_or_default();
+    let both =
+      |f: fn(&Stats) -> &std::sync::atomic::AtomicU64| read(f(&self.stats)) + read(f(&writers));
     StatsSnapshot {
       clients: self.registry.len(),
       stream_connections: self.registry.len() - socket,
       socket_connections: socket,
-      frames_sent: read(&self.stats.frames_sent),
-      bytes_sent: read(&self.stats.bytes_sent),
-      frames_dropped: read(&self.stats.frames_dropped),
+      frames_sent: both(|s| &s.frames_sent),
+      bytes_sent: both(|s| &s.bytes_sent),
+      frames_dropped: both(|s| &s.frames_dropped),
       channels: self.registry.channel_count(),
       replays: read(&self.stats.replays),
       resets: read(&self.stats.resets),
       slow_disconnects: read(&self.stats.slow_disconnects),
-      queued_bytes: self.stats.queued_bytes.load(Ordering::Relaxed),
+      queued_bytes: writers.queued_bytes.load(Ordering::Relaxed),
+      writer_threads: self.writer_threads(),
+      socket_connections_by_thread: self
+        .writer
+        .as_ref()
+        .map(Writers::connections)
+        .unwrap_or_default(),
       socket_capacity: match (self.mode, self.fd_budget) {
         (TransportMode::Stream, _) => Some(0),
         (_, usize::MAX) => None,
@@ -1041,10 +1077,19 @@ mod tests {
     assert_eq!((stats.replays, stats.resets), (1, 1));
   }
 
-  /// A hub with its writer running and room for `budget` socket connections.
+  /// A hub with one writer thread running and room for `budget` socket
+  /// connections.
   fn socket_hub(budget: usize) -> HubCore<&'static str> {
+    sharded_hub(budget, 1)
+  }
+
+  fn sharded_hub(budget: usize, threads: usize) -> HubCore<&'static str> {
     let mut hub = HubCore::new(budget);
-    hub.start_writer(Box::new(|| {})).unwrap();
+    hub.configure(Settings {
+      writer_threads: Some(threads),
+      ..Settings::default()
+    });
+    hub.start_writer(Arc::new(|| {})).unwrap();
     hub
   }
 
@@ -1129,6 +1174,32 @@ mod tests {
     let (_, wire, _server2) = connect(&mut hub, "b", "rb");
     assert_eq!(wire, None);
     assert_eq!(hub.stats().stream_connections, 1);
+  }
+
+  #[test]
+  fn a_dead_shard_takes_only_its_connections_down() {
+    let mut hub = sharded_hub(10, 2);
+    // One connection per shard (the least loaded takes the next).
+    let (_, _, _a) = connect(&mut hub, "a", "ra");
+    let (_, _, _b) = connect(&mut hub, "b", "rb");
+    assert_eq!(hub.stats().socket_connections_by_thread, [1, 1]);
+    assert!(hub.crash_writer());
+    let effects = events_until(&mut hub, |e| {
+      e.iter().any(|e| matches!(e, Effect::WriterDied))
+    });
+    assert_eq!(
+      kinds(&effects),
+      [
+        "finish Destroy socket=true",
+        "disconnect a error",
+        "writer died"
+      ]
+    );
+    // The other shard still writes and still takes new connections.
+    assert!(hub.socket_slot_free());
+    let (_, wire, _c) = connect(&mut hub, "c", "rc");
+    assert!(wire.is_some());
+    assert_eq!(hub.stats().socket_connections, 2);
   }
 
   #[test]

@@ -7,7 +7,8 @@
 //! - [`history`]: the replay ring behind `Last-Event-ID`.
 //! - [`backpressure`]: the one slow-client rule both transports apply.
 //! - [`stats`]: the counters both transports count into.
-//! - [`writer`]: the native socket writer thread.
+//! - [`writer`]: one native socket writer thread.
+//! - [`shards`]: the socket writer sharded over several threads.
 //! - [`hub`]: the hub's decisions: calls in, effects out.
 
 #![deny(clippy::all)]
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod history;
 pub mod hub;
 pub mod registry;
+pub mod shards;
 pub mod stats;
 pub mod writer;
 

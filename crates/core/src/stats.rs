@@ -70,4 +70,8 @@ pub struct StatsSnapshot {
   pub queued_bytes: usize,
   /// Most connections the socket writer may hold; `None` when unlimited.
   pub socket_capacity: Option<usize>,
+  /// Writer threads (running, or the number the next start uses).
+  pub writer_threads: usize,
+  /// Socket connections on each running writer thread.
+  pub socket_connections_by_thread: Vec<usize>,
 }

@@ -137,7 +137,7 @@ pub enum WriterEvent {
   /// The app's writes to it were flushed after one was refused (`write`
   /// returned false): the binding emits `drain` on the response.
   Drain(WireId),
-  /// The writer thread stopped after [`SocketWriter::shutdown`]; every fd it
+  /// The writer thread stopped after [`SocketWriter::close`]; every fd it
   /// held is closed.
   Stopped,
   /// The writer thread panicked: every connection it held is gone (their
@@ -162,6 +162,9 @@ enum Command {
   Configure(WriterConfig),
   /// Fault injection for tests: the writer thread panics.
   Crash,
+  /// Stop after the commands before it: the thread drops every connection
+  /// (closing the fds), reports [`WriterEvent::Stopped`] and exits.
+  Stop,
 }
 
 /// Frames for some connections (`to`), or for all of them (`None`).
@@ -170,7 +173,7 @@ struct Delivery {
   frames: Vec<Arc<[u8]>>,
 }
 
-/// Handle owned by the binding. Dropping it (or [`SocketWriter::shutdown`])
+/// Handle owned by the binding. Dropping it (or [`SocketWriter::close`])
 /// lets the thread finish what it holds and exit, closing every fd; nobody
 /// waits for it, so the JS thread never blocks on a join.
 pub struct SocketWriter {
@@ -266,8 +269,8 @@ impl SocketWriter {
 
   /// Lets the thread flush nothing more and exit; it reports
   /// [`WriterEvent::Stopped`] once every fd is closed.
-  pub fn shutdown(mut self) {
-    self.tx = None;
+  pub fn close(&self) {
+    self.submit(Command::Stop);
   }
 
   /// Writes `bytes` to every connection the writer holds.
@@ -294,7 +297,7 @@ impl SocketWriter {
     self.submit(Command::Configure(config));
   }
 
-  /// The queue events arrive in; it outlives [`SocketWriter::shutdown`],
+  /// The queue events arrive in; it outlives [`SocketWriter::close`],
   /// so the binding can still read the final [`WriterEvent::Stopped`].
   pub fn events(&self) -> Arc<Mutex<Vec<WriterEvent>>> {
     self.events.clone()
@@ -438,12 +441,15 @@ impl WriterState {
 
 async fn run(state: Rc<WriterState>, mut rx: mpsc::UnboundedReceiver<Command>) {
   let mut batch = Vec::new();
-  while let Some(first) = rx.recv().await {
+  'commands: while let Some(first) = rx.recv().await {
     batch.push(first);
     while let Ok(next) = rx.try_recv() {
       batch.push(next);
     }
     for command in coalesce(std::mem::take(&mut batch)) {
+      if matches!(command, Command::Stop) {
+        break 'commands;
+      }
       handle(&state, command);
     }
   }
@@ -677,6 +683,8 @@ fn handle(state: &Rc<WriterState>, command: Command) {
     }
     Command::Configure(config) => state.config.set(config),
     Command::Crash => panic!("sse-socket-writer: fault injected by crashWriterForTest"),
+    // Handled by the command loop.
+    Command::Stop => {}
   }
 }
 
