@@ -34,6 +34,8 @@ const MODES = {
     // Two (d) phases (10/s and 100/s) of this length each.
     eldMs: 500,
     stepMs: 200,
+    // (f) closed loop: how long it broadcasts.
+    closedMs: 500,
     maxSteps: 3,
     maxStepsResumed: 3,
     // CI must finish in a minute: do not wait long for a busy runner.
@@ -47,6 +49,7 @@ const MODES = {
     shots: 5,
     eldMs: 1500,
     stepMs: 600,
+    closedMs: 2000,
     // The first repeat searches from an estimate (up to ×1.56 per step, so
     // 12 steps span ×200 from it); later ones resume from the previous
     // answer and need fewer steps.
@@ -120,6 +123,9 @@ const LAG_SLACK_MS = 25;
 /** Foreign CPU use (in cores) above which a run is flagged as disturbed. */
 const FOREIGN_LOAD_WARN = 0.25;
 const MIN_STEP_BROADCASTS = 5;
+/** (f): broadcasts outstanding at most; the next waits for the oldest to reach every client. */
+const CLOSED_LOOP_IN_FLIGHT = 3;
+const CLOSED_LOOP_MIN_BROADCASTS = 6;
 /**
  * Largest move on the grid between steps (1.25^2 = x1.56). A bigger jump past
  * the capacity would flood the server; the addon's socket writer, for one,
@@ -304,7 +310,9 @@ async function runCell(system, n, rep, config, memo) {
     if (failures.length < 10) failures.push(msg);
     log(`FAIL ${msg}`);
   };
-  const argv = system.native ? [system.native.binary] : [process.execPath, '--expose-gc', SERVER, system.name];
+  const argv = system.native
+    ? [system.native.binary, ...(system.native.args ?? [])]
+    : [process.execPath, '--expose-gc', SERVER, system.name];
   const server = new Child(system.name, argv, { nofile: serverOpenFiles(n) });
   const loadgen = new Child('loadgen', [process.execPath, LOADGEN], { nofile: n + FD_RESERVE });
   let sent = 0;
@@ -466,7 +474,52 @@ async function runCell(system, n, rep, config, memo) {
     };
   };
 
-  /** (a), (b), (d) and (c) for one payload, on the connections already open. */
+  /**
+   * (f) Throughput at bounded lag, closed loop: at most
+   * CLOSED_LOOP_IN_FLIGHT broadcasts outstanding, the next issued once the
+   * oldest has reached every client, for about config.closedMs. What a
+   * latency-bound app sees; a writer that only batches well when it falls
+   * behind gets no credit for it here. Rate: broadcasts over the time from
+   * the first call to the last broadcast reaching every client (as the
+   * harness learns it, round trips included, the same for every system).
+   */
+  const closedLoop = async () => {
+    phase = `the closed-loop throughput (f)`;
+    const [lc0, sc0] = await Promise.all([loadgen.request('cpu'), server.request('cpu')]);
+    const t0 = performance.now();
+    const issued = [];
+    let done = 0;
+    let firstStartNs = null;
+    let lastAtNs = null;
+    const waitOldest = async () => {
+      const r = await loadgen.request(`arm ${issued[done]}`);
+      const [t] = await waitDelivered(30_000);
+      lastAtNs = t.atNs ?? null;
+      if (r.alreadyReached > 0) lastAtNs = t.atNs;
+      done++;
+    };
+    while (performance.now() - t0 < config.closedMs || issued.length < CLOSED_LOOP_MIN_BROADCASTS) {
+      if (issued.length - done >= CLOSED_LOOP_IN_FLIGHT) await waitOldest();
+      const b = await server.request('bcast');
+      sent++;
+      issued.push(sent);
+      firstStartNs ??= b.startNs;
+      if (b.written !== n) fail(`closed-loop broadcast wrote ${b.written}, expected ${n}`);
+    }
+    while (done < issued.length) await waitOldest();
+    const wallMs = performance.now() - t0;
+    const [lc1, sc1] = await Promise.all([loadgen.request('cpu'), server.request('cpu')]);
+    const spanMs = lastAtNs && firstStartNs ? diffMs(lastAtNs, firstStartNs) : null;
+    await sleep(GAP_MS);
+    return {
+      broadcasts: issued.length,
+      hz: spanMs > 0 ? (issued.length * 1000) / spanMs : null,
+      serverCpu: cpuShare(sc0, sc1, wallMs),
+      loadgenCpu: cpuShare(lc0, lc1, wallMs),
+    };
+  };
+
+  /** (a), (b), (d), (c) and (f) for one payload, on the connections already open. */
   const measurePayload = async (key) => {
     const json = JSON.stringify(PAYLOADS[key].make());
     await server.request(`payload ${json}`);
@@ -510,10 +563,12 @@ async function runCell(system, n, rep, config, memo) {
       Object.assign(result.eldFast, { rssBefore, rssAfter, rssSettled, rssGrowthB: rssAfter - rssBefore });
     }
     result.probe = await probe(key, blockedMs, result.latencyMs);
+    result.closed = await closedLoop();
     const p = result.probe;
     log(
       `${PAYLOADS[key].label}: blocked ${blockedMs.toFixed(2)} ms, last client ${result.latencyMs?.toFixed(2)} ms, ` +
-        `max ${p.maxHz ?? '-'} bcast/s (${p.steps.length} steps)` +
+        `max ${p.maxHz ?? '-'} bcast/s (${p.steps.length} steps), ` +
+        `closed loop ${result.closed.hz?.toFixed(1) ?? '-'} bcast/s (load generator ${result.closed.loadgenCpu?.toFixed(2) ?? '-'} cores)` +
         (result.eld ? `, ELD p99 ${result.eld.p99Ms.toFixed(2)} ms` : '') +
         (result.eldFast
           ? ` (@${ELD_FAST_HZ}/s ${result.eldFast.p99Ms.toFixed(2)} ms, RSS ` +
@@ -646,11 +701,14 @@ function aggregate(cells, config, nList) {
           eldP99Ms: summarize(per.map((p) => p.eld?.p99Ms)),
           eldFastP99Ms: summarize(per.map((p) => p.eldFast?.p99Ms)),
           rssGrowthFastB: summarize(per.map((p) => p.eldFast?.rssGrowthB)),
+          closedHz: summarize(per.map((p) => p.closed?.hz)),
+          closedServerCpu: median(per.map((p) => p.closed?.serverCpu)),
+          closedLoadgenCpu: median(per.map((p) => p.closed?.loadgenCpu)),
         });
       }
     }
   }
-  const metrics = ['blockedMs', 'latencyMs', 'maxHz', 'deliveredFps', 'eldP99Ms', 'eldFastP99Ms'];
+  const metrics = ['blockedMs', 'latencyMs', 'maxHz', 'deliveredFps', 'eldP99Ms', 'eldFastP99Ms', 'closedHz'];
   for (const row of rows) {
     row.ratios = {};
     for (const ref of [BASELINE, LIMIT]) {
@@ -792,6 +850,8 @@ async function main() {
       eldMs: config.eldMs,
       eldHz: [ELD_HZ, ELD_FAST_HZ],
       stepMs: config.stepMs,
+      closedMs: config.closedMs,
+      closedInFlight: CLOSED_LOOP_IN_FLIGHT,
       maxSteps: config.maxSteps,
       maxStepsResumed: config.maxStepsResumed,
       idleBeforeShotMs: IDLE_BEFORE_SHOT_MS,

@@ -78,7 +78,7 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
     `Each figure is the median over the repeats (each repeat: fresh server and client processes), ` +
       `with the range of the per-repeat values in brackets. Ratios divide medians: ` +
       `**×${baseline}** against the pure-JS baseline, **×${limit}** against the native floor. ` +
-      'Lower is better for (a), (b), (d) and (e); higher is better for (c).',
+      'Lower is better for (a), (b), (d) and (e); higher is better for (c) and (f).',
   );
 
   for (const n of nList) {
@@ -99,6 +99,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             '(d) ELD p99 ms',
             '(d) ELD p99 @100/s ms',
             'RSS growth @100/s MB',
+            '(f) bcast/s, ≤3 in flight',
+            '(f) server / load gen. CPU',
           ],
           mine.map((r) => [
             // Repeats that saw a failure are left out; say so.
@@ -111,6 +113,10 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             cell(r.eldP99Ms),
             cell(r.eldFastP99Ms),
             cell(mb(r.rssGrowthFastB)),
+            cell(r.closedHz),
+            r.closedServerCpu == null
+              ? '–'
+              : `${r.closedServerCpu.toFixed(2)} / ${r.closedLoadgenCpu?.toFixed(2) ?? '–'}`,
           ]),
         ),
       );
@@ -127,6 +133,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             `(c) ×${limit}`,
             `(d) ×${baseline}`,
             `(d) @100/s ×${baseline}`,
+            `(f) ×${baseline}`,
+            `(f) ×${limit}`,
           ],
           mine.map((r) => [
             r.system,
@@ -138,6 +146,8 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
             ratio(r.ratios[limit].maxHz),
             ratio(r.ratios[baseline].eldP99Ms),
             ratio(r.ratios[baseline].eldFastP99Ms),
+            ratio(r.ratios[baseline].closedHz),
+            ratio(r.ratios[limit].closedHz),
           ]),
         ),
       );
@@ -202,6 +212,13 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
         'the first client connected, divided by N. Kernel socket buffers are not in RSS. "fds per conn" counts ' +
         'the server\'s open descriptors the same way; "transport" is what the addon\'s getStats() says its ' +
         'connections were handed to (socket: its native writer thread; stream: res.write on the JS thread).',
+      `- **(f)** Throughput at bounded lag, closed loop: at most ${config.closedInFlight ?? 3} broadcasts ` +
+        'outstanding, the next one issued as soon as the oldest has reached every client, for about ' +
+        `${(config.closedMs ?? 2000) / 1000} s; broadcasts over the time from the first call to the last ` +
+        'broadcast reaching every client, as the harness learns it (its round trips included, the same for every ' +
+        'system). What a latency-bound app sees; a system that only batches well once it falls behind gets no ' +
+        'credit for it. "CPU" is the cores the server and the load generator used meanwhile: both share this ' +
+        "machine's cores, so a load generator near 1.0 means the client side may be the limit.",
     ].join('\n'),
   );
 

@@ -24,6 +24,9 @@ const SYSTEMS = [
   { name: 'addon-stream', module: 'helper', options: { impl: 'addon', hub: { transport: 'stream' } } },
   // Every broadcast also recorded in a replay ring of 1000 frames.
   { name: 'addon-history', module: 'helper', options: { impl: 'addon', hub: { historySize: 1000 } } },
+  // The default writer threads are the available cores (at most 8); this row
+  // holds it to one thread, the writer before it was sharded.
+  { name: 'addon-1thread', module: 'helper', options: { impl: 'addon', hub: { writerThreads: 1 } } },
   // Every client joins channel 'all' in the route; the broadcast is publish('all', payload).
   { name: 'addon-channel', module: 'helper', options: { impl: 'addon', channel: 'all' } },
   // The same three rows on another build (SSE_BENCH_BASELINE_DIR), for a
@@ -46,6 +49,15 @@ const SYSTEMS = [
     native: {
       manifest: path.join(__dirname, '..', 'raw-limit', 'Cargo.toml'),
       binary: path.join(__dirname, '..', 'raw-limit', 'target', 'release', 'raw-limit'),
+    },
+  },
+  // The same floor with each broadcast's writes split over two threads.
+  {
+    name: 'limit-2threads',
+    native: {
+      manifest: path.join(__dirname, '..', 'raw-limit', 'Cargo.toml'),
+      binary: path.join(__dirname, '..', 'raw-limit', 'target', 'release', 'raw-limit'),
+      args: ['--threads', '2'],
     },
   },
 ];

@@ -1,7 +1,9 @@
 //! The benchmark's floor: what one thread can do when it writes one
 //! pre-framed SSE chunk to N loopback sockets with plain blocking `write()`
 //! calls, with no event loop, no JavaScript and no per-client bookkeeping
-//! beyond a `Vec` of sockets.
+//! beyond a `Vec` of sockets. With `--threads T` (T > 1) each broadcast
+//! splits the sockets into T equal runs written by T threads at once: the
+//! floor for a sharded writer.
 //!
 //! It is driven exactly like the Node servers in `bench/server.js`: one
 //! command per stdin line, one JSON reply per stdout line (see that file for
@@ -68,6 +70,7 @@ fn main() {
     open_files_limit()
   ));
 
+  let threads = thread_count();
   let mut chunk: Vec<u8> = frame_chunk("null");
   let mut sent: u64 = 0;
   for line in io::stdin().lock().lines() {
@@ -92,7 +95,7 @@ fn main() {
       }
       "bcast" => {
         let start = mono_ns();
-        let written = broadcast(&clients, &chunk);
+        let written = broadcast(&clients, &chunk, threads);
         let end = mono_ns();
         sent += 1;
         // Nothing is deferred here: the write loop is the whole cost.
@@ -123,7 +126,7 @@ fn main() {
             first = start;
           }
           last = start;
-          written += broadcast(&clients, &chunk) as u64;
+          written += broadcast(&clients, &chunk, threads) as u64;
           sent += 1;
         }
         reply(&format!(
@@ -150,11 +153,55 @@ fn frame_chunk(json: &str) -> Vec<u8> {
   chunk
 }
 
-/// One `write_all` per socket, in order, on this thread. A socket whose write
-/// fails (the peer left) is dropped. Returns how many were written.
-fn broadcast(clients: &Clients, chunk: &[u8]) -> usize {
+/// `--threads T` on the command line; 1 without it.
+fn thread_count() -> usize {
+  let args: Vec<String> = std::env::args().collect();
+  args
+    .iter()
+    .position(|a| a == "--threads")
+    .and_then(|i| args.get(i + 1))
+    .and_then(|t| t.parse().ok())
+    .unwrap_or(1usize)
+    .max(1)
+}
+
+/// One `write_all` per socket, in order: on this thread, or split into
+/// `threads` equal runs written at once. A socket whose write fails (the
+/// peer left) is dropped. Returns how many were written.
+fn broadcast(clients: &Clients, chunk: &[u8], threads: usize) -> usize {
   let mut clients = clients.lock().unwrap();
-  clients.retain_mut(|s| s.write_all(chunk).is_ok());
+  if threads <= 1 || clients.len() < threads {
+    clients.retain_mut(|s| s.write_all(chunk).is_ok());
+    return clients.len();
+  }
+  let per = clients.len().div_ceil(threads);
+  let failed: Vec<Vec<usize>> = thread::scope(|scope| {
+    let runs: Vec<_> = clients
+      .chunks_mut(per)
+      .enumerate()
+      .map(|(run, sockets)| {
+        scope.spawn(move || {
+          let mut failed = Vec::new();
+          for (i, s) in sockets.iter_mut().enumerate() {
+            if s.write_all(chunk).is_err() {
+              failed.push(run * per + i);
+            }
+          }
+          failed
+        })
+      })
+      .collect();
+    runs.into_iter().map(|r| r.join().unwrap_or_default()).collect()
+  });
+  let failed: std::collections::HashSet<usize> = failed.into_iter().flatten().collect();
+  if !failed.is_empty() {
+    let mut i = 0;
+    clients.retain(|_| {
+      let keep = !failed.contains(&i);
+      i += 1;
+      keep
+    });
+  }
   clients.len()
 }
 
