@@ -8,6 +8,8 @@ export type {
   EventOptions,
   HubOptions,
   HubStats,
+  MetricFamily,
+  MetricsOptions,
   Payload,
   SseResponse,
   SseWriterError,
@@ -40,3 +42,4 @@ export declare const join: typeof sseHelper.join;
 export declare const leave: typeof sseHelper.leave;
 export declare const publish: typeof sseHelper.publish;
 export declare const close: typeof sseHelper.close;
+export declare const metrics: typeof sseHelper.metrics;

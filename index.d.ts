@@ -119,6 +119,35 @@ interface HubStats {
   socketConnectionsByThread: number[];
 }
 
+/** `metrics()`'s options. */
+interface MetricsOptions {
+  /**
+   * `'text'` (default): the Prometheus text exposition format; `'json'`:
+   * the metric families as objects (prom-client's shape).
+   */
+  format?: 'text' | 'json';
+  /**
+   * Constant labels added to every sample, such as `{ hub: 'chat' }` for an
+   * app with several hubs. Prometheus label names; `transport` is taken.
+   */
+  labels?: Record<string, string>;
+}
+
+/**
+ * One metric family of `metrics({ format: 'json' })`, in the shape
+ * prom-client's registries expect from a metric's `get()`.
+ */
+interface MetricFamily {
+  /** `sse_`-prefixed; counters end in `_total`. */
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  /** One sample per label set: `sse_connections` has one per transport (`stream`, `socket`). */
+  values: { labels: Record<string, string>; value: number }[];
+  /** How prom-client's cluster mode combines the workers' samples. */
+  aggregator: 'sum';
+}
+
 interface DisconnectEvent {
   id: string;
   reason: 'close' | 'removed' | 'error' | 'slow';
@@ -212,6 +241,17 @@ declare class SseHub extends EventEmitter {
   /** Counters and gauges at this instant. */
   getStats(): HubStats;
 
+  /**
+   * `getStats()` in the Prometheus text exposition format (version 0.0.4;
+   * serve it as `text/plain; version=0.0.4; charset=utf-8`): `sse_`-prefixed
+   * counters and gauges with `# HELP` and `# TYPE` lines, the connection
+   * gauge labelled by `transport`. Every figure is from one snapshot.
+   * @throws {TypeError} on an unknown option, a bad label name or a non-string label value.
+   */
+  metrics(options?: MetricsOptions & { format?: 'text' }): string;
+  /** The same figures as metric families, for a prom-client collector. */
+  metrics(options: MetricsOptions & { format: 'json' }): MetricFamily[];
+
   /** Broadcasts, then ends every connection; the registry is empty after. */
   broadcastAndClose(payload: Payload, options?: EventOptions): number;
 
@@ -259,6 +299,8 @@ declare namespace sseHelper {
     EventOptions,
     HubOptions,
     HubStats,
+    MetricFamily,
+    MetricsOptions,
     Payload,
     SseResponse,
     SseWriterError,

@@ -1,10 +1,12 @@
 'use strict';
 
 const { EventEmitter } = require('node:events');
+const { debuglog } = require('node:util');
 const { loadBinding } = require('./lib/load-binding.js');
 const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
-const { socketInfo, responseHooks } = require('./lib/socket.js');
+const { inspectSocket, responseHooks } = require('./lib/socket.js');
+const { metrics } = require('./lib/metrics.js');
 const { invalidType, invalidValue, kindOf, checkString, checkKey } = require('./lib/errors.js');
 const {
   BROADCAST_OPTIONS,
@@ -18,6 +20,13 @@ const {
 } = require('./lib/options.js');
 
 const { NativeHub } = loadBinding();
+
+// NODE_DEBUG=sse-helper-native logs registrations, removals, transport
+// choices and slow-client actions to stderr. Node reads NODE_DEBUG once at
+// startup, so whether it is on is read once here too: with it off, every
+// log site is one branch on a constant and builds no string.
+const debug = debuglog('sse-helper-native');
+const DEBUG = debug.enabled;
 
 /** Holds a primitive meta value: native references need an object. */
 class MetaBox {
@@ -65,6 +74,7 @@ const METHODS = [
   'leave',
   'publish',
   'close',
+  'metrics',
 ];
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -79,6 +89,12 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 class SseHub extends EventEmitter {
   #native;
+  /** The functions installed on native-writer responses: `res.write === #hooks.write` tells the transport. */
+  #hooks;
+  /** `configure({ transport })`, for the debug log's reason when a connection stays on the stream. */
+  #transport = 'auto';
+  /** `framesDropped` when the debug log last looked, so it reports each drop once. */
+  #droppedSeen = 0;
   #heartbeatMs = DEFAULT_HEARTBEAT_MS;
   #heartbeat = null;
   #historySize = 0;
@@ -98,6 +114,7 @@ class SseHub extends EventEmitter {
     const lifecycle = (kind, a, b) => {
       const hub = self.deref();
       if (!hub) return;
+      if (DEBUG) hub.#logLifecycle(kind, a, b);
       if (kind === 'closed') {
         hub.#resolveClosed?.();
         return;
@@ -111,6 +128,7 @@ class SseHub extends EventEmitter {
       hub.#emitSafely(kind, kind === 'slow' ? { id: a } : { id: a, reason: b });
     };
     this.#native = new NativeHub(TypeError, hooks, lifecycle);
+    this.#hooks = hooks;
     native = new WeakRef(this.#native);
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
@@ -156,7 +174,11 @@ class SseHub extends EventEmitter {
     const isNew = !this.#native.has(res);
     if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     const lastEventId = this.#historySize > 0 && isNew ? lastEventIdOf(res, options) : undefined;
-    const clientId = this.#native.register(res, id, toMeta(meta), socketInfo(res), lastEventId);
+    // Read before registering: registration installs the writer's hooks.
+    const socket = inspectSocket(res);
+    const info = typeof socket === 'string' ? undefined : socket;
+    const clientId = this.#native.register(res, id, toMeta(meta), info, lastEventId);
+    if (DEBUG) this.#logRegistration(res, clientId, isNew, socket);
     if (isNew && this.#native.has(res)) {
       this.#startHeartbeat();
       // The client is registered whatever a listener does: its error
@@ -177,7 +199,9 @@ class SseHub extends EventEmitter {
   /** Sends to every connection under `id`; `options` as for `send`. */
   sendToClient(id, payload, options) {
     checkKey('id', id);
-    return this.#native.sendTo(id, dataOf(payload, options), fieldsOf(options));
+    const sent = this.#native.sendTo(id, dataOf(payload, options), fieldsOf(options));
+    if (DEBUG) this.#logDrops();
+    return sent;
   }
 
   /**
@@ -185,7 +209,9 @@ class SseHub extends EventEmitter {
    * `raw: true` to send a string as-is (one `data:` line per line).
    */
   send(res, payload, options) {
-    return this.#native.send(res, dataOf(payload, options), fieldsOf(options));
+    const sent = this.#native.send(res, dataOf(payload, options), fieldsOf(options));
+    if (DEBUG) this.#logDrops();
+    return sent;
   }
 
   /**
@@ -202,7 +228,9 @@ class SseHub extends EventEmitter {
       throw invalidType(`options.filter must be a function, got ${kindOf(filter)}`);
     }
     const test = filter && ((meta, id) => filter(fromMeta(meta), id));
-    return this.#native.broadcast(data, fields, channel, test);
+    const sent = this.#native.broadcast(data, fields, channel, test);
+    if (DEBUG) this.#logDrops();
+    return sent;
   }
 
   /** Sends to the members of `channel`. */
@@ -272,6 +300,7 @@ class SseHub extends EventEmitter {
    */
   close() {
     if (this.#closing) return this.#closing;
+    if (DEBUG) debug('close: ending %d connection(s)', this.#native.count());
     this.#closing = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -336,6 +365,8 @@ class SseHub extends EventEmitter {
       endTimeoutMs,
       writerThreads,
     });
+    if (DEBUG) debug('configure %j', options);
+    if (transport !== undefined) this.#transport = transport;
     if (historySize !== undefined) this.#historySize = historySize;
     if (maxClients !== undefined) this.#maxClients = maxClients;
     if (heartbeatMs !== undefined && heartbeatMs !== this.#heartbeatMs) {
@@ -349,6 +380,18 @@ class SseHub extends EventEmitter {
   /** Counters and gauges: clients per transport, channels, frames, bytes, drops, replays. */
   getStats() {
     return this.#native.stats();
+  }
+
+  /**
+   * `getStats()` in the Prometheus text exposition format (version 0.0.4,
+   * served as `text/plain; version=0.0.4`): `sse_`-prefixed counters and
+   * gauges with `# HELP` and `# TYPE`, connections labelled by transport.
+   * `options.labels` adds constant labels to every sample (`{ hub: 'chat' }`);
+   * `options.format: 'json'` returns the metric families as objects in
+   * prom-client's shape instead, for a collector on an existing registry.
+   */
+  metrics(options) {
+    return metrics(this.#native.stats(), options);
   }
 
   /**
@@ -412,7 +455,64 @@ class SseHub extends EventEmitter {
       return false;
     }
     this.#native.heartbeat(idleMs);
+    if (DEBUG) this.#logDrops();
     return true;
+  }
+
+  // The debug log (NODE_DEBUG=sse-helper-native). Called only when it is on.
+
+  /** A registration: which transport took it and, on the stream, why the native writer did not. */
+  #logRegistration(res, id, isNew, socket) {
+    if (!this.#native.has(res)) {
+      debug('register %s: not registered (removed while registering)', id);
+      return;
+    }
+    if (!isNew) {
+      debug('register %s: already registered, now under this id with the new meta', id);
+      return;
+    }
+    const clients = this.#native.count();
+    if (res.write === this.#hooks.write) {
+      debug('register %s: transport socket (native writer), %d client(s)', id, clients);
+      return;
+    }
+    let why = socket;
+    if (typeof socket !== 'string') {
+      const { socketConnections, socketCapacity } = this.#native.stats();
+      if (this.#transport === 'stream') why = "configure({ transport: 'stream' })";
+      else if (socketConnections >= socketCapacity) why = `socketCapacity (${socketCapacity}) reached`;
+      else why = 'the native writer refused it (its fd check failed, or the writer is down)';
+    }
+    debug('register %s: transport stream (%s), %d client(s)', id, why, clients);
+  }
+
+  /** Lifecycle events from the native side: removals with their reason, slow clients, the writer's death. */
+  #logLifecycle(kind, a, b) {
+    if (kind === 'disconnect') {
+      debug('disconnect %s: reason %s, %d client(s) left', a, b, this.#native.count());
+    } else if (kind === 'slow') {
+      debug('slow %s: more than maxBufferedBytes pending, disconnecting it', a);
+    } else if (kind === 'error') {
+      debug('error %s: %s', a, b);
+    } else if (kind === 'closed') {
+      debug('closed: every connection ended, the writer stopped');
+    }
+  }
+
+  /**
+   * Frames dropped for slow clients (the `drop` policy) since the last look.
+   * The native writer drops on its own thread, so those show up at the next
+   * send or heartbeat.
+   */
+  #logDrops() {
+    const { framesDropped } = this.#native.stats();
+    if (framesDropped === this.#droppedSeen) return;
+    debug(
+      'drop: %d frame(s) skipped for slow clients (slowClientPolicy drop), %d in all',
+      framesDropped - this.#droppedSeen,
+      framesDropped,
+    );
+    this.#droppedSeen = framesDropped;
   }
 
   #stopHeartbeat() {

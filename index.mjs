@@ -20,6 +20,7 @@ export const {
   leave,
   publish,
   close,
+  metrics,
 } = sseHelper;
 
 export default sseHelper;

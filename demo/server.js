@@ -1,26 +1,103 @@
-// The demo: an Express app that streams the UTC clock once a second to a page
-// using EventSource. `npm start`; PORT picks the port (default 3000, or a
-// free one when 3000 is taken).
+// The demo: a live dashboard of the hub serving it. `npm start`; PORT picks
+// the port (default 3000, or a free one when 3000 is taken).
+//
+// Once a second the hub broadcasts one `tick` event: the UTC clock and its
+// own figures (clients per transport, frames and bytes per second from
+// getStats() deltas, queued bytes, drops, slow disconnects, replays). The
+// page's form broadcasts a message or publishes it to a channel the tab
+// joined. History is on, so a tab that reloads gets what it missed.
 
 const path = require('node:path');
 const express = require('express');
 const sseHelper = require('sse-helper-native');
 
+// 200 broadcasts: a little over three minutes of ticks and messages.
+sseHelper.configure({ historySize: 200 });
+
 const app = express();
+app.use(express.json({ limit: '4kb' }));
 
 app.get('/', (_req, res) => res.sendFile(path.join(__dirname, 'index.html')));
 
-// The helper's documented usage, unchanged.
 app.get('/events', (req, res) => {
   sseHelper.initResponse(res);
-  const clientId = req.sessionID || sseHelper.addClient(res);
-  sseHelper.addClient(clientId, res, { ip: req.ip });
-  sseHelper.send(res, { utc: new Date().toISOString() });
+  // EventSource sends Last-Event-ID itself when it reconnects; a reloaded
+  // page cannot, so it passes the last id it saw in the query. The header
+  // wins: on a reconnect the query still holds the id from the page load.
+  const { lastEventId } = req.query;
+  const options =
+    req.get('last-event-id') === undefined && typeof lastEventId === 'string' && /^\d{1,16}$/.test(lastEventId)
+      ? { lastEventId }
+      : undefined;
+  // Missed events are replayed inside addClient, before the greeting: the
+  // page counts whatever arrives before `hello` as missed.
+  const clientId = sseHelper.addClient(res, { ip: req.ip }, options);
+  sseHelper.send(res, { clientId }, { event: 'hello' });
 });
 
-const tick = setInterval(() => {
-  sseHelper.broadcast({ utc: new Date().toISOString(), clients: sseHelper.getClientCount() });
-}, 1000);
+const CHANNEL = /^[a-z0-9-]{1,24}$/;
+
+/** POST /join { clientId, channel }: the tab's connection joins a channel. */
+app.post('/join', (req, res) => {
+  const { clientId, channel } = req.body ?? {};
+  if (typeof clientId !== 'string' || typeof channel !== 'string' || !CHANNEL.test(channel)) {
+    return res.status(400).json({ error: 'clientId and channel (a-z, 0-9, -; at most 24) are required' });
+  }
+  const joined = sseHelper.join(clientId, channel);
+  // 0: no connection under that id (the tab's stream is gone).
+  res.status(joined > 0 ? 200 : 404).json({ joined });
+});
+
+/** POST /message { text, from, channel? }: broadcast, or publish to `channel`'s members. */
+app.post('/message', (req, res) => {
+  const { text, from, channel } = req.body ?? {};
+  if (typeof text !== 'string' || text.trim() === '' || text.length > 280) {
+    return res.status(400).json({ error: 'text: 1 to 280 characters' });
+  }
+  if (channel !== undefined && (typeof channel !== 'string' || !CHANNEL.test(channel))) {
+    return res.status(400).json({ error: 'channel: a-z, 0-9, -; at most 24' });
+  }
+  const message = { text: text.trim(), from: String(from ?? 'anonymous').slice(0, 24), channel, at: Date.now() };
+  // A broadcast to everyone goes into the history; a channel publish does not.
+  const sent = channel
+    ? sseHelper.publish(channel, message, { event: 'message' })
+    : sseHelper.broadcast(message, { event: 'message' });
+  res.json({ sent });
+});
+
+/** The same figures for Prometheus. */
+app.get('/metrics', (_req, res) => {
+  res.type('text/plain; version=0.0.4; charset=utf-8').send(sseHelper.metrics());
+});
+
+// The figures: rates from the difference between two getStats() snapshots.
+let last = { stats: sseHelper.getStats(), at: performance.now() };
+function tick() {
+  const stats = sseHelper.getStats();
+  const at = performance.now();
+  const before = last;
+  const seconds = (at - before.at) / 1000 || 1;
+  const rate = (field) => Math.round((stats[field] - before.stats[field]) / seconds);
+  last = { stats, at };
+  sseHelper.broadcast(
+    {
+      utc: new Date().toISOString(),
+      clients: stats.clients,
+      stream: stats.streamConnections,
+      socket: stats.socketConnections,
+      framesPerSecond: rate('framesSent'),
+      bytesPerSecond: rate('bytesSent'),
+      framesSent: stats.framesSent,
+      queuedBytes: stats.queuedBytes,
+      framesDropped: stats.framesDropped,
+      slowDisconnects: stats.slowDisconnects,
+      replays: stats.replays,
+      channels: stats.channels,
+    },
+    { event: 'tick' },
+  );
+}
+const ticker = setInterval(tick, 1000);
 
 let server;
 function listen(port) {
@@ -35,8 +112,8 @@ function listen(port) {
 listen(Number(process.env.PORT ?? 3000));
 
 function shutdown() {
-  clearInterval(tick);
-  sseHelper.broadcastAndClose({ bye: true });
+  clearInterval(ticker);
+  sseHelper.broadcastAndClose({ bye: true }, { event: 'bye' });
   server.close(() => process.exit(0));
 }
 process.on('SIGINT', shutdown);

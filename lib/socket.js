@@ -13,24 +13,37 @@ const SOCKET_PLATFORMS = new Set(['linux', 'darwin']);
 
 /**
  * Where `res`'s socket is, when it can be handed to the native writer, else
- * undefined: plain HTTP/1.1 over TCP with chunked coding, Node's own
- * write/end (no wrapper such as `compression`), not TLS, headers sent and
- * nothing pending. The native side checks that the fd's addresses are the
- * socket's before it writes to it. Everything else stays on the stream
- * transport.
+ * why not (a string, for the debug log): plain HTTP/1.1 over TCP with
+ * chunked coding, Node's own write/end (no wrapper such as `compression`),
+ * not TLS, headers sent and nothing pending. The native side checks that
+ * the fd's addresses are the socket's before it writes to it. Everything
+ * else stays on the stream transport. The reasons are constant strings, so
+ * explaining costs nothing when nobody reads it.
  */
-function socketInfo(res) {
-  if (!SOCKET_PLATFORMS.has(process.platform)) return undefined;
-  if (res.write !== NODE_WRITE || res.end !== NODE_END) return undefined;
-  if (res.headersSent !== true || res.chunkedEncoding !== true) return undefined;
-  if (res.req?.httpVersionMajor !== 1) return undefined;
+function inspectSocket(res) {
+  if (!SOCKET_PLATFORMS.has(process.platform)) return `no native writer on ${process.platform}`;
+  if (res.req?.httpVersionMajor !== 1) return 'not an HTTP/1.x response (HTTP/2?)';
+  if (res.write !== NODE_WRITE || res.end !== NODE_END)
+    return "res.write or res.end is not Node's (a wrapper such as compression)";
+  if (res.headersSent !== true) return 'headers not sent (call initResponse first)';
+  if (res.chunkedEncoding !== true) return 'not chunked (a Content-Length was set?)';
   const socket = res.socket;
-  if (!socket || socket.encrypted || socket.writableLength !== 0 || res.writableLength !== 0) return undefined;
+  if (!socket) return 'no socket';
+  if (socket.encrypted) return 'TLS';
+  if (socket.writableLength !== 0 || res.writableLength !== 0) return 'writes still pending in Node';
   const fd = socket._handle?.fd;
   const { remoteAddress, remotePort, localPort } = socket;
-  if (!Number.isInteger(fd) || fd < 0 || typeof remoteAddress !== 'string') return undefined;
-  if (!Number.isInteger(remotePort) || !Number.isInteger(localPort)) return undefined;
+  if (!Number.isInteger(fd) || fd < 0) return 'no file descriptor (not a TCP socket?)';
+  if (typeof remoteAddress !== 'string' || !Number.isInteger(remotePort) || !Number.isInteger(localPort)) {
+    return 'no TCP addresses';
+  }
   return { fd, remoteAddress, remotePort, localPort };
+}
+
+/** `inspectSocket`'s answer when the writer may take `res`, else undefined. */
+function socketInfo(res) {
+  const info = inspectSocket(res);
+  return typeof info === 'string' ? undefined : info;
 }
 
 function toBytes(chunk, encoding) {
@@ -131,4 +144,4 @@ function responseHooks(native) {
   return { write, end, destroy, socketDestroy, writeAfterEnd };
 }
 
-module.exports = { socketInfo, responseHooks };
+module.exports = { inspectSocket, socketInfo, responseHooks };

@@ -1,4 +1,4 @@
-// Compiled with `tsc --noEmit` by types.spec.js: the documented usage must
+// Compiled with `tsc --noEmit` by modules.spec.js: the documented usage must
 // type-check, and misuse must not.
 import express from 'express';
 import sseHelper, { addClient, broadcast, cleanupStaleClients, SseHub } from 'sse-helper-native';
