@@ -79,8 +79,8 @@ interface HubOptions {
   endTimeoutMs?: number;
   /**
    * Native writer threads the connections are spread over (each connection
-   * stays on one). An integer from 1 to 64; default: the available cores,
-   * at most 8. Fixed once the writer has started (the first hand-off):
+   * stays on one). An integer from 1 to 64; default: the available cores
+   * but one (the JS thread keeps it), at least 1 and at most 8. Fixed once the writer has started (the first hand-off):
    * changing it then throws an `Error` with code `ERR_SSE_WRITER_RUNNING`.
    */
   writerThreads?: number;

@@ -24,9 +24,10 @@ const SYSTEMS = [
   { name: 'addon-stream', module: 'helper', options: { impl: 'addon', hub: { transport: 'stream' } } },
   // Every broadcast also recorded in a replay ring of 1000 frames.
   { name: 'addon-history', module: 'helper', options: { impl: 'addon', hub: { historySize: 1000 } } },
-  // The default writer threads are the available cores (at most 8); this row
-  // holds it to one thread, the writer before it was sharded.
+  // The writer threads set explicitly (the default is the available cores
+  // but one, at most 8): one, and two.
   { name: 'addon-1thread', module: 'helper', options: { impl: 'addon', hub: { writerThreads: 1 } } },
+  { name: 'addon-2threads', module: 'helper', options: { impl: 'addon', hub: { writerThreads: 2 } } },
   // Every client joins channel 'all' in the route; the broadcast is publish('all', payload).
   { name: 'addon-channel', module: 'helper', options: { impl: 'addon', channel: 'all' } },
   // The same three rows on another build (SSE_BENCH_BASELINE_DIR), for a

@@ -22,14 +22,19 @@ use crate::writer::{ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, W
 /// Most writer threads one hub may have.
 pub const MAX_WRITER_THREADS: usize = 64;
 
-/// Writer threads a hub uses unless told otherwise: one per available core,
-/// at most 8. Past that a broadcast's per-shard hand-offs and each
-/// thread's runtime cost more than the shorter write loops gain for the
-/// client counts one process usually holds; a bigger machine with more
-/// clients can ask for more (`writerThreads`, up to 64).
+/// Writer threads a hub uses unless told otherwise: the available cores
+/// but one, which stays with the JS thread, and at most 8. Measured on 2
+/// cores (bench/results/sharded-writer.md): a second writer thread gained
+/// nothing there, since no core was free for it, and doubled the event
+/// loop's delay; so a 2-core machine keeps one. Past 8, each broadcast's
+/// per-shard hand-offs and each thread's runtime cost more than the shorter
+/// write loops gain for the client counts one process usually holds; a
+/// bigger machine with more clients can ask for more (`writerThreads`, up
+/// to 64).
 pub fn default_writer_threads() -> usize {
   std::thread::available_parallelism()
     .map_or(1, |n| n.get())
+    .saturating_sub(1)
     .clamp(1, 8)
 }
 
