@@ -1,5 +1,7 @@
-// What a new user does: pack the package, install the tarball into a fresh
-// Express app on a PATH without Rust, and run the documented usage example.
+// What a new user does without registry access: pack the main package and
+// this platform's package, install both tarballs into a fresh Express app on
+// a PATH without Rust, and run the documented usage example. The registry
+// path (Verdaccio, every platform, arm64 under qemu) is install.spec.js.
 
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -16,16 +18,18 @@ const PATH = ['/usr/local/bin', '/usr/bin', '/bin']
 
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-let tarball;
+/** The packages scripts/pack.js makes: the main one, and one per platform with a binary. */
+let packed;
 
-test('npm pack carries the prebuilt binary, the loader, the entry points and types', () => {
-  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', work], {
-    cwd: root,
-    encoding: 'utf8',
-  });
-  const [info] = JSON.parse(out.slice(out.indexOf('[')));
-  tarball = path.join(work, info.filename);
-  const files = info.files.map((f) => f.path).sort();
+test('the main package carries the loader, entry points, types and license, no binary; one package per platform carries it', () => {
+  packed = require('../scripts/pack.js').pack(path.join(work, 'packages'));
+  const list = (tgz) =>
+    execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map((f) => f.replace(/^package\//, ''))
+      .sort();
+  const files = list(packed.main);
   expect(files).toEqual(
     expect.arrayContaining([
       'binding.d.ts',
@@ -39,13 +43,28 @@ test('npm pack carries the prebuilt binary, the loader, the entry points and typ
       'README.md',
       'lib/serialize.js',
       'package.json',
-      'sse-helper-native.linux-x64-gnu.node',
     ]),
   );
-  expect(files.some((f) => f.startsWith('src/') || f.startsWith('__test__/'))).toBe(false);
-  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+  expect(files.filter((f) => f.endsWith('.node') || f.startsWith('src/') || f.startsWith('__test__/'))).toEqual([]);
+  const manifest = JSON.parse(
+    execFileSync('tar', ['-xzOf', packed.main, 'package/package.json'], { encoding: 'utf8' }),
+  );
+  expect(Object.keys(manifest.optionalDependencies).sort()).toEqual(
+    ['darwin-arm64', 'darwin-x64', 'linux-arm64-gnu', 'linux-arm64-musl', 'linux-x64-gnu', 'linux-x64-musl'].map(
+      (p) => `sse-helper-native-${p}`,
+    ),
+  );
+  expect(new Set(Object.values(manifest.optionalDependencies))).toEqual(new Set([manifest.version]));
   // npm 11 refuses dependencies' install scripts in strict mode: none needed.
-  for (const script of ['preinstall', 'install', 'postinstall']) expect(pkg.scripts[script]).toBeUndefined();
+  expect(manifest.scripts).toBeUndefined();
+  // This machine's package at least: the host build stands in without the cross-builds.
+  const host = `${process.platform}-${process.arch}-gnu`;
+  expect(list(packed.platforms[host])).toEqual([
+    'LICENSE',
+    'README.md',
+    'package.json',
+    `sse-helper-native.${host}.node`,
+  ]);
 });
 
 test('the tarball installs into a fresh Express app without Rust and runs the usage example', async () => {
@@ -56,7 +75,9 @@ test('the tarball installs into a fresh Express app without Rust and runs the us
     JSON.stringify({ name: 'fresh-app', private: true, type: 'module' }),
   );
   const env = { ...process.env, PATH, npm_config_audit: 'false', npm_config_fund: 'false' };
-  execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball, 'express@5'], {
+  // Without registry access: the platform package's tarball, then the main one.
+  const host = packed.platforms[`${process.platform}-${process.arch}-gnu`];
+  execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', host, packed.main, 'express@5'], {
     cwd: app,
     env,
     stdio: 'pipe',

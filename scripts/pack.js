@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// Packs what gets published: one package per platform (npm/<platform>/,
+// carrying its one `.node`) and the main package without any binary, whose
+// `optionalDependencies` name every platform package at the same version,
+// so npm installs only the one matching the machine (by `os`, `cpu` and
+// `libc`). The main package is packed from a staging copy, so the
+// repository's package.json (which has no optionalDependencies: they do
+// not exist on a registry until published) stays as it is.
+//
+//   node scripts/pack.js [<out dir>]      # default: .cache/packages
+//
+// Prints { main, platforms: { <platform>: <tarball> } } as JSON. Platforms
+// whose binary has not been built (scripts/build-targets.js) are left out,
+// and said so on stderr.
+
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.join(__dirname, '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+const BINARY = pkg.napi.binaryName;
+const PLATFORMS = fs.readdirSync(path.join(root, 'npm')).sort();
+
+function npmPack(dir, out) {
+  const json = execFileSync('npm', ['pack', '--json', '--pack-destination', out], { cwd: dir, encoding: 'utf8' });
+  const [info] = JSON.parse(json.slice(json.indexOf('[')));
+  return path.join(out, info.filename);
+}
+
+function pack(out = path.join(root, '.cache', 'packages')) {
+  fs.mkdirSync(out, { recursive: true });
+  const platforms = {};
+  for (const platform of PLATFORMS) {
+    const dir = path.join(root, 'npm', platform);
+    const binary = path.join(dir, `${BINARY}.${platform}.node`);
+    // Without the cross-builds, the host's own build (`npm run build`)
+    // stands in for its platform, so the install path can be tried anywhere.
+    const hostBuild = path.join(root, `${BINARY}.${platform}.node`);
+    if (!fs.existsSync(binary) && fs.existsSync(hostBuild)) fs.copyFileSync(hostBuild, binary);
+    if (!fs.existsSync(binary)) {
+      console.error(`pack: no binary for ${platform} (run scripts/build-targets.js); left out`);
+      continue;
+    }
+    const platformPkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
+    if (platformPkg.version !== pkg.version)
+      throw new Error(`${platform} is at ${platformPkg.version}, not ${pkg.version}`);
+    fs.copyFileSync(path.join(root, 'LICENSE'), path.join(dir, 'LICENSE'));
+    platforms[platform] = npmPack(dir, out);
+  }
+
+  const staging = fs.mkdtempSync(path.join(out, 'main-'));
+  try {
+    const files = pkg.files.filter((f) => !f.endsWith('.node'));
+    for (const entry of files) fs.cpSync(path.join(root, entry), path.join(staging, entry), { recursive: true });
+    const { devDependencies: _dev, scripts: _scripts, ...published } = pkg;
+    published.files = files;
+    published.optionalDependencies = Object.fromEntries(PLATFORMS.map((p) => [`${pkg.name}-${p}`, pkg.version]));
+    fs.writeFileSync(path.join(staging, 'package.json'), `${JSON.stringify(published, null, 2)}\n`);
+    return { main: npmPack(staging, out), platforms };
+  } finally {
+    fs.rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+module.exports = { pack, PLATFORMS };
+if (require.main === module)
+  console.log(JSON.stringify(pack(process.argv[2] && path.resolve(process.argv[2])), null, 2));
