@@ -494,8 +494,9 @@ async function runCell(system, n, rep, config, memo) {
     const waitOldest = async () => {
       const r = await loadgen.request(`arm ${issued[done]}`);
       const [t] = await waitDelivered(30_000);
+      // Already reached when armed: the arm time stands in (a little late).
       lastAtNs = t.atNs ?? null;
-      if (r.alreadyReached > 0) lastAtNs = t.atNs;
+      if (r.alreadyReached > 0 && !lastAtNs) fail(`closed loop: no time for broadcast #${issued[done]}`);
       done++;
     };
     while (performance.now() - t0 < config.closedMs || issued.length < CLOSED_LOOP_MIN_BROADCASTS) {

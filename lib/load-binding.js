@@ -27,7 +27,7 @@ function loadBinding() {
           : `Prebuilt binaries exist for ${SHIPPED.join(', ')}. `) +
         'To build one for this platform from source, install Rust (rustup) and run ' +
         '`npm install && npm run build` in a clone of sse-helper-native, then install that folder ' +
-        'or the tarball `npm pack` makes from it.',
+        '(`npm install /path/to/clone`).',
       { cause: err },
     );
   }

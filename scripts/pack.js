@@ -33,20 +33,30 @@ function pack(out = path.join(root, '.cache', 'packages')) {
   const platforms = {};
   for (const platform of PLATFORMS) {
     const dir = path.join(root, 'npm', platform);
-    const binary = path.join(dir, `${BINARY}.${platform}.node`);
-    // Without the cross-builds, the host's own build (`npm run build`)
-    // stands in for its platform, so the install path can be tried anywhere.
-    const hostBuild = path.join(root, `${BINARY}.${platform}.node`);
-    if (!fs.existsSync(binary) && fs.existsSync(hostBuild)) fs.copyFileSync(hostBuild, binary);
-    if (!fs.existsSync(binary)) {
+    // The cross-built binary, or else, for this machine's own platform, the
+    // host build (`npm run build`), so the install path can be tried
+    // anywhere. Each package is packed from a staging copy: nothing is
+    // written into npm/, so a stand-in never outlives the call.
+    const cross = path.join(dir, `${BINARY}.${platform}.node`);
+    const host = path.join(root, `${BINARY}.${platform}.node`);
+    const binary = [cross, host].find((f) => fs.existsSync(f));
+    if (!binary) {
       console.error(`pack: no binary for ${platform} (run scripts/build-targets.js); left out`);
       continue;
     }
     const platformPkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
-    if (platformPkg.version !== pkg.version)
+    if (platformPkg.version !== pkg.version) {
       throw new Error(`${platform} is at ${platformPkg.version}, not ${pkg.version}`);
-    fs.copyFileSync(path.join(root, 'LICENSE'), path.join(dir, 'LICENSE'));
-    platforms[platform] = npmPack(dir, out);
+    }
+    const stage = fs.mkdtempSync(path.join(out, `${platform}-`));
+    try {
+      for (const file of ['package.json', 'README.md']) fs.copyFileSync(path.join(dir, file), path.join(stage, file));
+      fs.copyFileSync(path.join(root, 'LICENSE'), path.join(stage, 'LICENSE'));
+      fs.copyFileSync(binary, path.join(stage, `${BINARY}.${platform}.node`));
+      platforms[platform] = npmPack(stage, out);
+    } finally {
+      fs.rmSync(stage, { recursive: true, force: true });
+    }
   }
 
   const staging = fs.mkdtempSync(path.join(out, 'main-'));

@@ -35,12 +35,16 @@ pub fn execute(state: &Shared, env: RawEnv, effects: Vec<Effect<JsConn>>) {
           js::call_method_quietly(env, res, c"emit", &[name]);
         }
       }
-      Effect::WriterDied => emit(
+      Effect::WriterDied { all } => emit(
         state,
         env,
         "error",
         "ERR_SSE_WRITER_DIED",
-        "the native socket writer thread stopped unexpectedly; its connections were closed and new ones use the stream transport",
+        if all {
+          "the native socket writer stopped unexpectedly; its connections were closed and new ones use the stream transport"
+        } else {
+          "a native socket writer thread stopped unexpectedly; its connections were closed and the other threads take new ones"
+        },
       ),
       Effect::Closed => emit(state, env, "closed", "", ""),
       Effect::ReleaseHub => state.borrow_mut().release_own(env),

@@ -126,9 +126,10 @@ pub enum Effect<H> {
   Disconnect { id: Arc<str>, reason: Reason },
   /// Emit `drain` on this connection's response.
   Drain { key: ConnKey },
-  /// The writer thread died; report it (its connections are being torn
-  /// down by the `Finish` effects around this one).
-  WriterDied,
+  /// A writer thread died; report it (its connections are being torn down
+  /// by the `Finish` effects around this one). `all` when no writer thread
+  /// is left, so new connections use the stream transport.
+  WriterDied { all: bool },
   /// `close()` has finished: nothing is registered or ending, the writer
   /// has stopped.
   Closed,
@@ -619,7 +620,7 @@ impl<H> HubCore<H> {
         effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
       }
     }
-    effects.push(Effect::WriterDied);
+    effects.push(Effect::WriterDied { all });
     self.settle_lifecycle(&mut effects);
     effects
   }
@@ -899,7 +900,7 @@ mod tests {
         Effect::Slow { id } => format!("slow {id}"),
         Effect::Disconnect { id, reason } => format!("disconnect {id} {}", reason.as_str()),
         Effect::Drain { .. } => "drain".into(),
-        Effect::WriterDied => "writer died".into(),
+        Effect::WriterDied { .. } => "writer died".into(),
         Effect::Closed => "closed".into(),
         Effect::ReleaseHub => "release hub".into(),
       })
@@ -1158,7 +1159,9 @@ mod tests {
   /// checks that exactly `a` is torn down and the death reported.
   fn crash_the_thread_holding_a(hub: &mut HubCore<&'static str>) {
     assert!(hub.crash_writer());
-    let effects = events_until(hub, |e| e.iter().any(|e| matches!(e, Effect::WriterDied)));
+    let effects = events_until(hub, |e| {
+      e.iter().any(|e| matches!(e, Effect::WriterDied { .. }))
+    });
     assert_eq!(
       kinds(&effects),
       [
