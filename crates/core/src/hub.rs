@@ -877,7 +877,7 @@ impl<H> HubCore<H> {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::test_util::pair;
+  use crate::test_util::{collect_until, pair};
   use std::io::Read;
   use std::net::TcpStream;
   use std::os::fd::AsFd;
@@ -1112,14 +1112,7 @@ mod tests {
     hub: &mut HubCore<H>,
     done: impl Fn(&[Effect<H>]) -> bool,
   ) -> Vec<Effect<H>> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut all = Vec::new();
-    while !done(&all) {
-      assert!(Instant::now() < deadline, "no writer event: {all:?}");
-      std::thread::sleep(Duration::from_millis(5));
-      all.extend(hub.writer_events());
-    }
-    all
+    collect_until(|| hub.writer_events(), done)
   }
 
   #[test]

@@ -310,24 +310,17 @@ fn add(sum: &AtomicU64, part: &AtomicU64) {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::test_util::pair;
+  use crate::test_util::{collect_until, pair};
   use std::io::Read;
   use std::os::fd::AsFd;
-  use std::time::{Duration, Instant};
+  use std::time::Duration;
 
   fn writers(threads: usize) -> Writers {
     Writers::start(threads, WriterConfig::default(), Arc::new(|| {})).unwrap()
   }
 
   fn events_until(w: &mut Writers, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut all = Vec::new();
-    while !done(&all) {
-      assert!(Instant::now() < deadline, "no event: {all:?}");
-      std::thread::sleep(Duration::from_millis(5));
-      all.extend(w.take_events());
-    }
-    all
+    collect_until(|| w.take_events(), done)
   }
 
   #[test]

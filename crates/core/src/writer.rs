@@ -297,12 +297,6 @@ impl SocketWriter {
     self.submit(Command::Configure(config));
   }
 
-  /// The queue events arrive in; it outlives [`SocketWriter::close`],
-  /// so the binding can still read the final [`WriterEvent::Stopped`].
-  pub fn events(&self) -> Arc<Mutex<Vec<WriterEvent>>> {
-    self.events.clone()
-  }
-
   pub fn take_events(&self) -> Vec<WriterEvent> {
     std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
   }
