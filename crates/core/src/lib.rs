@@ -10,10 +10,12 @@
 //! - [`writer`]: one native socket writer thread.
 //! - [`shards`]: the socket writer sharded over several threads.
 //! - [`hub`]: the hub's decisions: calls in, effects out.
+//! - [`bus`]: the Redis bus that makes one hub of many instances.
 
 #![deny(clippy::all)]
 
 pub mod backpressure;
+pub mod bus;
 pub mod frame;
 pub mod history;
 pub mod hub;

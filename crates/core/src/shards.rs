@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::stats::Stats;
-use crate::writer::{ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent};
+use crate::writer::{
+  ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent, WriterPort,
+};
 
 /// Most writer threads one hub may have.
 pub const MAX_WRITER_THREADS: usize = 64;
@@ -172,6 +174,35 @@ impl Writers {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.send_frames(vec![wire], frames);
     }
+  }
+
+  /// Holds `wire`'s replay gate (see [`crate::bus::gate`]).
+  pub fn hold(&self, wire: WireId) {
+    if let Some(shard) = self.shard_of(wire) {
+      shard.writer.hold(wire);
+    }
+  }
+
+  /// Sets what bus entries route `wire` by.
+  pub fn route(&self, wire: WireId, client: Arc<str>, channels: Vec<Arc<str>>) {
+    if let Some(shard) = self.shard_of(wire) {
+      shard.writer.route(wire, client, channels);
+    }
+  }
+
+  /// The port of the shard that holds `wire`.
+  pub fn port_of(&self, wire: WireId) -> Option<WriterPort> {
+    self.shard_of(wire).and_then(|s| s.writer.port())
+  }
+
+  /// One port per live shard, for the bus's live entries.
+  pub fn ports(&self) -> Vec<WriterPort> {
+    self
+      .shards
+      .iter()
+      .filter(|s| s.alive)
+      .filter_map(|s| s.writer.port())
+      .collect()
   }
 
   pub fn end(&self, wire: WireId) {

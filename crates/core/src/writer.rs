@@ -29,6 +29,8 @@ use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 
 use crate::backpressure::Admit;
 pub use crate::backpressure::SlowPolicy;
+use crate::bus::entry::{BusFrame, EntryId};
+use crate::bus::gate::Gate;
 use crate::stats::Stats;
 
 /// How many connections the writer may hold at once. Each one costs a
@@ -160,6 +162,17 @@ enum Command {
   End(WireId),
   Remove(WireId),
   Configure(WriterConfig),
+  /// Entries from the Redis bus, each to the connections its route names
+  /// and whose replay gate admits it. A barrier: never merged.
+  Bus(Arc<[BusFrame]>),
+  /// Holds a connection's replay gate: bus entries pass it by until
+  /// [`Command::Release`].
+  Hold(WireId),
+  /// A replay's frames for one connection, then its gate opens (keeping
+  /// `cursor`, when given, as the newest entry it already has).
+  Release(WireId, Vec<Arc<[u8]>>, Option<EntryId>),
+  /// A connection's client id and channels, which bus entries route by.
+  Route(WireId, Arc<str>, Vec<Arc<str>>),
   /// Fault injection for tests: the writer thread panics.
   Crash,
   /// Stop after the commands before it: the thread drops every connection
@@ -262,6 +275,22 @@ impl SocketWriter {
     }]));
   }
 
+  /// A sender the Redis bus's thread uses to hand this writer its entries
+  /// and replays, ordered with everything else submitted.
+  pub fn port(&self) -> Option<WriterPort> {
+    self.tx.clone().map(|tx| WriterPort { tx })
+  }
+
+  /// Holds `wire`'s replay gate (it reconnected with a `Last-Event-ID`).
+  pub fn hold(&self, wire: WireId) {
+    self.submit(Command::Hold(wire));
+  }
+
+  /// Sets the client id and channels bus entries are routed by.
+  pub fn route(&self, wire: WireId, client: Arc<str>, channels: Vec<Arc<str>>) {
+    self.submit(Command::Route(wire, client, channels));
+  }
+
   /// Makes the writer thread panic, to test that its death is handled.
   pub fn crash(&self) {
     self.submit(Command::Crash);
@@ -306,6 +335,26 @@ impl SocketWriter {
   }
 }
 
+/// The Redis bus's way into one writer thread: its commands queue behind
+/// everything the JS thread submitted before, so a connection added with a
+/// held gate is held before any entry that follows.
+#[derive(Clone)]
+pub struct WriterPort {
+  tx: mpsc::UnboundedSender<Command>,
+}
+
+impl WriterPort {
+  /// Live entries, in stream order.
+  pub fn bus(&self, frames: Arc<[BusFrame]>) {
+    let _ = self.tx.send(Command::Bus(frames));
+  }
+
+  /// A replay for `wire` (the frames, then the gate opens).
+  pub fn release(&self, wire: WireId, frames: Vec<Arc<[u8]>>, cursor: Option<EntryId>) {
+    let _ = self.tx.send(Command::Release(wire, frames, cursor));
+  }
+}
+
 impl Drop for SocketWriter {
   fn drop(&mut self) {
     // Closing the channel ends the command loop; the runtime then drops
@@ -327,9 +376,28 @@ struct Conn {
   ending: Cell<bool>,
   flush_task: RefCell<Option<TaskHandle<()>>>,
   end_timer: RefCell<Option<TaskHandle<()>>>,
+  /// What bus entries route by, and its replay gate.
+  client: RefCell<Arc<str>>,
+  channels: RefCell<Vec<Arc<str>>>,
+  gate: Cell<Gate>,
 }
 
 impl Conn {
+  /// Whether a bus entry goes to this connection (the gate moves on when
+  /// it does).
+  fn takes(&self, frame: &BusFrame) -> bool {
+    if !frame
+      .route
+      .matches(&self.client.borrow(), &self.channels.borrow())
+    {
+      return false;
+    }
+    let mut gate = self.gate.get();
+    let admitted = gate.admits(frame.id);
+    self.gate.set(gate);
+    admitted
+  }
+
   fn queued(&self) -> usize {
     self.gauge.queued.load(Ordering::Relaxed)
   }
@@ -630,6 +698,9 @@ fn handle(state: &Rc<WriterState>, command: Command) {
           ending: Cell::new(false),
           flush_task: RefCell::new(None),
           end_timer: RefCell::new(None),
+          client: RefCell::new(Arc::from("")),
+          channels: RefCell::new(Vec::new()),
+          gate: Cell::new(Gate::default()),
         })),
         Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
       }
@@ -676,9 +747,58 @@ fn handle(state: &Rc<WriterState>, command: Command) {
       }
     }
     Command::Configure(config) => state.config.set(config),
+    Command::Bus(frames) => deliver_bus(state, &frames),
+    Command::Hold(wire) => {
+      if let Some(conn) = state.conns.borrow().get(wire) {
+        conn.gate.set(Gate::held());
+      }
+    }
+    Command::Release(wire, frames, cursor) => {
+      let conn = state.conns.borrow().get(wire);
+      if let Some(conn) = conn {
+        let mut gate = conn.gate.get();
+        gate.release(cursor);
+        conn.gate.set(gate);
+        write_to(state, &conn, &frames);
+      }
+    }
+    Command::Route(wire, client, channels) => {
+      if let Some(conn) = state.conns.borrow().get(wire) {
+        *conn.client.borrow_mut() = client;
+        *conn.channels.borrow_mut() = channels;
+      }
+    }
     Command::Crash => panic!("sse-socket-writer: fault injected by crashWriterForTest"),
     // Handled by the command loop.
     Command::Stop => {}
+  }
+}
+
+/// Bus entries: a connection whose gate is open gets every broadcast in
+/// the batch from one shared list; the others (a channel or client entry in
+/// the batch, a gate held for a replay) get their own.
+fn deliver_bus(state: &Rc<WriterState>, frames: &[BusFrame]) {
+  let everyone = frames.iter().all(|f| f.route == crate::bus::entry::Route::All);
+  let shared: Vec<Arc<[u8]>> = if everyone {
+    frames.iter().map(|f| f.chunk.clone()).collect()
+  } else {
+    Vec::new()
+  };
+  // A snapshot: writing may kill a connection, which reorders the table.
+  let conns = state.conns.borrow().conns.clone();
+  for conn in &conns {
+    if everyone && conn.gate.get().is_open() {
+      write_to(state, conn, &shared);
+      continue;
+    }
+    let mine: Vec<Arc<[u8]>> = frames
+      .iter()
+      .filter(|f| conn.takes(f))
+      .map(|f| f.chunk.clone())
+      .collect();
+    if !mine.is_empty() {
+      write_to(state, conn, &mine);
+    }
   }
 }
 

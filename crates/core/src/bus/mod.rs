@@ -1,0 +1,1088 @@
+//! The Redis bus: one hub across processes and machines.
+//!
+//! Every event meant for more than one connection (`broadcast`, `publish`,
+//! `sendToClient`) is appended to one Redis stream (`XADD ... MAXLEN ~`);
+//! every instance, the one that wrote it included, reads the stream back
+//! on its bus thread, frames each entry once and hands it to its socket
+//! writer threads directly, without the JS thread. Stream-transport
+//! connections get a batch of entries through one thread-safe call. The
+//! entry id is the SSE `id`, so a client that reconnects to any instance
+//! is replayed what it missed from the stream.
+//!
+//! - [`entry`]: the encoding of an entry, and its frame.
+//! - [`gate`]: the per-connection replay gate (no gap, no duplicate).
+//! - [`link`]: the connection state and the reconnect backoff.
+//! - [`replay`]: replay reads, bounded and planned without I/O.
+//!
+//! The thread runs a current-thread tokio runtime with two connections: a
+//! dedicated one for the blocking `XREAD` (its response timeout off: the
+//! redis crate's default 500 ms would fail every `BLOCK` longer than that)
+//! and one for everything else (`XADD`, `XRANGE`, presence). A blocking
+//! command never shares a multiplexed connection.
+
+pub mod entry;
+pub mod gate;
+pub mod link;
+pub mod replay;
+mod stats;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisResult, Value};
+use tokio::sync::mpsc;
+
+use crate::frame;
+use crate::registry::ConnKey;
+use crate::writer::{WireId, WriterPort};
+use entry::{BusFrame, Entry, EntryId, Malformed};
+use link::{Link, LinkState, Notice};
+use replay::{Outcome, ReplayPlan, Step};
+pub use stats::{BusStats, BusStatsSnapshot};
+
+/// How a hub uses Redis.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+  pub url: String,
+  /// The stream key.
+  pub stream: String,
+  /// `MAXLEN ~` of every `XADD`: about this many entries are kept, which
+  /// is how far back a reconnecting client can be replayed.
+  pub max_len: usize,
+  /// Most entries one replay reads; a client that missed more gets `reset`.
+  pub replay_limit: usize,
+  /// Most bytes one replay sends (the hub's `maxBufferedBytes`).
+  pub max_replay_bytes: usize,
+}
+
+/// How long one `XREAD` blocks. A request that needs the reader (a replay)
+/// interrupts it with `CLIENT UNBLOCK`, so this only bounds how long a
+/// dead connection can go unnoticed.
+const BLOCK: Duration = Duration::from_secs(5);
+/// Entries one `XREAD` returns at most.
+const READ_COUNT: usize = 1000;
+/// Appends sent in one pipeline at most.
+const APPEND_BATCH: usize = 512;
+/// Connect timeout, and the response timeout of the command connection.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Presence: each instance's count lives this long unless refreshed.
+const PRESENCE_TTL: Duration = Duration::from_secs(10);
+const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+/// Backoff between reconnect attempts.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Appends that may wait for the bus thread; past it, broadcasts are
+/// delivered locally (as during an outage) instead of queueing without end.
+pub const MAX_PENDING_APPENDS: usize = 100_000;
+
+/// Where a replay goes.
+#[derive(Clone)]
+pub enum ReplayTarget {
+  /// A socket-transport connection: its writer thread gets the frames.
+  Socket { port: WriterPort, wire: WireId },
+  /// A stream-transport connection: the JS thread writes them.
+  Stream { key: ConnKey },
+}
+
+/// A reconnecting client's replay request.
+#[derive(Clone)]
+pub struct ReplayRequest {
+  pub last_event_id: String,
+  pub client: Arc<str>,
+  pub channels: Vec<Arc<str>>,
+  pub target: ReplayTarget,
+}
+
+/// What the bus thread tells the JS thread.
+#[derive(Debug)]
+pub enum BusEvent {
+  Link(Notice),
+  /// Live entries for the stream-transport connections.
+  Frames(Arc<[BusFrame]>),
+  /// A replay for a stream-transport connection: write `frames`, then
+  /// release its gate with `cursor`.
+  Replayed {
+    key: ConnKey,
+    frames: Vec<Arc<[u8]>>,
+    cursor: Option<EntryId>,
+  },
+  /// The answer to [`Bus::count`] or [`Bus::flush`].
+  Reply {
+    request: u32,
+    result: Result<f64, String>,
+  },
+  /// The thread has exited and closed its connections.
+  Stopped,
+}
+
+enum Request {
+  Append(Entry),
+  Replay(ReplayRequest),
+  Count(u32),
+  Flush(u32),
+  Stop,
+}
+
+/// State both threads see.
+struct Shared {
+  state: AtomicU8,
+  stats: BusStats,
+  /// This instance's registered connections (for presence).
+  local_count: AtomicUsize,
+  /// Stream-transport connections: live entries are handed to the JS
+  /// thread only when there are any.
+  stream_conns: AtomicUsize,
+  pending_appends: AtomicUsize,
+  ports: Mutex<Vec<WriterPort>>,
+  events: Mutex<Vec<BusEvent>>,
+  notify: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Shared {
+  fn emit(&self, event: BusEvent) {
+    let was_empty = {
+      let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+      let was_empty = events.is_empty();
+      events.push(event);
+      was_empty
+    };
+    if was_empty {
+      (self.notify)();
+    }
+  }
+
+  fn set_state(&self, state: LinkState) {
+    self.state.store(state.to_u8(), Ordering::SeqCst);
+  }
+
+  /// Live entries to every local connection they are for: each writer
+  /// thread gets the batch (shared, framed once), and the JS thread too if
+  /// it has stream connections.
+  fn deliver(&self, frames: Vec<BusFrame>) {
+    if frames.is_empty() {
+      return;
+    }
+    let frames: Arc<[BusFrame]> = frames.into();
+    for port in self.ports.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+      port.bus(frames.clone());
+    }
+    if self.stream_conns.load(Ordering::SeqCst) > 0 {
+      self.emit(BusEvent::Frames(frames));
+    }
+  }
+}
+
+/// The JS thread's handle on the bus thread. Dropping it stops the thread.
+pub struct Bus {
+  tx: mpsc::UnboundedSender<Request>,
+  shared: Arc<Shared>,
+  /// This instance's id in `origin` fields and its presence key.
+  instance: String,
+  next_seq: u64,
+}
+
+/// Checks a Redis URL the way the client will read it.
+pub fn check_url(url: &str) -> Result<(), String> {
+  redis::Client::open(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+impl Bus {
+  /// Starts the bus thread. `notify` is called (from it) when events wait
+  /// in [`Bus::take_events`].
+  pub fn start(config: BusConfig, notify: Arc<dyn Fn() + Send + Sync>) -> io::Result<Bus> {
+    let client = redis::Client::open(config.url.as_str())
+      .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+      state: AtomicU8::new(LinkState::Connecting.to_u8()),
+      stats: BusStats::default(),
+      local_count: AtomicUsize::new(0),
+      stream_conns: AtomicUsize::new(0),
+      pending_appends: AtomicUsize::new(0),
+      ports: Mutex::new(Vec::new()),
+      events: Mutex::new(Vec::new()),
+      notify,
+    });
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+      .enable_io()
+      .enable_time()
+      .build()?;
+    let thread_shared = shared.clone();
+    let reader = Reader {
+      client,
+      presence_key: format!("{}:presence:{}", config.stream, instance),
+      config,
+      shared: shared.clone(),
+      rx,
+      link: Link::new(BACKOFF_FIRST, BACKOFF_CAP),
+      position: None,
+      last_written: None,
+      replays: Vec::new(),
+      flushes: Vec::new(),
+      uncertain: HashSet::new(),
+      deferred: Vec::new(),
+    };
+    std::thread::Builder::new()
+      .name("sse-redis-bus".into())
+      .spawn(move || {
+        // A panic must neither cross into Node nor go unnoticed: the hub
+        // hears `disconnected` and `Stopped`, and delivers locally.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+          runtime.block_on(reader.run());
+        }));
+        if outcome.is_err() {
+          thread_shared.emit(BusEvent::Link(Notice::Disconnected(
+            "the Redis bus thread stopped unexpectedly".into(),
+          )));
+        }
+        thread_shared.set_state(LinkState::Closed);
+        thread_shared.emit(BusEvent::Stopped);
+      })?;
+    Ok(Bus {
+      tx,
+      shared,
+      instance,
+      next_seq: 0,
+    })
+  }
+
+  pub fn state(&self) -> LinkState {
+    LinkState::from_u8(self.shared.state.load(Ordering::SeqCst))
+  }
+
+  /// Whether a broadcast should go through Redis now: connected, and not
+  /// so far behind that appends pile up.
+  pub fn accepts_appends(&self) -> bool {
+    self.state() == LinkState::Connected
+      && self.shared.pending_appends.load(Ordering::Relaxed) < MAX_PENDING_APPENDS
+  }
+
+  /// Appends an entry; every instance delivers it once read back.
+  pub fn append(&mut self, mut entry: Entry) {
+    self.next_seq += 1;
+    entry.origin = Some(format!("{}:{}", self.instance, self.next_seq));
+    self.shared.pending_appends.fetch_add(1, Ordering::Relaxed);
+    let _ = self.tx.send(Request::Append(entry));
+  }
+
+  /// A broadcast the JS thread delivered locally because Redis was down.
+  pub fn note_local_fallback(&self) {
+    self.shared.stats.add(&self.shared.stats.local_fallbacks, 1);
+  }
+
+  pub fn replay(&self, request: ReplayRequest) {
+    let _ = self.tx.send(Request::Replay(request));
+  }
+
+  /// Asks for the number of clients of every live instance; the answer
+  /// comes as [`BusEvent::Reply`] with this `request`.
+  pub fn count(&self, request: u32) {
+    if self.tx.send(Request::Count(request)).is_err() {
+      self.shared.emit(BusEvent::Reply {
+        request,
+        result: Err("the Redis bus is closed".into()),
+      });
+    }
+  }
+
+  /// Asks to be told (a [`BusEvent::Reply`]) once everything this instance
+  /// appended has been read back and delivered.
+  pub fn flush(&self, request: u32) {
+    if self.tx.send(Request::Flush(request)).is_err() {
+      self.shared.emit(BusEvent::Reply {
+        request,
+        result: Ok(0.0),
+      });
+    }
+  }
+
+  /// The writer threads live entries go to (after the writer starts).
+  pub fn set_ports(&self, ports: Vec<WriterPort>) {
+    *self.shared.ports.lock().unwrap_or_else(|e| e.into_inner()) = ports;
+  }
+
+  pub fn set_counts(&self, local: usize, stream: usize) {
+    self.shared.local_count.store(local, Ordering::Relaxed);
+    self.shared.stream_conns.store(stream, Ordering::SeqCst);
+  }
+
+  pub fn take_events(&self) -> Vec<BusEvent> {
+    std::mem::take(&mut *self.shared.events.lock().unwrap_or_else(|e| e.into_inner()))
+  }
+
+  pub fn stats(&self) -> BusStatsSnapshot {
+    self.shared.stats.snapshot(self.state())
+  }
+
+  /// Stops the thread: it removes its presence, closes its connections and
+  /// reports [`BusEvent::Stopped`].
+  pub fn stop(&self) {
+    let _ = self.tx.send(Request::Stop);
+  }
+}
+
+impl Drop for Bus {
+  fn drop(&mut self) {
+    self.stop();
+  }
+}
+
+/// The two connections of one session with Redis.
+struct Session {
+  /// Only ever carries the blocking `XREAD`.
+  reader: MultiplexedConnection,
+  /// `CLIENT ID` of the reader, for `CLIENT UNBLOCK`.
+  reader_id: i64,
+  commands: MultiplexedConnection,
+}
+
+/// Why a session ended.
+enum End {
+  Stop,
+  Failed(String),
+}
+
+/// The bus thread's state.
+struct Reader {
+  client: redis::Client,
+  config: BusConfig,
+  presence_key: String,
+  shared: Arc<Shared>,
+  rx: mpsc::UnboundedReceiver<Request>,
+  link: Link,
+  /// The newest entry delivered live (L); `None` before the first session.
+  position: Option<EntryId>,
+  /// The newest entry this instance appended.
+  last_written: Option<EntryId>,
+  replays: Vec<ReplayRequest>,
+  /// Flush requests waiting for the reader to pass an id.
+  flushes: Vec<(u32, EntryId)>,
+  /// Origins of appends delivered locally because their `XADD` failed
+  /// half-way: if Redis did take them, reading them back must not deliver
+  /// them twice.
+  uncertain: HashSet<String>,
+  /// A request taken off the queue while batching appends, served next.
+  deferred: Vec<Request>,
+}
+
+impl Reader {
+  async fn run(mut self) {
+    loop {
+      let session = match self.connect_or_request().await {
+        Some(Ok(session)) => session,
+        Some(Err(error)) => {
+          if self.wait_out(&error.to_string()).await {
+            break;
+          }
+          continue;
+        }
+        None => break,
+      };
+      match self.serve(session).await {
+        End::Stop => break,
+        End::Failed(error) => {
+          if self.wait_out(&error).await {
+            break;
+          }
+        }
+      }
+    }
+    self.link.close();
+    self.shared.set_state(LinkState::Closed);
+    // Requests still queued get their answers: nothing more will come.
+    self.rx.close();
+    for request in std::mem::take(&mut self.deferred) {
+      self.offline(request);
+    }
+    while let Ok(request) = self.rx.try_recv() {
+      self.offline(request);
+    }
+    for (request, _) in std::mem::take(&mut self.flushes) {
+      self.reply(request, Ok(0.0));
+    }
+  }
+
+  /// Connects, answering requests meanwhile. `None` when told to stop.
+  async fn connect_or_request(&mut self) -> Option<RedisResult<Session>> {
+    let client = self.client.clone();
+    let mut attempt = Box::pin(connect(client));
+    loop {
+      tokio::select! {
+        result = &mut attempt => return Some(result),
+        request = self.rx.recv() => match request {
+          None | Some(Request::Stop) => return None,
+          Some(request) => self.offline(request),
+        },
+      }
+    }
+  }
+
+  /// After a failure: reports it (once per outage) and waits out the
+  /// backoff, answering requests meanwhile. True when told to stop.
+  async fn wait_out(&mut self, error: &str) -> bool {
+    let (delay, notice) = self.link.failed(error);
+    self.shared.set_state(LinkState::Disconnected);
+    if let Some(notice) = notice {
+      self.shared.emit(BusEvent::Link(notice));
+    }
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+      tokio::select! {
+        () = &mut sleep => return false,
+        request = self.rx.recv() => match request {
+          None | Some(Request::Stop) => return true,
+          Some(request) => self.offline(request),
+        },
+      }
+    }
+  }
+
+  /// A request while Redis is away: appends are delivered locally at once
+  /// (without an id), counts fail, flushes are done (nothing can be read
+  /// back), replays wait for the next session.
+  fn offline(&mut self, request: Request) {
+    match request {
+      Request::Append(entry) => {
+        self.shared.pending_appends.fetch_sub(1, Ordering::Relaxed);
+        self.fallback(vec![entry], false);
+      }
+      Request::Replay(replay) => self.replays.push(replay),
+      Request::Count(request) => self.reply(request, Err("Redis is not connected".into())),
+      Request::Flush(request) => self.reply(request, Ok(0.0)),
+      Request::Stop => {}
+    }
+  }
+
+  /// Delivers entries locally without an id, as during an outage.
+  /// `uncertain` when Redis may have taken them after all.
+  fn fallback(&mut self, entries: Vec<Entry>, uncertain: bool) {
+    let stats = &self.shared.stats;
+    stats.add(&stats.local_fallbacks, entries.len() as u64);
+    let frames = entries
+      .iter()
+      .map(|entry| BusFrame::new(None, entry))
+      .collect();
+    if uncertain {
+      self
+        .uncertain
+        .extend(entries.into_iter().filter_map(|e| e.origin));
+    }
+    self.shared.deliver(frames);
+  }
+
+  fn reply(&self, request: u32, result: Result<f64, String>) {
+    self.shared.emit(BusEvent::Reply { request, result });
+  }
+
+  /// One session: from connecting to the first failure (or a stop).
+  async fn serve(&mut self, mut session: Session) -> End {
+    if let Err(e) = self.resume(&mut session).await {
+      return End::Failed(e.to_string());
+    }
+    self.shared.set_state(LinkState::Connected);
+    let stats = &self.shared.stats;
+    stats.reconnects.store(self.link.reconnects(), Ordering::Relaxed);
+    if let Some(notice) = self.link.connected() {
+      self
+        .shared
+        .stats
+        .reconnects
+        .store(self.link.reconnects(), Ordering::Relaxed);
+      self.shared.emit(BusEvent::Link(notice));
+    }
+    let mut presence = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+      // Replays happen between reads, so live delivery waits for them:
+      // every entry up to the position came from the replay, every later
+      // one comes live.
+      if !self.replays.is_empty() {
+        if let Err(e) = self.serve_replays(&mut session).await {
+          return End::Failed(e.to_string());
+        }
+      }
+      let position = self.position.unwrap_or_default();
+      let mut read = Box::pin(xread(
+        session.reader.clone(),
+        self.config.stream.clone(),
+        position,
+      ));
+      let mut unblocked = false;
+      loop {
+        tokio::select! {
+          biased;
+          result = &mut read => {
+            match result {
+              Ok(entries) => self.delivered(entries),
+              Err(e) => return End::Failed(e.to_string()),
+            }
+            break;
+          }
+          request = self.rx.recv() => {
+            let Some(request) = request else { return End::Stop };
+            if let Some(end) = self.handle(&mut session, request, &mut unblocked).await {
+              return end;
+            }
+            while let Some(request) = self.deferred.pop() {
+              if let Some(end) = self.handle(&mut session, request, &mut unblocked).await {
+                return end;
+              }
+            }
+          }
+          _ = presence.tick() => {
+            if let Err(e) = self.refresh_presence(&mut session).await {
+              return End::Failed(e.to_string());
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// At the start of a session: the first one starts at the stream's
+  /// newest entry; later ones resume where the last read ended, and if
+  /// entries after that were trimmed meanwhile, local clients get `reset`.
+  async fn resume(&mut self, session: &mut Session) -> RedisResult<()> {
+    let stream = self.config.stream.clone();
+    match self.position {
+      None => {
+        let newest: Value = redis::cmd("XREVRANGE")
+          .arg(&stream)
+          .arg("+")
+          .arg("-")
+          .arg("COUNT")
+          .arg(1)
+          .query_async(&mut session.commands)
+          .await?;
+        let newest = parse_range(&newest).last().map(|(id, _)| *id);
+        self.position = Some(newest.unwrap_or_default());
+      }
+      Some(position) => {
+        let info: RedisResult<Value> = redis::cmd("XINFO")
+          .arg("STREAM")
+          .arg(&stream)
+          .query_async(&mut session.commands)
+          .await;
+        // No stream (Redis restarted empty): nothing after the position
+        // can have been trimmed.
+        let trimmed = info
+          .ok()
+          .and_then(|info| max_deleted_id(&info))
+          .is_some_and(|deleted| deleted > position);
+        if trimmed {
+          let stats = &self.shared.stats;
+          stats.add(&stats.resets, 1);
+          let reset: Arc<[u8]> = frame::http_chunk(&frame::reset_frame(None)).into();
+          self.shared.deliver(vec![BusFrame {
+            id: None,
+            route: entry::Route::All,
+            chunk: reset,
+          }]);
+        }
+      }
+    }
+    self.refresh_presence(session).await
+  }
+
+  /// Entries read live: framed once, delivered, and the position moves on.
+  fn delivered(&mut self, entries: Vec<(EntryId, Result<Entry, Malformed>)>) {
+    let stats = &self.shared.stats;
+    let mut frames = Vec::with_capacity(entries.len());
+    for (id, entry) in entries {
+      self.position = Some(id);
+      stats.add(&stats.entries_read, 1);
+      match entry {
+        Ok(entry) => {
+          let seen = entry
+            .origin
+            .as_ref()
+            .is_some_and(|o| !self.uncertain.is_empty() && self.uncertain.remove(o));
+          if !seen {
+            frames.push(BusFrame::new(Some(id), &entry));
+          }
+        }
+        Err(_) => stats.add(&stats.malformed, 1),
+      }
+    }
+    self.shared.deliver(frames);
+    let position = self.position;
+    let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+      .into_iter()
+      .partition(|(_, id)| Some(*id) <= position);
+    self.flushes = waiting;
+    for (request, _) in done {
+      self.reply(request, Ok(0.0));
+    }
+  }
+
+  /// Appends `first` and whatever else is queued, in one pipeline.
+  async fn append(&mut self, session: &mut Session, first: Entry) -> Result<(), String> {
+    let mut entries = vec![first];
+    while entries.len() < APPEND_BATCH {
+      match self.rx.try_recv() {
+        Ok(Request::Append(entry)) => entries.push(entry),
+        Ok(other) => {
+          // Served right after these appends, in its order.
+          self.deferred.insert(0, other);
+          break;
+        }
+        Err(_) => break,
+      }
+    }
+    self.append_batch(session, entries).await
+  }
+
+  /// One request during a session; `Some` when the session ends.
+  async fn handle(&mut self, session: &mut Session, request: Request, unblocked: &mut bool) -> Option<End> {
+    match request {
+      Request::Stop => {
+        self.leave(session).await;
+        return Some(End::Stop);
+      }
+      Request::Append(entry) => {
+        if let Err(e) = self.append(session, entry).await {
+          return Some(End::Failed(e));
+        }
+      }
+      Request::Replay(replay) => {
+        self.replays.push(replay);
+        if !*unblocked {
+          *unblocked = true;
+          // The reader's XREAD returns at once; the replay is served
+          // before the next one.
+          let unblock = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(session.reader_id)
+            .query_async::<Value>(&mut session.commands)
+            .await;
+          if let Err(e) = unblock {
+            return Some(End::Failed(e.to_string()));
+          }
+        }
+      }
+      Request::Count(request) => {
+        let result = self.count(session).await;
+        let failed = result.as_ref().err().map(|e| e.to_string());
+        self.reply(request, result.map_err(|e| e.to_string()));
+        if let Some(e) = failed {
+          return Some(End::Failed(e));
+        }
+      }
+      Request::Flush(request) => match self.last_written {
+        Some(id) if Some(id) > self.position => self.flushes.push((request, id)),
+        _ => self.reply(request, Ok(0.0)),
+      },
+    }
+    None
+  }
+
+  async fn append_batch(&mut self, session: &mut Session, entries: Vec<Entry>) -> Result<(), String> {
+    if entries.is_empty() {
+      return Ok(());
+    }
+    let count = entries.len();
+    let mut pipe = redis::pipe();
+    for entry in &entries {
+      let retry = entry.retry_text();
+      let command = pipe
+        .cmd("XADD")
+        .arg(&self.config.stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(self.config.max_len)
+        .arg("*");
+      for (name, value) in entry.fields() {
+        command.arg(name).arg(value);
+      }
+      if let Some(retry) = &retry {
+        command.arg("retry").arg(retry);
+      }
+    }
+    let result: RedisResult<Vec<Value>> = pipe.query_async(&mut session.commands).await;
+    self
+      .shared
+      .pending_appends
+      .fetch_sub(count, Ordering::Relaxed);
+    match result {
+      Ok(ids) => {
+        let stats = &self.shared.stats;
+        stats.add(&stats.entries_written, count as u64);
+        if let Some(id) = ids.iter().rev().find_map(value_id) {
+          self.last_written = Some(id);
+        }
+        Ok(())
+      }
+      Err(e) => {
+        // Redis may or may not have taken them: delivered here now, and
+        // skipped if read back later.
+        self.fallback(entries, true);
+        Err(e.to_string())
+      }
+    }
+  }
+
+  /// Serves the waiting replays against the stream up to the position.
+  /// Requests from the same id (a whole instance's clients after a deploy)
+  /// share one read.
+  async fn serve_replays(&mut self, session: &mut Session) -> RedisResult<()> {
+    let until = self.position.unwrap_or_default();
+    let requests = std::mem::take(&mut self.replays);
+    let mut groups: HashMap<String, Vec<ReplayRequest>> = HashMap::new();
+    for request in requests {
+      groups
+        .entry(request.last_event_id.clone())
+        .or_default()
+        .push(request);
+    }
+    let mut groups: Vec<(String, Vec<ReplayRequest>)> = groups.into_iter().collect();
+    while let Some((from, group)) = groups.pop() {
+      let read = self.read_replay(session, &from, until).await;
+      let (outcome, frames) = match read {
+        Ok(read) => read,
+        Err(e) => {
+          // Served in the next session.
+          self.replays.extend(group);
+          for (_, rest) in groups {
+            self.replays.extend(rest);
+          }
+          return Err(e);
+        }
+      };
+      for request in group {
+        self.answer(request, &outcome, &frames, until);
+      }
+    }
+    Ok(())
+  }
+
+  /// The entries after `from` up to `until`, framed once, or a reset.
+  async fn read_replay(
+    &mut self,
+    session: &mut Session,
+    from: &str,
+    until: EntryId,
+  ) -> RedisResult<(Outcome, Vec<BusFrame>)> {
+    let (mut plan, mut step) = ReplayPlan::start(from, until, self.config.replay_limit);
+    let mut read: Vec<(EntryId, Result<Entry, Malformed>)> = Vec::new();
+    let outcome = loop {
+      match step {
+        Step::Done(outcome) => break outcome,
+        Step::Read { start, end, count } => {
+          let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.config.stream)
+            .arg(start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut session.commands)
+            .await?;
+          let batch = parse_range(&reply);
+          let ids: Vec<EntryId> = batch.iter().map(|(id, _)| *id).collect();
+          step = plan.feed(&ids);
+          read.extend(batch);
+        }
+      }
+    };
+    let wanted: HashSet<EntryId> = plan.entries().iter().copied().collect();
+    let frames = read
+      .into_iter()
+      .filter(|(id, _)| wanted.contains(id))
+      .filter_map(|(id, entry)| entry.ok().map(|e| BusFrame::new(Some(id), &e)))
+      .collect();
+    Ok((outcome, frames))
+  }
+
+  /// One request's share of a replay read: the frames routed to it, within
+  /// the byte bound, or `reset`.
+  fn answer(&self, request: ReplayRequest, outcome: &Outcome, frames: &[BusFrame], until: EntryId) {
+    let stats = &self.shared.stats;
+    let reset = || -> Vec<Arc<[u8]>> {
+      stats.add(&stats.resets, 1);
+      let newest = (until != EntryId::ZERO).then(|| until.to_string());
+      vec![frame::http_chunk(&frame::reset_frame(newest.as_deref())).into()]
+    };
+    let (frames, cursor) = match outcome {
+      Outcome::Reset(_) => (reset(), None),
+      Outcome::Replay { cursor } => {
+        let mine: Vec<Arc<[u8]>> = frames
+          .iter()
+          .filter(|f| f.route.matches(&request.client, &request.channels))
+          .map(|f| f.chunk.clone())
+          .collect();
+        let bytes: usize = mine.iter().map(|c| c.len()).sum();
+        if bytes > self.config.max_replay_bytes {
+          (reset(), None)
+        } else {
+          if !mine.is_empty() {
+            stats.add(&stats.replays, 1);
+          }
+          (mine, *cursor)
+        }
+      }
+    };
+    match request.target {
+      ReplayTarget::Socket { port, wire } => port.release(wire, frames, cursor),
+      ReplayTarget::Stream { key } => self.shared.emit(BusEvent::Replayed {
+        key,
+        frames,
+        cursor,
+      }),
+    }
+  }
+
+  async fn refresh_presence(&self, session: &mut Session) -> RedisResult<()> {
+    let count = self.shared.local_count.load(Ordering::Relaxed);
+    redis::cmd("SET")
+      .arg(&self.presence_key)
+      .arg(count)
+      .arg("PX")
+      .arg(PRESENCE_TTL.as_millis() as u64)
+      .query_async::<Value>(&mut session.commands)
+      .await
+      .map(|_| ())
+  }
+
+  /// The clients of every live instance: this one's count refreshed first,
+  /// then every presence key of the stream summed.
+  async fn count(&self, session: &mut Session) -> RedisResult<f64> {
+    self.refresh_presence(session).await?;
+    let pattern = format!("{}:presence:*", glob_escape(&self.config.stream));
+    let mut cursor: u64 = 0;
+    let mut total = 0.0;
+    loop {
+      let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(&pattern)
+        .arg("COUNT")
+        .arg(200)
+        .query_async(&mut session.commands)
+        .await?;
+      if !keys.is_empty() {
+        let counts: Vec<Option<u64>> = redis::cmd("MGET")
+          .arg(&keys)
+          .query_async(&mut session.commands)
+          .await?;
+        total += counts.into_iter().flatten().sum::<u64>() as f64;
+      }
+      if next == 0 {
+        return Ok(total);
+      }
+      cursor = next;
+    }
+  }
+
+  /// Leaving for good: this instance drops out of the presence count now
+  /// rather than when its key expires.
+  async fn leave(&self, session: &mut Session) {
+    let mut del = redis::cmd("DEL");
+    del.arg(&self.presence_key);
+    let _ = tokio::time::timeout(
+      Duration::from_secs(1),
+      del.query_async::<Value>(&mut session.commands),
+    )
+    .await;
+  }
+}
+
+async fn connect(client: redis::Client) -> RedisResult<Session> {
+  // The reader blocks server-side for up to BLOCK: no response timeout
+  // (the default 500 ms would fail every XREAD that waits longer); a dead
+  // server is noticed by the read's own deadline in `xread`.
+  let reader_config = AsyncConnectionConfig::new()
+    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+    .set_response_timeout(None);
+  let command_config = AsyncConnectionConfig::new()
+    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+    .set_response_timeout(Some(COMMAND_TIMEOUT));
+  let mut reader = client
+    .get_multiplexed_async_connection_with_config(&reader_config)
+    .await?;
+  let commands = client
+    .get_multiplexed_async_connection_with_config(&command_config)
+    .await?;
+  let reader_id: i64 = redis::cmd("CLIENT")
+    .arg("ID")
+    .query_async(&mut reader)
+    .await?;
+  Ok(Session {
+    reader,
+    reader_id,
+    commands,
+  })
+}
+
+/// One blocking read after `after`; empty when it timed out or was
+/// unblocked. A server that stops answering altogether fails it.
+fn xread(
+  mut reader: MultiplexedConnection,
+  stream: String,
+  after: EntryId,
+) -> impl Future<Output = RedisResult<Vec<(EntryId, Result<Entry, Malformed>)>>> {
+  async move {
+    let mut command = redis::cmd("XREAD");
+    command
+      .arg("COUNT")
+      .arg(READ_COUNT)
+      .arg("BLOCK")
+      .arg(BLOCK.as_millis() as u64)
+      .arg("STREAMS")
+      .arg(&stream)
+      .arg(after.to_string());
+    let read = command.query_async::<Value>(&mut reader);
+    let reply = tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, read)
+      .await
+      .map_err(|_| {
+        redis::RedisError::from(io::Error::new(
+          io::ErrorKind::TimedOut,
+          "Redis did not answer XREAD",
+        ))
+      })??;
+    Ok(parse_read(&reply))
+  }
+}
+
+/// The entries of an `XREAD` reply (one stream): `[[key, [[id, fields]...]]]`.
+fn parse_read(reply: &Value) -> Vec<(EntryId, Result<Entry, Malformed>)> {
+  match reply {
+    Value::Array(streams) => streams
+      .iter()
+      .flat_map(|s| match s {
+        Value::Array(pair) if pair.len() == 2 => parse_range(&pair[1]),
+        _ => Vec::new(),
+      })
+      .collect(),
+    Value::Map(streams) => streams
+      .iter()
+      .flat_map(|(_, entries)| parse_range(entries))
+      .collect(),
+    _ => Vec::new(),
+  }
+}
+
+/// The entries of an `XRANGE` reply: `[[id, [field, value, ...]], ...]`.
+/// An entry whose fields are not pairs of strings is malformed.
+fn parse_range(reply: &Value) -> Vec<(EntryId, Result<Entry, Malformed>)> {
+  let Value::Array(entries) = reply else {
+    return Vec::new();
+  };
+  entries
+    .iter()
+    .filter_map(|entry| {
+      let Value::Array(parts) = entry else {
+        return None;
+      };
+      let id = parts.first().and_then(value_id)?;
+      let entry = match parts.get(1) {
+        Some(Value::Array(fields)) if fields.len() % 2 == 0 => {
+          let pairs: Option<Vec<(&[u8], &[u8])>> = fields
+            .chunks(2)
+            .map(|pair| Some((bytes_of(&pair[0])?, bytes_of(&pair[1])?)))
+            .collect();
+          match pairs {
+            Some(pairs) => Entry::decode(pairs),
+            None => Err(Malformed("a field is not a string")),
+          }
+        }
+        _ => Err(Malformed("fields are not pairs")),
+      };
+      Some((id, entry))
+    })
+    .collect()
+}
+
+fn bytes_of(value: &Value) -> Option<&[u8]> {
+  match value {
+    Value::BulkString(b) => Some(b),
+    Value::SimpleString(s) => Some(s.as_bytes()),
+    _ => None,
+  }
+}
+
+fn value_id(value: &Value) -> Option<EntryId> {
+  EntryId::parse(std::str::from_utf8(bytes_of(value)?).ok()?)
+}
+
+/// `max-deleted-entry-id` from an `XINFO STREAM` reply (Redis 7).
+fn max_deleted_id(info: &Value) -> Option<EntryId> {
+  let pairs: Vec<(&Value, &Value)> = match info {
+    Value::Array(items) => items.chunks(2).filter_map(|p| Some((p.first()?, p.get(1)?))).collect(),
+    Value::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+    _ => return None,
+  };
+  pairs
+    .into_iter()
+    .find(|(k, _)| bytes_of(k) == Some(b"max-deleted-entry-id"))
+    .and_then(|(_, v)| value_id(v))
+}
+
+/// `stream` with the glob characters `SCAN MATCH` reads escaped.
+fn glob_escape(stream: &str) -> String {
+  let mut out = String::with_capacity(stream.len());
+  for c in stream.chars() {
+    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+      out.push('\\');
+    }
+    out.push(c);
+  }
+  out
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+  }
+
+  fn entry_value(id: &str, fields: &[&str]) -> Value {
+    Value::Array(vec![
+      bulk(id),
+      Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+    ])
+  }
+
+  #[test]
+  fn an_xread_reply_parses_into_entries_and_malformed_ones_are_marked() {
+    let reply = Value::Array(vec![Value::Array(vec![
+      bulk("sse"),
+      Value::Array(vec![
+        entry_value("1-0", &["kind", "broadcast", "data", "{}"]),
+        entry_value("2-0", &["kind", "broadcast"]),
+        entry_value("3-0", &["kind", "broadcast", "data"]),
+        entry_value("4-0", &["kind", "channel", "channel", "c", "data", "1"]),
+      ]),
+    ])]);
+    let entries = parse_read(&reply);
+    let ids: Vec<String> = entries.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(ids, ["1-0", "2-0", "3-0", "4-0"], "malformed ones still move the position");
+    let ok: Vec<bool> = entries.iter().map(|(_, e)| e.is_ok()).collect();
+    assert_eq!(ok, [true, false, false, true]);
+    assert!(parse_read(&Value::Nil).is_empty(), "a timed-out read");
+  }
+
+  #[test]
+  fn the_deleted_id_is_read_from_xinfo() {
+    let info = Value::Array(vec![
+      bulk("length"),
+      Value::Int(3),
+      bulk("max-deleted-entry-id"),
+      bulk("7-1"),
+    ]);
+    assert_eq!(max_deleted_id(&info), EntryId::parse("7-1"));
+    assert_eq!(max_deleted_id(&Value::Array(vec![])), None);
+  }
+
+  #[test]
+  fn stream_names_are_escaped_for_scan_match() {
+    assert_eq!(glob_escape("app*[1]?"), "app\\*\\[1\\]\\?");
+    assert_eq!(glob_escape("sse"), "sse");
+  }
+}
