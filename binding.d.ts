@@ -73,7 +73,11 @@ export declare class NativeHub {
    * `options.id` gives one) and is kept for replay.
    */
   broadcast(data: string, options?: EventOptions | undefined | null, channel?: string | undefined | null, filter?: ((arg: [unknown, string]) => unknown) | undefined | null): number
-  /** Broadcasts, then ends and unregisters every connection. */
+  /**
+   * Broadcasts, then ends and unregisters every connection. With a bus the
+   * event stays local (no id): this is what a shutting-down instance says
+   * to its own clients.
+   */
   broadcastAndClose(data: string, options?: EventOptions | undefined | null): number
   /** Ends and unregisters every connection; returns how many there were. */
   closeAll(): number
@@ -121,6 +125,33 @@ export declare class NativeHub {
   /** Counters and gauges at this instant. */
   stats(): NativeStats
   /**
+   * Starts the Redis bus (once per hub): from now on broadcasts, publishes
+   * and `sendTo` go through the stream and every instance delivers them.
+   */
+  startBus(options: BusOptions): void
+  /**
+   * Asks the bus for `res`'s replay from `last_event_id` (registered held
+   * by `register`); called on the tick after `addClient`, so channels the
+   * route joined right away count. False when it is not registered.
+   */
+  requestReplay(res: unknown, lastEventId: string): boolean
+  /**
+   * Asks the bus for every live instance's client count; the answer comes
+   * as `lifecycle('reply', request, 'ok:<n>' | 'error:<message>')`.
+   */
+  busCount(request: number): boolean
+  /**
+   * Asks to hear (`lifecycle('reply', request, 'ok:0')`) once everything
+   * this instance appended has been read back and delivered.
+   */
+  busFlush(request: number): boolean
+  /**
+   * Writes `retry: <ms>` to every local connection (before a drain): a
+   * field alone, which sets the browser's reconnection delay and
+   * dispatches no event. `ms` is checked by the JS surface.
+   */
+  retryHint(ms: number): number
+  /**
    * napi references this hub holds right now (responses, their `write`,
    * metas, its own listener, symbol and hooks). For leak tests.
    */
@@ -130,6 +161,17 @@ export declare class NativeHub {
    * check that its death is reported and its connections torn down.
    */
   crashWriterForTest(): boolean
+}
+
+/**
+ * `configure({ redis })`, as the JS surface passes it (URL string already
+ * turned into `{ url }`, defaults filled in).
+ */
+export interface BusOptions {
+  url: string
+  stream: string
+  maxLen: number
+  replayLimit: number
 }
 
 /** Options of one event, as JS passes them. */
@@ -150,6 +192,32 @@ export interface HubOptions {
   historySize?: number
   endTimeoutMs?: number
   writerThreads?: number
+}
+
+/** The Redis bus's state and counters. */
+export interface NativeBusStats {
+  /** `'connecting'`, `'connected'`, `'disconnected'` (retrying) or `'closed'`. */
+  state: string
+  /** Entries this instance appended to the stream. */
+  entriesWritten: number
+  /** Entries read back from the stream (every instance's). */
+  entriesRead: number
+  /** Reconnections to Redis after an outage. */
+  reconnects: number
+  /** Reconnecting clients replayed missed entries from the stream. */
+  replays: number
+  /**
+   * Clients sent `event: reset` by the bus (id trimmed or unknown, more
+   * missed than the replay bounds, or entries trimmed during an outage).
+   */
+  resets: number
+  /** Entries skipped because they broke the encoding. */
+  malformed: number
+  /**
+   * Events delivered to local clients only, without an id, because Redis
+   * was away.
+   */
+  localFallbacks: number
 }
 
 /** Registry counters, transports and writer figures at one instant. */
@@ -194,6 +262,8 @@ export interface NativeStats {
   writerThreads: number
   /** Socket connections on each running writer thread. */
   socketConnectionsByThread: Array<number>
+  /** The Redis bus, when configured. */
+  bus?: NativeBusStats
 }
 
 /**

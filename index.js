@@ -7,6 +7,7 @@ const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
 const { inspectSocket, responseHooks } = require('./lib/socket.js');
 const { metrics } = require('./lib/metrics.js');
+const { busOptionsOf, Requests } = require('./lib/bus.js');
 const { invalidType, invalidValue, kindOf, checkString, checkKey } = require('./lib/errors.js');
 const {
   BROADCAST_OPTIONS,
@@ -75,6 +76,9 @@ const METHODS = [
   'publish',
   'close',
   'metrics',
+  'ready',
+  'drain',
+  'globalClientCount',
 ];
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -102,6 +106,15 @@ class SseHub extends EventEmitter {
   /** The promise `close()` returns, once called. */
   #closing = null;
   #resolveClosed = null;
+  /** The Redis bus: whether configured, its last state, who waits for it. */
+  #bus = false;
+  #busState = 'off';
+  #busWaiters = [];
+  #busStopped = null;
+  #resolveBusStopped = null;
+  #requests = new Requests();
+  /** `drain()` was called: new clients are refused. */
+  #draining = false;
 
   constructor() {
     super();
@@ -121,6 +134,10 @@ class SseHub extends EventEmitter {
       }
       if (kind === 'error') {
         hub.#emitError(a, b);
+        return;
+      }
+      if (kind === 'bus' || kind === 'reply' || kind === 'busStopped') {
+        hub.#onBus(kind, a, b);
         return;
       }
       if (kind === 'disconnect' && hub.#native.count() === 0) hub.#stopHeartbeat();
@@ -166,20 +183,26 @@ class SseHub extends EventEmitter {
 
   #register(res, id, meta, options) {
     if (!isResponseLike(res)) return this.#native.register(res, id);
-    if (this.#closing) throw closedError();
+    if (this.#closing || this.#draining) throw closedError();
     checkKeys(options, ADD_CLIENT_OPTIONS);
     if (!Object.isExtensible(res)) {
       throw invalidValue('res must be extensible: the helper keeps its key on the response');
     }
     const isNew = !this.#native.has(res);
     if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
-    const lastEventId = this.#historySize > 0 && isNew ? lastEventIdOf(res, options) : undefined;
+    const replays = this.#historySize > 0 || this.#bus;
+    const lastEventId = replays && isNew ? lastEventIdOf(res, options) : undefined;
     // Read before registering: registration installs the writer's hooks.
     const socket = inspectSocket(res);
     const info = typeof socket === 'string' ? undefined : socket;
     const clientId = this.#native.register(res, id, toMeta(meta), info, lastEventId);
     if (DEBUG) this.#logRegistration(res, clientId, isNew, socket);
     if (isNew && this.#native.has(res)) {
+      // The bus replays on the next tick, so channels the route joins right
+      // after addClient count; the connection gets nothing live before.
+      if (this.#bus && lastEventId !== undefined) {
+        process.nextTick(() => this.#native.requestReplay(res, lastEventId));
+      }
       this.#startHeartbeat();
       // The client is registered whatever a listener does: its error
       // surfaces on the next tick, and addClient still returns the id.
@@ -301,9 +324,11 @@ class SseHub extends EventEmitter {
   close() {
     if (this.#closing) return this.#closing;
     if (DEBUG) debug('close: ending %d connection(s)', this.#native.count());
-    this.#closing = new Promise((resolve) => {
+    const closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
+    // With a bus, closed also means its Redis connections are closed.
+    this.#closing = this.#busStopped ? Promise.all([closed, this.#busStopped]).then(() => {}) : closed;
     this.#stopHeartbeat();
     this.#native.close();
     return this.#closing;
@@ -337,7 +362,10 @@ class SseHub extends EventEmitter {
       maxClients,
       endTimeoutMs,
       writerThreads,
+      redis,
     } = options;
+    const bus = redis === undefined ? undefined : busOptionsOf(redis);
+    if (bus && this.#closing) throw closedError();
     checkOption('transport', transport, 'string');
     checkOption('maxBufferedBytes', maxBufferedBytes, 'number');
     checkOption('slowClientPolicy', slowClientPolicy, 'string');
@@ -365,7 +393,8 @@ class SseHub extends EventEmitter {
       endTimeoutMs,
       writerThreads,
     });
-    if (DEBUG) debug('configure %j', options);
+    if (bus) this.#startBus(bus);
+    if (DEBUG) debug('configure %j', bus ? { ...options, redis: '(set)' } : options);
     if (transport !== undefined) this.#transport = transport;
     if (historySize !== undefined) this.#historySize = historySize;
     if (maxClients !== undefined) this.#maxClients = maxClients;
@@ -377,9 +406,102 @@ class SseHub extends EventEmitter {
     return this;
   }
 
+  #startBus(options) {
+    this.#native.startBus(options);
+    this.#bus = true;
+    this.#busState = 'connecting';
+    this.#busStopped = new Promise((resolve) => {
+      this.#resolveBusStopped = resolve;
+    });
+  }
+
+  /** What the bus thread reported: its link changing, an answer, its end. */
+  #onBus(kind, a, b) {
+    if (kind === 'reply') {
+      this.#requests.settle(a, b);
+      return;
+    }
+    if (kind === 'busStopped') {
+      this.#busState = 'closed';
+      for (const resolve of this.#busWaiters.splice(0)) resolve();
+      this.#requests.failAll('the Redis bus is closed');
+      this.#resolveBusStopped?.();
+      return;
+    }
+    this.#busState = a;
+    if (DEBUG) debug('bus %s%s', a, b ? `: ${b}` : '');
+    if (a === 'connected') {
+      for (const resolve of this.#busWaiters.splice(0)) resolve();
+    }
+    if (this.listenerCount('bus') === 0) return;
+    const event = { state: a };
+    if (a === 'disconnected') {
+      event.error = new Error(b);
+      event.error.code = 'ERR_SSE_BUS';
+    }
+    this.#emitSafely('bus', event);
+  }
+
+  /**
+   * Resolves once the hub can take part: at once without a Redis bus, else
+   * when the bus is first connected (it may take a while if Redis is down;
+   * broadcasts meanwhile are delivered locally).
+   */
+  ready() {
+    if (!this.#bus || this.#busState === 'connected') return Promise.resolve();
+    if (this.#busState === 'closed') return Promise.reject(closedError());
+    // The bus thread holds nothing that keeps Node alive; while someone
+    // waits here (before app.listen, say), this timer does.
+    const keepAlive = setInterval(() => {}, 60_000);
+    return new Promise((resolve) => this.#busWaiters.push(resolve)).finally(() => clearInterval(keepAlive));
+  }
+
+  /**
+   * Connected clients across every instance on the same Redis stream (each
+   * instance keeps its count in Redis with a 10 s expiry, so one that died
+   * drops out within seconds). Without a bus: this hub's count.
+   */
+  globalClientCount() {
+    if (!this.#bus) return Promise.resolve(this.#native.count());
+    const { id, promise } = this.#requests.open();
+    if (!this.#native.busCount(id)) this.#requests.settle(id, 'error:the Redis bus is closed');
+    return promise;
+  }
+
+  /**
+   * For a rolling restart: refuses new clients, sends every local client a
+   * `retry:` of `retryMs` (how soon browsers reconnect, to another
+   * instance), waits until everything this instance broadcast has been
+   * delivered, then ends every local connection and closes the hub. The
+   * browsers resume elsewhere with `Last-Event-ID` and are replayed what
+   * they missed.
+   */
+  async drain(options) {
+    checkKeys(options, ['retryMs']);
+    const retryMs = options?.retryMs;
+    if (retryMs !== undefined) {
+      if (typeof retryMs !== 'number') {
+        throw invalidType(`options.retryMs must be a number, got ${kindOf(retryMs)}`);
+      }
+      if (!(Number.isInteger(retryMs) && retryMs >= 0 && retryMs <= MAX_TIMER_MS)) {
+        throw invalidValue(`options.retryMs must be an integer from 0 to ${MAX_TIMER_MS}, got ${retryMs}`);
+      }
+    }
+    this.#draining = true;
+    if (DEBUG) debug('drain: %d connection(s), retry %s', this.#native.count(), retryMs);
+    if (retryMs !== undefined) this.#native.retryHint(retryMs);
+    if (this.#bus && this.#busState !== 'closed') {
+      const { id, promise } = this.#requests.open();
+      if (this.#native.busFlush(id)) await promise.catch(() => {});
+    }
+    await this.close();
+  }
+
   /** Counters and gauges: clients per transport, channels, frames, bytes, drops, replays. */
   getStats() {
-    return this.#native.stats();
+    const stats = this.#native.stats();
+    stats.bus ??= null;
+    return stats;
   }
 
   /**

@@ -22,6 +22,7 @@ const HUB_OPTIONS = Object.freeze([
   'maxClients',
   'endTimeoutMs',
   'writerThreads',
+  'redis',
 ]);
 
 /** Edit distance between two short strings (option names), case-insensitive. */

@@ -131,7 +131,7 @@ fn finish_response(state: &Shared, env: RawEnv, res: RawValue, how: Removal) {
 }
 
 /// Calls the JS lifecycle callback: `(kind, a, b)`.
-fn emit(state: &Shared, env: RawEnv, kind: &str, a: &str, b: &str) {
+pub fn emit(state: &Shared, env: RawEnv, kind: &str, a: &str, b: &str) {
   let Some(callback) = state
     .borrow()
     .lifecycle

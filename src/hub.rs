@@ -13,6 +13,7 @@ use napi::bindgen_prelude::*;
 use napi::{Env, JsValue};
 use napi_derive::napi;
 use sse_helper_core::backpressure::Admit;
+use sse_helper_core::bus::entry::Route;
 use sse_helper_core::frame;
 use sse_helper_core::hub::{AppWrite, Outcome, Reason, Removal};
 use sse_helper_core::registry::{self, ConnKey};
@@ -62,6 +63,31 @@ pub struct NativeStats {
   pub writer_threads: u32,
   /// Socket connections on each running writer thread.
   pub socket_connections_by_thread: Vec<u32>,
+  /// The Redis bus, when configured.
+  pub bus: Option<NativeBusStats>,
+}
+
+/// The Redis bus's state and counters.
+#[napi(object)]
+pub struct NativeBusStats {
+  /// `'connecting'`, `'connected'`, `'disconnected'` (retrying) or `'closed'`.
+  pub state: String,
+  /// Entries this instance appended to the stream.
+  pub entries_written: f64,
+  /// Entries read back from the stream (every instance's).
+  pub entries_read: f64,
+  /// Reconnections to Redis after an outage.
+  pub reconnects: f64,
+  /// Reconnecting clients replayed missed entries from the stream.
+  pub replays: f64,
+  /// Clients sent `event: reset` by the bus (id trimmed or unknown, more
+  /// missed than the replay bounds, or entries trimmed during an outage).
+  pub resets: f64,
+  /// Entries skipped because they broke the encoding.
+  pub malformed: f64,
+  /// Events delivered to local clients only, without an id, because Redis
+  /// was away.
+  pub local_fallbacks: f64,
 }
 
 /// A registry of SSE connections. The JS surface (`index.js`) wraps it;
@@ -193,6 +219,11 @@ impl NativeHub {
       socket,
     )?;
     if let (Some(key), Some(last_event_id)) = (registered.key, last_event_id) {
+      if self.state.borrow().core.bus().is_some() {
+        // The bus replays it (see `request_replay`); nothing live before.
+        self.state.borrow_mut().core.hold_for_replay(key);
+        return Ok(registered.id);
+      }
       let replay = self.state.borrow_mut().core.replay(key, &last_event_id);
       if let Some(bytes) = replay {
         deliver(&self.state, raw, Some(&[key]), &OutFrame::new(&bytes));
@@ -256,6 +287,16 @@ impl NativeHub {
     options: Option<EventOptions>,
   ) -> Result<bool> {
     let raw = env.raw();
+    if self.state.borrow().core.bus().is_some() {
+      let route = Route::Client(id.as_str().into());
+      let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
+      if crate::bus::append(&self.state, entry.clone()) {
+        return Ok(true);
+      }
+      let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
+      let bytes = entry.frame(None);
+      return Ok(!keys.is_empty() && deliver(&self.state, raw, Some(&keys), &OutFrame::new(&bytes)) > 0);
+    }
     let bytes = args::build_frame(&self.state, raw, &data, options.as_ref())?;
     let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
     if keys.is_empty() {
@@ -332,6 +373,9 @@ impl NativeHub {
     filter: Option<Function<'_, (Unknown<'_>, String), Unknown<'_>>>,
   ) -> Result<u32> {
     let raw = env.raw();
+    if filter.is_none() && self.state.borrow().core.bus().is_some() {
+      return self.broadcast_through_bus(raw, data, options, channel);
+    }
     let to_everyone = channel.is_none() && filter.is_none();
     let recording = to_everyone && self.state.borrow().core.recording();
     let mut options = options;
@@ -377,7 +421,44 @@ impl NativeHub {
     Ok(deliver(&self.state, raw, keys.as_deref(), &out))
   }
 
-  /// Broadcasts, then ends and unregisters every connection.
+  /// A broadcast or publish with a bus: appended to the stream, delivered
+  /// by every instance once read back; returns the local connections it
+  /// targets now. With Redis away it is delivered locally at once, without
+  /// an id.
+  fn broadcast_through_bus(
+    &self,
+    raw: RawEnv,
+    data: String,
+    options: Option<EventOptions>,
+    channel: Option<String>,
+  ) -> Result<u32> {
+    if let Some(channel) = &channel {
+      registry::validate_channel(channel)
+        .map_err(|e| invalid(&self.state, raw, &format!("options.channel {e}")))?;
+    }
+    let route = match &channel {
+      Some(c) => Route::Channel(c.as_str().into()),
+      None => Route::All,
+    };
+    let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
+    let keys = match &channel {
+      Some(c) => self.state.borrow().core.members(c).to_vec(),
+      None => self.state.borrow().core.keys(),
+    };
+    if channel.is_none() {
+      self.state.borrow_mut().core.note_broadcast(Instant::now());
+    }
+    if crate::bus::append(&self.state, entry.clone()) {
+      return Ok(keys.len() as u32);
+    }
+    let bytes = entry.frame(None);
+    let keys = channel.is_some().then_some(keys);
+    Ok(deliver(&self.state, raw, keys.as_deref(), &OutFrame::new(&bytes)))
+  }
+
+  /// Broadcasts, then ends and unregisters every connection. With a bus the
+  /// event stays local (no id): this is what a shutting-down instance says
+  /// to its own clients.
   #[napi(catch_unwind)]
   pub fn broadcast_and_close(
     &self,
@@ -385,7 +466,13 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<u32> {
-    let written = self.broadcast(env, data, options, None, None)?;
+    let written = if self.state.borrow().core.bus().is_some() {
+      let raw = env.raw();
+      let entry = crate::bus::entry(&self.state, raw, Route::All, data, options.as_ref())?;
+      deliver(&self.state, raw, None, &OutFrame::new(&entry.frame(None)))
+    } else {
+      self.broadcast(env, data, options, None, None)?
+    };
     self.close_all(env);
     Ok(written)
   }
@@ -584,7 +671,81 @@ impl NativeHub {
         .iter()
         .map(|&n| n as u32)
         .collect(),
+      bus: self
+        .state
+        .borrow()
+        .core
+        .bus_stats()
+        .map(|b| NativeBusStats {
+          state: b.state.as_str().to_string(),
+          entries_written: b.entries_written as f64,
+          entries_read: b.entries_read as f64,
+          reconnects: b.reconnects as f64,
+          replays: b.replays as f64,
+          resets: b.resets as f64,
+          malformed: b.malformed as f64,
+          local_fallbacks: b.local_fallbacks as f64,
+        }),
     }
+  }
+
+  /// Starts the Redis bus (once per hub): from now on broadcasts, publishes
+  /// and `sendTo` go through the stream and every instance delivers them.
+  #[napi(catch_unwind)]
+  pub fn start_bus(&self, env: Env, options: crate::bus::BusOptions) -> Result<()> {
+    crate::bus::start(&self.state, &env, &options)
+  }
+
+  /// Asks the bus for `res`'s replay from `last_event_id` (registered held
+  /// by `register`); called on the tick after `addClient`, so channels the
+  /// route joined right away count. False when it is not registered.
+  #[napi(catch_unwind)]
+  pub fn request_replay(&self, env: Env, res: Unknown, last_event_id: String) -> bool {
+    match key_of(&self.state, env.raw(), res.raw()) {
+      Some(key) => self.state.borrow().core.request_replay(key, &last_event_id),
+      None => false,
+    }
+  }
+
+  /// Asks the bus for every live instance's client count; the answer comes
+  /// as `lifecycle('reply', request, 'ok:<n>' | 'error:<message>')`.
+  #[napi(catch_unwind)]
+  pub fn bus_count(&self, request: u32) -> bool {
+    match self.state.borrow().core.bus() {
+      Some(bus) => {
+        bus.count(request);
+        true
+      }
+      None => false,
+    }
+  }
+
+  /// Asks to hear (`lifecycle('reply', request, 'ok:0')`) once everything
+  /// this instance appended has been read back and delivered.
+  #[napi(catch_unwind)]
+  pub fn bus_flush(&self, request: u32) -> bool {
+    match self.state.borrow().core.bus() {
+      Some(bus) => {
+        bus.flush(request);
+        true
+      }
+      None => false,
+    }
+  }
+
+  /// Writes `retry: <ms>` to every local connection (before a drain): a
+  /// field alone, which sets the browser's reconnection delay and
+  /// dispatches no event. `ms` is checked by the JS surface.
+  #[napi(catch_unwind)]
+  pub fn retry_hint(&self, env: Env, ms: u32) -> u32 {
+    let text = format!("retry: {ms}\n\n");
+    let keys = self.state.borrow().core.keys();
+    deliver(
+      &self.state,
+      env.raw(),
+      Some(&keys),
+      &OutFrame::new(text.as_bytes()),
+    )
   }
 
   /// napi references this hub holds right now (responses, their `write`,
@@ -691,7 +852,12 @@ fn filtered_keys(
 /// slow-client rule decides for each stream connection Node is buffering
 /// for; the outcomes go back to the core, which removes the slow and the
 /// failed. Returns how many were written or queued.
-fn deliver(state: &Shared, env: RawEnv, keys: Option<&[ConnKey]>, out: &OutFrame<'_>) -> u32 {
+pub(crate) fn deliver(
+  state: &Shared,
+  env: RawEnv,
+  keys: Option<&[ConnKey]>,
+  out: &OutFrame<'_>,
+) -> u32 {
   struct Target {
     key: ConnKey,
     res: RawValue,

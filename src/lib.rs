@@ -10,11 +10,14 @@
 //! - `args`: turning JS arguments into core types, bad input into TypeErrors.
 //! - `effects`: executing the core's effects (ending responses, events).
 //! - `registration`: the steps of `register` that run JS, with rollback.
+//! - `bus`: the Redis bus: starting it, broadcasts as stream entries, and
+//!   what it reports.
 //! - `stream`: the stream transport's write path (`res.write`).
 //! - `socket`: verifying and duplicating a connection's fd for the writer.
 //! - `js`: the raw Node-API calls, each with its `// SAFETY:` note.
 
 mod args;
+mod bus;
 mod effects;
 pub mod hub;
 mod js;

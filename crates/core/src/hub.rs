@@ -20,7 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "hub_bus.rs"]
+mod bus_side;
+
 use crate::backpressure::{self, Admit, SlowPolicy};
+use crate::bus::gate::Gate;
+use crate::bus::Bus;
 use crate::frame;
 use crate::history::{History, Replay};
 use crate::registry::{ConnKey, Entry, Registry};
@@ -70,6 +75,9 @@ impl Transport {
 pub struct Conn<H> {
   pub handle: H,
   pub transport: Transport,
+  /// The replay gate of a stream connection (a socket connection's lives
+  /// in its writer thread).
+  pub gate: Gate,
 }
 
 /// How a connection leaves.
@@ -209,6 +217,10 @@ pub struct HubCore<H> {
   orphaned: bool,
   released: bool,
   stats: Arc<Stats>,
+  /// The Redis bus, when configured.
+  bus: Option<Bus>,
+  /// Its last figures, once it has stopped.
+  bus_final: Option<crate::bus::BusStatsSnapshot>,
 }
 
 impl<H> Default for HubCore<H> {
@@ -239,6 +251,8 @@ impl<H> HubCore<H> {
       orphaned: false,
       released: false,
       stats: Arc::default(),
+      bus: None,
+      bus_final: None,
     }
   }
 
@@ -274,6 +288,11 @@ impl<H> HubCore<H> {
       self.writer_config.max_buffered_bytes,
       self.writer_config.slow_policy,
     )
+  }
+
+  /// The slow-client bound (also the most bytes one replay sends).
+  pub fn max_buffered_bytes(&self) -> usize {
+    self.writer_config.max_buffered_bytes
   }
 
   pub fn is_closing(&self) -> bool {
@@ -318,6 +337,7 @@ impl<H> HubCore<H> {
         self.writer_config,
         notify,
       )?);
+      self.bus_ports();
     }
     Ok(())
   }
@@ -348,7 +368,12 @@ impl<H> HubCore<H> {
       }
       None => (Transport::Stream { congested: false }, None),
     };
-    let key = self.registry.insert(id, Conn { handle, transport }, now);
+    let conn = Conn {
+      handle,
+      transport,
+      gate: Gate::default(),
+    };
+    let key = self.registry.insert(id, conn, now);
     let wire = handoff.map(|(wire, fd, gauge)| {
       self.wires.insert(wire, key);
       if let Some(writer) = &mut self.writer {
@@ -356,6 +381,8 @@ impl<H> HubCore<H> {
       }
       wire
     });
+    self.route_changed(key);
+    self.bus_counts();
     (key, wire)
   }
 
@@ -379,7 +406,9 @@ impl<H> HubCore<H> {
 
   /// Moves a connection to another client id.
   pub fn rename(&mut self, key: ConnKey, id: &str) -> bool {
-    self.registry.rename(key, id)
+    let renamed = self.registry.rename(key, id);
+    self.route_changed(key);
+    renamed
   }
 
   pub fn count(&self) -> usize {
@@ -404,10 +433,14 @@ impl<H> HubCore<H> {
 
   /// Adds a connection to a channel, or takes it out; true if it changed.
   pub fn set_membership(&mut self, key: ConnKey, channel: &str, member: bool) -> bool {
-    match member {
+    let changed = match member {
       true => self.registry.join(key, channel),
       false => self.registry.leave(key, channel),
+    };
+    if changed {
+      self.route_changed(key);
     }
+    changed
   }
 
   pub fn channels_of(&self, key: ConnKey) -> Vec<String> {
@@ -430,7 +463,9 @@ impl<H> HubCore<H> {
     let Some(entry) = self.registry.remove(key) else {
       return effects;
     };
-    let Conn { handle, transport } = entry.handle;
+    let Conn {
+      handle, transport, ..
+    } = entry.handle;
     let wire = transport.wire();
     let deferred = match (wire, &mut self.writer) {
       (Some(wire), Some(writer)) => {
@@ -463,6 +498,7 @@ impl<H> HubCore<H> {
     if reason == Reason::Slow {
       self.stats.slow_disconnect();
     }
+    self.bus_counts();
     if reason != Reason::Rollback && !self.orphaned {
       if reason == Reason::Slow {
         effects.push(Effect::Slow {
@@ -499,6 +535,9 @@ impl<H> HubCore<H> {
   /// last ending connection is done, then [`Effect::Closed`] follows.
   pub fn close(&mut self) -> Vec<Effect<H>> {
     self.closing = true;
+    if let Some(bus) = &self.bus {
+      bus.stop();
+    }
     let mut effects = Vec::new();
     for key in self.registry.keys() {
       effects.extend(self.remove(key, Removal::End, Reason::Removed));
@@ -513,6 +552,8 @@ impl<H> HubCore<H> {
   /// longer reported. The effects hold only `ReleaseHub`, if nothing is left.
   pub fn orphan(&mut self) -> Vec<Effect<H>> {
     self.orphaned = true;
+    // Nobody is left to hear from it.
+    self.bus = None;
     let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
     let mut effects = Vec::new();
     for key in socket_keys {

@@ -29,7 +29,7 @@ mod stats;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,6 +125,8 @@ enum Request {
   Replay(ReplayRequest),
   Count(u32),
   Flush(u32),
+  /// The local count changed: refresh this instance's presence now.
+  Presence,
   Stop,
 }
 
@@ -137,6 +139,8 @@ struct Shared {
   /// Stream-transport connections: live entries are handed to the JS
   /// thread only when there are any.
   stream_conns: AtomicUsize,
+  /// A presence refresh is queued (at most one is).
+  presence_queued: AtomicBool,
   pending_appends: AtomicUsize,
   ports: Mutex<Vec<WriterPort>>,
   events: Mutex<Vec<BusEvent>>,
@@ -203,6 +207,7 @@ impl Bus {
       stats: BusStats::default(),
       local_count: AtomicUsize::new(0),
       stream_conns: AtomicUsize::new(0),
+      presence_queued: AtomicBool::new(false),
       pending_appends: AtomicUsize::new(0),
       ports: Mutex::new(Vec::new()),
       events: Mutex::new(Vec::new()),
@@ -308,8 +313,13 @@ impl Bus {
   }
 
   pub fn set_counts(&self, local: usize, stream: usize) {
-    self.shared.local_count.store(local, Ordering::Relaxed);
+    let before = self.shared.local_count.swap(local, Ordering::Relaxed);
     self.shared.stream_conns.store(stream, Ordering::SeqCst);
+    // Other instances see the new count at once, not at the next refresh;
+    // a burst of connections queues one refresh.
+    if before != local && !self.shared.presence_queued.swap(true, Ordering::Relaxed) {
+      let _ = self.tx.send(Request::Presence);
+    }
   }
 
   pub fn take_events(&self) -> Vec<BusEvent> {
@@ -456,6 +466,8 @@ impl Reader {
       Request::Replay(replay) => self.replays.push(replay),
       Request::Count(request) => self.reply(request, Err("Redis is not connected".into())),
       Request::Flush(request) => self.reply(request, Ok(0.0)),
+      // Refreshed when the next session starts.
+      Request::Presence => self.shared.presence_queued.store(false, Ordering::Relaxed),
       Request::Stop => {}
     }
   }
@@ -487,14 +499,12 @@ impl Reader {
       return End::Failed(e.to_string());
     }
     self.shared.set_state(LinkState::Connected);
+    let notice = self.link.connected();
     let stats = &self.shared.stats;
-    stats.reconnects.store(self.link.reconnects(), Ordering::Relaxed);
-    if let Some(notice) = self.link.connected() {
-      self
-        .shared
-        .stats
-        .reconnects
-        .store(self.link.reconnects(), Ordering::Relaxed);
+    stats
+      .reconnects
+      .store(self.link.reconnects(), Ordering::Relaxed);
+    if let Some(notice) = notice {
       self.shared.emit(BusEvent::Link(notice));
     }
     let mut presence = tokio::time::interval(PRESENCE_EVERY);
@@ -678,6 +688,12 @@ impl Reader {
         Some(id) if Some(id) > self.position => self.flushes.push((request, id)),
         _ => self.reply(request, Ok(0.0)),
       },
+      Request::Presence => {
+        self.shared.presence_queued.store(false, Ordering::Relaxed);
+        if let Err(e) = self.refresh_presence(session).await {
+          return Some(End::Failed(e.to_string()));
+        }
+      }
     }
     None
   }

@@ -1,0 +1,158 @@
+//! The hub's side of the Redis bus: which connections a bus entry or a
+//! replay reaches, and keeping the writer threads' view of each socket
+//! connection (client id, channels, replay gate) in step with the registry.
+
+use std::sync::Arc;
+
+use super::{Conn, HubCore, Transport};
+use crate::bus::entry::{BusFrame, EntryId, Route};
+use crate::bus::{Bus, BusConfig, BusEvent, BusStatsSnapshot, ReplayRequest, ReplayTarget};
+use crate::registry::ConnKey;
+
+impl<H> HubCore<H> {
+  /// Starts the bus thread; `notify` is called from it when events wait in
+  /// [`HubCore::bus_events`].
+  pub fn start_bus(
+    &mut self,
+    config: BusConfig,
+    notify: Arc<dyn Fn() + Send + Sync>,
+  ) -> std::io::Result<()> {
+    let bus = Bus::start(config, notify)?;
+    if let Some(writer) = &self.writer {
+      bus.set_ports(writer.ports());
+    }
+    self.bus = Some(bus);
+    self.bus_counts();
+    Ok(())
+  }
+
+  pub fn bus(&self) -> Option<&Bus> {
+    self.bus.as_ref()
+  }
+
+  pub fn bus_mut(&mut self) -> Option<&mut Bus> {
+    self.bus.as_mut()
+  }
+
+  pub fn bus_events(&mut self) -> Vec<BusEvent> {
+    self.bus.as_ref().map(Bus::take_events).unwrap_or_default()
+  }
+
+  /// The bus thread has stopped: it is let go.
+  pub fn bus_stopped(&mut self) {
+    if let Some(bus) = self.bus.take() {
+      self.bus_final = Some(bus.stats());
+    }
+  }
+
+  /// The bus's figures (its last ones once stopped); `None` without a bus.
+  pub fn bus_stats(&self) -> Option<BusStatsSnapshot> {
+    self.bus.as_ref().map(Bus::stats).or_else(|| self.bus_final.clone())
+  }
+
+  /// Tells the bus how many connections this instance has (presence) and
+  /// whether any are on the stream transport (live entries then also come
+  /// to the JS thread).
+  pub(super) fn bus_counts(&self) {
+    if let Some(bus) = &self.bus {
+      let total = self.registry.len();
+      bus.set_counts(total, total.saturating_sub(self.wires.len()));
+    }
+  }
+
+  /// Gives the writer threads' ports to the bus (after the writer starts).
+  pub(super) fn bus_ports(&self) {
+    if let (Some(bus), Some(writer)) = (&self.bus, &self.writer) {
+      bus.set_ports(writer.ports());
+    }
+  }
+
+  /// A socket connection's client id and channels, for the writer's
+  /// routing of bus entries. Called whenever either changes.
+  pub(super) fn route_changed(&self, key: ConnKey) {
+    if self.bus.is_none() {
+      return;
+    }
+    let (Some(entry), Some(writer)) = (self.registry.get(key), &self.writer) else {
+      return;
+    };
+    if let Transport::Socket { wire, .. } = entry.handle.transport {
+      writer.route(wire, entry.id.clone(), entry.channels.clone());
+    }
+  }
+
+  /// Holds a new connection's replay gate: it reconnected with a
+  /// `Last-Event-ID` and gets its replay before anything live.
+  pub fn hold_for_replay(&mut self, key: ConnKey) {
+    if self.bus.is_none() {
+      return;
+    }
+    let Some(entry) = self.registry.get_mut(key) else {
+      return;
+    };
+    match entry.handle.transport {
+      Transport::Socket { wire, .. } => {
+        if let Some(writer) = &self.writer {
+          writer.hold(wire);
+        }
+      }
+      Transport::Stream { .. } => entry.handle.gate = crate::bus::gate::Gate::held(),
+    }
+  }
+
+  /// Asks the bus for `key`'s replay, with its client id and channels as
+  /// they are now. False without a bus or a registration.
+  pub fn request_replay(&self, key: ConnKey, last_event_id: &str) -> bool {
+    let (Some(bus), Some(entry)) = (&self.bus, self.registry.get(key)) else {
+      return false;
+    };
+    let target = match entry.handle.transport {
+      Transport::Socket { wire, .. } => {
+        match self.writer.as_ref().and_then(|w| w.port_of(wire)) {
+          Some(port) => ReplayTarget::Socket { port, wire },
+          None => return false,
+        }
+      }
+      Transport::Stream { .. } => ReplayTarget::Stream { key },
+    };
+    bus.replay(ReplayRequest {
+      last_event_id: last_event_id.to_string(),
+      client: entry.id.clone(),
+      channels: entry.channels.clone(),
+      target,
+    });
+    true
+  }
+
+  /// The stream-transport connections a live bus entry goes to: its
+  /// route's, whose gate admits it. (The writer threads serve the socket
+  /// connections themselves.)
+  pub fn bus_recipients(&mut self, frame: &BusFrame) -> Vec<ConnKey> {
+    let candidates: Vec<ConnKey> = match &frame.route {
+      Route::All => self.registry.keys(),
+      Route::Channel(channel) => self.registry.members(channel).to_vec(),
+      Route::Client(id) => self.registry.keys_for_id(id).to_vec(),
+    };
+    candidates
+      .into_iter()
+      .filter(|key| {
+        self.registry.get_mut(*key).is_some_and(|entry| {
+          let conn: &mut Conn<H> = &mut entry.handle;
+          matches!(conn.transport, Transport::Stream { .. }) && conn.gate.admits(frame.id)
+        })
+      })
+      .collect()
+  }
+
+  /// A stream connection's replay arrived: its gate opens (the binding
+  /// writes the frames first). False when it is gone.
+  pub fn replayed(&mut self, key: ConnKey, cursor: Option<EntryId>) -> bool {
+    match self.registry.get_mut(key) {
+      Some(entry) => {
+        entry.handle.gate.release(cursor);
+        true
+      }
+      None => false,
+    }
+  }
+}

@@ -1,0 +1,70 @@
+// The JS side of the Redis bus: `configure({ redis })`'s option, and the
+// promises the bus answers later (`globalClientCount`, the flush of a
+// drain), matched to its replies by request number.
+
+const { invalidType, invalidValue, kindOf } = require('./errors.js');
+const { checkKeys } = require('./options.js');
+
+const REDIS_OPTIONS = Object.freeze(['url', 'stream', 'maxLen', 'replayLimit']);
+const DEFAULT_STREAM = 'sse';
+const DEFAULT_MAX_LEN = 10_000;
+const DEFAULT_REPLAY_LIMIT = 1_000;
+
+/** `options.redis` (a URL, or `{ url, stream, maxLen, replayLimit }`) with its defaults filled in. */
+function busOptionsOf(redis) {
+  const options = typeof redis === 'string' ? { url: redis } : redis;
+  if (options === null || typeof options !== 'object') {
+    throw invalidType(`options.redis must be a Redis URL or an object with a url, got ${kindOf(redis)}`);
+  }
+  checkKeys(options, REDIS_OPTIONS, 'options.redis');
+  const { url, stream = DEFAULT_STREAM, maxLen = DEFAULT_MAX_LEN, replayLimit = DEFAULT_REPLAY_LIMIT } = options;
+  if (typeof url !== 'string') throw invalidType(`options.redis.url must be a string, got ${kindOf(url)}`);
+  if (!/^rediss?:\/\//.test(url) && !url.startsWith('unix:') && !url.startsWith('redis+unix:')) {
+    throw invalidValue('options.redis.url must be a redis:// or rediss:// URL');
+  }
+  if (typeof stream !== 'string') throw invalidType(`options.redis.stream must be a string, got ${kindOf(stream)}`);
+  if (typeof maxLen !== 'number') throw invalidType(`options.redis.maxLen must be a number, got ${kindOf(maxLen)}`);
+  if (typeof replayLimit !== 'number') {
+    throw invalidType(`options.redis.replayLimit must be a number, got ${kindOf(replayLimit)}`);
+  }
+  return { url, stream, maxLen, replayLimit };
+}
+
+/** Promises waiting for the bus thread's answers. */
+class Requests {
+  #next = 1;
+  #waiting = new Map();
+
+  /** A new request: its number (to pass to the native call) and its promise. */
+  open() {
+    const id = this.#next;
+    this.#next = this.#next >= 0xffff_fffe ? 1 : this.#next + 1;
+    let entry;
+    const promise = new Promise((resolve, reject) => {
+      entry = { resolve, reject };
+    });
+    this.#waiting.set(id, entry);
+    return { id, promise };
+  }
+
+  /** A reply from the bus: `ok:<number>` or `error:<message>`. */
+  settle(id, answer) {
+    const entry = this.#waiting.get(Number(id));
+    if (!entry) return;
+    this.#waiting.delete(Number(id));
+    if (answer.startsWith('ok:')) {
+      entry.resolve(Number(answer.slice(3)));
+      return;
+    }
+    const err = new Error(`Redis bus: ${answer.slice('error:'.length)}`);
+    err.code = 'ERR_SSE_BUS';
+    entry.reject(err);
+  }
+
+  /** The bus stopped: nothing more will be answered. */
+  failAll(message) {
+    for (const id of [...this.#waiting.keys()]) this.settle(id, `error:${message}`);
+  }
+}
+
+module.exports = { busOptionsOf, Requests, DEFAULT_STREAM, DEFAULT_MAX_LEN, DEFAULT_REPLAY_LIMIT };

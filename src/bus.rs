@@ -1,0 +1,203 @@
+//! The binding's side of the Redis bus: starting it with a thread-safe
+//! function that brings its events to the JS thread, turning a broadcast
+//! into a stream entry, and executing what the bus reports (live entries
+//! and replays for stream-transport connections, link changes, answers).
+
+use std::sync::Arc;
+
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Error, Result, Status};
+use napi_derive::napi;
+use sse_helper_core::bus::entry::{Entry, Route};
+use sse_helper_core::bus::link::Notice;
+use sse_helper_core::bus::{self, BusConfig, BusEvent};
+use sse_helper_core::frame::{self, EventFields};
+
+use crate::args::{self, guard_panics, invalid, EventOptions};
+use crate::effects::emit;
+use crate::hub::deliver;
+use crate::js::RawEnv;
+use crate::state::Shared;
+use crate::stream::OutFrame;
+
+/// `configure({ redis })`, as the JS surface passes it (URL string already
+/// turned into `{ url }`, defaults filled in).
+#[napi(object)]
+pub struct BusOptions {
+  pub url: String,
+  pub stream: String,
+  pub max_len: f64,
+  pub replay_limit: f64,
+}
+
+/// Checks the options and starts the bus thread.
+pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
+  let raw = env.raw();
+  if state.borrow().core.bus().is_some() {
+    return Err(args::state_error(
+      raw,
+      c"ERR_SSE_BUS_RUNNING",
+      "options.redis is already set: a hub's Redis bus is configured once",
+    ));
+  }
+  bus::check_url(&options.url)
+    .map_err(|e| invalid(state, raw, &format!("options.redis.url is not a usable Redis URL: {e}")))?;
+  if options.stream.is_empty() || options.stream.len() > 1024 {
+    return Err(invalid(
+      state,
+      raw,
+      "options.redis.stream must be a non-empty string of at most 1024 bytes",
+    ));
+  }
+  let whole = |n: f64, max: f64| (n.is_finite() && n.fract() == 0.0 && n >= 1.0 && n <= max).then_some(n as usize);
+  let max_len = whole(options.max_len, 1.0e9)
+    .ok_or_else(|| invalid(state, raw, "options.redis.maxLen must be an integer from 1 to 1000000000"))?;
+  let replay_limit = whole(options.replay_limit, 1.0e6).ok_or_else(|| {
+    invalid(
+      state,
+      raw,
+      "options.redis.replayLimit must be an integer from 1 to 1000000",
+    )
+  })?;
+  let events_state = state.clone();
+  let on_events = env.create_function_from_closure::<(), (), _>("sseHelperBusEvents", move |ctx| {
+    let env = ctx.env.raw();
+    guard_panics(|| {
+      execute(&events_state, env);
+      Ok(())
+    })
+  })?;
+  // Weak: the bus never keeps the process alive by itself.
+  let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
+    .build_threadsafe_function()
+    .callee_handled::<false>()
+    .weak::<true>()
+    .build()?;
+  let config = BusConfig {
+    url: options.url.clone(),
+    stream: options.stream.clone(),
+    max_len,
+    replay_limit,
+    max_replay_bytes: state.borrow().core.max_buffered_bytes(),
+  };
+  state
+    .borrow_mut()
+    .core
+    .start_bus(
+      config,
+      Arc::new(move || {
+        tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+      }),
+    )
+    .map_err(|e| Error::from_reason(format!("starting the Redis bus failed: {e}")))
+}
+
+/// A broadcast, publish or `sendToClient` as a stream entry. With a bus,
+/// the stream id is every event's id, so an `options.id` is refused.
+pub fn entry(
+  state: &Shared,
+  env: RawEnv,
+  route: Route,
+  data: String,
+  options: Option<&EventOptions>,
+) -> Result<Entry> {
+  let event = options.and_then(|o| o.event.clone());
+  if options.is_some_and(|o| o.id.is_some()) {
+    return Err(invalid(
+      state,
+      env,
+      "options.id cannot be set on a hub with a Redis bus: every event's id is its stream entry id",
+    ));
+  }
+  let retry = match options.and_then(|o| o.retry) {
+    None => None,
+    Some(r) if r.is_finite() && r.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&r) => {
+      Some(r as u64)
+    }
+    Some(_) => {
+      return Err(invalid(
+        state,
+        env,
+        "options.retry must be a non-negative integer (milliseconds)",
+      ))
+    }
+  };
+  let fields = EventFields {
+    event: event.as_deref(),
+    id: None,
+    retry,
+  };
+  fields
+    .validate()
+    .map_err(|e| invalid(state, env, &format!("options.{e}")))?;
+  Ok(Entry {
+    route,
+    event,
+    retry,
+    data,
+    origin: None,
+  })
+}
+
+/// Hands `entry` to the bus when it takes appends now; false when Redis is
+/// away (the caller delivers locally, and it is counted).
+pub fn append(state: &Shared, entry: Entry) -> bool {
+  let mut s = state.borrow_mut();
+  let Some(bus) = s.core.bus_mut() else {
+    return false;
+  };
+  if bus.accepts_appends() {
+    bus.append(entry);
+    true
+  } else {
+    bus.note_local_fallback();
+    false
+  }
+}
+
+/// Carries out what the bus reported, in order.
+fn execute(state: &Shared, env: RawEnv) {
+  let events = state.borrow_mut().core.bus_events();
+  for event in events {
+    match event {
+      BusEvent::Link(Notice::Connected) => emit(state, env, "bus", "connected", ""),
+      BusEvent::Link(Notice::Disconnected(error)) => emit(state, env, "bus", "disconnected", &error),
+      BusEvent::Frames(frames) => {
+        for frame in frames.iter() {
+          let keys = state.borrow_mut().core.bus_recipients(frame);
+          if !keys.is_empty() {
+            let out = OutFrame::with_chunk(frame.frame(), frame.chunk.clone());
+            deliver(state, env, Some(&keys), &out);
+          }
+        }
+      }
+      BusEvent::Replayed {
+        key,
+        frames,
+        cursor,
+      } => {
+        if state.borrow_mut().core.replayed(key, cursor) && !frames.is_empty() {
+          let bytes: Vec<u8> = frames
+            .iter()
+            .flat_map(|chunk| {
+              let start = frame::chunk_payload_start(chunk);
+              chunk[start..chunk.len() - 2].iter().copied()
+            })
+            .collect();
+          deliver(state, env, Some(&[key]), &OutFrame::new(&bytes));
+        }
+      }
+      BusEvent::Reply { request, result } => {
+        let answer = match result {
+          Ok(n) => format!("ok:{n}"),
+          Err(e) => format!("error:{e}"),
+        };
+        emit(state, env, "reply", &request.to_string(), &answer);
+      }
+      BusEvent::Stopped => {
+        state.borrow_mut().core.bus_stopped();
+        emit(state, env, "busStopped", "", "");
+      }
+    }
+  }
+}
