@@ -4,13 +4,17 @@ import sseHelper from './index.js';
 export type {
   AddClientOptions,
   BroadcastOptions,
+  BusEvent,
+  BusStats,
   DisconnectEvent,
+  DrainOptions,
   EventOptions,
   HubOptions,
   HubStats,
   MetricFamily,
   MetricsOptions,
   Payload,
+  RedisOptions,
   SseResponse,
   SseWriterError,
 } from './index.js';
@@ -43,3 +47,6 @@ export declare const leave: typeof sseHelper.leave;
 export declare const publish: typeof sseHelper.publish;
 export declare const close: typeof sseHelper.close;
 export declare const metrics: typeof sseHelper.metrics;
+export declare const ready: typeof sseHelper.ready;
+export declare const drain: typeof sseHelper.drain;
+export declare const globalClientCount: typeof sseHelper.globalClientCount;

@@ -84,6 +84,60 @@ interface HubOptions {
    * changing it then throws an `Error` with code `ERR_SSE_WRITER_RUNNING`.
    */
   writerThreads?: number;
+  /**
+   * One hub across processes and machines, over a Redis stream: a URL
+   * (`redis://host:6379/0`, `rediss://` for TLS) or the options. Set once
+   * per hub (again: `Error` with code `ERR_SSE_BUS_RUNNING`). From then on
+   * `broadcast`, `publish` and `sendToClient` reach the matching clients of
+   * every instance, each event's `id` is its stream entry id, and a client
+   * reconnecting anywhere is replayed what it missed.
+   */
+  redis?: string | RedisOptions;
+}
+
+interface RedisOptions {
+  /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
+  url: string;
+  /** The stream key every instance shares. Default `'sse'`. */
+  stream?: string;
+  /**
+   * About this many entries are kept (`XADD ... MAXLEN ~`): how far back a
+   * reconnecting client can be replayed. Default 10,000.
+   */
+  maxLen?: number;
+  /**
+   * Most entries one replay reads; a client that missed more gets
+   * `event: reset`. Default 1,000 (also bounded by `maxBufferedBytes`).
+   */
+  replayLimit?: number;
+}
+
+/** The Redis bus in `getStats()`. */
+interface BusStats {
+  /** `'connecting'`, `'connected'`, `'disconnected'` (retrying with backoff) or `'closed'`. */
+  state: 'connecting' | 'connected' | 'disconnected' | 'closed';
+  /** Entries this instance appended to the stream. */
+  entriesWritten: number;
+  /** Entries read back from the stream (every instance's). */
+  entriesRead: number;
+  /** Reconnections to Redis after an outage. */
+  reconnects: number;
+  /** Reconnecting clients replayed what they missed from the stream. */
+  replays: number;
+  /** Clients sent `event: reset` by the bus (their id was trimmed or unknown, or they missed too much). */
+  resets: number;
+  /** Entries skipped because they did not follow the encoding. */
+  malformed: number;
+  /** Events delivered to local clients only, without an id, because Redis was away. */
+  localFallbacks: number;
+}
+
+/** The `bus` event: the Redis connection came up, or went away (the hub retries). */
+type BusEvent = { state: 'connected' } | { state: 'disconnected'; error: Error & { code: 'ERR_SSE_BUS' } };
+
+interface DrainOptions {
+  /** Sent to every client as `retry:` first: how soon browsers reconnect (elsewhere). */
+  retryMs?: number;
 }
 
 interface HubStats {
@@ -117,6 +171,8 @@ interface HubStats {
   writerThreads: number;
   /** Socket connections on each running writer thread (empty before the writer starts). */
   socketConnectionsByThread: number[];
+  /** The Redis bus; `null` without `configure({ redis })`. */
+  bus: BusStats | null;
 }
 
 /** `metrics()`'s options. */
@@ -180,6 +236,7 @@ declare class SseHub extends EventEmitter {
   on(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
   on(event: 'slow', listener: (event: { id: string }) => void): this;
   on(event: 'error', listener: (error: SseWriterError) => void): this;
+  on(event: 'bus', listener: (event: BusEvent) => void): this;
   // biome-ignore lint/suspicious/noExplicitAny: the signature of EventEmitter's own `on`
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 
@@ -214,16 +271,27 @@ declare class SseHub extends EventEmitter {
   /** Unregisters and ends every connection under `id`. False when there was none. */
   removeClientById(id: string): boolean;
 
-  /** Sends to every connection under `id`. False when there is none. */
+  /**
+   * Sends to every connection under `id`. False when there is none. With a
+   * Redis bus: to those connections on every instance; true once handed to
+   * the bus (the client may be on another instance), and `options.id` is
+   * refused (`ERR_INVALID_ARG_VALUE`: the stream entry id is the id).
+   */
   sendToClient(id: string, payload: Payload, options?: EventOptions): boolean;
 
   /** Sends to one response, registered or not. False when it has closed. */
   send(res: SseResponse, payload: Payload, options?: EventOptions): boolean;
 
-  /** Sends to every registered connection; returns how many were written. */
+  /**
+   * Sends to every registered connection; returns how many were written.
+   * With a Redis bus: to every instance's connections (or channel members),
+   * delivered once read back from the stream; returns this instance's
+   * connections targeted. A `filter` cannot travel: a filtered broadcast
+   * stays on this instance, without an id.
+   */
   broadcast(payload: Payload, options?: BroadcastOptions): number;
 
-  /** Sends to the members of `channel`; returns how many. */
+  /** Sends to the members of `channel` (on every instance, with a Redis bus); returns how many here. */
   publish(channel: string, payload: Payload, options?: EventOptions): number;
 
   /** Writes a comment (`: text`) to a response, a client id's connections, or everyone (`null`). */
@@ -252,8 +320,34 @@ declare class SseHub extends EventEmitter {
   /** The same figures as metric families, for a prom-client collector. */
   metrics(options: MetricsOptions & { format: 'json' }): MetricFamily[];
 
-  /** Broadcasts, then ends every connection; the registry is empty after. */
+  /**
+   * Broadcasts, then ends every connection; the registry is empty after.
+   * With a Redis bus both stay on this instance (no id): it is what a
+   * shutting-down instance tells its own clients.
+   */
   broadcastAndClose(payload: Payload, options?: EventOptions): number;
+
+  /**
+   * Resolves once the Redis bus is connected (at once without one). While
+   * Redis is unreachable it waits; broadcasts meanwhile are local.
+   */
+  ready(): Promise<void>;
+
+  /**
+   * A rolling restart without losing events: refuses new clients, sends
+   * `retry: retryMs`, waits until this instance's broadcasts were delivered,
+   * then ends every local connection and closes the hub. Browsers
+   * reconnect to another instance and are replayed what they missed.
+   */
+  drain(options?: DrainOptions): Promise<void>;
+
+  /**
+   * Clients connected to every instance on the same Redis stream (each
+   * instance's count lives in Redis with a 10 s expiry). Without a bus,
+   * this hub's count.
+   * @throws {Error} with code `ERR_SSE_BUS` (as a rejection) while Redis is unreachable.
+   */
+  globalClientCount(): Promise<number>;
 
   /** Registered connections. */
   getClientCount(): number;
@@ -272,6 +366,7 @@ declare class SseHub extends EventEmitter {
    * and refuses new clients. Resolves once all of that is done.
    */
   close(): Promise<void>;
+  // With a Redis bus, `close()` also closes its Redis connections before it resolves.
 
   /** Closes the hub without waiting (`using hub = new SseHub()`). */
   [Symbol.dispose](): void;
@@ -295,13 +390,17 @@ declare namespace sseHelper {
   export {
     AddClientOptions,
     BroadcastOptions,
+    BusEvent,
+    BusStats,
     DisconnectEvent,
+    DrainOptions,
     EventOptions,
     HubOptions,
     HubStats,
     MetricFamily,
     MetricsOptions,
     Payload,
+    RedisOptions,
     SseResponse,
     SseWriterError,
   };

@@ -21,6 +21,9 @@ export const {
   publish,
   close,
   metrics,
+  ready,
+  drain,
+  globalClientCount,
 } = sseHelper;
 
 export default sseHelper;

@@ -103,6 +103,25 @@ const FAMILIES = Object.freeze([
   },
 ]);
 
+/** The Redis bus's figures (`getStats().bus`), only for a hub that has one. */
+const BUS_FAMILIES = Object.freeze([
+  {
+    name: 'sse_bus_connected',
+    help: 'Whether the Redis bus is connected (1) or not (0: connecting, retrying or closed).',
+    type: 'gauge',
+    values: [['connected']],
+  },
+  ...[
+    ['entries_written', 'entriesWritten', 'Entries this instance appended to the Redis stream.'],
+    ['entries_read', 'entriesRead', "Entries read back from the Redis stream (every instance's)."],
+    ['reconnects', 'reconnects', 'Reconnections to Redis after an outage.'],
+    ['replays', 'replays', 'Reconnecting clients replayed missed entries from the Redis stream.'],
+    ['resets', 'resets', 'Clients sent event: reset by the bus (id trimmed or unknown, or too much missed).'],
+    ['malformed', 'malformed', 'Stream entries skipped because they broke the encoding.'],
+    ['local_fallbacks', 'localFallbacks', 'Events delivered to local clients only, without an id, because Redis was away.'],
+  ].map(([name, field, help]) => ({ name: `sse_bus_${name}_total`, help, type: 'counter', values: [[field]] })),
+]);
+
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
 /**
@@ -137,7 +156,14 @@ function checkLabels(labels) {
  * 'sum'` adds the workers' figures up in its cluster mode).
  */
 function metricFamilies(stats, labels = {}) {
-  return FAMILIES.map(({ name, help, type, values }) => ({
+  const families = familiesOf(FAMILIES, stats, labels);
+  if (!stats.bus) return families;
+  const bus = { ...stats.bus, connected: stats.bus.state === 'connected' ? 1 : 0 };
+  return families.concat(familiesOf(BUS_FAMILIES, bus, labels));
+}
+
+function familiesOf(list, stats, labels) {
+  return list.map(({ name, help, type, values }) => ({
     name,
     help,
     type,
@@ -198,4 +224,4 @@ function metrics(stats, options) {
   return format === 'json' ? families : formatText(families);
 }
 
-module.exports = { CONTENT_TYPE, FAMILIES, METRICS_OPTIONS, metrics, metricFamilies, formatText };
+module.exports = { CONTENT_TYPE, FAMILIES, BUS_FAMILIES, METRICS_OPTIONS, metrics, metricFamilies, formatText };
