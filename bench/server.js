@@ -140,6 +140,10 @@ const handlers = {
 };
 
 const server = http.createServer(app);
-server.listen({ port: 0, host: '127.0.0.1', backlog: 1024 }, () => {
-  serve(handlers, { port: server.address().port, system: spec.name });
+// A system with asynchronous setup (e.g. a Redis subscription) has ready():
+// the parent sees `ready` only once it can take clients and broadcasts.
+Promise.resolve(system.ready?.()).then(() => {
+  server.listen({ port: 0, host: '127.0.0.1', backlog: 1024 }, () => {
+    serve(handlers, { port: server.address().port, system: spec.name });
+  });
 });
