@@ -476,7 +476,12 @@ describe('error codes', () => {
     const res = new FakeResponse();
     test.each([
       ['configure({ maxBuffer: 1e6 })', () => hub.configure({ maxBuffer: 1e6 }), 'maxBuffer', 'maxBufferedBytes'],
-      ['configure({ redis: url })', () => hub.configure({ redis: 'redis://127.0.0.1' }), 'redis', undefined],
+      [
+        "configure({ redis: { url, strem: 'x' } })",
+        () => hub.configure({ redis: { url: 'redis://127.0.0.1:1', strem: 'x' } }),
+        'redis.strem',
+        'redis.stream',
+      ],
       ['configure({ heartbeatMS: 5 })', () => hub.configure({ heartbeatMS: 5 }), 'heartbeatMS', 'heartbeatMs'],
       ["send(res, 1, { evnt: 'x' })", () => hub.send(res, 1, { evnt: 'x' }), 'evnt', 'event'],
       ["sendToClient('a', 1, { retyr: 5 })", () => hub.sendToClient('a', 1, { retyr: 5 }), 'retyr', 'retry'],
