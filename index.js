@@ -7,7 +7,7 @@ const { serialize } = require('./lib/serialize.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
 const { inspectSocket, responseHooks } = require('./lib/socket.js');
 const { metrics } = require('./lib/metrics.js');
-const { busOptionsOf, Requests } = require('./lib/bus.js');
+const { busOptionsOf, KeepAlive, Requests } = require('./lib/bus.js');
 const { invalidType, invalidValue, kindOf, checkString, checkKey } = require('./lib/errors.js');
 const {
   BROADCAST_OPTIONS,
@@ -327,8 +327,11 @@ class SseHub extends EventEmitter {
     const closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
-    // With a bus, closed also means its Redis connections are closed.
-    this.#closing = this.#busStopped ? Promise.all([closed, this.#busStopped]).then(() => {}) : closed;
+    // With a bus, closed also means its Redis connections are closed; the
+    // bus answers through a weak callback, so Node is kept alive meanwhile.
+    this.#closing = this.#busStopped
+      ? new KeepAlive().during(Promise.all([closed, this.#busStopped])).then(() => {})
+      : closed;
     this.#stopHeartbeat();
     this.#native.close();
     return this.#closing;
@@ -451,9 +454,8 @@ class SseHub extends EventEmitter {
     if (!this.#bus || this.#busState === 'connected') return Promise.resolve();
     if (this.#busState === 'closed') return Promise.reject(closedError());
     // The bus thread holds nothing that keeps Node alive; while someone
-    // waits here (before app.listen, say), this timer does.
-    const keepAlive = setInterval(() => {}, 60_000);
-    return new Promise((resolve) => this.#busWaiters.push(resolve)).finally(() => clearInterval(keepAlive));
+    // waits here (before app.listen, say), Node is kept alive.
+    return new KeepAlive().during(new Promise((resolve) => this.#busWaiters.push(resolve)));
   }
 
   /**

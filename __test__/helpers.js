@@ -85,7 +85,8 @@ function dechunk(buf) {
 
 async function waitFor(predicate, what = 'condition', timeoutMs = 5000) {
   const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
+  // An async predicate is awaited (a pending promise is not an answer).
+  while (!(await predicate())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }

@@ -47,10 +47,39 @@ function checkCertificates(pem) {
   }
 }
 
+/**
+ * Keeps Node alive while someone awaits the bus. Its thread answers through
+ * a weak thread-safe function (it never keeps a process alive by itself),
+ * so a script whose last work is `await hub.close()` would otherwise exit
+ * before the answer came.
+ */
+class KeepAlive {
+  #holds = 0;
+  #timer = null;
+
+  hold() {
+    if (this.#holds++ === 0) this.#timer = setInterval(() => {}, 60_000);
+  }
+
+  release() {
+    if (this.#holds > 0 && --this.#holds === 0) {
+      clearInterval(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  /** `promise`, with Node kept alive until it settles. */
+  during(promise) {
+    this.hold();
+    return promise.finally(() => this.release());
+  }
+}
+
 /** Promises waiting for the bus thread's answers. */
 class Requests {
   #next = 1;
   #waiting = new Map();
+  #alive = new KeepAlive();
 
   /** A new request: its number (to pass to the native call) and its promise. */
   open() {
@@ -61,7 +90,7 @@ class Requests {
       entry = { resolve, reject };
     });
     this.#waiting.set(id, entry);
-    return { id, promise };
+    return { id, promise: this.#alive.during(promise) };
   }
 
   /** A reply from the bus: `ok:<number>` or `error:<message>`. */
@@ -84,4 +113,4 @@ class Requests {
   }
 }
 
-module.exports = { busOptionsOf, Requests, DEFAULT_STREAM, DEFAULT_MAX_LEN, DEFAULT_REPLAY_LIMIT };
+module.exports = { busOptionsOf, KeepAlive, Requests, DEFAULT_STREAM, DEFAULT_MAX_LEN, DEFAULT_REPLAY_LIMIT };

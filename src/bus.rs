@@ -8,7 +8,7 @@ use std::sync::Arc;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
 use napi_derive::napi;
-use sse_helper_core::bus::entry::{Entry, Route};
+use sse_helper_core::bus::entry::{BusFrame, Entry, Route};
 use sse_helper_core::bus::link::Notice;
 use sse_helper_core::bus::{self, BusConfig, BusEvent};
 use sse_helper_core::frame::{self, EventFields};
@@ -42,8 +42,13 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
       "options.redis is already set: a hub's Redis bus is configured once",
     ));
   }
-  bus::check_url(&options.url, options.ca.as_deref())
-    .map_err(|e| invalid(state, raw, &format!("options.redis.url is not a usable Redis URL: {e}")))?;
+  bus::check_url(&options.url, options.ca.as_deref()).map_err(|e| {
+    invalid(
+      state,
+      raw,
+      &format!("options.redis.url is not a usable Redis URL: {e}"),
+    )
+  })?;
   if options.stream.is_empty() || options.stream.len() > 1024 {
     return Err(invalid(
       state,
@@ -51,9 +56,16 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
       "options.redis.stream must be a non-empty string of at most 1024 bytes",
     ));
   }
-  let whole = |n: f64, max: f64| (n.is_finite() && n.fract() == 0.0 && n >= 1.0 && n <= max).then_some(n as usize);
-  let max_len = whole(options.max_len, 1.0e9)
-    .ok_or_else(|| invalid(state, raw, "options.redis.maxLen must be an integer from 1 to 1000000000"))?;
+  let whole = |n: f64, max: f64| {
+    (n.is_finite() && n.fract() == 0.0 && n >= 1.0 && n <= max).then_some(n as usize)
+  };
+  let max_len = whole(options.max_len, 1.0e9).ok_or_else(|| {
+    invalid(
+      state,
+      raw,
+      "options.redis.maxLen must be an integer from 1 to 1000000000",
+    )
+  })?;
   let replay_limit = whole(options.replay_limit, 1.0e6).ok_or_else(|| {
     invalid(
       state,
@@ -62,13 +74,14 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
     )
   })?;
   let events_state = state.clone();
-  let on_events = env.create_function_from_closure::<(), (), _>("sseHelperBusEvents", move |ctx| {
-    let env = ctx.env.raw();
-    guard_panics(|| {
-      execute(&events_state, env);
-      Ok(())
-    })
-  })?;
+  let on_events =
+    env.create_function_from_closure::<(), (), _>("sseHelperBusEvents", move |ctx| {
+      let env = ctx.env.raw();
+      guard_panics(|| {
+        execute(&events_state, env);
+        Ok(())
+      })
+    })?;
   // Weak: the bus never keeps the process alive by itself.
   let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
     .build_threadsafe_function()
@@ -114,7 +127,9 @@ pub fn entry(
   }
   let retry = match options.and_then(|o| o.retry) {
     None => None,
-    Some(r) if r.is_finite() && r.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&r) => {
+    Some(r)
+      if r.is_finite() && r.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&r) =>
+    {
       Some(r as u64)
     }
     Some(_) => {
@@ -142,20 +157,48 @@ pub fn entry(
   })
 }
 
-/// Hands `entry` to the bus when it takes appends now; false when Redis is
-/// away (the caller delivers locally, and it is counted).
-pub fn append(state: &Shared, entry: Entry) -> bool {
-  let mut s = state.borrow_mut();
-  let Some(bus) = s.core.bus_mut() else {
-    return false;
-  };
-  if bus.accepts_appends() {
-    bus.append(entry);
-    true
-  } else {
-    bus.note_local_fallback();
-    false
+/// What became of a broadcast handed to the bus.
+pub enum Appended {
+  /// In the queue to Redis: every instance delivers it once read back.
+  Queued,
+  /// Redis is away: delivered to this instance's connections, without an
+  /// id (counted in `localFallbacks`).
+  Local(u32),
+}
+
+/// Hands `entry` to the bus; while Redis is away it is delivered here at
+/// once, through the same replay gates as the bus's entries. Throws
+/// `ERR_SSE_CLOSED` once the bus was told to stop: nothing can reach the
+/// other instances any more, and dropping it silently would hide that.
+pub fn append(state: &Shared, env: RawEnv, entry: Entry) -> Result<Appended> {
+  {
+    let mut s = state.borrow_mut();
+    if s.core.bus_stopping() {
+      drop(s);
+      return Err(args::state_error(
+        env,
+        c"ERR_SSE_CLOSED",
+        "the SSE hub was closed: its Redis bus takes no more events",
+      ));
+    }
+    if let Some(bus) = s.core.bus_mut() {
+      if bus.accepts_appends() {
+        bus.append(entry);
+        return Ok(Appended::Queued);
+      }
+      bus.note_local_fallback();
+    }
   }
+  let frame = BusFrame::new(None, &entry);
+  let keys = state.borrow_mut().core.deliver_locally(frame.clone());
+  let sockets = state.borrow().core.socket_targets(&frame.route);
+  let out = OutFrame::with_chunk(frame.frame(), frame.chunk.clone());
+  let written = if keys.is_empty() {
+    0
+  } else {
+    deliver(state, env, Some(&keys), &out)
+  };
+  Ok(Appended::Local(written + sockets))
 }
 
 /// Carries out what the bus reported, in order.
@@ -164,7 +207,9 @@ fn execute(state: &Shared, env: RawEnv) {
   for event in events {
     match event {
       BusEvent::Link(Notice::Connected) => emit(state, env, "bus", "connected", ""),
-      BusEvent::Link(Notice::Disconnected(error)) => emit(state, env, "bus", "disconnected", &error),
+      BusEvent::Link(Notice::Disconnected(error)) => {
+        emit(state, env, "bus", "disconnected", &error)
+      }
       BusEvent::Frames(frames) => {
         for frame in frames.iter() {
           let keys = state.borrow_mut().core.bus_recipients(frame);

@@ -14,6 +14,8 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 use sse_helper_core::backpressure::Admit;
 use sse_helper_core::bus::entry::Route;
+
+use crate::bus::Appended;
 use sse_helper_core::frame;
 use sse_helper_core::hub::{AppWrite, Outcome, Reason, Removal};
 use sse_helper_core::registry::{self, ConnKey};
@@ -290,12 +292,10 @@ impl NativeHub {
     if self.state.borrow().core.bus().is_some() {
       let route = Route::Client(id.as_str().into());
       let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
-      if crate::bus::append(&self.state, entry.clone()) {
-        return Ok(true);
-      }
-      let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
-      let bytes = entry.frame(None);
-      return Ok(!keys.is_empty() && deliver(&self.state, raw, Some(&keys), &OutFrame::new(&bytes)) > 0);
+      return Ok(match crate::bus::append(&self.state, raw, entry)? {
+        Appended::Queued => true,
+        Appended::Local(written) => written > 0,
+      });
     }
     let bytes = args::build_frame(&self.state, raw, &data, options.as_ref())?;
     let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
@@ -441,19 +441,14 @@ impl NativeHub {
       None => Route::All,
     };
     let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
-    let keys = match &channel {
-      Some(c) => self.state.borrow().core.members(c).to_vec(),
-      None => self.state.borrow().core.keys(),
-    };
+    let targeted = self.state.borrow().core.local_targets(&entry.route);
     if channel.is_none() {
       self.state.borrow_mut().core.note_broadcast(Instant::now());
     }
-    if crate::bus::append(&self.state, entry.clone()) {
-      return Ok(keys.len() as u32);
-    }
-    let bytes = entry.frame(None);
-    let keys = channel.is_some().then_some(keys);
-    Ok(deliver(&self.state, raw, keys.as_deref(), &OutFrame::new(&bytes)))
+    Ok(match crate::bus::append(&self.state, raw, entry)? {
+      Appended::Queued => targeted,
+      Appended::Local(written) => written,
+    })
   }
 
   /// Broadcasts, then ends and unregisters every connection. With a bus the
@@ -505,6 +500,9 @@ impl NativeHub {
       .filter(|e| matches!(e, sse_helper_core::hub::Effect::Disconnect { .. }))
       .count();
     execute(&self.state, env.raw(), effects);
+    // After the `disconnect` listeners ran: what they broadcast still goes
+    // out to the other instances before the bus stops.
+    self.state.borrow_mut().core.stop_bus();
     ended as u32
   }
 

@@ -221,6 +221,8 @@ pub struct HubCore<H> {
   bus: Option<Bus>,
   /// Its last figures, once it has stopped.
   bus_final: Option<crate::bus::BusStatsSnapshot>,
+  /// `close()` told the bus to stop: nothing more can be appended.
+  bus_stopping: bool,
 }
 
 impl<H> Default for HubCore<H> {
@@ -253,6 +255,7 @@ impl<H> HubCore<H> {
       stats: Arc::default(),
       bus: None,
       bus_final: None,
+      bus_stopping: false,
     }
   }
 
@@ -535,9 +538,6 @@ impl<H> HubCore<H> {
   /// last ending connection is done, then [`Effect::Closed`] follows.
   pub fn close(&mut self) -> Vec<Effect<H>> {
     self.closing = true;
-    if let Some(bus) = &self.bus {
-      bus.stop();
-    }
     let mut effects = Vec::new();
     for key in self.registry.keys() {
       effects.extend(self.remove(key, Removal::End, Reason::Removed));

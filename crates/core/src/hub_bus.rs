@@ -38,6 +38,64 @@ impl<H> HubCore<H> {
     self.bus.as_ref().map(Bus::take_events).unwrap_or_default()
   }
 
+  /// Tells the bus to stop once what was appended before is written (the
+  /// binding calls it after `close()`'s effects, so a `disconnect`
+  /// listener's broadcast still reaches the other instances).
+  pub fn stop_bus(&mut self) {
+    if let Some(bus) = &self.bus {
+      self.bus_stopping = true;
+      bus.stop();
+    }
+  }
+
+  /// Whether the bus was told to stop (appends are refused from then on).
+  pub fn bus_stopping(&self) -> bool {
+    self.bus_stopping
+  }
+
+  /// An event delivered here only, without Redis (it is away): through the
+  /// same gates as the bus's entries, so a connection waiting for its
+  /// replay gets nothing before it. The writer threads take the socket
+  /// connections; the stream-transport recipients are returned.
+  pub fn deliver_locally(&mut self, frame: BusFrame) -> Vec<ConnKey> {
+    if let Some(writer) = &self.writer {
+      let frames: Arc<[BusFrame]> = Arc::from(vec![frame.clone()]);
+      for port in writer.ports() {
+        port.bus(frames.clone());
+      }
+    }
+    self.bus_recipients(&frame)
+  }
+
+  /// How many socket connections an event on `route` targets here.
+  pub fn socket_targets(&self, route: &Route) -> u32 {
+    let socket = |keys: &[ConnKey]| {
+      keys
+        .iter()
+        .filter(|k| {
+          self
+            .registry
+            .get(**k)
+            .is_some_and(|e| matches!(e.handle.transport, Transport::Socket { .. }))
+        })
+        .count()
+    };
+    (match route {
+      Route::All => self.wires.len(),
+      Route::Channel(channel) => socket(self.registry.members(channel)),
+      Route::Client(id) => socket(self.registry.keys_for_id(id)),
+    }) as u32
+  }
+
+  /// How many connections an event on `route` targets here.
+  pub fn local_targets(&self, route: &Route) -> u32 {
+    (match route {
+      Route::All => self.registry.len(),
+      Route::Channel(channel) => self.registry.members(channel).len(),
+      Route::Client(id) => self.registry.keys_for_id(id).len(),
+    }) as u32
+  }
+
   /// The bus thread has stopped: it is let go.
   pub fn bus_stopped(&mut self) {
     if let Some(bus) = self.bus.take() {
@@ -47,7 +105,11 @@ impl<H> HubCore<H> {
 
   /// The bus's figures (its last ones once stopped); `None` without a bus.
   pub fn bus_stats(&self) -> Option<BusStatsSnapshot> {
-    self.bus.as_ref().map(Bus::stats).or_else(|| self.bus_final.clone())
+    self
+      .bus
+      .as_ref()
+      .map(Bus::stats)
+      .or_else(|| self.bus_final.clone())
   }
 
   /// Tells the bus how many connections this instance has (presence) and
@@ -107,12 +169,10 @@ impl<H> HubCore<H> {
       return false;
     };
     let target = match entry.handle.transport {
-      Transport::Socket { wire, .. } => {
-        match self.writer.as_ref().and_then(|w| w.port_of(wire)) {
-          Some(port) => ReplayTarget::Socket { port, wire },
-          None => return false,
-        }
-      }
+      Transport::Socket { wire, .. } => match self.writer.as_ref().and_then(|w| w.port_of(wire)) {
+        Some(port) => ReplayTarget::Socket { port, wire },
+        None => return false,
+      },
       Transport::Stream { .. } => ReplayTarget::Stream { key },
     };
     bus.replay(ReplayRequest {

@@ -778,7 +778,9 @@ fn handle(state: &Rc<WriterState>, command: Command) {
 /// the batch from one shared list; the others (a channel or client entry in
 /// the batch, a gate held for a replay) get their own.
 fn deliver_bus(state: &Rc<WriterState>, frames: &[BusFrame]) {
-  let everyone = frames.iter().all(|f| f.route == crate::bus::entry::Route::All);
+  let everyone = frames
+    .iter()
+    .all(|f| f.route == crate::bus::entry::Route::All);
   let shared: Vec<Arc<[u8]>> = if everyone {
     frames.iter().map(|f| f.chunk.clone()).collect()
   } else {

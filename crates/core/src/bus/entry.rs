@@ -169,7 +169,9 @@ impl Entry {
       id: None,
       retry,
     };
-    fields.validate().map_err(|_| Malformed("event has a line break"))?;
+    fields
+      .validate()
+      .map_err(|_| Malformed("event has a line break"))?;
     Ok(Entry {
       route,
       event: event.map(str::to_string),
@@ -262,7 +264,9 @@ mod tests {
         seq: 3
       })
     );
-    for bad in ["", "1", "-1", "1-", "1-x", " 1-2", "1-2 ", "+1-2", "1-2-3", "*", "$"] {
+    for bad in [
+      "", "1", "-1", "1-", "1-x", " 1-2", "1-2 ", "+1-2", "1-2-3", "*", "$",
+    ] {
       assert_eq!(EntryId::parse(bad), None, "{bad:?}");
     }
     assert_eq!(EntryId::parse("99999999999999999999-0"), None, "past u64");

@@ -96,8 +96,8 @@ impl Link {
     if self.state == LinkState::Closed {
       return (Duration::ZERO, None);
     }
-    let notice = (self.state != LinkState::Disconnected)
-      .then(|| Notice::Disconnected(error.to_string()));
+    let notice =
+      (self.state != LinkState::Disconnected).then(|| Notice::Disconnected(error.to_string()));
     self.state = LinkState::Disconnected;
     let delay = self
       .first

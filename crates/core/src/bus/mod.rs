@@ -552,7 +552,13 @@ impl Reader {
           biased;
           result = &mut read => {
             match result {
-              Ok(entries) => self.delivered(entries),
+              Ok(entries) => {
+                let entries = match self.check_lag(&mut session, position, entries).await {
+                  Ok(entries) => entries,
+                  Err(e) => return End::Failed(e.to_string()),
+                };
+                self.delivered(entries);
+              }
               Err(e) => return End::Failed(e.to_string()),
             }
             break;
@@ -597,30 +603,97 @@ impl Reader {
         self.position = Some(newest.unwrap_or_default());
       }
       Some(position) => {
-        let info: RedisResult<Value> = redis::cmd("XINFO")
-          .arg("STREAM")
-          .arg(&stream)
-          .query_async(&mut session.commands)
-          .await;
-        // No stream (Redis restarted empty): nothing after the position
-        // can have been trimmed.
-        let trimmed = info
-          .ok()
-          .and_then(|info| max_deleted_id(&info))
-          .is_some_and(|deleted| deleted > position);
-        if trimmed {
-          let stats = &self.shared.stats;
-          stats.add(&stats.resets, 1);
-          let reset: Arc<[u8]> = frame::http_chunk(&frame::reset_frame(None)).into();
-          self.shared.deliver(vec![BusFrame {
-            id: None,
-            route: entry::Route::All,
-            chunk: reset,
-          }]);
+        // Entries other instances wrote meanwhile come with the next read;
+        // those trimmed meanwhile cannot, and every local client is told.
+        if self.lost_while_away(session, position).await? {
+          self.reset_everyone();
         }
       }
     }
     self.refresh_presence(session).await
+  }
+
+  /// A batch the blocking read returned, checked for a gap. Trimming
+  /// (`MAXLEN ~ maxLen`) keeps at least the newest `maxLen` entries and
+  /// takes the oldest first, so a batch of fewer than `maxLen` entries
+  /// (every entry after the position, up to `READ_COUNT`) proves the
+  /// position was still there and nothing between was lost. A bigger one
+  /// means the reader fell behind: it is read again atomically with a check
+  /// that the position is still in the stream, and if it is not, every
+  /// local client gets `reset` before what follows the gap.
+  async fn check_lag(
+    &mut self,
+    session: &mut Session,
+    position: EntryId,
+    entries: Vec<(EntryId, Result<Entry, Malformed>)>,
+  ) -> RedisResult<Vec<(EntryId, Result<Entry, Malformed>)>> {
+    let threshold = READ_COUNT.min(self.config.max_len);
+    if entries.len() < threshold || position == EntryId::ZERO {
+      return Ok(entries);
+    }
+    let stream = &self.config.stream;
+    let at = position.to_string();
+    let (here, read): (Value, Value) = redis::pipe()
+      .atomic()
+      .cmd("XRANGE")
+      .arg(stream)
+      .arg(&at)
+      .arg(&at)
+      .cmd("XREAD")
+      .arg("COUNT")
+      .arg(READ_COUNT)
+      .arg("STREAMS")
+      .arg(stream)
+      .arg(&at)
+      .query_async(&mut session.commands)
+      .await?;
+    if parse_range(&here).is_empty() {
+      self.reset_everyone();
+    }
+    Ok(parse_read(&read))
+  }
+
+  /// On reconnecting: whether entries after `position` were dropped while
+  /// this instance was away. Only if the position is gone from the stream
+  /// and the stream has dropped entries in its life (`entries-added` past
+  /// its length): a stream Redis lost altogether (restarted empty) and
+  /// others wrote anew lost nothing this instance could still read.
+  async fn lost_while_away(&self, session: &mut Session, position: EntryId) -> RedisResult<bool> {
+    if position == EntryId::ZERO {
+      return Ok(false);
+    }
+    let at: Value = redis::cmd("XRANGE")
+      .arg(&self.config.stream)
+      .arg(position.to_string())
+      .arg(position.to_string())
+      .query_async(&mut session.commands)
+      .await?;
+    if !parse_range(&at).is_empty() {
+      return Ok(false);
+    }
+    let info: RedisResult<Value> = redis::cmd("XINFO")
+      .arg("STREAM")
+      .arg(&self.config.stream)
+      .query_async(&mut session.commands)
+      .await;
+    // No such key: nothing to read, nothing known lost.
+    let Ok(info) = info else { return Ok(false) };
+    let added = info_number(&info, b"entries-added");
+    let length = info_number(&info, b"length");
+    Ok(matches!((added, length), (Some(added), Some(length)) if added > length))
+  }
+
+  /// `event: reset` (no id) to every local connection: entries they should
+  /// have had are gone from the stream.
+  fn reset_everyone(&self) {
+    let stats = &self.shared.stats;
+    stats.add(&stats.resets, 1);
+    let reset: Arc<[u8]> = frame::http_chunk(&frame::reset_frame(None)).into();
+    self.shared.deliver(vec![BusFrame {
+      id: None,
+      route: entry::Route::All,
+      chunk: reset,
+    }]);
   }
 
   /// Entries read live: framed once, delivered, and the position moves on.
@@ -672,7 +745,12 @@ impl Reader {
   }
 
   /// One request during a session; `Some` when the session ends.
-  async fn handle(&mut self, session: &mut Session, request: Request, unblocked: &mut bool) -> Option<End> {
+  async fn handle(
+    &mut self,
+    session: &mut Session,
+    request: Request,
+    unblocked: &mut bool,
+  ) -> Option<End> {
     match request {
       Request::Stop => {
         self.leave(session).await;
@@ -721,7 +799,11 @@ impl Reader {
     None
   }
 
-  async fn append_batch(&mut self, session: &mut Session, entries: Vec<Entry>) -> Result<(), String> {
+  async fn append_batch(
+    &mut self,
+    session: &mut Session,
+    entries: Vec<Entry>,
+  ) -> Result<(), String> {
     if entries.is_empty() {
       return Ok(());
     }
@@ -1048,17 +1130,23 @@ fn value_id(value: &Value) -> Option<EntryId> {
   EntryId::parse(std::str::from_utf8(bytes_of(value)?).ok()?)
 }
 
-/// `max-deleted-entry-id` from an `XINFO STREAM` reply (Redis 7).
-fn max_deleted_id(info: &Value) -> Option<EntryId> {
+/// A number field of an `XINFO STREAM` reply.
+fn info_number(info: &Value, field: &[u8]) -> Option<u64> {
   let pairs: Vec<(&Value, &Value)> = match info {
-    Value::Array(items) => items.chunks(2).filter_map(|p| Some((p.first()?, p.get(1)?))).collect(),
+    Value::Array(items) => items
+      .chunks(2)
+      .filter_map(|p| Some((p.first()?, p.get(1)?)))
+      .collect(),
     Value::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
     _ => return None,
   };
   pairs
     .into_iter()
-    .find(|(k, _)| bytes_of(k) == Some(b"max-deleted-entry-id"))
-    .and_then(|(_, v)| value_id(v))
+    .find(|(k, _)| bytes_of(k) == Some(field))
+    .and_then(|(_, v)| match v {
+      Value::Int(n) => u64::try_from(*n).ok(),
+      other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+    })
 }
 
 /// `stream` with the glob characters `SCAN MATCH` reads escaped.
@@ -1101,22 +1189,27 @@ mod tests {
     ])]);
     let entries = parse_read(&reply);
     let ids: Vec<String> = entries.iter().map(|(id, _)| id.to_string()).collect();
-    assert_eq!(ids, ["1-0", "2-0", "3-0", "4-0"], "malformed ones still move the position");
+    assert_eq!(
+      ids,
+      ["1-0", "2-0", "3-0", "4-0"],
+      "malformed ones still move the position"
+    );
     let ok: Vec<bool> = entries.iter().map(|(_, e)| e.is_ok()).collect();
     assert_eq!(ok, [true, false, false, true]);
     assert!(parse_read(&Value::Nil).is_empty(), "a timed-out read");
   }
 
   #[test]
-  fn the_deleted_id_is_read_from_xinfo() {
+  fn numbers_are_read_from_xinfo() {
     let info = Value::Array(vec![
       bulk("length"),
       Value::Int(3),
-      bulk("max-deleted-entry-id"),
-      bulk("7-1"),
+      bulk("entries-added"),
+      Value::Int(300),
     ]);
-    assert_eq!(max_deleted_id(&info), EntryId::parse("7-1"));
-    assert_eq!(max_deleted_id(&Value::Array(vec![])), None);
+    assert_eq!(info_number(&info, b"length"), Some(3));
+    assert_eq!(info_number(&info, b"entries-added"), Some(300));
+    assert_eq!(info_number(&info, b"nope"), None);
   }
 
   #[test]

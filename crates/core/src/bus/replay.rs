@@ -139,7 +139,12 @@ mod tests {
   }
 
   /// Runs a plan against a stream holding `stream` (ids in order).
-  fn run(stream: &[u64], last_event_id: &str, until: u64, limit: usize) -> (Outcome, Vec<u64>, usize) {
+  fn run(
+    stream: &[u64],
+    last_event_id: &str,
+    until: u64,
+    limit: usize,
+  ) -> (Outcome, Vec<u64>, usize) {
     let stream: Vec<EntryId> = stream.iter().map(|&ms| id(ms)).collect();
     let (mut plan, mut step) = ReplayPlan::start(last_event_id, id(until), limit);
     let mut reads = 0;
@@ -188,10 +193,22 @@ mod tests {
 
   #[test]
   fn a_trimmed_or_unknown_id_resets() {
-    assert_eq!(run(&[5, 6, 7], "3-0", 7, 100).0, Outcome::Reset("no longer in the stream"));
-    assert_eq!(run(&[5, 6, 7], "6-1", 7, 100).0, Outcome::Reset("no longer in the stream"));
-    assert_eq!(run(&[], "3-0", 0, 100).0, Outcome::Reset("no longer in the stream"));
-    assert_eq!(run(&[5], "garbage", 5, 100).0, Outcome::Reset("not a stream id"));
+    assert_eq!(
+      run(&[5, 6, 7], "3-0", 7, 100).0,
+      Outcome::Reset("no longer in the stream")
+    );
+    assert_eq!(
+      run(&[5, 6, 7], "6-1", 7, 100).0,
+      Outcome::Reset("no longer in the stream")
+    );
+    assert_eq!(
+      run(&[], "3-0", 0, 100).0,
+      Outcome::Reset("no longer in the stream")
+    );
+    assert_eq!(
+      run(&[5], "garbage", 5, 100).0,
+      Outcome::Reset("not a stream id")
+    );
     assert_eq!(run(&[5], "", 5, 100).0, Outcome::Reset("not a stream id"));
   }
 
@@ -199,7 +216,10 @@ mod tests {
   fn far_back_is_capped_after_one_bounded_read() {
     let stream: Vec<u64> = (1..=5000).collect();
     let (outcome, ids, reads) = run(&stream, "1-0", 5000, 10);
-    assert_eq!(outcome, Outcome::Reset("more entries missed than replayLimit"));
+    assert_eq!(
+      outcome,
+      Outcome::Reset("more entries missed than replayLimit")
+    );
     assert!(ids.is_empty());
     assert_eq!(reads, 1);
     // Exactly the limit still replays.
@@ -210,12 +230,23 @@ mod tests {
 
   #[test]
   fn up_to_date_or_ahead_of_the_reader() {
-    assert_eq!(run(&[1, 2, 3], "3-0", 3, 100), (Outcome::Replay { cursor: None }, vec![], 0));
+    assert_eq!(
+      run(&[1, 2, 3], "3-0", 3, 100),
+      (Outcome::Replay { cursor: None }, vec![], 0)
+    );
     // Another instance read further: the id exists, so skip up to it live.
     let (outcome, ids, reads) = run(&[1, 2, 3, 4], "4-0", 2, 100);
-    assert_eq!(outcome, Outcome::Replay { cursor: Some(id(4)) });
+    assert_eq!(
+      outcome,
+      Outcome::Replay {
+        cursor: Some(id(4))
+      }
+    );
     assert!(ids.is_empty());
     assert_eq!(reads, 1);
-    assert_eq!(run(&[1, 2], "9-0", 2, 100).0, Outcome::Reset("no longer in the stream"));
+    assert_eq!(
+      run(&[1, 2], "9-0", 2, 100).0,
+      Outcome::Reset("no longer in the stream")
+    );
   }
 }

@@ -1,0 +1,130 @@
+// Leaks on the Redis bus, run with --expose-gc: 10,000 broadcasts through a
+// real Redis to clients on both transports leave the heap and RSS flat and
+// every client with every event; hubs with a bus, made and closed many
+// times, leave no Redis connection, thread-held fd, napi reference or
+// presence key behind.
+
+const fs = require('node:fs');
+const { SseHub } = require('..');
+const { startRedis } = require('./redis-helpers.js');
+const { startServer, rawGet, waitFor, collectGarbage } = require('./helpers.js');
+
+const MB = 1024 * 1024;
+let redis;
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+afterAll(async () => {
+  await redis?.stop();
+});
+
+async function memory() {
+  await collectGarbage();
+  const { heapUsed, rss } = process.memoryUsage();
+  return { heapUsed, rss };
+}
+
+/** Redis clients connected now (CLIENT LIST has one line per client, this probe included). */
+async function redisClients() {
+  const list = await redis.command('CLIENT', 'LIST');
+  return list.trim().split('\n').length - 1;
+}
+
+const openFds = () => fs.readdirSync('/proc/self/fd').length;
+
+test('10,000 broadcasts through Redis: every event delivered, heap and RSS flat', async () => {
+  const hub = new SseHub();
+  hub.configure({ redis: { url: redis.url, stream: 'leak', maxLen: 1000 } });
+  await hub.ready();
+  const streamHub = new SseHub();
+  streamHub.configure({ transport: 'stream', redis: { url: redis.url, stream: 'leak', maxLen: 1000 } });
+  await streamHub.ready();
+  const srv = await startServer((app) => {
+    app.get('/socket', (_req, res) => {
+      hub.initResponse(res);
+      hub.addClient(res);
+    });
+    app.get('/stream', (_req, res) => {
+      streamHub.initResponse(res);
+      streamHub.addClient(res);
+    });
+  });
+  const clients = [rawGet(srv.port, '/socket'), rawGet(srv.port, '/stream')];
+  await waitFor(() => hub.getClientCount() === 1 && streamHub.getClientCount() === 1, 'both clients');
+  expect(hub.getStats().socketConnections).toBe(1);
+  expect(streamHub.getStats().streamConnections).toBe(1);
+
+  // Only the newest frames are kept per client, so the clients' own
+  // buffers do not count against the server's memory.
+  const received = clients.map(() => ({ count: 0, last: -1 }));
+  clients.forEach((c, i) => {
+    let tail = '';
+    c.socket.on('data', (d) => {
+      tail += d.toString('latin1');
+      const frames = tail.split('\n\n');
+      tail = frames.pop();
+      for (const f of frames) {
+        const m = /data: \{"n":(\d+)\}/.exec(f);
+        if (m) {
+          received[i].count++;
+          received[i].last = Number(m[1]);
+        }
+      }
+    });
+  });
+  let n = 0;
+  const round = async (count) => {
+    for (let i = 0; i < count; i++) {
+      (i % 2 ? streamHub : hub).broadcast({ n: n++ });
+      if (i % 100 === 99) await new Promise((r) => setImmediate(r));
+    }
+    // Two hubs append independently, so the stream's last entry need not be
+    // the last n: wait for the count.
+    await waitFor(() => received.every((r) => r.count === n), 'every event to both clients', 30_000);
+  };
+  await round(2_000); // warm up lazily allocated state
+  const before = await memory();
+  await round(10_000);
+  const after = await memory();
+
+  expect(received.map((r) => r.count)).toEqual([12_000, 12_000]);
+  expect(hub.getStats().bus).toMatchObject({ state: 'connected', entriesWritten: 6_000, entriesRead: 12_000 });
+  expect(streamHub.getStats().bus).toMatchObject({ entriesWritten: 6_000, entriesRead: 12_000 });
+  expect(after.heapUsed - before.heapUsed).toBeLessThan(4 * MB);
+  expect(after.rss - before.rss).toBeLessThan(24 * MB);
+  // The stream itself stays near maxLen.
+  expect(Number(await redis.command('XLEN', 'leak'))).toBeLessThan(1_200);
+
+  for (const c of clients) c.destroy();
+  await Promise.all([hub.close(), streamHub.close()]);
+  await srv.close();
+});
+
+test('200 hubs with a bus, made and closed: no Redis connection, fd, reference or presence key is left', async () => {
+  const baselineClients = await redisClients();
+  const cycle = async (i) => {
+    const hub = new SseHub();
+    const idleRefs = hub.nativeReferenceCount;
+    hub.configure({ redis: { url: redis.url, stream: 'cycle' } });
+    await hub.ready();
+    hub.broadcast({ i });
+    expect(await hub.globalClientCount()).toBe(0);
+    await hub.close();
+    expect(hub.getStats().bus.state).toBe('closed');
+    expect(hub.nativeReferenceCount).toBe(idleRefs);
+  };
+  for (let i = 0; i < 10; i++) await cycle(i); // warm up
+  const fdsBefore = openFds();
+  const before = await memory();
+  for (let i = 0; i < 200; i++) await cycle(i);
+  const after = await memory();
+  // close() resolved after the bus closed its connections; Redis may take
+  // a moment to notice the last one.
+  await waitFor(async () => (await redisClients()) === baselineClients, 'Redis clients back to the baseline');
+  expect(await redisClients()).toBe(baselineClients);
+  expect(openFds()).toBeLessThanOrEqual(fdsBefore);
+  expect(await redis.command('KEYS', 'cycle:presence:*')).toEqual([]);
+  expect(after.heapUsed - before.heapUsed).toBeLessThan(4 * MB);
+});
