@@ -2,7 +2,10 @@
 // 127.0.0.1 serving GET /events through the system named on the command
 // line (see systems/index.js), driven by the line protocol (lib/protocol.js).
 //
-//   node --expose-gc bench/server.js <system>
+//   node --expose-gc bench/server.js <system> [<redis URL>]
+//
+// A system on Redis (the scale-out section) gets the URL of the harness's
+// redis-server as the second argument.
 //
 // Commands (replies are JSON; *Ns fields are CLOCK_MONOTONIC ns):
 //   clock            -> { ns }
@@ -14,18 +17,24 @@
 //   payload <json>   -> { bytes }          the object every broadcast sends
 //   bcast            -> { startNs, syncNs, blockedNs, written }
 //   run <hz> <count> -> { count, firstNs, lastNs, written }
+//   loop             -> { activeMs, idleMs, userUs, systemUs }  cumulative event-loop
+//                       utilization and CPU, for deltas around a phase
 //   eld <hz> <ms>    -> { p50Ns, p99Ns, maxNs, meanNs, samples, broadcasts }
 //   exit
 
 const http = require('node:http');
-const { monitorEventLoopDelay } = require('node:perf_hooks');
+const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
 const express = require('express');
 const { findSystem } = require('./systems/index.js');
 const { serve, nowNs } = require('./lib/protocol.js');
 
 const spec = findSystem(process.argv[2]);
 if (!spec.module) throw new Error(`${spec.name} is not a Node system`);
-const system = require(`./systems/${spec.module}.js`).create(spec.options ?? {});
+const redisUrl = process.argv[3];
+if (spec.redis && !redisUrl) throw new Error(`${spec.name} needs a Redis URL as the second argument`);
+// A Redis system's options depend on where Redis runs: a function of the URL.
+const options = typeof spec.options === 'function' ? spec.options({ redisUrl }) : (spec.options ?? {});
+const system = require(`./systems/${spec.module}.js`).create(options);
 
 const app = express();
 app.get('/events', (req, res) => system.route(req, res));
@@ -111,6 +120,15 @@ const handlers = {
 
   // (c) Broadcasting at an offered rate.
   run: ([hz, count]) => runAtRate(Number(hz), Number(count)),
+
+  // Cumulative event-loop utilization (time the loop spent running
+  // callbacks vs. waiting for I/O) and process CPU; the parent takes the
+  // difference around a phase, so the figure comes from inside this process.
+  loop: () => {
+    const { active, idle } = performance.eventLoopUtilization();
+    const u = process.cpuUsage();
+    return { activeMs: active, idleMs: idle, userUs: u.user, systemUs: u.system };
+  },
 
   // (d) Event-loop delay while broadcasting at `hz` for `ms`. The histogram
   // records each timer interval, so an idle loop reads about the resolution
