@@ -172,6 +172,8 @@ export interface BusOptions {
   stream: string
   maxLen: number
   replayLimit: number
+  /** PEM certificates to trust for `rediss://` (a private CA). */
+  ca?: string
 }
 
 /** Options of one event, as JS passes them. */

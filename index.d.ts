@@ -110,6 +110,11 @@ interface RedisOptions {
    * `event: reset`. Default 1,000 (also bounded by `maxBufferedBytes`).
    */
   replayLimit?: number;
+  /**
+   * For `rediss://` with a private CA: the PEM certificates to trust instead
+   * of the system's roots. TLS is rustls, on the Linux builds.
+   */
+  ca?: string | Buffer;
 }
 
 /** The Redis bus in `getStats()`. */

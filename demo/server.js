@@ -6,13 +6,27 @@
 // getStats() deltas, queued bytes, drops, slow disconnects, replays). The
 // page's form broadcasts a message or publishes it to a channel the tab
 // joined. History is on, so a tab that reloads gets what it missed.
+//
+// With REDIS_URL set (REDIS_URL=redis://127.0.0.1:6379 PORT=3001 npm start,
+// and again with PORT=3002), the instances share one hub over a Redis
+// stream: a message sent on either page shows on both, and a page that
+// reconnects to the other instance is replayed what it missed from the
+// stream. Ctrl+C drains: the pages move to the other instance.
 
 const path = require('node:path');
 const express = require('express');
 const sseHelper = require('sse-helper-native');
 
-// 200 broadcasts: a little over three minutes of ticks and messages.
-sseHelper.configure({ historySize: 200 });
+const REDIS_URL = process.env.REDIS_URL;
+if (REDIS_URL) {
+  sseHelper.configure({ redis: { url: REDIS_URL, stream: process.env.SSE_STREAM ?? 'sse-demo' } });
+  sseHelper.on('bus', (e) => console.log(`redis bus ${e.state}${e.error ? `: ${e.error.message}` : ''}`));
+} else {
+  // 200 broadcasts: a little over three minutes of ticks and messages.
+  sseHelper.configure({ historySize: 200 });
+}
+/** A replayable id: the history's counter, or a Redis stream entry id. */
+const EVENT_ID = /^\d{1,16}(-\d{1,20})?$/;
 
 const app = express();
 app.use(express.json({ limit: '4kb' }));
@@ -26,7 +40,7 @@ app.get('/events', (req, res) => {
   // wins: on a reconnect the query still holds the id from the page load.
   const { lastEventId } = req.query;
   const options =
-    req.get('last-event-id') === undefined && typeof lastEventId === 'string' && /^\d{1,16}$/.test(lastEventId)
+    req.get('last-event-id') === undefined && typeof lastEventId === 'string' && EVENT_ID.test(lastEventId)
       ? { lastEventId }
       : undefined;
   // Missed events are replayed inside addClient, before the greeting: the
@@ -72,7 +86,19 @@ app.get('/metrics', (_req, res) => {
 
 // The figures: rates from the difference between two getStats() snapshots.
 let last = { stats: sseHelper.getStats(), at: performance.now() };
+/** Clients of every instance, refreshed once a tick (with the Redis bus). */
+let globalClients = null;
 function tick() {
+  if (REDIS_URL) {
+    sseHelper.globalClientCount().then(
+      (n) => {
+        globalClients = n;
+      },
+      () => {
+        globalClients = null;
+      },
+    );
+  }
   const stats = sseHelper.getStats();
   const at = performance.now();
   const before = last;
@@ -91,10 +117,15 @@ function tick() {
       queuedBytes: stats.queuedBytes,
       framesDropped: stats.framesDropped,
       slowDisconnects: stats.slowDisconnects,
-      replays: stats.replays,
+      replays: stats.replays + (stats.bus?.replays ?? 0),
       channels: stats.channels,
+      instance: `127.0.0.1:${server?.address()?.port}`,
+      bus: stats.bus?.state ?? 'off',
+      globalClients,
     },
-    { event: 'tick' },
+    // Each instance's own figures for its own pages: with the Redis bus a
+    // filtered broadcast stays on this instance (and out of the stream).
+    REDIS_URL ? { event: 'tick', filter: () => true } : { event: 'tick' },
   );
 }
 const ticker = setInterval(tick, 1000);
@@ -111,9 +142,15 @@ function listen(port) {
 }
 listen(Number(process.env.PORT ?? 3000));
 
-function shutdown() {
+async function shutdown() {
   clearInterval(ticker);
-  sseHelper.broadcastAndClose({ bye: true }, { event: 'bye' });
+  if (REDIS_URL) {
+    // A rolling restart: pages reconnect to another instance in a second
+    // and are replayed what they missed there.
+    await sseHelper.drain({ retryMs: 1000 });
+  } else {
+    sseHelper.broadcastAndClose({ bye: true }, { event: 'bye' });
+  }
   server.close(() => process.exit(0));
 }
 process.on('SIGINT', shutdown);

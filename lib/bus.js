@@ -2,15 +2,16 @@
 // promises the bus answers later (`globalClientCount`, the flush of a
 // drain), matched to its replies by request number.
 
+const { X509Certificate } = require('node:crypto');
 const { invalidType, invalidValue, kindOf } = require('./errors.js');
 const { checkKeys } = require('./options.js');
 
-const REDIS_OPTIONS = Object.freeze(['url', 'stream', 'maxLen', 'replayLimit']);
+const REDIS_OPTIONS = Object.freeze(['url', 'stream', 'maxLen', 'replayLimit', 'ca']);
 const DEFAULT_STREAM = 'sse';
 const DEFAULT_MAX_LEN = 10_000;
 const DEFAULT_REPLAY_LIMIT = 1_000;
 
-/** `options.redis` (a URL, or `{ url, stream, maxLen, replayLimit }`) with its defaults filled in. */
+/** `options.redis` (a URL, or `{ url, stream, maxLen, replayLimit, ca }`) with its defaults filled in. */
 function busOptionsOf(redis) {
   const options = typeof redis === 'string' ? { url: redis } : redis;
   if (options === null || typeof options !== 'object') {
@@ -27,7 +28,23 @@ function busOptionsOf(redis) {
   if (typeof replayLimit !== 'number') {
     throw invalidType(`options.redis.replayLimit must be a number, got ${kindOf(replayLimit)}`);
   }
-  return { url, stream, maxLen, replayLimit };
+  const { ca } = options;
+  if (ca !== undefined && typeof ca !== 'string' && !Buffer.isBuffer(ca)) {
+    throw invalidType(`options.redis.ca must be a PEM string or Buffer, got ${kindOf(ca)}`);
+  }
+  if (ca !== undefined) checkCertificates(String(ca));
+  return { url, stream, maxLen, replayLimit, ca: ca === undefined ? undefined : String(ca) };
+}
+
+/** Throws unless `pem` holds at least one certificate, each of which parses. */
+function checkCertificates(pem) {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  try {
+    if (blocks.length === 0) throw new Error('no certificate');
+    for (const block of blocks) new X509Certificate(block);
+  } catch {
+    throw invalidValue('options.redis.ca must hold one or more PEM certificates (-----BEGIN CERTIFICATE-----)');
+  }
 }
 
 /** Promises waiting for the bus thread's answers. */

@@ -118,7 +118,11 @@ const BUS_FAMILIES = Object.freeze([
     ['replays', 'replays', 'Reconnecting clients replayed missed entries from the Redis stream.'],
     ['resets', 'resets', 'Clients sent event: reset by the bus (id trimmed or unknown, or too much missed).'],
     ['malformed', 'malformed', 'Stream entries skipped because they broke the encoding.'],
-    ['local_fallbacks', 'localFallbacks', 'Events delivered to local clients only, without an id, because Redis was away.'],
+    [
+      'local_fallbacks',
+      'localFallbacks',
+      'Events delivered to local clients only, without an id, because Redis was away.',
+    ],
   ].map(([name, field, help]) => ({ name: `sse_bus_${name}_total`, help, type: 'counter', values: [[field]] })),
 ]);
 

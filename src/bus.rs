@@ -28,6 +28,8 @@ pub struct BusOptions {
   pub stream: String,
   pub max_len: f64,
   pub replay_limit: f64,
+  /// PEM certificates to trust for `rediss://` (a private CA).
+  pub ca: Option<String>,
 }
 
 /// Checks the options and starts the bus thread.
@@ -40,7 +42,7 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
       "options.redis is already set: a hub's Redis bus is configured once",
     ));
   }
-  bus::check_url(&options.url)
+  bus::check_url(&options.url, options.ca.as_deref())
     .map_err(|e| invalid(state, raw, &format!("options.redis.url is not a usable Redis URL: {e}")))?;
   if options.stream.is_empty() || options.stream.len() > 1024 {
     return Err(invalid(
@@ -79,6 +81,7 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
     max_len,
     replay_limit,
     max_replay_bytes: state.borrow().core.max_buffered_bytes(),
+    ca: options.ca.clone(),
   };
   state
     .borrow_mut()

@@ -58,6 +58,9 @@ pub struct BusConfig {
   pub replay_limit: usize,
   /// Most bytes one replay sends (the hub's `maxBufferedBytes`).
   pub max_replay_bytes: usize,
+  /// PEM certificates to trust for `rediss://` instead of the system's
+  /// roots (a private CA).
+  pub ca: Option<String>,
 }
 
 /// How long one `XREAD` blocks. A request that needs the reader (a replay)
@@ -190,16 +193,36 @@ pub struct Bus {
   next_seq: u64,
 }
 
-/// Checks a Redis URL the way the client will read it.
-pub fn check_url(url: &str) -> Result<(), String> {
-  redis::Client::open(url).map(|_| ()).map_err(|e| e.to_string())
+/// Checks a Redis URL (and CA) the way the client will read them.
+pub fn check_url(url: &str, ca: Option<&str>) -> Result<(), String> {
+  client(url, ca).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The redis client for a URL; with `ca`, TLS trusts those roots only.
+fn client(url: &str, ca: Option<&str>) -> RedisResult<redis::Client> {
+  match ca {
+    None => redis::Client::open(url),
+    #[cfg(target_os = "linux")]
+    Some(ca) => redis::Client::build_with_tls(
+      url,
+      redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.as_bytes().to_vec()),
+      },
+    ),
+    #[cfg(not(target_os = "linux"))]
+    Some(_) => Err(redis::RedisError::from((
+      redis::ErrorKind::InvalidClientConfig,
+      "TLS (rediss://, ca) is not available in this platform's build",
+    ))),
+  }
 }
 
 impl Bus {
   /// Starts the bus thread. `notify` is called (from it) when events wait
   /// in [`Bus::take_events`].
   pub fn start(config: BusConfig, notify: Arc<dyn Fn() + Send + Sync>) -> io::Result<Bus> {
-    let client = redis::Client::open(config.url.as_str())
+    let client = client(&config.url, config.ca.as_deref())
       .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
