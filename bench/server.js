@@ -17,13 +17,16 @@
 //   payload <json>   -> { bytes }          the object every broadcast sends
 //   bcast            -> { startNs, syncNs, blockedNs, written }
 //   run <hz> <count> -> { count, firstNs, lastNs, written }
-//   loop             -> { activeMs, idleMs, userUs, systemUs }  cumulative event-loop
-//                       utilization and CPU, for deltas around a phase
+//   loop             -> { activeMs, idleMs, userUs, systemUs, mainThreadNs, gcMs, gcCount }
+//                       cumulative event-loop utilization, process CPU, the main thread's
+//                       own CPU time (null off Linux) and GC pauses (counted from the
+//                       first `loop`), for deltas around a phase
 //   eld <hz> <ms>    -> { p50Ns, p99Ns, maxNs, meanNs, samples, broadcasts }
 //   exit
 
+const fs = require('node:fs');
 const http = require('node:http');
-const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
+const { monitorEventLoopDelay, performance, PerformanceObserver } = require('node:perf_hooks');
 const express = require('express');
 const { findSystem } = require('./systems/index.js');
 const { serve, nowNs } = require('./lib/protocol.js');
@@ -40,6 +43,35 @@ const app = express();
 app.get('/events', (req, res) => system.route(req, res));
 
 const ELD_RESOLUTION_MS = 2;
+
+/**
+ * GC pauses seen so far. Watched only once a `loop` command asks (the
+ * scale-out section), so the other figures run without the observer.
+ */
+const gc = { ms: 0, count: 0, observer: null };
+function watchGc() {
+  if (gc.observer) return;
+  gc.observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gc.ms += entry.duration;
+      gc.count++;
+    }
+  });
+  gc.observer.observe({ entryTypes: ['gc'] });
+}
+
+/**
+ * CPU time the main (JS) thread has run, in ns, from the scheduler's
+ * per-thread account; null where /proc does not have it. Unlike the event
+ * loop's active time it leaves out time the thread waited for a core.
+ */
+function mainThreadNs() {
+  try {
+    return Number(fs.readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return null;
+  }
+}
 
 let payload = null;
 let sent = 0;
@@ -125,9 +157,18 @@ const handlers = {
   // callbacks vs. waiting for I/O) and process CPU; the parent takes the
   // difference around a phase, so the figure comes from inside this process.
   loop: () => {
+    watchGc();
     const { active, idle } = performance.eventLoopUtilization();
     const u = process.cpuUsage();
-    return { activeMs: active, idleMs: idle, userUs: u.user, systemUs: u.system };
+    return {
+      activeMs: active,
+      idleMs: idle,
+      userUs: u.user,
+      systemUs: u.system,
+      mainThreadNs: mainThreadNs(),
+      gcMs: gc.ms,
+      gcCount: gc.count,
+    };
   },
 
   // (d) Event-loop delay while broadcasting at `hz` for `ms`. The histogram

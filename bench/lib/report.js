@@ -4,6 +4,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { renderChart } = require('./chart.js');
+const { median } = require('./stats.js');
 
 const int = (v) => Math.round(v).toLocaleString('en-US');
 
@@ -311,9 +312,15 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
     ),
   );
   out.push('');
+  const idleBusy = median(rows.map((r) => r.idleLoopBusy));
   out.push(
     '† one instance: to the last of its N clients (its single-instance delivery time). ' +
-      '‡ one instance: the per-broadcast loop time of the instance that makes the call (there is no other instance).',
+      '‡ one instance: the per-broadcast loop time of the instance that makes the call (there is no other instance). ' +
+      'Loop times are gross (all the loop did during the series, per broadcast)' +
+      (idleBusy == null
+        ? '.'
+        : `; with nothing sent the loops were busy ${(idleBusy * 100).toFixed(3)} % of the time (median), ` +
+          'which is in them too.'),
   );
   out.push('');
   out.push(
@@ -362,7 +369,9 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
         'load-generator process (its sockets grouped by instance), and the harness starts its own redis-server for ' +
         'each repeat and stops it afterwards. Everything shares this machine: with two cores, the instances, the ' +
         'load generator and Redis compete for the same CPUs, so a second instance adds no hardware here; it can only ' +
-        'show what the fan-out through Redis costs and whom it blocks.',
+        "show what the fan-out through Redis costs and whom it blocks. The instances run with V8's memory " +
+        'reducer off (`--no-memory-reducer`; see bench/README.md): it runs full GCs in any process that goes ' +
+        'quiet, broadcasts or not, and would land in some repeats and not others.',
       `- **(f) closed loop.** As figure (f) above: at most ${config.inFlight} broadcasts (made on A) outstanding; ` +
         'the next is issued once the oldest has reached every client of every instance; for about ' +
         `${config.closedMs / 1000} s. Broadcasts over the time from the first call to the last broadcast reaching ` +
@@ -373,17 +382,19 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
         'has parsed the frame on the last client of B (with one instance: the last of its N clients). Nearest-rank ' +
         'p50 and p99 per repeat.',
       '- **Loop ms per remote broadcast, on B.** Taken inside B: `performance.eventLoopUtilization()` active time ' +
-        'over the latency series, minus what the loop did at its idle rate (measured over ' +
-        `${config.idleMs / 1000} s with nothing sent just before), divided by the number of broadcasts. B receives ` +
-        "no harness command during the series. It includes all of B's JavaScript for a remote broadcast (for " +
-        "`helper-ioredis`: reading the message, JSON.parse, the write to each client), and time B's thread was " +
-        'descheduled meanwhile.',
+        'over the whole latency series, divided by the number of broadcasts. B receives no harness command during ' +
+        "the series. It includes all of B's JavaScript for a remote broadcast (for `helper-ioredis`: reading the " +
+        'message, JSON.parse, the write to each client), whatever else the loop ran meanwhile (timers: an upper ' +
+        "bound), and time B's thread waited for a core while busy. The JSON also keeps it net of the idle rate " +
+        `(measured over ${config.idleMs / 1000} s with nothing sent just before).`,
       "- **Loop ms per broadcast, on origin A.** The same inside A, also net of the harness's own command " +
         '(each broadcast is one `bcast` line on stdin; the cost of one command is measured beforehand from ' +
-        `${config.commandProbe} \`clock\` commands). For the two-instance rows it includes A delivering to its own clients when ` +
+        `${Math.min(config.commandProbe, config.seriesCount)} \`clock\` commands at the series' pace: a loop ` +
+        'woken from idle takes several times longer over the same work than one kept busy). For the two-instance ' +
+        'rows it includes A delivering to its own clients when ' +
         'the entry or message comes back from Redis.',
       '- **CPU ms per remote broadcast, B process.** `process.cpuUsage()` of B over the series, net of its idle ' +
-        'rate, per broadcast: every thread of B (for the addon: its bus thread and socket writers too).',
+        'rate (same window), per broadcast: every thread of B (for the addon: its bus thread and socket writers too).',
       '- **Redis CPU.** `used_cpu_sys + used_cpu_user` from `INFO cpu`, the difference over the series ("spaced") ' +
         'and over the closed loop ("sustained"), minus its idle rate, per broadcast.',
       `- **Delivery.** After the last figure, every client of every instance must hold every frame exactly once; ` +

@@ -7,14 +7,16 @@
 //
 // Per repeat, after connecting and a few warm-up broadcasts:
 // 1. Idle window: event-loop and CPU use of every process with nothing
-//    sent, the baseline subtracted below.
+//    sent: the idle rates (CPU figures are net of them; loop figures are
+//    not, and the report gives the idle loop's busy share beside them).
 // 2. Series: K broadcasts on A, each issued once the previous one reached
 //    every client of every instance and a short gap passed. Gives the
 //    latency from the call on A to the last client on B (p50, p99), the
 //    event-loop time B spent per remote broadcast (from B's own
-//    performance.eventLoopUtilization(), net of its idle rate), the
-//    origin's loop time per broadcast (the same on A, also net of the
-//    harness's per-command cost on A) and Redis CPU (INFO cpu) per broadcast.
+//    performance.eventLoopUtilization(): all its loop's active time over the
+//    series, per broadcast), the origin's loop time per broadcast (the same
+//    on A, minus the harness's per-command cost on A), B's CPU and Redis's
+//    CPU (INFO cpu) per broadcast, both net of their idle rates.
 // 3. Closed loop, as figure (f): at most 3 broadcasts outstanding, the next
 //    issued when the oldest reached every client of every instance.
 // 4. Delivery check: every client of every instance has every frame.
@@ -38,6 +40,16 @@ const {
 } = require('./common.js');
 
 const SERVER = path.join(__dirname, '..', 'server.js');
+/**
+ * V8 flags of every instance. The memory reducer is off: a few seconds after
+ * a process goes quiet it runs up to three full GCs of the whole heap
+ * (measured here: 80-150 ms of event-loop time, 30-60 ms of it on the main
+ * thread, with 4,900 Express connections), whatever the process serves and
+ * with no broadcast at all. On it lands in some repeats' series and not in
+ * others, and it is not a cost of a broadcast. GCs that allocation triggers
+ * (a broadcast's garbage) happen as usual and are counted.
+ */
+const INSTANCE_NODE_FLAGS = ['--expose-gc', '--no-memory-reducer'];
 const LOADGEN = path.join(__dirname, '..', 'loadgen.js');
 
 /** The rows, in report order: the reference, the package on its bus, what users build today. */
@@ -54,8 +66,8 @@ const MODES = {
   quick: { n: 400, repeats: 1, warmup: 2, seriesCount: 20, gapMs: 50, idleMs: 300, closedMs: 500 },
   default: { n: 9800, repeats: null, warmup: 3, seriesCount: 200, gapMs: 50, idleMs: 2000, closedMs: 2000 },
 };
-/** Harness commands timed on A to learn the per-command loop cost that is subtracted from A's figure. */
-const COMMAND_PROBE = 200;
+/** Harness commands (at most) timed on A to learn the per-command loop cost that is subtracted from A's figure. */
+const COMMAND_PROBE = 50;
 /** (f): broadcasts outstanding at most; the next waits for the oldest to reach every client. */
 const IN_FLIGHT = 3;
 const MIN_CLOSED_BROADCASTS = 6;
@@ -75,6 +87,27 @@ async function redisCpuMs(redis) {
   const info = await redis.command('INFO', 'cpu');
   const field = (name) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
   return (field('used_cpu_sys') + field('used_cpu_user')) * 1000;
+}
+
+/** Redis's per-command counters (INFO commandstats): { xadd: { calls, usec } }. */
+async function redisCommandStats(redis) {
+  const info = await redis.command('INFO', 'commandstats');
+  const stats = {};
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    stats[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
+  }
+  return stats;
+}
+
+/** Calls and µs per broadcast of each command Redis ran between two commandstats. */
+function commandsPerBroadcast(before, after, broadcasts) {
+  const out = {};
+  for (const [name, a] of Object.entries(after)) {
+    const b = before[name] ?? { calls: 0, usec: 0 };
+    const calls = a.calls - b.calls;
+    if (calls > 0) out[name] = { calls: calls / broadcasts, usec: (a.usec - b.usec) / broadcasts };
+  }
+  return out;
 }
 
 /**
@@ -125,7 +158,7 @@ async function runScaleOutCell(row, rep, plan, sconfig) {
       redis = await startRedis();
     }
     for (const name of names) {
-      const argv = [process.execPath, '--expose-gc', SERVER, system, ...(redis ? [redis.url] : [])];
+      const argv = [process.execPath, ...INSTANCE_NODE_FLAGS, SERVER, system, ...(redis ? [redis.url] : [])];
       servers.push(new Child(`${system}/${name}`, argv, { nofile: serverOpenFiles(perInstance) }));
     }
     loadgen = new Child('loadgen', [process.execPath, LOADGEN], { nofile: n + FD_RESERVE });
@@ -193,6 +226,9 @@ async function runScaleOutCell(row, rep, plan, sconfig) {
         activeMs: after[i].activeMs - b.activeMs,
         wallMs: after[i].activeMs + after[i].idleMs - b.activeMs - b.idleMs,
         cpuMs: (after[i].userUs + after[i].systemUs - b.userUs - b.systemUs) / 1000,
+        mainCpuMs: b.mainThreadNs == null ? null : (after[i].mainThreadNs - b.mainThreadNs) / 1e6,
+        gcMs: after[i].gcMs - b.gcMs,
+        gcCount: after[i].gcCount - b.gcCount,
       }));
 
     for (let i = 0; i < sconfig.warmup; i++) {
@@ -210,20 +246,25 @@ async function runScaleOutCell(row, rep, plan, sconfig) {
     const idleWallMs = idle[0].wallMs;
     const redisIdleRate = redis ? (redisIdle1 - redisIdle0) / idleWallMs : null;
 
-    // What one harness command costs A's loop (the series sends A one `bcast` per broadcast).
+    // What one harness command costs A's loop at the series' pace (the
+    // series sends A one `bcast` per broadcast). Paced, not back to back: a
+    // loop woken from idle takes several times longer over the same work.
+    const probeCount = Math.min(COMMAND_PROBE, sconfig.seriesCount);
     const c0 = await A.request('loop');
-    for (let i = 0; i < COMMAND_PROBE; i++) await A.request('clock');
+    for (let i = 0; i < probeCount; i++) {
+      await A.request('clock');
+      await sleep(sconfig.gapMs);
+    }
     const c1 = await A.request('loop');
     const [commandProbe] = loopDelta([c0], [c1]);
-    const commandMs = Math.max(
-      0,
-      (commandProbe.activeMs - (idle[0].activeMs / idle[0].wallMs) * commandProbe.wallMs) / (COMMAND_PROBE + 1),
-    );
+    const commandMs = commandProbe.activeMs / probeCount;
+    const commandMainCpuMs = commandProbe.mainCpuMs == null ? null : commandProbe.mainCpuMs / probeCount;
 
     // 2. The series.
     const series = [];
     const s0 = await loops();
     const redisS0 = redis ? await redisCpuMs(redis) : null;
+    const commandsS0 = redis ? await redisCommandStats(redis) : null;
     const seriesT0 = performance.now();
     for (let i = 0; i < sconfig.seriesCount; i++) {
       const { b, t } = await once('the latency series');
@@ -239,15 +280,16 @@ async function runScaleOutCell(row, rep, plan, sconfig) {
     const seriesWallMs = performance.now() - seriesT0;
     const s1 = await loops();
     const redisS1 = redis ? await redisCpuMs(redis) : null;
+    const commandsS1 = redis ? await redisCommandStats(redis) : null;
     const seriesLoops = loopDelta(s0, s1);
     const K = sconfig.seriesCount;
-    // Net of what the loop does anyway (idle rate over the same time) and,
-    // on A, of the harness's command handling.
-    const netLoopMs = (i, extraPerBroadcast = 0) => {
-      const d = seriesLoops[i];
-      const idleRate = idle[i].activeMs / idle[i].wallMs;
-      return (d.activeMs - idleRate * d.wallMs) / K - extraPerBroadcast;
-    };
+    // Loop figures are gross: everything the loop did during the series,
+    // per broadcast (an upper bound: idle work such as timers is in it), on A
+    // minus the harness's command per broadcast. The idle-rate-net values
+    // are kept too; they can come out slightly negative from noise.
+    const loopMs = (i, perBroadcast = 0) => seriesLoops[i].activeMs / K - perBroadcast;
+    const netLoopMs = (i, perBroadcast = 0) =>
+      loopMs(i, perBroadcast) - ((idle[i].activeMs / idle[i].wallMs) * seriesLoops[i].wallMs) / K;
     const netCpuMs = (i) => (seriesLoops[i].cpuMs - (idle[i].cpuMs / idle[i].wallMs) * seriesLoops[i].wallMs) / K;
     const lastClient = series.map((s) => (B ? s.toBMs : s.toAllMs));
     const result = {
@@ -271,18 +313,38 @@ async function runScaleOutCell(row, rep, plan, sconfig) {
           50,
         ),
         originBlockedMs: median(series.map((s) => s.blockedMs)),
-        originLoopMs: netLoopMs(0, commandMs),
-        originLoopRawMs: seriesLoops[0].activeMs / K,
+        originLoopMs: loopMs(0, commandMs),
+        originLoopNetMs: netLoopMs(0, commandMs),
         originCpuMs: netCpuMs(0),
         commandMs,
-        remoteLoopMs: B ? netLoopMs(1) : null,
-        remoteLoopRawMs: B ? seriesLoops[1].activeMs / K : null,
+        remoteLoopMs: B ? loopMs(1) : null,
+        remoteLoopNetMs: B ? netLoopMs(1) : null,
         remoteCpuMs: B ? netCpuMs(1) : null,
+        // The JS thread's own CPU per broadcast (no waiting for a core in it).
+        remoteMainCpuMs: B && seriesLoops[1].mainCpuMs != null ? seriesLoops[1].mainCpuMs / K : null,
+        // GC pauses (as perf_hooks reports them) in those loop times.
+        remoteGcMs: B ? seriesLoops[1].gcMs / K : null,
+        originGcMs: seriesLoops[0].gcMs / K,
+        loops: seriesLoops,
+        originMainCpuMs:
+          seriesLoops[0].mainCpuMs != null && commandMainCpuMs != null
+            ? seriesLoops[0].mainCpuMs / K - commandMainCpuMs
+            : null,
         redisCpuMs: redis ? (redisS1 - redisS0 - redisIdleRate * seriesWallMs) / K : null,
         redisCpuRawMs: redis ? (redisS1 - redisS0) / K : null,
+        // What Redis ran per broadcast (the INFO calls themselves included).
+        redisCommands: redis ? commandsPerBroadcast(commandsS0, commandsS1, K) : null,
         samples: series,
       },
-      idle: { wallMs: idleWallMs, loops: idle, redisCpuMsPerS: redis ? redisIdleRate * 1000 : null, commandMs },
+      idle: {
+        wallMs: idleWallMs,
+        loops: idle,
+        loopBusy: idle.map((d) => d.activeMs / d.wallMs),
+        redisCpuMsPerS: redis ? redisIdleRate * 1000 : null,
+        commandMs,
+        commandMainCpuMs,
+        commandProbe: probeCount,
+      },
     };
 
     // 3. Closed loop, as (f).
@@ -408,6 +470,10 @@ function aggregateScaleOut(cells, sconfig) {
       remoteLoopMs: instances === 2 ? s((c) => c.series.remoteLoopMs) : null,
       remoteCpuMs: instances === 2 ? s((c) => c.series.remoteCpuMs) : null,
       originLoopMs: s((c) => c.series.originLoopMs),
+      idleLoopBusy: median(mine.flatMap((c) => c.idle.loopBusy)),
+      remoteMainCpuMs: instances === 2 ? s((c) => c.series.remoteMainCpuMs) : null,
+      originMainCpuMs: s((c) => c.series.originMainCpuMs),
+      commandMs: median(mine.map((c) => c.idle.commandMs)),
       originBlockedMs: s((c) => c.series.originBlockedMs),
       redisCpuMs: instances === 2 ? s((c) => c.series.redisCpuMs) : null,
       redisCpuClosedMs: instances === 2 ? s((c) => c.closed.redisCpuMs) : null,
