@@ -355,6 +355,16 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
       ],
     ),
   );
+  const single = rows.find((r) => r.instances === 1);
+  const js = rows.find((r) => r.system === 'helper-ioredis');
+  if (single?.closedHz && js?.closedHz) {
+    out.push('');
+    out.push(
+      `For scale: on this machine the single instance with all N clients reaches ` +
+        `${ratio(single.closedHz.median / js.closedHz.median)} helper-ioredis's closed-loop rate; the writes to ` +
+        'the N sockets and the load generator reading them share the same cores in every row.',
+    );
+  }
   out.push('');
   out.push('### How the scale-out figures are taken');
   out.push('');
@@ -387,7 +397,7 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
         'message, JSON.parse, the write to each client), whatever else the loop ran meanwhile (timers: an upper ' +
         "bound), and time B's thread waited for a core while busy. The JSON also keeps it net of the idle rate " +
         `(measured over ${config.idleMs / 1000} s with nothing sent just before).`,
-      "- **Loop ms per broadcast, on origin A.** The same inside A, also net of the harness's own command " +
+      "- **Loop ms per broadcast, on origin A.** The same inside A, minus the harness's own command " +
         '(each broadcast is one `bcast` line on stdin; the cost of one command is measured beforehand from ' +
         `${Math.min(config.commandProbe, config.seriesCount)} \`clock\` commands at the series' pace: a loop ` +
         'woken from idle takes several times longer over the same work than one kept busy). For the two-instance ' +
