@@ -4,12 +4,16 @@
 // system is measured by the same definition whatever extra lines it frames
 // events with. Driven by the line protocol (lib/protocol.js):
 //
-//   connect <port> <n> <concurrency> -> { connected, failed, ms }
+//   connect <port> <n> <concurrency> [group]
+//                        -> { connected, failed, ms }; the clients join
+//                        `group` (default "main"), e.g. one per instance
 //   arm <t1> [<t2> ...]  each target is a per-client event count (absolute,
 //                        since connect); records the moment the LAST client
-//                        reaches it
-//   wait <timeoutMs>     -> { expected, targets: [{ target, reached, atNs }] }
-//   stats                -> per-client event counts, closes, errors
+//                        reaches it, and the moment the last client of each
+//                        group does
+//   wait <timeoutMs>     -> { expected, targets: [{ target, reached, atNs,
+//                        groups: { <group>: { size, reached, atNs } } }] }
+//   stats                -> per-client event counts (also per group), closes, errors
 //   clock | cpu | exit
 //
 // Receive times are taken when the data is parsed here, so they include this
@@ -37,15 +41,21 @@ const SEMI = 59;
 const LOWER_D = 100;
 
 const clients = [];
+/** Group names; a client holds its group's index. */
+const groupNames = [];
 let totalEvents = 0;
 let protocolErrors = 0;
 let closedAfterConnect = 0;
 /**
  * `unreachable`: clients that closed before reaching the target; a wait ends
  * once everyone left has it instead of running into its timeout.
- * @type {{ target: number, reached: number, unreachable: number, atNs: bigint | null }[]}
+ * `groupSize`, `groupReached`, `groupAtNs`: the same per group (by index).
+ * @type {{ target: number, reached: number, unreachable: number, atNs: bigint | null,
+ *   groupSize: number[], groupReached: number[], groupAtNs: (bigint | null)[] }[]}
  */
 let targets = [];
+/** The targets by per-client count, so an event finds its targets without a scan (a series arms hundreds). */
+let targetsByCount = new Map();
 let waiter = null;
 
 function hexValue(b) {
@@ -56,7 +66,8 @@ function hexValue(b) {
 }
 
 class Client {
-  constructor() {
+  constructor(group) {
+    this.group = group;
     this.state = HEAD;
     this.head = '';
     this.size = 0;
@@ -171,10 +182,14 @@ class Client {
   onEvent() {
     totalEvents++;
     const count = ++this.events;
-    for (let t = 0; t < targets.length; t++) {
-      const target = targets[t];
-      if (target.target === count && ++target.reached === clients.length) {
-        target.atNs = nowNs();
+    const matching = targetsByCount.get(count);
+    if (matching === undefined) return;
+    for (let t = 0; t < matching.length; t++) {
+      const target = matching[t];
+      const g = this.group;
+      if (++target.groupReached[g] === target.groupSize[g]) target.groupAtNs[g] = nowNs();
+      if (++target.reached === clients.length) {
+        target.atNs = target.groupAtNs[g] ?? nowNs();
         checkWaiter();
       }
     }
@@ -193,8 +208,8 @@ function checkWaiter() {
   }
 }
 
-function open(port, done) {
-  const client = new Client();
+function open(port, group, done) {
+  const client = new Client(group);
   let settled = false;
   const settle = (ok) => {
     if (settled) return;
@@ -233,9 +248,11 @@ const handlers = {
     return { userUs: u.user, systemUs: u.system };
   },
 
-  connect: ([port, n, concurrency]) => {
+  connect: ([port, n, concurrency, groupName = 'main']) => {
     const total = Number(n);
     const limit = Number(concurrency) || 256;
+    let group = groupNames.indexOf(groupName);
+    if (group < 0) group = groupNames.push(groupName) - 1;
     const t0 = performance.now();
     let started = 0;
     let inFlight = 0;
@@ -248,7 +265,7 @@ const handlers = {
         while (inFlight < limit && started < total) {
           started++;
           inFlight++;
-          open(Number(port), (ok) => {
+          open(Number(port), group, (ok) => {
             inFlight--;
             if (ok) connected++;
             else failed++;
@@ -263,14 +280,36 @@ const handlers = {
   },
 
   arm: (args) => {
+    const groupSize = groupNames.map(() => 0);
+    for (const c of clients) groupSize[c.group]++;
     targets = args.map((a) => {
       const target = Number(a);
-      const reached = clients.reduce((sum, c) => sum + (c.events >= target ? 1 : 0), 0);
-      const unreachable = clients.reduce((sum, c) => sum + (c.closed && c.events < target ? 1 : 0), 0);
+      const groupReached = groupNames.map(() => 0);
+      let unreachable = 0;
+      for (const c of clients) {
+        if (c.events >= target) groupReached[c.group]++;
+        else if (c.closed) unreachable++;
+      }
+      const reached = groupReached.reduce((sum, r) => sum + r, 0);
       // Already reached by everyone means the frame came before the arm:
       // the parent armed too late, and the time below is not a receive time.
-      return { target, reached, unreachable, atNs: reached === clients.length ? nowNs() : null };
+      const now = nowNs();
+      return {
+        target,
+        reached,
+        unreachable,
+        atNs: reached === clients.length ? now : null,
+        groupSize,
+        groupReached,
+        groupAtNs: groupReached.map((r, g) => (r === groupSize[g] ? now : null)),
+      };
     });
+    targetsByCount = new Map();
+    for (const t of targets) {
+      const list = targetsByCount.get(t.target);
+      if (list) list.push(t);
+      else targetsByCount.set(t.target, [t]);
+    }
     return { armed: targets.length, alreadyReached: targets.filter((t) => t.reached === clients.length).length };
   },
 
@@ -279,7 +318,18 @@ const handlers = {
       const finish = () => {
         clearTimeout(timer);
         waiter = null;
-        resolve({ expected: clients.length, targets });
+        resolve({
+          expected: clients.length,
+          targets: targets.map(({ target, reached, unreachable, atNs, groupSize, groupReached, groupAtNs }) => ({
+            target,
+            reached,
+            unreachable,
+            atNs,
+            groups: Object.fromEntries(
+              groupNames.map((name, g) => [name, { size: groupSize[g], reached: groupReached[g], atNs: groupAtNs[g] }]),
+            ),
+          })),
+        });
       };
       const timer = setTimeout(finish, Number(timeoutMs));
       waiter = { finish };
@@ -289,14 +339,21 @@ const handlers = {
   stats: () => {
     let minEvents = Number.POSITIVE_INFINITY;
     let maxEvents = 0;
+    const groups = groupNames.map(() => ({ clients: 0, minEvents: Number.POSITIVE_INFINITY, maxEvents: 0 }));
     for (const c of clients) {
       if (c.events < minEvents) minEvents = c.events;
       if (c.events > maxEvents) maxEvents = c.events;
+      const g = groups[c.group];
+      g.clients++;
+      if (c.events < g.minEvents) g.minEvents = c.events;
+      if (c.events > g.maxEvents) g.maxEvents = c.events;
     }
+    for (const g of groups) if (g.clients === 0) g.minEvents = 0;
     return {
       clients: clients.length,
       minEvents: clients.length ? minEvents : 0,
       maxEvents,
+      groups: Object.fromEntries(groupNames.map((name, g) => [name, groups[g]])),
       totalEvents,
       closedAfterConnect,
       protocolErrors,

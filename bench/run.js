@@ -2,11 +2,15 @@
 // Benchmark harness: each system in its own server process, the load
 // generator in another, both on 127.0.0.1 with real sockets. See README.md.
 //
-//   node bench/run.js            N = 1k, 10k; 100 B and 4 KB; 5 repeats
-//   node bench/run.js --quick    CI smoke test: N = 1k, 100 B, 2 repeats; asserts delivery
+//   node bench/run.js            N = 1k, 10k; 100 B and 4 KB; 5 repeats; then the
+//                                scale-out section (N = 2 x 4,900 on one Redis, 100 B)
+//   node bench/run.js --quick    CI smoke test: N = 1k, 100 B, 2 repeats; scale-out at
+//                                N = 2 x 200, 1 repeat; asserts delivery
 //   node bench/run.js --full     adds N = 20k
 //   options: --n 1000,5000  --repeats 3  --systems addon,limit  --payloads small,large
 //            --out NAME (writes bench/results/NAME.* instead of latest.*)
+//            --scaleout (only the scale-out section)  --no-scaleout (without it)
+//            --scaleout-n 9800 (its total N: two instances of N/2, one of N)
 //   node bench/run.js --rerender bench/results/latest.json   rebuild .md/.svg from saved runs
 //
 // Writes bench/results/latest.{md,json,svg} (quick.* with --quick).
@@ -23,6 +27,30 @@ const { PAYLOADS } = require('./lib/payloads.js');
 const { median, summarize } = require('./lib/stats.js');
 const { writeReport } = require('./lib/report.js');
 const { machineBusyMs, waitForQuiet } = require('./lib/machine.js');
+const {
+  SCALE_OUT_MODES,
+  SCALE_OUT_ROWS,
+  SCALE_OUT_GOALS,
+  SCALE_OUT_GOAL_N,
+  SCALE_OUT_IN_FLIGHT,
+  SCALE_OUT_COMMAND_PROBE,
+  planScaleOut,
+  runScaleOutCell,
+  aggregateScaleOut,
+} = require('./lib/scaleout.js');
+const {
+  FD_RESERVE,
+  CONNECT_CONCURRENCY,
+  ClientsLost,
+  socketCapacity,
+  serverOpenFiles,
+  nsToMs,
+  diffMs,
+  openFds,
+  checkClock,
+  until,
+  cpuShare,
+} = require('./lib/common.js');
 
 const MODES = {
   quick: {
@@ -61,29 +89,7 @@ const MODES = {
 
 const SERVER = path.join(__dirname, 'server.js');
 const LOADGEN = path.join(__dirname, 'loadgen.js');
-/** File descriptors a child needs besides its sockets (stdio, epoll, V8...). */
-const FD_RESERVE = 128;
 
-/**
- * The addon's socket transport keeps a dup() of each socket for its writer
- * thread, and hands a connection over only while the duplicates fit in half
- * the open-files limit after a reserve of 1% (at least 128); this mirrors
- * `fd_budget` in src/writer.rs (the addon reports it as
- * `getStats().socketCapacity`).
- */
-function socketCapacity(openFiles) {
-  return Math.max(0, Math.floor((openFiles - Math.max(128, Math.floor(openFiles / 100))) / 2));
-}
-
-/** The open-files limit a server needs so that all `n` connections can be native. */
-function serverOpenFiles(n) {
-  let openFiles = 2 * n + FD_RESERVE;
-  while (socketCapacity(openFiles) < n) openFiles++;
-  return openFiles;
-}
-
-/** Handshakes the load generator keeps in flight while connecting. */
-const CONNECT_CONCURRENCY = 256;
 /** Pause after each probe step so the next starts from a quiet machine. */
 const GAP_MS = 20;
 /**
@@ -134,12 +140,6 @@ const CLOSED_LOOP_MIN_BROADCASTS = 6;
 const MAX_JUMP = 2;
 const gridHz = (k) => Math.round(GRID_BASE_HZ * GRID_RATIO ** k * 100) / 100;
 
-/** The server dropped clients: nothing measured on this run after that counts. */
-class ClientsLost extends Error {}
-
-const nsToMs = (ns) => Number(BigInt(ns)) / 1e6;
-const diffMs = (a, b) => Number(BigInt(a) - BigInt(b)) / 1e6;
-
 function parseArgs(argv) {
   const opts = { quick: false, full: false };
   const list = (v) => v.split(',').filter(Boolean);
@@ -157,6 +157,9 @@ function parseArgs(argv) {
     else if (arg === '--payloads') opts.payloads = list(value());
     else if (arg === '--rerender') opts.rerender = value();
     else if (arg === '--out') opts.out = value();
+    else if (arg === '--scaleout') opts.scaleOut = 'only';
+    else if (arg === '--no-scaleout') opts.scaleOut = 'skip';
+    else if (arg === '--scaleout-n') opts.scaleOutN = Number(value());
     else if (arg === '--help' || arg === '-h') {
       // The header comment is the usage text.
       const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1);
@@ -185,9 +188,27 @@ function parseArgs(argv) {
   }
   for (const p of config.payloads) if (!PAYLOADS[p]) throw new Error(`unknown payload ${p}; known: small, large`);
   for (const n of config.ns) if (!(Number.isInteger(n) && n > 0)) throw new Error(`bad N ${n}`);
-  config.systems = (opts.systems ?? SYSTEMS.filter((s) => !s.onlyWhenNamed).map((s) => s.name)).map((name) =>
-    findSystem(name),
+  config.systems = (opts.systems ?? SYSTEMS.filter((s) => !s.onlyWhenNamed && !s.scaleOut).map((s) => s.name)).map(
+    (name) => findSystem(name),
   );
+  for (const s of config.systems) {
+    if (s.scaleOut) throw new Error(`${s.name} runs in the scale-out section only (--scaleout)`);
+  }
+  if (opts.scaleOut === 'only') {
+    config.systems = [];
+    config.ns = [];
+    config.payloads = [];
+  }
+  if (opts.scaleOut !== 'skip') {
+    const base = SCALE_OUT_MODES[mode];
+    config.scaleOut = {
+      ...base,
+      requestedN: opts.scaleOutN ?? base.n,
+      repeats: opts.repeats ?? base.repeats ?? config.repeats,
+    };
+    const n = config.scaleOut.requestedN;
+    if (!(Number.isInteger(n) && n >= 2 && n % 2 === 0)) throw new Error(`--scaleout-n takes an even N, got ${n}`);
+  } else if (opts.scaleOutN) throw new Error('--scaleout-n with --no-scaleout');
   return config;
 }
 
@@ -250,15 +271,6 @@ function addonBuild() {
   };
 }
 
-/** Open descriptors of a process, or null off Linux. */
-function openFds(pid) {
-  try {
-    return fs.readdirSync(`/proc/${pid}/fd`).length;
-  } catch {
-    return null;
-  }
-}
-
 /** Builds the native limit; returns null or why it cannot run. */
 function buildNative(system) {
   const r = spawnSync('cargo', ['build', '--release', '--quiet', '--manifest-path', system.native.manifest], {
@@ -267,34 +279,6 @@ function buildNative(system) {
   if (r.error) return `cargo not available: ${r.error.message}`;
   if (r.status !== 0) return `cargo build failed:\n${r.stderr}`;
   return null;
-}
-
-/**
- * Checks that a child's clock reading falls between two of ours: the
- * harness compares send and receive times taken in different processes, which
- * is only sound if they read the same clock.
- */
-async function checkClock(child) {
-  const before = process.hrtime.bigint();
-  const { ns } = await child.request('clock');
-  const after = process.hrtime.bigint();
-  const t = BigInt(ns);
-  return { ok: t >= before && t <= after, child: child.name, windowUs: Number(after - before) / 1000 };
-}
-
-async function until(predicate, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await predicate()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-/** CPU time a child used between two `cpu` replies, as a fraction of one core. */
-function cpuShare(before, after, wallMs) {
-  const us = after.userUs + after.systemUs - before.userUs - before.systemUs;
-  return wallMs > 0 ? us / 1000 / wallMs : null;
 }
 
 /**
@@ -744,6 +728,23 @@ function transportsOf(cells) {
   };
 }
 
+/** The scale-out section's record: its settings, rows, goals and every repeat. */
+function scaleOutReport(sconfig, plan, cells) {
+  const config = {
+    ...sconfig,
+    n: plan.n,
+    perInstance: plan.perInstance,
+    nNote: plan.note,
+    payload: PAYLOADS.small.label,
+    inFlight: SCALE_OUT_IN_FLIGHT,
+    commandProbe: SCALE_OUT_COMMAND_PROBE,
+    goals: SCALE_OUT_GOALS,
+    goalN: SCALE_OUT_GOAL_N,
+    rows: SCALE_OUT_ROWS,
+  };
+  return { config, ...aggregateScaleOut(cells, config), cells };
+}
+
 /** Re-aggregates a saved results file and rewrites its report, without measuring. */
 function rerender(file) {
   const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -752,7 +753,18 @@ function rerender(file) {
     payloads: saved.config.payloads.map((p) => p.key),
   };
   const { rows, memory } = aggregate(saved.cells, config, saved.config.ns);
-  const out = writeReport({ ...saved, dir: path.dirname(file), base: path.basename(file, '.json'), rows, memory });
+  const scaleOut = saved.scaleOut && {
+    ...saved.scaleOut,
+    ...aggregateScaleOut(saved.scaleOut.cells, saved.scaleOut.config),
+  };
+  const out = writeReport({
+    ...saved,
+    dir: path.dirname(file),
+    base: path.basename(file, '.json'),
+    rows,
+    memory,
+    scaleOut,
+  });
   console.log(out.markdown);
   console.error(`bench: rewrote ${out.files.join(', ')}`);
 }
@@ -762,9 +774,13 @@ async function main() {
   const config = parseArgs(process.argv.slice(2));
   if (config.rerender) return rerender(config.rerender);
   const machine = machineInfo();
-  const connections = planConnections(config.ns);
+  const connections = config.systems.length ? planConnections(config.ns) : { plan: [], note: null };
   console.error(`bench: ${config.mode} mode, ${machine.cores} cores, ${machine.cpuModel}, Node ${machine.node}`);
-  console.error(`bench: ${connections.note}`);
+  if (connections.note) console.error(`bench: ${connections.note}`);
+  const scaleOutPlan = config.scaleOut
+    ? planScaleOut(config.scaleOut.requestedN, probeOpenFiles(serverOpenFiles(config.scaleOut.requestedN)))
+    : null;
+  if (scaleOutPlan?.note) console.error(`bench: scale-out: ${scaleOutPlan.note}`);
 
   const buildBefore = addonBuild();
   console.error(
@@ -806,6 +822,32 @@ async function main() {
     }
   }
 
+  // The scale-out section: one instance with N clients against two with
+  // N/2 each on one Redis (lib/scaleout.js).
+  const scaleOutCells = [];
+  if (scaleOutPlan) {
+    const sconfig = { ...config.scaleOut, n: scaleOutPlan.n };
+    for (let rep = 0; rep < sconfig.repeats; rep++) {
+      const order = SCALE_OUT_ROWS.map((_, i) => SCALE_OUT_ROWS[(i + rep) % SCALE_OUT_ROWS.length]);
+      for (const row of order) {
+        const quiet = await waitForQuiet({ timeoutMs: config.quietTimeoutMs });
+        if (!quiet.quiet)
+          console.error(
+            `bench: machine still busy (${quiet.load.toFixed(2)} cores) after ${(quiet.waitedMs / 1000).toFixed(0)} s; running anyway`,
+          );
+        try {
+          scaleOutCells.push({
+            ...(await runScaleOutCell(row, rep, scaleOutPlan, sconfig)),
+            quietWaitMs: quiet.waitedMs,
+          });
+        } catch (err) {
+          console.error(`[scale-out ${row.system} ×${row.instances} #${rep + 1}] ERROR ${err.stack ?? err}`);
+          scaleOutCells.push({ ...row, n: scaleOutPlan.n, rep, error: String(err.message ?? err) });
+        }
+      }
+    }
+  }
+
   const { rows, memory } = aggregate(cells, config, connections.plan);
   const problems = [];
   for (const c of cells) {
@@ -815,7 +857,20 @@ async function main() {
   for (const system of config.systems) {
     if (!cells.some((c) => c.system === system.name && !c.error)) problems.push(`${system.name} never ran`);
   }
-  const clockOk = cells.every((c) => !c.clocks || c.clocks.every((k) => k.ok));
+  const scaleOutLabel = (c) =>
+    `scale-out ${c.system} ${c.instances}×${(c.n / c.instances).toLocaleString('en-US')} #${c.rep + 1}`;
+  for (const c of scaleOutCells) {
+    if (c.error) problems.push(`${scaleOutLabel(c)}: did not run: ${c.error.split('\n')[0]}`);
+    for (const f of c.failures ?? []) problems.push(`${scaleOutLabel(c)}: ${f}`);
+  }
+  if (scaleOutPlan) {
+    for (const row of SCALE_OUT_ROWS) {
+      if (!scaleOutCells.some((c) => c.system === row.system && c.instances === row.instances && !c.error)) {
+        problems.push(`scale-out ${row.system} (${row.instances} instance${row.instances > 1 ? 's' : ''}) never ran`);
+      }
+    }
+  }
+  const clockOk = [...cells, ...scaleOutCells].every((c) => !c.clocks || c.clocks.every((k) => k.ok));
   // Warnings question the figures, not the systems: they do not fail the run.
   const warnings = [];
   const buildAfter = addonBuild();
@@ -824,12 +879,18 @@ async function main() {
       `the addon binary changed during the run (${buildBefore.sha256} -> ${buildAfter.sha256}): results mix builds`,
     );
   }
-  const loads = cells.map((c) => c.foreignLoadCores).filter((v) => v != null);
-  const disturbed = cells.filter((c) => c.foreignLoadCores > FOREIGN_LOAD_WARN);
+  const allCells = [...cells, ...scaleOutCells];
+  const loads = allCells.map((c) => c.foreignLoadCores).filter((v) => v != null);
+  const disturbed = allCells.filter((c) => c.foreignLoadCores > FOREIGN_LOAD_WARN);
   if (disturbed.length) {
     warnings.push(
-      `${disturbed.length} of ${cells.length} runs shared the CPU with other work (> ${FOREIGN_LOAD_WARN} cores): ` +
-        disturbed.map((c) => `${c.system} N=${c.n} #${c.rep + 1} (${c.foreignLoadCores.toFixed(2)})`).join(', '),
+      `${disturbed.length} of ${allCells.length} runs shared the CPU with other work (> ${FOREIGN_LOAD_WARN} cores): ` +
+        disturbed
+          .map(
+            (c) =>
+              `${c.instances ? scaleOutLabel(c) : `${c.system} N=${c.n} #${c.rep + 1}`} (${c.foreignLoadCores.toFixed(2)})`,
+          )
+          .join(', '),
     );
   }
   const foreignLoad = loads.length
@@ -868,6 +929,7 @@ async function main() {
     rows,
     memory,
     cells,
+    scaleOut: scaleOutPlan && scaleOutReport(config.scaleOut, scaleOutPlan, scaleOutCells),
     problems,
     warnings,
     foreignLoad,

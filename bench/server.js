@@ -2,7 +2,10 @@
 // 127.0.0.1 serving GET /events through the system named on the command
 // line (see systems/index.js), driven by the line protocol (lib/protocol.js).
 //
-//   node --expose-gc bench/server.js <system>
+//   node --expose-gc bench/server.js <system> [<redis URL>]
+//
+// A system on Redis (the scale-out section) gets the URL of the harness's
+// redis-server as the second argument.
 //
 // Commands (replies are JSON; *Ns fields are CLOCK_MONOTONIC ns):
 //   clock            -> { ns }
@@ -14,23 +17,61 @@
 //   payload <json>   -> { bytes }          the object every broadcast sends
 //   bcast            -> { startNs, syncNs, blockedNs, written }
 //   run <hz> <count> -> { count, firstNs, lastNs, written }
+//   loop             -> { activeMs, idleMs, userUs, systemUs, mainThreadNs, gcMs, gcCount }
+//                       cumulative event-loop utilization, process CPU, the main thread's
+//                       own CPU time (null off Linux) and GC pauses (counted from the
+//                       first `loop`), for deltas around a phase
 //   eld <hz> <ms>    -> { p50Ns, p99Ns, maxNs, meanNs, samples, broadcasts }
 //   exit
 
+const fs = require('node:fs');
 const http = require('node:http');
-const { monitorEventLoopDelay } = require('node:perf_hooks');
+const { monitorEventLoopDelay, performance, PerformanceObserver } = require('node:perf_hooks');
 const express = require('express');
 const { findSystem } = require('./systems/index.js');
 const { serve, nowNs } = require('./lib/protocol.js');
 
 const spec = findSystem(process.argv[2]);
 if (!spec.module) throw new Error(`${spec.name} is not a Node system`);
-const system = require(`./systems/${spec.module}.js`).create(spec.options ?? {});
+const redisUrl = process.argv[3];
+if (spec.redis && !redisUrl) throw new Error(`${spec.name} needs a Redis URL as the second argument`);
+// A Redis system's options depend on where Redis runs: a function of the URL.
+const options = typeof spec.options === 'function' ? spec.options({ redisUrl }) : (spec.options ?? {});
+const system = require(`./systems/${spec.module}.js`).create(options);
 
 const app = express();
 app.get('/events', (req, res) => system.route(req, res));
 
 const ELD_RESOLUTION_MS = 2;
+
+/**
+ * GC pauses seen so far. Watched only once a `loop` command asks (the
+ * scale-out section), so the other figures run without the observer.
+ */
+const gc = { ms: 0, count: 0, observer: null };
+function watchGc() {
+  if (gc.observer) return;
+  gc.observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gc.ms += entry.duration;
+      gc.count++;
+    }
+  });
+  gc.observer.observe({ entryTypes: ['gc'] });
+}
+
+/**
+ * CPU time the main (JS) thread has run, in ns, from the scheduler's
+ * per-thread account; null where /proc does not have it. Unlike the event
+ * loop's active time it leaves out time the thread waited for a core.
+ */
+function mainThreadNs() {
+  try {
+    return Number(fs.readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return null;
+  }
+}
 
 let payload = null;
 let sent = 0;
@@ -111,6 +152,24 @@ const handlers = {
 
   // (c) Broadcasting at an offered rate.
   run: ([hz, count]) => runAtRate(Number(hz), Number(count)),
+
+  // Cumulative event-loop utilization (time the loop spent running
+  // callbacks vs. waiting for I/O) and process CPU; the parent takes the
+  // difference around a phase, so the figure comes from inside this process.
+  loop: () => {
+    watchGc();
+    const { active, idle } = performance.eventLoopUtilization();
+    const u = process.cpuUsage();
+    return {
+      activeMs: active,
+      idleMs: idle,
+      userUs: u.user,
+      systemUs: u.system,
+      mainThreadNs: mainThreadNs(),
+      gcMs: gc.ms,
+      gcCount: gc.count,
+    };
+  },
 
   // (d) Event-loop delay while broadcasting at `hz` for `ms`. The histogram
   // records each timer interval, so an idle loop reads about the resolution

@@ -4,6 +4,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { renderChart } = require('./chart.js');
+const { median } = require('./stats.js');
 
 const int = (v) => Math.round(v).toLocaleString('en-US');
 
@@ -37,9 +38,9 @@ function table(header, lines) {
     .join('\n');
 }
 
-function markdown({ machine, config, rows, memory, problems, warnings, foreignLoad, clockOk, durationS }) {
-  const { baseline, limit } = config;
+function markdown({ machine, config, rows, memory, scaleOut, problems, warnings, foreignLoad, clockOk, durationS }) {
   const nList = config.ns.map((p) => p.n);
+  const single = nList.length > 0;
   const out = [];
   out.push('# SSE broadcast benchmark');
   out.push('');
@@ -48,16 +49,24 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
       `${machine.memoryGiB} GiB · ${machine.date.slice(0, 16).replace('T', ' ')} UTC`,
   );
   out.push('');
-  out.push(
-    `**Run:** \`${config.mode}\` mode · N = ${nList.map(int).join(', ')} · payloads ${config.payloads.map((p) => p.label).join(', ')} · ` +
-      `${config.repeats} repeats` +
-      (config.modeRepeats != null && config.repeats !== config.modeRepeats
-        ? ` (reduced by \`--repeats\` from the mode's ${config.modeRepeats} to keep the run short)`
-        : '') +
-      ` · ${config.shots} measured broadcasts per repeat for (a)/(b) · ${durationS.toFixed(0)} s in all`,
-  );
-  out.push('');
-  out.push(`**Connections:** ${config.fdNote}.`);
+  if (single) {
+    out.push(
+      `**Run:** \`${config.mode}\` mode · N = ${nList.map(int).join(', ')} · payloads ${config.payloads.map((p) => p.label).join(', ')} · ` +
+        `${config.repeats} repeats` +
+        (config.modeRepeats != null && config.repeats !== config.modeRepeats
+          ? ` (reduced by \`--repeats\` from the mode's ${config.modeRepeats} to keep the run short)`
+          : '') +
+        ` · ${config.shots} measured broadcasts per repeat for (a)/(b)` +
+        (scaleOut ? ' · then the scale-out section' : '') +
+        ` · ${durationS.toFixed(0)} s in all`,
+    );
+    out.push('');
+    out.push(`**Connections:** ${config.fdNote}.`);
+  } else {
+    out.push(
+      `**Run:** \`${config.mode}\` mode · the scale-out section only (\`--scaleout\`) · ${durationS.toFixed(0)} s in all`,
+    );
+  }
   out.push('');
   const a = config.addon;
   out.push(
@@ -73,6 +82,29 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
         (foreignLoad.max > foreignLoad.warnAbove ? ' — see Warnings.' : '.'),
     );
   }
+  if (single) out.push(...singleServerSections({ config, rows, memory, clockOk, nList }));
+  if (scaleOut) out.push(...scaleOutSection(scaleOut, clockOk));
+
+  if (warnings.length) {
+    out.push('');
+    out.push('## Warnings');
+    out.push('');
+    out.push(warnings.map((w) => `- ${w}`).join('\n'));
+  }
+  if (problems.length) {
+    out.push('');
+    out.push('## Problems');
+    out.push('');
+    out.push(problems.map((p) => `- ${p}`).join('\n'));
+  }
+  out.push('');
+  return out.join('\n');
+}
+
+/** The tables and notes of the single-server figures (a)–(f). */
+function singleServerSections({ config, rows, memory, clockOk, nList }) {
+  const { baseline, limit } = config;
+  const out = [];
   out.push('');
   out.push(
     `Each figure is the median over the repeats (each repeat: fresh server and client processes), ` +
@@ -221,21 +253,168 @@ function markdown({ machine, config, rows, memory, problems, warnings, foreignLo
         "machine's cores, so a load generator near 1.0 means the client side may be the limit.",
     ].join('\n'),
   );
+  return out;
+}
 
-  if (warnings.length) {
+/** "met" / "NOT met" / "not measured". */
+function verdict(met) {
+  if (met == null) return 'not measured';
+  return met ? 'met' : '**NOT met**';
+}
+
+/** The scale-out section: one table, the goals, how it is measured. */
+function scaleOutSection({ config, rows, goals }, clockOk) {
+  const out = [];
+  const n = config.n;
+  const half = config.perInstance;
+  out.push('');
+  out.push(`## Scale-out: N = ${int(n)} on one instance vs. 2 × ${int(half)} on one Redis · ${config.payload} payload`);
+  out.push('');
+  out.push(
+    `${config.repeats} repeat${config.repeats === 1 ? '' : 's'}; each a fresh redis-server (no persistence, on ` +
+      'loopback), fresh instance processes and a fresh load-generator process. Broadcasts are made on instance A; ' +
+      'B is the other instance. Median over the repeats, min–max in brackets.' +
+      (config.nNote ? ` N: ${config.nNote}.` : ''),
+  );
+  out.push('');
+  const label = (r) => {
+    const base = `${r.system} (${r.instances === 1 ? `1 × ${int(r.perInstance)}` : `2 × ${int(r.perInstance)}`})`;
+    return r.runs < config.repeats ? `${base} (${r.runs}/${config.repeats} runs)` : base;
+  };
+  const cpu = (c) => [c.A, c.B, c.loadgen, c.redis].map((v) => (v == null ? '–' : v.toFixed(2))).join(' / ');
+  out.push(
+    table(
+      [
+        'system (instances × clients)',
+        `(f) bcast/s to every client, ≤${config.inFlight} in flight`,
+        'p50 to last client on B ms',
+        'p99 to last client on B ms',
+        'loop ms per remote bcast, on B',
+        'loop ms per bcast, on origin A',
+        'CPU ms per remote bcast, B process',
+        'Redis CPU ms per bcast: spaced / sustained',
+        'CPU during (f), cores: A / B / load gen. / Redis',
+      ],
+      rows.map((r) => {
+        const one = r.instances === 1;
+        return [
+          label(r),
+          cell(r.closedHz),
+          `${cell(r.p50Ms)}${one ? ' †' : ''}`,
+          `${cell(r.p99Ms)}${one ? ' †' : ''}`,
+          one ? '– (no B)' : cell(r.remoteLoopMs),
+          `${cell(r.originLoopMs)}${one ? ' ‡' : ''}`,
+          one ? '–' : cell(r.remoteCpuMs),
+          one ? '– (no Redis)' : `${cell(r.redisCpuMs)} / ${cell(r.redisCpuClosedMs)}`,
+          cpu(r.closedCpu),
+        ];
+      }),
+    ),
+  );
+  out.push('');
+  const idleBusy = median(rows.map((r) => r.idleLoopBusy));
+  out.push(
+    '† one instance: to the last of its N clients (its single-instance delivery time). ' +
+      '‡ one instance: the per-broadcast loop time of the instance that makes the call (there is no other instance). ' +
+      'Loop times are gross (all the loop did during the series, per broadcast)' +
+      (idleBusy == null
+        ? '.'
+        : `; with nothing sent the loops were busy ${(idleBusy * 100).toFixed(3)} % of the time (median), ` +
+          'which is in them too.'),
+  );
+  out.push('');
+  out.push(
+    goals.atGoalN
+      ? `### Goals (N = 2 × ${int(config.goalN / 2)}, ${config.payload})`
+      : `### Goals (set for N = 2 × ${int(config.goalN / 2)}; this run is N = ${int(n)}, shown for information only)`,
+  );
+  out.push('');
+  const g = goals;
+  out.push(
+    table(
+      ['goal', 'measured', 'target', 'verdict'],
+      [
+        [
+          g.remoteLoop.text,
+          `${num(g.remoteLoop.measured)} ms`,
+          `≤ ${num(g.remoteLoop.limit)} ms`,
+          verdict(g.remoteLoop.met),
+        ],
+        [
+          g.rate.text,
+          g.rate.measured == null ? '–' : `${ratio(g.rate.measured)}`,
+          `≥ ${g.rate.limit}×`,
+          verdict(g.rate.met),
+        ],
+        [
+          g.latency.text,
+          `${num(g.latency.measured)} ms`,
+          g.latency.limit == null ? '–' : `≤ ${num(g.latency.limit)} ms`,
+          verdict(g.latency.met),
+        ],
+      ],
+    ),
+  );
+  const single = rows.find((r) => r.instances === 1);
+  const js = rows.find((r) => r.system === 'helper-ioredis');
+  if (single?.closedHz && js?.closedHz) {
     out.push('');
-    out.push('## Warnings');
-    out.push('');
-    out.push(warnings.map((w) => `- ${w}`).join('\n'));
-  }
-  if (problems.length) {
-    out.push('');
-    out.push('## Problems');
-    out.push('');
-    out.push(problems.map((p) => `- ${p}`).join('\n'));
+    out.push(
+      `For scale: on this machine the single instance with all N clients reaches ` +
+        `${ratio(single.closedHz.median / js.closedHz.median)} helper-ioredis's closed-loop rate; the writes to ` +
+        'the N sockets and the load generator reading them share the same cores in every row.',
+    );
   }
   out.push('');
-  return out.join('\n');
+  out.push('### How the scale-out figures are taken');
+  out.push('');
+  out.push(
+    [
+      `- **Rows.** \`addon\`: this package, one instance holding all N clients, no Redis (the reference). ` +
+        '`addon-bus`: this package on its Redis bus (`configure({ redis: { url, stream } })`, `await hub.ready()`), ' +
+        'two instances with N/2 clients each: a broadcast on A is appended to a Redis stream, and both instances read ' +
+        'it back and deliver it. `helper-ioredis`: the JS helper plus ioredis pub/sub, two instances: a broadcast ' +
+        "on A is PUBLISHed, and each instance's subscriber re-broadcasts it to its clients with the helper.",
+      '- **Processes.** Every instance is its own server process (Express 5), the N clients live in one ' +
+        'load-generator process (its sockets grouped by instance), and the harness starts its own redis-server for ' +
+        'each repeat and stops it afterwards. Everything shares this machine: with two cores, the instances, the ' +
+        'load generator and Redis compete for the same CPUs, so a second instance adds no hardware here; it can only ' +
+        "show what the fan-out through Redis costs and whom it blocks. The instances run with V8's memory " +
+        'reducer off (`--no-memory-reducer`; see bench/README.md): it runs full GCs in any process that goes ' +
+        'quiet, broadcasts or not, and would land in some repeats and not others.',
+      `- **(f) closed loop.** As figure (f) above: at most ${config.inFlight} broadcasts (made on A) outstanding; ` +
+        'the next is issued once the oldest has reached every client of every instance; for about ' +
+        `${config.closedMs / 1000} s. Broadcasts over the time from the first call to the last broadcast reaching ` +
+        'every client.',
+      `- **Latency.** ${config.seriesCount} broadcasts on A, each issued once the previous one has reached every ` +
+        `client of every instance and ${config.gapMs} ms have passed (so connections never sit idle for the ` +
+        '200 ms that makes Linux ACK every segment). From just before the call on A to the moment the load generator ' +
+        'has parsed the frame on the last client of B (with one instance: the last of its N clients). Nearest-rank ' +
+        'p50 and p99 per repeat.',
+      '- **Loop ms per remote broadcast, on B.** Taken inside B: `performance.eventLoopUtilization()` active time ' +
+        'over the whole latency series, divided by the number of broadcasts. B receives no harness command during ' +
+        "the series. It includes all of B's JavaScript for a remote broadcast (for `helper-ioredis`: reading the " +
+        'message, JSON.parse, the write to each client), whatever else the loop ran meanwhile (timers: an upper ' +
+        "bound), and time B's thread waited for a core while busy. The JSON also keeps it net of the idle rate " +
+        `(measured over ${config.idleMs / 1000} s with nothing sent just before).`,
+      "- **Loop ms per broadcast, on origin A.** The same inside A, minus the harness's own command " +
+        '(each broadcast is one `bcast` line on stdin; the cost of one command is measured beforehand from ' +
+        `${Math.min(config.commandProbe, config.seriesCount)} \`clock\` commands at the series' pace: a loop ` +
+        'woken from idle takes several times longer over the same work than one kept busy). For the two-instance ' +
+        'rows it includes A delivering to its own clients when ' +
+        'the entry or message comes back from Redis.',
+      '- **CPU ms per remote broadcast, B process.** `process.cpuUsage()` of B over the series, net of its idle ' +
+        'rate (same window), per broadcast: every thread of B (for the addon: its bus thread and socket writers too).',
+      '- **Redis CPU.** `used_cpu_sys + used_cpu_user` from `INFO cpu`, the difference over the series ("spaced") ' +
+        'and over the closed loop ("sustained"), minus its idle rate, per broadcast.',
+      `- **Delivery.** After the last figure, every client of every instance must hold every frame exactly once; ` +
+        "B must have made no broadcast; the addon's bus must have delivered nothing locally for lack of Redis; " +
+        `ioredis must have received every message on both instances. Otherwise the repeat is left out and listed ` +
+        `under Problems (the run fails). Clocks: one CLOCK_MONOTONIC for every process` +
+        `${clockOk ? ' (checked every repeat)' : ' (THAT CHECK FAILED in some run)'}.`,
+    ].join('\n'),
+  );
+  return out;
 }
 
 /** e.g. "socket 1,000" or "stream 600 + socket 400", from the addon's getStats(). */
@@ -265,14 +444,18 @@ function writeReport(input) {
   const { dir, base, machine, config } = input;
   fs.mkdirSync(dir, { recursive: true });
   const md = markdown(input);
-  const svg = renderChart({
-    rows: input.rows,
-    ns: config.ns.map((p) => p.n),
-    payloads: config.payloads,
-    systems: config.systems,
-    limit: config.limit,
-    heading: `${machine.cores} cores · ${machine.cpuModel} · Node ${machine.node} · ${machine.date.slice(0, 10)} · medians of ${config.repeats} repeats, whiskers min–max`,
-  });
+  // The chart is of the single-server figures; a scale-out-only run has none.
+  const chart = input.rows.length > 0;
+  const svg =
+    chart &&
+    renderChart({
+      rows: input.rows,
+      ns: config.ns.map((p) => p.n),
+      payloads: config.payloads,
+      systems: config.systems,
+      limit: config.limit,
+      heading: `${machine.cores} cores · ${machine.cpuModel} · Node ${machine.node} · ${machine.date.slice(0, 10)} · medians of ${config.repeats} repeats, whiskers min–max`,
+    });
   const json = {
     machine,
     config,
@@ -284,12 +467,13 @@ function writeReport(input) {
     clockOk: input.clockOk,
     durationS: input.durationS,
     cells: input.cells,
+    scaleOut: input.scaleOut ?? null,
   };
   const files = [
-    [`${base}.md`, `${md.trimEnd()}\n\n![${base} chart](${base}.svg)\n`],
+    [`${base}.md`, chart ? `${md.trimEnd()}\n\n![${base} chart](${base}.svg)\n` : `${md.trimEnd()}\n`],
     [`${base}.json`, `${JSON.stringify(json, null, 2)}\n`],
-    [`${base}.svg`, svg],
   ];
+  if (chart) files.push([`${base}.svg`, svg]);
   for (const [name, content] of files) fs.writeFileSync(path.join(dir, name), content);
   return { markdown: md, files: files.map(([name]) => path.join(path.relative(process.cwd(), dir), name)) };
 }

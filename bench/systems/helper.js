@@ -42,6 +42,8 @@ function create(options) {
     );
   }
   return {
+    // A hub on the Redis bus takes part once its bus is connected.
+    ready: typeof helper.ready === 'function' ? () => helper.ready() : undefined,
     route(req, res) {
       helper.initResponse(res);
       helper.addClient(res, { ip: req.ip });

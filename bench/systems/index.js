@@ -8,6 +8,11 @@
 // `new SseHub().configure(...)`, so e.g. a history or channels variant is
 //   { name: 'addon-history', module: 'helper', options: { impl: 'addon', hub: { transport: 'auto', ... } } },
 // and `--systems a,b` picks rows by name.
+//
+// Rows with `scaleOut: true` belong to the scale-out section only (two
+// instances on one Redis; see lib/scaleout.js): `redis: true` means the
+// server gets the harness's redis-server URL, and `options` is then a
+// function of { redisUrl }.
 
 const path = require('node:path');
 
@@ -44,6 +49,24 @@ const SYSTEMS = [
     module: 'helper',
     options: { impl: 'addon-baseline', channel: 'all' },
     onlyWhenNamed: true,
+  },
+  // Scale-out: this package on the Redis bus (broadcast goes through a
+  // Redis stream; every instance reads it back and delivers it).
+  {
+    name: 'addon-bus',
+    module: 'helper',
+    scaleOut: true,
+    redis: true,
+    options: ({ redisUrl }) => ({ impl: 'addon', hub: { redis: { url: redisUrl, stream: 'sse-bench' } } }),
+  },
+  // Scale-out: what users build today, the JS helper plus ioredis pub/sub
+  // re-broadcasting on every instance.
+  {
+    name: 'helper-ioredis',
+    module: 'helper-ioredis',
+    scaleOut: true,
+    redis: true,
+    options: ({ redisUrl }) => ({ redisUrl, channel: 'sse-bench' }),
   },
   {
     name: LIMIT,
