@@ -224,9 +224,11 @@ fn execute(state: &Shared, env: RawEnv) {
         frames,
         cursor,
       } => {
-        if state.borrow_mut().core.replayed(key, cursor) && !frames.is_empty() {
+        let held = state.borrow_mut().core.replayed(key, cursor);
+        if let Some(held) = held.filter(|h| !frames.is_empty() || !h.is_empty()) {
           let bytes: Vec<u8> = frames
             .iter()
+            .chain(held.iter())
             .flat_map(|chunk| {
               let start = frame::chunk_payload_start(chunk);
               chunk[start..chunk.len() - 2].iter().copied()

@@ -78,6 +78,9 @@ pub struct Conn<H> {
   /// The replay gate of a stream connection (a socket connection's lives
   /// in its writer thread).
   pub gate: Gate,
+  /// Id-less events that came while its gate was held (see
+  /// [`HubCore::bus_recipients`]), for after the replay.
+  pub held_local: Vec<Arc<[u8]>>,
 }
 
 /// How a connection leaves.
@@ -375,6 +378,7 @@ impl<H> HubCore<H> {
       handle,
       transport,
       gate: Gate::default(),
+      held_local: Vec::new(),
     };
     let key = self.registry.insert(id, conn, now);
     let wire = handoff.map(|(wire, fd, gauge)| {

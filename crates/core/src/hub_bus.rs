@@ -193,26 +193,35 @@ impl<H> HubCore<H> {
       Route::Channel(channel) => self.registry.members(channel).to_vec(),
       Route::Client(id) => self.registry.keys_for_id(id).to_vec(),
     };
+    let max_bytes = self.writer_config.max_buffered_bytes;
     candidates
       .into_iter()
       .filter(|key| {
         self.registry.get_mut(*key).is_some_and(|entry| {
           let conn: &mut Conn<H> = &mut entry.handle;
-          matches!(conn.transport, Transport::Stream { .. }) && conn.gate.admits(frame.id)
+          if !matches!(conn.transport, Transport::Stream { .. }) {
+            return false;
+          }
+          if frame.id.is_none() && conn.gate.is_held() {
+            // Local while Redis is away: it follows the replay.
+            let bytes: usize = conn.held_local.iter().map(|c| c.len()).sum();
+            if bytes + frame.chunk.len() <= max_bytes {
+              conn.held_local.push(frame.chunk.clone());
+            }
+            return false;
+          }
+          conn.gate.admits(frame.id)
         })
       })
       .collect()
   }
 
-  /// A stream connection's replay arrived: its gate opens (the binding
-  /// writes the frames first). False when it is gone.
-  pub fn replayed(&mut self, key: ConnKey, cursor: Option<EntryId>) -> bool {
-    match self.registry.get_mut(key) {
-      Some(entry) => {
-        entry.handle.gate.release(cursor);
-        true
-      }
-      None => false,
-    }
+  /// A stream connection's replay arrived: its gate opens, and what came
+  /// locally while it was held is returned, to be written after the
+  /// replay's frames. `None` when it is gone.
+  pub fn replayed(&mut self, key: ConnKey, cursor: Option<EntryId>) -> Option<Vec<Arc<[u8]>>> {
+    let entry = self.registry.get_mut(key)?;
+    entry.handle.gate.release(cursor);
+    Some(std::mem::take(&mut entry.handle.held_local))
   }
 }

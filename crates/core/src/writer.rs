@@ -380,16 +380,28 @@ struct Conn {
   client: RefCell<Arc<str>>,
   channels: RefCell<Vec<Arc<str>>>,
   gate: Cell<Gate>,
+  /// Events without an id (delivered locally while Redis was away) that
+  /// came while the gate was held: they follow the replay.
+  held_local: RefCell<Vec<Arc<[u8]>>>,
 }
 
 impl Conn {
-  /// Whether a bus entry goes to this connection (the gate moves on when
-  /// it does).
-  fn takes(&self, frame: &BusFrame) -> bool {
+  /// Whether a bus entry goes to this connection now (the gate moves on
+  /// when it does). An id-less one that finds the gate held is kept for
+  /// after the replay, within `max_bytes`.
+  fn takes(&self, frame: &BusFrame, max_bytes: usize) -> bool {
     if !frame
       .route
       .matches(&self.client.borrow(), &self.channels.borrow())
     {
+      return false;
+    }
+    if frame.id.is_none() && self.gate.get().is_held() {
+      let mut held = self.held_local.borrow_mut();
+      let bytes: usize = held.iter().map(|c| c.len()).sum();
+      if bytes + frame.chunk.len() <= max_bytes {
+        held.push(frame.chunk.clone());
+      }
       return false;
     }
     let mut gate = self.gate.get();
@@ -701,6 +713,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
           client: RefCell::new(Arc::from("")),
           channels: RefCell::new(Vec::new()),
           gate: Cell::new(Gate::default()),
+          held_local: RefCell::new(Vec::new()),
         })),
         Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
       }
@@ -759,6 +772,8 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         let mut gate = conn.gate.get();
         gate.release(cursor);
         conn.gate.set(gate);
+        let mut frames = frames;
+        frames.append(&mut conn.held_local.borrow_mut());
         write_to(state, &conn, &frames);
       }
     }
@@ -795,7 +810,7 @@ fn deliver_bus(state: &Rc<WriterState>, frames: &[BusFrame]) {
     }
     let mine: Vec<Arc<[u8]>> = frames
       .iter()
-      .filter(|f| conn.takes(f))
+      .filter(|f| conn.takes(f, state.config.get().max_buffered_bytes))
       .map(|f| f.chunk.clone())
       .collect();
     if !mine.is_empty() {

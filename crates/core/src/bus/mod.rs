@@ -654,13 +654,25 @@ impl Reader {
   }
 
   /// On reconnecting: whether entries after `position` were dropped while
-  /// this instance was away. Only if the position is gone from the stream
-  /// and the stream has dropped entries in its life (`entries-added` past
-  /// its length): a stream Redis lost altogether (restarted empty) and
-  /// others wrote anew lost nothing this instance could still read.
+  /// this instance was away. Deleted (`XDEL`): Redis records the newest
+  /// deleted id. Trimmed (which does not record it): the position is gone
+  /// from the stream and the stream has dropped entries in its life
+  /// (`entries-added` past its length). A stream Redis lost altogether
+  /// (restarted empty), where others have written anew, lost nothing this
+  /// instance could still read.
   async fn lost_while_away(&self, session: &mut Session, position: EntryId) -> RedisResult<bool> {
     if position == EntryId::ZERO {
       return Ok(false);
+    }
+    let info: RedisResult<Value> = redis::cmd("XINFO")
+      .arg("STREAM")
+      .arg(&self.config.stream)
+      .query_async(&mut session.commands)
+      .await;
+    // No such key: nothing to read, nothing known lost.
+    let Ok(info) = info else { return Ok(false) };
+    if info_id(&info, b"max-deleted-entry-id").is_some_and(|deleted| deleted > position) {
+      return Ok(true);
     }
     let at: Value = redis::cmd("XRANGE")
       .arg(&self.config.stream)
@@ -671,13 +683,6 @@ impl Reader {
     if !parse_range(&at).is_empty() {
       return Ok(false);
     }
-    let info: RedisResult<Value> = redis::cmd("XINFO")
-      .arg("STREAM")
-      .arg(&self.config.stream)
-      .query_async(&mut session.commands)
-      .await;
-    // No such key: nothing to read, nothing known lost.
-    let Ok(info) = info else { return Ok(false) };
     let added = info_number(&info, b"entries-added");
     let length = info_number(&info, b"length");
     Ok(matches!((added, length), (Some(added), Some(length)) if added > length))
@@ -1130,8 +1135,20 @@ fn value_id(value: &Value) -> Option<EntryId> {
   EntryId::parse(std::str::from_utf8(bytes_of(value)?).ok()?)
 }
 
+/// An entry-id field of an `XINFO STREAM` reply.
+fn info_id(info: &Value, field: &[u8]) -> Option<EntryId> {
+  info_field(info, field).and_then(value_id)
+}
+
 /// A number field of an `XINFO STREAM` reply.
 fn info_number(info: &Value, field: &[u8]) -> Option<u64> {
+  info_field(info, field).and_then(|v| match v {
+    Value::Int(n) => u64::try_from(*n).ok(),
+    other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+  })
+}
+
+fn info_field<'a>(info: &'a Value, field: &[u8]) -> Option<&'a Value> {
   let pairs: Vec<(&Value, &Value)> = match info {
     Value::Array(items) => items
       .chunks(2)
@@ -1143,10 +1160,7 @@ fn info_number(info: &Value, field: &[u8]) -> Option<u64> {
   pairs
     .into_iter()
     .find(|(k, _)| bytes_of(k) == Some(field))
-    .and_then(|(_, v)| match v {
-      Value::Int(n) => u64::try_from(*n).ok(),
-      other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
-    })
+    .map(|(_, v)| v)
 }
 
 /// `stream` with the glob characters `SCAN MATCH` reads escaped.
@@ -1206,7 +1220,13 @@ mod tests {
       Value::Int(3),
       bulk("entries-added"),
       Value::Int(300),
+      bulk("max-deleted-entry-id"),
+      bulk("7-1"),
     ]);
+    assert_eq!(
+      info_id(&info, b"max-deleted-entry-id"),
+      EntryId::parse("7-1")
+    );
     assert_eq!(info_number(&info, b"length"), Some(3));
     assert_eq!(info_number(&info, b"entries-added"), Some(300));
     assert_eq!(info_number(&info, b"nope"), None);
