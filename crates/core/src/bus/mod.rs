@@ -27,7 +27,6 @@ pub mod replay;
 mod stats;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1046,32 +1045,30 @@ async fn connect(client: redis::Client) -> RedisResult<Session> {
 
 /// One blocking read after `after`; empty when it timed out or was
 /// unblocked. A server that stops answering altogether fails it.
-fn xread(
+async fn xread(
   mut reader: MultiplexedConnection,
   stream: String,
   after: EntryId,
-) -> impl Future<Output = RedisResult<Vec<(EntryId, Result<Entry, Malformed>)>>> {
-  async move {
-    let mut command = redis::cmd("XREAD");
-    command
-      .arg("COUNT")
-      .arg(READ_COUNT)
-      .arg("BLOCK")
-      .arg(BLOCK.as_millis() as u64)
-      .arg("STREAMS")
-      .arg(&stream)
-      .arg(after.to_string());
-    let read = command.query_async::<Value>(&mut reader);
-    let reply = tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, read)
-      .await
-      .map_err(|_| {
-        redis::RedisError::from(io::Error::new(
-          io::ErrorKind::TimedOut,
-          "Redis did not answer XREAD",
-        ))
-      })??;
-    Ok(parse_read(&reply))
-  }
+) -> RedisResult<Vec<(EntryId, Result<Entry, Malformed>)>> {
+  let mut command = redis::cmd("XREAD");
+  command
+    .arg("COUNT")
+    .arg(READ_COUNT)
+    .arg("BLOCK")
+    .arg(BLOCK.as_millis() as u64)
+    .arg("STREAMS")
+    .arg(&stream)
+    .arg(after.to_string());
+  let read = command.query_async::<Value>(&mut reader);
+  let reply = tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, read)
+    .await
+    .map_err(|_| {
+      redis::RedisError::from(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "Redis did not answer XREAD",
+      ))
+    })??;
+  Ok(parse_read(&reply))
 }
 
 /// The entries of an `XREAD` reply (one stream): `[[key, [[id, fields]...]]]`.
