@@ -133,3 +133,31 @@ test('200 hubs with a bus, made and closed: no Redis connection, fd, reference o
   expect(await redis.command('KEYS', 'cycle:presence:*')).toEqual([]);
   expect(after.heapUsed - before.heapUsed).toBeLessThan(4 * MB);
 });
+
+test('hubs with a bus that are dropped without close() are collected, and their bus threads let Redis go', async () => {
+  const baselineClients = await redisClients();
+  const fdsBefore = openFds();
+  const collected = [];
+  const registry = new FinalizationRegistry((i) => collected.push(i));
+  // In a function of its own, so no frame of the test keeps the last hub.
+  const make = async (i) => {
+    const hub = new SseHub();
+    hub.configure({ redis: { url: redis.url, stream: 'dropped' } });
+    await hub.ready();
+    hub.broadcast({ i });
+    registry.register(hub, i);
+  };
+  for (let i = 0; i < 20; i++) await make(i);
+  await waitFor(
+    async () => {
+      await collectGarbage();
+      return collected.length === 20;
+    },
+    'every hub collected',
+    20_000,
+  );
+  // The finalizer told each bus thread to stop; they close their connections.
+  await waitFor(async () => (await redisClients()) === baselineClients, 'Redis clients back to the baseline', 20_000);
+  await waitFor(() => openFds() <= fdsBefore, 'fds back to the baseline', 20_000);
+  expect(await redisClients()).toBe(baselineClients);
+});

@@ -289,7 +289,7 @@ impl NativeHub {
     options: Option<EventOptions>,
   ) -> Result<bool> {
     let raw = env.raw();
-    if self.state.borrow().core.bus().is_some() {
+    if self.state.borrow().core.has_bus() {
       let route = Route::Client(id.as_str().into());
       let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
       return Ok(match crate::bus::append(&self.state, raw, entry)? {
@@ -373,7 +373,7 @@ impl NativeHub {
     filter: Option<Function<'_, (Unknown<'_>, String), Unknown<'_>>>,
   ) -> Result<u32> {
     let raw = env.raw();
-    if filter.is_none() && self.state.borrow().core.bus().is_some() {
+    if filter.is_none() && self.state.borrow().core.has_bus() {
       return self.broadcast_through_bus(raw, data, options, channel);
     }
     let to_everyone = channel.is_none() && filter.is_none();
@@ -461,7 +461,7 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<u32> {
-    let written = if self.state.borrow().core.bus().is_some() {
+    let written = if self.state.borrow().core.has_bus() {
       let raw = env.raw();
       let entry = crate::bus::entry(&self.state, raw, Route::All, data, options.as_ref())?;
       deliver(&self.state, raw, None, &OutFrame::new(&entry.frame(None)))

@@ -53,6 +53,13 @@ impl<H> HubCore<H> {
     self.bus_stopping
   }
 
+  /// Whether this hub was configured with a bus, running or stopped: its
+  /// broadcasts are meant for every instance, so once the bus is gone they
+  /// are refused rather than quietly kept local.
+  pub fn has_bus(&self) -> bool {
+    self.bus.is_some() || self.bus_stopping
+  }
+
   /// An event delivered here only, without Redis (it is away): through the
   /// same gates as the bus's entries, so a connection waiting for its
   /// replay gets nothing before it. The writer threads take the socket

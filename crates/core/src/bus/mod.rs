@@ -70,8 +70,13 @@ const BLOCK: Duration = Duration::from_secs(5);
 const READ_COUNT: usize = 1000;
 /// Appends sent in one pipeline at most.
 const APPEND_BATCH: usize = 512;
-/// Connect timeout, and the response timeout of the command connection.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Response timeout of the command connection: long enough that a loaded
+/// machine's stalls are not taken for an outage (an outage that closes the
+/// connection is noticed at once), short enough that a Redis that stopped
+/// answering is.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Presence: each instance's count lives this long unless refreshed.
 const PRESENCE_TTL: Duration = Duration::from_secs(10);
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
@@ -1021,10 +1026,10 @@ async fn connect(client: redis::Client) -> RedisResult<Session> {
   // (the default 500 ms would fail every XREAD that waits longer); a dead
   // server is noticed by the read's own deadline in `xread`.
   let reader_config = AsyncConnectionConfig::new()
-    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+    .set_connection_timeout(Some(CONNECT_TIMEOUT))
     .set_response_timeout(None);
   let command_config = AsyncConnectionConfig::new()
-    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+    .set_connection_timeout(Some(CONNECT_TIMEOUT))
     .set_response_timeout(Some(COMMAND_TIMEOUT));
   let mut reader = client
     .get_multiplexed_async_connection_with_config(&reader_config)
