@@ -367,7 +367,7 @@ describe('two instances on one Redis', () => {
       for (const c of expected.keys()) await c.waitFor((x) => x.body().endsWith(ends), 'the end markers', LONG);
     } catch (err) {
       // What each client had, and each instance's bus, to see why.
-      const buses = await Promise.all([a, b].map(async (i) => (await stats(i)).body?.bus ?? (await stats(i))));
+      const buses = await Promise.all([a, b].map(async (i) => (await stats(i)).bus));
       err.message += `\nbodies: ${JSON.stringify([...expected.keys()].map((c) => c.body()))}`;
       err.message += `\nexpected: ${JSON.stringify([...expected.values()])}\nbus: ${JSON.stringify(buses)}`;
       throw err;
