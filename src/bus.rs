@@ -3,18 +3,15 @@
 //! into a stream entry, and executing what the bus reports (live entries
 //! and replays for stream-transport connections, link changes, answers).
 
-use std::sync::Arc;
-
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Error, Result, Status};
+use napi::{Env, Error, Result};
 use napi_derive::napi;
 use sse_helper_core::bus::entry::{BusFrame, Entry, Route};
 use sse_helper_core::bus::link::Notice;
 use sse_helper_core::bus::{self, BusConfig, BusEvent};
 use sse_helper_core::frame::{self, EventFields};
 
-use crate::args::{self, guard_panics, invalid, EventOptions};
-use crate::effects::emit;
+use crate::args::{self, invalid, EventOptions};
+use crate::effects::{emit, notifier};
 use crate::hub::deliver;
 use crate::js::RawEnv;
 use crate::state::Shared;
@@ -73,21 +70,7 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
       "options.redis.replayLimit must be an integer from 1 to 1000000",
     )
   })?;
-  let events_state = state.clone();
-  let on_events =
-    env.create_function_from_closure::<(), (), _>("sseHelperBusEvents", move |ctx| {
-      let env = ctx.env.raw();
-      guard_panics(|| {
-        execute(&events_state, env);
-        Ok(())
-      })
-    })?;
-  // Weak: the bus never keeps the process alive by itself.
-  let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
-    .build_threadsafe_function()
-    .callee_handled::<false>()
-    .weak::<true>()
-    .build()?;
+  let notify = notifier(state, env, "sseHelperBusEvents", execute)?;
   let config = BusConfig {
     url: options.url.clone(),
     stream: options.stream.clone(),
@@ -99,12 +82,7 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
   state
     .borrow_mut()
     .core
-    .start_bus(
-      config,
-      Arc::new(move || {
-        tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-      }),
-    )
+    .start_bus(config, notify)
     .map_err(|e| Error::from_reason(format!("starting the Redis bus failed: {e}")))
 }
 

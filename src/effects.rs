@@ -186,26 +186,41 @@ pub fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
   if state.borrow().core.has_writer() {
     return Ok(());
   }
-  let events_state = state.clone();
-  let on_events =
-    env.create_function_from_closure::<(), (), _>("sseHelperWriterEvents", move |ctx| {
-      let env = ctx.env.raw();
-      guard_panics(|| {
-        let effects = events_state.borrow_mut().core.writer_events();
-        execute(&events_state, env, effects);
-        Ok(())
-      })
-    })?;
-  let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = on_events
+  let notify = notifier(state, env, "sseHelperWriterEvents", |state, env| {
+    let effects = state.borrow_mut().core.writer_events();
+    execute(state, env, effects);
+  })?;
+  state
+    .borrow_mut()
+    .core
+    .start_writer(notify)
+    .map_err(|e| Error::from_reason(format!("starting the socket writer failed: {e}")))
+}
+
+/// A `notify` for a thread of the core (a writer, the bus): callable from
+/// any thread, it runs `on_js_thread` on the JS thread with the hub's
+/// state, panics caught. It is weak (unref'd): the thread never keeps the
+/// process alive by itself.
+pub fn notifier(
+  state: &Shared,
+  env: &Env,
+  name: &'static str,
+  on_js_thread: impl Fn(&Shared, RawEnv) + 'static,
+) -> Result<Arc<dyn Fn() + Send + Sync>> {
+  let state = state.clone();
+  let callback = env.create_function_from_closure::<(), (), _>(name, move |ctx| {
+    let env = ctx.env.raw();
+    guard_panics(|| {
+      on_js_thread(&state, env);
+      Ok(())
+    })
+  })?;
+  let tsfn: ThreadsafeFunction<(), (), (), Status, false, true> = callback
     .build_threadsafe_function()
     .callee_handled::<false>()
     .weak::<true>()
     .build()?;
-  state
-    .borrow_mut()
-    .core
-    .start_writer(Arc::new(move || {
-      tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-    }))
-    .map_err(|e| Error::from_reason(format!("starting the socket writer failed: {e}")))
+  Ok(Arc::new(move || {
+    tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+  }))
 }
