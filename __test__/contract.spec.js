@@ -581,3 +581,67 @@ function baselineCloseListeners() {
     ? routeResponses[0].listeners('close').filter((l) => l.name !== 'sseHelperOnClose').length
     : 0;
 }
+
+describe('drain(), ready() and globalClientCount() without a Redis bus', () => {
+  test('drain() rejects bad options with a TypeError naming the key, and applies nothing', async () => {
+    const hub = new SseHub();
+    const rejection = async (call) => {
+      try {
+        await call();
+      } catch (err) {
+        return { name: err.name, code: err.code, message: err.message };
+      }
+      return 'resolved';
+    };
+    expect(await rejection(() => hub.drain({ retryMS: 5 }))).toEqual({
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringMatching(/^options\.retryMS is not a known option; did you mean options\.retryMs\?/),
+    });
+    expect(await rejection(() => hub.drain({ retryMs: '5' }))).toMatchObject({
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: expect.stringMatching(/^options\.retryMs must be a number/),
+    });
+    for (const bad of [-1, 1.5, 2 ** 31, Number.NaN]) {
+      expect(await rejection(() => hub.drain({ retryMs: bad }))).toMatchObject({
+        code: 'ERR_INVALID_ARG_VALUE',
+        message: expect.stringMatching(/^options\.retryMs must be an integer from 0 to 2147483647/),
+      });
+    }
+    // Nothing was applied: the hub still takes clients.
+    expect(typeof hub.addClient(new FakeResponse())).toBe('string');
+    await hub.close();
+  });
+
+  test('drain({ retryMs }) sends the retry field alone, ends every connection and closes the hub', async () => {
+    class Recording extends FakeResponse {
+      text = '';
+      write(chunk) {
+        this.text += Buffer.from(chunk).toString();
+        return super.write();
+      }
+    }
+    const hub = new SseHub();
+    hub.configure({ transport: 'stream' });
+    const a = new Recording();
+    const b = new Recording();
+    hub.addClient(a);
+    hub.addClient('x', b);
+    await hub.drain({ retryMs: 250 });
+    for (const res of [a, b]) {
+      expect(res.text).toBe('retry: 250\n\n');
+      expect(res.writableEnded).toBe(true);
+    }
+    expect(hub.getClientCount()).toBe(0);
+    expect(outcome(() => hub.addClient(new FakeResponse()))).toMatchObject({ code: 'ERR_SSE_CLOSED' });
+  });
+
+  test('ready() resolves at once and globalClientCount() is this hub count', async () => {
+    const hub = new SseHub();
+    hub.addClient(new FakeResponse());
+    await expect(hub.ready()).resolves.toBeUndefined();
+    await expect(hub.globalClientCount()).resolves.toBe(1);
+    expect(hub.getStats().bus).toBeNull();
+    await hub.close();
+  });
+});
