@@ -388,6 +388,7 @@ class SseHub extends EventEmitter {
     if (maxClients !== undefined && !(Number.isInteger(maxClients) && maxClients >= 0)) {
       throw invalidValue('options.maxClients must be a non-negative integer (0 means no limit)');
     }
+    if (bus) this.#native.checkBus(bus);
     this.#native.configure({
       transport,
       maxBufferedBytes,

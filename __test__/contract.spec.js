@@ -645,3 +645,15 @@ describe('drain(), ready() and globalClientCount() without a Redis bus', () => {
     await hub.close();
   });
 });
+
+test('configure({ redis }) with a bad URL applies none of the other options either', () => {
+  const hub = new SseHub();
+  const before = hub.getStats();
+  expect(outcome(() => hub.configure({ writerThreads: 3, redis: 'redis://127.0.0.1:notaport' }))).toMatchObject({
+    threw: 'TypeError',
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: expect.stringMatching(/^options\.redis\.url is not a usable Redis URL/),
+  });
+  expect(hub.getStats()).toEqual(before);
+  expect(hub.getStats().bus).toBeNull();
+});

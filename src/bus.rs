@@ -31,8 +31,19 @@ pub struct BusOptions {
 
 /// Checks the options and starts the bus thread.
 pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
-  let raw = env.raw();
-  if state.borrow().core.bus().is_some() {
+  let config = check(state, env.raw(), options)?;
+  let notify = notifier(state, env, "sseHelperBusEvents", execute)?;
+  state
+    .borrow_mut()
+    .core
+    .start_bus(config, notify)
+    .map_err(|e| Error::from_reason(format!("starting the Redis bus failed: {e}")))
+}
+
+/// Checks the options (a TypeError naming the one that is wrong) without
+/// starting anything, so `configure()` applies nothing unless all are valid.
+pub fn check(state: &Shared, raw: RawEnv, options: &BusOptions) -> Result<BusConfig> {
+  if state.borrow().core.has_bus() {
     return Err(args::state_error(
       raw,
       c"ERR_SSE_BUS_RUNNING",
@@ -70,20 +81,14 @@ pub fn start(state: &Shared, env: &Env, options: &BusOptions) -> Result<()> {
       "options.redis.replayLimit must be an integer from 1 to 1000000",
     )
   })?;
-  let notify = notifier(state, env, "sseHelperBusEvents", execute)?;
-  let config = BusConfig {
+  Ok(BusConfig {
     url: options.url.clone(),
     stream: options.stream.clone(),
     max_len,
     replay_limit,
     max_replay_bytes: state.borrow().core.max_buffered_bytes(),
     ca: options.ca.clone(),
-  };
-  state
-    .borrow_mut()
-    .core
-    .start_bus(config, notify)
-    .map_err(|e| Error::from_reason(format!("starting the Redis bus failed: {e}")))
+  })
 }
 
 /// A broadcast, publish or `sendToClient` as a stream entry. With a bus,

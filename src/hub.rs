@@ -687,6 +687,13 @@ impl NativeHub {
     }
   }
 
+  /// Checks `configure({ redis })`'s options without starting anything
+  /// (`configure` applies nothing unless every option is valid).
+  #[napi(catch_unwind)]
+  pub fn check_bus(&self, env: Env, options: crate::bus::BusOptions) -> Result<()> {
+    crate::bus::check(&self.state, env.raw(), &options).map(|_| ())
+  }
+
   /// Starts the Redis bus (once per hub): from now on broadcasts, publishes
   /// and `sendTo` go through the stream and every instance delivers them.
   #[napi(catch_unwind)]
