@@ -282,10 +282,23 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
     return r.runs < config.repeats ? `${base} (${r.runs}/${config.repeats} runs)` : base;
   };
   const cpu = (c) => [c.A, c.B, c.loadgen, c.redis].map((v) => (v == null ? '–' : v.toFixed(2))).join(' / ');
+  const cpuAbove = (c) =>
+    c && [c.A, c.loadgen].some((v) => v != null)
+      ? [c.A, c.B, c.loadgen].map((v) => (v == null ? '–' : v.toFixed(2))).join(' / ')
+      : '–';
+  // Older results files have no (c) in this section.
+  const hasProbe = rows.some((r) => r.maxHz);
   out.push(
     table(
       [
         'system (instances × clients)',
+        ...(hasProbe
+          ? [
+              '(c) sustained bcast/s to every client',
+              '(c) frames/s',
+              'CPU at the first failing (c) rate, cores: A / B / load gen.',
+            ]
+          : []),
         `(f) bcast/s to every client, ≤${config.inFlight} in flight`,
         'p50 to last client on B ms',
         'p99 to last client on B ms',
@@ -299,6 +312,13 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
         const one = r.instances === 1;
         return [
           label(r),
+          ...(hasProbe
+            ? [
+                `${cell(r.maxHz, { prefix: r.cappedHz ? '≥' : '' })}${loadgenBound(r.cpuAbove?.loadgen) ? ' §' : ''}`,
+                cell(r.deliveredFps),
+                cpuAbove(r.cpuAbove),
+              ]
+            : []),
           cell(r.closedHz),
           `${cell(r.p50Ms)}${one ? ' †' : ''}`,
           `${cell(r.p99Ms)}${one ? ' †' : ''}`,
@@ -316,6 +336,11 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
   out.push(
     '† one instance: to the last of its N clients (its single-instance delivery time). ' +
       '‡ one instance: the per-broadcast loop time of the instance that makes the call (there is no other instance). ' +
+      (rows.some((r) => loadgenBound(r.cpuAbove?.loadgen))
+        ? '§ at the next (c) rate up the load generator used ≥ 90 % of a core, so what failed there may be the ' +
+          'client side. '
+        : '') +
+      (rows.some((r) => r.cappedHz) ? '"≥" in (c): no rate above it failed, the limit is higher. ' : '') +
       'Loop times are gross (all the loop did during the series, per broadcast)' +
       (idleBusy == null
         ? '.'
@@ -342,9 +367,13 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
         ],
         [
           g.rate.text,
-          g.rate.measured == null ? '–' : `${ratio(g.rate.measured)}`,
+          g.rate.measured == null
+            ? '–'
+            : g.rate.bound === '?'
+              ? `${ratio(g.rate.measured)} (both rates "≥")`
+              : `${g.rate.bound ?? ''}${ratio(g.rate.measured)}`,
           `≥ ${g.rate.limit}×`,
-          verdict(g.rate.met),
+          g.rate.met == null && g.rate.measured != null ? 'undetermined (a bound)' : verdict(g.rate.met),
         ],
         [
           g.latency.text,
@@ -357,11 +386,25 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
   );
   const single = rows.find((r) => r.instances === 1);
   const js = rows.find((r) => r.system === 'helper-ioredis');
+  if (hasProbe && g.rate.closedRatio != null) {
+    out.push('');
+    out.push(
+      `The rate goal is judged on (c), the sustained rate the issue asks for. The closed loop (f) is in the ` +
+        `table too: there addon-bus reaches ${ratio(g.rate.closedRatio)} helper-ioredis's rate. (f) keeps at ` +
+        `most ${config.inFlight} broadcasts outstanding, so it gives no credit to a writer that batches frames ` +
+        'once it is behind; (c) does, as long as every client still gets every frame with a bounded lag.',
+    );
+  }
   if (single?.closedHz && js?.closedHz) {
+    const c = hasProbe && single.maxHz && js.maxHz ? single.maxHz.median / js.maxHz.median : null;
     out.push('');
     out.push(
       `For scale: on this machine the single instance with all N clients reaches ` +
-        `${ratio(single.closedHz.median / js.closedHz.median)} helper-ioredis's closed-loop rate; the writes to ` +
+        (c == null
+          ? `${ratio(single.closedHz.median / js.closedHz.median)} helper-ioredis's closed-loop rate (f)`
+          : `${ratio(c)} helper-ioredis's sustained rate (c) and ` +
+            `${ratio(single.closedHz.median / js.closedHz.median)} its closed-loop rate (f)`) +
+        '; the writes to ' +
         'the N sockets and the load generator reading them share the same cores in every row.',
     );
   }
@@ -382,6 +425,27 @@ function scaleOutSection({ config, rows, goals }, clockOk) {
         "show what the fan-out through Redis costs and whom it blocks. The instances run with V8's memory " +
         'reducer off (`--no-memory-reducer`; see bench/README.md): it runs full GCs in any process that goes ' +
         'quiet, broadcasts or not, and would land in some repeats and not others.',
+      ...(hasProbe
+        ? [
+            `- **(c) sustained rate.** The main section's probe (figure (c), lib/probe.js), with A as the server: ` +
+              `A broadcasts at offered rates on its own timer-driven schedule (the \`run\` command), on a ` +
+              `×${config.grid.ratio} grid, about ${config.stepMs} ms per step (at least 5 broadcasts), the first ` +
+              'third warm-up. The load generator times three broadcasts per step (the first, the one ending the ' +
+              'warm-up and the last) on the last client of every instance, A and B together. A rate is sustained ' +
+              `when A kept ≥ ${config.keepUp * 100} % of the schedule, every client of both instances got the ` +
+              "step's frames, the last broadcast's lag (from when it was due) grew no more than " +
+              `${Math.round((1 - config.keepUp) * 100)} % of the span plus jitter since the warm-up, and the ` +
+              'warm-up added at most one delivery time; delivery time and jitter come from the latency series ' +
+              `(its p50 to the last client of every instance; jitter half of it, at least ${config.lagSlackMs} ms). ` +
+              'A step that kept the schedule but failed on lag is run once more. The search starts at half the ' +
+              "rate the series suggests (A's blocked time or that delivery time, whichever is longer), grows while " +
+              `steps pass (up to ×1.56 per step), then bisects; up to ${config.maxSteps} rates in a row's first ` +
+              `repeat, ${config.maxStepsResumed} from the previous repeat's answer in later ones. Shown: the ` +
+              'highest sustained rate and the frames/s delivered at it (N × broadcasts over the time between the ' +
+              'first and the last broadcast reaching every client), and the CPU A, B and the load generator used ' +
+              'at the first rate that failed.',
+          ]
+        : []),
       `- **(f) closed loop.** As figure (f) above: at most ${config.inFlight} broadcasts (made on A) outstanding; ` +
         'the next is issued once the oldest has reached every client of every instance; for about ' +
         `${config.closedMs / 1000} s. Broadcasts over the time from the first call to the last broadcast reaching ` +
@@ -434,9 +498,10 @@ function kb(s) {
   return s && { ...s, median: s.median / 1024, min: s.min / 1024, max: s.max / 1024 };
 }
 
-/** The next offered rate up failed while the load generator was saturated. */
+/** The next offered rate up failed while the load generator was saturated (a row, or its CPU share there). */
 function loadgenBound(row) {
-  return row.loadgenCpuAbove != null && row.loadgenCpuAbove >= 0.9;
+  const cpu = typeof row === 'number' || row == null ? row : row.loadgenCpuAbove;
+  return cpu != null && cpu >= 0.9;
 }
 
 /** Writes <base>.md, <base>.json and <base>.svg into `dir`. */
