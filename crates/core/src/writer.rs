@@ -540,6 +540,9 @@ async fn run(state: Rc<WriterState>, mut rx: mpsc::UnboundedReceiver<Command>) {
 /// the connections a send names.
 const MAX_RUN_FRAMES: usize = MAX_IOVECS;
 
+/// Most bus entries one merged [`Command::Bus`] carries.
+const MAX_BUS_RUN: usize = 1024;
+
 /// Frame commands that arrived together are merged, so a writer that fell
 /// behind catches up with one `writev` per socket per batch instead of one
 /// `write` per frame; the frames are shared, never copied. Runs of
@@ -567,6 +570,13 @@ fn merge(last: Command, next: Command) -> Result<Command, (Command, Command)> {
     (Command::Broadcast(mut frames), Command::Broadcast(more)) => {
       frames.extend(more);
       Ok(Command::Broadcast(frames))
+    }
+    // Bus entries that queued up while the writer was busy go out together:
+    // each connection gets its share of all of them in one `writev`, in
+    // stream order, through the same gates.
+    (Command::Bus(frames), Command::Bus(more)) if frames.len() + more.len() <= MAX_BUS_RUN => {
+      let merged: Vec<BusFrame> = frames.iter().chain(more.iter()).cloned().collect();
+      Ok(Command::Bus(merged.into()))
     }
     (last, next) => match (frames_in(&last), frames_in(&next)) {
       (Some(a), Some(b)) if a + b <= MAX_RUN_FRAMES => {
@@ -1258,6 +1268,41 @@ mod tests {
     );
     assert!(matches!(&out[1], Command::Remove(1)));
     assert!(matches!(&out[2], Command::Mixed(run) if targets(run) == [None, Some(vec![2]), None]));
+  }
+
+  #[test]
+  fn bus_entries_that_queued_up_merge_in_order_up_to_a_barrier() {
+    use crate::bus::entry::{Entry, EntryId, Route};
+    let frame = |ms: u64| {
+      let entry = Entry {
+        route: Route::All,
+        event: None,
+        retry: None,
+        data: ms.to_string(),
+        origin: None,
+      };
+      BusFrame::new(Some(EntryId { ms, seq: 0 }), &entry)
+    };
+    let bus =
+      |ids: &[u64]| Command::Bus(ids.iter().map(|&ms| frame(ms)).collect::<Vec<_>>().into());
+    let ids = |c: &Command| match c {
+      Command::Bus(frames) => frames.iter().map(|f| f.id.unwrap().ms).collect::<Vec<_>>(),
+      _ => Vec::new(),
+    };
+    let out = coalesce(vec![
+      bus(&[1]),
+      bus(&[2, 3]),
+      bus(&[4]),
+      Command::Hold(7),
+      bus(&[5]),
+    ]);
+    assert_eq!(out.len(), 3);
+    assert_eq!(ids(&out[0]), [1, 2, 3, 4]);
+    assert!(matches!(out[1], Command::Hold(7)), "a hold is a barrier");
+    assert_eq!(ids(&out[2]), [5]);
+    // A run stops growing at its cap.
+    let many: Vec<u64> = (0..MAX_BUS_RUN as u64).collect();
+    assert_eq!(coalesce(vec![bus(&many), bus(&[9_999])]).len(), 2);
   }
 
   /// Runs `f` on a writer state inside a runtime, without the thread, so a
