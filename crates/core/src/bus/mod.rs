@@ -268,6 +268,9 @@ impl Bus {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
           runtime.block_on(reader.run());
         }));
+        // The connections' driver tasks live on the runtime: dropping it
+        // closes their sockets, so `Stopped` means they are closed.
+        drop(runtime);
         if outcome.is_err() {
           thread_shared.emit(BusEvent::Link(Notice::Disconnected(
             "the Redis bus thread stopped unexpectedly".into(),
