@@ -125,6 +125,11 @@ export declare class NativeHub {
   /** Counters and gauges at this instant. */
   stats(): NativeStats
   /**
+   * Checks `configure({ redis })`'s options without starting anything
+   * (`configure` applies nothing unless every option is valid).
+   */
+  checkBus(options: BusOptions): void
+  /**
    * Starts the Redis bus (once per hub): from now on broadcasts, publishes
    * and `sendTo` go through the stream and every instance delivers them.
    */
