@@ -495,7 +495,10 @@ class SseHub extends EventEmitter {
     if (retryMs !== undefined) this.#native.retryHint(retryMs);
     if (this.#bus && this.#busState !== 'closed') {
       const { id, promise } = this.#requests.open();
-      if (this.#native.busFlush(id)) await promise.catch(() => {});
+      // Without a running bus there is nothing to wait for (and the
+      // request must be settled, or it would keep Node alive).
+      if (!this.#native.busFlush(id)) this.#requests.settle(id, 'ok:0');
+      await promise.catch(() => {});
     }
     await this.close();
   }

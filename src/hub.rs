@@ -212,6 +212,9 @@ impl NativeHub {
     last_event_id: Option<String>,
   ) -> Result<String> {
     let raw = env.raw();
+    // With a bus the connection is held for its replay from the start
+    // (see `request_replay`): nothing live reaches it before.
+    let hold = last_event_id.is_some() && self.state.borrow().core.bus().is_some();
     let registered = registration::register(
       &self.state,
       &env,
@@ -219,11 +222,10 @@ impl NativeHub {
       id,
       meta.map(|m| m.raw()),
       socket,
+      hold,
     )?;
     if let (Some(key), Some(last_event_id)) = (registered.key, last_event_id) {
-      if self.state.borrow().core.bus().is_some() {
-        // The bus replays it (see `request_replay`); nothing live before.
-        self.state.borrow_mut().core.hold_for_replay(key);
+      if hold {
         return Ok(registered.id);
       }
       let replay = self.state.borrow_mut().core.replay(key, &last_event_id);

@@ -36,6 +36,7 @@ pub fn register(
   id: Option<String>,
   meta: Option<RawValue>,
   socket: Option<SocketInfo>,
+  hold: bool,
 ) -> Result<Registered> {
   let raw = env.raw();
   if state.borrow().core.is_closing() {
@@ -120,7 +121,7 @@ pub fn register(
       },
       meta: meta.map(|m| s.refs.hold(raw, m)).transpose()?,
     };
-    let (key, wire) = s.core.register(&id, handle, fd, Instant::now());
+    let (key, wire) = s.core.register_with(&id, handle, fd, Instant::now(), hold);
     let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
     let symbol = s.key_symbol.as_ref().map(|l| l.value(raw)).transpose()?;
     (key, wire.is_some(), listener, symbol)

@@ -358,6 +358,22 @@ impl<H> HubCore<H> {
     socket: Option<OwnedFd>,
     now: Instant,
   ) -> (ConnKey, Option<WireId>) {
+    self.register_with(id, handle, socket, now, false)
+  }
+
+  /// [`HubCore::register`]; with `hold` (a reconnection with a
+  /// `Last-Event-ID` to a hub with a bus) its replay gate is held from the
+  /// first moment, on either transport, so no live entry reaches it before
+  /// its replay.
+  pub fn register_with(
+    &mut self,
+    id: &str,
+    handle: H,
+    socket: Option<OwnedFd>,
+    now: Instant,
+    hold: bool,
+  ) -> (ConnKey, Option<WireId>) {
+    let hold = hold && self.bus.is_some();
     let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
     let (transport, handoff) = match socket {
       Some(fd) => {
@@ -377,14 +393,14 @@ impl<H> HubCore<H> {
     let conn = Conn {
       handle,
       transport,
-      gate: Gate::default(),
+      gate: if hold { Gate::held() } else { Gate::default() },
       held_local: Vec::new(),
     };
     let key = self.registry.insert(id, conn, now);
     let wire = handoff.map(|(wire, fd, gauge)| {
       self.wires.insert(wire, key);
       if let Some(writer) = &mut self.writer {
-        writer.add(wire, fd, gauge);
+        writer.add_with(wire, fd, gauge, hold);
       }
       wire
     });

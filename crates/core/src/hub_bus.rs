@@ -23,6 +23,11 @@ impl<H> HubCore<H> {
     }
     self.bus = Some(bus);
     self.bus_counts();
+    // Socket connections registered before the bus: their writer threads
+    // learn what entries route them by.
+    for key in self.wires.values().copied().collect::<Vec<_>>() {
+      self.route_changed(key);
+    }
     Ok(())
   }
 
@@ -147,25 +152,6 @@ impl<H> HubCore<H> {
     };
     if let Transport::Socket { wire, .. } = entry.handle.transport {
       writer.route(wire, entry.id.clone(), entry.channels.clone());
-    }
-  }
-
-  /// Holds a new connection's replay gate: it reconnected with a
-  /// `Last-Event-ID` and gets its replay before anything live.
-  pub fn hold_for_replay(&mut self, key: ConnKey) {
-    if self.bus.is_none() {
-      return;
-    }
-    let Some(entry) = self.registry.get_mut(key) else {
-      return;
-    };
-    match entry.handle.transport {
-      Transport::Socket { wire, .. } => {
-        if let Some(writer) = &self.writer {
-          writer.hold(wire);
-        }
-      }
-      Transport::Stream { .. } => entry.handle.gate = crate::bus::gate::Gate::held(),
     }
   }
 

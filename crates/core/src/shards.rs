@@ -116,6 +116,11 @@ impl Writers {
 
   /// Hands a connection to the least loaded live shard.
   pub fn add(&mut self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>) -> bool {
+    self.add_with(wire, fd, gauge, false)
+  }
+
+  /// [`Writers::add`], its replay gate held from the start when `held`.
+  pub fn add_with(&mut self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>, held: bool) -> bool {
     let Some((index, shard)) = self
       .shards
       .iter_mut()
@@ -126,7 +131,7 @@ impl Writers {
       return false;
     };
     shard.connections += 1;
-    shard.writer.add(wire, fd, gauge);
+    shard.writer.add_with(wire, fd, gauge, held);
     self.owner.insert(wire, index);
     true
   }
@@ -173,13 +178,6 @@ impl Writers {
   pub fn send_frames(&self, wire: WireId, frames: Vec<Arc<[u8]>>) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.send_frames(vec![wire], frames);
-    }
-  }
-
-  /// Holds `wire`'s replay gate (see [`crate::bus::gate`]).
-  pub fn hold(&self, wire: WireId) {
-    if let Some(shard) = self.shard_of(wire) {
-      shard.writer.hold(wire);
     }
   }
 

@@ -148,7 +148,9 @@ pub enum WriterEvent {
 }
 
 enum Command {
-  Add(WireId, OwnedFd, Arc<ConnGauge>),
+  /// A new connection; `held` when it waits for a bus replay (its gate is
+  /// held from the start, so no live entry can reach it first).
+  Add(WireId, OwnedFd, Arc<ConnGauge>, bool),
   /// The app's own `res.write`, as one HTTP chunk: never dropped, counted
   /// in the connection's gauge.
   Write(WireId, Arc<[u8]>),
@@ -165,9 +167,6 @@ enum Command {
   /// Entries from the Redis bus, each to the connections its route names
   /// and whose replay gate admits it. A barrier: never merged.
   Bus(Arc<[BusFrame]>),
-  /// Holds a connection's replay gate: bus entries pass it by until
-  /// [`Command::Release`].
-  Hold(WireId),
   /// A replay's frames for one connection, then its gate opens (keeping
   /// `cursor`, when given, as the newest entry it already has).
   Release(WireId, Vec<Arc<[u8]>>, Option<EntryId>),
@@ -258,7 +257,13 @@ impl SocketWriter {
   /// Hands a connection to the writer. `fd` must be a duplicate of a
   /// connected, non-blocking TCP socket's fd; the writer closes it when done.
   pub fn add(&self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>) {
-    self.submit(Command::Add(wire, fd, gauge));
+    self.add_with(wire, fd, gauge, false);
+  }
+
+  /// [`SocketWriter::add`], with its replay gate held from the start when
+  /// `held` (it reconnected with a `Last-Event-ID` to a hub with a bus).
+  pub fn add_with(&self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>, held: bool) {
+    self.submit(Command::Add(wire, fd, gauge, held));
   }
 
   /// Writes the app's own bytes (one HTTP chunk) to `wire`, after what was
@@ -279,11 +284,6 @@ impl SocketWriter {
   /// and replays, ordered with everything else submitted.
   pub fn port(&self) -> Option<WriterPort> {
     self.tx.clone().map(|tx| WriterPort { tx })
-  }
-
-  /// Holds `wire`'s replay gate (it reconnected with a `Last-Event-ID`).
-  pub fn hold(&self, wire: WireId) {
-    self.submit(Command::Hold(wire));
   }
 
   /// Sets the client id and channels bus entries are routed by.
@@ -701,7 +701,7 @@ fn deliver(state: &Rc<WriterState>, run: &[Delivery]) {
 
 fn handle(state: &Rc<WriterState>, command: Command) {
   match command {
-    Command::Add(wire, fd, gauge) => {
+    Command::Add(wire, fd, gauge, held) => {
       let stream = TcpStream::from(fd);
       // Shares the file description with Node's fd, which libuv already made
       // non-blocking; setting it again is harmless and makes that explicit.
@@ -722,7 +722,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
           end_timer: RefCell::new(None),
           client: RefCell::new(Arc::from("")),
           channels: RefCell::new(Vec::new()),
-          gate: Cell::new(Gate::default()),
+          gate: Cell::new(if held { Gate::held() } else { Gate::default() }),
           held_local: RefCell::new(Vec::new()),
         })),
         Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
@@ -771,11 +771,6 @@ fn handle(state: &Rc<WriterState>, command: Command) {
     }
     Command::Configure(config) => state.config.set(config),
     Command::Bus(frames) => deliver_bus(state, &frames),
-    Command::Hold(wire) => {
-      if let Some(conn) = state.conns.borrow().get(wire) {
-        conn.gate.set(Gate::held());
-      }
-    }
     Command::Release(wire, frames, cursor) => {
       let conn = state.conns.borrow().get(wire);
       if let Some(conn) = conn {
@@ -1293,12 +1288,15 @@ mod tests {
       bus(&[1]),
       bus(&[2, 3]),
       bus(&[4]),
-      Command::Hold(7),
+      Command::Remove(7),
       bus(&[5]),
     ]);
     assert_eq!(out.len(), 3);
     assert_eq!(ids(&out[0]), [1, 2, 3, 4]);
-    assert!(matches!(out[1], Command::Hold(7)), "a hold is a barrier");
+    assert!(
+      matches!(out[1], Command::Remove(7)),
+      "other commands are barriers"
+    );
     assert_eq!(ids(&out[2]), [5]);
     // A run stops growing at its cap.
     let many: Vec<u64> = (0..MAX_BUS_RUN as u64).collect();
@@ -1332,6 +1330,7 @@ mod tests {
         wire,
         server.as_fd().try_clone_to_owned().unwrap(),
         Arc::default(),
+        false,
       ),
     );
   }

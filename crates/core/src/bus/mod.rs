@@ -86,6 +86,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Appends that may wait for the bus thread; past it, broadcasts are
 /// delivered locally (as during an outage) instead of queueing without end.
 pub const MAX_PENDING_APPENDS: usize = 100_000;
+/// Replays that may wait for Redis to come back.
+const MAX_WAITING_REPLAYS: usize = 10_000;
 
 /// Where a replay goes.
 #[derive(Clone)]
@@ -427,7 +429,7 @@ impl Reader {
       match self.serve(session).await {
         End::Stop => break,
         End::Failed(error) => {
-          if self.wait_out(&error).await {
+          if self.after_failure() || self.wait_out(&error).await {
             break;
           }
         }
@@ -446,6 +448,24 @@ impl Reader {
     for (request, _) in std::mem::take(&mut self.flushes) {
       self.reply(request, Ok(0.0));
     }
+  }
+
+  /// A session failed: a request taken off the queue while batching (and
+  /// not served yet) is served offline, and flushes waiting for entries to
+  /// come back are answered (none will while Redis is away). True when one
+  /// of those requests was `Stop`.
+  fn after_failure(&mut self) -> bool {
+    let mut stop = false;
+    for request in std::mem::take(&mut self.deferred) {
+      match request {
+        Request::Stop => stop = true,
+        request => self.offline(request),
+      }
+    }
+    for (request, _) in std::mem::take(&mut self.flushes) {
+      self.reply(request, Ok(0.0));
+    }
+    stop
   }
 
   /// Connects, answering requests meanwhile. `None` when told to stop.
@@ -493,12 +513,29 @@ impl Reader {
         self.shared.pending_appends.fetch_sub(1, Ordering::Relaxed);
         self.fallback(vec![entry], false);
       }
-      Request::Replay(replay) => self.replays.push(replay),
+      Request::Replay(replay) => self.wait_for_replay(replay),
       Request::Count(request) => self.reply(request, Err("Redis is not connected".into())),
       Request::Flush(request) => self.reply(request, Ok(0.0)),
       // Refreshed when the next session starts.
       Request::Presence => self.shared.presence_queued.store(false, Ordering::Relaxed),
       Request::Stop => {}
+    }
+  }
+
+  /// A replay that must wait for the next session. The queue is bounded:
+  /// clients reconnecting in a loop during an outage cannot grow it without
+  /// end; past the bound a client gets `reset` at once.
+  fn wait_for_replay(&mut self, replay: ReplayRequest) {
+    if self.replays.len() < MAX_WAITING_REPLAYS {
+      self.replays.push(replay);
+    } else {
+      let until = self.position.unwrap_or_default();
+      self.answer(
+        replay,
+        &Outcome::Reset("too many replays waiting"),
+        &[],
+        until,
+      );
     }
   }
 
@@ -774,7 +811,7 @@ impl Reader {
         }
       }
       Request::Replay(replay) => {
-        self.replays.push(replay);
+        self.wait_for_replay(replay);
         if !*unblocked {
           *unblocked = true;
           // The reader's XREAD returns at once; the replay is served
