@@ -17,7 +17,6 @@
 //! ignored; an entry that breaks these rules is skipped and counted, never
 //! delivered half-framed.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
@@ -232,18 +231,6 @@ impl BusFrame {
   pub fn frame(&self) -> &[u8] {
     let start = frame::chunk_payload_start(&self.chunk);
     &self.chunk[start..self.chunk.len() - 2]
-  }
-}
-
-impl PartialOrd for BusFrame {
-  fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-    Some(self.id.cmp(&other.id))
-  }
-}
-
-impl PartialEq for BusFrame {
-  fn eq(&self, other: &Self) -> bool {
-    self.id == other.id && self.chunk == other.chunk
   }
 }
 
