@@ -18,7 +18,8 @@ export declare class NativeHub {
    * `typeError` is the constructor bad-input errors are made with (pass the
    * caller's `TypeError`). `hooks` holds `write`, `end`, `destroy`,
    * `socketDestroy` (installed on responses handed to the socket writer)
-   * and `writeAfterEnd` (installed on responses the hub ended); without
+   * and `writeAfterEnd` (installed on Node responses the hub ended, those
+   * whose `write` is still `nodeWrite`, Node's own); without
    * them the hub uses the stream transport only. `lifecycle(kind, a, b)`
    * is called when a connection leaves (`'disconnect'`, id, reason) or is
    * found slow (`'slow'`, id), when the writer thread died (`'error'`,
@@ -51,11 +52,27 @@ export declare class NativeHub {
    * is neither registered nor ending.
    */
   forget(res: unknown): boolean
+  /**
+   * The registry as the original helper's `_clients` map shows it: a flat
+   * array `[id, res, meta, createdAt, …]`, four values per connection (only
+   * those under `id` when given), in registration order. `createdAt` is
+   * the wall-clock time of registration in ms.
+   */
+  entries(id?: string | undefined | null): unknown
+  /** The client id `res` is registered under, if it is. */
+  idOf(res: unknown): string | null
+  /**
+   * Drops every connection under `id` from the registry without ending
+   * it, as deleting from the original's `_clients` map does (its `close`
+   * listener is detached, a socket connection goes back to Node).
+   */
+  forgetId(id: string): boolean
   /** Unregisters and ends every connection under `id`. */
   unregisterId(id: string): boolean
   /**
    * Frames `data` once and writes it to every connection under `id`.
-   * True when at least one connection was written.
+   * True when at least one live connection was there (with a bus: when
+   * the event was appended, or delivered locally).
    */
   sendTo(id: string, data: string, options?: EventOptions | undefined | null): boolean
   /** Writes one framed event to any response, registered or not. */

@@ -3,7 +3,9 @@
 const { EventEmitter } = require('node:events');
 const { debuglog } = require('node:util');
 const { loadBinding } = require('./lib/load-binding.js');
-const { serialize } = require('./lib/serialize.js');
+const { serialize, formatSSEMessage } = require('./lib/serialize.js');
+const { encodeId, decodeId } = require('./lib/client-id.js');
+const { HandSetEntries, ClientsView, ResIndexView, isObject } = require('./lib/registry-view.js');
 const { initResponse, isResponseLike } = require('./lib/response.js');
 const { inspectSocket, responseHooks } = require('./lib/socket.js');
 const { metrics } = require('./lib/metrics.js');
@@ -58,6 +60,7 @@ class SseCapacityError extends Error {
 }
 
 const METHODS = [
+  'formatSSEMessage',
   'initResponse',
   'addClient',
   'removeClient',
@@ -82,6 +85,8 @@ const METHODS = [
 ];
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
+/** `cleanupStaleClients()`'s default age limit, the original's: one hour. */
+const DEFAULT_MAX_AGE_MS = 60 * 60 * 1000;
 /** Node's timers take at most 2^31 - 1 ms; past that they fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -115,6 +120,8 @@ class SseHub extends EventEmitter {
   #requests = new Requests();
   /** `drain()` was called: new clients are refused. */
   #draining = false;
+  /** Entries put in `_clients` by hand (no connection of the registry). */
+  #handSet = new HandSetEntries();
 
   constructor() {
     super();
@@ -142,7 +149,8 @@ class SseHub extends EventEmitter {
       }
       if (kind === 'disconnect' && hub.#native.count() === 0) hub.#stopHeartbeat();
       if (hub.listenerCount(kind) === 0) return;
-      hub.#emitSafely(kind, kind === 'slow' ? { id: a } : { id: a, reason: b });
+      const id = decodeId(a);
+      hub.#emitSafely(kind, kind === 'slow' ? { id } : { id, reason: b });
     };
     this.#native = new NativeHub(TypeError, hooks, lifecycle);
     this.#hooks = hooks;
@@ -150,6 +158,15 @@ class SseHub extends EventEmitter {
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
     }
+    Object.defineProperties(this, {
+      _clients: { value: new ClientsView(this.#native, this.#handSet, fromMeta), enumerable: true },
+      _resIndex: { value: new ResIndexView(this.#native, this.#handSet), enumerable: true },
+    });
+  }
+
+  /** The original's wire format for one payload: `data: <json>\n\n`. */
+  formatSSEMessage(payload) {
+    return formatSSEMessage(payload);
   }
 
   /**
@@ -168,26 +185,29 @@ class SseHub extends EventEmitter {
   /**
    * `addClient(res, meta?, options?)` or `addClient(id, res, meta?, options?)`.
    * `options.lastEventId` overrides the request's `Last-Event-ID` header.
+   * An id is any value, as in the original (`42` and `'42'` are two
+   * clients); without one (or with a nullish one) an id is generated.
    */
   addClient(idOrRes, resOrMeta, meta, options) {
-    if (typeof idOrRes === 'string') return this.#register(resOrMeta, checkKey('id', idOrRes), meta, options);
     if (isResponseLike(idOrRes)) return this.#register(idOrRes, undefined, resOrMeta, meta);
-    if (idOrRes === undefined || idOrRes === null) {
-      // addClient(req.sessionID, res) without a session: generate the id.
-      if (isResponseLike(resOrMeta)) return this.#register(resOrMeta, undefined, meta, options);
-    } else if (isResponseLike(resOrMeta)) {
-      throw invalidType(`id must be a string, got ${kindOf(idOrRes)}`);
+    if (!resOrMeta) {
+      // The original's back-compat form: the one argument is the response.
+      if (!isObject(idOrRes)) {
+        throw invalidType(`res must be an http.ServerResponse, got ${kindOf(idOrRes)}`);
+      }
+      return this.#register(idOrRes, undefined, undefined, undefined);
     }
-    return this.#native.register(idOrRes);
+    if (!isObject(resOrMeta)) {
+      throw invalidType(`res must be an http.ServerResponse, got ${kindOf(resOrMeta)}`);
+    }
+    const id = idOrRes === undefined || idOrRes === null ? undefined : idOrRes;
+    return this.#register(resOrMeta, id, meta, options);
   }
 
   #register(res, id, meta, options) {
-    if (!isResponseLike(res)) return this.#native.register(res, id);
     if (this.#closing || this.#draining) throw closedError();
     checkKeys(options, ADD_CLIENT_OPTIONS);
-    if (!Object.isExtensible(res)) {
-      throw invalidValue('res must be extensible: the helper keeps its key on the response');
-    }
+    this.#dropHandSet(res, id);
     const isNew = !this.#native.has(res);
     if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     const replays = this.#historySize > 0 || this.#bus;
@@ -195,8 +215,10 @@ class SseHub extends EventEmitter {
     // Read before registering: registration installs the writer's hooks.
     const socket = inspectSocket(res);
     const info = typeof socket === 'string' ? undefined : socket;
-    const clientId = this.#native.register(res, id, toMeta(meta), info, lastEventId);
-    if (DEBUG) this.#logRegistration(res, clientId, isNew, socket);
+    const key = id === undefined ? undefined : encodeId(id);
+    const registered = this.#native.register(res, key, toMeta(meta), info, lastEventId);
+    const clientId = id === undefined ? registered : id;
+    if (DEBUG) this.#logRegistration(res, registered, isNew, socket);
     if (isNew && this.#native.has(res)) {
       // The bus replays on the next tick, so channels the route joins right
       // after addClient count; the connection gets nothing live before.
@@ -211,18 +233,77 @@ class SseHub extends EventEmitter {
     return clientId;
   }
 
+  /**
+   * What the original's map does to its entries when `res` is registered
+   * under `id`: an entry put by hand under `id` is replaced, and one that
+   * `_resIndex` points `res` at is dropped.
+   */
+  #dropHandSet(res, id) {
+    const handSet = this.#handSet;
+    if (handSet.size === 0) return;
+    if (id !== undefined) handSet.delete(id);
+    if (handSet.index.has(res)) {
+      handSet.delete(handSet.index.get(res));
+      handSet.index.delete(res);
+    }
+  }
+
+  /** As the original's `removeClientById` on an entry put by hand. */
+  #removeHandSet(id) {
+    const entry = this.#handSet.get(id);
+    try {
+      if (entry.res && !entry.res.writableEnded) entry.res.end();
+    } catch {
+      // As the original: a failing end still removes the entry.
+    }
+    this.#handSet.delete(id);
+    try {
+      if (isObject(entry.res)) this.#handSet.index.delete(entry.res);
+    } catch {
+      // A throwing getter on an entry put by hand.
+    }
+  }
+
+  /** Unregisters `res` and ends it if still open. Any value is accepted (false if not registered). */
   removeClient(res) {
-    return this.#native.unregister(res);
+    if (this.#handSet.index.has(res)) {
+      const id = this.#handSet.index.get(res);
+      this.#handSet.index.delete(res);
+      if (this.#handSet.has(id)) {
+        this.#removeHandSet(id);
+        return true;
+      }
+      return this.#native.unregisterId(encodeId(id));
+    }
+    return isObject(res) ? this.#native.unregister(res) : false;
   }
 
+  /** Unregisters and ends every connection under `id` (any value, as in the original). */
   removeClientById(id) {
-    return this.#native.unregisterId(checkKey('id', id));
+    if (this.#handSet.has(id)) {
+      this.#removeHandSet(id);
+      return true;
+    }
+    return this.#native.unregisterId(encodeId(id));
   }
 
-  /** Sends to every connection under `id`; `options` as for `send`. */
+  /**
+   * Sends to every connection under `id`; `options` as for `send`. True
+   * when a live connection was there (as in the original, even when its
+   * `write` threw: it is then ended and removed).
+   */
   sendToClient(id, payload, options) {
-    checkKey('id', id);
-    const sent = this.#native.sendTo(id, dataOf(payload, options), fieldsOf(options));
+    if (this.#handSet.has(id)) {
+      const entry = this.#handSet.get(id);
+      if (!entry?.res) return false;
+      if (entry.res.writableEnded) {
+        this.#removeHandSet(id);
+        return false;
+      }
+      this.send(entry.res, payload, options);
+      return true;
+    }
+    const sent = this.#native.sendTo(encodeId(id), dataOf(payload, options), fieldsOf(options));
     if (DEBUG) this.#logDrops();
     return sent;
   }
@@ -232,6 +313,9 @@ class SseHub extends EventEmitter {
    * `raw: true` to send a string as-is (one `data:` line per line).
    */
   send(res, payload, options) {
+    // As the original, anything is accepted: a value that is no object is
+    // nothing to write to.
+    if (!isObject(res)) return false;
     const sent = this.#native.send(res, dataOf(payload, options), fieldsOf(options));
     if (DEBUG) this.#logDrops();
     return sent;
@@ -250,9 +334,41 @@ class SseHub extends EventEmitter {
     if (filter !== undefined && typeof filter !== 'function') {
       throw invalidType(`options.filter must be a function, got ${kindOf(filter)}`);
     }
-    const test = filter && ((meta, id) => filter(fromMeta(meta), id));
-    const sent = this.#native.broadcast(data, fields, channel, test);
+    const test = filter && ((meta, id) => filter(fromMeta(meta), decodeId(id)));
+    let sent = this.#native.broadcast(data, fields, channel, test);
+    if (this.#handSet.size > 0 && channel === undefined && filter === undefined) {
+      sent += this.#broadcastHandSet(data, fields, false);
+    }
     if (DEBUG) this.#logDrops();
+    return sent;
+  }
+
+  /** A broadcast's share for entries put in `_clients` by hand, as the original writes its map's entries. */
+  #broadcastHandSet(data, fields, close) {
+    let sent = 0;
+    for (const [key, { id, entry }] of Array.from(this.#handSet.byId)) {
+      let res;
+      try {
+        res = entry.res;
+      } catch {
+        this.#handSet.byId.delete(key);
+        continue;
+      }
+      if (!isObject(res) || res.writableEnded) {
+        if (!close) this.#removeHandSet(id);
+        continue;
+      }
+      if (this.#native.send(res, data, fields)) sent += 1;
+      else if (!close) this.#removeHandSet(id);
+      if (close) {
+        try {
+          res.end();
+        } catch {
+          // As the original: a failing end is ignored.
+        }
+      }
+    }
+    if (close) this.#handSet.byId.clear();
     return sent;
   }
 
@@ -264,7 +380,11 @@ class SseHub extends EventEmitter {
   }
 
   broadcastAndClose(payload, options) {
-    return this.#native.broadcastAndClose(dataOf(payload, options), fieldsOf(options));
+    const data = dataOf(payload, options);
+    const fields = fieldsOf(options);
+    let sent = this.#native.broadcastAndClose(data, fields);
+    if (this.#handSet.size > 0) sent += this.#broadcastHandSet(data, fields, true);
+    return sent;
   }
 
   /**
@@ -274,7 +394,7 @@ class SseHub extends EventEmitter {
   comment(target, text) {
     checkString('text', text);
     if (target === null || target === undefined) return this.#native.comment(undefined, undefined, text);
-    if (typeof target === 'string') return this.#native.comment(undefined, checkKey('target', target), text);
+    if (typeof target === 'string') return this.#native.comment(undefined, encodeId(checkKey('target', target)), text);
     return this.#native.comment(target, undefined, text);
   }
 
@@ -291,7 +411,7 @@ class SseHub extends EventEmitter {
   #setMembership(target, channel, member) {
     checkKey('channel', channel);
     if (typeof target === 'string') {
-      return this.#native.setMembership(undefined, checkKey('target', target), channel, member);
+      return this.#native.setMembership(undefined, encodeId(checkKey('target', target)), channel, member);
     }
     if (!isResponseLike(target)) {
       throw invalidType('target must be an http.ServerResponse or a client id');
@@ -300,19 +420,48 @@ class SseHub extends EventEmitter {
   }
 
   getClientCount() {
-    return this.#native.count();
+    return this.#native.count() + this.#handSet.size;
   }
 
   /**
    * Removes connections that ended, errored or were destroyed, and ends
-   * those connected for longer than `maxAgeMs`. Any finite non-negative
-   * number is accepted; a huge one (`Number.MAX_VALUE`) means "never".
+   * those connected for longer than `maxAgeMs` (default one hour). As in
+   * the original, a falsy `maxAgeMs` (0, null, NaN) means no age limit, and
+   * any other value is compared as a number. Returns how many were removed.
    */
-  cleanupStaleClients(maxAgeMs) {
-    if (typeof maxAgeMs !== 'number') {
-      throw invalidType(`maxAgeMs must be a non-negative finite number, got ${kindOf(maxAgeMs)}`);
+  cleanupStaleClients(maxAgeMs = DEFAULT_MAX_AGE_MS) {
+    let limit;
+    try {
+      limit = maxAgeMs ? Number(maxAgeMs) : Number.POSITIVE_INFINITY;
+    } catch {
+      // The original's comparison throws for each client, which it then removes.
+      limit = -1;
     }
-    return this.#native.cleanupStale(maxAgeMs);
+    let removed = 0;
+    if (this.#handSet.size > 0) removed += this.#cleanupHandSet(limit);
+    // `age > limit`: NaN never holds, a negative limit always does.
+    const native = Number.isNaN(limit) ? Number.MAX_VALUE : Math.min(Math.max(limit, 0), Number.MAX_VALUE);
+    return removed + this.#native.cleanupStale(native);
+  }
+
+  /** The original's pruning, for entries put in `_clients` by hand. */
+  #cleanupHandSet(limit) {
+    const now = Date.now();
+    let removed = 0;
+    for (const { id, entry } of Array.from(this.#handSet.byId.values())) {
+      let stale;
+      try {
+        const res = entry.res;
+        stale = !res || res.writableEnded || now - (entry.createdAt || 0) > limit;
+      } catch {
+        stale = true;
+      }
+      if (stale) {
+        this.#removeHandSet(id);
+        removed += 1;
+      }
+    }
+    return removed;
   }
 
   /**

@@ -1,19 +1,24 @@
 const { invalidType } = require('./errors.js');
 
-/** True for anything that can act as an SSE response: write, end and on. */
+/**
+ * True for anything that can act as an SSE response: an object with
+ * `write` (the original helper needs nothing more; `end` and `once` are
+ * used when there).
+ */
 function isResponseLike(value) {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof value.write === 'function' &&
-    typeof value.end === 'function' &&
-    typeof value.on === 'function'
-  );
+  return typeof value === 'object' && value !== null && typeof value.write === 'function';
 }
 
+/** The headers the original helper sets through Express's `res.set`. */
+const ORIGINAL_HEADERS = Object.freeze({
+  'Content-Type': 'text/event-stream',
+  'Cache-Control': 'no-cache',
+  Connection: 'keep-alive',
+});
+
 function assertResponse(res, name = 'res') {
-  if (!isResponseLike(res)) {
-    throw invalidType(`${name} must be an http.ServerResponse (an object with write, end and on)`);
+  if (!isResponseLike(res) || typeof res.end !== 'function') {
+    throw invalidType(`${name} must be an http.ServerResponse (an object with write and end)`);
   }
 }
 
@@ -28,7 +33,16 @@ function isHttp2(res) {
  * event leaves as soon as it is written.
  */
 function initResponse(res) {
-  assertResponse(res);
+  if (typeof res?.setHeader !== 'function') {
+    // Not a Node response: what the original does, for objects with
+    // Express's `set` only (test doubles, other frameworks' adapters).
+    if (typeof res?.set !== 'function') {
+      throw invalidType('res must be an http.ServerResponse (an object with setHeader, or set)');
+    }
+    res.set({ ...ORIGINAL_HEADERS });
+    if (typeof res.flushHeaders === 'function') res.flushHeaders();
+    return;
+  }
   if (res.headersSent) {
     throw new Error(
       'initResponse(res): the response headers were already sent; call initResponse before anything is written',
@@ -45,7 +59,7 @@ function initResponse(res) {
   }
   // nginx buffers proxied responses unless told otherwise.
   res.setHeader('X-Accel-Buffering', 'no');
-  res.flushHeaders();
+  if (typeof res.flushHeaders === 'function') res.flushHeaders();
 }
 
 module.exports = { initResponse, isResponseLike, assertResponse, isHttp2 };

@@ -111,10 +111,17 @@ function responseHooks(native) {
     }
     const hub = native();
     if (typeof callback === 'function') this.once('finish', callback);
+    // Ended for the app at once, as with Node's own `end` (`writableEnded`
+    // reads `finished`); the hub puts it back before Node's `end` runs,
+    // once the writer has flushed.
     // Without a hub (garbage-collected), its writer already ends this
     // connection after flushing, then puts Node's methods back.
-    if (!hub) return this;
+    if (!hub) {
+      this.finished = true;
+      return this;
+    }
     if (chunk !== undefined && chunk !== null) write.call(this, chunk, encoding);
+    this.finished = true;
     // Unregistering ends it through Node once the queue is flushed.
     hub.unregister(this);
     return this;
@@ -141,7 +148,7 @@ function responseHooks(native) {
     if (typeof callback === 'function') process.nextTick(callback, writeAfterEndError());
     return false;
   }
-  return { write, end, destroy, socketDestroy, writeAfterEnd };
+  return { write, end, destroy, socketDestroy, writeAfterEnd, nodeWrite: NODE_WRITE };
 }
 
 module.exports = { inspectSocket, socketInfo, responseHooks };

@@ -93,10 +93,18 @@ fn finish(state: &Shared, env: RawEnv, handle: JsConn, how: Removal, socket: boo
 }
 
 /// Puts Node's own methods back on a response leaving the socket writer.
+/// The installed `end` set `finished` at once (so `writableEnded` is true
+/// the moment the app ends it, as with Node's own); it is put back too, or
+/// Node's `end`, which the hub calls next, would take it as already done.
 pub fn restore_response(env: RawEnv, res: RawValue) {
   js::delete_named(env, res, "write");
   js::delete_named(env, res, "end");
   js::delete_named(env, res, "destroy");
+  if js::get_truthy(env, res, c"finished") {
+    if let Ok(no) = js::boolean(env, false) {
+      let _ = js::set_named(env, res, c"finished", no);
+    }
+  }
   if let Ok(socket) = js::get(env, res, c"socket") {
     if js::is_object(env, socket) {
       js::delete_named(env, socket, "destroy");
@@ -118,12 +126,24 @@ fn finish_response(state: &Shared, env: RawEnv, res: RawValue, how: Removal) {
     }
     Removal::Destroy => js::call_method_quietly(env, res, c"destroy", &[]),
   }
-  let write_after_end = state
-    .borrow()
-    .hooks
-    .as_ref()
-    .and_then(|h| h.write_after_end.value(env).ok());
-  if let Some(write_after_end) = write_after_end {
+  let hooks = {
+    let s = state.borrow();
+    s.hooks.as_ref().and_then(|h| {
+      Some((
+        h.write_after_end.value(env).ok()?,
+        h.node_write.value(env).ok()?,
+      ))
+    })
+  };
+  let Some((write_after_end, node_write)) = hooks else {
+    return;
+  };
+  // Only a response still on Node's own `write`: a test double or a
+  // wrapper keeps what it has, as with the original helper.
+  let on_node_write =
+    js::get(env, res, c"write").is_ok_and(|w| js::strict_equals(env, w, node_write));
+  js::clear_exception(env);
+  if on_node_write {
     if js::set_named(env, res, c"write", write_after_end).is_err() {
       js::clear_exception(env);
     }

@@ -23,7 +23,7 @@ use sse_helper_core::registry::{self, ConnKey};
 use crate::args::{self, guard_panics, invalid, invalid_type, EventOptions};
 use crate::effects::{self, execute, key_of};
 use crate::js::{self, RawEnv, RawValue};
-use crate::registration::{self, response_write};
+use crate::registration::{self, check_response};
 use crate::socket::SocketInfo;
 use crate::state::{Hooks, HubState, Shared};
 use crate::stream::{self, OutFrame, WriteOutcome};
@@ -128,7 +128,8 @@ impl NativeHub {
   /// `typeError` is the constructor bad-input errors are made with (pass the
   /// caller's `TypeError`). `hooks` holds `write`, `end`, `destroy`,
   /// `socketDestroy` (installed on responses handed to the socket writer)
-  /// and `writeAfterEnd` (installed on responses the hub ended); without
+  /// and `writeAfterEnd` (installed on Node responses the hub ended, those
+  /// whose `write` is still `nodeWrite`, Node's own); without
   /// them the hub uses the stream transport only. `lifecycle(kind, a, b)`
   /// is called when a connection leaves (`'disconnect'`, id, reason) or is
   /// found slow (`'slow'`, id), when the writer thread died (`'error'`,
@@ -166,6 +167,7 @@ impl NativeHub {
       hook(c"destroy")?,
       hook(c"socketDestroy")?,
       hook(c"writeAfterEnd")?,
+      hook(c"nodeWrite")?,
     ];
     {
       let mut s = state.borrow_mut();
@@ -174,7 +176,7 @@ impl NativeHub {
       s.key_symbol = Some(s.refs.hold(raw, symbol)?);
       s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
       s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
-      if let [Some(write), Some(end), Some(destroy), Some(socket_destroy), Some(write_after_end)] =
+      if let [Some(write), Some(end), Some(destroy), Some(socket_destroy), Some(write_after_end), Some(node_write)] =
         hook_values
       {
         s.hooks = Some(Hooks {
@@ -183,6 +185,7 @@ impl NativeHub {
           destroy: s.refs.hold(raw, destroy)?,
           socket_destroy: s.refs.hold(raw, socket_destroy)?,
           write_after_end: s.refs.hold(raw, write_after_end)?,
+          node_write: s.refs.hold(raw, node_write)?,
         });
       }
     }
@@ -269,6 +272,72 @@ impl NativeHub {
     effects::forget(&self.state, env.raw(), res.raw())
   }
 
+  /// The registry as the original helper's `_clients` map shows it: a flat
+  /// array `[id, res, meta, createdAt, …]`, four values per connection (only
+  /// those under `id` when given), in registration order. `createdAt` is
+  /// the wall-clock time of registration in ms.
+  #[napi(catch_unwind)]
+  pub fn entries<'env>(&self, env: &'env Env, id: Option<String>) -> Result<Unknown<'env>> {
+    let raw = env.raw();
+    let mut values = Vec::new();
+    {
+      let s = self.state.borrow();
+      let undefined = js::undefined(raw)?;
+      let mut listed: Vec<_> = match &id {
+        Some(id) => s
+          .core
+          .keys_for_id(id)
+          .iter()
+          .filter_map(|k| s.core.entry(*k))
+          .collect(),
+        None => s.core.iter().collect(),
+      };
+      listed.sort_by_key(|e| e.handle.handle.order);
+      values.reserve(listed.len() * 4);
+      for e in listed {
+        let conn = &e.handle.handle;
+        values.push(js::string(raw, &e.id)?);
+        values.push(conn.res.value(raw)?);
+        values.push(match &conn.meta {
+          Some(meta) => meta.value(raw)?,
+          None => undefined,
+        });
+        values.push(js::double(raw, conn.created_at_ms)?);
+      }
+    }
+    let array = js::array(raw, &values)?;
+    // SAFETY: `array` was made in this call on `env`, which outlives the
+    // returned value ('env).
+    Ok(unsafe { Unknown::from_raw_unchecked(raw, array) })
+  }
+
+  /// The client id `res` is registered under, if it is.
+  #[napi(catch_unwind)]
+  pub fn id_of(&self, env: Env, res: Unknown) -> Option<String> {
+    let key = key_of(&self.state, env.raw(), res.raw())?;
+    let s = self.state.borrow();
+    s.core.entry(key).map(|e| e.id.to_string())
+  }
+
+  /// Drops every connection under `id` from the registry without ending
+  /// it, as deleting from the original's `_clients` map does (its `close`
+  /// listener is detached, a socket connection goes back to Node).
+  #[napi(catch_unwind)]
+  pub fn forget_id(&self, env: Env, id: String) -> bool {
+    let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
+    let mut forgot = false;
+    for key in keys {
+      forgot |= remove(
+        &self.state,
+        env.raw(),
+        key,
+        Removal::Forget,
+        Reason::Removed,
+      );
+    }
+    forgot
+  }
+
   /// Unregisters and ends every connection under `id`.
   #[napi(catch_unwind)]
   pub fn unregister_id(&self, env: Env, id: String) -> bool {
@@ -281,7 +350,8 @@ impl NativeHub {
   }
 
   /// Frames `data` once and writes it to every connection under `id`.
-  /// True when at least one connection was written.
+  /// True when at least one live connection was there (with a bus: when
+  /// the event was appended, or delivered locally).
   #[napi(catch_unwind)]
   pub fn send_to(
     &self,
@@ -304,7 +374,10 @@ impl NativeHub {
     if keys.is_empty() {
       return Ok(false);
     }
-    Ok(deliver(&self.state, raw, Some(&keys), &OutFrame::new(&bytes)) > 0)
+    // As the original: true when a live connection was there, even if its
+    // `write` threw (it is then ended and removed).
+    let delivered = deliver_counting(&self.state, raw, Some(&keys), &OutFrame::new(&bytes));
+    Ok(delivered.attempted > 0)
   }
 
   /// Writes one framed event to any response, registered or not.
@@ -318,9 +391,15 @@ impl NativeHub {
   ) -> Result<bool> {
     let raw = env.raw();
     let res = res.raw();
-    let write = response_write(&self.state, raw, res, "res")?;
+    if !js::is_object(raw, res) {
+      return Err(invalid_type(
+        &self.state,
+        raw,
+        "res must be an http.ServerResponse",
+      ));
+    }
     let bytes = args::build_frame(&self.state, raw, &data, options.as_ref())?;
-    Ok(write_to_response(&self.state, raw, res, write, &bytes))
+    Ok(write_to_response(&self.state, raw, res, &bytes))
   }
 
   /// Writes a comment (`: text` per line) to `res`, to the connections
@@ -339,14 +418,8 @@ impl NativeHub {
     bytes.push(b'\n');
     if let Some(res) = res {
       let res = res.raw();
-      let write = response_write(&self.state, raw, res, "target")?;
-      return Ok(u32::from(write_to_response(
-        &self.state,
-        raw,
-        res,
-        write,
-        &bytes,
-      )));
+      check_response(&self.state, raw, res, "target")?;
+      return Ok(u32::from(write_to_response(&self.state, raw, res, &bytes)));
     }
     let keys = match id {
       Some(id) => self.state.borrow().core.keys_for_id(&id).to_vec(),
@@ -783,13 +856,10 @@ fn remove(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal, reason: R
 
 /// Sends `bytes` to one response: through the registry when registered
 /// (so its transport and policy apply), else straight to its `write`.
-fn write_to_response(
-  state: &Shared,
-  env: RawEnv,
-  res: RawValue,
-  write: RawValue,
-  bytes: &[u8],
-) -> bool {
+///
+/// As in the original helper, a response whose `write` throws is ended
+/// (quietly), and removed when registered.
+fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, bytes: &[u8]) -> bool {
   if let Some(key) = key_of(state, env, res) {
     return deliver(state, env, Some(&[key]), &OutFrame::new(bytes)) == 1;
   }
@@ -798,10 +868,14 @@ fn write_to_response(
   if ending || js::get_truthy(env, res, c"destroyed") {
     return false;
   }
-  matches!(
-    stream::write(env, res, write, None, &OutFrame::new(bytes)),
-    WriteOutcome::Written | WriteOutcome::Buffered
-  )
+  match stream::write(env, res, None, &OutFrame::new(bytes)) {
+    WriteOutcome::Written | WriteOutcome::Buffered => true,
+    WriteOutcome::Ended => false,
+    WriteOutcome::Threw => {
+      js::call_method_quietly(env, res, c"end", &[]);
+      false
+    }
+  }
 }
 
 /// Keys (among `within`, or all) whose `filter(meta, id)` is truthy. Runs
@@ -865,10 +939,27 @@ pub(crate) fn deliver(
   keys: Option<&[ConnKey]>,
   out: &OutFrame<'_>,
 ) -> u32 {
+  deliver_counting(state, env, keys, out).written
+}
+
+/// What [`deliver_counting`] did: `written` as [`deliver`] returns it, and
+/// `attempted`, which also counts stream connections whose `write` threw
+/// (they are ended and removed, but were live when the send began).
+pub(crate) struct Delivered {
+  pub written: u32,
+  pub attempted: u32,
+}
+
+/// [`deliver`], counting the attempts too.
+pub(crate) fn deliver_counting(
+  state: &Shared,
+  env: RawEnv,
+  keys: Option<&[ConnKey]>,
+  out: &OutFrame<'_>,
+) -> Delivered {
   struct Target {
     key: ConnKey,
     res: RawValue,
-    write: RawValue,
     flush: Option<RawValue>,
     congested: bool,
   }
@@ -878,14 +969,11 @@ pub(crate) fn deliver(
     || out.http_chunk(),
     Instant::now(),
     |key, conn, congested| {
-      let res = conn.res.value(env);
-      let write = conn.write.as_ref().map(|w| w.value(env));
-      if let (Ok(res), Some(Ok(write))) = (res, write) {
+      if let Ok(res) = conn.res.value(env) {
         let flush = conn.flush.as_ref().and_then(|f| f.value(env).ok());
         targets.push(Target {
           key,
           res,
-          write,
           flush,
           congested,
         });
@@ -893,6 +981,7 @@ pub(crate) fn deliver(
     },
   );
   let mut outcomes = Vec::with_capacity(targets.len());
+  let mut threw = 0;
   for t in targets {
     if !state.borrow().core.contains(t.key) {
       continue;
@@ -914,14 +1003,22 @@ pub(crate) fn deliver(
         }
       }
     }
-    let outcome = match stream::write(env, t.res, t.write, t.flush, out) {
+    let outcome = match stream::write(env, t.res, t.flush, out) {
       WriteOutcome::Written => Outcome::Written { buffering },
       WriteOutcome::Buffered => Outcome::Buffered,
-      WriteOutcome::Failed => Outcome::Failed,
+      WriteOutcome::Ended => Outcome::Failed,
+      WriteOutcome::Threw => {
+        threw += 1;
+        Outcome::Failed
+      }
     };
     outcomes.push((t.key, outcome));
   }
   let (written, effects) = state.borrow_mut().core.settle(&outcomes, out.len());
   execute(state, env, effects);
-  (written + socket_count) as u32
+  let written = (written + socket_count) as u32;
+  Delivered {
+    written,
+    attempted: written + threw,
+  }
 }

@@ -118,6 +118,37 @@ pub fn undefined(env: RawEnv) -> Result<RawValue> {
   Ok(value)
 }
 
+pub fn boolean(env: RawEnv, value: bool) -> Result<RawValue> {
+  let mut result = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_get_boolean(env, value, &mut result) };
+  check(status, "napi_get_boolean")?;
+  Ok(result)
+}
+
+pub fn double(env: RawEnv, value: f64) -> Result<RawValue> {
+  let mut result = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_create_double(env, value, &mut result) };
+  check(status, "napi_create_double")?;
+  Ok(result)
+}
+
+/// A new JS array holding `values`, in order.
+pub fn array(env: RawEnv, values: &[RawValue]) -> Result<RawValue> {
+  let mut result = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_create_array_with_length(env, values.len(), &mut result) };
+  check(status, "napi_create_array_with_length")?;
+  for (index, value) in values.iter().enumerate() {
+    // SAFETY: see the module contract; `result` is the array just made and
+    // `value` a live value of this call. A fresh array has no setters.
+    let status = unsafe { sys::napi_set_element(env, result, index as u32, *value) };
+    check(status, "napi_set_element")?;
+  }
+  Ok(result)
+}
+
 /// `object[name]`. A getter or Proxy trap may run and throw; its exception
 /// stays pending for the caller, which either propagates it (`?`) or clears
 /// it.

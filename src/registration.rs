@@ -9,7 +9,7 @@
 //!    undone (the entry removed, the duplicated fd dropped by the writer,
 //!    every reference released) and the error thrown.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use napi::{Env, Error, Result, Status};
 use sse_helper_core::hub::{Reason, Removal};
@@ -42,14 +42,14 @@ pub fn register(
   if state.borrow().core.is_closing() {
     return Err(closed(raw));
   }
-  let write = response_write(state, raw, res, "res")?;
-  let id = match id {
-    Some(id) => {
-      registry::validate_client_id(&id).map_err(|e| invalid(state, raw, &format!("id {e}")))?;
-      id
-    }
-    None => registry::generate_client_id(),
-  };
+  if !js::is_object(raw, res) {
+    return Err(invalid_type(
+      state,
+      raw,
+      "res must be an object (an http.ServerResponse)",
+    ));
+  }
+  let id = id.unwrap_or_else(|| registry::generate_client_id(SystemTime::now()));
   let meta = meta.filter(|m| {
     !matches!(
       js::type_of(raw, *m),
@@ -62,7 +62,16 @@ pub fn register(
     let mut s = state.borrow_mut();
     let s = &mut *s;
     let new_meta = meta.map(|m| s.refs.hold(raw, m)).transpose()?;
+    let moved = s.core.entry(key).is_some_and(|e| *e.id != *id);
     s.core.rename(key, &id);
+    if moved {
+      // Like a `Map` entry deleted and set again: it now lists last.
+      let order = s.next_order;
+      s.next_order += 1;
+      if let Some(h) = s.core.handle_mut(key) {
+        h.order = order;
+      }
+    }
     let old_meta = s
       .core
       .handle_mut(key)
@@ -90,7 +99,12 @@ pub fn register(
     .ok()
     .filter(|f| js::is_function(raw, *f));
   js::clear_exception(raw);
-  let on = js::get(raw, res, c"on")?;
+  // The original attaches its `close` listener with `once`, in a try: a
+  // response without one (or whose `once` throws) is registered anyway.
+  let once = js::get(raw, res, c"once")
+    .ok()
+    .filter(|f| js::is_function(raw, *f));
+  js::clear_exception(raw);
   let fd = match socket {
     Some(info) if state.borrow().core.socket_slot_free() => socket::handoff(&info),
     _ => None,
@@ -109,12 +123,15 @@ pub fn register(
   let (key, handed_off, listener, symbol) = {
     let mut s = state.borrow_mut();
     let s = &mut *s;
+    let created_at_ms = SystemTime::now()
+      .duration_since(UNIX_EPOCH)
+      .map_or(0.0, |d| d.as_millis() as f64);
+    let order = s.next_order;
+    s.next_order += 1;
     let handle = JsConn {
       res: s.refs.hold(raw, res)?,
-      write: match fd {
-        Some(_) => None,
-        None => Some(s.refs.hold(raw, write)?),
-      },
+      created_at_ms,
+      order,
       flush: match (fd.is_some(), flush) {
         (false, Some(flush)) => Some(s.refs.hold(raw, flush)?),
         _ => None,
@@ -141,15 +158,10 @@ pub fn register(
         ));
       }
     }
-    if let Some(listener) = listener {
+    if let (Some(listener), Some(once)) = (listener, once) {
       let name = js::string(raw, "close")?;
-      if let Err(exception) = js::call(raw, res, on, &[name, listener]) {
-        js::rethrow(raw, exception);
-        return Err(Error::new(
-          Status::PendingException,
-          "res.on('close') threw",
-        ));
-      }
+      // Ignored when it throws, as the original does.
+      let _ = js::call(raw, res, once, &[name, listener]);
     }
     if handed_off {
       install_socket_hooks(state, raw, res)?;
@@ -246,20 +258,18 @@ fn install_socket_hooks(state: &Shared, env: RawEnv, res: RawValue) -> Result<()
   Ok(())
 }
 
-/// `res.write` if `res` looks like a writable response, else a TypeError
-/// naming the argument.
-pub fn response_write(state: &Shared, env: RawEnv, res: RawValue, arg: &str) -> Result<RawValue> {
-  let message =
-    || format!("{arg} must be an http.ServerResponse (an object with write, end and on)");
-  if !js::is_object(env, res) {
-    return Err(invalid_type(state, env, &message()));
-  }
-  let write = js::get(env, res, c"write")?;
-  let looks_right = js::is_function(env, write)
-    && js::is_function(env, js::get(env, res, c"end")?)
-    && js::is_function(env, js::get(env, res, c"on")?);
+/// A TypeError naming `arg` unless `res` looks like a writable response
+/// (for the package's own APIs, which stay strict).
+pub fn check_response(state: &Shared, env: RawEnv, res: RawValue, arg: &str) -> Result<()> {
+  let looks_right = js::is_object(env, res)
+    && js::is_function(env, js::get(env, res, c"write")?)
+    && js::is_function(env, js::get(env, res, c"end")?);
   if !looks_right {
-    return Err(invalid_type(state, env, &message()));
+    return Err(invalid_type(
+      state,
+      env,
+      &format!("{arg} must be an http.ServerResponse (an object with write and end)"),
+    ));
   }
-  Ok(write)
+  Ok(())
 }

@@ -14,22 +14,26 @@ use sse_helper_core::hub::HubCore;
 
 use crate::js::{JsRef, RawEnv, RawValue, Refs};
 
-/// What the binding keeps per connection: the response and, on the stream
-/// transport, its `write` and `flush` (read once at registration, so a
-/// broadcast does no prototype lookups on Express's re-prototyped
-/// responses), and the app's meta.
+/// What the binding keeps per connection: the response, on the stream
+/// transport a wrapper's `flush` (read once at registration), the app's
+/// meta, and when it was registered (wall-clock ms, the `createdAt` that
+/// `_clients` shows). The response's `write` is read at each write, as the
+/// original helper does, so a wrapper installed later is honoured.
 #[derive(Debug)]
 pub struct JsConn {
   pub res: JsRef,
-  pub write: Option<JsRef>,
   pub flush: Option<JsRef>,
   pub meta: Option<JsRef>,
+  pub created_at_ms: f64,
+  /// Registration order (renewed when moved to another id), so `_clients`
+  /// lists in the order the original's `Map` would.
+  pub order: u64,
 }
 
 impl JsConn {
   /// Releases every reference but the response's, which is returned.
   pub fn release_all_but_res(self, env: RawEnv, refs: &mut Refs) -> JsRef {
-    for reference in [self.write, self.flush, self.meta].into_iter().flatten() {
+    for reference in [self.flush, self.meta].into_iter().flatten() {
       refs.release(env, reference);
     }
     self.res
@@ -47,9 +51,12 @@ pub struct Hooks {
   /// response, so the writer forgets it before anything else is sent.
   pub destroy: JsRef,
   pub socket_destroy: JsRef,
-  /// Replaces `res.write` on a response the hub ended: returns false and
-  /// never makes Node emit `'error'`.
+  /// Replaces `res.write` on a Node response the hub ended: returns false
+  /// and never makes Node emit `'error'`.
   pub write_after_end: JsRef,
+  /// Node's own `ServerResponse.prototype.write`: only a response still
+  /// using it gets `write_after_end` (a test double keeps its own `write`).
+  pub node_write: JsRef,
 }
 
 pub struct HubState {
@@ -69,6 +76,8 @@ pub struct HubState {
   /// Responses in the middle of `register`, so a getter that registers the
   /// same response again is refused instead of registering it twice.
   pub registering: Vec<RawValue>,
+  /// The next [`JsConn::order`].
+  pub next_order: u64,
 }
 
 impl HubState {
@@ -82,6 +91,7 @@ impl HubState {
       hooks: None,
       lifecycle: None,
       registering: Vec::new(),
+      next_order: 0,
     }
   }
 
@@ -95,6 +105,7 @@ impl HubState {
         h.destroy,
         h.socket_destroy,
         h.write_after_end,
+        h.node_write,
       ]
     });
     let own = [

@@ -10,11 +10,12 @@ use sse_helper_core::frame;
 use crate::js::{self, RawEnv, RawValue};
 
 /// One framed event, shared by every recipient of a send. Each transport's
-/// form of it is made on first use, once: a JS `Buffer` for stream
-/// connections, an HTTP chunk for socket connections.
+/// form of it is made on first use, once: a JS string for stream
+/// connections (what the original helper writes, so a response's own
+/// `write` sees the same argument), an HTTP chunk for socket connections.
 pub struct OutFrame<'a> {
   bytes: &'a [u8],
-  js_buffer: Cell<Option<RawValue>>,
+  js_value: Cell<Option<RawValue>>,
   http_chunk: RefCell<Option<Arc<[u8]>>>,
 }
 
@@ -22,7 +23,7 @@ impl<'a> OutFrame<'a> {
   pub fn new(bytes: &'a [u8]) -> Self {
     Self {
       bytes,
-      js_buffer: Cell::new(None),
+      js_value: Cell::new(None),
       http_chunk: RefCell::new(None),
     }
   }
@@ -31,7 +32,7 @@ impl<'a> OutFrame<'a> {
   pub fn with_chunk(bytes: &'a [u8], chunk: Arc<[u8]>) -> Self {
     Self {
       bytes,
-      js_buffer: Cell::new(None),
+      js_value: Cell::new(None),
       http_chunk: RefCell::new(Some(chunk)),
     }
   }
@@ -40,13 +41,18 @@ impl<'a> OutFrame<'a> {
     self.bytes.len()
   }
 
-  fn js_buffer(&self, env: RawEnv) -> napi::Result<RawValue> {
-    if let Some(buffer) = self.js_buffer.get() {
-      return Ok(buffer);
+  /// The frame as a JS string (a `Buffer` in the one case it is not UTF-8:
+  /// a frame is built from JS strings, so never in practice).
+  fn js_value(&self, env: RawEnv) -> napi::Result<RawValue> {
+    if let Some(value) = self.js_value.get() {
+      return Ok(value);
     }
-    let buffer = js::buffer(env, self.bytes)?;
-    self.js_buffer.set(Some(buffer));
-    Ok(buffer)
+    let value = match std::str::from_utf8(self.bytes) {
+      Ok(text) => js::string(env, text)?,
+      Err(_) => js::buffer(env, self.bytes)?,
+    };
+    self.js_value.set(Some(value));
+    Ok(value)
   }
 
   /// The frame in HTTP/1.1 chunked coding, shared by every socket recipient.
@@ -65,33 +71,42 @@ pub enum WriteOutcome {
   Written,
   /// Handed to the connection, but `write` returned false: Node is buffering.
   Buffered,
-  /// The response had already ended, or its `write` threw: nothing more
-  /// should be written to this connection.
-  Failed,
+  /// The response had already ended: nothing was written, nor will be.
+  Ended,
+  /// Its `write` threw (or is not a function): the connection is to be
+  /// ended and removed, as the original helper does.
+  Threw,
 }
 
-/// Writes `frame` to `res` with its resolved `write`. `finished` is Node's own
-/// data property set synchronously by `res.end()`: writing after it would make
-/// Node emit an `'error'` that crashes a process without an error listener,
-/// and no event tells us in time, so it is read here (an own property, not
-/// the slow `writableEnded` getter).
+/// Writes `frame` to `res` through its current `write` (read now, not at
+/// registration: an app or a test may have wrapped it since), as the
+/// original helper does: a response whose `writableEnded` is true is
+/// skipped. On Node's responses that getter reads `finished`, the data
+/// property `res.end()` sets synchronously; writing after it would make
+/// Node emit an `'error'` that crashes a process without an error listener.
 pub fn write(
   env: RawEnv,
   res: RawValue,
-  write: RawValue,
   flush: Option<RawValue>,
   frame: &OutFrame<'_>,
 ) -> WriteOutcome {
-  if js::get_truthy(env, res, c"finished") {
-    return WriteOutcome::Failed;
+  if js::get_truthy(env, res, c"writableEnded") {
+    return WriteOutcome::Ended;
   }
-  let Ok(buffer) = frame.js_buffer(env) else {
-    js::clear_exception(env);
-    return WriteOutcome::Failed;
+  let write = match js::get(env, res, c"write") {
+    Ok(write) if js::is_function(env, write) => write,
+    _ => {
+      js::clear_exception(env);
+      return WriteOutcome::Threw;
+    }
   };
-  let accepted = match js::call(env, res, write, &[buffer]) {
+  let Ok(value) = frame.js_value(env) else {
+    js::clear_exception(env);
+    return WriteOutcome::Threw;
+  };
+  let accepted = match js::call(env, res, write, &[value]) {
     Ok(returned) => js::truthy(env, returned),
-    Err(_) => return WriteOutcome::Failed,
+    Err(_) => return WriteOutcome::Threw,
   };
   if let Some(flush) = flush {
     // A compressing wrapper holds bytes back until flushed.

@@ -13,9 +13,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest client id accepted from an app (`req.sessionID` and the like).
-pub const MAX_CLIENT_ID_LEN: usize = 256;
-
 /// Stable handle to one registered connection. A key is never handed out
 /// twice: a slot's generation grows with each reuse, and a slot whose
 /// generation has used up its 21 bits is retired instead of wrapping. So a
@@ -52,47 +49,49 @@ impl ConnKey {
   }
 }
 
-/// Why an app-supplied client id was refused.
+/// Why a channel name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientIdError {
+pub enum NameError {
   Empty,
   TooLong,
   ControlCharacter,
 }
 
-impl fmt::Display for ClientIdError {
+impl fmt::Display for NameError {
   fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     f.write_str(match self {
-      ClientIdError::Empty => "must be a non-empty string",
-      ClientIdError::TooLong => "must be at most 256 characters",
-      ClientIdError::ControlCharacter => "must not contain control characters",
+      NameError::Empty => "must be a non-empty string",
+      NameError::TooLong => "must be at most 256 characters",
+      NameError::ControlCharacter => "must not contain control characters",
     })
   }
 }
 
-/// Ids end up in logs, maps and possibly `id:` fields, so control characters
-/// (CR and LF above all) are refused.
-pub fn validate_client_id(id: &str) -> Result<(), ClientIdError> {
-  validate_label(id, MAX_CLIENT_ID_LEN)
-}
-
 /// An app-chosen name: non-empty, at most `max` characters, printable.
-fn validate_label(name: &str, max: usize) -> Result<(), ClientIdError> {
+fn validate_label(name: &str, max: usize) -> Result<(), NameError> {
   if name.is_empty() {
-    return Err(ClientIdError::Empty);
+    return Err(NameError::Empty);
   }
   if name.chars().count() > max {
-    return Err(ClientIdError::TooLong);
+    return Err(NameError::TooLong);
   }
   if name.chars().any(char::is_control) {
-    return Err(ClientIdError::ControlCharacter);
+    return Err(NameError::ControlCharacter);
   }
   Ok(())
 }
 
-/// A fresh server-side client id: a UUID v4 from the OS random source.
-pub fn generate_client_id() -> String {
-  uuid::Uuid::new_v4().to_string()
+/// A fresh server-side client id in the original helper's shape,
+/// `anon-<ms since the epoch>-<hex>`, whose hex part is the 122 random bits
+/// of a UUID v4 from the OS random source (the original's 24 bits could
+/// repeat among live clients). Client ids are otherwise any string the app
+/// chooses: the original accepts every one, so the registry does too (they
+/// are map keys and never reach the wire).
+pub fn generate_client_id(now: std::time::SystemTime) -> String {
+  let ms = now
+    .duration_since(std::time::UNIX_EPOCH)
+    .map_or(0, |d| d.as_millis());
+  format!("anon-{ms}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Longest channel name accepted.
@@ -362,8 +361,9 @@ fn unlink(map: &mut HashMap<Arc<str>, Vec<ConnKey>>, name: &str, key: ConnKey) {
   }
 }
 
-/// Channel names follow the same rules as client ids.
-pub fn validate_channel(name: &str) -> Result<(), ClientIdError> {
+/// Channel names are non-empty, at most 256 characters, printable: they
+/// appear in metrics and in the bus's entries.
+pub fn validate_channel(name: &str) -> Result<(), NameError> {
   validate_label(name, MAX_CHANNEL_LEN)
 }
 
@@ -537,24 +537,24 @@ mod tests {
   }
 
   #[test]
-  fn client_ids_are_checked() {
-    assert_eq!(validate_client_id(""), Err(ClientIdError::Empty));
+  fn channel_names_are_checked() {
+    assert_eq!(validate_channel(""), Err(NameError::Empty));
+    assert_eq!(validate_channel("a\nb"), Err(NameError::ControlCharacter));
     assert_eq!(
-      validate_client_id("a\nb"),
-      Err(ClientIdError::ControlCharacter)
+      validate_channel("a\u{7f}"),
+      Err(NameError::ControlCharacter)
     );
-    assert_eq!(
-      validate_client_id("a\u{7f}"),
-      Err(ClientIdError::ControlCharacter)
-    );
-    assert_eq!(validate_client_id(&"é".repeat(256)), Ok(()));
-    assert_eq!(
-      validate_client_id(&"x".repeat(257)),
-      Err(ClientIdError::TooLong)
-    );
-    let id = generate_client_id();
-    assert_eq!(id.len(), 36);
-    assert_eq!(&id[14..15], "4");
-    assert_ne!(id, generate_client_id());
+    assert_eq!(validate_channel(&"é".repeat(256)), Ok(()));
+    assert_eq!(validate_channel(&"x".repeat(257)), Err(NameError::TooLong));
+  }
+
+  #[test]
+  fn generated_ids_have_the_original_shape() {
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(1_733_100_000_123);
+    let id = generate_client_id(now);
+    let hex = id.strip_prefix("anon-1733100000123-").expect(&id);
+    assert_eq!(hex.len(), 32);
+    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(id, generate_client_id(now));
   }
 }

@@ -148,8 +148,13 @@ impl Entry {
     }
     let route = match kind {
       Some("broadcast") => Route::All,
-      Some("channel") => Route::Channel(key(channel, "channel")?.into()),
-      Some("client") => Route::Client(key(client, "client")?.into()),
+      Some("channel") => Route::Channel(channel_of(channel)?.into()),
+      // Any string is a client id (the empty one too), as in the registry.
+      Some("client") => Route::Client(
+        client
+          .ok_or(Malformed("kind client without a client"))?
+          .into(),
+      ),
       Some(_) => return Err(Malformed("unknown kind")),
       None => return Err(Malformed("no kind")),
     };
@@ -197,14 +202,10 @@ impl Entry {
 
 /// A channel or client id from an entry: non-empty and with no lone
 /// surrogate (impossible in UTF-8) or control line break.
-fn key<'a>(value: Option<&'a str>, what: &'static str) -> Result<&'a str, Malformed> {
-  match value {
-    Some(v) if !v.is_empty() => Ok(v),
-    _ => Err(Malformed(match what {
-      "channel" => "kind channel without a channel",
-      _ => "kind client without a client",
-    })),
-  }
+fn channel_of(value: Option<&str>) -> Result<&str, Malformed> {
+  value
+    .filter(|v| !v.is_empty())
+    .ok_or(Malformed("kind channel without a channel"))
 }
 
 /// One entry, framed once, on its way to every connection it is for.
@@ -295,7 +296,9 @@ mod tests {
     assert!(decode(&[("kind", "everyone"), ("data", "1")]).is_err());
     assert!(decode(&[("kind", "broadcast")]).is_err(), "no data");
     assert!(decode(&[("kind", "channel"), ("data", "1")]).is_err());
-    assert!(decode(&[("kind", "client"), ("client", ""), ("data", "1")]).is_err());
+    assert!(decode(&[("kind", "client"), ("data", "1")]).is_err());
+    // The empty string is a client id like any other.
+    assert!(decode(&[("kind", "client"), ("client", ""), ("data", "1")]).is_ok());
     assert!(decode(&[("kind", "broadcast"), ("event", "a\nb"), ("data", "1")]).is_err());
     assert!(decode(&[("kind", "broadcast"), ("retry", "-5"), ("data", "1")]).is_err());
     assert!(decode(&[("kind", "broadcast"), ("retry", "1e3"), ("data", "1")]).is_err());
