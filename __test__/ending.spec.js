@@ -333,7 +333,7 @@ describe("the app's res.write after the helper ended the response, socket transp
   test.each([
     ['removeClient', (res) => hub.removeClient(res)],
     ['removeClientById', () => hub.removeClientById('app')],
-    ['cleanupStaleClients', () => hub.cleanupStaleClients(0)],
+    ['cleanupStaleClients', () => hub.cleanupStaleClients(1)],
     ['broadcastAndClose', () => hub.broadcastAndClose('bye')],
     ['close()', () => hub.close()],
   ])(
