@@ -29,6 +29,7 @@ export type SseHub = sseHelper.SseHub;
 export declare const SseCapacityError: typeof sseHelper.SseCapacityError;
 export type SseCapacityError = sseHelper.SseCapacityError;
 
+export declare const formatSSEMessage: typeof sseHelper.formatSSEMessage;
 export declare const initResponse: typeof sseHelper.initResponse;
 export declare const addClient: typeof sseHelper.addClient;
 export declare const removeClient: typeof sseHelper.removeClient;

@@ -6,13 +6,24 @@ import type { Http2ServerResponse } from 'node:http2';
  * Anything that can carry an event stream: Node's and Express's responses,
  * HTTP/2 compatibility responses, or an object with the same three methods.
  */
+/** A client id: any value but a nullish one, compared as `Map` compares keys. */
+type ClientId = string | number | bigint | boolean | symbol | object;
+
+/** An entry of `_clients`, as the original's map holds them. */
+interface ClientEntry {
+  res: SseResponse;
+  meta: unknown;
+  /** Registration time, in ms since the epoch. */
+  createdAt: number;
+}
+
 type SseResponse =
   | ServerResponse
   | Http2ServerResponse
   | {
       write(chunk: string | Uint8Array, ...rest: unknown[]): unknown;
-      end(...args: unknown[]): unknown;
-      on(event: string, listener: (...args: never[]) => void): unknown;
+      end?(...args: unknown[]): unknown;
+      once?(event: string, listener: (...args: never[]) => void): unknown;
     };
 
 /**
@@ -253,8 +264,21 @@ declare class SseHub extends EventEmitter {
    */
   initResponse(res: SseResponse): void;
 
+  /** The original helper's formatter: `data: <json>\n\n` (never throws; see `send`). */
+  formatSSEMessage(payload: Payload): string;
+
   /**
-   * Registers `res` under a new server-generated id (UUID v4) and returns it.
+   * A live view of the registry with `Map`'s interface, as the original
+   * exports its map: `get(id)` gives `{ res, meta, createdAt }`; `delete` and
+   * `clear` drop connections without ending them; `set` stores an entry by
+   * hand, as the original's tests do. For tests and inspection.
+   */
+  readonly _clients: Map<unknown, ClientEntry>;
+  /** A live view of res → id with `WeakMap`'s interface, as the original exports. */
+  readonly _resIndex: WeakMap<object, unknown>;
+
+  /**
+   * Registers `res` under a new server-generated id (`anon-<ms>-<hex>`) and returns it.
    * @throws {TypeError} when `res` is not a response, or is frozen, sealed or
    *   not extensible (`ERR_INVALID_ARG_VALUE`: the helper keeps its key on it).
    * @throws {SseCapacityError} past `maxClients`.
@@ -262,19 +286,20 @@ declare class SseHub extends EventEmitter {
    */
   addClient(res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
   /**
-   * Registers `res` under `id` (1-256 characters, no control characters) and
-   * returns it. A response already registered is moved to `id`, its meta
-   * replaced. Several responses may share one id. A nullish `id` means
-   * "generate one". The id must be well-formed Unicode (no lone surrogates).
-   * @throws {TypeError} on a bad `id` or `res`.
+   * Registers `res` under `id` and returns `id` as given: any value, compared
+   * as a `Map` compares keys (`42` and `'42'` are two clients). A response
+   * already registered is moved to `id`, its meta replaced. Several
+   * responses may share one id. A nullish `id` means "generate one".
+   * @throws {TypeError} when `res` is not an object.
    */
-  addClient(id: string | null | undefined, res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
+  addClient<Id extends ClientId>(id: Id, res: SseResponse, meta?: unknown, options?: AddClientOptions): Id;
+  addClient(id: null | undefined, res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
 
   /** Unregisters `res` and ends it if still open. False when it was not registered. */
-  removeClient(res: SseResponse): boolean;
+  removeClient(res: unknown): boolean;
 
   /** Unregisters and ends every connection under `id`. False when there was none. */
-  removeClientById(id: string): boolean;
+  removeClientById(id: unknown): boolean;
 
   /**
    * Sends to every connection under `id`. False when there is none. With a
@@ -282,10 +307,10 @@ declare class SseHub extends EventEmitter {
    * the bus (the client may be on another instance), and `options.id` is
    * refused (`ERR_INVALID_ARG_VALUE`: the stream entry id is the id).
    */
-  sendToClient(id: string, payload: Payload, options?: EventOptions): boolean;
+  sendToClient(id: unknown, payload: Payload, options?: EventOptions): boolean;
 
   /** Sends to one response, registered or not. False when it has closed. */
-  send(res: SseResponse, payload: Payload, options?: EventOptions): boolean;
+  send(res: SseResponse | null | undefined, payload: Payload, options?: EventOptions): boolean;
 
   /**
    * Sends to every registered connection; returns how many were written.
@@ -359,11 +384,11 @@ declare class SseHub extends EventEmitter {
 
   /**
    * Removes connections that ended, errored or were destroyed, and ends and
-   * removes those connected for longer than `maxAgeMs` (a huge value such as
-   * `Number.MAX_VALUE` means never). Returns how many.
-   * @throws {TypeError} unless `maxAgeMs` is a non-negative finite number.
+   * removes those connected for longer than `maxAgeMs` (default one hour; a
+   * falsy value such as 0 means no age limit, as in the original). Returns
+   * how many.
    */
-  cleanupStaleClients(maxAgeMs: number): number;
+  cleanupStaleClients(maxAgeMs?: number | null): number;
 
   /**
    * Ends every connection after what is queued for it has been written (at
@@ -397,6 +422,8 @@ declare namespace sseHelper {
     BroadcastOptions,
     BusEvent,
     BusStats,
+    ClientEntry,
+    ClientId,
     DisconnectEvent,
     DrainOptions,
     EventOptions,

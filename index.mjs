@@ -3,6 +3,7 @@ import sseHelper from './index.js';
 export const {
   SseHub,
   SseCapacityError,
+  formatSSEMessage,
   initResponse,
   addClient,
   removeClient,
