@@ -143,10 +143,8 @@ fn finish_response(state: &Shared, env: RawEnv, res: RawValue, how: Removal) {
   let on_node_write =
     js::get(env, res, c"write").is_ok_and(|w| js::strict_equals(env, w, node_write));
   js::clear_exception(env);
-  if on_node_write {
-    if js::set_named(env, res, c"write", write_after_end).is_err() {
-      js::clear_exception(env);
-    }
+  if on_node_write && js::set_named(env, res, c"write", write_after_end).is_err() {
+    js::clear_exception(env);
   }
 }
 
