@@ -3,30 +3,10 @@
 // of the issue's table, on the original suite's kind of mock response and on
 // a real Express 5 response read byte by byte.
 
-const { EventEmitter } = require('node:events');
 const sseHelper = require('..');
 const { SseHub } = sseHelper;
 const { startServer, rawGet, waitFor } = require('./helpers.js');
-
-/** The original suite's MockResponse: Express's `set`, strings recorded, `end` emits `close`. */
-class MockResponse extends EventEmitter {
-  headers = {};
-  writableEnded = false;
-  writes = [];
-  set(headers) {
-    Object.assign(this.headers, headers);
-  }
-  flushHeaders() {}
-  write(chunk) {
-    if (this.writableEnded) throw new Error('write after end');
-    this.writes.push(chunk);
-    return true;
-  }
-  end() {
-    this.writableEnded = true;
-    this.emit('close');
-  }
-}
+const { MockResponse } = require('./mock-response.js');
 
 let hub;
 beforeEach(() => {
@@ -269,6 +249,38 @@ describe('on the original kind of mock', () => {
     expect(c.writableEnded).toBe(true);
   });
 
+  test("a response's close event removes it and ends it, as the original's listener does", () => {
+    const res = new MockResponse();
+    let ends = 0;
+    const end = res.end.bind(res);
+    res.end = () => {
+      ends += 1;
+      end();
+    };
+    hub.addClient('a', res);
+    res.emit('close');
+    expect(ends).toBe(1);
+    expect(res.writableEnded).toBe(true);
+    expect(hub.getClientCount()).toBe(0);
+    expect(res.listenerCount('close')).toBe(0);
+  });
+
+  test('registering a response again restarts its age, under another id or its own', () => {
+    const res = new MockResponse();
+    hub.addClient('a', res);
+    const first = hub._clients.get('a').createdAt;
+    // The clock must move on for the restart to show.
+    const until = first + 5;
+    while (Date.now() <= until) {}
+    const before = Date.now();
+    hub.addClient('b', res);
+    expect(hub._clients.get('b').createdAt).toBeGreaterThanOrEqual(before);
+    while (Date.now() <= before + 5) {}
+    const again = Date.now();
+    hub.addClient('b', res);
+    expect(hub._clients.get('b').createdAt).toBeGreaterThanOrEqual(again);
+  });
+
   test('15: a plain { write, end } response without on/once is registered', () => {
     const writes = [];
     const res = { write: (c) => writes.push(c), end() {} };
@@ -277,6 +289,18 @@ describe('on the original kind of mock', () => {
     hub.broadcast({ n: 1 });
     expect(writes).toEqual(['data: {"n":1}\n\n']);
     hub.removeClientById(id);
+    expect(hub.getClientCount()).toBe(0);
+  });
+
+  test('15: a frozen response is registered, written and removed', () => {
+    const writes = [];
+    const res = Object.freeze({ write: (c) => writes.push(c), end() {} });
+    expect(hub.addClient('f', res)).toBe('f');
+    hub.broadcast({ n: 1 });
+    expect(hub.sendToClient('f', { n: 2 })).toBe(true);
+    expect(writes).toEqual(['data: {"n":1}\n\n', 'data: {"n":2}\n\n']);
+    expect(hub._resIndex.get(res)).toBe('f');
+    hub.removeClient(res);
     expect(hub.getClientCount()).toBe(0);
   });
 
@@ -362,6 +386,18 @@ describe('on a real Express 5 response', () => {
     expect(client.body()).toBe('data: {"last":true}\n\n');
     client.destroy();
   });
+
+  test.each(['auto', 'stream'])(
+    'a client that disconnects leaves its response ended, as the original listener does (%s transport)',
+    async (transport) => {
+      hub.configure({ transport });
+      const { client, res } = await connect('?id=a');
+      expect(res.writableEnded).toBe(false);
+      client.destroy();
+      await waitFor(() => hub.getClientCount() === 0, 'the close seen');
+      expect(res.writableEnded).toBe(true);
+    },
+  );
 
   test('6 and 8: a wrapped res.write on a stream connection gets strings', async () => {
     hub.configure({ transport: 'stream' });

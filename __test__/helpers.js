@@ -17,6 +17,8 @@ async function startServer(configure) {
   const server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
+  // For the leak check of environment.js: which test left it listening.
+  server.startedBy = globalThis.expect?.getState().currentTestName;
   const { port } = server.address();
   return {
     app,

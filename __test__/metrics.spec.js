@@ -173,7 +173,9 @@ test('prom-client: the families registered as collectors on an existing registry
   expect(samples).toEqual({ ...expectedSamples(stats), 'app_requests_total{}': 7 });
   // Scraped again later, the collectors read the hub anew.
   hub.broadcast('one more');
-  await waitFor(() => hub.getStats().framesSent > stats.framesSent, 'the frame counted');
+  // One frame per client (three): wait for all of them, or a scrape between
+  // two of the writes reads a figure the next getStats() has passed.
+  await waitFor(() => hub.getStats().framesSent === stats.framesSent + 3, 'the three frames counted');
   expect(read(await register.metrics()).samples['sse_frames_sent_total{}']).toBe(hub.getStats().framesSent);
   // The registry's other calls work with them too.
   expect((await register.getMetricsAsJSON()).map((m) => m.name)).toContain('sse_clients');

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
-use sse_helper_core::hub::{Effect, Removal};
+use sse_helper_core::hub::{Effect, HubCore, Removal};
 use sse_helper_core::registry::ConnKey;
 
 use crate::args::guard_panics;
@@ -69,7 +69,8 @@ pub fn execute_without_js(state: &Shared, env: RawEnv, effects: Vec<Effect<JsCon
   }
 }
 
-/// Detaches the `close` listener, puts Node's methods back on a socket
+/// Detaches the `close` listener (unless the response is being destroyed),
+/// puts Node's methods back on a socket
 /// connection's response, ends or destroys it, then releases its handle.
 fn finish(state: &Shared, env: RawEnv, handle: JsConn, how: Removal, socket: bool) {
   let listener = state
@@ -78,7 +79,10 @@ fn finish(state: &Shared, env: RawEnv, handle: JsConn, how: Removal, socket: boo
     .as_ref()
     .and_then(|l| l.value(env).ok());
   if let Ok(res) = handle.res.value(env) {
-    if let (Some(listener), Ok(name)) = (listener, js::string(env, "close")) {
+    // A destroyed response keeps its `close` listener, which ends it when
+    // the close comes (see `on_close`).
+    let keep_listener = matches!(how, Removal::Destroy | Removal::Destroyed);
+    if let (false, Some(listener), Ok(name)) = (keep_listener, listener, js::string(env, "close")) {
       js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
     }
     if socket {
@@ -118,8 +122,8 @@ pub fn restore_response(env: RawEnv, res: RawValue) {
 /// `'error'` (fatal without a listener) for a write after end.
 fn finish_response(state: &Shared, env: RawEnv, res: RawValue, how: Removal) {
   match how {
-    Removal::Forget => return,
-    Removal::End => {
+    Removal::Forget | Removal::Destroyed => return,
+    Removal::End | Removal::Closed => {
       if !js::get_truthy(env, res, c"writableEnded") {
         js::call_method_quietly(env, res, c"end", &[]);
       }
@@ -175,8 +179,18 @@ pub fn raw_key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey>
   if !js::is_object(env, res) {
     return None;
   }
-  let symbol = state.borrow().key_symbol.as_ref()?.value(env).ok()?;
-  ConnKey::from_f64(js::get_symbol_keyed(env, res, symbol)?)
+  let (symbol, key_map) = {
+    let s = state.borrow();
+    let symbol = s.key_symbol.as_ref()?.value(env).ok()?;
+    let key_map = match (s.key_map_used, &s.key_map) {
+      (true, Some(map)) => map.value(env).ok(),
+      _ => None,
+    };
+    (symbol, key_map)
+  };
+  let key = js::get_symbol_keyed(env, res, symbol)
+    .or_else(|| key_map.and_then(|map| js::weak_map_get(env, map, res)))?;
+  ConnKey::from_f64(key)
 }
 
 /// The key of `res` when it is registered with this hub.
@@ -185,16 +199,37 @@ pub fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
   state.borrow().core.contains(key).then_some(key)
 }
 
-/// `res` is going away (its `close` fired, or the app destroys it): it is
-/// forgotten without being ended or written to again.
+/// The app is about to destroy `res`: it is forgotten without being ended
+/// or written to again.
 pub fn forget(state: &Shared, env: RawEnv, res: RawValue) -> bool {
+  going_away(state, env, res, HubCore::forget)
+}
+
+/// `res`'s `close` fired: it is forgotten and ended, as the original
+/// helper's `close` listener does (`removeClient`, then `res.end()`). A
+/// response destroyed since (by the app, by Node on the peer's hangup, by
+/// the hub) is no longer registered but kept this listener for this: it is
+/// ended now, when the original would end it. Nothing more reaches the
+/// wire; `writableEnded` reads the same afterwards.
+pub fn closed(state: &Shared, env: RawEnv, res: RawValue) {
+  if !going_away(state, env, res, HubCore::closed) && !js::get_truthy(env, res, c"writableEnded") {
+    js::call_method_quietly(env, res, c"end", &[]);
+  }
+}
+
+fn going_away(
+  state: &Shared,
+  env: RawEnv,
+  res: RawValue,
+  decide: fn(&mut HubCore<JsConn>, ConnKey) -> Vec<Effect<JsConn>>,
+) -> bool {
   let Some(key) = raw_key_of(state, env, res) else {
     return false;
   };
-  let effects = state.borrow_mut().core.forget(key);
-  let forgot = !effects.is_empty();
+  let effects = decide(&mut state.borrow_mut().core, key);
+  let left = !effects.is_empty();
   execute(state, env, effects);
-  forgot
+  left
 }
 
 /// Starts the hub's writer threads on first use, with a thread-safe function

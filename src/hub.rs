@@ -149,11 +149,12 @@ impl NativeHub {
         let env = ctx.env.raw();
         let res = ctx.this::<Unknown>()?.raw();
         guard_panics(|| {
-          effects::forget(&listener_state, env, res);
+          effects::closed(&listener_state, env, res);
           Ok(())
         })
       })?;
     let symbol = js::new_symbol(raw, "sse-helper-native connection")?;
+    let key_map = js::new_weak_map(raw)?;
     let hook = |name: &std::ffi::CStr| -> Result<Option<RawValue>> {
       let Some(hooks) = &hooks else {
         return Ok(None);
@@ -174,6 +175,7 @@ impl NativeHub {
       let s = &mut *s;
       s.on_close = Some(s.refs.hold(raw, on_close.raw())?);
       s.key_symbol = Some(s.refs.hold(raw, symbol)?);
+      s.key_map = Some(s.refs.hold(raw, key_map)?);
       s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
       s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
       if let [Some(write), Some(end), Some(destroy), Some(socket_destroy), Some(write_after_end), Some(node_write)] =

@@ -236,6 +236,40 @@ pub fn delete_keyed(env: RawEnv, object: RawValue, key: RawValue) {
   }
 }
 
+/// `new WeakMap()`, with the realm's own constructor.
+pub fn new_weak_map(env: RawEnv) -> Result<RawValue> {
+  let mut global = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_get_global(env, &mut global) };
+  check(status, "napi_get_global")?;
+  let ctor = get(env, global, c"WeakMap")?;
+  let mut map = ptr::null_mut();
+  // SAFETY: see the module contract; no arguments (a null array of length 0).
+  let status = unsafe { sys::napi_new_instance(env, ctor, 0, ptr::null(), &mut map) };
+  check(status, "new WeakMap()")?;
+  Ok(map)
+}
+
+/// `map.get(key)` when it is a number. A throw (a patched `WeakMap`) reads
+/// as `None` and is cleared.
+pub fn weak_map_get(env: RawEnv, map: RawValue, key: RawValue) -> Option<f64> {
+  let get = get(env, map, c"get").ok().filter(|f| is_function(env, *f));
+  let Some(get) = get else {
+    clear_exception(env);
+    return None;
+  };
+  number(env, call(env, map, get, &[key]).ok()?)
+}
+
+/// `map.set(key, number)`; false (the exception cleared) if it threw.
+pub fn weak_map_set(env: RawEnv, map: RawValue, key: RawValue, number: f64) -> bool {
+  let (Ok(set), Ok(value)) = (get(env, map, c"set"), double(env, number)) else {
+    clear_exception(env);
+    return false;
+  };
+  is_function(env, set) && call(env, map, set, &[key, value]).is_ok()
+}
+
 pub fn new_symbol(env: RawEnv, description: &str) -> Result<RawValue> {
   let text = string(env, description)?;
   let mut symbol = ptr::null_mut();

@@ -63,14 +63,18 @@ pub fn register(
     let s = &mut *s;
     let new_meta = meta.map(|m| s.refs.hold(raw, m)).transpose()?;
     let moved = s.core.entry(key).is_some_and(|e| *e.id != *id);
-    s.core.rename(key, &id);
-    if moved {
-      // Like a `Map` entry deleted and set again: it now lists last.
-      let order = s.next_order;
-      s.next_order += 1;
-      if let Some(h) = s.core.handle_mut(key) {
+    // A new entry in the original: its age starts over.
+    s.core.reregister(key, &id, Instant::now());
+    let order = s.next_order;
+    if let Some(h) = s.core.handle_mut(key) {
+      h.created_at_ms = now_ms();
+      if moved {
+        // Like a `Map` entry deleted and set again: it now lists last.
         h.order = order;
       }
+    }
+    if moved {
+      s.next_order += 1;
     }
     let old_meta = s
       .core
@@ -123,9 +127,7 @@ pub fn register(
   let (key, handed_off, listener, symbol) = {
     let mut s = state.borrow_mut();
     let s = &mut *s;
-    let created_at_ms = SystemTime::now()
-      .duration_since(UNIX_EPOCH)
-      .map_or(0.0, |d| d.as_millis() as f64);
+    let created_at_ms = now_ms();
     let order = s.next_order;
     s.next_order += 1;
     let handle = JsConn {
@@ -149,12 +151,14 @@ pub fn register(
     if let Some(symbol) = symbol {
       js::set_symbol_keyed(raw, res, symbol, key.to_f64())?;
       // A frozen, sealed or non-extensible response (or a Proxy that drops
-      // the write) would be registered but never found again.
-      if js::get_symbol_keyed(raw, res, symbol) != Some(key.to_f64()) {
+      // the write) keeps its key in the hub's WeakMap instead.
+      if js::get_symbol_keyed(raw, res, symbol) != Some(key.to_f64())
+        && !keep_key_aside(state, raw, res, key)
+      {
         return Err(invalid(
           state,
           raw,
-          "res must be extensible: the helper keeps its key on the response",
+          "res cannot be registered: it keeps neither a property nor a WeakMap entry (a Proxy refusing both?)",
         ));
       }
     }
@@ -197,6 +201,29 @@ pub fn register(
     return Err(err);
   }
   Ok(Registered { id, key: Some(key) })
+}
+
+/// Records `res` → `key` in the hub's WeakMap, for a response that cannot
+/// carry the key symbol; true if a lookup now finds it.
+fn keep_key_aside(state: &Shared, env: RawEnv, res: RawValue, key: ConnKey) -> bool {
+  let map = {
+    let mut s = state.borrow_mut();
+    s.key_map_used = true;
+    s.key_map.as_ref().and_then(|m| m.value(env).ok())
+  };
+  let Some(map) = map else {
+    return false;
+  };
+  js::weak_map_set(env, map, res, key.to_f64())
+    && js::weak_map_get(env, map, res) == Some(key.to_f64())
+}
+
+/// The wall-clock time in ms, as `Date.now()` gives it (the original's
+/// `createdAt`).
+fn now_ms() -> f64 {
+  SystemTime::now()
+    .duration_since(UNIX_EPOCH)
+    .map_or(0.0, |d| d.as_millis() as f64)
 }
 
 /// Marks `res` as being registered for the duration of `register`, and

@@ -67,6 +67,12 @@ pub struct HubState {
   /// Private symbol under which a response carries its registry key, so a
   /// `close` event or `removeClient(res)` finds it without a scan.
   pub key_symbol: Option<JsRef>,
+  /// A `WeakMap` res → key for the responses that cannot carry the symbol
+  /// (frozen, sealed, non-extensible, a Proxy that drops the write), looked
+  /// in only once one was registered, so other lookups stay one property
+  /// read.
+  pub key_map: Option<JsRef>,
+  pub key_map_used: bool,
   /// The caller's `TypeError`, so bad-input errors belong to the caller's
   /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
   pub type_error: Option<JsRef>,
@@ -87,6 +93,8 @@ impl HubState {
       refs: Refs::default(),
       on_close: None,
       key_symbol: None,
+      key_map: None,
+      key_map_used: false,
       type_error: None,
       hooks: None,
       lifecycle: None,
@@ -111,6 +119,7 @@ impl HubState {
     let own = [
       self.on_close.take(),
       self.key_symbol.take(),
+      self.key_map.take(),
       self.type_error.take(),
       self.lifecycle.take(),
     ];

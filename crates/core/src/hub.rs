@@ -86,11 +86,22 @@ pub struct Conn<H> {
 /// How a connection leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
-  /// The client is gone (its `close` fired): only forget it.
+  /// Only forget it: the app took it out of the registry by hand
+  /// (`_clients.delete`), or its registration was rolled back.
   Forget,
+  /// The app, or Node on the peer's hangup, is destroying it: forget it at
+  /// once (the writer drops its queue); its `close` listener stays, to end
+  /// it when the close comes, as the original helper's listener does.
+  Destroyed,
+  /// Its `close` fired: the writer drops it at once (there is no one left
+  /// to flush to), and the response is ended unless it already is, as the
+  /// original helper's `close` listener does (`removeClient`, then
+  /// `res.end()`), so `writableEnded` reads the same afterwards.
+  Closed,
   /// End the response gracefully, after whatever is queued for it.
   End,
-  /// Tear the connection down (a dead socket, a slow client).
+  /// Tear the connection down (a dead socket, a slow client). Its `close`
+  /// listener stays, as with [`Removal::Destroyed`].
   Destroy,
 }
 
@@ -427,9 +438,15 @@ impl<H> HubCore<H> {
     self.registry.get_mut(key).map(|e| &mut e.handle.handle)
   }
 
-  /// Moves a connection to another client id.
-  pub fn rename(&mut self, key: ConnKey, id: &str) -> bool {
+  /// Registers a registered connection again, under `id` (its own or
+  /// another): its age starts over at `now`, as the original helper's fresh
+  /// `{ res, meta, createdAt }` entry does, so `cleanupStaleClients` counts
+  /// from the last registration.
+  pub fn reregister(&mut self, key: ConnKey, id: &str, now: Instant) -> bool {
     let renamed = self.registry.rename(key, id);
+    if let Some(entry) = self.registry.get_mut(key) {
+      entry.connected_at = now;
+    }
     self.route_changed(key);
     renamed
   }
@@ -537,13 +554,23 @@ impl<H> HubCore<H> {
     effects
   }
 
-  /// The response is going away (its `close` fired, or the app destroys
-  /// it): a registered connection is forgotten, an ending one released at
-  /// once, without waiting for its queue. `key` is what the response
-  /// carries, registered or not.
+  /// The response is about to be destroyed: a registered connection is
+  /// forgotten, an ending one released at once, without waiting for its
+  /// queue ([`Removal::Destroyed`]). `key` is what the response carries,
+  /// registered or not.
   pub fn forget(&mut self, key: ConnKey) -> Vec<Effect<H>> {
+    self.going_away(key, Removal::Destroyed)
+  }
+
+  /// The response's `close` fired: as [`HubCore::forget`], and the response
+  /// is ended ([`Removal::Closed`]).
+  pub fn closed(&mut self, key: ConnKey) -> Vec<Effect<H>> {
+    self.going_away(key, Removal::Closed)
+  }
+
+  fn going_away(&mut self, key: ConnKey, how: Removal) -> Vec<Effect<H>> {
     if self.registry.contains(key) {
-      return self.remove(key, Removal::Forget, Reason::Closed);
+      return self.remove(key, how, Reason::Closed);
     }
     let Some(wire) = self.ending_keys.get(&key).copied() else {
       return Vec::new();
@@ -551,7 +578,7 @@ impl<H> HubCore<H> {
     if let Some(writer) = &mut self.writer {
       writer.remove(wire);
     }
-    self.finish_ending(wire, Removal::Forget)
+    self.finish_ending(wire, how)
   }
 
   /// Ends every connection and refuses new ones; the writer stops once the
@@ -1003,6 +1030,38 @@ mod tests {
   }
 
   #[test]
+  fn a_close_ends_the_response_as_the_original_listener_does() {
+    let mut hub = stream_hub();
+    let (key, _) = hub.register("a", "res-a", None, at(0));
+    assert_eq!(
+      kinds(&hub.closed(key)),
+      ["finish Closed socket=false", "disconnect a close"]
+    );
+    assert!(hub.closed(key).is_empty());
+    // The app destroying it is only a forget: nothing is ended first.
+    let (key, _) = hub.register("b", "res-b", None, at(0));
+    assert_eq!(
+      kinds(&hub.forget(key)),
+      ["finish Destroyed socket=false", "disconnect b close"]
+    );
+  }
+
+  #[test]
+  fn registering_again_restarts_the_age_under_any_id() {
+    let mut hub = stream_hub();
+    let (key, _) = hub.register("a", "res", None, at(0));
+    let limit = Duration::from_secs(5);
+    assert_eq!(hub.older_than(at(9), limit), [key]);
+    // Under another id, then under the same one: each counts from now.
+    assert!(hub.reregister(key, "b", at(10)));
+    assert!(hub.older_than(at(14), limit).is_empty());
+    assert_eq!(hub.older_than(at(16), limit), [key]);
+    assert!(hub.reregister(key, "b", at(20)));
+    assert!(hub.older_than(at(24), limit).is_empty());
+    assert_eq!(&*hub.entry(key).unwrap().id, "b");
+  }
+
+  #[test]
   fn a_rolled_back_registration_reports_nothing() {
     let mut hub = stream_hub();
     let (key, _) = hub.register("a", "res", None, at(0));
@@ -1205,8 +1264,15 @@ mod tests {
     let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
     hub.deliver(Some(&[key2]), || big, at(1), |_, _, _| {});
     hub.remove(key2, Removal::End, Reason::Removed);
-    assert_eq!(kinds(&hub.forget(key2)), ["finish Forget socket=true"]);
+    assert_eq!(kinds(&hub.forget(key2)), ["finish Destroyed socket=true"]);
     assert!(hub.forget(key2).is_empty());
+
+    // Its `close` instead: released at once too, and ended through Node.
+    let (key3, _, _server3) = connect(&mut hub, "c", "rc");
+    let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
+    hub.deliver(Some(&[key3]), || big, at(1), |_, _, _| {});
+    hub.remove(key3, Removal::End, Reason::Removed);
+    assert_eq!(kinds(&hub.closed(key3)), ["finish Closed socket=true"]);
   }
 
   /// Crashes the first writer thread, which holds the connection `a`, and
@@ -1272,8 +1338,8 @@ mod tests {
     assert_eq!(kinds(&effects), ["finish End socket=true"]);
     // The stream connection's close event finishes the hub, silently.
     assert_eq!(
-      kinds(&hub.forget(stream_key)),
-      ["finish Forget socket=false", "release hub"]
+      kinds(&hub.closed(stream_key)),
+      ["finish Closed socket=false", "release hub"]
     );
   }
 
