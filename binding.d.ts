@@ -40,7 +40,7 @@ export declare class NativeHub {
    * done is undone and the error thrown; no entry, listener, reference or
    * duplicated fd is left behind.
    */
-  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, socket?: SocketInfo | undefined | null, lastEventId?: string | undefined | null): string
+  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, socket?: SocketInfo | undefined | null, start?: RegisterStart | undefined | null): string
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
   /** Unregisters `res`, detaches its listener and ends it if still open. */
@@ -152,11 +152,19 @@ export declare class NativeHub {
    */
   startBus(options: BusOptions): void
   /**
-   * Asks the bus for `res`'s replay from `last_event_id` (registered held
-   * by `register`); called on the tick after `addClient`, so channels the
-   * route joined right away count. False when it is not registered.
+   * Asks the bus for `res`'s replay if `register` held it for one (from
+   * its `Last-Event-ID`, or from the mark its headers were flushed at);
+   * called on the tick after `addClient`, so channels the route joined
+   * right away count. False when nothing was waiting.
    */
-  requestReplay(res: unknown, lastEventId: string): boolean
+  requestReplay(res: unknown): boolean
+  /**
+   * Where the bus's live delivery is now (`""` before it knows), for a
+   * response whose headers are flushed: `register` gets it back as `mark`,
+   * and a connection that missed entries since is replayed them. `None`
+   * without a bus.
+   */
+  busMark(): string | null
   /**
    * Asks the bus for every live instance's client count; the answer comes
    * as `lifecycle('reply', request, 'ok:<n>' | 'error:<message>')`.
@@ -288,6 +296,14 @@ export interface NativeStats {
   socketConnectionsByThread: Array<number>
   /** The Redis bus, when configured. */
   bus?: NativeBusStats
+}
+
+/** Where a new connection starts, for `register`. */
+export interface RegisterStart {
+  /** The client's `Last-Event-ID` (history or bus replay from it). */
+  lastEventId?: string
+  /** `busMark()` as it was when the response's headers were flushed. */
+  mark?: string
 }
 
 /**

@@ -359,7 +359,9 @@ declare class SseHub extends EventEmitter {
 
   /**
    * Resolves once the Redis bus is connected (at once without one). While
-   * Redis is unreachable it waits; broadcasts meanwhile are local.
+   * Redis is unreachable it waits (keeping Node alive); broadcasts meanwhile
+   * are local. Rejects with `ERR_SSE_CLOSED` if the hub is closed (or
+   * drained) before that.
    */
   ready(): Promise<void>;
 
@@ -393,7 +395,8 @@ declare class SseHub extends EventEmitter {
   /**
    * Ends every connection after what is queued for it has been written (at
    * most `endTimeoutMs`), stops the heartbeat and the native writer thread,
-   * and refuses new clients. Resolves once all of that is done.
+   * and refuses new clients. Resolves once all of that is done, keeping Node
+   * alive until then: the code after `await hub.close()` always runs.
    */
   close(): Promise<void>;
   // With a Redis bus, `close()` also closes its Redis connections before it resolves.

@@ -113,6 +113,8 @@ class SseHub extends EventEmitter {
   #resolveClosed = null;
   /** The Redis bus: whether configured, its last state, who waits for it. */
   #bus = false;
+  /** res -> busMark() at initResponse (a WeakMap: no response kept alive). */
+  #marks = new WeakMap();
   #busState = 'off';
   #busWaiters = [];
   #busStopped = null;
@@ -176,6 +178,9 @@ class SseHub extends EventEmitter {
   initResponse(res) {
     if (this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     initResponse(res);
+    // With a bus: where live delivery stood when the client got its
+    // headers, so addClient can replay what was delivered in between.
+    if (this.#bus) this.#marks.set(res, this.#native.busMark());
   }
 
   #atCapacity(res) {
@@ -216,15 +221,16 @@ class SseHub extends EventEmitter {
     const socket = inspectSocket(res);
     const info = typeof socket === 'string' ? undefined : socket;
     const key = id === undefined ? undefined : encodeId(id);
-    const registered = this.#native.register(res, key, toMeta(meta), info, lastEventId);
+    const mark = this.#bus && isNew ? this.#marks.get(res) : undefined;
+    const start = lastEventId === undefined && mark === undefined ? undefined : { lastEventId, mark };
+    const registered = this.#native.register(res, key, toMeta(meta), info, start);
     const clientId = id === undefined ? registered : id;
     if (DEBUG) this.#logRegistration(res, registered, isNew, socket);
     if (isNew && this.#native.has(res)) {
-      // The bus replays on the next tick, so channels the route joins right
-      // after addClient count; the connection gets nothing live before.
-      if (this.#bus && lastEventId !== undefined) {
-        process.nextTick(() => this.#native.requestReplay(res, lastEventId));
-      }
+      // A connection the bus held (a Last-Event-ID, or entries delivered
+      // since its headers) is replayed on the next tick, so channels the
+      // route joins right after addClient count; it gets nothing live before.
+      if (this.#bus) process.nextTick(() => this.#native.requestReplay(res));
       this.#startHeartbeat();
       // The client is registered whatever a listener does: its error
       // surfaces on the next tick, and addClient still returns the id.
@@ -476,11 +482,13 @@ class SseHub extends EventEmitter {
     const closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
-    // With a bus, closed also means its Redis connections are closed; the
-    // bus answers through a weak callback, so Node is kept alive meanwhile.
-    this.#closing = this.#busStopped
-      ? new KeepAlive().during(Promise.all([closed, this.#busStopped])).then(() => {})
-      : closed;
+    // With a bus, closed also means its Redis connections are closed. The
+    // writer and the bus answer through weak callbacks (they never keep
+    // Node alive by themselves), so Node is kept alive until it settles:
+    // the code after `await hub.close()` always runs.
+    this.#closing = new KeepAlive()
+      .during(this.#busStopped ? Promise.all([closed, this.#busStopped]) : closed)
+      .then(() => {});
     this.#stopHeartbeat();
     this.#native.close();
     return this.#closing;
@@ -576,7 +584,9 @@ class SseHub extends EventEmitter {
     }
     if (kind === 'busStopped') {
       this.#busState = 'closed';
-      for (const resolve of this.#busWaiters.splice(0)) resolve();
+      // Closed (or drained) before Redis was ever reached: ready() never
+      // became true, so it rejects.
+      for (const { reject } of this.#busWaiters.splice(0)) reject(closedError());
       this.#requests.failAll('the Redis bus is closed');
       this.#resolveBusStopped?.();
       return;
@@ -584,7 +594,7 @@ class SseHub extends EventEmitter {
     this.#busState = a;
     if (DEBUG) debug('bus %s%s', a, b ? `: ${b}` : '');
     if (a === 'connected') {
-      for (const resolve of this.#busWaiters.splice(0)) resolve();
+      for (const { resolve } of this.#busWaiters.splice(0)) resolve();
     }
     if (this.listenerCount('bus') === 0) return;
     const event = { state: a };
@@ -605,7 +615,7 @@ class SseHub extends EventEmitter {
     if (this.#busState === 'closed') return Promise.reject(closedError());
     // The bus thread holds nothing that keeps Node alive; while someone
     // waits here (before app.listen, say), Node is kept alive.
-    return new KeepAlive().during(new Promise((resolve) => this.#busWaiters.push(resolve)));
+    return new KeepAlive().during(new Promise((resolve, reject) => this.#busWaiters.push({ resolve, reject })));
   }
 
   /**

@@ -902,9 +902,15 @@ describe('configure({ redis })', () => {
         hub.on('error', (e) => errors.push(e));
         hub.configure({ redis: { url: `redis://127.0.0.1:${port}`, stream: newStream() } });
         let ready = false;
-        hub.ready().then(() => {
-          ready = true;
-        });
+        let readyError;
+        hub.ready().then(
+          () => {
+            ready = true;
+          },
+          (err) => {
+            readyError = err;
+          },
+        );
         await waitFor(() => busEvents.length > 0, "the 'bus' event", LONG);
         expect(busEvents[0]).toEqual({ state: 'disconnected', error: expect.any(Error) });
         expect(busEvents[0].error.message).not.toBe('');
@@ -937,6 +943,9 @@ describe('configure({ redis })', () => {
         expect(ready).toBe(false);
         await hub.close();
         expect(hub.getStats().bus.state).toBe('closed');
+        // Closed before Redis was ever reached: ready() rejects, handled here.
+        await waitFor(() => readyError !== undefined, 'ready() settled', LONG);
+        expect({ ready, code: readyError.code }).toEqual({ ready: false, code: 'ERR_SSE_CLOSED' });
         expect(rejections).toEqual([]);
       } finally {
         realProcess.off('unhandledRejection', onRejection);

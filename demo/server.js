@@ -13,6 +13,7 @@
 // reconnects to the other instance is replayed what it missed from the
 // stream. Ctrl+C drains: the pages move to the other instance.
 
+const { STATUS_CODES } = require('node:http');
 const path = require('node:path');
 const express = require('express');
 const sseHelper = require('sse-helper-native');
@@ -50,6 +51,12 @@ app.get('/events', (req, res) => {
 });
 
 const CHANNEL = /^[a-z0-9-]{1,24}$/;
+/**
+ * JSON may escape half of a surrogate pair (`"\ud800"`): the hub refuses such
+ * a string as an id, and a page would show it as U+FFFD.
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+const NOT_WELL_FORMED = 'strings must be well-formed Unicode (no lone surrogates)';
 
 /** POST /join { clientId, channel }: the tab's connection joins a channel. */
 app.post('/join', (req, res) => {
@@ -57,6 +64,7 @@ app.post('/join', (req, res) => {
   if (typeof clientId !== 'string' || typeof channel !== 'string' || !CHANNEL.test(channel)) {
     return res.status(400).json({ error: 'clientId and channel (a-z, 0-9, -; at most 24) are required' });
   }
+  if (LONE_SURROGATE.test(clientId)) return res.status(400).json({ error: NOT_WELL_FORMED });
   const joined = sseHelper.join(clientId, channel);
   // 0: no connection under that id (the tab's stream is gone).
   res.status(joined > 0 ? 200 : 404).json({ joined });
@@ -68,10 +76,20 @@ app.post('/message', (req, res) => {
   if (typeof text !== 'string' || text.trim() === '' || text.length > 280) {
     return res.status(400).json({ error: 'text: 1 to 280 characters' });
   }
+  // The page sends a string; String() on anything else could throw
+  // ({"toString":1}) or make up a name.
+  if (from != null && typeof from !== 'string') {
+    return res.status(400).json({ error: 'from: a string' });
+  }
   if (channel !== undefined && (typeof channel !== 'string' || !CHANNEL.test(channel))) {
     return res.status(400).json({ error: 'channel: a-z, 0-9, -; at most 24' });
   }
-  const message = { text: text.trim(), from: String(from ?? 'anonymous').slice(0, 24), channel, at: Date.now() };
+  if (LONE_SURROGATE.test(text) || LONE_SURROGATE.test(from ?? '')) {
+    return res.status(400).json({ error: NOT_WELL_FORMED });
+  }
+  // Cut at 24 UTF-16 units, dropping half a pair the cut would leave behind.
+  const name = (from ?? 'anonymous').slice(0, 24).replace(LONE_SURROGATE, '');
+  const message = { text: text.trim(), from: name, channel, at: Date.now() };
   // A broadcast to everyone goes into the history; a channel publish does not.
   const sent = channel
     ? sseHelper.publish(channel, message, { event: 'message' })
@@ -82,6 +100,32 @@ app.post('/message', (req, res) => {
 /** The same figures for Prometheus. */
 app.get('/metrics', (_req, res) => {
   res.type('text/plain; version=0.0.4; charset=utf-8').send(sseHelper.metrics());
+});
+
+// Express's own answers are HTML pages, and for an error they hold its stack
+// and this machine's paths: every refusal and failure is a short JSON reason.
+app.use((_req, res) => res.status(404).json({ error: 'not found' }));
+
+/** Why express.json refused a body (its error's `type`). */
+const REFUSED = {
+  'entity.parse.failed': 'body: not a JSON object',
+  'entity.too.large': 'body: larger than 4 kB',
+  'charset.unsupported': 'unsupported charset',
+  'encoding.unsupported': 'unsupported content encoding',
+};
+app.use((err, _req, res, next) => {
+  // Mid-response (an event stream) there is no status left to send: Express
+  // ends the connection.
+  if (res.headersSent) return next(err);
+  const status = err.status ?? err.statusCode;
+  // A 4xx is the request's fault (a body express.json refused, e.g. bad
+  // gzip); the client hears why, not the error's own message.
+  if (Number.isInteger(status) && status >= 400 && status < 500) {
+    const reason = REFUSED[err.type] ?? (STATUS_CODES[status] ?? 'bad request').toLowerCase();
+    return res.status(status).json({ error: reason });
+  }
+  console.error(err);
+  res.status(500).json({ error: 'internal error' });
 });
 
 // The figures: rates from the difference between two getStats() snapshots.

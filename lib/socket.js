@@ -25,7 +25,8 @@ function inspectSocket(res) {
   if (res.req?.httpVersionMajor !== 1) return 'not an HTTP/1.x response (HTTP/2?)';
   if (res.write !== NODE_WRITE || res.end !== NODE_END)
     return "res.write or res.end is not Node's (a wrapper such as compression)";
-  if (!Object.isExtensible(res)) return 'res is frozen, sealed or not extensible: the writer could not install its write and end';
+  if (!Object.isExtensible(res))
+    return 'res is frozen, sealed or not extensible: the writer could not install its write and end';
   if (res.headersSent !== true) return 'headers not sent (call initResponse first)';
   if (res.chunkedEncoding !== true) return 'not chunked (a Content-Length was set?)';
   const socket = res.socket;

@@ -14,6 +14,7 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 use sse_helper_core::backpressure::Admit;
 use sse_helper_core::bus::entry::Route;
+use sse_helper_core::bus::Mark;
 
 use crate::bus::Appended;
 use sse_helper_core::frame;
@@ -123,6 +124,16 @@ impl ObjectFinalize for NativeHub {
   }
 }
 
+/// Where a new connection starts, for `register`.
+#[napi(object)]
+#[derive(Default)]
+pub struct RegisterStart {
+  /// The client's `Last-Event-ID` (history or bus replay from it).
+  pub last_event_id: Option<String>,
+  /// `busMark()` as it was when the response's headers were flushed.
+  pub mark: Option<String>,
+}
+
 #[napi]
 impl NativeHub {
   /// `typeError` is the constructor bad-input errors are made with (pass the
@@ -214,12 +225,20 @@ impl NativeHub {
     id: Option<String>,
     meta: Option<Unknown>,
     socket: Option<SocketInfo>,
-    last_event_id: Option<String>,
+    start: Option<RegisterStart>,
   ) -> Result<String> {
     let raw = env.raw();
-    // With a bus the connection is held for its replay from the start
-    // (see `request_replay`): nothing live reaches it before.
-    let hold = last_event_id.is_some() && self.state.borrow().core.bus().is_some();
+    let RegisterStart {
+      last_event_id,
+      mark,
+    } = start.unwrap_or_default();
+    // With a bus the core decides whether the connection is held for a
+    // replay (see `request_replay`): nothing live reaches it before.
+    let bus = self.state.borrow().core.bus().is_some();
+    let start = registration::Start {
+      last_event_id: last_event_id.as_deref().filter(|_| bus),
+      mark: mark.as_deref().and_then(Mark::parse),
+    };
     let registered = registration::register(
       &self.state,
       &env,
@@ -227,10 +246,10 @@ impl NativeHub {
       id,
       meta.map(|m| m.raw()),
       socket,
-      hold,
+      start,
     )?;
     if let (Some(key), Some(last_event_id)) = (registered.key, last_event_id) {
-      if hold {
+      if bus {
         return Ok(registered.id);
       }
       let replay = self.state.borrow_mut().core.replay(key, &last_event_id);
@@ -778,15 +797,25 @@ impl NativeHub {
     crate::bus::start(&self.state, &env, &options)
   }
 
-  /// Asks the bus for `res`'s replay from `last_event_id` (registered held
-  /// by `register`); called on the tick after `addClient`, so channels the
-  /// route joined right away count. False when it is not registered.
+  /// Asks the bus for `res`'s replay if `register` held it for one (from
+  /// its `Last-Event-ID`, or from the mark its headers were flushed at);
+  /// called on the tick after `addClient`, so channels the route joined
+  /// right away count. False when nothing was waiting.
   #[napi(catch_unwind)]
-  pub fn request_replay(&self, env: Env, res: Unknown, last_event_id: String) -> bool {
+  pub fn request_replay(&self, env: Env, res: Unknown) -> bool {
     match key_of(&self.state, env.raw(), res.raw()) {
-      Some(key) => self.state.borrow().core.request_replay(key, &last_event_id),
+      Some(key) => self.state.borrow_mut().core.request_replay(key),
       None => false,
     }
+  }
+
+  /// Where the bus's live delivery is now (`""` before it knows), for a
+  /// response whose headers are flushed: `register` gets it back as `mark`,
+  /// and a connection that missed entries since is replayed them. `None`
+  /// without a bus.
+  #[napi(catch_unwind)]
+  pub fn bus_mark(&self) -> Option<String> {
+    self.state.borrow().core.bus_mark().map(Mark::to_text)
   }
 
   /// Asks the bus for every live instance's client count; the answer comes

@@ -12,6 +12,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use napi::{Env, Error, Result, Status};
+use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::{Reason, Removal};
 use sse_helper_core::registry::{self, ConnKey};
 
@@ -20,6 +21,14 @@ use crate::effects::{ensure_writer, execute, key_of, raw_key_of, restore_respons
 use crate::js::{self, RawEnv, RawValue};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
+
+/// Where a new connection starts on a hub with a bus (ignored without).
+pub struct Start<'a> {
+  /// The client's `Last-Event-ID`.
+  pub last_event_id: Option<&'a str>,
+  /// Where live delivery was when its headers were flushed.
+  pub mark: Option<Mark>,
+}
 
 /// What a successful registration returns to the class.
 pub struct Registered {
@@ -36,7 +45,7 @@ pub fn register(
   id: Option<String>,
   meta: Option<RawValue>,
   socket: Option<SocketInfo>,
-  hold: bool,
+  start: Start<'_>,
 ) -> Result<Registered> {
   let raw = env.raw();
   if state.borrow().core.is_closing() {
@@ -140,7 +149,14 @@ pub fn register(
       },
       meta: meta.map(|m| s.refs.hold(raw, m)).transpose()?,
     };
-    let (key, wire) = s.core.register_with(&id, handle, fd, Instant::now(), hold);
+    let (key, wire) = s.core.register_with(
+      &id,
+      handle,
+      fd,
+      Instant::now(),
+      start.last_event_id,
+      start.mark,
+    );
     let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
     let symbol = s.key_symbol.as_ref().map(|l| l.value(raw)).transpose()?;
     (key, wire.is_some(), listener, symbol)

@@ -25,7 +25,7 @@ mod bus_side;
 
 use crate::backpressure::{self, Admit, SlowPolicy};
 use crate::bus::gate::Gate;
-use crate::bus::Bus;
+use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::frame;
 use crate::history::{History, Replay};
 use crate::registry::{ConnKey, Entry, Registry};
@@ -78,6 +78,9 @@ pub struct Conn<H> {
   /// The replay gate of a stream connection (a socket connection's lives
   /// in its writer thread).
   pub gate: Gate,
+  /// Where its replay starts, while it waits for [`HubCore::request_replay`]
+  /// (a held connection).
+  pub replay_from: Option<ReplayFrom>,
   /// Id-less events that came while its gate was held (see
   /// [`HubCore::bus_recipients`]), for after the replay.
   pub held_local: Vec<Arc<[u8]>>,
@@ -369,22 +372,46 @@ impl<H> HubCore<H> {
     socket: Option<OwnedFd>,
     now: Instant,
   ) -> (ConnKey, Option<WireId>) {
-    self.register_with(id, handle, socket, now, false)
+    self.register_with(id, handle, socket, now, None, None)
   }
 
-  /// [`HubCore::register`]; with `hold` (a reconnection with a
-  /// `Last-Event-ID` to a hub with a bus) its replay gate is held from the
-  /// first moment, on either transport, so no live entry reaches it before
-  /// its replay.
+  /// [`HubCore::register`], on a hub with a bus from where the client
+  /// stands: after its `Last-Event-ID`, or after `mark` (where live delivery
+  /// was when its headers were flushed). If entries were delivered since,
+  /// its replay gate is held from the first moment, on either transport, and
+  /// [`HubCore::request_replay`] then replays them before any live entry.
+  /// The decision and the registration happen under live delivery's lock
+  /// ([`crate::bus::DeliveryLock::admit`]): no entry falls between them.
   pub fn register_with(
     &mut self,
     id: &str,
     handle: H,
     socket: Option<OwnedFd>,
     now: Instant,
-    hold: bool,
+    last_event_id: Option<&str>,
+    mark: Option<Mark>,
   ) -> (ConnKey, Option<WireId>) {
-    let hold = hold && self.bus.is_some();
+    match self.bus.as_ref().map(Bus::delivery) {
+      Some(lock) => lock.admit(last_event_id, mark, |admission| {
+        let replay_from = match admission {
+          Admission::Live => None,
+          Admission::Held(from) => Some(from.clone()),
+        };
+        self.insert(id, handle, socket, now, replay_from)
+      }),
+      None => self.insert(id, handle, socket, now, None),
+    }
+  }
+
+  fn insert(
+    &mut self,
+    id: &str,
+    handle: H,
+    socket: Option<OwnedFd>,
+    now: Instant,
+    replay_from: Option<ReplayFrom>,
+  ) -> (ConnKey, Option<WireId>) {
+    let hold = replay_from.is_some();
     let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
     let (transport, handoff) = match socket {
       Some(fd) => {
@@ -406,6 +433,7 @@ impl<H> HubCore<H> {
       transport,
       gate: if hold { Gate::held() } else { Gate::default() },
       held_local: Vec::new(),
+      replay_from,
     };
     let key = self.registry.insert(id, conn, now);
     let wire = handoff.map(|(wire, fd, gauge)| {

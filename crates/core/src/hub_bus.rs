@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Conn, HubCore, Transport};
 use crate::bus::entry::{BusFrame, EntryId, Route};
-use crate::bus::{Bus, BusConfig, BusEvent, BusStatsSnapshot, ReplayRequest, ReplayTarget};
+use crate::bus::{Bus, BusConfig, BusEvent, BusStatsSnapshot, Mark, ReplayRequest, ReplayTarget};
 use crate::registry::ConnKey;
 
 impl<H> HubCore<H> {
@@ -155,10 +155,24 @@ impl<H> HubCore<H> {
     }
   }
 
-  /// Asks the bus for `key`'s replay, with its client id and channels as
-  /// they are now. False without a bus or a registration.
-  pub fn request_replay(&self, key: ConnKey, last_event_id: &str) -> bool {
-    let (Some(bus), Some(entry)) = (&self.bus, self.registry.get(key)) else {
+  /// Where live delivery is now (for a response whose headers go out);
+  /// `None` without a bus.
+  pub fn bus_mark(&self) -> Option<Mark> {
+    self.bus.as_ref().map(Bus::mark)
+  }
+
+  /// Asks the bus for the replay of `key`, registered held, with its client
+  /// id and channels as they are now (the binding calls it on the tick
+  /// after registering, so channels the route joins at once count). False
+  /// without a bus, or when `key` is not waiting for one.
+  pub fn request_replay(&mut self, key: ConnKey) -> bool {
+    let Some(bus) = &self.bus else {
+      return false;
+    };
+    let Some(entry) = self.registry.get_mut(key) else {
+      return false;
+    };
+    let Some(from) = entry.handle.replay_from.take() else {
       return false;
     };
     let target = match entry.handle.transport {
@@ -169,7 +183,7 @@ impl<H> HubCore<H> {
       Transport::Stream { .. } => ReplayTarget::Stream { key },
     };
     bus.replay(ReplayRequest {
-      last_event_id: last_event_id.to_string(),
+      from,
       client: entry.id.clone(),
       channels: entry.channels.clone(),
       target,

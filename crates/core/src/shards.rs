@@ -339,7 +339,7 @@ fn add(sum: &AtomicU64, part: &AtomicU64) {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::test_util::{collect_until, pair};
+  use crate::test_util::{collect_until, pair, wait_for};
   use std::io::Read;
   use std::os::fd::AsFd;
   use std::time::Duration;
@@ -383,8 +383,12 @@ mod tests {
       client.read_exact(&mut got).unwrap();
       assert_eq!(got, want);
     }
-    let sum = w.stats();
-    assert_eq!(Stats::read(&sum.frames_sent), 4 * 2 + 3 + 1 + 1);
+    // The clients can have the bytes before the writer has counted them.
+    let expected = 4 * 2 + 3 + 1 + 1;
+    wait_for("every frame counted", || {
+      Stats::read(&w.stats().frames_sent) >= expected
+    });
+    assert_eq!(Stats::read(&w.stats().frames_sent), expected);
   }
 
   #[test]

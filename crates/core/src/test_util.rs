@@ -29,3 +29,13 @@ pub fn collect_until<T: Debug>(
   }
   all
 }
+
+/// Waits until `holds` (a figure another thread updates), failing after
+/// 5 s with `what`: a test never races the thread it observes.
+pub fn wait_for(what: &str, mut holds: impl FnMut() -> bool) {
+  let deadline = Instant::now() + Duration::from_secs(5);
+  while !holds() {
+    assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    std::thread::sleep(Duration::from_millis(2));
+  }
+}

@@ -41,6 +41,7 @@ use crate::registry::ConnKey;
 use crate::writer::{WireId, WriterPort};
 use entry::{BusFrame, Entry, EntryId, Malformed};
 use link::{Link, LinkState, Notice};
+pub use replay::ReplayFrom;
 use replay::{Outcome, ReplayPlan, Step};
 pub use stats::{BusStats, BusStatsSnapshot};
 
@@ -101,7 +102,7 @@ pub enum ReplayTarget {
 /// A reconnecting client's replay request.
 #[derive(Clone)]
 pub struct ReplayRequest {
-  pub last_event_id: String,
+  pub from: ReplayFrom,
   pub client: Arc<str>,
   pub channels: Vec<Arc<str>>,
   pub target: ReplayTarget,
@@ -139,6 +140,101 @@ enum Request {
   Stop,
 }
 
+/// Where a connection whose headers were just flushed stands: what live
+/// delivery has reached at that moment ([`Bus::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+  /// Everything up to this entry was handed to delivery before (0-0: the
+  /// stream was empty).
+  At(EntryId),
+  /// No position known yet: the bus has not had a session.
+  Unknown,
+}
+
+impl Mark {
+  /// The mark as a response carries it: the entry id, or `""`.
+  pub fn to_text(self) -> String {
+    match self {
+      Mark::At(id) => id.to_string(),
+      Mark::Unknown => String::new(),
+    }
+  }
+
+  pub fn parse(text: &str) -> Option<Mark> {
+    if text.is_empty() {
+      return Some(Mark::Unknown);
+    }
+    EntryId::parse(text).map(Mark::At)
+  }
+}
+
+/// How a new connection starts on a hub with a bus ([`Bus::admit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+  /// Live at once: nothing was delivered since its mark.
+  Live,
+  /// Held, then replayed from there before any live entry.
+  Held(ReplayFrom),
+}
+
+/// Live delivery's state, under one lock shared by the bus thread (which
+/// delivers) and the JS thread (which registers): a connection registered
+/// under it is either in every later delivery or held for a replay that
+/// covers them, never between the two.
+#[derive(Default)]
+struct Live {
+  ports: Vec<WriterPort>,
+  /// The newest entry handed to delivery; `None` before the first session.
+  position: Option<EntryId>,
+  /// A connection was registered before the first session: the reader
+  /// then starts at the stream's newest entry, so what came in between is
+  /// unknown to it and those connections get `reset`.
+  early: bool,
+}
+
+/// Live delivery's lock, held by the JS thread while it registers a
+/// connection ([`Bus::delivery`]).
+pub struct DeliveryLock(Arc<Mutex<Live>>);
+
+impl DeliveryLock {
+  /// Decides how a new connection starts, and runs `register` (which adds
+  /// it to the writer and the stream count) under the lock live delivery
+  /// takes, so no entry is delivered between the decision and the
+  /// registration. `last_event_id`: the client's own, which always wins;
+  /// `mark`: where delivery was when its headers were flushed (`None` when
+  /// the app sent them some other way: then now).
+  pub fn admit<R>(
+    &self,
+    last_event_id: Option<&str>,
+    mark: Option<Mark>,
+    register: impl FnOnce(&Admission) -> R,
+  ) -> R {
+    let mut live = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    let admission = admission(&mut live, last_event_id, mark);
+    register(&admission)
+  }
+}
+
+fn admission(live: &mut Live, last_event_id: Option<&str>, mark: Option<Mark>) -> Admission {
+  match (last_event_id, mark, live.position) {
+    (Some(id), _, _) => Admission::Held(ReplayFrom::After(id.to_string())),
+    // Before the first session nothing is delivered: the session start
+    // settles it ([`Live::early`]).
+    (None, _, None) => {
+      live.early = true;
+      Admission::Live
+    }
+    (None, None, Some(_)) => Admission::Live,
+    (None, Some(Mark::At(at)), Some(position)) if at == position => Admission::Live,
+    (None, Some(Mark::At(EntryId::ZERO)), Some(_)) => Admission::Held(ReplayFrom::Start),
+    (None, Some(Mark::At(at)), Some(_)) => Admission::Held(ReplayFrom::After(at.to_string())),
+    // Headers before any position was known, registered once one was:
+    // live if nothing was delivered yet, else the gap is unknown.
+    (None, Some(Mark::Unknown), Some(EntryId::ZERO)) => Admission::Live,
+    (None, Some(Mark::Unknown), Some(_)) => Admission::Held(ReplayFrom::Unknown),
+  }
+}
+
 /// State both threads see.
 struct Shared {
   state: AtomicU8,
@@ -151,7 +247,7 @@ struct Shared {
   /// A presence refresh is queued (at most one is).
   presence_queued: AtomicBool,
   pending_appends: AtomicUsize,
-  ports: Mutex<Vec<WriterPort>>,
+  live: Arc<Mutex<Live>>,
   events: Mutex<Vec<BusEvent>>,
   notify: Arc<dyn Fn() + Send + Sync>,
 }
@@ -173,15 +269,25 @@ impl Shared {
     self.state.store(state.to_u8(), Ordering::SeqCst);
   }
 
+  fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+    self.live.lock().unwrap_or_else(|e| e.into_inner())
+  }
+
   /// Live entries to every local connection they are for: each writer
   /// thread gets the batch (shared, framed once), and the JS thread too if
-  /// it has stream connections.
-  fn deliver(&self, frames: Vec<BusFrame>) {
+  /// it has stream connections. `position` is where the reader now is (the
+  /// last entry read, delivered or skipped); `None` for frames that are not
+  /// stream entries (a reset, a local fallback).
+  fn deliver(&self, frames: Vec<BusFrame>, position: Option<EntryId>) {
+    let mut live = self.live();
+    if position.is_some() {
+      live.position = position;
+    }
     if frames.is_empty() {
       return;
     }
     let frames: Arc<[BusFrame]> = frames.into();
-    for port in self.ports.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for port in &live.ports {
       port.bus(frames.clone());
     }
     if self.stream_conns.load(Ordering::SeqCst) > 0 {
@@ -238,7 +344,7 @@ impl Bus {
       stream_conns: AtomicUsize::new(0),
       presence_queued: AtomicBool::new(false),
       pending_appends: AtomicUsize::new(0),
-      ports: Mutex::new(Vec::new()),
+      live: Arc::default(),
       events: Mutex::new(Vec::new()),
       notify,
     });
@@ -341,7 +447,20 @@ impl Bus {
 
   /// The writer threads live entries go to (after the writer starts).
   pub fn set_ports(&self, ports: Vec<WriterPort>) {
-    *self.shared.ports.lock().unwrap_or_else(|e| e.into_inner()) = ports;
+    self.shared.live().ports = ports;
+  }
+
+  /// Where live delivery is now, for a connection whose headers go out.
+  pub fn mark(&self) -> Mark {
+    match self.shared.live().position {
+      Some(id) => Mark::At(id),
+      None => Mark::Unknown,
+    }
+  }
+
+  /// The lock live delivery takes, for [`DeliveryLock::admit`].
+  pub fn delivery(&self) -> DeliveryLock {
+    DeliveryLock(self.shared.live.clone())
   }
 
   pub fn set_counts(&self, local: usize, stream: usize) {
@@ -553,7 +672,7 @@ impl Reader {
         .uncertain
         .extend(entries.into_iter().filter_map(|e| e.origin));
     }
-    self.shared.deliver(frames);
+    self.shared.deliver(frames, None);
   }
 
   fn reply(&self, request: u32, result: Result<f64, String>) {
@@ -590,7 +709,7 @@ impl Reader {
         self.config.stream.clone(),
         position,
       ));
-      let mut unblocked = false;
+      let mut unblock = Unblock::NotAsked;
       loop {
         tokio::select! {
           biased;
@@ -609,13 +728,18 @@ impl Reader {
           }
           request = self.rx.recv() => {
             let Some(request) = request else { return End::Stop };
-            if let Some(end) = self.handle(&mut session, request, &mut unblocked).await {
+            if let Some(end) = self.handle(&mut session, request, &mut unblock).await {
               return end;
             }
             while let Some(request) = self.deferred.pop() {
-              if let Some(end) = self.handle(&mut session, request, &mut unblocked).await {
+              if let Some(end) = self.handle(&mut session, request, &mut unblock).await {
                 return end;
               }
+            }
+          }
+          () = tokio::time::sleep(UNBLOCK_RETRY), if unblock == Unblock::Missed => {
+            if let Err(e) = unblock_reader(&mut session, &mut unblock).await {
+              return End::Failed(e.to_string());
             }
           }
           _ = presence.tick() => {
@@ -645,6 +769,16 @@ impl Reader {
           .await?;
         let newest = parse_range(&newest).last().map(|(id, _)| *id);
         self.position = Some(newest.unwrap_or_default());
+        let early = {
+          let mut live = self.shared.live();
+          live.position = self.position;
+          std::mem::take(&mut live.early)
+        };
+        // Connections registered before this first session may have missed
+        // entries appended meanwhile (none if the stream is still empty).
+        if early && newest.is_some() {
+          self.reset_everyone();
+        }
       }
       Some(position) => {
         // Entries other instances wrote meanwhile come with the next read;
@@ -738,11 +872,14 @@ impl Reader {
     let stats = &self.shared.stats;
     stats.add(&stats.resets, 1);
     let reset: Arc<[u8]> = frame::http_chunk(&frame::reset_frame(None)).into();
-    self.shared.deliver(vec![BusFrame {
-      id: None,
-      route: entry::Route::All,
-      chunk: reset,
-    }]);
+    self.shared.deliver(
+      vec![BusFrame {
+        id: None,
+        route: entry::Route::All,
+        chunk: reset,
+      }],
+      None,
+    );
   }
 
   /// Entries read live: framed once, delivered, and the position moves on.
@@ -765,7 +902,7 @@ impl Reader {
         Err(_) => stats.add(&stats.malformed, 1),
       }
     }
-    self.shared.deliver(frames);
+    self.shared.deliver(frames, self.position);
     let position = self.position;
     let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
       .into_iter()
@@ -798,7 +935,7 @@ impl Reader {
     &mut self,
     session: &mut Session,
     request: Request,
-    unblocked: &mut bool,
+    unblock: &mut Unblock,
   ) -> Option<End> {
     match request {
       Request::Stop => {
@@ -812,16 +949,10 @@ impl Reader {
       }
       Request::Replay(replay) => {
         self.wait_for_replay(replay);
-        if !*unblocked {
-          *unblocked = true;
+        if *unblock == Unblock::NotAsked {
           // The reader's XREAD returns at once; the replay is served
           // before the next one.
-          let unblock = redis::cmd("CLIENT")
-            .arg("UNBLOCK")
-            .arg(session.reader_id)
-            .query_async::<Value>(&mut session.commands)
-            .await;
-          if let Err(e) = unblock {
+          if let Err(e) = unblock_reader(session, unblock).await {
             return Some(End::Failed(e.to_string()));
           }
         }
@@ -903,14 +1034,14 @@ impl Reader {
   async fn serve_replays(&mut self, session: &mut Session) -> RedisResult<()> {
     let until = self.position.unwrap_or_default();
     let requests = std::mem::take(&mut self.replays);
-    let mut groups: HashMap<String, Vec<ReplayRequest>> = HashMap::new();
+    let mut groups: HashMap<ReplayFrom, Vec<ReplayRequest>> = HashMap::new();
     for request in requests {
       groups
-        .entry(request.last_event_id.clone())
+        .entry(request.from.clone())
         .or_default()
         .push(request);
     }
-    let mut groups: Vec<(String, Vec<ReplayRequest>)> = groups.into_iter().collect();
+    let mut groups: Vec<(ReplayFrom, Vec<ReplayRequest>)> = groups.into_iter().collect();
     while let Some((from, group)) = groups.pop() {
       let read = self.read_replay(session, &from, until).await;
       let (outcome, frames) = match read {
@@ -935,7 +1066,7 @@ impl Reader {
   async fn read_replay(
     &mut self,
     session: &mut Session,
-    from: &str,
+    from: &ReplayFrom,
     until: EntryId,
   ) -> RedisResult<(Outcome, Vec<BusFrame>)> {
     let (mut plan, mut step) = ReplayPlan::start(from, until, self.config.replay_limit);
@@ -1059,6 +1190,36 @@ impl Reader {
     )
     .await;
   }
+}
+
+/// Whether the blocking read was interrupted for a replay waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unblock {
+  NotAsked,
+  /// `CLIENT UNBLOCK` found the reader not blocked: its `XREAD` had not
+  /// reached Redis yet (or was already answered). Asked again after
+  /// [`UNBLOCK_RETRY`] until the read returns, so a replay never waits out
+  /// the whole `BLOCK`.
+  Missed,
+  Done,
+}
+
+/// How soon a missed `CLIENT UNBLOCK` is tried again.
+const UNBLOCK_RETRY: Duration = Duration::from_millis(2);
+
+/// `CLIENT UNBLOCK` of the reader; its reply says whether it was blocked.
+async fn unblock_reader(session: &mut Session, unblock: &mut Unblock) -> RedisResult<()> {
+  let unblocked: i64 = redis::cmd("CLIENT")
+    .arg("UNBLOCK")
+    .arg(session.reader_id)
+    .query_async(&mut session.commands)
+    .await?;
+  *unblock = if unblocked == 1 {
+    Unblock::Done
+  } else {
+    Unblock::Missed
+  };
+  Ok(())
 }
 
 async fn connect(client: redis::Client) -> RedisResult<Session> {

@@ -11,6 +11,20 @@
 
 use super::entry::EntryId;
 
+/// Where a replay starts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReplayFrom {
+  /// After the entry named: a client's `Last-Event-ID`, or where live
+  /// delivery stood when its headers went out.
+  After(String),
+  /// From the stream's first entry: its headers went out while the stream
+  /// was empty.
+  Start,
+  /// Nowhere known (its headers went out before the bus's first session,
+  /// and entries were delivered since): `reset`.
+  Unknown,
+}
+
 /// What the I/O layer does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -49,10 +63,9 @@ impl ReplayPlan {
   /// The batch size of each `XRANGE`.
   pub const BATCH: usize = 256;
 
-  /// Plans the replay for a client whose `Last-Event-ID` is `last_event_id`
-  /// while the reader has delivered everything up to `until`. Returns the
-  /// plan and its first step.
-  pub fn start(last_event_id: &str, until: EntryId, limit: usize) -> (ReplayPlan, Step) {
+  /// Plans the replay from `from` while the reader has delivered everything
+  /// up to `until`. Returns the plan and its first step.
+  pub fn start(from: &ReplayFrom, until: EntryId, limit: usize) -> (ReplayPlan, Step) {
     let mut plan = ReplayPlan {
       from: EntryId::ZERO,
       until,
@@ -61,6 +74,21 @@ impl ReplayPlan {
       read: 0,
       last: None,
       entries: Vec::new(),
+    };
+    let last_event_id = match from {
+      ReplayFrom::After(id) => id,
+      ReplayFrom::Unknown => return (plan, Step::Done(Outcome::Reset("position unknown"))),
+      ReplayFrom::Start => {
+        // Everything in the stream came after the headers: there is no entry
+        // whose presence to check; more than `limit` is still a reset.
+        plan.last = Some(EntryId::ZERO);
+        let step = Step::Read {
+          start: format!("({}", EntryId::ZERO),
+          end: until.to_string(),
+          count: plan.batch,
+        };
+        return (plan, step);
+      }
     };
     let Some(from) = EntryId::parse(last_event_id) else {
       return (plan, Step::Done(Outcome::Reset("not a stream id")));
@@ -146,7 +174,11 @@ mod tests {
     limit: usize,
   ) -> (Outcome, Vec<u64>, usize) {
     let stream: Vec<EntryId> = stream.iter().map(|&ms| id(ms)).collect();
-    let (mut plan, mut step) = ReplayPlan::start(last_event_id, id(until), limit);
+    let from = match last_event_id {
+      "start" => ReplayFrom::Start,
+      id => ReplayFrom::After(id.to_string()),
+    };
+    let (mut plan, mut step) = ReplayPlan::start(&from, id(until), limit);
     let mut reads = 0;
     loop {
       match step {
@@ -189,6 +221,26 @@ mod tests {
     assert_eq!(ids.len(), 999);
     assert_eq!(ids.first(), Some(&2));
     assert!(reads >= 999 / ReplayPlan::BATCH, "{reads} reads");
+  }
+
+  #[test]
+  fn from_the_start_replays_the_whole_stream_within_the_limit() {
+    let (outcome, ids, _) = run(&[1, 2, 3, 4], "start", 3, 100);
+    assert_eq!(outcome, Outcome::Replay { cursor: None });
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(
+      run(&[1, 2, 3, 4], "start", 4, 3).0,
+      Outcome::Reset("more entries missed than replayLimit")
+    );
+    // A client naming 0-0 names no entry: reset, as any id not in the stream.
+    assert_eq!(
+      run(&[1, 2, 3, 4], "0-0", 4, 100).0,
+      Outcome::Reset("no longer in the stream")
+    );
+    assert_eq!(
+      ReplayPlan::start(&ReplayFrom::Unknown, id(4), 100).1,
+      Step::Done(Outcome::Reset("position unknown"))
+    );
   }
 
   #[test]
