@@ -87,6 +87,11 @@ const METHODS = [
 const DEFAULT_HEARTBEAT_MS = 15_000;
 /** `cleanupStaleClients()`'s default age limit, the original's: one hour. */
 const DEFAULT_MAX_AGE_MS = 60 * 60 * 1000;
+/**
+ * How long close() waits, on a hub with a bus, for what this instance
+ * appended to come back to its own clients before it ends them.
+ */
+const CLOSE_FLUSH_MS = 5_000;
 /** Node's timers take at most 2^31 - 1 ms; past that they fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -474,7 +479,10 @@ class SseHub extends EventEmitter {
    * Ends every connection, each after what is queued for it has been
    * written (at most `endTimeoutMs`), stops the heartbeat and the native
    * writer thread, and refuses new clients (`addClient` throws an Error with
-   * code `ERR_SSE_CLOSED`). The promise resolves once all of that is done.
+   * code `ERR_SSE_CLOSED`). With a Redis bus it first waits (at most 5 s)
+   * until what this instance broadcast has come back to its own clients, so
+   * a broadcast made just before close() reaches them. The promise resolves
+   * once all of that is done.
    */
   close() {
     if (this.#closing) return this.#closing;
@@ -486,12 +494,38 @@ class SseHub extends EventEmitter {
     // writer and the bus answer through weak callbacks (they never keep
     // Node alive by themselves), so Node is kept alive until it settles:
     // the code after `await hub.close()` always runs.
-    this.#closing = new KeepAlive()
-      .during(this.#busStopped ? Promise.all([closed, this.#busStopped]) : closed)
-      .then(() => {});
+    const settled = [closed];
+    if (this.#busStopped) settled.push(this.#busStopped);
+    if (this.#bus && this.#busState !== 'closed') {
+      // What this instance appended before close() is in Redis, on its way
+      // back to this instance's own clients: they get it before they end.
+      settled.push(this.#flushBus(CLOSE_FLUSH_MS).then(() => this.#endAll()));
+    } else {
+      this.#endAll();
+    }
+    this.#closing = new KeepAlive().during(Promise.all(settled)).then(() => {});
+    return this.#closing;
+  }
+
+  #endAll() {
     this.#stopHeartbeat();
     this.#native.close();
-    return this.#closing;
+  }
+
+  /**
+   * Resolves once everything this instance appended to the bus has been
+   * read back and delivered here, or after `timeoutMs`, whichever is first.
+   */
+  #flushBus(timeoutMs) {
+    const { id, promise } = this.#requests.open();
+    // Without a running bus there is nothing to wait for (and the request
+    // must be settled, or it would keep Node alive).
+    if (!this.#native.busFlush(id)) this.#requests.settle(id, 'ok:0');
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    return Promise.race([promise.catch(() => {}), timeout]).finally(() => clearTimeout(timer));
   }
 
   /** `using hub = new SseHub()`: closes it (without waiting). */
@@ -652,13 +686,7 @@ class SseHub extends EventEmitter {
     this.#draining = true;
     if (DEBUG) debug('drain: %d connection(s), retry %s', this.#native.count(), retryMs);
     if (retryMs !== undefined) this.#native.retryHint(retryMs);
-    if (this.#bus && this.#busState !== 'closed') {
-      const { id, promise } = this.#requests.open();
-      // Without a running bus there is nothing to wait for (and the
-      // request must be settled, or it would keep Node alive).
-      if (!this.#native.busFlush(id)) this.#requests.settle(id, 'ok:0');
-      await promise.catch(() => {});
-    }
+    if (this.#bus && this.#busState !== 'closed') await this.#flushBus(MAX_TIMER_MS);
     await this.close();
   }
 

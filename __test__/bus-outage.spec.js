@@ -288,7 +288,7 @@ describe('one hub cut off from a Redis the others still use', () => {
     expect(errors).toEqual([]);
   });
 
-  test('a client that connects with Last-Event-ID while the hub is cut off is replayed what it missed before anything live', async () => {
+  test('a client that connects with Last-Event-ID while the hub is cut off gets a reset, then local broadcasts at once', async () => {
     const redis = await startRedis();
     const proxy = await cuttableProxy(redis.port);
     cleanups.push(() => proxy.close());
@@ -318,10 +318,20 @@ describe('one hub cut off from a Redis the others still use', () => {
     );
 
     const frames = parseFrames(back.body()).filter((f) => f.data !== undefined);
-    // n 2 and n 3 with their ids, first; then what is live (the one made during the cut has no id).
-    expect(frames.map((f) => f.raw)).toEqual([
-      ...missed.map((f) => f.raw),
-      'data: {"live":"during"}',
+    // Its replay cannot be served while Redis is away: a reset at once (with
+    // the newest id this hub delivered), then what is live, the one made
+    // during the cut without an id, not held back until Redis returns.
+    expect(missed).toHaveLength(2);
+    const [reset, during, ...rest] = frames;
+    expect(reset.raw).toMatch(/^event: reset\nid: \d+-\d+\ndata: null$/);
+    expect(during.raw).toBe('data: {"live":"during"}');
+    // Then, live once the hub is back, whatever it had not delivered before
+    // the cut (after the reset's id), in order, and the broadcast after it.
+    const known = [first, ...missed].map((f) => f.id);
+    expect(known).toContain(reset.id);
+    const pending = [first, ...missed].filter((f) => idKey(f.id) > idKey(reset.id)).map((f) => f.raw);
+    expect(rest.map((f) => f.raw)).toEqual([
+      ...pending,
       expect.stringMatching(/^id: \d+-\d+\ndata: \{"live":"after"\}$/),
     ]);
     expect(errors).toEqual([]);

@@ -482,6 +482,13 @@ describe('the writer thread dying', () => {
     const c = client('/events?id=c');
     await waitFor(() => hub.getClientCount() === 2, 'c registered');
     expect(hub.getStats()).toMatchObject({ socketConnections: 2, streamConnections: 0 });
+    // Only the running thread is reported, in getStats() and in metrics().
+    expect(hub.getStats()).toMatchObject({ writerThreads: 1, socketConnectionsByThread: [2] });
+    const samples = hub
+      .metrics()
+      .split('\n')
+      .filter((l) => l.startsWith('sse_writer_thread'));
+    expect(samples).toEqual(['sse_writer_threads 1', 'sse_writer_thread_connections{thread="0"} 2']);
     expect(hub.broadcast('after')).toBe(2);
     for (const x of [b, c]) await x.waitFor((y) => y.body().endsWith('data: "after"\n\n'), 'the broadcast');
   });

@@ -60,6 +60,8 @@ const LOADGEN = path.join(__dirname, '..', 'loadgen.js');
 const SCALE_OUT_ROWS = [
   { system: 'addon', instances: 1 },
   { system: 'addon-bus', instances: 2 },
+  // Another build on its bus, side by side (SSE_BENCH_BASELINE_DIR).
+  ...(process.env.SSE_BENCH_BASELINE_DIR ? [{ system: 'addon-bus-before', instances: 2 }] : []),
   { system: 'helper-ioredis', instances: 2 },
 ];
 const SINGLE = 'addon';

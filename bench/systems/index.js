@@ -59,6 +59,16 @@ const SYSTEMS = [
     redis: true,
     options: ({ redisUrl }) => ({ impl: 'addon', hub: { redis: { url: redisUrl, stream: 'sse-bench' } } }),
   },
+  // The same on another build (SSE_BENCH_BASELINE_DIR): a before/after
+  // row of the scale-out section, when that variable is set.
+  {
+    name: 'addon-bus-before',
+    module: 'helper',
+    scaleOut: true,
+    redis: true,
+    onlyWhenNamed: true,
+    options: ({ redisUrl }) => ({ impl: 'addon-baseline', hub: { redis: { url: redisUrl, stream: 'sse-bench' } } }),
+  },
   // Scale-out: what users build today, the JS helper plus ioredis pub/sub
   // re-broadcasting on every instance.
   {

@@ -975,7 +975,10 @@ impl<H> HubCore<H> {
       resets: read(&self.stats.resets),
       slow_disconnects: read(&self.stats.slow_disconnects),
       queued_bytes: writers.queued_bytes.load(Ordering::Relaxed),
-      writer_threads: self.writer_threads(),
+      writer_threads: self
+        .writer
+        .as_ref()
+        .map_or(self.writer_threads, Writers::running),
       socket_connections_by_thread: self
         .writer
         .as_ref()
@@ -1339,11 +1342,15 @@ mod tests {
     let (_, _, _b) = connect(&mut hub, "b", "rb");
     assert_eq!(hub.stats().socket_connections_by_thread, [1, 1]);
     crash_the_thread_holding_a(&mut hub);
+    // Only the running thread is reported.
+    assert_eq!(hub.stats().writer_threads, 1);
+    assert_eq!(hub.stats().socket_connections_by_thread, [1]);
     // The other shard still writes and still takes new connections.
     assert!(hub.socket_slot_free());
     let (_, wire, _c) = connect(&mut hub, "c", "rc");
     assert!(wire.is_some());
     assert_eq!(hub.stats().socket_connections, 2);
+    assert_eq!(hub.stats().socket_connections_by_thread, [2]);
   }
 
   #[test]

@@ -109,9 +109,19 @@ impl Writers {
     !self.stopping && self.shards.iter().any(|s| s.alive)
   }
 
-  /// Connections per shard, in shard order.
+  /// Threads still running (a panicked one is not).
+  pub fn running(&self) -> usize {
+    self.shards.iter().filter(|s| s.alive).count()
+  }
+
+  /// Connections per running shard, in shard order.
   pub fn connections(&self) -> Vec<usize> {
-    self.shards.iter().map(|s| s.connections).collect()
+    self
+      .shards
+      .iter()
+      .filter(|s| s.alive)
+      .map(|s| s.connections)
+      .collect()
   }
 
   /// Hands a connection to the least loaded live shard.

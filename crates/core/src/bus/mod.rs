@@ -69,6 +69,9 @@ pub struct BusConfig {
 const BLOCK: Duration = Duration::from_secs(5);
 /// Entries one `XREAD` returns at most.
 const READ_COUNT: usize = 1000;
+/// Bytes one `XREAD` should bring at most: after a bigger reply the next
+/// reads ask for proportionally fewer entries (at least one).
+const READ_BYTES: usize = 8 << 20;
 /// Appends sent in one pipeline at most.
 const APPEND_BATCH: usize = 512;
 /// Connect timeout.
@@ -367,6 +370,9 @@ impl Bus {
       flushes: Vec::new(),
       uncertain: HashSet::new(),
       deferred: Vec::new(),
+      reread: false,
+      read_count: READ_COUNT,
+      gap_reported: None,
     };
     std::thread::Builder::new()
       .name("sse-redis-bus".into())
@@ -530,6 +536,14 @@ struct Reader {
   uncertain: HashSet<String>,
   /// A request taken off the queue while batching appends, served next.
   deferred: Vec<Request>,
+  /// The position moved back ([`Reader::replaced`]) while a read was in
+  /// flight: it is interrupted.
+  reread: bool,
+  /// Entries one `XREAD` asks for: [`READ_COUNT`], less after a read that
+  /// timed out or brought more than [`READ_BYTES`].
+  read_count: usize,
+  /// The position a trimmed-away `reset` was sent for, so it is sent once.
+  gap_reported: Option<EntryId>,
 }
 
 impl Reader {
@@ -584,7 +598,18 @@ impl Reader {
     for (request, _) in std::mem::take(&mut self.flushes) {
       self.reply(request, Ok(0.0));
     }
+    self.reset_waiting_replays("Redis is not connected");
     stop
+  }
+
+  /// Replays that cannot be served now (Redis is away) are answered with
+  /// `reset` at once, so their connections get local broadcasts meanwhile
+  /// instead of waiting, held, for a Redis that may not come back.
+  fn reset_waiting_replays(&mut self, why: &'static str) {
+    let until = self.position.unwrap_or_default();
+    for replay in std::mem::take(&mut self.replays) {
+      self.answer(replay, &Outcome::Reset(why), &[], until);
+    }
   }
 
   /// Connects, answering requests meanwhile. `None` when told to stop.
@@ -625,14 +650,21 @@ impl Reader {
 
   /// A request while Redis is away: appends are delivered locally at once
   /// (without an id), counts fail, flushes are done (nothing can be read
-  /// back), replays wait for the next session.
+  /// back), replays get `reset` (during the first connect they wait).
   fn offline(&mut self, request: Request) {
     match request {
       Request::Append(entry) => {
         self.shared.pending_appends.fetch_sub(1, Ordering::Relaxed);
         self.fallback(vec![entry], false);
       }
-      Request::Replay(replay) => self.wait_for_replay(replay),
+      Request::Replay(replay) => {
+        self.wait_for_replay(replay);
+        // Before the first session (the first connect still under way) a
+        // replay waits for it; once Redis has gone away, it cannot wait.
+        if LinkState::from_u8(self.shared.state.load(Ordering::SeqCst)) == LinkState::Disconnected {
+          self.reset_waiting_replays("Redis is not connected");
+        }
+      }
       Request::Count(request) => self.reply(request, Err("Redis is not connected".into())),
       Request::Flush(request) => self.reply(request, Ok(0.0)),
       // Refreshed when the next session starts.
@@ -708,6 +740,7 @@ impl Reader {
         session.reader.clone(),
         self.config.stream.clone(),
         position,
+        self.read_count,
       ));
       let mut unblock = Unblock::NotAsked;
       loop {
@@ -715,14 +748,55 @@ impl Reader {
           biased;
           result = &mut read => {
             match result {
-              Ok(entries) => {
+              Ok(Read { after_present: false, entries }) if self.gap_reported != Some(position) => {
+                // The position was trimmed away before this read: what
+                // came after it may be gone unread. Told once per position.
+                self.gap_reported = Some(position);
+                if entries.is_empty() {
+                  // Gone with nothing after it: the stream may have been
+                  // replaced (which resets and starts over by itself).
+                  if let Err(e) = self.check_replaced(&mut session).await {
+                    return End::Failed(e.to_string());
+                  }
+                }
+                // Trimmed past it (or deleted): entries after it may be gone
+                // unread. A stream Redis lost and others began anew lost
+                // nothing this instance could still read.
+                if self.position == Some(position) {
+                  match self.lost_while_away(&mut session, position).await {
+                    Ok(true) => self.reset_everyone(),
+                    Ok(false) => {}
+                    Err(e) => return End::Failed(e.to_string()),
+                  }
+                }
+                if !entries.is_empty() {
+                  self.delivered(entries);
+                }
+              }
+              Ok(Read { entries, .. }) if entries.is_empty() => {
+                // Nothing new: a blocked read that timed out (or was
+                // interrupted). A stream that went backwards would look
+                // exactly like this for ever.
+                if let Err(e) = self.check_replaced(&mut session).await {
+                  return End::Failed(e.to_string());
+                }
+              }
+              Ok(Read { entries, .. }) => {
+                self.adapt_read_count(&entries);
                 let entries = match self.check_lag(&mut session, position, entries).await {
                   Ok(entries) => entries,
                   Err(e) => return End::Failed(e.to_string()),
                 };
                 self.delivered(entries);
               }
-              Err(e) => return End::Failed(e.to_string()),
+              Err(e) => {
+                if e.is_timeout() || e.kind() == redis::ErrorKind::Io {
+                  // A reply too slow to arrive (a slow link, huge entries):
+                  // the next session asks for fewer at a time.
+                  self.read_count = (self.read_count / 4).max(1);
+                }
+                return End::Failed(e.to_string());
+              }
             }
             break;
           }
@@ -785,7 +859,10 @@ impl Reader {
         // those trimmed meanwhile cannot, and every local client is told.
         if self.lost_while_away(session, position).await? {
           self.reset_everyone();
+          // Told: the first read's own check of the position stays quiet.
+          self.gap_reported = Some(position);
         }
+        self.check_replaced(session).await?;
       }
     }
     self.refresh_presence(session).await
@@ -866,6 +943,53 @@ impl Reader {
     Ok(matches!((added, length), (Some(added), Some(length)) if added > length))
   }
 
+  /// Whether the stream went backwards: deleted, or replaced by one whose
+  /// newest id is below the reader's position (another producer had written
+  /// ids in the future, then the stream was lost: `DEL`, `FLUSHALL`, Redis
+  /// restarted empty). The blocking read, after the position, would then
+  /// pass every new entry by; the stream is read again from its start.
+  async fn check_replaced(&mut self, session: &mut Session) -> RedisResult<()> {
+    let Some(position) = self.position.filter(|p| *p != EntryId::ZERO) else {
+      return Ok(());
+    };
+    let info: RedisResult<Value> = redis::cmd("XINFO")
+      .arg("STREAM")
+      .arg(&self.config.stream)
+      .query_async(&mut session.commands)
+      .await;
+    let went_back = match info {
+      Ok(info) => info_id(&info, b"last-generated-id").is_some_and(|newest| newest < position),
+      Err(e) if connection_failed(&e) => return Err(e),
+      // No such key: the stream is gone (Redis restarted empty, say). New
+      // entries will have ids from Redis's clock: only a position in the
+      // future would pass them by.
+      Err(_) => {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+          .query_async(&mut session.commands)
+          .await?;
+        position.ms > secs * 1000 + micros / 1000
+      }
+    };
+    if went_back {
+      self.replaced();
+    }
+    Ok(())
+  }
+
+  /// The stream was replaced: every local connection gets `reset` (what it
+  /// should have had may be gone), the reader starts over at the new
+  /// stream's first entry, and flushes waiting for ids of the old one are
+  /// answered.
+  fn replaced(&mut self) {
+    self.reset_everyone();
+    self.position = Some(EntryId::ZERO);
+    self.shared.live().position = self.position;
+    self.reread = true;
+    for (request, _) in std::mem::take(&mut self.flushes) {
+      self.reply(request, Ok(0.0));
+    }
+  }
+
   /// `event: reset` (no id) to every local connection: entries they should
   /// have had are gone from the stream.
   fn reset_everyone(&self) {
@@ -880,6 +1004,21 @@ impl Reader {
       }],
       None,
     );
+  }
+
+  /// Sizes the next read from this one: fewer entries after a reply over
+  /// [`READ_BYTES`], back up (doubling) after a full reply under it.
+  fn adapt_read_count(&mut self, entries: &[(EntryId, Result<Entry, Malformed>)]) {
+    let bytes: usize = entries
+      .iter()
+      .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
+      .sum();
+    if bytes > READ_BYTES {
+      let fitting = entries.len() * READ_BYTES / bytes;
+      self.read_count = fitting.clamp(1, READ_COUNT);
+    } else if entries.len() >= self.read_count {
+      self.read_count = (self.read_count * 2).min(READ_COUNT);
+    }
   }
 
   /// Entries read live: framed once, delivered, and the position moves on.
@@ -946,6 +1085,13 @@ impl Reader {
         if let Err(e) = self.append(session, entry).await {
           return Some(End::Failed(e));
         }
+        // The stream was found replaced: the blocking read in flight, after
+        // the old position, must give way to one from the new start.
+        if std::mem::take(&mut self.reread) {
+          if let Err(e) = unblock_reader(session, unblock).await {
+            return Some(End::Failed(e.to_string()));
+          }
+        }
       }
       Request::Replay(replay) => {
         self.wait_for_replay(replay);
@@ -959,7 +1105,13 @@ impl Reader {
       }
       Request::Count(request) => {
         let result = self.count(session).await;
-        let failed = result.as_ref().err().map(|e| e.to_string());
+        // Only a connection that failed ends the session; an answer Redis
+        // refused (a key of another program's, say) fails this count alone.
+        let failed = result
+          .as_ref()
+          .err()
+          .filter(|e| connection_failed(e))
+          .map(|e| e.to_string());
         self.reply(request, result.map_err(|e| e.to_string()));
         if let Some(e) = failed {
           return Some(End::Failed(e));
@@ -1016,6 +1168,11 @@ impl Reader {
         stats.add(&stats.entries_written, count as u64);
         if let Some(id) = ids.iter().rev().find_map(value_id) {
           self.last_written = Some(id);
+          // Redis gave this entry an id at or below what the reader has
+          // passed: the stream was replaced; read the new one from its start.
+          if self.position.is_some_and(|p| p != EntryId::ZERO && id <= p) {
+            self.replaced();
+          }
         }
         Ok(())
       }
@@ -1165,12 +1322,18 @@ impl Reader {
         .arg(200)
         .query_async(&mut session.commands)
         .await?;
+      // Only keys in this bus's own format count: another program's
+      // `<stream>:presence:alice = online` is not an instance.
+      let keys: Vec<String> = keys
+        .into_iter()
+        .filter(|k| is_presence_key(k, &self.config.stream))
+        .collect();
       if !keys.is_empty() {
-        let counts: Vec<Option<u64>> = redis::cmd("MGET")
+        let counts: Vec<Value> = redis::cmd("MGET")
           .arg(&keys)
           .query_async(&mut session.commands)
           .await?;
-        total += counts.into_iter().flatten().sum::<u64>() as f64;
+        total += counts.iter().filter_map(presence_count).sum::<u64>() as f64;
       }
       if next == 0 {
         return Ok(total);
@@ -1190,6 +1353,41 @@ impl Reader {
     )
     .await;
   }
+}
+
+/// Whether `key` is an instance's presence key of `stream`, as this bus
+/// writes them: `<stream>:presence:<32 lowercase hex>`.
+fn is_presence_key(key: &str, stream: &str) -> bool {
+  key
+    .strip_prefix(stream)
+    .and_then(|rest| rest.strip_prefix(":presence:"))
+    .is_some_and(|instance| {
+      instance.len() == 32
+        && instance
+          .bytes()
+          .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A presence value: a count as this bus writes it (decimal digits, at most
+/// a billion); anything else counts for nothing.
+fn presence_count(value: &Value) -> Option<u64> {
+  let Value::BulkString(bytes) = value else {
+    return None;
+  };
+  if bytes.is_empty() || bytes.len() > 10 || !bytes.iter().all(u8::is_ascii_digit) {
+    return None;
+  }
+  std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Whether a command failed because the connection did (rather than Redis
+/// refusing that command).
+fn connection_failed(error: &redis::RedisError) -> bool {
+  error.is_io_error()
+    || error.is_connection_dropped()
+    || error.is_timeout()
+    || error.is_unrecoverable_error()
 }
 
 /// Whether the blocking read was interrupted for a replay waiting.
@@ -1251,22 +1449,46 @@ async fn connect(client: redis::Client) -> RedisResult<Session> {
 
 /// One blocking read after `after`; empty when it timed out or was
 /// unblocked. A server that stops answering altogether fails it.
+/// What one blocking read found.
+struct Read {
+  /// Whether the entry read after was still in the stream just before:
+  /// if not, entries after it may have been trimmed unread (another
+  /// producer trimming to a shorter `MAXLEN`, say).
+  after_present: bool,
+  entries: Vec<(EntryId, Result<Entry, Malformed>)>,
+}
+
+/// One blocking read of at most `count` entries after `after`, in one round
+/// trip with a check that `after` is still in the stream. Empty when it
+/// timed out or was unblocked. A server that stops answering fails it.
 async fn xread(
   mut reader: MultiplexedConnection,
   stream: String,
   after: EntryId,
-) -> RedisResult<Vec<(EntryId, Result<Entry, Malformed>)>> {
-  let mut command = redis::cmd("XREAD");
-  command
+  count: usize,
+) -> RedisResult<Read> {
+  let mut pipe = redis::pipe();
+  let check = after != EntryId::ZERO;
+  if check {
+    pipe
+      .cmd("XRANGE")
+      .arg(&stream)
+      .arg(after.to_string())
+      .arg(after.to_string())
+      .arg("COUNT")
+      .arg(1);
+  }
+  pipe
+    .cmd("XREAD")
     .arg("COUNT")
-    .arg(READ_COUNT)
+    .arg(count)
     .arg("BLOCK")
     .arg(BLOCK.as_millis() as u64)
     .arg("STREAMS")
     .arg(&stream)
     .arg(after.to_string());
-  let read = command.query_async::<Value>(&mut reader);
-  let reply = tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, read)
+  let read = pipe.query_async::<Vec<Value>>(&mut reader);
+  let replies = tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, read)
     .await
     .map_err(|_| {
       redis::RedisError::from(io::Error::new(
@@ -1274,7 +1496,20 @@ async fn xread(
         "Redis did not answer XREAD",
       ))
     })??;
-  Ok(parse_read(&reply))
+  let (here, reply) = match (check, replies.as_slice()) {
+    (true, [here, reply]) => (Some(here), reply),
+    (false, [reply]) => (None, reply),
+    _ => {
+      return Ok(Read {
+        after_present: true,
+        entries: Vec::new(),
+      })
+    }
+  };
+  Ok(Read {
+    after_present: here.is_none_or(|here| !parse_range(here).is_empty()),
+    entries: parse_read(reply),
+  })
 }
 
 /// The entries of an `XREAD` reply (one stream): `[[key, [[id, fields]...]]]`.
@@ -1384,6 +1619,23 @@ mod tests {
 
   fn bulk(s: &str) -> Value {
     Value::BulkString(s.as_bytes().to_vec())
+  }
+
+  #[test]
+  fn presence_counts_only_its_own_keys_and_numbers() {
+    let me = "0123456789abcdef0123456789abcdef";
+    assert!(is_presence_key(&format!("chat:presence:{me}"), "chat"));
+    assert!(!is_presence_key("chat:presence:alice", "chat"));
+    assert!(!is_presence_key(
+      &format!("chat:presence:{}", me.to_uppercase()),
+      "chat"
+    ));
+    assert!(!is_presence_key(&format!("other:presence:{me}"), "chat"));
+    assert_eq!(presence_count(&bulk("12")), Some(12));
+    for bad in ["online", "", "-1", "1.5", "99999999999"] {
+      assert_eq!(presence_count(&bulk(bad)), None, "{bad}");
+    }
+    assert_eq!(presence_count(&Value::Nil), None);
   }
 
   fn entry_value(id: &str, fields: &[&str]) -> Value {

@@ -1,0 +1,189 @@
+// Holes in the Redis bus found by an adversarial run (issue 20), each on a
+// real redis-server and real clients, in-process hubs behind Express 5:
+//
+// 1. ids that go backwards (an entry from the future, then the stream lost):
+//    the reader must not go deaf past every new entry;
+// 2. a client reconnecting with Last-Event-ID while Redis is down gets a
+//    reset and then local broadcasts, not nothing until Redis is back;
+// 4. broadcast() then close() reaches this instance's own clients;
+// 5. a producer trimming to a shorter MAXLEN than this instance's while it
+//    is behind: a reset, not a silent gap;
+// 8. another program's non-numeric `<stream>:presence:*` key neither breaks
+//    globalClientCount() nor tears the bus session down.
+//
+// Every wait is for the state asserted, with a generous deadline.
+
+const { SseHub } = require('..');
+const { broadcastVia, parseFrames } = require('./bus-clients.js');
+const { rawGet, startServer, waitFor } = require('./helpers.js');
+const { spawnInstance, startRedis } = require('./redis-helpers.js');
+
+const LONG = 20_000;
+
+let redis;
+const hubs = [];
+const servers = [];
+const clients = [];
+let streamCount = 0;
+
+beforeEach(async () => {
+  redis = await startRedis();
+});
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.destroy();
+  for (const h of hubs.splice(0)) await h.close();
+  for (const s of servers.splice(0)) await s.close();
+  await redis.stop();
+});
+
+const newStream = () => `holes-${process.pid}-${++streamCount}`;
+
+/** A hub on this test's Redis, ready, serving /events on a server of its own. */
+async function busHub(stream, transport = 'auto') {
+  const hub = new SseHub().configure({ transport, heartbeatMs: 0, redis: { url: redis.url, stream } });
+  hubs.push(hub);
+  await hub.ready();
+  const srv = await startServer((app) => {
+    app.get('/events', (req, res) => {
+      hub.initResponse(res);
+      hub.addClient(req.query.id ?? null, res);
+    });
+  });
+  servers.push(srv);
+  return { hub, srv };
+}
+
+async function connect({ hub, srv }, path, headers) {
+  const before = hub.getClientCount();
+  const client = rawGet(srv.port, path, headers);
+  clients.push(client);
+  await waitFor(() => hub.getClientCount() > before, 'registered', LONG);
+  return client;
+}
+
+const frames = (client) =>
+  parseFrames(client.body())
+    .filter((f) => f.data !== undefined)
+    .map(({ id, event, data }) => ({ id, event, data }));
+
+describe.each(['auto', 'stream'])('transport %s', (transport) => {
+  test('1: ids going backwards (a future id, then the stream lost) end in a reset, and delivery goes on', async () => {
+    const stream = newStream();
+    const served = await busHub(stream, transport);
+    const { hub } = served;
+    const client = await connect(served, '/events?id=c');
+    // Another producer appends an entry a day in the future; the reader passes it.
+    const future = `${Date.now() + 86_400_000}-0`;
+    await redis.command('XADD', stream, future, 'kind', 'broadcast', 'data', '"future"');
+    await client.waitFor((c) => c.body().includes('"future"'), 'the future entry', LONG);
+    // The stream is lost; this hub's own broadcast gets an id below the position.
+    await redis.command('DEL', stream);
+    expect(hub.broadcast('mine')).toBe(1);
+    await client.waitFor((c) => c.body().includes('"mine"'), 'its own broadcast', LONG);
+    // Another instance's broadcast, read by the blocking read.
+    const other = await busHub(stream, transport);
+    other.hub.broadcast('other');
+    await client.waitFor((c) => c.body().includes('"other"'), "the other instance's broadcast", LONG);
+    const got = frames(client);
+    expect(got.map((f) => f.event ?? f.data)).toEqual(['future', 'reset', 'mine', 'other']);
+    expect(hub.getStats().bus).toMatchObject({ state: 'connected', resets: 1 });
+  });
+
+  test('1: a stream lost after a future id is noticed without a broadcast of this instance', async () => {
+    const stream = newStream();
+    const served = await busHub(stream, transport);
+    const client = await connect(served, '/events?id=c');
+    const future = `${Date.now() + 86_400_000}-0`;
+    await redis.command('XADD', stream, future, 'kind', 'broadcast', 'data', '"future"');
+    await client.waitFor((c) => c.body().includes('"future"'), 'the future entry', LONG);
+    await redis.command('DEL', stream);
+    const other = await busHub(stream, transport);
+    other.hub.broadcast('other');
+    // Within one blocking read's timeout (5 s) the reader sees the stream went back.
+    await client.waitFor((c) => c.body().includes('"other"'), "the other instance's broadcast", LONG);
+    expect(frames(client).map((f) => f.event ?? f.data)).toEqual(['future', 'reset', 'other']);
+  });
+
+  test('2: a Last-Event-ID reconnection while Redis is down gets a reset, then local broadcasts at once', async () => {
+    const stream = newStream();
+    const served = await busHub(stream, transport);
+    const { hub } = served;
+    const first = await connect(served, '/events?id=first');
+    hub.broadcast('before');
+    await first.waitFor((c) => c.body().includes('"before"'), 'the broadcast', LONG);
+    const [{ id }] = frames(first);
+    await redis.kill();
+    await waitFor(() => hub.getStats().bus.state === 'disconnected', 'the bus disconnected', LONG);
+    const again = await connect(served, '/events?id=again', { 'Last-Event-ID': id });
+    await again.waitFor((c) => c.body().includes('event: reset'), 'the reset', LONG);
+    expect(hub.broadcast('during')).toBe(2);
+    await again.waitFor((c) => c.body().includes('"during"'), 'the local broadcast', LONG);
+    expect(frames(again).map((f) => f.event ?? f.data)).toEqual(['reset', 'during']);
+    // Local, so without an id.
+    expect(frames(again)[1].id).toBeUndefined();
+    // Restart Redis for afterEach's stop().
+    await redis.restart();
+  });
+
+  test('4: broadcast() then close() reaches this instance own clients (5 hubs)', async () => {
+    for (let round = 0; round < 5; round++) {
+      const stream = newStream();
+      const served = await busHub(stream, transport);
+      const client = await connect(served, `/events?id=r${round}`);
+      expect(served.hub.broadcast({ round })).toBe(1);
+      await served.hub.close();
+      await client.waitFor((c) => c.raw().endsWith('0\r\n\r\n'), 'the end of the stream', LONG);
+      expect(frames(client).map((f) => f.data)).toEqual([{ round }]);
+      expect(frames(client)[0].id).toMatch(/^\d+-\d+$/);
+    }
+  });
+});
+
+test("8: another program's non-numeric presence key: globalClientCount counts instances only, the session stays", async () => {
+  const stream = newStream();
+  const served = await busHub(stream);
+  await connect(served, '/events?id=c');
+  await redis.command('SET', `${stream}:presence:alice`, 'online');
+  await redis.command('SET', `${stream}:presence:${'f'.repeat(32)}`, 'not a number');
+  for (let i = 0; i < 10; i++) expect(await served.hub.globalClientCount()).toBe(1);
+  expect(served.hub.getStats().bus).toMatchObject({ state: 'connected', reconnects: 0 });
+});
+
+test('5: another producer trims to a shorter MAXLEN while this instance is behind: a reset, never a silent gap', async () => {
+  const stream = newStream();
+  // B keeps 10,000 entries; A (another deploy, another program) trims to 10.
+  const a = await spawnInstance({ REDIS_URL: redis.url, STREAM: stream, MAX_LEN: 10 });
+  const b = await spawnInstance({ REDIS_URL: redis.url, STREAM: stream, MAX_LEN: 10000 });
+  try {
+    const client = rawGet(b.port, '/events?id=behind');
+    clients.push(client);
+    await client.waitFor((c) => c.raw().includes('\r\n\r\n'), 'the headers', LONG);
+    await broadcastVia(a.port, { payload: 'first' });
+    await client.waitFor((c) => c.body().includes('"first"'), 'the first entry', LONG);
+    // B falls behind: stopped while A appends 600 and trims the stream to ~10.
+    process.kill(b.pid, 'SIGSTOP');
+    try {
+      for (let i = 0; i < 6; i++) await broadcastVia(a.port, { payload: { batch: i } });
+      const res = await fetch(`${a.url}/broadcast-many`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ count: 600, prefix: 'A' }),
+      });
+      expect(res.status).toBe(200);
+      await waitFor(async () => Number(await redis.command('XLEN', stream)) < 400, 'the stream trimmed', LONG);
+    } finally {
+      process.kill(b.pid, 'SIGCONT');
+    }
+    await broadcastVia(a.port, { payload: 'marker' });
+    await client.waitFor((c) => c.body().includes('"marker"'), 'the marker', LONG);
+    const got = frames(client);
+    const kept = got.filter((f) => f.event === undefined).length;
+    // Either every entry (608) or a reset before what follows the gap.
+    expect(kept === 608 || got.some((f) => f.event === 'reset')).toBe(true);
+    expect(got.some((f) => f.event === 'reset')).toBe(true);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
