@@ -1228,7 +1228,14 @@ impl Reader {
   ) -> RedisResult<(Outcome, Vec<BusFrame>)> {
     let (mut plan, mut step) = ReplayPlan::start(from, until, self.config.replay_limit);
     let mut read: Vec<(EntryId, Result<Entry, Malformed>)> = Vec::new();
+    // What was read so far: past the byte cap no client can be sent it, so
+    // reading stops there (a reset), and the reads between two live reads
+    // stay bounded whatever the entries weigh.
+    let mut bytes = 0usize;
     let outcome = loop {
+      if bytes > self.config.max_replay_bytes {
+        break Outcome::Reset("more bytes missed than maxBufferedBytes");
+      }
       match step {
         Step::Done(outcome) => break outcome,
         Step::Read { start, end, count } => {
@@ -1243,6 +1250,10 @@ impl Reader {
           let batch = parse_range(&reply);
           let ids: Vec<EntryId> = batch.iter().map(|(id, _)| *id).collect();
           step = plan.feed(&ids);
+          bytes += batch
+            .iter()
+            .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
+            .sum::<usize>();
           read.extend(batch);
         }
       }
