@@ -159,23 +159,21 @@ function duplicates(values) {
 /**
  * A TCP proxy on 127.0.0.1 (free port) to 127.0.0.1:`targetPort` that can
  * be cut (every proxied connection destroyed, new ones closed at once,
- * so a client sees its Redis gone) and healed.
- * Resolves with { port, url, cut(), heal(), close() }.
+ * so a client sees its Redis gone) and healed, or hold new connections
+ * (accepted, paused, not forwarded: a slow first connect) until release().
+ * Resolves with { port, url, cut(), heal(), hold(), waiting(), release(), close() }.
  */
 async function cuttableProxy(targetPort) {
   let up = true;
+  let holding = false;
+  const held = [];
   const sockets = new Set();
   const keep = (s) => {
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
     s.on('error', () => s.destroy());
   };
-  const server = net.createServer({ pauseOnConnect: true }, (client) => {
-    keep(client);
-    if (!up) {
-      client.destroy();
-      return;
-    }
+  const forward = (client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
     keep(upstream);
     upstream.once('close', () => client.destroy());
@@ -185,6 +183,12 @@ async function cuttableProxy(targetPort) {
       upstream.pipe(client);
       client.resume();
     });
+  };
+  const server = net.createServer({ pauseOnConnect: true }, (client) => {
+    keep(client);
+    if (!up) client.destroy();
+    else if (holding) held.push(client);
+    else forward(client);
   });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -200,6 +204,15 @@ async function cuttableProxy(targetPort) {
     },
     heal() {
       up = true;
+    },
+    hold() {
+      holding = true;
+    },
+    /** Connections held so far. */
+    waiting: () => held.length,
+    release() {
+      holding = false;
+      for (const client of held.splice(0)) forward(client);
     },
     async close() {
       const closed = new Promise((resolve) => server.close(resolve));

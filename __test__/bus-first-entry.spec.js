@@ -16,9 +16,8 @@
 // Nothing waits on a sleep being long enough: each step waits for the state
 // it needs (the headers on the wire, the entries read by B's bus).
 
-const net = require('node:net');
 const { SseHub } = require('..');
-const { broadcastVia, parseFrames, statsOf, waitUntil } = require('./bus-clients.js');
+const { broadcastVia, cuttableProxy, parseFrames, statsOf, waitUntil } = require('./bus-clients.js');
 const { rawGet, runToExit, waitFor } = require('./helpers.js');
 const { freePort, spawnInstance, startRedis } = require('./redis-helpers.js');
 
@@ -132,54 +131,13 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
   });
 });
 
-/**
- * A TCP proxy that holds every connection (paused, not forwarded) until
- * release(); from then on it forwards to 127.0.0.1:`targetPort`.
- */
-async function heldProxy(targetPort) {
-  const held = [];
-  const sockets = new Set();
-  let released = false;
-  const forward = (client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    sockets.add(upstream);
-    upstream.on('error', () => client.destroy());
-    client.on('error', () => upstream.destroy());
-    upstream.once('close', () => client.destroy());
-    client.once('close', () => upstream.destroy());
-    upstream.once('connect', () => {
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.resume();
-    });
-  };
-  const server = net.createServer({ pauseOnConnect: true }, (client) => {
-    sockets.add(client);
-    if (released) forward(client);
-    else held.push(client);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `redis://127.0.0.1:${server.address().port}`,
-    waiting: () => held.length,
-    release() {
-      released = true;
-      for (const client of held.splice(0)) forward(client);
-    },
-    async close() {
-      const closed = new Promise((resolve) => server.close(resolve));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
-}
-
 test.each(['auto', 'stream'])(
   'a client registered before the first connection to Redis gets what was appended meanwhile, or a reset (%s)',
   async (transport) => {
     const stream = newStream();
     const a = await instance(stream);
-    const proxy = await heldProxy(redis.port);
+    const proxy = await cuttableProxy(redis.port);
+    proxy.hold();
     closers.push(() => proxy.close());
     const b = await instance(stream, { REDIS_URL: proxy.url, NO_READY: '1', TRANSPORT: transport });
     await waitFor(() => proxy.waiting() > 0, "B's first connection attempt", LONG);
@@ -213,8 +171,7 @@ test('the code after `await hub.close()` runs (close keeps Node alive until it s
   // closes, then `await hub.close()` with nothing else alive.
   const script = `
     const http = require('node:http');
-    const net = require('node:net');
-    const { SseHub } = require(${JSON.stringify(require.resolve('..'))});
+        const { SseHub } = require(${JSON.stringify(require.resolve('..'))});
     const hub = new SseHub();
     const server = http.createServer((req, res) => { hub.initResponse(res); hub.addClient(res); });
     const open = () => new Promise((resolve) => {

@@ -13,11 +13,11 @@
 // delivered in stream order).
 
 const http = require('node:http');
-const net = require('node:net');
 const vm = require('node:vm');
 const { EventSource } = require('eventsource');
 const parsePrometheus = require('parse-prometheus-text-format');
 const { SseHub } = require('..');
+const { cuttableProxy: sharedCuttableProxy } = require('./bus-clients.js');
 const { startRedis, spawnInstance, tcpProxy, freePort } = require('./redis-helpers.js');
 const { startServer, rawGet, waitFor, delay, framesOf, outcome, refused } = require('./helpers.js');
 
@@ -217,45 +217,9 @@ function broadcastLoop(inst, tag) {
   };
 }
 
-/**
- * A TCP proxy to Redis whose link can be cut (every connection destroyed,
- * new ones closed at once) and restored, on the same port: Redis going away
- * for the instances behind it only.
- */
+/** bus-clients.js's cuttable proxy to Redis, closed after the test. */
 async function cuttableProxy(targetPort) {
-  const sockets = new Set();
-  let open = true;
-  const keep = (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-  };
-  const server = net.createServer((client) => {
-    keep(client);
-    if (!open) return client.destroy();
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    keep(upstream);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const proxy = {
-    url: `redis://127.0.0.1:${server.address().port}`,
-    cut() {
-      open = false;
-      for (const s of sockets) s.destroy();
-    },
-    restore() {
-      open = true;
-    },
-    async close() {
-      const closed = new Promise((resolve) => server.close(resolve));
-      proxy.cut();
-      await closed;
-    },
-  };
+  const proxy = await sharedCuttableProxy(targetPort);
   servers.push(proxy);
   return proxy;
 }
@@ -981,7 +945,7 @@ describe('an instance cut off from Redis', () => {
       for (let i = 0; i < 5; i++) await send(b, { payload: `missed ${i}` });
       await newestId(stream, 6);
       const missed = (await entries(stream)).slice(-5);
-      link.restore();
+      link.heal();
       await busState(a, 'connected');
       await send(b, { payload: 'after' });
       const afterId = await newestId(stream, 7);
@@ -997,7 +961,7 @@ describe('an instance cut off from Redis', () => {
       const held = await entries(stream);
       expect(held.length).toBeLessThan(150);
       expect(held.find((e) => e.id === afterId)).toBeUndefined();
-      link.restore();
+      link.heal();
       await busState(a, 'connected');
       await send(b, { payload: 'live' });
       const liveId = await newestId(stream, 308);
