@@ -187,3 +187,40 @@ test('5: another producer trims to a shorter MAXLEN while this instance is behin
     await b.stop();
   }
 });
+
+test('6: a replay stops reading the stream at maxBufferedBytes (a reset), not after every entry up to replayLimit', async () => {
+  const stream = newStream();
+  const hub = new SseHub().configure({
+    heartbeatMs: 0,
+    maxBufferedBytes: 256 * 1024,
+    redis: { url: redis.url, stream },
+  });
+  hubs.push(hub);
+  await hub.ready();
+  const srv = await startServer((app) => {
+    app.get('/events', (req, res) => {
+      hub.initResponse(res);
+      hub.addClient(req.query.id ?? null, res);
+    });
+  });
+  servers.push(srv);
+  const served = { hub, srv };
+  const first = await connect(served, '/events?id=first');
+  // 600 entries of 8 KB (4.8 MB), under replayLimit (1,000): before this
+  // bound the replay read all of them, in three XRANGE batches of 256.
+  const big = 'x'.repeat(8 * 1024);
+  for (let n = 0; n < 600; n++) hub.broadcast({ n, big });
+  await first.waitFor((c) => c.body().includes('"n":599'), 'all 600 live', LONG);
+  const [{ id }] = frames(first);
+  const sent = async () => {
+    const info = String(await redis.command('INFO', 'stats'));
+    return Number(/total_net_output_bytes:(\d+)/.exec(info)[1]);
+  };
+  const before = await sent();
+  const again = await connect(served, '/events?id=again', { 'Last-Event-ID': id });
+  await again.waitFor((c) => c.body().includes('event: reset'), 'the reset', LONG);
+  const read = (await sent()) - before;
+  // One batch (257 entries, about 2.1 MB) and the reset: well under the 4.8 MB of all 600.
+  expect(read).toBeLessThan(3.5 * 1024 * 1024);
+  expect(frames(again).map((f) => f.event)).toEqual(['reset']);
+});
