@@ -5,6 +5,8 @@
 //    the reader must not go deaf past every new entry;
 // 2. a client reconnecting with Last-Event-ID while Redis is down gets a
 //    reset and then local broadcasts, not nothing until Redis is back;
+// 3. local broadcasts held for such a client past maxBufferedBytes end in a
+//    reset after those that fit, never a silent gap;
 // 4. broadcast() then close() reaches this instance's own clients;
 // 5. a producer trimming to a shorter MAXLEN than this instance's while it
 //    is behind: a reset, not a silent gap;
@@ -14,7 +16,7 @@
 // Every wait is for the state asserted, with a generous deadline.
 
 const { SseHub } = require('..');
-const { broadcastVia, parseFrames } = require('./bus-clients.js');
+const { broadcastVia, cuttableProxy, parseFrames } = require('./bus-clients.js');
 const { rawGet, startServer, waitFor } = require('./helpers.js');
 const { spawnInstance, startRedis } = require('./redis-helpers.js');
 
@@ -124,6 +126,45 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
     expect(frames(again)[1].id).toBeUndefined();
     // Restart Redis for afterEach's stop().
     await redis.restart();
+  });
+
+  test('3: local broadcasts held for a replay past maxBufferedBytes: those that fit, then a reset, never a silent gap', async () => {
+    const stream = newStream();
+    // An entry the client has seen: its replay finds nothing missed.
+    const seen = String(await redis.command('XADD', stream, '*', 'kind', 'broadcast', 'data', '"seen"'));
+    const proxy = await cuttableProxy(redis.port);
+    proxy.hold();
+    const hub = new SseHub().configure({
+      transport,
+      heartbeatMs: 0,
+      maxBufferedBytes: 256 * 1024,
+      redis: { url: proxy.url, stream },
+    });
+    hubs.push(hub);
+    const srv = await startServer((app) => {
+      app.get('/events', (req, res) => {
+        hub.initResponse(res);
+        hub.addClient(req.query.id ?? null, res);
+      });
+    });
+    servers.push(srv);
+    try {
+      await waitFor(() => proxy.waiting() > 0, 'the first connection attempt', LONG);
+      // Registered held: its replay waits for the first session.
+      const client = await connect({ hub, srv }, '/events?id=held', { 'Last-Event-ID': seen });
+      // Redis not reached yet: delivered locally (no id), held for after the replay.
+      const big = 'x'.repeat(100 * 1024);
+      for (let n = 0; n < 30; n++) hub.broadcast({ n, big });
+      proxy.release();
+      await hub.ready();
+      hub.broadcast('marker');
+      await client.waitFor((c) => c.body().includes('"marker"'), 'the marker', LONG);
+      const got = frames(client).map((f) => f.event ?? (typeof f.data === 'object' ? f.data.n : f.data));
+      // The two that fit 256 KB, then the reset for the 28 dropped, then live.
+      expect(got).toEqual([0, 1, 'reset', 'marker']);
+    } finally {
+      await proxy.close();
+    }
   });
 
   test('4: broadcast() then close() reaches this instance own clients (5 hubs)', async () => {

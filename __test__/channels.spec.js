@@ -145,6 +145,8 @@ describe('channels and filters', () => {
     }
     expect(() => hub.join({}, 'ok')).toThrow(/^target must be/);
     expect(() => hub.leave(42, 'ok')).toThrow(TypeError);
+    // An id no string key can name (issue 20: it returned 0).
+    expect(() => hub.join('\ud800', 'ok')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(hub.getStats().channels).toBe(0);
     expect(hub.join(c.bob.res, 'x'.repeat(256))).toBe(1);
     expect(hub.join(c.bob.res, 'room:42 é')).toBe(1);

@@ -114,6 +114,12 @@ pub fn reset_frame(newest_id: Option<&str>) -> Vec<u8> {
   out
 }
 
+/// `event: reset` without an id, as an HTTP chunk: what a connection gets
+/// where entries it should have had are gone (the bus's frames are chunks).
+pub fn reset_chunk() -> std::sync::Arc<[u8]> {
+  http_chunk(&reset_frame(None)).into()
+}
+
 /// Wraps `frame` in HTTP/1.1 chunked transfer coding (`<hex size>\r\n`,
 /// the bytes, `\r\n`), as Node would write it. The socket transport writes
 /// to the socket under Node's HTTP layer, so it frames chunks itself.

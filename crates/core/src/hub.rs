@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 mod bus_side;
 
 use crate::backpressure::{self, Admit, SlowPolicy};
-use crate::bus::gate::Gate;
+use crate::bus::gate::{Gate, HeldLocal};
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::frame;
 use crate::history::{History, Replay};
@@ -83,7 +83,7 @@ pub struct Conn<H> {
   pub replay_from: Option<ReplayFrom>,
   /// Id-less events that came while its gate was held (see
   /// [`HubCore::bus_recipients`]), for after the replay.
-  pub held_local: Vec<Arc<[u8]>>,
+  pub held_local: HeldLocal,
 }
 
 /// How a connection leaves.
@@ -432,7 +432,7 @@ impl<H> HubCore<H> {
       handle,
       transport,
       gate: if hold { Gate::held() } else { Gate::default() },
-      held_local: Vec::new(),
+      held_local: HeldLocal::default(),
       replay_from,
     };
     let key = self.registry.insert(id, conn, now);

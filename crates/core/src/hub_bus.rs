@@ -211,10 +211,7 @@ impl<H> HubCore<H> {
           }
           if frame.id.is_none() && conn.gate.is_held() {
             // Local while Redis is away: it follows the replay.
-            let bytes: usize = conn.held_local.iter().map(|c| c.len()).sum();
-            if bytes + frame.chunk.len() <= max_bytes {
-              conn.held_local.push(frame.chunk.clone());
-            }
+            conn.held_local.hold(&frame.chunk, max_bytes);
             return false;
           }
           conn.gate.admits(frame.id)
@@ -229,6 +226,6 @@ impl<H> HubCore<H> {
   pub fn replayed(&mut self, key: ConnKey, cursor: Option<EntryId>) -> Option<Vec<Arc<[u8]>>> {
     let entry = self.registry.get_mut(key)?;
     entry.handle.gate.release(cursor);
-    Some(std::mem::take(&mut entry.handle.held_local))
+    Some(entry.handle.held_local.take(crate::frame::reset_chunk))
   }
 }

@@ -30,7 +30,8 @@ use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 use crate::backpressure::Admit;
 pub use crate::backpressure::SlowPolicy;
 use crate::bus::entry::{BusFrame, EntryId};
-use crate::bus::gate::Gate;
+use crate::bus::gate::{Gate, HeldLocal};
+use crate::frame::reset_chunk;
 use crate::stats::Stats;
 
 /// How many connections the writer may hold at once. Each one costs a
@@ -382,7 +383,7 @@ struct Conn {
   gate: Cell<Gate>,
   /// Events without an id (delivered locally while Redis was away) that
   /// came while the gate was held: they follow the replay.
-  held_local: RefCell<Vec<Arc<[u8]>>>,
+  held_local: RefCell<HeldLocal>,
 }
 
 impl Conn {
@@ -397,11 +398,7 @@ impl Conn {
       return false;
     }
     if frame.id.is_none() && self.gate.get().is_held() {
-      let mut held = self.held_local.borrow_mut();
-      let bytes: usize = held.iter().map(|c| c.len()).sum();
-      if bytes + frame.chunk.len() <= max_bytes {
-        held.push(frame.chunk.clone());
-      }
+      self.held_local.borrow_mut().hold(&frame.chunk, max_bytes);
       return false;
     }
     let mut gate = self.gate.get();
@@ -723,7 +720,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
           client: RefCell::new(Arc::from("")),
           channels: RefCell::new(Vec::new()),
           gate: Cell::new(if held { Gate::held() } else { Gate::default() }),
-          held_local: RefCell::new(Vec::new()),
+          held_local: RefCell::new(HeldLocal::default()),
         })),
         Err(_) => state.emit(WriterEvent::Dead(wire, DeadReason::WriteError)),
       }
@@ -778,7 +775,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         gate.release(cursor);
         conn.gate.set(gate);
         let mut frames = frames;
-        frames.append(&mut conn.held_local.borrow_mut());
+        frames.extend(conn.held_local.borrow_mut().take(reset_chunk));
         write_to(state, &conn, &frames);
       }
     }

@@ -10,6 +10,8 @@
 //! instance read further), the gate keeps that id as a cursor and lets only
 //! newer entries through.
 
+use std::sync::Arc;
+
 use super::entry::EntryId;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,9 +64,61 @@ impl Gate {
   }
 }
 
+/// Events without an id (delivered locally while Redis was away) that came
+/// while a connection's gate was held: they follow its replay. Bounded by
+/// `maxBufferedBytes`; what does not fit is dropped, and the connection is
+/// told so with an `event: reset` after those kept, never a silent gap.
+#[derive(Debug, Default)]
+pub struct HeldLocal {
+  chunks: Vec<Arc<[u8]>>,
+  bytes: usize,
+  dropped: bool,
+}
+
+impl HeldLocal {
+  /// Keeps `chunk` if it fits within `max_bytes` with those kept so far.
+  /// Once one is dropped, later ones are too: the client's events stay a
+  /// prefix of what was sent, then the reset.
+  pub fn hold(&mut self, chunk: &Arc<[u8]>, max_bytes: usize) {
+    if !self.dropped && self.bytes + chunk.len() <= max_bytes {
+      self.bytes += chunk.len();
+      self.chunks.push(chunk.clone());
+    } else {
+      self.dropped = true;
+    }
+  }
+
+  /// What follows the replay, in order: the chunks kept, then `reset` if
+  /// any was dropped. Empties it.
+  pub fn take(&mut self, reset: impl FnOnce() -> Arc<[u8]>) -> Vec<Arc<[u8]>> {
+    let mut chunks = std::mem::take(&mut self.chunks);
+    if std::mem::take(&mut self.dropped) {
+      chunks.push(reset());
+    }
+    self.bytes = 0;
+    chunks
+  }
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn held_local_events_keep_a_prefix_within_the_cap_then_a_reset() {
+    let chunk = |b: u8| -> Arc<[u8]> { vec![b; 4].into() };
+    let mut held = HeldLocal::default();
+    for b in 1..=4 {
+      held.hold(&chunk(b), 10);
+    }
+    let reset = || -> Arc<[u8]> { b"R".as_slice().into() };
+    let out = held.take(reset);
+    assert_eq!(out, vec![chunk(1), chunk(2), b"R".as_slice().into()]);
+    // Empty again, and nothing dropped: no reset.
+    held.hold(&chunk(5), 10);
+    assert_eq!(held.take(reset), vec![chunk(5)]);
+    assert!(held.take(reset).is_empty());
+  }
 
   fn id(ms: u64) -> Option<EntryId> {
     Some(EntryId { ms, seq: 0 })

@@ -995,7 +995,7 @@ impl Reader {
   fn reset_everyone(&self) {
     let stats = &self.shared.stats;
     stats.add(&stats.resets, 1);
-    let reset: Arc<[u8]> = frame::http_chunk(&frame::reset_frame(None)).into();
+    let reset = frame::reset_chunk();
     self.shared.deliver(
       vec![BusFrame {
         id: None,
