@@ -116,6 +116,11 @@ export declare class NativeHub {
    * `idle_ms` (saturating: a huge value means never); returns how many.
    */
   heartbeat(idleMs: number): number
+  /**
+   * The id a client can resume from to get what is broadcast after now
+   * (`HubCore::position`); `None` when nothing could be replayed.
+   */
+  position(): string | null
   /** Registered connections. */
   count(): number
   /**

@@ -51,3 +51,4 @@ export declare const metrics: typeof sseHelper.metrics;
 export declare const ready: typeof sseHelper.ready;
 export declare const drain: typeof sseHelper.drain;
 export declare const globalClientCount: typeof sseHelper.globalClientCount;
+export declare const position: typeof sseHelper.position;

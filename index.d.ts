@@ -385,6 +385,18 @@ declare class SseHub extends EventEmitter {
   getClientCount(): number;
 
   /**
+   * The id a page can embed to subscribe from now on: render the page's
+   * state, embed `position()`, and have the stream route pass it back as
+   * `addClient(res, meta, { lastEventId })`; the client then gets exactly
+   * what was broadcast after the render (or `event: reset` if that is no
+   * longer kept). Without a bus, an id of this hub's history
+   * (`<epoch>:<n>`); with one, a Redis stream id. `null` when nothing can be
+   * replayed: history off (`historySize: 0`) without a bus, or a bus that
+   * has not reached Redis yet.
+   */
+  position(): string | null;
+
+  /**
    * Removes connections that ended, errored or were destroyed, and ends and
    * removes those connected for longer than `maxAgeMs` (default one hour; a
    * falsy value such as 0 means no age limit, as in the original). Returns

@@ -82,6 +82,7 @@ const METHODS = [
   'ready',
   'drain',
   'globalClientCount',
+  'position',
 ];
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -432,6 +433,18 @@ class SseHub extends EventEmitter {
 
   getClientCount() {
     return this.#native.count() + this.#handSet.size;
+  }
+
+  /**
+   * The id a page can embed to subscribe from now on: render the page's
+   * state, embed `position()`, and have its stream route pass it as
+   * `addClient(res, meta, { lastEventId })`; the client then gets exactly
+   * what was broadcast after the render. `null` when nothing can be
+   * replayed: history off (`historySize: 0`) without a bus, or a bus that
+   * has not reached Redis yet.
+   */
+  position() {
+    return this.#native.position();
   }
 
   /**

@@ -25,6 +25,7 @@ export const {
   ready,
   drain,
   globalClientCount,
+  position,
 } = sseHelper;
 
 export default sseHelper;

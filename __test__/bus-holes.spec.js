@@ -181,6 +181,33 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
   });
 });
 
+test('position() on a bus: the last entry delivered here, from which a page subscribes without a gap', async () => {
+  const stream = newStream();
+  const hub = new SseHub().configure({ heartbeatMs: 0, redis: { url: redis.url, stream } });
+  hubs.push(hub);
+  expect(hub.position()).toBeNull();
+  await hub.ready();
+  const srv = await startServer((app) => {
+    app.get('/events', (req, res) => {
+      hub.initResponse(res);
+      hub.addClient(res, null, { lastEventId: req.query.from });
+    });
+  });
+  servers.push(srv);
+  const served = { hub, srv };
+  const watcher = await connect(served, '/events');
+  hub.broadcast('rendered');
+  await watcher.waitFor((c) => c.body().includes('"rendered"'), 'the first entry', LONG);
+  const rendered = hub.position();
+  expect(rendered).toBe(frames(watcher)[0].id);
+  hub.broadcast('between');
+  await watcher.waitFor((c) => c.body().includes('"between"'), 'the second entry', LONG);
+  const page = await connect(served, `/events?from=${encodeURIComponent(rendered)}`);
+  hub.broadcast('live');
+  await page.waitFor((c) => c.body().includes('"live"'), 'live', LONG);
+  expect(frames(page).map((f) => f.data)).toEqual(['between', 'live']);
+});
+
 test("8: another program's non-numeric presence key: globalClientCount counts instances only, the session stays", async () => {
   const stream = newStream();
   const served = await busHub(stream);

@@ -254,12 +254,13 @@ describe('leaks', () => {
 
   test('history on: many broadcasts and reconnect replays keep the heap flat and references idle', async () => {
     hub.configure({ historySize: 64 });
+    const [epoch] = hub.position().split(':');
     let replayWrites = 0;
     const cycle = (i) => {
       hub.broadcast({ i, text: 'x'.repeat(100) });
       const res = new FakeResponse();
       // Mostly within the history, sometimes too old (a reset), sometimes unknown.
-      const lastEventId = i % 10 === 0 ? 'unknown' : String(Math.max(1, i - (i % 80)));
+      const lastEventId = i % 10 === 0 ? 'unknown' : `${epoch}:${Math.max(1, i - (i % 80))}`;
       hub.addClient(i % 2 ? `s-${i % 7}` : null, res, { i }, { lastEventId });
       hub.join(res, 'r');
       replayWrites += res.writes;
@@ -284,7 +285,8 @@ describe('leaks', () => {
       for (let r = 0; r < rounds; r++) {
         hub.broadcast({ r });
         const batch = [];
-        for (let i = 0; i < 10; i++) batch.push(client('/events', { 'Last-Event-ID': String(33_000 + r - (i % 3)) }));
+        for (let i = 0; i < 10; i++)
+          batch.push(client('/events', { 'Last-Event-ID': `${epoch}:${33_000 + r - (i % 3)}` }));
         await waitFor(() => hub.getClientCount() === 10, 'batch registered');
         for (const c of batch) c.destroy();
         await waitFor(() => hub.getClientCount() === 0, 'batch gone');

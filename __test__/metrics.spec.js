@@ -59,6 +59,7 @@ function read(text) {
  */
 async function busyHub() {
   hub.configure({ historySize: 10, heartbeatMs: 0 });
+  const [epoch] = hub.position().split(':');
   await startServer((app) => {
     sseRoute(app);
     app.get('/metrics', (_req, res) => {
@@ -72,7 +73,7 @@ async function busyHub() {
   hub.publish('news', 'members only');
   hub.configure({ transport: 'stream' });
   // Reconnects from id 2: events 3 to 5 are replayed.
-  await connect('/events?id=c', { 'Last-Event-ID': '2' });
+  await connect('/events?id=c', { 'Last-Event-ID': `${epoch}:2` });
   await waitFor(() => hub.getClientCount() === 3, 'three clients');
   await a.c.waitFor((x) => x.body().includes('members only'), 'the publish');
   await waitFor(() => hub.getStats().queuedBytes === 0, 'queues empty');

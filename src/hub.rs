@@ -657,6 +657,13 @@ impl NativeHub {
     )
   }
 
+  /// The id a client can resume from to get what is broadcast after now
+  /// (`HubCore::position`); `None` when nothing could be replayed.
+  #[napi(catch_unwind)]
+  pub fn position(&self) -> Option<String> {
+    self.state.borrow().core.position()
+  }
+
   /// Registered connections.
   #[napi(catch_unwind)]
   pub fn count(&self) -> u32 {

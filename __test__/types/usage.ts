@@ -28,6 +28,8 @@ hub.broadcast(
 );
 hub.publish('news', 'text', { raw: true });
 hub.join('session', 'news');
+const position: string | null = hub.position();
+void position;
 hub.comment(null, 'ping');
 hub.on('disconnect', ({ id: left, reason }) => void [left, reason.toUpperCase()]);
 const stats = hub.getStats();

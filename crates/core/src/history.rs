@@ -59,9 +59,32 @@ pub struct History {
   /// Id of the newest event pushed out of the ring: a client that saw it
   /// missed exactly what the ring holds.
   last_evicted: Option<Arc<str>>,
-  /// The last id this hub generated; ids are strictly increasing integers
-  /// unless the app gives its own.
+  /// The last counter this hub generated; ids are `<epoch>:<counter>`,
+  /// the counter strictly increasing, unless the app gives its own.
   last_generated: u64,
+  /// Random per history (per hub life): an id from another life (another
+  /// process, before a restart) is never one of this life's, so its client
+  /// gets `reset` rather than this life's events after the same counter.
+  epoch: String,
+}
+
+/// Characters of an epoch: 8 of base 36 (about 41 random bits).
+const EPOCH_LEN: usize = 8;
+
+/// A new random epoch: lowercase letters and digits, never all digits, so
+/// an id can never read as a Redis stream id (`<ms>-<seq>`) or a number.
+fn new_epoch() -> String {
+  const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+  let mut bits = uuid::Uuid::new_v4().as_u128();
+  let mut epoch = String::with_capacity(EPOCH_LEN);
+  // The first is a letter.
+  epoch.push(DIGITS[10 + (bits % 26) as usize] as char);
+  bits /= 26;
+  for _ in 1..EPOCH_LEN {
+    epoch.push(DIGITS[(bits % 36) as usize] as char);
+    bits /= 36;
+  }
+  epoch
 }
 
 impl History {
@@ -71,7 +94,13 @@ impl History {
       events: VecDeque::with_capacity(capacity.min(4096)),
       last_evicted: None,
       last_generated: 0,
+      epoch: new_epoch(),
     }
+  }
+
+  /// This life's epoch, the part before `:` of every id it generates.
+  pub fn epoch(&self) -> &str {
+    &self.epoch
   }
 
   pub fn capacity(&self) -> usize {
@@ -99,10 +128,25 @@ impl History {
     self.events.back().map(|e| &*e.id)
   }
 
+  /// Where the history stands now, as an id a client can resume from: the
+  /// newest event's, or, before any, this life's start (`<epoch>:0`), from
+  /// which a client gets everything recorded after it.
+  pub fn position(&self) -> String {
+    match self.newest_id().or(self.last_evicted.as_deref()) {
+      Some(id) => id.to_string(),
+      None => self.start_id(),
+    }
+  }
+
+  /// `<epoch>:0`: before this life's first event.
+  fn start_id(&self) -> String {
+    format!("{}:0", self.epoch)
+  }
+
   /// The id for the next event when the app gives none.
   pub fn next_id(&mut self) -> String {
     self.last_generated += 1;
-    self.last_generated.to_string()
+    format!("{}:{}", self.epoch, self.last_generated)
   }
 
   /// Keeps `chunk`, an SSE frame in HTTP chunked coding as
@@ -150,6 +194,8 @@ impl History {
     let start = match start {
       Some(start) => start,
       None if self.last_evicted.as_deref() == Some(last_event_id) => 0,
+      // Nothing was ever evicted: this life's start misses nothing kept.
+      None if self.last_evicted.is_none() && last_event_id == self.start_id() => 0,
       None => return Replay::Reset,
     };
     Replay::Missed(self.events.range(start..).collect())
@@ -159,6 +205,25 @@ impl History {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn generated_ids_carry_an_epoch_that_differs_between_lives() {
+    let mut a = History::new(4);
+    let mut b = History::new(4);
+    let epoch = a.epoch().to_string();
+    assert_eq!(epoch.len(), EPOCH_LEN);
+    assert!(epoch.as_bytes()[0].is_ascii_lowercase());
+    assert!(epoch
+      .bytes()
+      .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert_eq!(a.next_id(), format!("{epoch}:1"));
+    assert_eq!(a.next_id(), format!("{epoch}:2"));
+    assert_ne!(a.epoch(), b.epoch());
+    // Another life's id with the same counter is unknown here: reset.
+    let id = b.next_id();
+    b.record(&id, frame("x"));
+    assert_eq!(texts(a.since(&id, ANY)), vec!["RESET"]);
+  }
 
   fn frame(text: &str) -> Arc<[u8]> {
     frame::http_chunk(text.as_bytes()).into()
@@ -177,9 +242,31 @@ mod tests {
   const ANY: usize = usize::MAX;
 
   #[test]
+  fn the_position_replays_exactly_what_came_after_it() {
+    let mut h = History::new(2);
+    let start = h.position();
+    assert_eq!(start, format!("{}:0", h.epoch()));
+    assert_eq!(texts(h.since(&start, ANY)), Vec::<String>::new());
+    let id = h.next_id();
+    h.record(&id, frame("one"));
+    assert_eq!(texts(h.since(&start, ANY)), vec!["one"]);
+    let now = h.position();
+    assert_eq!(now, id);
+    for text in ["two", "three"] {
+      let id = h.next_id();
+      h.record(&id, frame(text));
+    }
+    assert_eq!(texts(h.since(&now, ANY)), vec!["two", "three"]);
+    // The start was evicted past: what it missed is gone.
+    assert_eq!(texts(h.since(&start, ANY)), vec!["RESET"]);
+  }
+
+  #[test]
   fn generated_ids_strictly_increase() {
     let mut h = History::new(3);
-    let ids: Vec<u64> = (0..5).map(|_| h.next_id().parse().unwrap()).collect();
+    let ids: Vec<u64> = (0..5)
+      .map(|_| h.next_id().rsplit_once(':').unwrap().1.parse().unwrap())
+      .collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
   }
 

@@ -884,6 +884,20 @@ impl<H> HubCore<H> {
     self.history.capacity() > 0
   }
 
+  /// The id a page can embed to subscribe from now on (`lastEventId`):
+  /// with a bus, the last stream entry delivered live here (`None` before
+  /// the bus first reached Redis); otherwise the history's position (`None`
+  /// with history off, where nothing can be replayed).
+  pub fn position(&self) -> Option<String> {
+    if let Some(mark) = self.bus_mark() {
+      return match mark {
+        crate::bus::Mark::At(id) => Some(id.to_string()),
+        crate::bus::Mark::Unknown => None,
+      };
+    }
+    self.recording().then(|| self.history.position())
+  }
+
   /// The id for the next recorded broadcast when the app gives none.
   pub fn next_event_id(&mut self) -> String {
     self.history.next_id()
@@ -1199,11 +1213,13 @@ mod tests {
     let mut hub = stream_hub();
     hub.configure(Settings {
       history_size: Some(100),
-      max_buffered_bytes: Some(100),
+      max_buffered_bytes: Some(130),
       ..Settings::default()
     });
+    let mut ids = vec![String::new()];
     for _ in 0..50 {
       let id = hub.next_event_id();
+      ids.push(id.clone());
       let mut frame = Vec::new();
       frame::push_event(
         &mut frame,
@@ -1216,15 +1232,16 @@ mod tests {
       hub.record(&id, frame::http_chunk(&frame).into());
     }
     let (key, _) = hub.register("a", "r", None, at(0));
-    // Each frame is "id: N\ndata: x\n\n" (14-15 bytes): 5 fit in 100.
-    let fits = hub.replay(key, "45").unwrap();
+    // Each frame is "id: <8-char epoch>:NN\ndata: x\n\n" (25 bytes): 5 fit in 130.
+    let fits = hub.replay(key, &ids[45]).unwrap();
     assert_eq!(
       String::from_utf8(fits).unwrap().matches("data: x").count(),
       5
     );
-    let too_far = hub.replay(key, "1").unwrap();
-    assert_eq!(too_far, b"event: reset\nid: 50\ndata: null\n\n");
-    assert_eq!(hub.replay(key, "50"), None);
+    let too_far = hub.replay(key, &ids[1]).unwrap();
+    let reset = format!("event: reset\nid: {}\ndata: null\n\n", ids[50]);
+    assert_eq!(too_far, reset.as_bytes());
+    assert_eq!(hub.replay(key, &ids[50]), None);
     let stats = hub.stats();
     assert_eq!((stats.replays, stats.resets), (1, 1));
   }
