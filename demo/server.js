@@ -26,8 +26,8 @@ if (REDIS_URL) {
   // 200 broadcasts: a little over three minutes of ticks and messages.
   sseHelper.configure({ historySize: 200 });
 }
-/** A replayable id: the history's counter, or a Redis stream entry id. */
-const EVENT_ID = /^\d{1,16}(-\d{1,20})?$/;
+/** A replayable id: the history's `<epoch>:<n>`, or a Redis stream entry id. */
+const EVENT_ID = /^(?:[a-z][a-z0-9]{7}:\d{1,16}|\d{1,16}-\d{1,20})$/;
 
 const app = express();
 app.use(express.json({ limit: '4kb' }));

@@ -373,6 +373,7 @@ impl Bus {
       reread: false,
       read_count: READ_COUNT,
       gap_reported: None,
+      presence: PresenceCheck::Script,
     };
     std::thread::Builder::new()
       .name("sse-redis-bus".into())
@@ -517,6 +518,8 @@ enum End {
 
 /// The bus thread's state.
 struct Reader {
+  /// How each blocking read checks its position is still in the stream.
+  presence: PresenceCheck,
   client: redis::Client,
   config: BusConfig,
   presence_key: String,
@@ -741,6 +744,7 @@ impl Reader {
         self.config.stream.clone(),
         position,
         self.read_count,
+        self.presence,
       ));
       let mut unblock = Unblock::NotAsked;
       loop {
@@ -788,6 +792,11 @@ impl Reader {
                   Err(e) => return End::Failed(e.to_string()),
                 };
                 self.delivered(entries);
+              }
+              Err(e) if self.presence == PresenceCheck::Script && !connection_failed(&e) => {
+                // Redis refused the script (scripting disabled, say): the
+                // next reads check with XRANGE, which brings the entry.
+                self.presence = PresenceCheck::Range;
               }
               Err(e) => {
                 if e.is_timeout() || e.kind() == redis::ErrorKind::Io {
@@ -952,18 +961,13 @@ impl Reader {
     let Some(position) = self.position.filter(|p| *p != EntryId::ZERO) else {
       return Ok(());
     };
-    let info: RedisResult<Value> = redis::cmd("XINFO")
-      .arg("STREAM")
-      .arg(&self.config.stream)
-      .query_async(&mut session.commands)
-      .await;
-    let went_back = match info {
-      Ok(info) => info_id(&info, b"last-generated-id").is_some_and(|newest| newest < position),
-      Err(e) if connection_failed(&e) => return Err(e),
+    let went_back = match self.newest_generated(session).await? {
+      Newest::Id(newest) => newest < position,
+      Newest::Unknown => false,
       // No such key: the stream is gone (Redis restarted empty, say). New
       // entries will have ids from Redis's clock: only a position in the
       // future would pass them by.
-      Err(_) => {
+      Newest::Missing => {
         let (secs, micros): (u64, u64) = redis::cmd("TIME")
           .query_async(&mut session.commands)
           .await?;
@@ -974,6 +978,39 @@ impl Reader {
       self.replaced();
     }
     Ok(())
+  }
+
+  /// The stream's `last-generated-id`; an error when there is no stream.
+  /// By script where Redis runs them: `XINFO STREAM` also sends the first
+  /// and the last entry, which can weigh megabytes, on every idle read.
+  async fn newest_generated(&mut self, session: &mut Session) -> RedisResult<Newest> {
+    let known = |id: Option<EntryId>| id.map_or(Newest::Unknown, Newest::Id);
+    if self.presence == PresenceCheck::Script {
+      let newest: RedisResult<Value> = redis::cmd("EVAL")
+        .arg(NEWEST_SCRIPT)
+        .arg(1)
+        .arg(&self.config.stream)
+        .query_async(&mut session.commands)
+        .await;
+      match newest {
+        Ok(Value::Int(0)) => return Ok(Newest::Missing),
+        Ok(newest) => return Ok(known(value_id(&newest))),
+        Err(e) if connection_failed(&e) => return Err(e),
+        // Scripts refused: XINFO from now on.
+        Err(_) => self.presence = PresenceCheck::Range,
+      }
+    }
+    let info: RedisResult<Value> = redis::cmd("XINFO")
+      .arg("STREAM")
+      .arg(&self.config.stream)
+      .query_async(&mut session.commands)
+      .await;
+    match info {
+      Ok(info) => Ok(known(info_id(&info, b"last-generated-id"))),
+      Err(e) if connection_failed(&e) => Err(e),
+      // No such key (or not a stream).
+      Err(_) => Ok(Newest::Missing),
+    }
   }
 
   /// The stream was replaced: every local connection gets `reset` (what it
@@ -1226,16 +1263,17 @@ impl Reader {
     from: &ReplayFrom,
     until: EntryId,
   ) -> RedisResult<(Outcome, Vec<BusFrame>)> {
-    let (mut plan, mut step) = ReplayPlan::start(from, until, self.config.replay_limit);
+    let (mut plan, mut step) = ReplayPlan::start(
+      from,
+      until,
+      self.config.replay_limit,
+      self.config.max_replay_bytes,
+    );
     let mut read: Vec<(EntryId, Result<Entry, Malformed>)> = Vec::new();
-    // What was read so far: past the byte cap no client can be sent it, so
-    // reading stops there (a reset), and the reads between two live reads
-    // stay bounded whatever the entries weigh.
-    let mut bytes = 0usize;
+    // The plan stops at the byte cap (past it no client can be sent the
+    // replay) and sizes each read by the bytes left, so the reads between
+    // two live reads stay bounded whatever the entries weigh.
     let outcome = loop {
-      if bytes > self.config.max_replay_bytes {
-        break Outcome::Reset("more bytes missed than maxBufferedBytes");
-      }
       match step {
         Step::Done(outcome) => break outcome,
         Step::Read { start, end, count } => {
@@ -1249,11 +1287,11 @@ impl Reader {
             .await?;
           let batch = parse_range(&reply);
           let ids: Vec<EntryId> = batch.iter().map(|(id, _)| *id).collect();
-          step = plan.feed(&ids);
-          bytes += batch
+          let bytes = batch
             .iter()
             .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
             .sum::<usize>();
+          step = plan.feed(&ids, bytes);
           read.extend(batch);
         }
       }
@@ -1469,6 +1507,36 @@ struct Read {
   entries: Vec<(EntryId, Result<Entry, Malformed>)>,
 }
 
+/// What Redis says of the stream's newest generated id.
+enum Newest {
+  Id(EntryId),
+  /// No such key: the stream is gone.
+  Missing,
+  /// A stream, but no id in the answer.
+  Unknown,
+}
+
+/// How a blocking read checks that the entry it reads after is still in
+/// the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PresenceCheck {
+  /// A script that answers 1 or 0: the entry stays in Redis (an entry can
+  /// weigh megabytes, and the check runs before every read).
+  Script,
+  /// `XRANGE P P`, for a Redis that refuses scripts: brings the entry.
+  Range,
+}
+
+/// Whether the entry `ARGV[1]` is in the stream `KEYS[1]`, without sending it.
+const PRESENT_SCRIPT: &str = "return #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])";
+
+/// The `last-generated-id` of the stream `KEYS[1]` (0 when there is none),
+/// without the entries `XINFO STREAM` also sends.
+const NEWEST_SCRIPT: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+  local info = redis.call('XINFO', 'STREAM', KEYS[1]) \
+  for i = 1, #info, 2 do if info[i] == 'last-generated-id' then return info[i + 1] end end \
+  return false";
+
 /// One blocking read of at most `count` entries after `after`, in one round
 /// trip with a check that `after` is still in the stream. Empty when it
 /// timed out or was unblocked. A server that stops answering fails it.
@@ -1477,17 +1545,26 @@ async fn xread(
   stream: String,
   after: EntryId,
   count: usize,
+  presence: PresenceCheck,
 ) -> RedisResult<Read> {
   let mut pipe = redis::pipe();
   let check = after != EntryId::ZERO;
   if check {
-    pipe
-      .cmd("XRANGE")
-      .arg(&stream)
-      .arg(after.to_string())
-      .arg(after.to_string())
-      .arg("COUNT")
-      .arg(1);
+    match presence {
+      PresenceCheck::Script => pipe
+        .cmd("EVAL")
+        .arg(PRESENT_SCRIPT)
+        .arg(1)
+        .arg(&stream)
+        .arg(after.to_string()),
+      PresenceCheck::Range => pipe
+        .cmd("XRANGE")
+        .arg(&stream)
+        .arg(after.to_string())
+        .arg(after.to_string())
+        .arg("COUNT")
+        .arg(1),
+    };
   }
   pipe
     .cmd("XREAD")
@@ -1518,7 +1595,10 @@ async fn xread(
     }
   };
   Ok(Read {
-    after_present: here.is_none_or(|here| !parse_range(here).is_empty()),
+    after_present: here.is_none_or(|here| match here {
+      Value::Int(n) => *n > 0,
+      range => !parse_range(range).is_empty(),
+    }),
     entries: parse_read(reply),
   })
 }

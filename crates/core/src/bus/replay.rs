@@ -3,9 +3,13 @@
 //!
 //! A reconnecting client names the last entry it has (X). The bus has
 //! delivered live everything up to its reader's position (L), so the replay
-//! is the entries in (X, L], read in batches of [`ReplayPlan::batch`], at
-//! most `limit` entries in all: a client asking from far back costs one
-//! bounded read and gets `reset`, never an unbounded reply. X must still be
+//! is the entries in (X, L], read in batches of at most
+//! [`ReplayPlan::BATCH`], at most `limit` entries and `max_bytes` of data in
+//! all: a client asking from far back costs one bounded read and gets
+//! `reset`, never an unbounded reply. The first read asks for a few entries
+//! ([`ReplayPlan::FIRST`]); later ones for as many as the bytes left fit at
+//! the size seen so far, so a step between two live reads stays near the
+//! byte cap whatever the entries weigh. X must still be
 //! in the stream; if it was trimmed (or never existed) the client gets
 //! `reset` too, as with the local history.
 
@@ -50,9 +54,15 @@ pub enum Outcome {
 pub struct ReplayPlan {
   from: EntryId,
   until: EntryId,
-  batch: usize,
   limit: usize,
+  max_bytes: usize,
+  /// Entries of (from, until] counted so far.
   read: usize,
+  /// Every entry an `XRANGE` brought so far, and their data bytes.
+  fetched: usize,
+  bytes: usize,
+  /// The count the last `XRANGE` asked for: a shorter reply is the end.
+  asked: usize,
   /// The last id fed, once a batch came back.
   last: Option<EntryId>,
   /// Entries in (from, until], in order, as fed.
@@ -60,18 +70,29 @@ pub struct ReplayPlan {
 }
 
 impl ReplayPlan {
-  /// The batch size of each `XRANGE`.
+  /// The largest count of one `XRANGE`.
   pub const BATCH: usize = 256;
+  /// The count of the first `XRANGE` (before any entry's size is known).
+  pub const FIRST: usize = 4;
 
   /// Plans the replay from `from` while the reader has delivered everything
-  /// up to `until`. Returns the plan and its first step.
-  pub fn start(from: &ReplayFrom, until: EntryId, limit: usize) -> (ReplayPlan, Step) {
+  /// up to `until`, of at most `limit` entries and `max_bytes` of data read.
+  /// Returns the plan and its first step.
+  pub fn start(
+    from: &ReplayFrom,
+    until: EntryId,
+    limit: usize,
+    max_bytes: usize,
+  ) -> (ReplayPlan, Step) {
     let mut plan = ReplayPlan {
       from: EntryId::ZERO,
       until,
-      batch: Self::BATCH,
       limit,
+      max_bytes,
       read: 0,
+      fetched: 0,
+      bytes: 0,
+      asked: 0,
       last: None,
       entries: Vec::new(),
     };
@@ -82,10 +103,11 @@ impl ReplayPlan {
         // Everything in the stream came after the headers: there is no entry
         // whose presence to check; more than `limit` is still a reset.
         plan.last = Some(EntryId::ZERO);
+        plan.asked = Self::FIRST.min(limit.saturating_add(1));
         let step = Step::Read {
           start: format!("({}", EntryId::ZERO),
           end: until.to_string(),
-          count: plan.batch,
+          count: plan.asked,
         };
         return (plan, step);
       }
@@ -99,6 +121,7 @@ impl ReplayPlan {
     }
     // Read from X itself: its presence proves nothing between was trimmed.
     // When X is newer than L, that read only checks X exists.
+    plan.asked = Self::FIRST.min(limit.saturating_add(1)) + 1;
     let step = Step::Read {
       start: from.to_string(),
       end: if from > until {
@@ -106,7 +129,7 @@ impl ReplayPlan {
       } else {
         until.to_string()
       },
-      count: plan.batch.min(limit.saturating_add(1)) + 1,
+      count: plan.asked,
     };
     (plan, step)
   }
@@ -116,12 +139,17 @@ impl ReplayPlan {
     &self.entries
   }
 
-  /// Feeds the ids of a batch `XRANGE` returned; returns the next step.
-  pub fn feed(&mut self, ids: &[EntryId]) -> Step {
-    let asked = match self.last {
-      None => self.batch.min(self.limit.saturating_add(1)) + 1,
-      Some(_) => self.batch,
-    };
+  /// Feeds the ids of a batch `XRANGE` returned, and the data bytes of the
+  /// batch; returns the next step.
+  pub fn feed(&mut self, ids: &[EntryId], bytes: usize) -> Step {
+    let asked = self.asked;
+    self.fetched += ids.len();
+    self.bytes = self.bytes.saturating_add(bytes);
+    if self.bytes > self.max_bytes {
+      // No client can be sent more than that: reading on is wasted work.
+      self.entries.clear();
+      return Step::Done(Outcome::Reset("more bytes missed than maxBufferedBytes"));
+    }
     let mut rest = ids;
     if self.last.is_none() {
       match ids.first() {
@@ -150,10 +178,16 @@ impl ReplayPlan {
     if ids.len() < asked || last >= self.until {
       return Step::Done(Outcome::Replay { cursor: None });
     }
+    // As many as the bytes left fit at the mean size so far (one more, to
+    // cross the cap rather than stop short of it), within the entry limit.
+    let mean = (self.bytes / self.fetched.max(1)).max(1);
+    let fit = (self.max_bytes - self.bytes) / mean + 1;
+    let left = self.limit.saturating_sub(self.read).saturating_add(1);
+    self.asked = fit.min(left).clamp(1, Self::BATCH);
     Step::Read {
       start: format!("({last}"),
       end: self.until.to_string(),
-      count: self.batch,
+      count: self.asked,
     }
   }
 }
@@ -173,21 +207,36 @@ mod tests {
     until: u64,
     limit: usize,
   ) -> (Outcome, Vec<u64>, usize) {
+    run_sized(stream, last_event_id, until, limit, 1, usize::MAX).0
+  }
+
+  /// As [`run`], every entry `size` bytes and a byte cap; also returns the
+  /// most entries one read asked for.
+  fn run_sized(
+    stream: &[u64],
+    last_event_id: &str,
+    until: u64,
+    limit: usize,
+    size: usize,
+    max_bytes: usize,
+  ) -> ((Outcome, Vec<u64>, usize), usize) {
     let stream: Vec<EntryId> = stream.iter().map(|&ms| id(ms)).collect();
     let from = match last_event_id {
       "start" => ReplayFrom::Start,
       id => ReplayFrom::After(id.to_string()),
     };
-    let (mut plan, mut step) = ReplayPlan::start(&from, id(until), limit);
+    let (mut plan, mut step) = ReplayPlan::start(&from, id(until), limit, max_bytes);
     let mut reads = 0;
+    let mut largest = 0;
     loop {
       match step {
         Step::Done(outcome) => {
           let ids = plan.entries().iter().map(|i| i.ms).collect();
-          return (outcome, ids, reads);
+          return ((outcome, ids, reads), largest);
         }
         Step::Read { start, end, count } => {
           reads += 1;
+          largest = largest.max(count);
           let (exclusive, start) = match start.strip_prefix('(') {
             Some(s) => (true, EntryId::parse(s).unwrap()),
             None => (false, EntryId::parse(&start).unwrap()),
@@ -200,7 +249,7 @@ mod tests {
             .take(count)
             .collect();
           assert!(batch.len() <= count);
-          step = plan.feed(&batch);
+          step = plan.feed(&batch, batch.len() * size);
         }
       }
     }
@@ -238,7 +287,7 @@ mod tests {
       Outcome::Reset("no longer in the stream")
     );
     assert_eq!(
-      ReplayPlan::start(&ReplayFrom::Unknown, id(4), 100).1,
+      ReplayPlan::start(&ReplayFrom::Unknown, id(4), 100, usize::MAX).1,
       Step::Done(Outcome::Reset("position unknown"))
     );
   }
@@ -265,7 +314,39 @@ mod tests {
   }
 
   #[test]
-  fn far_back_is_capped_after_one_bounded_read() {
+  fn reads_stop_at_the_byte_cap_and_each_asks_only_what_fits() {
+    let stream: Vec<u64> = (1..=600).collect();
+    // 64 KB entries, a 256 KB cap: the replay needs 599 of them.
+    let ((outcome, ids, reads), largest) =
+      run_sized(&stream, "1-0", 600, 1000, 64 << 10, 256 << 10);
+    assert_eq!(
+      outcome,
+      Outcome::Reset("more bytes missed than maxBufferedBytes")
+    );
+    assert!(ids.is_empty());
+    // The first read (5 with X) already passes the cap: one read.
+    assert_eq!((reads, largest), (1, ReplayPlan::FIRST + 1));
+    // 1 KB entries, the same cap: what fits is replayed, in reads sized by it.
+    let ((outcome, ids, reads), largest) =
+      run_sized(&stream, "400-0", 600, 1000, 1 << 10, 256 << 10);
+    assert_eq!(outcome, Outcome::Replay { cursor: None });
+    assert_eq!(ids.len(), 200);
+    assert!(reads <= 3, "{reads} reads");
+    assert!(
+      largest > 200 && largest <= ReplayPlan::BATCH,
+      "asked for {largest}"
+    );
+    // 4 KB entries: reads shrink to what the bytes left fit.
+    let ((outcome, _, _), largest) = run_sized(&stream, "1-0", 600, 1000, 4 << 10, 256 << 10);
+    assert_eq!(
+      outcome,
+      Outcome::Reset("more bytes missed than maxBufferedBytes")
+    );
+    assert!(largest <= (256 >> 2) + 1, "asked for {largest}");
+  }
+
+  #[test]
+  fn far_back_is_capped_after_a_few_bounded_reads() {
     let stream: Vec<u64> = (1..=5000).collect();
     let (outcome, ids, reads) = run(&stream, "1-0", 5000, 10);
     assert_eq!(
@@ -273,7 +354,8 @@ mod tests {
       Outcome::Reset("more entries missed than replayLimit")
     );
     assert!(ids.is_empty());
-    assert_eq!(reads, 1);
+    // 4 entries, then the 7 the limit leaves (one more than fits).
+    assert_eq!(reads, 2);
     // Exactly the limit still replays.
     let (outcome, ids, _) = run(&stream, "4990-0", 5000, 10);
     assert_eq!(outcome, Outcome::Replay { cursor: None });
