@@ -324,4 +324,10 @@ export interface SocketInfo {
   remotePort: number
   /** `res.socket.localPort`. */
   localPort: number
+  /**
+   * True for a response Node does not chunk whose body ends when the
+   * connection closes (an HTTP/1.0 client, such as nginx's default
+   * `proxy_pass`): the writer sends each frame bare.
+   */
+  identity?: boolean
 }

@@ -1,6 +1,7 @@
 // Runs once before the test files (Jest's globalSetup). The Redis bus tests
-// start their own redis-server; a fresh Debian machine does not have one,
-// so `npm test` installs Debian's package when it can (as root, with apt),
+// start their own redis-server, the reverse-proxy tests their own nginx; a
+// fresh Debian machine has neither, so `npm test` installs Debian's
+// packages when it can (as root, with apt),
 // once, before the workers start (parallel apt-get runs would fight over
 // dpkg's lock). .ci/run installs it the same way with the other packages.
 
@@ -22,14 +23,22 @@ function onPath(name) {
     });
 }
 
+/** The programs the tests start, and the Debian package of each. */
+const PROGRAMS = [
+  { program: 'redis-server', pkg: 'redis-server', for: 'the Redis bus tests' },
+  { program: 'nginx', pkg: 'nginx', for: 'the reverse-proxy tests', paths: ['/usr/sbin/nginx'] },
+];
+
 module.exports = async function globalSetup() {
-  if (onPath('redis-server')) return;
+  const missing = PROGRAMS.filter((p) => !onPath(p.program) && !(p.paths ?? []).some((f) => fs.existsSync(f)));
+  if (missing.length === 0) return;
+  const what = missing.map((p) => `${p.program} (for ${p.for})`).join(', ');
   if (process.getuid?.() !== 0 || !onPath('apt-get')) {
-    console.warn('\nredis-server is missing and cannot be installed here: install it to run the Redis bus tests');
+    console.warn(`\nmissing and not installable here: ${what}; install them to run those tests`);
     return;
   }
-  console.log('\nredis-server is missing: installing Debian package redis-server for the Redis bus tests');
+  console.log(`\nmissing: ${what}; installing their Debian packages`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { env, stdio: 'inherit' });
-  execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { env, stdio: 'inherit' });
+  execFileSync('apt-get', ['install', '-y', '-qq', ...missing.map((p) => p.pkg)], { env, stdio: 'inherit' });
 };

@@ -43,6 +43,50 @@ describe('which transport a connection gets', () => {
     expect(() => hub.configure({ slowClientPolicy: 'ignore' })).toThrow(/slowClientPolicy/);
   });
 
+  test("an HTTP/1.0 client (nginx's default proxy_pass) gets the socket writer, bare frames, and a closed connection at the end", async () => {
+    srv = await startServer((app) => sseRoute(app));
+    const net = require('node:net');
+    const socket = net.connect(srv.port, '127.0.0.1');
+    let raw = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d) => {
+      raw += d;
+    });
+    const closed = new Promise((resolve) => socket.on('close', resolve));
+    // What nginx sends upstream by default: HTTP/1.0, Connection: close.
+    socket.write(`GET /events HTTP/1.0\r\nHost: 127.0.0.1:${srv.port}\r\nConnection: close\r\n\r\n`);
+    await waitFor(() => hub.getClientCount() === 1, 'registered');
+    expect(hub.getStats()).toMatchObject({ socketConnections: 1, streamConnections: 0 });
+    expect(hub.broadcast({ n: 1 })).toBe(1);
+    hub.comment(null, 'kept alive');
+    expect(hub.sendToClient(hub._clients.keys().next().value, 'to you')).toBe(true);
+    const body = 'data: {"n":1}\n\n: kept alive\n\ndata: "to you"\n\n';
+    await waitFor(() => raw.endsWith(body), 'the frames, bare');
+    const [head, rest] = raw.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(head).not.toMatch(/transfer-encoding/i);
+    expect(head).not.toMatch(/content-length/i);
+    expect(rest).toBe(body);
+    // The body ends with the connection: Node closes it after the writer.
+    expect(hub.broadcastAndClose('bye')).toBe(1);
+    await closed;
+    expect(raw.split('\r\n\r\n')[1]).toBe(`${body}data: "bye"\n\n`);
+    await waitFor(() => hub.getClientCount() === 0, 'removed');
+  });
+
+  test('a Content-Length stays on the stream transport (a fixed-length body cannot take frames)', async () => {
+    srv = await startServer((app) =>
+      app.get('/events', (_req, res) => {
+        res.setHeader('Content-Length', '1000');
+        hub.initResponse(res);
+        hub.addClient(res);
+      }),
+    );
+    rawGet(srv.port);
+    await waitFor(() => hub.getClientCount() === 1, 'registered');
+    expect(hub.getStats()).toMatchObject({ socketConnections: 0, streamConnections: 1 });
+  });
+
   // The test certificate is made with the openssl CLI (CI installs it).
   const withOpenssl = fs.existsSync('/usr/bin/openssl') ? test : test.skip;
   withOpenssl('TLS stays on the stream transport', async () => {

@@ -12,10 +12,28 @@ const NODE_END = http.ServerResponse.prototype.end;
 const SOCKET_PLATFORMS = new Set(['linux', 'darwin']);
 
 /**
+ * How Node delimits `res`'s body: 'chunked' (HTTP/1.1), 'identity' (a body
+ * that ends when the connection closes: an HTTP/1.0 client, such as
+ * nginx's default `proxy_pass`), or why the writer cannot frame it.
+ */
+function bodyFraming(res) {
+  if (res._hasBody === false) return 'no body (a HEAD request?)';
+  if (res.hasHeader?.('content-length')) return 'a Content-Length was set: the body has a fixed length';
+  if (res.hasHeader?.('transfer-encoding') && res.chunkedEncoding !== true)
+    return 'a Transfer-Encoding the writer does not frame';
+  if (res.chunkedEncoding === true) return 'chunked';
+  // Node closes the connection after such a body (`_last`): the writer's
+  // bare frames are the body, and Node's own `end` closes it.
+  if (res._last === true) return 'identity';
+  return 'neither chunked nor close-delimited';
+}
+
+/**
  * Where `res`'s socket is, when it can be handed to the native writer, else
- * why not (a string, for the debug log): plain HTTP/1.1 over TCP with
- * chunked coding, Node's own write/end (no wrapper such as `compression`),
- * not TLS, headers sent and nothing pending. The native side checks that
+ * why not (a string, for the debug log): plain HTTP/1.x over TCP with a
+ * body the writer can frame (chunked, or close-delimited for HTTP/1.0),
+ * Node's own write/end (no wrapper such as `compression`), not TLS,
+ * headers sent and nothing pending. The native side checks that
  * the fd's addresses are the socket's before it writes to it. Everything
  * else stays on the stream transport. The reasons are constant strings, so
  * explaining costs nothing when nobody reads it.
@@ -28,7 +46,8 @@ function inspectSocket(res) {
   if (!Object.isExtensible(res))
     return 'res is frozen, sealed or not extensible: the writer could not install its write and end';
   if (res.headersSent !== true) return 'headers not sent (call initResponse first)';
-  if (res.chunkedEncoding !== true) return 'not chunked (a Content-Length was set?)';
+  const framing = bodyFraming(res);
+  if (framing !== 'chunked' && framing !== 'identity') return framing;
   const socket = res.socket;
   if (!socket) return 'no socket';
   if (socket.encrypted) return 'TLS';
@@ -39,7 +58,7 @@ function inspectSocket(res) {
   if (typeof remoteAddress !== 'string' || !Number.isInteger(remotePort) || !Number.isInteger(localPort)) {
     return 'no TCP addresses';
   }
-  return { fd, remoteAddress, remotePort, localPort };
+  return { fd, remoteAddress, remotePort, localPort, identity: framing === 'identity' };
 }
 
 /** `inspectSocket`'s answer when the writer may take `res`, else undefined. */

@@ -5,6 +5,8 @@ use std::net::{IpAddr, TcpStream};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use napi_derive::napi;
+use sse_helper_core::frame::Framing;
+use sse_helper_core::writer::SocketFd;
 
 /// Where the JS surface says a connection's socket is, for checking that
 /// the fd it found really is that socket.
@@ -18,13 +20,18 @@ pub struct SocketInfo {
   pub remote_port: u32,
   /// `res.socket.localPort`.
   pub local_port: u32,
+  /// True for a response Node does not chunk whose body ends when the
+  /// connection closes (an HTTP/1.0 client, such as nginx's default
+  /// `proxy_pass`): the writer sends each frame bare.
+  pub identity: Option<bool>,
 }
 
-/// A duplicate of the connection's fd for the writer, or `None` when the fd
+/// A duplicate of the connection's fd for the writer, with its framing, or
+/// `None` when the fd
 /// is not a connected TCP socket, or not the one `info` describes (the
 /// connection then stays on the stream). The check matters: writing to
 /// another connection's fd would hand one client another's data.
-pub fn handoff(info: &SocketInfo) -> Option<OwnedFd> {
+pub fn handoff(info: &SocketInfo) -> Option<SocketFd> {
   if info.fd < 0 {
     return None;
   }
@@ -42,5 +49,13 @@ pub fn handoff(info: &SocketInfo) -> Option<OwnedFd> {
   let same = peer.ip().to_canonical() == remote_ip.to_canonical()
     && u32::from(peer.port()) == info.remote_port
     && u32::from(local.port()) == info.local_port;
-  same.then(|| OwnedFd::from(stream))
+  let framing = if info.identity == Some(true) {
+    Framing::Identity
+  } else {
+    Framing::Chunked
+  };
+  same.then(|| SocketFd {
+    fd: OwnedFd::from(stream),
+    framing,
+  })
 }

@@ -132,6 +132,35 @@ pub fn http_chunk(frame: &[u8]) -> Vec<u8> {
   out
 }
 
+/// How a connection's body is delimited on the wire. Every buffer handed to
+/// the writer is an HTTP chunk ([`http_chunk`]); a connection Node does not
+/// chunk (an HTTP/1.0 client, such as nginx's default `proxy_pass`) gets
+/// the chunk's payload only, its body delimited by closing the connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Framing {
+  /// `Transfer-Encoding: chunked`: the chunk as it is.
+  #[default]
+  Chunked,
+  /// A close-delimited body: the payload inside the chunk.
+  Identity,
+}
+
+impl Framing {
+  /// The bytes of `chunk` that go on this connection's wire.
+  pub fn wire<'a>(&self, chunk: &'a [u8]) -> &'a [u8] {
+    match self {
+      Framing::Chunked => chunk,
+      Framing::Identity => {
+        let start = chunk_payload_start(chunk);
+        if start == 0 {
+          return chunk;
+        }
+        &chunk[start..chunk.len().saturating_sub(2).max(start)]
+      }
+    }
+  }
+}
+
 /// Where the payload of a chunk made by [`http_chunk`] starts (after the
 /// size line); 0 for bytes that are not such a chunk.
 pub fn chunk_payload_start(chunk: &[u8]) -> usize {
@@ -255,6 +284,15 @@ mod tests {
       b"c\r\ndata: \"hi\"\n\n\r\n"
     );
     assert_eq!(http_chunk(&[b'x'; 255])[..4], *b"ff\r\n");
+  }
+
+  #[test]
+  fn identity_framing_sends_the_payload_of_each_chunk() {
+    let chunk = http_chunk(b"data: 1\n\n");
+    assert_eq!(Framing::Chunked.wire(&chunk), chunk.as_slice());
+    assert_eq!(Framing::Identity.wire(&chunk), b"data: 1\n\n");
+    let big = http_chunk(&[b'x'; 70_000]);
+    assert_eq!(Framing::Identity.wire(&big).len(), 70_000);
   }
 
   #[test]

@@ -15,7 +15,6 @@
 //! [`Effect::Finish`] and at most one `disconnect`.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +30,7 @@ use crate::history::{History, Replay};
 use crate::registry::{ConnKey, Entry, Registry};
 use crate::shards::{default_writer_threads, Event, Writers};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::writer::{fd_budget, ConnGauge, DeadReason, WireId, WriterConfig};
+use crate::writer::{fd_budget, ConnGauge, DeadReason, SocketFd, WireId, WriterConfig};
 
 /// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
 /// `Number.MAX_VALUE`) means "longer than anything", never a panic (as
@@ -363,13 +362,13 @@ impl<H> HubCore<H> {
   }
 
   /// Registers a connection under `id`. With `socket` (a duplicate of its
-  /// fd) and a running writer with room, the writer takes it; otherwise it
+  /// fd, and its framing) and a running writer with room, the writer takes it; otherwise it
   /// uses the stream transport and the duplicate is closed.
   pub fn register(
     &mut self,
     id: &str,
     handle: H,
-    socket: Option<OwnedFd>,
+    socket: Option<SocketFd>,
     now: Instant,
   ) -> (ConnKey, Option<WireId>) {
     self.register_with(id, handle, socket, now, None, None)
@@ -386,7 +385,7 @@ impl<H> HubCore<H> {
     &mut self,
     id: &str,
     handle: H,
-    socket: Option<OwnedFd>,
+    socket: Option<SocketFd>,
     now: Instant,
     last_event_id: Option<&str>,
     mark: Option<Mark>,
@@ -407,7 +406,7 @@ impl<H> HubCore<H> {
     &mut self,
     id: &str,
     handle: H,
-    socket: Option<OwnedFd>,
+    socket: Option<SocketFd>,
     now: Instant,
     replay_from: Option<ReplayFrom>,
   ) -> (ConnKey, Option<WireId>) {
@@ -1271,7 +1270,7 @@ mod tests {
   ) -> (ConnKey, Option<WireId>, (TcpStream, TcpStream)) {
     let (server, client) = pair();
     let fd = server.as_fd().try_clone_to_owned().unwrap();
-    let (key, wire) = hub.register(id, handle, Some(fd), at(0));
+    let (key, wire) = hub.register(id, handle, Some(fd.into()), at(0));
     (key, wire, (server, client))
   }
 

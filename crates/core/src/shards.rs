@@ -12,13 +12,12 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::stats::Stats;
 use crate::writer::{
-  ConnGauge, DeadReason, SocketWriter, WireId, WriterConfig, WriterEvent, WriterPort,
+  ConnGauge, DeadReason, SocketFd, SocketWriter, WireId, WriterConfig, WriterEvent, WriterPort,
 };
 
 /// Most writer threads one hub may have.
@@ -125,12 +124,18 @@ impl Writers {
   }
 
   /// Hands a connection to the least loaded live shard.
-  pub fn add(&mut self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>) -> bool {
-    self.add_with(wire, fd, gauge, false)
+  pub fn add(&mut self, wire: WireId, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) -> bool {
+    self.add_with(wire, fd.into(), gauge, false)
   }
 
   /// [`Writers::add`], its replay gate held from the start when `held`.
-  pub fn add_with(&mut self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>, held: bool) -> bool {
+  pub fn add_with(
+    &mut self,
+    wire: WireId,
+    fd: SocketFd,
+    gauge: Arc<ConnGauge>,
+    held: bool,
+  ) -> bool {
     let Some((index, shard)) = self
       .shards
       .iter_mut()

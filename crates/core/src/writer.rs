@@ -31,7 +31,7 @@ use crate::backpressure::Admit;
 pub use crate::backpressure::SlowPolicy;
 use crate::bus::entry::{BusFrame, EntryId};
 use crate::bus::gate::{Gate, HeldLocal};
-use crate::frame::reset_chunk;
+use crate::frame::{reset_chunk, Framing};
 use crate::stats::Stats;
 
 /// How many connections the writer may hold at once. Each one costs a
@@ -151,7 +151,7 @@ pub enum WriterEvent {
 enum Command {
   /// A new connection; `held` when it waits for a bus replay (its gate is
   /// held from the start, so no live entry can reach it first).
-  Add(WireId, OwnedFd, Arc<ConnGauge>, bool),
+  Add(WireId, SocketFd, Arc<ConnGauge>, bool),
   /// The app's own `res.write`, as one HTTP chunk: never dropped, counted
   /// in the connection's gauge.
   Write(WireId, Arc<[u8]>),
@@ -257,13 +257,13 @@ impl SocketWriter {
 
   /// Hands a connection to the writer. `fd` must be a duplicate of a
   /// connected, non-blocking TCP socket's fd; the writer closes it when done.
-  pub fn add(&self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>) {
-    self.add_with(wire, fd, gauge, false);
+  pub fn add(&self, wire: WireId, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) {
+    self.add_with(wire, fd.into(), gauge, false);
   }
 
   /// [`SocketWriter::add`], with its replay gate held from the start when
   /// `held` (it reconnected with a `Last-Event-ID` to a hub with a bus).
-  pub fn add_with(&self, wire: WireId, fd: OwnedFd, gauge: Arc<ConnGauge>, held: bool) {
+  pub fn add_with(&self, wire: WireId, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
     self.submit(Command::Add(wire, fd, gauge, held));
   }
 
@@ -364,6 +364,26 @@ impl Drop for SocketWriter {
   }
 }
 
+/// A connection's socket as the writer gets it: the fd, and how its body is
+/// delimited.
+#[derive(Debug)]
+pub struct SocketFd {
+  pub fd: OwnedFd,
+  pub framing: Framing,
+}
+
+impl From<OwnedFd> for SocketFd {
+  /// A chunked connection (Node's HTTP/1.1 default).
+  fn from(fd: OwnedFd) -> SocketFd {
+    SocketFd {
+      fd,
+      framing: Framing::Chunked,
+    }
+  }
+}
+
+/// A chunk waiting for the socket; `offset` counts bytes of its wire form
+/// ([`Framing::wire`]) already written.
 struct Pending {
   bytes: Arc<[u8]>,
   offset: usize,
@@ -372,6 +392,7 @@ struct Pending {
 struct Conn {
   wire: WireId,
   io: AsyncFd<TcpStream>,
+  framing: Framing,
   queue: RefCell<VecDeque<Pending>>,
   gauge: Arc<ConnGauge>,
   ending: Cell<bool>,
@@ -698,7 +719,7 @@ fn deliver(state: &Rc<WriterState>, run: &[Delivery]) {
 
 fn handle(state: &Rc<WriterState>, command: Command) {
   match command {
-    Command::Add(wire, fd, gauge, held) => {
+    Command::Add(wire, SocketFd { fd, framing }, gauge, held) => {
       let stream = TcpStream::from(fd);
       // Shares the file description with Node's fd, which libuv already made
       // non-blocking; setting it again is harmless and makes that explicit.
@@ -712,6 +733,7 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         Ok(io) => state.conns.borrow_mut().insert(Rc::new(Conn {
           wire,
           io,
+          framing,
           queue: RefCell::new(VecDeque::new()),
           gauge,
           ending: Cell::new(false),
@@ -849,7 +871,10 @@ fn write_frames(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>], 
   let mut rest = frames;
   while !rest.is_empty() {
     let batch = &rest[..rest.len().min(MAX_IOVECS)];
-    let slices: Vec<IoSlice<'_>> = batch.iter().map(|f| IoSlice::new(f)).collect();
+    let slices: Vec<IoSlice<'_>> = batch
+      .iter()
+      .map(|f| IoSlice::new(conn.framing.wire(f)))
+      .collect();
     let mut written = match conn.io.get_ref().write_vectored(&slices) {
       Ok(n) => n,
       Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -864,8 +889,9 @@ fn write_frames(state: &Rc<WriterState>, conn: &Rc<Conn>, frames: &[Arc<[u8]>], 
       .wire_bytes
       .fetch_add(written as u64, Ordering::Relaxed);
     for (i, frame) in batch.iter().enumerate() {
-      if written >= frame.len() {
-        written -= frame.len();
+      let len = conn.framing.wire(frame).len();
+      if written >= len {
+        written -= len;
         state.frame_done(frame);
         continue;
       }
@@ -900,7 +926,7 @@ fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, app: boo
   };
   match crate::backpressure::admit(
     conn.queued(),
-    bytes.len(),
+    conn.framing.wire(bytes).len(),
     config.max_buffered_bytes,
     policy,
   ) {
@@ -920,7 +946,7 @@ fn enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, app: boo
 }
 
 fn force_enqueue(state: &Rc<WriterState>, conn: &Rc<Conn>, bytes: &Arc<[u8]>, offset: usize) {
-  let len = bytes.len() - offset;
+  let len = conn.framing.wire(bytes).len() - offset;
   conn.queue.borrow_mut().push_back(Pending {
     bytes: bytes.clone(),
     offset,
@@ -966,7 +992,7 @@ async fn flush(state: Rc<WriterState>, conn: Rc<Conn>) {
       let slices: Vec<IoSlice<'_>> = queue
         .iter()
         .take(MAX_IOVECS)
-        .map(|p| IoSlice::new(&p.bytes[p.offset..]))
+        .map(|p| IoSlice::new(&conn.framing.wire(&p.bytes)[p.offset..]))
         .collect();
       io.get_ref().write_vectored(&slices)
     });
@@ -1005,7 +1031,7 @@ fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
   let mut queue = conn.queue.borrow_mut();
   while written > 0 {
     let Some(head) = queue.front_mut() else { break };
-    let left = head.bytes.len() - head.offset;
+    let left = conn.framing.wire(&head.bytes).len() - head.offset;
     if written >= left {
       written -= left;
       if let Some(done) = queue.pop_front() {
@@ -1327,7 +1353,7 @@ mod tests {
       state,
       Command::Add(
         wire,
-        server.as_fd().try_clone_to_owned().unwrap(),
+        server.as_fd().try_clone_to_owned().unwrap().into(),
         Arc::default(),
         false,
       ),
