@@ -7,14 +7,18 @@ export type {
   BusEvent,
   BusStats,
   DisconnectEvent,
+  DrainOnSignalsOptions,
   DrainOptions,
   EventOptions,
+  EventOptionsFor,
   HubOptions,
   HubStats,
   MetricFamily,
   MetricsOptions,
   Payload,
   RedisOptions,
+  SseHubEvents,
+  SseHubListener,
   SseResponse,
   SseWriterError,
 } from './index.js';
@@ -24,7 +28,7 @@ export default sseHelper;
 
 /** A registry of Server-Sent Events connections (see `index.d.ts`). */
 export declare const SseHub: typeof sseHelper.SseHub;
-export type SseHub = sseHelper.SseHub;
+export type SseHub<Meta = unknown> = sseHelper.SseHub<Meta>;
 /** Thrown by `addClient` past `maxClients`. */
 export declare const SseCapacityError: typeof sseHelper.SseCapacityError;
 export type SseCapacityError = sseHelper.SseCapacityError;
@@ -51,4 +55,5 @@ export declare const metrics: typeof sseHelper.metrics;
 export declare const ready: typeof sseHelper.ready;
 export declare const drain: typeof sseHelper.drain;
 export declare const globalClientCount: typeof sseHelper.globalClientCount;
+export declare const drainOnSignals: typeof sseHelper.drainOnSignals;
 export declare const position: typeof sseHelper.position;

@@ -10,9 +10,9 @@ import type { Http2ServerResponse } from 'node:http2';
 type ClientId = string | number | bigint | boolean | symbol | object;
 
 /** An entry of `_clients`, as the original's map holds them. */
-interface ClientEntry {
+interface ClientEntry<Meta = unknown> {
   res: SseResponse;
-  meta: unknown;
+  meta: Meta;
   /** Registration time, in ms since the epoch. */
   createdAt: number;
 }
@@ -41,16 +41,44 @@ interface EventOptions {
   id?: string;
   /** `retry:` field, the reconnection delay in milliseconds (a non-negative integer). */
   retry?: number;
-  /** Send a string payload as-is, one `data:` line per line, instead of as JSON. */
-  raw?: boolean;
 }
 
-interface BroadcastOptions extends EventOptions {
+/**
+ * {@link EventOptions} for a payload of type `P`, with `raw`: send a string
+ * payload as-is, one `data:` line per line, instead of as JSON. `raw: true`
+ * compiles only with a string payload (anything else throws at run time).
+ */
+type EventOptionsFor<P> = EventOptions &
+  ([P] extends [string]
+    ? {
+        /** Send the string as-is, one `data:` line per line, instead of as JSON. */
+        raw?: boolean;
+      }
+    : { raw?: false });
+
+interface BroadcastOptions<Meta = unknown> extends EventOptions {
   /** Only the members of this channel. */
   channel?: string;
   /** Only the connections whose meta passes this test. */
-  filter?: (meta: unknown, id: string) => boolean;
+  filter?: (meta: Meta, id: string) => boolean;
 }
+
+/** The events an `SseHub` emits, and their listeners' arguments. */
+interface SseHubEvents {
+  /** A connection was registered (`addClient`). */
+  connect: [event: { id: string; res: SseResponse }];
+  /** A connection left: it closed, was removed, failed, or was too slow. */
+  disconnect: [event: DisconnectEvent];
+  /** A connection fell behind by more than `maxBufferedBytes`. */
+  slow: [event: { id: string }];
+  /** The native writer thread died (its connections were closed). */
+  error: [error: SseWriterError];
+  /** The Redis bus connected, or lost Redis (and retries). */
+  bus: [event: BusEvent];
+}
+
+/** A listener of the hub event `E`. */
+type SseHubListener<E extends keyof SseHubEvents> = (...args: SseHubEvents[E]) => void;
 
 interface AddClientOptions {
   /** Replay from this id instead of the request's `Last-Event-ID` header. */
@@ -156,13 +184,24 @@ interface DrainOptions {
   retryMs?: number;
 }
 
+/** `drainOnSignals()`'s options. */
+interface DrainOnSignalsOptions extends DrainOptions {
+  /** Default `['SIGTERM', 'SIGINT']` (systemd, Docker, Kubernetes; PM2, Ctrl-C); add `'SIGUSR2'` for nodemon. */
+  signals?: ('SIGTERM' | 'SIGINT' | 'SIGUSR2' | 'SIGHUP' | 'SIGBREAK')[];
+  /** The longest the drain may take before the signal is raised again. Default 1,400 ms (PM2 kills after 1,600). */
+  timeoutMs?: number;
+}
+
 interface HubStats {
+  /** Registered connections, on both transports. */
   clients: number;
   /** Connections written through `res.write`. */
   streamConnections: number;
   /** Connections written by the native socket writer. */
   socketConnections: number;
+  /** Frames written to connections so far (an event, a comment or a heartbeat sent to one connection is one). */
   framesSent: number;
+  /** Bytes of those frames (SSE bytes, without HTTP chunk framing). */
   bytesSent: number;
   /** Frames skipped for slow clients under the `drop` policy. */
   framesDropped: number;
@@ -245,16 +284,19 @@ declare class SseCapacityError extends Error {
  * warning, never a crash). A listener that throws never undoes the hub's
  * work: its error is rethrown on the next tick.
  */
-declare class SseHub extends EventEmitter {
+declare class SseHub<Meta = unknown> extends EventEmitter {
+  /** `new SseHub<{ ip: string }>()` types every `meta` and `filter` of the hub. */
   constructor();
 
-  on(event: 'connect', listener: (event: { id: string; res: SseResponse }) => void): this;
-  on(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
-  on(event: 'slow', listener: (event: { id: string }) => void): this;
-  on(event: 'error', listener: (error: SseWriterError) => void): this;
-  on(event: 'bus', listener: (event: BusEvent) => void): this;
-  // biome-ignore lint/suspicious/noExplicitAny: the signature of EventEmitter's own `on`
-  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  // The hub's events only: a misspelt event or a listener of the wrong shape does not compile.
+  on<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  once<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  off<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  addListener<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  removeListener<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  prependListener<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  prependOnceListener<E extends keyof SseHubEvents>(event: E, listener: SseHubListener<E>): this;
+  emit<E extends keyof SseHubEvents>(event: E, ...args: SseHubEvents[E]): boolean;
 
   /**
    * Status 200 and the SSE headers (`Content-Type: text/event-stream; charset=utf-8`,
@@ -273,7 +315,7 @@ declare class SseHub extends EventEmitter {
    * `clear` drop connections without ending them; `set` stores an entry by
    * hand, as the original's tests do. For tests and inspection.
    */
-  readonly _clients: Map<unknown, ClientEntry>;
+  readonly _clients: Map<unknown, ClientEntry<Meta>>;
   /** A live view of res → id with `WeakMap`'s interface, as the original exports. */
   readonly _resIndex: WeakMap<object, unknown>;
 
@@ -284,7 +326,7 @@ declare class SseHub extends EventEmitter {
    * @throws {SseCapacityError} past `maxClients`.
    * @throws {Error} with code `ERR_SSE_CLOSED` after `close()`.
    */
-  addClient(res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
+  addClient(res: SseResponse, meta?: Meta, options?: AddClientOptions): string;
   /**
    * Registers `res` under `id` and returns `id` as given: any value, compared
    * as a `Map` compares keys (`42` and `'42'` are two clients). A response
@@ -292,8 +334,8 @@ declare class SseHub extends EventEmitter {
    * responses may share one id. A nullish `id` means "generate one".
    * @throws {TypeError} when `res` is not an object.
    */
-  addClient<Id extends ClientId>(id: Id, res: SseResponse, meta?: unknown, options?: AddClientOptions): Id;
-  addClient(id: null | undefined, res: SseResponse, meta?: unknown, options?: AddClientOptions): string;
+  addClient<Id extends ClientId>(id: Id, res: SseResponse, meta?: Meta, options?: AddClientOptions): Id;
+  addClient(id: null | undefined, res: SseResponse, meta?: Meta, options?: AddClientOptions): string;
 
   /** Unregisters `res` and ends it if still open. False when it was not registered. */
   removeClient(res: unknown): boolean;
@@ -307,10 +349,10 @@ declare class SseHub extends EventEmitter {
    * the bus (the client may be on another instance), and `options.id` is
    * refused (`ERR_INVALID_ARG_VALUE`: the stream entry id is the id).
    */
-  sendToClient(id: unknown, payload: Payload, options?: EventOptions): boolean;
+  sendToClient<P>(id: unknown, payload: P, options?: EventOptionsFor<P>): boolean;
 
   /** Sends to one response, registered or not. False when it has closed. */
-  send(res: SseResponse | null | undefined, payload: Payload, options?: EventOptions): boolean;
+  send<P>(res: SseResponse | null | undefined, payload: P, options?: EventOptionsFor<P>): boolean;
 
   /**
    * Sends to every registered connection; returns how many were written.
@@ -319,10 +361,10 @@ declare class SseHub extends EventEmitter {
    * connections targeted. A `filter` cannot travel: a filtered broadcast
    * stays on this instance, without an id.
    */
-  broadcast(payload: Payload, options?: BroadcastOptions): number;
+  broadcast<P>(payload: P, options?: BroadcastOptions<Meta> & EventOptionsFor<P>): number;
 
   /** Sends to the members of `channel` (on every instance, with a Redis bus); returns how many here. */
-  publish(channel: string, payload: Payload, options?: EventOptions): number;
+  publish<P>(channel: string, payload: P, options?: EventOptionsFor<P>): number;
 
   /** Writes a comment (`: text`) to a response, a client id's connections, or everyone (`null`). */
   comment(target: SseResponse | string | null, text: string): number;
@@ -355,7 +397,7 @@ declare class SseHub extends EventEmitter {
    * With a Redis bus both stay on this instance (no id): it is what a
    * shutting-down instance tells its own clients.
    */
-  broadcastAndClose(payload: Payload, options?: EventOptions): number;
+  broadcastAndClose<P>(payload: P, options?: EventOptionsFor<P>): number;
 
   /**
    * Resolves once the Redis bus is connected (at once without one). While
@@ -372,6 +414,16 @@ declare class SseHub extends EventEmitter {
    * reconnect to another instance and are replayed what they missed.
    */
   drain(options?: DrainOptions): Promise<void>;
+
+  /**
+   * Drains the hub on the first of `signals`, for at most `timeoutMs`, then
+   * raises that signal again so the process ends as it would have (unless
+   * the app listens for it itself, then the app decides). A second signal
+   * meanwhile ends the process at once. Returns a function that removes
+   * the listeners.
+   * @throws {TypeError} on an unknown option, signal or a bad duration.
+   */
+  drainOnSignals(options?: DrainOnSignalsOptions): () => void;
 
   /**
    * Clients connected to every instance on the same Redis stream (each
@@ -440,24 +492,28 @@ declare namespace sseHelper {
     ClientEntry,
     ClientId,
     DisconnectEvent,
+    DrainOnSignalsOptions,
     DrainOptions,
     EventOptions,
+    EventOptionsFor,
     HubOptions,
     HubStats,
     MetricFamily,
     MetricsOptions,
     Payload,
     RedisOptions,
+    SseHubEvents,
+    SseHubListener,
     SseResponse,
     SseWriterError,
   };
-  /** The type of a hub: `const hub: SseHub = new sseHelper.SseHub()`. */
-  export type SseHub = HubInstance;
+  /** The type of a hub: `const hub: SseHub = new sseHelper.SseHub()`; `SseHub<Meta>` for a typed meta. */
+  export type SseHub<Meta = unknown> = HubInstance<Meta>;
   /** The type of the error `addClient` throws past `maxClients`. */
   export type SseCapacityError = CapacityErrorInstance;
 }
 
-type HubInstance = SseHub;
+type HubInstance<Meta = unknown> = SseHub<Meta>;
 type CapacityErrorInstance = SseCapacityError;
 
 export = sseHelper;

@@ -1,7 +1,7 @@
 'use strict';
 
 const { EventEmitter } = require('node:events');
-const { debuglog } = require('node:util');
+const { debugLog } = require('./lib/debug-log.js');
 const { loadBinding } = require('./lib/load-binding.js');
 const { serialize, formatSSEMessage } = require('./lib/serialize.js');
 const { encodeId, decodeId } = require('./lib/client-id.js');
@@ -11,6 +11,7 @@ const { inspectSocket, responseHooks } = require('./lib/socket.js');
 const { metrics } = require('./lib/metrics.js');
 const { busOptionsOf, KeepAlive, Requests } = require('./lib/bus.js');
 const { invalidType, invalidValue, kindOf, checkString, checkKey } = require('./lib/errors.js');
+const { drainOnSignals } = require('./lib/signals.js');
 const {
   BROADCAST_OPTIONS,
   PUBLISH_OPTIONS,
@@ -28,8 +29,7 @@ const { NativeHub } = loadBinding();
 // choices and slow-client actions to stderr. Node reads NODE_DEBUG once at
 // startup, so whether it is on is read once here too: with it off, every
 // log site is one branch on a constant and builds no string.
-const debug = debuglog('sse-helper-native');
-const DEBUG = debug.enabled;
+const { debug, DEBUG } = debugLog('sse-helper-native');
 
 /** Holds a primitive meta value: native references need an object. */
 class MetaBox {
@@ -83,6 +83,7 @@ const METHODS = [
   'drain',
   'globalClientCount',
   'position',
+  'drainOnSignals',
 ];
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -95,6 +96,17 @@ const DEFAULT_MAX_AGE_MS = 60 * 60 * 1000;
 const CLOSE_FLUSH_MS = 5_000;
 /** Node's timers take at most 2^31 - 1 ms; past that they fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** `retryMs` of drain() and drainOnSignals(): undefined, or an integer of milliseconds a timer can take. */
+function checkRetryMs(retryMs) {
+  if (retryMs === undefined) return;
+  if (typeof retryMs !== 'number') {
+    throw invalidType(`options.retryMs must be a number, got ${kindOf(retryMs)}`);
+  }
+  if (!(Number.isInteger(retryMs) && retryMs >= 0 && retryMs <= MAX_TIMER_MS)) {
+    throw invalidValue(`options.retryMs must be an integer from 0 to ${MAX_TIMER_MS}, got ${retryMs}`);
+  }
+}
 
 /**
  * A registry of Server-Sent Events connections. The package's default export
@@ -688,19 +700,23 @@ class SseHub extends EventEmitter {
   async drain(options) {
     checkKeys(options, ['retryMs']);
     const retryMs = options?.retryMs;
-    if (retryMs !== undefined) {
-      if (typeof retryMs !== 'number') {
-        throw invalidType(`options.retryMs must be a number, got ${kindOf(retryMs)}`);
-      }
-      if (!(Number.isInteger(retryMs) && retryMs >= 0 && retryMs <= MAX_TIMER_MS)) {
-        throw invalidValue(`options.retryMs must be an integer from 0 to ${MAX_TIMER_MS}, got ${retryMs}`);
-      }
-    }
+    checkRetryMs(retryMs);
     this.#draining = true;
     if (DEBUG) debug('drain: %d connection(s), retry %s', this.#native.count(), retryMs);
     if (retryMs !== undefined) this.#native.retryHint(retryMs);
     if (this.#bus && this.#busState !== 'closed') await this.#flushBus(MAX_TIMER_MS);
     await this.close();
+  }
+
+  /**
+   * Drains this hub on the first of `signals` (default SIGTERM and SIGINT;
+   * add 'SIGUSR2' for nodemon) for at most `timeoutMs` (default 1,400: PM2
+   * kills after 1,600), then raises the signal again so the process ends as
+   * it would have, unless the app listens for it itself. Returns a function
+   * that removes the listeners.
+   */
+  drainOnSignals(options) {
+    return drainOnSignals((o) => this.drain(o), checkRetryMs, options);
   }
 
   /** Counters and gauges: clients per transport, channels, frames, bytes, drops, replays. */

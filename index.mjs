@@ -26,6 +26,7 @@ export const {
   drain,
   globalClientCount,
   position,
+  drainOnSignals,
 } = sseHelper;
 
 export default sseHelper;

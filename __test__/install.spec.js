@@ -252,7 +252,7 @@ maybe(title, () => {
           { env: baseEnv },
           180_000,
         );
-    published = require('../scripts/pack.js').pack(path.join(work, 'packages'));
+    published = require('../scripts/pack.js').pack(path.join(work, 'packages'), { log: () => {} });
     expect(Object.keys(published.platforms)).toEqual(expect.arrayContaining(['linux-x64-gnu', 'linux-arm64-gnu']));
 
     await waitForRegistry(registry, 30_000);
@@ -350,17 +350,24 @@ maybe(title, () => {
     const app = path.join(work, 'app-no-platform');
     fs.cpSync(appA, app, { recursive: true, verbatimSymlinks: true });
     fs.rmSync(path.join(app, 'node_modules', `${NAME}-linux-x64-gnu`), { recursive: true });
-    const script = `try { require('${NAME}'); } catch (e) { console.log(JSON.stringify({ type: e.constructor.name, message: e.message })); }`;
+    const script = `try { require('${NAME}'); } catch (e) { console.log(JSON.stringify({ type: e.constructor.name, message: e.message, code: e.code, cause: e.cause === undefined ? null : String(e.cause) })); }`;
     const { stdout } = await run(
       process.execPath,
       ['-e', script],
       { cwd: app, env: appEnv('app-no-platform') },
       15_000,
     );
-    const { type, message } = JSON.parse(stdout);
+    const { type, message, code, cause } = JSON.parse(stdout);
     expect(type).toBe('Error');
-    expect(message).toContain('no native binary for linux-x64');
-    expect(message).toContain(`${NAME}-linux-x64`); // the package that is missing
+    expect(code).toBe('ERR_SSE_NO_BINARY');
+    expect(message).toContain('no native binary for linux-x64-gnu');
+    // The package that is missing, at the version to install, and why it may be.
+    const { version } = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'));
+    expect(message).toContain(`npm install ${NAME}-linux-x64-gnu@${version}`);
+    expect(message).toContain('--omit=optional');
+    // Nothing nested that blames npm or the lockfile.
+    expect(cause).toBeNull();
+    expect(message).not.toMatch(/npm has a bug/i);
     expect(message).toMatch(/build one for this platform from source/);
     expect(message).toContain('npm run build');
   }, 30_000);

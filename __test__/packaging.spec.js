@@ -22,7 +22,12 @@ afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 let packed;
 
 test('the main package carries the loader, entry points, types and license, no binary; one package per platform carries it', () => {
-  packed = require('../scripts/pack.js').pack(path.join(work, 'packages'));
+  const { pack, PLATFORMS } = require('../scripts/pack.js');
+  const notes = [];
+  packed = pack(path.join(work, 'packages'), { log: (line) => notes.push(line) });
+  // A platform without a binary here is left out, and said so, once each.
+  expect(packed.leftOut).toEqual(PLATFORMS.filter((p) => !packed.platforms[p]));
+  expect(notes).toEqual(packed.leftOut.map((p) => `pack: no binary for ${p} (run scripts/build-targets.js); left out`));
   const list = (tgz) =>
     execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' })
       .split('\n')

@@ -46,15 +46,21 @@ function inspectSocket(res) {
   if (!Object.isExtensible(res))
     return 'res is frozen, sealed or not extensible: the writer could not install its write and end';
   if (res.headersSent !== true) return 'headers not sent (call initResponse first)';
-  const framing = bodyFraming(res);
-  if (framing !== 'chunked' && framing !== 'identity') return framing;
   const socket = res.socket;
   if (!socket) return 'no socket';
   if (socket.encrypted) return 'TLS';
-  if (socket.writableLength !== 0 || res.writableLength !== 0) return 'writes still pending in Node';
+  // Before the framing: where the socket has no fd (Bun's and Deno's
+  // node:http), that is the reason, whatever else the response says.
   const fd = socket._handle?.fd;
+  if (!Number.isInteger(fd) || fd < 0) {
+    return process.versions.bun || process.versions.deno
+      ? `no file descriptor (${process.versions.bun ? 'Bun' : 'Deno'}'s node:http sockets expose none)`
+      : 'no file descriptor (not a TCP socket?)';
+  }
+  const framing = bodyFraming(res);
+  if (framing !== 'chunked' && framing !== 'identity') return framing;
+  if (socket.writableLength !== 0 || res.writableLength !== 0) return 'writes still pending in Node';
   const { remoteAddress, remotePort, localPort } = socket;
-  if (!Number.isInteger(fd) || fd < 0) return 'no file descriptor (not a TCP socket?)';
   if (typeof remoteAddress !== 'string' || !Number.isInteger(remotePort) || !Number.isInteger(localPort)) {
     return 'no TCP addresses';
   }

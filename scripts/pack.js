@@ -28,9 +28,15 @@ function npmPack(dir, out) {
   return path.join(out, info.filename);
 }
 
-function pack(out = path.join(root, '.cache', 'packages')) {
+/**
+ * Packs the main package and every platform package that has a binary into
+ * `out`. Returns { main, platforms: { platform: tgz }, leftOut: [platform] };
+ * `log` gets one line per platform left out (the tests collect them).
+ */
+function pack(out = path.join(root, '.cache', 'packages'), { log = console.error } = {}) {
   fs.mkdirSync(out, { recursive: true });
   const platforms = {};
+  const leftOut = [];
   for (const platform of PLATFORMS) {
     const dir = path.join(root, 'npm', platform);
     // The cross-built binary, or else, for this machine's own platform, the
@@ -41,7 +47,8 @@ function pack(out = path.join(root, '.cache', 'packages')) {
     const host = path.join(root, `${BINARY}.${platform}.node`);
     const binary = [cross, host].find((f) => fs.existsSync(f));
     if (!binary) {
-      console.error(`pack: no binary for ${platform} (run scripts/build-targets.js); left out`);
+      log(`pack: no binary for ${platform} (run scripts/build-targets.js); left out`);
+      leftOut.push(platform);
       continue;
     }
     const platformPkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
@@ -67,7 +74,7 @@ function pack(out = path.join(root, '.cache', 'packages')) {
     published.files = files;
     published.optionalDependencies = Object.fromEntries(PLATFORMS.map((p) => [`${pkg.name}-${p}`, pkg.version]));
     fs.writeFileSync(path.join(staging, 'package.json'), `${JSON.stringify(published, null, 2)}\n`);
-    return { main: npmPack(staging, out), platforms };
+    return { main: npmPack(staging, out), platforms, leftOut };
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
   }

@@ -50,3 +50,32 @@ hub.addClient('only-an-id');
 // @ts-expect-error the count is a number
 const wrong: string = hub.getClientCount();
 void wrong;
+
+// Events: only the hub's, each with its listener's shape.
+hub.on('connect', ({ id: joined, res }) => void [joined.length, res]);
+hub.once('bus', (event) => void (event.state === 'disconnected' ? event.error.code : event.state));
+hub.off('slow', ({ id: slowId }) => void slowId);
+hub.emit('slow', { id: 'x' });
+// @ts-expect-error not an event of the hub (a typo of 'disconnect')
+hub.on('disconect', () => {});
+// @ts-expect-error a disconnect listener gets { id, reason }, not a string
+hub.on('disconnect', (reason: string) => void reason);
+// @ts-expect-error once is typed too
+hub.once('conect', () => {});
+
+// raw: true only with a string payload.
+hub.broadcast('already framed\nlines', { raw: true });
+hub.send({} as import('node:http').ServerResponse, 'x', { raw: true, event: 'e' });
+// @ts-expect-error raw: true with an object would throw at run time
+hub.broadcast({ a: 1 }, { raw: true });
+// @ts-expect-error the same for publish
+hub.publish('news', 42, { raw: true });
+
+// A hub typed over its meta.
+const typed = new SseHub<{ ip: string }>();
+typed.addClient({} as import('node:http').ServerResponse, { ip: '127.0.0.1' });
+typed.broadcast('x', { filter: (meta) => meta.ip.startsWith('10.') });
+const entryIp: string | undefined = typed._clients.get('id')?.meta.ip;
+void entryIp;
+// @ts-expect-error the meta of this hub has an ip
+typed.addClient({} as import('node:http').ServerResponse, { ip: 1 });

@@ -807,7 +807,11 @@ fn handle(state: &Rc<WriterState>, command: Command) {
         *conn.channels.borrow_mut() = channels;
       }
     }
-    Command::Crash => panic!("sse-socket-writer: fault injected by crashWriterForTest"),
+    // A panic like any other to the thread and its owner, without the panic
+    // hook's message on stderr: the fault is deliberate (tests inject it).
+    Command::Crash => std::panic::resume_unwind(Box::new(
+      "sse-socket-writer: fault injected by crashWriterForTest",
+    )),
     // Handled by the command loop.
     Command::Stop => {}
   }
