@@ -380,6 +380,66 @@ async function startRedis({ args = [] } = {}) {
   };
 }
 
+/**
+ * Starts a Sentinel (redis-server --sentinel) on a free loopback port that
+ * monitors the master on `masterPort` as `name` (quorum 2, down after 1 s,
+ * failover timeout 4 s), its config file in a fresh temporary directory
+ * (Sentinel rewrites it).
+ *
+ * Resolves with { port, stop(), command(...args), output() }.
+ */
+async function startSentinel(masterPort, { name = 'm' } = {}) {
+  const binary = findRedisServer();
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-sentinel-'));
+  liveDirs.add(dir);
+  const conf = path.join(dir, 'sentinel.conf');
+  fs.writeFileSync(
+    conf,
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      `dir ${dir}`,
+      `sentinel monitor ${name} 127.0.0.1 ${masterPort} 2`,
+      `sentinel down-after-milliseconds ${name} 1000`,
+      `sentinel failover-timeout ${name} 4000`,
+      `sentinel parallel-syncs ${name} 1`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(binary, [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(child);
+  const stdout = collect(child.stdout);
+  const stderr = collect(child.stderr);
+  const output = () => stdout() + stderr();
+  child.once('exit', () => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
+  });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`redis-sentinel on port ${port} exited (${child.exitCode ?? child.signalCode}):\n${output()}`);
+    }
+    try {
+      if ((await redisCommand(port, ['PING'], 1000)) === 'PONG') break;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) {
+      await terminate(child, 'SIGKILL');
+      throw new Error(`redis-sentinel on port ${port} did not answer PING within 10 s:\n${output()}`);
+    }
+    await delay(20);
+  }
+  return {
+    port,
+    stop: () => terminate(child, 'SIGTERM', 5000),
+    command: (...cmd) => redisCommand(port, cmd),
+    output,
+  };
+}
+
 // ---------------------------------------------------------------------------
 // Bus fixture instances
 
@@ -564,6 +624,7 @@ async function stopAll() {
 
 module.exports = {
   startRedis,
+  startSentinel,
   spawnInstance,
   tcpProxy,
   stopAll,

@@ -20,8 +20,10 @@ function busOptionsOf(redis) {
   checkKeys(options, REDIS_OPTIONS, 'options.redis');
   const { url, stream = DEFAULT_STREAM, maxLen = DEFAULT_MAX_LEN, replayLimit = DEFAULT_REPLAY_LIMIT } = options;
   if (typeof url !== 'string') throw invalidType(`options.redis.url must be a string, got ${kindOf(url)}`);
-  if (!/^rediss?:\/\//.test(url) && !url.startsWith('unix:') && !url.startsWith('redis+unix:')) {
-    throw invalidValue('options.redis.url must be a redis:// or rediss:// URL');
+  if (!/^(rediss?|redis\+sentinel):\/\//.test(url) && !url.startsWith('unix:') && !url.startsWith('redis+unix:')) {
+    throw invalidValue(
+      'options.redis.url must be a redis://, rediss:// or redis+sentinel://host:port[,host:port...]/<master> URL',
+    );
   }
   if (typeof stream !== 'string') throw invalidType(`options.redis.stream must be a string, got ${kindOf(stream)}`);
   if (typeof maxLen !== 'number') throw invalidType(`options.redis.maxLen must be a number, got ${kindOf(maxLen)}`);

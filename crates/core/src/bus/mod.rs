@@ -13,6 +13,7 @@
 //! - [`gate`]: the per-connection replay gate (no gap, no duplicate).
 //! - [`link`]: the connection state and the reconnect backoff.
 //! - [`replay`]: replay reads, bounded and planned without I/O.
+//! - [`target`]: where it connects (one server, or the master Sentinels name).
 //!
 //! The thread runs a current-thread tokio runtime with two connections: a
 //! dedicated one for the blocking `XREAD` (its response timeout off: the
@@ -25,8 +26,9 @@ pub mod gate;
 pub mod link;
 pub mod replay;
 mod stats;
+pub mod target;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,7 @@ use link::{Link, LinkState, Notice};
 pub use replay::ReplayFrom;
 use replay::{Outcome, ReplayPlan, Step};
 pub use stats::{BusStats, BusStatsSnapshot};
+use target::{Sentinels, Target};
 
 /// How a hub uses Redis.
 #[derive(Debug, Clone)]
@@ -72,8 +75,12 @@ const READ_COUNT: usize = 1000;
 /// Bytes one `XREAD` should bring at most: after a bigger reply the next
 /// reads ask for proportionally fewer entries (at least one).
 const READ_BYTES: usize = 8 << 20;
+/// Entries the reader remembers having delivered ([`Reader::went_back`]).
+const RECENT: usize = 1024;
 /// Appends sent in one pipeline at most.
 const APPEND_BATCH: usize = 512;
+/// The name of the bus's connections (`CLIENT SETNAME`).
+pub const CONNECTION_NAME: &str = "sse-helper-native-bus";
 /// Connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Response timeout of the command connection: long enough that a loaded
@@ -313,8 +320,27 @@ pub fn check_url(url: &str, ca: Option<&str>) -> Result<(), String> {
   client(url, ca).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// The redis client for a URL; with `ca`, TLS trusts those roots only.
-fn client(url: &str, ca: Option<&str>) -> RedisResult<redis::Client> {
+/// Where a URL points; with `ca`, TLS trusts those roots only.
+fn client(url: &str, ca: Option<&str>) -> RedisResult<Target> {
+  if let Some(sentinels) = Sentinels::parse(url) {
+    if ca.is_some() {
+      return Err(redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "ca is for rediss:// URLs; redis+sentinel:// connects without TLS",
+      )));
+    }
+    return sentinels.map(Target::Sentinel).map_err(|e| {
+      redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "a bad Sentinel URL",
+        e,
+      ))
+    });
+  }
+  direct_client(url, ca).map(Target::Direct)
+}
+
+fn direct_client(url: &str, ca: Option<&str>) -> RedisResult<redis::Client> {
   match ca {
     None => redis::Client::open(url),
     #[cfg(target_os = "linux")]
@@ -374,6 +400,7 @@ impl Bus {
       read_count: READ_COUNT,
       gap_reported: None,
       presence: PresenceCheck::Script,
+      recent: VecDeque::with_capacity(RECENT),
     };
     std::thread::Builder::new()
       .name("sse-redis-bus".into())
@@ -520,7 +547,11 @@ enum End {
 struct Reader {
   /// How each blocking read checks its position is still in the stream.
   presence: PresenceCheck,
-  client: redis::Client,
+  /// The last [`RECENT`] entries delivered (id, data length): a stream that
+  /// went back but still holds one of them lost its tail, it was not
+  /// replaced ([`Reader::went_back`]).
+  recent: VecDeque<(EntryId, usize)>,
+  client: Target,
   config: BusConfig,
   presence_key: String,
   shared: Arc<Shared>,
@@ -975,9 +1006,53 @@ impl Reader {
       }
     };
     if went_back {
-      self.replaced();
+      self.went_back(session).await?;
     }
     Ok(())
+  }
+
+  /// The stream's ids went below the position. Either its tail was lost
+  /// (a failover to a replica that had not received it, a restart from a
+  /// snapshot): the newest entry at or below the position is one this
+  /// instance delivered, and reading resumes after it, with nothing to
+  /// tell the clients (they had the lost entries live). Or it was replaced
+  /// (deleted, flushed, restarted empty): [`Reader::replaced`].
+  async fn went_back(&mut self, session: &mut Session) -> RedisResult<()> {
+    let Some(position) = self.position else {
+      return Ok(());
+    };
+    let newest: Value = redis::cmd("XREVRANGE")
+      .arg(&self.config.stream)
+      .arg(position.to_string())
+      .arg("-")
+      .arg("COUNT")
+      .arg(1)
+      .query_async(&mut session.commands)
+      .await?;
+    let kept = parse_range(&newest)
+      .into_iter()
+      .next()
+      .and_then(|(id, entry)| {
+        let len = entry.ok()?.data.len();
+        self.recent.contains(&(id, len)).then_some(id)
+      });
+    match kept {
+      Some(id) => self.truncated(id),
+      None => self.replaced(),
+    }
+    Ok(())
+  }
+
+  /// The stream lost its tail after `kept`, an entry delivered here: read
+  /// on after it. Flushes waiting for the lost ids are answered.
+  fn truncated(&mut self, kept: EntryId) {
+    self.position = Some(kept);
+    self.shared.live().position = self.position;
+    self.recent.retain(|(id, _)| *id <= kept);
+    self.reread = true;
+    for (request, _) in std::mem::take(&mut self.flushes) {
+      self.reply(request, Ok(0.0));
+    }
   }
 
   /// The stream's `last-generated-id`; an error when there is no stream.
@@ -1018,6 +1093,7 @@ impl Reader {
   /// stream's first entry, and flushes waiting for ids of the old one are
   /// answered.
   fn replaced(&mut self) {
+    self.recent.clear();
     self.reset_everyone();
     self.position = Some(EntryId::ZERO);
     self.shared.live().position = self.position;
@@ -1067,6 +1143,10 @@ impl Reader {
       stats.add(&stats.entries_read, 1);
       match entry {
         Ok(entry) => {
+          if self.recent.len() == RECENT {
+            self.recent.pop_front();
+          }
+          self.recent.push_back((id, entry.data.len()));
           let seen = entry
             .origin
             .as_ref()
@@ -1208,7 +1288,9 @@ impl Reader {
           // Redis gave this entry an id at or below what the reader has
           // passed: the stream was replaced; read the new one from its start.
           if self.position.is_some_and(|p| p != EntryId::ZERO && id <= p) {
-            self.replaced();
+            if let Err(e) = self.went_back(session).await {
+              return Err(e.to_string());
+            }
           }
         }
         Ok(())
@@ -1469,7 +1551,8 @@ async fn unblock_reader(session: &mut Session, unblock: &mut Unblock) -> RedisRe
   Ok(())
 }
 
-async fn connect(client: redis::Client) -> RedisResult<Session> {
+async fn connect(target: Target) -> RedisResult<Session> {
+  let client = target.client().await?;
   // The reader blocks server-side for up to BLOCK: no response timeout
   // (the default 500 ms would fail every XREAD that waits longer); a dead
   // server is noticed by the read's own deadline in `xread`.
@@ -1482,9 +1565,20 @@ async fn connect(client: redis::Client) -> RedisResult<Session> {
   let mut reader = client
     .get_multiplexed_async_connection_with_config(&reader_config)
     .await?;
-  let commands = client
+  let mut commands = client
     .get_multiplexed_async_connection_with_config(&command_config)
     .await?;
+  // Never a replica (a stale address, a demoted master): ask again.
+  target::check_master(&mut commands).await?;
+  // Named, so an operator (and the tests) can tell the bus's connections
+  // in CLIENT LIST. A server that refuses the name is served all the same.
+  for conn in [&mut reader, &mut commands] {
+    let _: RedisResult<Value> = redis::cmd("CLIENT")
+      .arg("SETNAME")
+      .arg(CONNECTION_NAME)
+      .query_async(conn)
+      .await;
+  }
   let reader_id: i64 = redis::cmd("CLIENT")
     .arg("ID")
     .query_async(&mut reader)

@@ -1,0 +1,112 @@
+// The bus on Redis Sentinel (`redis+sentinel://`): a master, a replica and
+// three Sentinels (redis-server --sentinel), all on loopback, started by
+// the test; two instances broadcasting. The master is killed (SIGKILL)
+// mid-stream: the Sentinels promote the replica, both instances go to it
+// (they ask the Sentinels at every connect), and every entry the new master
+// holds reaches every client of both instances, once, in order. The old
+// master then comes back empty, calling itself a master until the
+// Sentinels demote it: the bus never connects to it.
+
+const { startRedis, startSentinel, spawnInstance, stopAll } = require('./redis-helpers.js');
+const { waitFor } = require('./helpers.js');
+const { request, statsOf, openSource, outOfOrder, duplicates, waitUntil, broadcastLoop } = require('./bus-clients.js');
+
+const LONG = 30_000;
+const cleanups = [];
+afterEach(async () => {
+  for (const undo of cleanups.splice(0).reverse()) {
+    try {
+      await undo();
+    } catch {
+      // Best effort.
+    }
+  }
+  await stopAll();
+});
+
+const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The stream's ids on a server, oldest first. */
+async function idsOn(server, stream) {
+  const entries = await server.command('XRANGE', stream, '-', '+');
+  return entries.map(([id]) => id);
+}
+
+test('a master killed mid-stream: the bus follows the failover, and never writes to the old master when it returns empty', async () => {
+  const master = await startRedis();
+  cleanups.push(() => master.stop());
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+  cleanups.push(() => replica.stop());
+  await waitUntil(
+    async () => /master_link_status:up/.test(await replica.command('INFO', 'replication')),
+    'the replica in sync',
+    LONG,
+  );
+  const sentinels = [];
+  for (let i = 0; i < 3; i++) {
+    const sentinel = await startSentinel(master.port);
+    cleanups.push(() => sentinel.stop());
+    sentinels.push(sentinel);
+  }
+  // They find each other and the replica through the master (every 2 s).
+  await waitUntil(
+    async () => {
+      for (const s of sentinels) {
+        if ((await s.command('SENTINEL', 'sentinels', 'm')).length < 2) return false;
+        if ((await s.command('SENTINEL', 'replicas', 'm')).length < 1) return false;
+      }
+      return true;
+    },
+    'the Sentinels aware of each other and of the replica',
+    LONG,
+  );
+  const url = `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/m`;
+  const stream = 'ha';
+  const a = await spawnInstance({ REDIS_URL: url, STREAM: stream });
+  const b = await spawnInstance({ REDIS_URL: url, STREAM: stream });
+  const clients = [a, b, a, b].map((i) => openSource(`http://127.0.0.1:${i.port}/events`));
+  for (const c of clients) cleanups.push(() => c.close());
+  await waitUntil(async () => (await request(a.port, '/count')).body.global === 4, 'four clients', LONG);
+
+  const loop = broadcastLoop([a.port, b.port], (n) => ({ n }), { pauseMs: 20 });
+  cleanups.push(() => loop.stop());
+  await waitFor(() => clients.every((c) => c.data().length >= 10), 'events before the failover', LONG);
+  await master.kill();
+  const masterPort = async () => (await sentinels[0].command('SENTINEL', 'get-master-addr-by-name', 'm'))[1];
+  await waitUntil(async () => (await masterPort()) === String(replica.port), 'the replica promoted', LONG);
+  await waitUntil(
+    async () => (await statsOf(a.port)).bus.state === 'connected' && (await statsOf(b.port)).bus.state === 'connected',
+    'both instances on the new master',
+    LONG,
+  );
+  const promoted = (await idsOn(replica, stream)).length;
+  await waitUntil(
+    async () => (await idsOn(replica, stream)).length >= promoted + 20,
+    'entries on the new master',
+    LONG,
+  );
+
+  // The old master back on its port, empty: a master by its own ROLE until
+  // the Sentinels make it a replica. The bus must never write to it.
+  await master.restart();
+  let busConnections = 0;
+  for (const until = Date.now() + 4000; Date.now() < until; await delay(100)) {
+    const list = String(await master.command('CLIENT', 'LIST'));
+    busConnections += (list.match(/name=sse-helper-native-bus/g) ?? []).length;
+  }
+  expect(busConnections).toBe(0);
+  await waitUntil(async () => (await master.command('ROLE'))[0] === 'slave', 'the old master demoted', LONG);
+
+  await loop.stop();
+  const kept = await idsOn(replica, stream);
+  const last = kept[kept.length - 1];
+  for (const c of clients) await waitFor(() => c.messages.some((m) => m.id === last), 'the last entry', LONG);
+  for (const c of clients) {
+    const ids = c.messages.map((m) => m.id).filter(Boolean);
+    // In order, once each, and nothing the new master holds is missing.
+    expect(outOfOrder(ids)).toEqual([]);
+    expect(duplicates(ids)).toEqual([]);
+    const got = new Set(ids);
+    expect(kept.filter((id) => !got.has(id))).toEqual([]);
+  }
+}, 120_000);

@@ -1,0 +1,278 @@
+//! Where the bus connects: one Redis (`redis://`, `rediss://`, `unix:`),
+//! or the master a set of Sentinels names
+//! (`redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]`).
+//!
+//! With Sentinel the master is asked for at every connect, never
+//! remembered: after a failover the bus goes to the promoted replica, and a
+//! failed master that comes back (empty, and calling itself a master until
+//! the Sentinels demote it) is never written to. Every connect, on either
+//! kind, checks `ROLE`: a server that is not a master is refused, so a
+//! stale address leads to asking again, not to appends a replica refuses
+//! (`READONLY`) in a reconnect loop.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisResult, Value};
+
+/// A parsed `redis+sentinel://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinels {
+  /// `host:port` of each Sentinel, in the order given.
+  pub addresses: Vec<(String, u16)>,
+  pub master: String,
+  pub db: i64,
+  /// Credentials of the master (and its replicas), not of the Sentinels.
+  pub username: Option<String>,
+  pub password: Option<String>,
+}
+
+/// Where the bus connects.
+#[derive(Debug, Clone)]
+pub enum Target {
+  /// One server, as the URL names it.
+  Direct(redis::Client),
+  /// The current master of a Sentinel-monitored group.
+  Sentinel(Sentinels),
+}
+
+/// The scheme of a Sentinel URL.
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+/// How long one Sentinel may take to answer where the master is.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `host:port`, the host in brackets when it is an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+  if host.contains(':') {
+    format!("[{host}]:{port}")
+  } else {
+    format!("{host}:{port}")
+  }
+}
+
+/// Percent-encodes user information for a URL (all but unreserved bytes).
+fn encode(text: &str) -> String {
+  text
+    .bytes()
+    .map(|b| {
+      if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        (b as char).to_string()
+      } else {
+        format!("%{b:02X}")
+      }
+    })
+    .collect()
+}
+
+/// Percent-decodes a URL's user information.
+fn decode(text: &str) -> Result<String, String> {
+  let bytes = text.as_bytes();
+  let mut out = Vec::with_capacity(bytes.len());
+  let mut i = 0;
+  while i < bytes.len() {
+    if bytes[i] == b'%' {
+      let hex = text
+        .get(i + 1..i + 3)
+        .and_then(|h| u8::from_str_radix(h, 16).ok())
+        .ok_or_else(|| format!("a bad percent escape in {text:?}"))?;
+      out.push(hex);
+      i += 3;
+    } else {
+      out.push(bytes[i]);
+      i += 1;
+    }
+  }
+  String::from_utf8(out).map_err(|_| "the credentials are not UTF-8".to_string())
+}
+
+impl Sentinels {
+  /// Parses `redis+sentinel://…`; `None` for any other scheme.
+  pub fn parse(url: &str) -> Option<Result<Sentinels, String>> {
+    let rest = url.strip_prefix(SENTINEL_SCHEME)?;
+    Some(Self::parse_rest(rest))
+  }
+
+  fn parse_rest(rest: &str) -> Result<Sentinels, String> {
+    let (authority, path) = rest.split_once('/').ok_or(
+      "a redis+sentinel:// URL needs the master's name: redis+sentinel://host:port/<master>",
+    )?;
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+      Some((userinfo, hosts)) => (Some(userinfo), hosts),
+      None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+      None => (None, None),
+      Some(info) => match info.split_once(':') {
+        Some((user, pass)) => (
+          Some(decode(user)?).filter(|u| !u.is_empty()),
+          Some(decode(pass)?),
+        ),
+        None => (Some(decode(info)?).filter(|u| !u.is_empty()), None),
+      },
+    };
+    let mut addresses = Vec::new();
+    for host in hosts.split(',') {
+      let (name, port) = host
+        .rsplit_once(':')
+        .map_or((host, Ok(26379)), |(name, port)| {
+          (name, port.parse::<u16>())
+        });
+      let port = port.map_err(|_| format!("a bad Sentinel port in {host:?}"))?;
+      let name = name.trim_start_matches('[').trim_end_matches(']');
+      if name.is_empty() {
+        return Err(format!("a Sentinel address without a host: {host:?}"));
+      }
+      addresses.push((name.to_string(), port));
+    }
+    let mut parts = path.split('/');
+    let master = parts.next().unwrap_or_default();
+    if master.is_empty() {
+      return Err("a redis+sentinel:// URL needs the master's name after the hosts".into());
+    }
+    let db = match parts.next() {
+      None | Some("") => 0,
+      Some(db) => db
+        .parse()
+        .map_err(|_| format!("a bad database number {db:?}"))?,
+    };
+    if parts.next().is_some() {
+      return Err("a redis+sentinel:// URL's path is /<master>[/<db>]".into());
+    }
+    Ok(Sentinels {
+      addresses,
+      master: decode(master)?,
+      db,
+      username,
+      password,
+    })
+  }
+
+  /// The client for a master at `host:port`.
+  fn master_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+    let auth = match (&self.username, &self.password) {
+      (None, None) => String::new(),
+      (user, None) => format!("{}@", encode(user.as_deref().unwrap_or_default())),
+      (user, Some(pass)) => format!(
+        "{}:{}@",
+        encode(user.as_deref().unwrap_or_default()),
+        encode(pass)
+      ),
+    };
+    redis::Client::open(format!(
+      "redis://{auth}{}/{}",
+      host_port(host, port),
+      self.db
+    ))
+  }
+
+  /// Asks the Sentinels in turn where the master is; the first answer wins.
+  async fn resolve(&self) -> RedisResult<redis::Client> {
+    let config = AsyncConnectionConfig::new()
+      .set_connection_timeout(Some(SENTINEL_TIMEOUT))
+      .set_response_timeout(Some(SENTINEL_TIMEOUT));
+    let mut last_error = None;
+    for (host, port) in &self.addresses {
+      let asked = async {
+        let sentinel = redis::Client::open(format!("redis://{}", host_port(host, *port)))?;
+        let mut conn = sentinel
+          .get_multiplexed_async_connection_with_config(&config)
+          .await?;
+        let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
+          .arg("get-master-addr-by-name")
+          .arg(&self.master)
+          .query_async(&mut conn)
+          .await?;
+        answer.ok_or_else(|| {
+          redis::RedisError::from((
+            redis::ErrorKind::MasterNameNotFoundBySentinel,
+            "the Sentinel does not know this master",
+            self.master.clone(),
+          ))
+        })
+      };
+      match asked.await {
+        Ok((host, port)) => return self.master_client(&host, port),
+        Err(e) => last_error = Some(e),
+      }
+    }
+    Err(last_error.unwrap_or_else(|| {
+      redis::RedisError::from((redis::ErrorKind::EmptySentinelList, "no Sentinel given"))
+    }))
+  }
+}
+
+impl Target {
+  /// The client to connect with now: the one server, or the master the
+  /// Sentinels name at this moment.
+  pub async fn client(&self) -> RedisResult<redis::Client> {
+    match self {
+      Target::Direct(client) => Ok(client.clone()),
+      Target::Sentinel(sentinels) => sentinels.resolve().await,
+    }
+  }
+}
+
+/// Refuses a server that is not a master (`ROLE`'s first element): a
+/// replica would refuse every append with `READONLY`. A server that does
+/// not answer `ROLE` (a proxy that hides it) is taken as it is.
+pub async fn check_master(conn: &mut MultiplexedConnection) -> RedisResult<()> {
+  let role: RedisResult<Value> = redis::cmd("ROLE").query_async(conn).await;
+  let Ok(Value::Array(parts)) = role else {
+    return match role {
+      Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+      _ => Ok(()),
+    };
+  };
+  let name = match parts.first() {
+    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+    Some(Value::SimpleString(s)) => s.clone(),
+    _ => return Ok(()),
+  };
+  if name == "master" {
+    Ok(())
+  } else {
+    Err(redis::RedisError::from((
+      redis::ErrorKind::Client,
+      "the server is not a master (ROLE)",
+      name,
+    )))
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn sentinel_urls_name_the_sentinels_the_master_and_the_credentials() {
+    let parsed =
+      Sentinels::parse("redis+sentinel://:p%40ss@10.0.0.1:26379,[::1]:26380,sentinel-c/mymaster/2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+      parsed,
+      Sentinels {
+        addresses: vec![
+          ("10.0.0.1".into(), 26379),
+          ("::1".into(), 26380),
+          ("sentinel-c".into(), 26379),
+        ],
+        master: "mymaster".into(),
+        db: 2,
+        username: None,
+        password: Some("p@ss".into()),
+      }
+    );
+    assert!(Sentinels::parse("redis://localhost").is_none());
+    for bad in [
+      "redis+sentinel://h:1",
+      "redis+sentinel://h:1/",
+      "redis+sentinel://h:x/m",
+      "redis+sentinel://:1/m",
+      "redis+sentinel://h:1/m/x",
+      "redis+sentinel://h:1/m/0/extra",
+    ] {
+      assert!(Sentinels::parse(bad).unwrap().is_err(), "{bad}");
+    }
+  }
+}
