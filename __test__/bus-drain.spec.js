@@ -8,23 +8,13 @@
 
 const path = require('node:path');
 const { SseHub } = require('..');
-const { startRedis, spawnInstance, tcpProxy, stopAll } = require('./redis-helpers.js');
+const { cleanupsAfterEach, startRedis, spawnInstance, tcpProxy } = require('./redis-helpers.js');
 const { startServer, rawGet, rawBytes, parseChunked, waitFor, within, runToExit, outcome } = require('./helpers.js');
 const { request, statsOf, openSource, parseFrames, outOfOrder, waitUntil, broadcastLoop } = require('./bus-clients.js');
 
 const PACKAGE = JSON.stringify(path.join(__dirname, '..'));
 
-const cleanups = [];
-afterEach(async () => {
-  for (const undo of cleanups.splice(0).reverse()) {
-    try {
-      await undo();
-    } catch {
-      // Best effort.
-    }
-  }
-  await stopAll();
-});
+const cleanups = cleanupsAfterEach();
 
 test('A drains while B broadcasts: every client gets every event exactly once, in order, across the move to B', async () => {
   const redis = await startRedis();

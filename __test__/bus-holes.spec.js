@@ -44,11 +44,14 @@ afterEach(async () => {
 
 const newStream = () => `holes-${process.pid}-${++streamCount}`;
 
-/** A hub on this test's Redis, ready, serving /events on a server of its own. */
-async function busHub(stream, transport = 'auto') {
-  const hub = new SseHub().configure({ transport, heartbeatMs: 0, redis: { url: redis.url, stream } });
+/**
+ * A hub on this test's Redis (or `url`), serving /events on a server of its
+ * own; ready unless `ready` is false. Other options go to configure().
+ */
+async function busHub(stream, { transport = 'auto', url = redis.url, ready = true, ...options } = {}) {
+  const hub = new SseHub().configure({ transport, heartbeatMs: 0, ...options, redis: { url, stream } });
   hubs.push(hub);
-  await hub.ready();
+  if (ready) await hub.ready();
   const srv = await startServer((app) => {
     app.get('/events', (req, res) => {
       hub.initResponse(res);
@@ -75,7 +78,7 @@ const frames = (client) =>
 describe.each(['auto', 'stream'])('transport %s', (transport) => {
   test('1: ids going backwards (a future id, then the stream lost) end in a reset, and delivery goes on', async () => {
     const stream = newStream();
-    const served = await busHub(stream, transport);
+    const served = await busHub(stream, { transport });
     const { hub } = served;
     const client = await connect(served, '/events?id=c');
     // Another producer appends an entry a day in the future; the reader passes it.
@@ -87,7 +90,7 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
     expect(hub.broadcast('mine')).toBe(1);
     await client.waitFor((c) => c.body().includes('"mine"'), 'its own broadcast', LONG);
     // Another instance's broadcast, read by the blocking read.
-    const other = await busHub(stream, transport);
+    const other = await busHub(stream, { transport });
     other.hub.broadcast('other');
     await client.waitFor((c) => c.body().includes('"other"'), "the other instance's broadcast", LONG);
     const got = frames(client);
@@ -97,13 +100,13 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
 
   test('1: a stream lost after a future id is noticed without a broadcast of this instance', async () => {
     const stream = newStream();
-    const served = await busHub(stream, transport);
+    const served = await busHub(stream, { transport });
     const client = await connect(served, '/events?id=c');
     const future = `${Date.now() + 86_400_000}-0`;
     await redis.command('XADD', stream, future, 'kind', 'broadcast', 'data', '"future"');
     await client.waitFor((c) => c.body().includes('"future"'), 'the future entry', LONG);
     await redis.command('DEL', stream);
-    const other = await busHub(stream, transport);
+    const other = await busHub(stream, { transport });
     other.hub.broadcast('other');
     // Within one blocking read's timeout (5 s) the reader sees the stream went back.
     await client.waitFor((c) => c.body().includes('"other"'), "the other instance's broadcast", LONG);
@@ -116,7 +119,7 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
       await redis.stop();
       redis = await startRedis({ args: ['--dir', dir, '--dbfilename', 'dump.rdb'] });
       const stream = newStream();
-      const served = await busHub(stream, transport);
+      const served = await busHub(stream, { transport });
       const { hub } = served;
       const client = await connect(served, '/events?id=c');
       for (const n of [1, 2, 3]) hub.broadcast(n);
@@ -144,7 +147,7 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
 
   test('2: a Last-Event-ID reconnection while Redis is down gets a reset, then local broadcasts at once', async () => {
     const stream = newStream();
-    const served = await busHub(stream, transport);
+    const served = await busHub(stream, { transport });
     const { hub } = served;
     const first = await connect(served, '/events?id=first');
     hub.broadcast('before');
@@ -169,24 +172,12 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
     const seen = String(await redis.command('XADD', stream, '*', 'kind', 'broadcast', 'data', '"seen"'));
     const proxy = await cuttableProxy(redis.port);
     proxy.hold();
-    const hub = new SseHub().configure({
-      transport,
-      heartbeatMs: 0,
-      maxBufferedBytes: 256 * 1024,
-      redis: { url: proxy.url, stream },
-    });
-    hubs.push(hub);
-    const srv = await startServer((app) => {
-      app.get('/events', (req, res) => {
-        hub.initResponse(res);
-        hub.addClient(req.query.id ?? null, res);
-      });
-    });
-    servers.push(srv);
+    const served = await busHub(stream, { transport, url: proxy.url, ready: false, maxBufferedBytes: 256 * 1024 });
+    const { hub } = served;
     try {
       await waitFor(() => proxy.waiting() > 0, 'the first connection attempt', LONG);
       // Registered held: its replay waits for the first session.
-      const client = await connect({ hub, srv }, '/events?id=held', { 'Last-Event-ID': seen });
+      const client = await connect(served, '/events?id=held', { 'Last-Event-ID': seen });
       // Redis not reached yet: delivered locally (no id), held for after the replay.
       const big = 'x'.repeat(100 * 1024);
       for (let n = 0; n < 30; n++) hub.broadcast({ n, big });
@@ -205,7 +196,7 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
   test('4: broadcast() then close() reaches this instance own clients (5 hubs)', async () => {
     for (let round = 0; round < 5; round++) {
       const stream = newStream();
-      const served = await busHub(stream, transport);
+      const served = await busHub(stream, { transport });
       const client = await connect(served, `/events?id=r${round}`);
       expect(served.hub.broadcast({ round })).toBe(1);
       await served.hub.close();
@@ -312,21 +303,8 @@ test.each([
   async (count, size) => {
     const cap = 256 * 1024;
     const stream = newStream();
-    const hub = new SseHub().configure({
-      heartbeatMs: 0,
-      maxBufferedBytes: cap,
-      redis: { url: redis.url, stream },
-    });
-    hubs.push(hub);
-    await hub.ready();
-    const srv = await startServer((app) => {
-      app.get('/events', (req, res) => {
-        hub.initResponse(res);
-        hub.addClient(req.query.id ?? null, res);
-      });
-    });
-    servers.push(srv);
-    const served = { hub, srv };
+    const served = await busHub(stream, { maxBufferedBytes: cap });
+    const { hub } = served;
     const big = 'x'.repeat(size);
     for (let n = 0; n < count; n++) hub.broadcast({ n, big });
     // Read back (delivered live to nobody: a live client could fall behind

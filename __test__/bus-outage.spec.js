@@ -8,7 +8,7 @@
 // twice or out of stream order.
 
 const { SseHub } = require('..');
-const { startRedis, spawnInstance, stopAll } = require('./redis-helpers.js');
+const { cleanupsAfterEach, startRedis, spawnInstance } = require('./redis-helpers.js');
 const { startServer, rawGet, waitFor, within, delay } = require('./helpers.js');
 const {
   request,
@@ -29,17 +29,7 @@ const STRICT = { NODE_OPTIONS: '--unhandled-rejections=strict' };
 const STREAM_ID = /^\d+-\d+$/;
 
 /** Undone after each test, last first: clients, hubs, servers, proxies. */
-const cleanups = [];
-afterEach(async () => {
-  for (const undo of cleanups.splice(0).reverse()) {
-    try {
-      await undo();
-    } catch {
-      // Best effort: the next step still runs.
-    }
-  }
-  await stopAll();
-});
+const cleanups = cleanupsAfterEach();
 
 function raw(port) {
   const c = rawGet(port, '/events');

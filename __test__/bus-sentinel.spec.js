@@ -7,22 +7,12 @@
 // master then comes back empty, calling itself a master until the
 // Sentinels demote it: the bus never connects to it.
 
-const { startRedis, startSentinel, spawnInstance, stopAll } = require('./redis-helpers.js');
+const { cleanupsAfterEach, startRedis, startSentinel, spawnInstance } = require('./redis-helpers.js');
 const { waitFor } = require('./helpers.js');
 const { request, statsOf, openSource, outOfOrder, duplicates, waitUntil, broadcastLoop } = require('./bus-clients.js');
 
 const LONG = 30_000;
-const cleanups = [];
-afterEach(async () => {
-  for (const undo of cleanups.splice(0).reverse()) {
-    try {
-      await undo();
-    } catch {
-      // Best effort.
-    }
-  }
-  await stopAll();
-});
+const cleanups = cleanupsAfterEach();
 
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 

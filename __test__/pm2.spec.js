@@ -11,7 +11,7 @@ const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { startRedis, freePort, stopAll } = require('./redis-helpers.js');
+const { cleanupsAfterEach, startRedis, freePort } = require('./redis-helpers.js');
 const { waitFor } = require('./helpers.js');
 const { request, openSource, outOfOrder, waitUntil, broadcastLoop } = require('./bus-clients.js');
 
@@ -36,18 +36,8 @@ function pm2(...args) {
   });
 }
 
-const cleanups = [];
-afterAll(async () => {
-  for (const undo of cleanups.splice(0).reverse()) {
-    try {
-      await undo();
-    } catch {
-      // Best effort.
-    }
-  }
-  await stopAll();
-  fs.rmSync(home, { recursive: true, force: true });
-});
+const cleanups = cleanupsAfterEach(afterAll);
+cleanups.push(() => fs.rmSync(home, { recursive: true, force: true }));
 
 /** The pids of the app's workers PM2 reports online. */
 async function online(name) {

@@ -622,7 +622,29 @@ async function stopAll() {
   await Promise.all([...livePids].map((pid) => pidGone(pid).then(() => livePids.delete(pid))));
 }
 
+/**
+ * Steps to undo after each test (or after all, with `hook` afterAll): push
+ * functions to the array returned; they run last first, a failing one does
+ * not stop the next, and then every process these helpers started is
+ * stopped.
+ */
+function cleanupsAfterEach(hook = afterEach) {
+  const cleanups = [];
+  hook(async () => {
+    for (const undo of cleanups.splice(0).reverse()) {
+      try {
+        await undo();
+      } catch {
+        // Best effort: the next step still runs.
+      }
+    }
+    await stopAll();
+  });
+  return cleanups;
+}
+
 module.exports = {
+  cleanupsAfterEach,
   startRedis,
   startSentinel,
   spawnInstance,
