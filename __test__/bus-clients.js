@@ -222,6 +222,62 @@ async function cuttableProxy(targetPort) {
   };
 }
 
+/**
+ * A TCP proxy on 127.0.0.1 (free port) to 127.0.0.1:`targetPort` whose
+ * replies (target to client) flow at `bytesPerSecond`, in slices every
+ * 50 ms: a slow link. Requests pass at once.
+ * Resolves with { port, url, close() }.
+ */
+async function throttledProxy(targetPort, bytesPerSecond) {
+  const sockets = new Set();
+  const timers = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+      s.on('error', () => s.destroy());
+    }
+    upstream.once('close', () => client.destroy());
+    client.once('close', () => upstream.destroy());
+    client.pipe(upstream);
+    const queue = [];
+    upstream.on('data', (chunk) => queue.push(chunk));
+    const slice = Math.max(1, Math.floor(bytesPerSecond / 20));
+    const timer = setInterval(() => {
+      let budget = slice;
+      while (budget > 0 && queue.length > 0) {
+        const head = queue[0];
+        const part = head.subarray(0, budget);
+        if (part.length === head.length) queue.shift();
+        else queue[0] = head.subarray(part.length);
+        budget -= part.length;
+        client.write(part);
+      }
+    }, 50);
+    timers.add(timer);
+    client.once('close', () => {
+      clearInterval(timer);
+      timers.delete(timer);
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async close() {
+      const closed = new Promise((resolve) => server.close(resolve));
+      for (const t of timers) clearInterval(t);
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
+
 /** Polls the async `predicate` until it resolves truthy; rejects after `timeoutMs`. */
 async function waitUntil(predicate, what = 'condition', timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
@@ -286,4 +342,5 @@ module.exports = {
   outOfOrder,
   duplicates,
   cuttableProxy,
+  throttledProxy,
 };

@@ -7,6 +7,8 @@
 //    reset and then local broadcasts, not nothing until Redis is back;
 // 3. local broadcasts held for such a client past maxBufferedBytes end in a
 //    reset after those that fit, never a silent gap;
+// 9. on a slow link a reply that outlasts the read's deadline is not asked
+//    for again at the same size for ever: the reader makes progress;
 // 4. broadcast() then close() reaches this instance's own clients;
 // 5. a producer trimming to a shorter MAXLEN than this instance's while it
 //    is behind: a reset, not a silent gap;
@@ -19,7 +21,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { SseHub } = require('..');
-const { broadcastVia, cuttableProxy, parseFrames } = require('./bus-clients.js');
+const { broadcastVia, cuttableProxy, parseFrames, throttledProxy } = require('./bus-clients.js');
 const { rawGet, startServer, waitFor } = require('./helpers.js');
 const { spawnInstance, startRedis } = require('./redis-helpers.js');
 
@@ -233,6 +235,31 @@ test('position() on a bus: the last entry delivered here, from which a page subs
   await page.waitFor((c) => c.body().includes('"live"'), 'live', LONG);
   expect(frames(page).map((f) => f.data)).toEqual(['between', 'live']);
 });
+
+test('9: on a slow link (12 KB/s) a backlog bigger than one deadline still arrives, then the instance delivers its own broadcasts', async () => {
+  const stream = newStream();
+  const proxy = await throttledProxy(redis.port, 12 * 1024);
+  try {
+    const served = await busHub(stream, { url: proxy.url });
+    const { hub } = served;
+    const client = await connect(served, '/events?id=slow');
+    // Another producer appends 25 entries of 10 KB at once: one reply of
+    // 250 KB takes about 21 s at 12 KB/s, past the read's 15 s.
+    const big = 'y'.repeat(10 * 1024);
+    const data = Array.from({ length: 25 }, (_, n) => JSON.stringify({ n, big }));
+    // One script: the blocked reader wakes once, to all 25.
+    const script = "for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'kind', 'broadcast', 'data', ARGV[i]) end";
+    await redis.command('EVAL', script, 1, stream, ...data);
+    await client.waitFor((c) => c.body().includes('"n":24'), 'the whole backlog', 100_000);
+    hub.broadcast('own');
+    await client.waitFor((c) => c.body().includes('"own"'), "the instance's own broadcast", LONG);
+    const got = frames(client).map((f) => f.data?.n ?? f.data);
+    expect(got).toEqual([...Array.from({ length: 25 }, (_, n) => n), 'own']);
+    expect(hub.getStats().bus.reconnects).toBeGreaterThanOrEqual(1);
+  } finally {
+    await proxy.close();
+  }
+}, 150_000);
 
 test("8: another program's non-numeric presence key: globalClientCount counts instances only, the session stays", async () => {
   const stream = newStream();

@@ -24,6 +24,7 @@
 pub mod entry;
 pub mod gate;
 pub mod link;
+mod read_size;
 pub mod replay;
 mod stats;
 pub mod target;
@@ -43,6 +44,7 @@ use crate::registry::ConnKey;
 use crate::writer::{WireId, WriterPort};
 use entry::{BusFrame, Entry, EntryId, Malformed};
 use link::{Link, LinkState, Notice};
+use read_size::{ReadSize, READ_COUNT};
 pub use replay::ReplayFrom;
 use replay::{Outcome, ReplayPlan, Step};
 pub use stats::{BusStats, BusStatsSnapshot};
@@ -70,11 +72,6 @@ pub struct BusConfig {
 /// interrupts it with `CLIENT UNBLOCK`, so this only bounds how long a
 /// dead connection can go unnoticed.
 const BLOCK: Duration = Duration::from_secs(5);
-/// Entries one `XREAD` returns at most.
-const READ_COUNT: usize = 1000;
-/// Bytes one `XREAD` should bring at most: after a bigger reply the next
-/// reads ask for proportionally fewer entries (at least one).
-const READ_BYTES: usize = 8 << 20;
 /// Entries the reader remembers having delivered ([`Reader::went_back`]).
 const RECENT: usize = 1024;
 /// Appends sent in one pipeline at most.
@@ -397,7 +394,7 @@ impl Bus {
       uncertain: HashSet::new(),
       deferred: Vec::new(),
       reread: false,
-      read_count: READ_COUNT,
+      read_size: ReadSize::default(),
       gap_reported: None,
       presence: PresenceCheck::Script,
       recent: VecDeque::with_capacity(RECENT),
@@ -573,9 +570,8 @@ struct Reader {
   /// The position moved back ([`Reader::replaced`]) while a read was in
   /// flight: it is interrupted.
   reread: bool,
-  /// Entries one `XREAD` asks for: [`READ_COUNT`], less after a read that
-  /// timed out or brought more than [`READ_BYTES`].
-  read_count: usize,
+  /// How much one `XREAD` asks for, and how long its reply may take.
+  read_size: ReadSize,
   /// The position a trimmed-away `reset` was sent for, so it is sent once.
   gap_reported: Option<EntryId>,
 }
@@ -770,11 +766,13 @@ impl Reader {
         }
       }
       let position = self.position.unwrap_or_default();
+      let sent = tokio::time::Instant::now();
       let mut read = Box::pin(xread(
         session.reader.clone(),
         self.config.stream.clone(),
         position,
-        self.read_count,
+        self.read_size.count(),
+        self.read_size.deadline(BLOCK + COMMAND_TIMEOUT),
         self.presence,
       ));
       let mut unblock = Unblock::NotAsked;
@@ -817,7 +815,11 @@ impl Reader {
                 }
               }
               Ok(Read { entries, .. }) => {
-                self.adapt_read_count(&entries);
+                let bytes = entries
+                  .iter()
+                  .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
+                  .sum();
+                self.read_size.replied(entries.len(), bytes, sent.elapsed());
                 let entries = match self.check_lag(&mut session, position, entries).await {
                   Ok(entries) => entries,
                   Err(e) => return End::Failed(e.to_string()),
@@ -830,10 +832,10 @@ impl Reader {
                 self.presence = PresenceCheck::Range;
               }
               Err(e) => {
-                if e.is_timeout() || e.kind() == redis::ErrorKind::Io {
+                if e.is_timeout() {
                   // A reply too slow to arrive (a slow link, huge entries):
-                  // the next session asks for fewer at a time.
-                  self.read_count = (self.read_count / 4).max(1);
+                  // the next session asks for one entry, then more.
+                  self.read_size.timed_out();
                 }
                 return End::Failed(e.to_string());
               }
@@ -1117,21 +1119,6 @@ impl Reader {
       }],
       None,
     );
-  }
-
-  /// Sizes the next read from this one: fewer entries after a reply over
-  /// [`READ_BYTES`], back up (doubling) after a full reply under it.
-  fn adapt_read_count(&mut self, entries: &[(EntryId, Result<Entry, Malformed>)]) {
-    let bytes: usize = entries
-      .iter()
-      .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
-      .sum();
-    if bytes > READ_BYTES {
-      let fitting = entries.len() * READ_BYTES / bytes;
-      self.read_count = fitting.clamp(1, READ_COUNT);
-    } else if entries.len() >= self.read_count {
-      self.read_count = (self.read_count * 2).min(READ_COUNT);
-    }
   }
 
   /// Entries read live: framed once, delivered, and the position moves on.
@@ -1639,6 +1626,7 @@ async fn xread(
   stream: String,
   after: EntryId,
   count: usize,
+  deadline: Duration,
   presence: PresenceCheck,
 ) -> RedisResult<Read> {
   let mut pipe = redis::pipe();
@@ -1670,14 +1658,12 @@ async fn xread(
     .arg(&stream)
     .arg(after.to_string());
   let read = pipe.query_async::<Vec<Value>>(&mut reader);
-  let replies = tokio::time::timeout(BLOCK + COMMAND_TIMEOUT, read)
-    .await
-    .map_err(|_| {
-      redis::RedisError::from(io::Error::new(
-        io::ErrorKind::TimedOut,
-        "Redis did not answer XREAD",
-      ))
-    })??;
+  let replies = tokio::time::timeout(deadline, read).await.map_err(|_| {
+    redis::RedisError::from(io::Error::new(
+      io::ErrorKind::TimedOut,
+      "Redis did not answer XREAD",
+    ))
+  })??;
   let (here, reply) = match (check, replies.as_slice()) {
     (true, [here, reply]) => (Some(here), reply),
     (false, [reply]) => (None, reply),
