@@ -457,8 +457,12 @@ describe('replay across instances', () => {
         // The union is the contiguous sequence: no gap, no duplicate, replay before live.
         expect([...before, ...after]).toEqual(full.slice(from));
         expect(after[0]).toEqual(full[full.findIndex((p) => p.id === lastId) + 1]);
-        expect((await stats(b)).bus).toMatchObject({ replays: 1, resets: 0 });
-        expect((await stats(a)).bus).toMatchObject({ replays: 0, resets: 0 });
+        // B replayed the reconnection. A connection registered while its
+        // instance was delivering entries is replayed them too (the position
+        // rule), which on a loaded machine happens on either instance: the
+        // counts are at least, never exactly.
+        expect((await stats(b)).bus.replays).toBeGreaterThanOrEqual(1);
+        for (const instance of [a, b]) expect((await stats(instance)).bus.resets).toBe(0);
       } finally {
         await Promise.all(loops.map((l) => l.stop()));
       }
@@ -507,7 +511,10 @@ describe('replay across instances', () => {
       expect(from).toBeGreaterThanOrEqual(0);
       expect(mover.got).toEqual(full.slice(from).map((p) => ({ type: 'message', ...p })));
       expect(mover.opens()).toBe(2);
-      expect((await stats(b)).bus).toMatchObject({ replays: 1, resets: 0 });
+      // At least the mover's replay (the position rule may replay another
+      // connection registered while B delivered); never a reset.
+      expect((await stats(b)).bus.replays).toBeGreaterThanOrEqual(1);
+      expect((await stats(b)).bus.resets).toBe(0);
     },
   );
 });
