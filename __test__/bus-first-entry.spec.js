@@ -97,7 +97,13 @@ describe.each(['auto', 'stream'])('transport %s', (transport) => {
     // A warm instance: a second client, the first still connected.
     const second = await throughTheWindow(a, b, 'second', 3);
     expect(events(second.client).map((e) => e.data)).toEqual([...second.payloads, { second: 'marker' }]);
-    // The first got the second's broadcasts live, each once.
+    // The first got the second's broadcasts live, each once (its own socket:
+    // waited for, not assumed to be as far as the second's).
+    await first.client.waitFor(
+      (c) => c.body().includes('{"second":"marker"}'),
+      "the second's marker on the first",
+      LONG,
+    );
     expect(events(first.client).map((e) => e.data)).toEqual([
       ...first.payloads,
       { first: 'marker' },
