@@ -130,12 +130,12 @@ impl History {
 
   /// Where the history stands now, as an id a client can resume from: the
   /// newest event's, or, before any, this life's start (`<epoch>:0`), from
-  /// which a client gets everything recorded after it.
+  /// which a client gets everything recorded after it. (A ring that evicted
+  /// holds at least its newest event.)
   pub fn position(&self) -> String {
-    match self.newest_id().or(self.last_evicted.as_deref()) {
-      Some(id) => id.to_string(),
-      None => self.start_id(),
-    }
+    self
+      .newest_id()
+      .map_or_else(|| self.start_id(), str::to_string)
   }
 
   /// `<epoch>:0`: before this life's first event.

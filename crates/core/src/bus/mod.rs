@@ -13,6 +13,7 @@
 //! - [`gate`]: the per-connection replay gate (no gap, no duplicate).
 //! - [`link`]: the connection state and the reconnect backoff.
 //! - [`replay`]: replay reads, bounded and planned without I/O.
+//! - [`read_size`]: how much one `XREAD` asks for, and how long it may take.
 //! - [`target`]: where it connects (one server, or the master Sentinels name).
 //!
 //! The thread runs a current-thread tokio runtime with two connections: a
@@ -567,8 +568,8 @@ struct Reader {
   uncertain: HashSet<String>,
   /// A request taken off the queue while batching appends, served next.
   deferred: Vec<Request>,
-  /// The position moved back ([`Reader::replaced`]) while a read was in
-  /// flight: it is interrupted.
+  /// The position moved back ([`Reader::replaced`], [`Reader::truncated`])
+  /// while a read was in flight: it is interrupted.
   reread: bool,
   /// How much one `XREAD` asks for, and how long its reply may take.
   read_size: ReadSize,
@@ -815,11 +816,7 @@ impl Reader {
                 }
               }
               Ok(Read { entries, .. }) => {
-                let bytes = entries
-                  .iter()
-                  .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
-                  .sum();
-                self.read_size.replied(entries.len(), bytes, sent.elapsed());
+                self.read_size.replied(entries.len(), data_bytes(&entries), sent.elapsed());
                 let entries = match self.check_lag(&mut session, position, entries).await {
                   Ok(entries) => entries,
                   Err(e) => return End::Failed(e.to_string()),
@@ -1273,7 +1270,7 @@ impl Reader {
         if let Some(id) = ids.iter().rev().find_map(value_id) {
           self.last_written = Some(id);
           // Redis gave this entry an id at or below what the reader has
-          // passed: the stream was replaced; read the new one from its start.
+          // passed: the stream lost its tail, or was replaced.
           if self.position.is_some_and(|p| p != EntryId::ZERO && id <= p) {
             if let Err(e) = self.went_back(session).await {
               return Err(e.to_string());
@@ -1356,11 +1353,7 @@ impl Reader {
             .await?;
           let batch = parse_range(&reply);
           let ids: Vec<EntryId> = batch.iter().map(|(id, _)| *id).collect();
-          let bytes = batch
-            .iter()
-            .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
-            .sum::<usize>();
-          step = plan.feed(&ids, bytes);
+          step = plan.feed(&ids, data_bytes(&batch));
           read.extend(batch);
         }
       }
@@ -1681,6 +1674,14 @@ async fn xread(
     }),
     entries: parse_read(reply),
   })
+}
+
+/// The data bytes of entries read (a malformed one counts nothing).
+fn data_bytes(entries: &[(EntryId, Result<Entry, Malformed>)]) -> usize {
+  entries
+    .iter()
+    .map(|(_, e)| e.as_ref().map_or(0, |e| e.data.len()))
+    .sum()
 }
 
 /// The entries of an `XREAD` reply (one stream): `[[key, [[id, fields]...]]]`.
