@@ -157,6 +157,27 @@ function duplicates(values) {
 }
 
 /**
+ * Listens on a free loopback port. Resolves with { port, url (as a Redis
+ * URL), close() }: close() stops listening and destroys `sockets`.
+ */
+async function listenOnLoopback(server, sockets) {
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async close() {
+      const closed = new Promise((resolve) => server.close(resolve));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
+
+/**
  * A TCP proxy on 127.0.0.1 (free port) to 127.0.0.1:`targetPort` that can
  * be cut (every proxied connection destroyed, new ones closed at once,
  * so a client sees its Redis gone) and healed, or hold new connections
@@ -190,14 +211,11 @@ async function cuttableProxy(targetPort) {
     else if (holding) held.push(client);
     else forward(client);
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
+  const { port, url, close } = await listenOnLoopback(server, sockets);
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url,
+    close,
     cut() {
       up = false;
       for (const s of sockets) s.destroy();
@@ -213,11 +231,6 @@ async function cuttableProxy(targetPort) {
     release() {
       holding = false;
       for (const client of held.splice(0)) forward(client);
-    },
-    async close() {
-      const closed = new Promise((resolve) => server.close(resolve));
-      for (const s of sockets) s.destroy();
-      await closed;
     },
   };
 }
@@ -261,19 +274,13 @@ async function throttledProxy(targetPort, bytesPerSecond) {
       timers.delete(timer);
     });
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
+  const { port, url, close } = await listenOnLoopback(server, sockets);
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url,
     async close() {
-      const closed = new Promise((resolve) => server.close(resolve));
       for (const t of timers) clearInterval(t);
-      for (const s of sockets) s.destroy();
-      await closed;
+      await close();
     },
   };
 }
