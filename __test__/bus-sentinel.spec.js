@@ -5,8 +5,10 @@
 // (they ask the Sentinels at every connect), and every entry the new master
 // holds reaches every client of both instances, once, in order. The old
 // master then comes back empty, calling itself a master until the
-// Sentinels demote it: the bus never connects to it.
+// Sentinels demote it: the bus never connects to it. And a URL that names
+// a replica directly is refused at connect by its ROLE.
 
+const { SseHub } = require('..');
 const { cleanupsAfterEach, startRedis, startSentinel, spawnInstance } = require('./redis-helpers.js');
 const { waitFor } = require('./helpers.js');
 const { request, statsOf, openSource, outOfOrder, duplicates, waitUntil, broadcastLoop } = require('./bus-clients.js');
@@ -100,3 +102,23 @@ test('a master killed mid-stream: the bus follows the failover, and never writes
     expect(kept.filter((id) => !got.has(id))).toEqual([]);
   }
 }, 120_000);
+
+test('a URL that names a replica is refused at connect (ROLE), never written to', async () => {
+  const master = await startRedis();
+  cleanups.push(() => master.stop());
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+  cleanups.push(() => replica.stop());
+  const hub = new SseHub().configure({ heartbeatMs: 0, redis: { url: replica.url, stream: 'ro' } });
+  cleanups.push(() => hub.close());
+  const events = [];
+  hub.on('bus', (event) => events.push(event));
+  await waitFor(() => events.some((e) => e.state === 'disconnected'), 'the refusal', LONG);
+  const refusal = events.find((e) => e.state === 'disconnected');
+  expect(refusal.error.code).toBe('ERR_SSE_BUS');
+  expect(refusal.error.message).toMatch(/not a master \(ROLE\)/);
+  expect(hub.getStats().bus.state).not.toBe('connected');
+  // Delivered locally meanwhile; nothing reached the replica.
+  expect(hub.broadcast('local')).toBe(0);
+  expect(hub.getStats().bus.localFallbacks).toBe(1);
+  expect(Number(await replica.command('EXISTS', 'ro'))).toBe(0);
+});
