@@ -13,6 +13,7 @@ const { ClientsView, ResIndexView } = require('./registry-view.js');
 const { initResponse, isResponseLike } = require('./response.js');
 const { inspectSocket, responseHooks } = require('./socket.js');
 const { metrics } = require('./metrics.js');
+const { observe } = require('./otel.js');
 const { busOptionsOf, KeepAlive } = require('./bus.js');
 const { HubBus } = require('./hub-bus.js');
 const { Heartbeat, MAX_TIMER_MS } = require('./heartbeat.js');
@@ -61,6 +62,7 @@ const METHODS = [
   'globalClientCount',
   'position',
   'drainOnSignals',
+  'observeOpenTelemetry',
 ];
 
 /** `cleanupStaleClients()`'s default age limit, the original's: one hour. */
@@ -95,6 +97,8 @@ class SseHub extends EventEmitter {
   #draining = false;
   /** Entries put in `_clients` by hand (no connection of the registry). */
   #handSet = new HandSetEntries();
+  /** What removes each OpenTelemetry callback this hub registered; run at close(). */
+  #observers = new Set();
 
   constructor() {
     super();
@@ -406,6 +410,9 @@ class SseHub extends EventEmitter {
       this.#endAll();
     }
     this.#closing = new KeepAlive().during(Promise.all(settled)).then(() => {});
+    // A closed hub has nothing to report, and a meter outlives it.
+    for (const stop of this.#observers) stop();
+    this.#observers.clear();
     return this.#closing;
   }
 
@@ -514,6 +521,31 @@ class SseHub extends EventEmitter {
    */
   metrics(options) {
     return metrics(this.#native.stats(), options);
+  }
+
+  /**
+   * The figures of `metrics()` as OpenTelemetry observable instruments on
+   * `options.meter` (default: `@opentelemetry/api`'s global meter provider,
+   * meter `sse-helper-native`), under the same names, read in one batch per
+   * collection; `options.labels` become attributes on every point. No span
+   * is created, ever. Returns a function that removes the instruments'
+   * callback; `close()` removes it too.
+   */
+  observeOpenTelemetry(options) {
+    const self = new WeakRef(this);
+    // The meter holds this callback for as long as it lives: it reaches the
+    // hub weakly, so a dropped hub is still collected.
+    const stop = observe(() => self.deref()?.#statsWhileOpen(), options);
+    if (this.#closing) stop();
+    else this.#observers.add(stop);
+    return () => {
+      this.#observers.delete(stop);
+      stop();
+    };
+  }
+
+  #statsWhileOpen() {
+    return this.#closing ? undefined : this.getStats();
   }
 
   /**
