@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use redis::{RedisResult, Value};
 
 use super::config::APPEND_BATCH;
-use super::entry::{BusFrame, Entry, EntryId};
+use super::entry::{BusFrame, Entry};
 use super::request::Request;
 use super::resp::value_id;
 use super::session::Session;
@@ -23,9 +23,7 @@ impl BusTask {
       .map(|entry| BusFrame::new(None, entry))
       .collect();
     if uncertain {
-      self
-        .uncertain
-        .extend(entries.into_iter().filter_map(|e| e.origin));
+      self.machine.uncertain(&entries);
     }
     self.shared.deliver(frames, None);
   }
@@ -38,7 +36,7 @@ impl BusTask {
         Ok(Request::Append(entry)) => entries.push(entry),
         Ok(other) => {
           // Served right after these appends, in its order.
-          self.deferred.insert(0, other);
+          self.machine.defer(other);
           break;
         }
         Err(_) => break,
@@ -83,10 +81,9 @@ impl BusTask {
         let stats = &self.shared.stats;
         stats.add(&stats.entries_written, count as u64);
         if let Some(id) = ids.iter().rev().find_map(value_id) {
-          self.last_written = Some(id);
           // Redis gave this entry an id at or below what the reader has
           // passed: the stream lost its tail, or was replaced.
-          if self.position.is_some_and(|p| p != EntryId::ZERO && id <= p) {
+          if self.machine.appended(id) {
             if let Err(e) = self.went_back(session).await {
               return Err(e.to_string());
             }

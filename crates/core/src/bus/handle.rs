@@ -1,6 +1,6 @@
 //! [`Bus`]: the JS thread's handle on the bus task.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use super::config::{client, BusConfig, BACKOFF_CAP, BACKOFF_FIRST, MAX_PENDING_A
 use super::entry::Entry;
 use super::link::{Link, LinkState, Notice};
 use super::live::PresenceCheck;
+use super::machine::BusMachine;
 use super::read_size::ReadSize;
 use super::request::{BusEvent, ReplayRequest, Request};
 use super::shared::BusShared;
@@ -59,13 +60,7 @@ impl Bus {
       shared: shared.clone(),
       rx,
       link: Link::new(BACKOFF_FIRST, BACKOFF_CAP),
-      position: None,
-      last_written: None,
-      replays: Vec::new(),
-      flushes: Vec::new(),
-      uncertain: HashSet::new(),
-      deferred: Vec::new(),
-      reread: false,
+      machine: BusMachine::default(),
       read_size: ReadSize::default(),
       gap_reported: None,
       presence: PresenceCheck::Script,

@@ -20,7 +20,7 @@ impl BusTask {
   /// entries after that were trimmed meanwhile, local clients get `reset`.
   pub(super) async fn resume(&mut self, session: &mut Session) -> RedisResult<()> {
     let stream = self.config.stream.clone();
-    match self.position {
+    match self.machine.position {
       None => {
         let newest: Value = redis::cmd("XREVRANGE")
           .arg(&stream)
@@ -31,10 +31,10 @@ impl BusTask {
           .query_async(&mut session.commands)
           .await?;
         let newest = parse_range(&newest).last().map(|(id, _)| *id);
-        self.position = Some(newest.unwrap_or_default());
+        self.machine.started_at(newest.unwrap_or_default());
         let early = {
           let mut live = self.shared.live();
-          live.position = self.position;
+          live.position = self.machine.position;
           std::mem::take(&mut live.early)
         };
         // Connections registered before this first session may have missed
@@ -167,7 +167,7 @@ impl BusTask {
     // Trimmed past it (or deleted): entries after it may be gone
     // unread. A stream Redis lost and others began anew lost
     // nothing this instance could still read.
-    if self.position == Some(position) && self.lost_while_away(session, position).await? {
+    if self.machine.position == Some(position) && self.lost_while_away(session, position).await? {
       self.reset_everyone();
     }
     if !entries.is_empty() {
@@ -180,8 +180,9 @@ impl BusTask {
   pub(super) fn delivered(&mut self, entries: Vec<(EntryId, Result<Entry, Malformed>)>) {
     let stats = &self.shared.stats;
     let mut frames = Vec::with_capacity(entries.len());
+    let mut position = None;
     for (id, entry) in entries {
-      self.position = Some(id);
+      position = Some(id);
       stats.add(&stats.entries_read, 1);
       match entry {
         Ok(entry) => {
@@ -189,26 +190,17 @@ impl BusTask {
             self.recent.pop_front();
           }
           self.recent.push_back((id, entry.data.len()));
-          let seen = entry
-            .origin
-            .as_ref()
-            .is_some_and(|o| !self.uncertain.is_empty() && self.uncertain.remove(o));
-          if !seen {
+          if !self.machine.seen(&entry) {
             frames.push(BusFrame::new(Some(id), &entry));
           }
         }
         Err(_) => stats.add(&stats.malformed, 1),
       }
     }
-    self.shared.deliver(frames, self.position);
-    let position = self.position;
-    let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
-      .into_iter()
-      .partition(|(_, id)| Some(*id) <= position);
-    self.flushes = waiting;
-    for (request, _) in done {
-      self.reply(request, Ok(0.0));
-    }
+    let Some(position) = position else { return };
+    self.shared.deliver(frames, Some(position));
+    let actions = self.machine.advanced(position);
+    self.settle_all(actions);
   }
 }
 

@@ -36,6 +36,7 @@ pub mod gate;
 mod handle;
 pub mod link;
 mod live;
+mod machine;
 mod presence;
 mod read_size;
 pub mod replay;

@@ -56,7 +56,7 @@ impl BusTask {
   /// restarted empty). The blocking read, after the position, would then
   /// pass every new entry by; the stream is read again from its start.
   pub(super) async fn check_replaced(&mut self, session: &mut Session) -> RedisResult<()> {
-    let Some(position) = self.position.filter(|p| *p != EntryId::ZERO) else {
+    let Some(position) = self.machine.position.filter(|p| *p != EntryId::ZERO) else {
       return Ok(());
     };
     let went_back = match self.newest_generated(session).await? {
@@ -85,7 +85,7 @@ impl BusTask {
   /// tell the clients (they had the lost entries live). Or it was replaced
   /// (deleted, flushed, restarted empty): [`BusTask::replaced`].
   pub(super) async fn went_back(&mut self, session: &mut Session) -> RedisResult<()> {
-    let Some(position) = self.position else {
+    let Some(position) = self.machine.position else {
       return Ok(());
     };
     let newest: Value = redis::cmd("XREVRANGE")
@@ -113,13 +113,10 @@ impl BusTask {
   /// The stream lost its tail after `kept`, an entry delivered here: read
   /// on after it. Flushes waiting for the lost ids are answered.
   pub(super) fn truncated(&mut self, kept: EntryId) {
-    self.position = Some(kept);
-    self.shared.live().position = self.position;
+    let actions = self.machine.truncated(kept);
+    self.shared.live().position = self.machine.position;
     self.recent.retain(|(id, _)| *id <= kept);
-    self.reread = true;
-    for (request, _) in std::mem::take(&mut self.flushes) {
-      self.reply(request, Ok(0.0));
-    }
+    self.settle_all(actions);
   }
 
   /// The stream's `last-generated-id`; an error when there is no stream.
@@ -162,12 +159,9 @@ impl BusTask {
   pub(super) fn replaced(&mut self) {
     self.recent.clear();
     self.reset_everyone();
-    self.position = Some(EntryId::ZERO);
-    self.shared.live().position = self.position;
-    self.reread = true;
-    for (request, _) in std::mem::take(&mut self.flushes) {
-      self.reply(request, Ok(0.0));
-    }
+    let actions = self.machine.replaced();
+    self.shared.live().position = self.machine.position;
+    self.settle_all(actions);
   }
 
   /// `event: reset` (no id) to every local connection: entries they should

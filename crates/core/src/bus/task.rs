@@ -1,7 +1,7 @@
 //! The bus task: the loop that connects, serves a session, and waits out
 //! outages, answering requests throughout.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,8 +12,10 @@ use super::config::{BusConfig, BLOCK, COMMAND_TIMEOUT, PRESENCE_EVERY};
 use super::entry::EntryId;
 use super::link::{Link, LinkState};
 use super::live::{xread, PresenceCheck};
+use super::machine::{Action, BusMachine};
 use super::read_size::ReadSize;
-use super::request::{BusEvent, ReplayRequest, Request};
+use super::replay::Outcome;
+use super::request::{BusEvent, Request};
 use super::session::{connect, connection_failed, unblock_reader, Session, Unblock, UNBLOCK_RETRY};
 use super::shared::BusShared;
 use super::target::Target;
@@ -24,13 +26,13 @@ pub(super) enum End {
   Failed(String),
 }
 
-/// The bus thread's state.
+/// The bus thread's state: its I/O, and the [`BusMachine`] that decides.
 pub(super) struct BusTask {
   /// How each blocking read checks its position is still in the stream.
   pub(super) presence: PresenceCheck,
-  /// The last [`RECENT`] entries delivered (id, data length): a stream that
-  /// went back but still holds one of them lost its tail, it was not
-  /// replaced ([`BusTask::went_back`]).
+  /// The last [`RECENT`](super::config::RECENT) entries delivered (id,
+  /// data length): a stream that went back but still holds one of them
+  /// lost its tail, it was not replaced ([`BusTask::went_back`]).
   pub(super) recent: VecDeque<(EntryId, usize)>,
   pub(super) client: Target,
   pub(super) config: BusConfig,
@@ -38,22 +40,8 @@ pub(super) struct BusTask {
   pub(super) shared: Arc<BusShared>,
   pub(super) rx: mpsc::UnboundedReceiver<Request>,
   pub(super) link: Link,
-  /// The newest entry delivered live (L); `None` before the first session.
-  pub(super) position: Option<EntryId>,
-  /// The newest entry this instance appended.
-  pub(super) last_written: Option<EntryId>,
-  pub(super) replays: Vec<ReplayRequest>,
-  /// Flush requests waiting for the reader to pass an id.
-  pub(super) flushes: Vec<(u32, EntryId)>,
-  /// Origins of appends delivered locally because their `XADD` failed
-  /// half-way: if Redis did take them, reading them back must not deliver
-  /// them twice.
-  pub(super) uncertain: HashSet<String>,
-  /// A request taken off the queue while batching appends, served next.
-  pub(super) deferred: Vec<Request>,
-  /// The position moved back ([`BusTask::replaced`], [`BusTask::truncated`])
-  /// while a read was in flight: it is interrupted.
-  pub(super) reread: bool,
+  /// What becomes of requests, replays and flushes, and the position.
+  pub(super) machine: BusMachine,
   /// How much one `XREAD` asks for, and how long its reply may take.
   pub(super) read_size: ReadSize,
   /// The position a trimmed-away `reset` was sent for, so it is sent once.
@@ -86,33 +74,19 @@ impl BusTask {
     self.shared.set_state(LinkState::Closed);
     // Requests still queued get their answers: nothing more will come.
     self.rx.close();
-    for request in std::mem::take(&mut self.deferred) {
-      self.offline(request);
-    }
+    let mut queued = Vec::new();
     while let Ok(request) = self.rx.try_recv() {
-      self.offline(request);
+      queued.push(request);
     }
-    for (request, _) in std::mem::take(&mut self.flushes) {
-      self.reply(request, Ok(0.0));
-    }
+    let actions = self.machine.closed(queued);
+    self.settle_all(actions);
   }
 
-  /// A session failed: a request taken off the queue while batching (and
-  /// not served yet) is served offline, and flushes waiting for entries to
-  /// come back are answered (none will while Redis is away). True when one
-  /// of those requests was `Stop`.
+  /// A session failed ([`BusMachine::session_failed`]). True when a
+  /// request deferred in it was `Stop`.
   pub(super) fn after_failure(&mut self) -> bool {
-    let mut stop = false;
-    for request in std::mem::take(&mut self.deferred) {
-      match request {
-        Request::Stop => stop = true,
-        request => self.offline(request),
-      }
-    }
-    for (request, _) in std::mem::take(&mut self.flushes) {
-      self.reply(request, Ok(0.0));
-    }
-    self.reset_waiting_replays("Redis is not connected");
+    let (stop, actions) = self.machine.session_failed();
+    self.settle_all(actions);
     stop
   }
 
@@ -136,6 +110,7 @@ impl BusTask {
   pub(super) async fn wait_out(&mut self, error: &str) -> bool {
     let (delay, notice) = self.link.failed(error);
     self.shared.set_state(LinkState::Disconnected);
+    self.machine.link_failed();
     if let Some(notice) = notice {
       self.shared.emit(BusEvent::Link(notice));
     }
@@ -152,29 +127,36 @@ impl BusTask {
     }
   }
 
-  /// A request while Redis is away: appends are delivered locally at once
-  /// (without an id), counts fail, flushes are done (nothing can be read
-  /// back), replays get `reset` (during the first connect they wait).
+  /// A request while Redis is away ([`BusMachine::offline`]).
   pub(super) fn offline(&mut self, request: Request) {
-    match request {
-      Request::Append(entry) => {
+    let actions = self.machine.offline(request);
+    self.settle_all(actions);
+  }
+
+  /// Carries out actions outside a session: none needs Redis there.
+  pub(super) fn settle_all(&mut self, actions: Vec<Action>) {
+    for action in actions {
+      let io = self.settle(action);
+      debug_assert!(io.is_none(), "an action needing Redis outside a session");
+    }
+  }
+
+  /// Carries out an action that needs no Redis; one that does is returned.
+  pub(super) fn settle(&mut self, action: Action) -> Option<Action> {
+    match action {
+      Action::Reply { request, result } => self.reply(request, result),
+      Action::Local(entry) => {
         self.shared.pending_appends.fetch_sub(1, Ordering::Relaxed);
         self.fallback(vec![entry], false);
       }
-      Request::Replay(replay) => {
-        self.wait_for_replay(replay);
-        // Before the first session (the first connect still under way) a
-        // replay waits for it; once Redis has gone away, it cannot wait.
-        if LinkState::from_u8(self.shared.state.load(Ordering::SeqCst)) == LinkState::Disconnected {
-          self.reset_waiting_replays("Redis is not connected");
-        }
+      Action::Reset { replay, why, until } => {
+        self.answer(replay, &Outcome::Reset(why), &[], until);
       }
-      Request::Count(request) => self.reply(request, Err("Redis is not connected".into())),
-      Request::Flush(request) => self.reply(request, Ok(0.0)),
-      // Refreshed when the next session starts.
-      Request::Presence => self.shared.presence_queued.store(false, Ordering::Relaxed),
-      Request::Stop => {}
+      // Refreshed when the next session starts (or now, in one).
+      Action::DropPresence => self.shared.presence_queued.store(false, Ordering::Relaxed),
+      io => return Some(io),
     }
+    None
   }
 
   pub(super) fn reply(&self, request: u32, result: Result<f64, String>) {
@@ -187,12 +169,13 @@ impl BusTask {
       return End::Failed(e.to_string());
     }
     self.session_started();
+    self.machine.session_started();
     let mut presence = tokio::time::interval(PRESENCE_EVERY);
     loop {
       // Replays happen between reads, so live delivery waits for them:
       // every entry up to the position came from the replay, every later
       // one comes live.
-      if !self.replays.is_empty() {
+      if self.machine.has_replays() {
         if let Err(e) = self.serve_replays(&mut session).await {
           return End::Failed(e.to_string());
         }
@@ -223,7 +206,7 @@ impl BusTask {
     session: &mut Session,
     presence: &mut tokio::time::Interval,
   ) -> Option<End> {
-    let position = self.position.unwrap_or_default();
+    let position = self.machine.until();
     let sent = tokio::time::Instant::now();
     let mut read = Box::pin(xread(
       session.reader.clone(),
@@ -245,7 +228,7 @@ impl BusTask {
           if let Some(end) = self.handle(session, request, &mut unblock).await {
             return Some(end);
           }
-          while let Some(request) = self.deferred.pop() {
+          while let Some(request) = self.machine.next_deferred() {
             if let Some(end) = self.handle(session, request, &mut unblock).await {
               return Some(end);
             }
@@ -272,34 +255,49 @@ impl BusTask {
     request: Request,
     unblock: &mut Unblock,
   ) -> Option<End> {
-    match request {
-      Request::Stop => {
+    let actions = self.machine.request(request, *unblock != Unblock::NotAsked);
+    for action in actions {
+      let Some(io) = self.settle(action) else {
+        continue;
+      };
+      if let Some(end) = self.execute(session, io, unblock).await {
+        return Some(end);
+      }
+    }
+    None
+  }
+
+  /// Carries out an action that needs Redis; `Some` when the session ends.
+  async fn execute(
+    &mut self,
+    session: &mut Session,
+    action: Action,
+    unblock: &mut Unblock,
+  ) -> Option<End> {
+    let failed = |e: redis::RedisError| Some(End::Failed(e.to_string()));
+    match action {
+      Action::Leave => {
         self.leave(session).await;
         return Some(End::Stop);
       }
-      Request::Append(entry) => {
+      Action::Append(entry) => {
         if let Err(e) = self.append(session, entry).await {
           return Some(End::Failed(e));
         }
         // The stream was found replaced: the blocking read in flight, after
         // the old position, must give way to one from the new start.
-        if std::mem::take(&mut self.reread) {
+        if self.machine.take_reread() {
           if let Err(e) = unblock_reader(session, unblock).await {
-            return Some(End::Failed(e.to_string()));
+            return failed(e);
           }
         }
       }
-      Request::Replay(replay) => {
-        self.wait_for_replay(replay);
-        if *unblock == Unblock::NotAsked {
-          // The reader's XREAD returns at once; the replay is served
-          // before the next one.
-          if let Err(e) = unblock_reader(session, unblock).await {
-            return Some(End::Failed(e.to_string()));
-          }
+      Action::Unblock => {
+        if let Err(e) = unblock_reader(session, unblock).await {
+          return failed(e);
         }
       }
-      Request::Count(request) => {
+      Action::Count(request) => {
         let result = self.count(session).await;
         // Only a connection that failed ends the session; an answer Redis
         // refused (a key of another program's, say) fails this count alone.
@@ -313,16 +311,13 @@ impl BusTask {
           return Some(End::Failed(e));
         }
       }
-      Request::Flush(request) => match self.last_written {
-        Some(id) if Some(id) > self.position => self.flushes.push((request, id)),
-        _ => self.reply(request, Ok(0.0)),
-      },
-      Request::Presence => {
-        self.shared.presence_queued.store(false, Ordering::Relaxed);
+      Action::RefreshPresence => {
         if let Err(e) = self.refresh_presence(session).await {
-          return Some(End::Failed(e.to_string()));
+          return failed(e);
         }
       }
+      // Carried out by `settle`.
+      Action::Reply { .. } | Action::Local(_) | Action::Reset { .. } | Action::DropPresence => {}
     }
     None
   }
