@@ -29,7 +29,7 @@ impl BusTask {
   }
 
   /// Appends `first` and whatever else is queued, in one pipeline.
-  pub(super) async fn append(&mut self, session: &mut Session, first: Entry) -> Result<(), String> {
+  pub(super) async fn append(&mut self, session: &mut Session, first: Entry) -> RedisResult<()> {
     let mut entries = vec![first];
     while entries.len() < APPEND_BATCH {
       match self.rx.try_recv() {
@@ -49,7 +49,7 @@ impl BusTask {
     &mut self,
     session: &mut Session,
     entries: Vec<Entry>,
-  ) -> Result<(), String> {
+  ) -> RedisResult<()> {
     if entries.is_empty() {
       return Ok(());
     }
@@ -84,9 +84,7 @@ impl BusTask {
           // Redis gave this entry an id at or below what the reader has
           // passed: the stream lost its tail, or was replaced.
           if self.machine.appended(id) {
-            if let Err(e) = self.went_back(session).await {
-              return Err(e.to_string());
-            }
+            self.went_back(session).await?;
           }
         }
         Ok(())
@@ -95,7 +93,7 @@ impl BusTask {
         // Redis may or may not have taken them: delivered here now, and
         // skipped if read back later.
         self.fallback(entries, true);
-        Err(e.to_string())
+        Err(e)
       }
     }
   }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use redis::RedisResult;
 
+use super::error::UrlError;
 use super::target::{Sentinels, Target};
 
 /// How a hub uses Redis.
@@ -55,8 +56,8 @@ pub const MAX_PENDING_APPENDS: usize = 100_000;
 pub(super) const MAX_WAITING_REPLAYS: usize = 10_000;
 
 /// Checks a Redis URL (and CA) the way the client will read them.
-pub fn check_url(url: &str, ca: Option<&str>) -> Result<(), String> {
-  client(url, ca).map(|_| ()).map_err(|e| e.to_string())
+pub fn check_url(url: &str, ca: Option<&str>) -> Result<(), UrlError> {
+  client(url, ca).map(|_| ()).map_err(UrlError)
 }
 
 /// Where a URL points; with `ca`, TLS trusts those roots only.

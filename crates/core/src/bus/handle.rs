@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::admission::{DeliveryLock, Mark};
 use super::config::{client, BusConfig, BACKOFF_CAP, BACKOFF_FIRST, MAX_PENDING_APPENDS, RECENT};
 use super::entry::Entry;
+use super::error::BusError;
 use super::link::{Link, LinkState, Notice};
 use super::live::PresenceCheck;
 use super::machine::BusMachine;
@@ -127,7 +128,7 @@ impl Bus {
     if self.tx.send(Request::Count(request)).is_err() {
       self.shared.emit(BusEvent::Reply {
         request,
-        result: Err("the Redis bus is closed".into()),
+        result: Err(BusError::Closed),
       });
     }
   }

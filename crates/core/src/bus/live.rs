@@ -106,7 +106,7 @@ impl BusTask {
     took: Duration,
     result: RedisResult<Read>,
   ) -> Option<End> {
-    let failed = |e: redis::RedisError| Some(End::Failed(e.to_string()));
+    let failed = |e: redis::RedisError| Some(End::Failed(e));
     match result {
       Ok(Read {
         after_present: false,

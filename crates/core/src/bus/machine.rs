@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::config::MAX_WAITING_REPLAYS;
 use super::entry::{BusFrame, Entry, EntryId};
+use super::error::BusError;
 use super::replay::{Outcome, ReplayFrom};
 use super::request::{ReplayRequest, Request};
 
@@ -18,7 +19,7 @@ pub(super) enum Action {
   /// Answer a count or a flush.
   Reply {
     request: u32,
-    result: Result<f64, String>,
+    result: Result<f64, BusError>,
   },
   /// Deliver an append locally without an id: it never reached Redis.
   Local(Entry),
@@ -42,7 +43,8 @@ pub(super) enum Action {
   Leave,
 }
 
-/// Why a replay cannot be served while Redis is away.
+/// Why a replay cannot be served while Redis is away (the `reset`'s
+/// reason, not shown to the app).
 const NOT_CONNECTED: &str = "Redis is not connected";
 
 /// The task's decision state.
@@ -88,7 +90,7 @@ impl BusMachine {
         }
         actions
       }
-      Request::Count(request) => vec![reply(request, Err(NOT_CONNECTED.into()))],
+      Request::Count(request) => vec![reply(request, Err(BusError::NotConnected))],
       Request::Flush(request) => vec![reply(request, Ok(0.0))],
       Request::Presence => vec![Action::DropPresence],
       Request::Stop => Vec::new(),
@@ -309,7 +311,7 @@ impl BusMachine {
   }
 }
 
-fn reply(request: u32, result: Result<f64, String>) -> Action {
+fn reply(request: u32, result: Result<f64, BusError>) -> Action {
   Action::Reply { request, result }
 }
 

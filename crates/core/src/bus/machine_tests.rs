@@ -35,7 +35,9 @@ fn replies(actions: &[Action]) -> Vec<(u32, Result<f64, String>)> {
   actions
     .iter()
     .filter_map(|a| match a {
-      Action::Reply { request, result } => Some((*request, result.clone())),
+      Action::Reply { request, result } => {
+        Some((*request, result.clone().map_err(|e| e.to_string())))
+      }
       _ => None,
     })
     .collect()

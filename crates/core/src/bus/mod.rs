@@ -32,6 +32,7 @@ mod admission;
 mod append;
 mod config;
 pub mod entry;
+mod error;
 pub mod gate;
 mod handle;
 pub mod link;
@@ -52,6 +53,7 @@ mod task;
 
 pub use admission::{Admission, DeliveryLock, Mark};
 pub use config::{check_url, BusConfig, CONNECTION_NAME, MAX_PENDING_APPENDS};
+pub use error::{BusError, UrlError};
 pub use handle::Bus;
 pub use replay::ReplayFrom;
 pub use request::{BusEvent, ReplayRequest, ReplayTarget};

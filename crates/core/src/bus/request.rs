@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::entry::{BusFrame, Entry, EntryId};
+use super::error::BusError;
 use super::link::Notice;
 use super::replay::ReplayFrom;
 use crate::registry::ConnKey;
@@ -43,7 +44,7 @@ pub enum BusEvent {
   /// The answer to [`Bus::count`] or [`Bus::flush`].
   Reply {
     request: u32,
-    result: Result<f64, String>,
+    result: Result<f64, BusError>,
   },
   /// The thread has exited and closed its connections.
   Stopped,

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::config::{BusConfig, BLOCK, COMMAND_TIMEOUT, PRESENCE_EVERY};
 use super::entry::EntryId;
+use super::error::BusError;
 use super::link::{Link, LinkState};
 use super::live::{xread, PresenceCheck};
 use super::machine::{Action, BusMachine};
@@ -23,7 +24,7 @@ use super::target::Target;
 /// Why a session ended.
 pub(super) enum End {
   Stop,
-  Failed(String),
+  Failed(redis::RedisError),
 }
 
 /// The bus thread's state: its I/O, and the [`BusMachine`] that decides.
@@ -64,7 +65,7 @@ impl BusTask {
       match self.serve(session).await {
         End::Stop => break,
         End::Failed(error) => {
-          if self.after_failure() || self.wait_out(&error).await {
+          if self.after_failure() || self.wait_out(&error.to_string()).await {
             break;
           }
         }
@@ -159,14 +160,14 @@ impl BusTask {
     None
   }
 
-  pub(super) fn reply(&self, request: u32, result: Result<f64, String>) {
+  pub(super) fn reply(&self, request: u32, result: Result<f64, BusError>) {
     self.shared.emit(BusEvent::Reply { request, result });
   }
 
   /// One session: from connecting to the first failure (or a stop).
   pub(super) async fn serve(&mut self, mut session: Session) -> End {
     if let Err(e) = self.resume(&mut session).await {
-      return End::Failed(e.to_string());
+      return End::Failed(e);
     }
     self.session_started();
     self.machine.session_started();
@@ -177,7 +178,7 @@ impl BusTask {
       // one comes live.
       if self.machine.has_replays() {
         if let Err(e) = self.serve_replays(&mut session).await {
-          return End::Failed(e.to_string());
+          return End::Failed(e);
         }
       }
       if let Some(end) = self.read_once(&mut session, &mut presence).await {
@@ -236,12 +237,12 @@ impl BusTask {
         }
         () = tokio::time::sleep(UNBLOCK_RETRY), if unblock == Unblock::Missed => {
           if let Err(e) = unblock_reader(session, &mut unblock).await {
-            return Some(End::Failed(e.to_string()));
+            return Some(End::Failed(e));
           }
         }
         _ = presence.tick() => {
           if let Err(e) = self.refresh_presence(session).await {
-            return Some(End::Failed(e.to_string()));
+            return Some(End::Failed(e));
           }
         }
       }
@@ -274,7 +275,7 @@ impl BusTask {
     action: Action,
     unblock: &mut Unblock,
   ) -> Option<End> {
-    let failed = |e: redis::RedisError| Some(End::Failed(e.to_string()));
+    let failed = |e: redis::RedisError| Some(End::Failed(e));
     match action {
       Action::Leave => {
         self.leave(session).await;
@@ -301,13 +302,13 @@ impl BusTask {
         let result = self.count(session).await;
         // Only a connection that failed ends the session; an answer Redis
         // refused (a key of another program's, say) fails this count alone.
-        let failed = result
+        let lost = result
           .as_ref()
           .err()
           .filter(|e| connection_failed(e))
-          .map(|e| e.to_string());
-        self.reply(request, result.map_err(|e| e.to_string()));
-        if let Some(e) = failed {
+          .cloned();
+        self.reply(request, result.map_err(BusError::Redis));
+        if let Some(e) = lost {
           return Some(End::Failed(e));
         }
       }
