@@ -9,12 +9,14 @@
 //! entry id is the SSE `id`, so a client that reconnects to any instance
 //! is replayed what it missed from the stream.
 //!
-//! - [`handle`]: [`Bus`], the JS thread's handle; [`request`] what it sends
-//!   the bus task and what it hears back; [`admission`] where a new
-//!   connection starts.
-//! - `task`: the bus task's loop; `machine` its decisions, without I/O;
-//!   `session`, `live`, `rewind`, `append`, `replay_io` and `presence` its
-//!   I/O with Redis, and `resp` the reading of Redis's replies.
+//! - `handle`: [`Bus`], the JS thread's handle; `request` what it sends the
+//!   bus task and what it hears back ([`BusEvent`]); `admission` where a
+//!   new connection starts ([`Admission`]); `config` the options and limits;
+//!   `error` the typed errors ([`BusError`], [`UrlError`]).
+//! - `task`: the bus task's loop; `machine` its decisions, without I/O
+//!   (unit-tested); `session`, `live`, `rewind`, `append`, `replay_io` and
+//!   `presence` its I/O with Redis; `resp` the reading of Redis's replies;
+//!   `shared` the state the handle and the task both see.
 //! - [`entry`]: the encoding of an entry, and its frame.
 //! - [`gate`]: the per-connection replay gate (no gap, no duplicate).
 //! - [`link`]: the connection state and the reconnect backoff.
