@@ -2,7 +2,7 @@
 //! connections, `close()`, the garbage-collected hub, and what the writer
 //! threads report.
 
-use super::{Conn, Effect, Ending, HubCore, Reason, Removal};
+use super::{BusSlot, Conn, Effect, Ending, HubCore, Lifecycle, Reason, Removal};
 use crate::registry::ConnKey;
 use crate::shards::{Event, Writers};
 use crate::stats::Stats;
@@ -55,7 +55,7 @@ impl<H> HubCore<H> {
       self.stats.slow_disconnect();
     }
     self.bus_counts();
-    if reason != Reason::Rollback && !self.orphaned {
+    if reason != Reason::Rollback && self.reports_events() {
       if reason == Reason::Slow {
         effects.push(Effect::Slow {
           id: entry.id.clone(),
@@ -100,7 +100,9 @@ impl<H> HubCore<H> {
   /// Ends every connection and refuses new ones; the writer stops once the
   /// last ending connection is done, then [`Effect::Closed`] follows.
   pub fn close(&mut self) -> Vec<Effect<H>> {
-    self.closing = true;
+    if self.lifecycle == Lifecycle::Open {
+      self.lifecycle = Lifecycle::Closing;
+    }
     let mut effects = Vec::new();
     for key in self.registry.keys() {
       effects.extend(self.remove(key, Removal::End, Reason::Removed));
@@ -114,9 +116,17 @@ impl<H> HubCore<H> {
   /// stream connections stay until their `close` event. Events are no
   /// longer reported. The effects hold only `ReleaseHub`, if nothing is left.
   pub fn orphan(&mut self) -> Vec<Effect<H>> {
-    self.orphaned = true;
+    self.lifecycle = match self.lifecycle {
+      Lifecycle::Closing => Lifecycle::Orphaned {
+        report_closed: true,
+      },
+      Lifecycle::Released => Lifecycle::Released,
+      _ => Lifecycle::Orphaned {
+        report_closed: false,
+      },
+    };
     // Nobody is left to hear from it.
-    self.bus = None;
+    self.bus = BusSlot::None;
     let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
     let mut effects = Vec::new();
     for key in socket_keys {
@@ -146,7 +156,7 @@ impl<H> HubCore<H> {
     if !self.registry.is_empty() || !self.ending.is_empty() {
       return;
     }
-    if self.closing || self.orphaned {
+    if self.lifecycle != Lifecycle::Open {
       if let Some(writer) = &mut self.writer {
         writer.shutdown();
       }
@@ -154,14 +164,30 @@ impl<H> HubCore<H> {
     if self.writer.as_ref().is_some_and(Writers::stopped) {
       self.retire_writer();
     }
-    if self.closing && self.writer.is_none() && !self.closed_reported {
-      self.closed_reported = true;
-      effects.push(Effect::Closed);
-    }
-    if self.orphaned && !self.released {
-      self.released = true;
-      effects.push(Effect::ReleaseHub);
-    }
+    let stopped = self.writer.is_none();
+    self.lifecycle = match self.lifecycle {
+      Lifecycle::Closing if stopped => {
+        effects.push(Effect::Closed);
+        Lifecycle::Closed
+      }
+      Lifecycle::Orphaned { report_closed } => {
+        if report_closed && stopped {
+          effects.push(Effect::Closed);
+        }
+        effects.push(Effect::ReleaseHub);
+        Lifecycle::Released
+      }
+      state => state,
+    };
+  }
+
+  /// Whether `slow` and `disconnect` are still reported (not once the JS
+  /// hub is gone).
+  fn reports_events(&self) -> bool {
+    !matches!(
+      self.lifecycle,
+      Lifecycle::Orphaned { .. } | Lifecycle::Released
+    )
   }
 
   /// Drops a writer whose threads have all stopped, keeping its counts.

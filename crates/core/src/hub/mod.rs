@@ -15,7 +15,10 @@
 //! [`Effect::Finish`] and at most one `disconnect`.
 
 mod bus;
+mod dispatch;
+mod error;
 mod lifecycle;
+pub mod options;
 mod register;
 mod replay;
 mod send;
@@ -25,14 +28,18 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use dispatch::{Dispatch, Frame, Settled, Target};
+pub use error::CoreError;
+pub use send::{Broadcast, Planned};
 pub use types::*;
+
+use bus::BusSlot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backpressure::{self, Admit};
-use crate::bus::Bus;
 use crate::history::History;
 use crate::registry::{ConnKey, Registry};
 use crate::shards::{default_writer_threads, Writers};
@@ -73,17 +80,11 @@ pub struct HubCore<H> {
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
-  closing: bool,
-  closed_reported: bool,
-  orphaned: bool,
-  released: bool,
+  /// Open, closing, closed, or let go of by JS: one state, never two.
+  lifecycle: Lifecycle,
   stats: Arc<Stats>,
-  /// The Redis bus, when configured.
-  bus: Option<Bus>,
-  /// Its last figures, once it has stopped.
-  bus_final: Option<crate::bus::BusStatsSnapshot>,
-  /// `close()` told the bus to stop: nothing more can be appended.
-  bus_stopping: bool,
+  /// The Redis bus: none, running, told to stop, or stopped.
+  bus: BusSlot,
 }
 
 impl<H> Default for HubCore<H> {
@@ -109,18 +110,21 @@ impl<H> HubCore<H> {
       ending: HashMap::new(),
       ending_keys: HashMap::new(),
       last_broadcast: Instant::now(),
-      closing: false,
-      closed_reported: false,
-      orphaned: false,
-      released: false,
+      lifecycle: Lifecycle::Open,
       stats: Arc::default(),
-      bus: None,
-      bus_final: None,
-      bus_stopping: false,
+      bus: BusSlot::None,
     }
   }
 
-  pub fn configure(&mut self, settings: Settings) {
+  /// Applies `configure()`'s settings. The number of writer threads is
+  /// fixed while the writer runs: another one is refused, and nothing
+  /// applies.
+  pub fn configure(&mut self, settings: Settings) -> Result<(), CoreError> {
+    if let (Some(writer), Some(wanted)) = (&self.writer, settings.writer_threads) {
+      if writer.threads() != wanted {
+        return Err(CoreError::WriterRunning);
+      }
+    }
     if let Some(mode) = settings.mode {
       self.mode = mode;
     }
@@ -142,6 +146,7 @@ impl<H> HubCore<H> {
     if let Some(writer) = &self.writer {
       writer.configure(self.writer_config);
     }
+    Ok(())
   }
 
   /// The slow-client rule for a frame of `len` bytes on top of `queued`.
@@ -159,7 +164,9 @@ impl<H> HubCore<H> {
     self.writer_config.max_buffered_bytes
   }
 
+  /// Whether `close()` was called (or the JS hub is gone): new
+  /// connections are refused.
   pub fn is_closing(&self) -> bool {
-    self.closing
+    self.lifecycle != Lifecycle::Open
   }
 }

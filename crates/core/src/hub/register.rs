@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Conn, HubCore, Transport, TransportMode};
+use super::{Conn, HubCore, Lifecycle, Transport, TransportMode};
 use crate::bus::gate::{Gate, HeldLocal};
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::registry::{ConnKey, Entry};
@@ -16,7 +16,7 @@ impl<H> HubCore<H> {
   pub fn socket_slot_free(&self) -> bool {
     self.mode == TransportMode::Auto
       && !self.writer_died
-      && !self.closing
+      && self.lifecycle == Lifecycle::Open
       && self.wires.len() + self.ending.len() < self.fd_budget
   }
 
@@ -82,7 +82,7 @@ impl<H> HubCore<H> {
     last_event_id: Option<&str>,
     mark: Option<Mark>,
   ) -> (ConnKey, Option<WireId>) {
-    match self.bus.as_ref().map(Bus::delivery) {
+    match self.bus.running().map(Bus::delivery) {
       Some(lock) => lock.admit(last_event_id, mark, |admission| {
         let replay_from = match admission {
           Admission::Live => None,

@@ -1,9 +1,8 @@
 //! History, replay from `Last-Event-ID`, heartbeats and stale connections.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::HubCore;
+use super::{Dispatch, Frame, HubCore};
 use crate::frame;
 use crate::history::Replay;
 use crate::registry::ConnKey;
@@ -28,30 +27,19 @@ impl<H> HubCore<H> {
     self.recording().then(|| self.history.position())
   }
 
-  /// The id for the next recorded broadcast when the app gives none.
-  pub fn next_event_id(&mut self) -> String {
-    self.history.next_id()
-  }
-
-  /// Keeps a broadcast (as the HTTP chunk the writer sends) for replay.
-  pub fn record(&mut self, id: &str, chunk: Arc<[u8]>) {
-    self.history.record(id, chunk);
-  }
-
-  /// A broadcast to everyone went out: heartbeats wait for the next idle
-  /// stretch.
-  pub fn note_broadcast(&mut self, now: Instant) {
-    self.last_broadcast = now;
-  }
-
   /// What `key` missed since `last_event_id`, before any live event. A
   /// replay obeys the slow-client bound: past `maxBufferedBytes` (or with
   /// an id no longer in history) the client gets an `event: reset`
   /// instead. A socket connection gets the history's own chunks from the
   /// writer (shared, not copied) and `None` comes back; a stream
-  /// connection's bytes (at most the bound) come back for the binding to
-  /// write.
-  pub fn replay(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
+  /// connection's bytes (at most the bound) come back as one frame for the
+  /// binding to write.
+  pub fn replay(&mut self, key: ConnKey, last_event_id: &str, now: Instant) -> Option<Dispatch> {
+    let bytes = self.replay_bytes(key, last_event_id)?;
+    Some(self.send_one(key, Frame::new(bytes), now))
+  }
+
+  fn replay_bytes(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
     if self.history.capacity() == 0 {
       return None;
     }

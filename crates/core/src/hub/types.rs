@@ -145,8 +145,11 @@ pub enum Outcome {
   Dropped,
   /// Not written: past the bound under the `disconnect` policy.
   Slow,
-  /// The response had already ended, or its `write` threw.
+  /// The response had already ended.
   Failed,
+  /// Its `write` threw (or was not a function): ended and removed as
+  /// [`Outcome::Failed`], but it was live when the send began.
+  Threw,
 }
 
 /// What the app's own `res.write` on a socket connection should answer.
@@ -171,4 +174,24 @@ pub struct Settings {
   /// Writer threads; applies when the writer starts (the first hand-off,
   /// or the first after the writer stopped).
   pub writer_threads: Option<usize>,
+}
+
+/// Where the hub is in its life. The states exclude each other: a hub is
+/// never closing and closed at once, and one let go of by JS reports
+/// nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+  /// Takes connections.
+  Open,
+  /// `close()` was called: new connections are refused; [`Effect::Closed`]
+  /// follows once nothing is left and the writer has stopped.
+  Closing,
+  /// `close()` has finished and was reported.
+  Closed,
+  /// The JS hub was garbage-collected: socket connections end through the
+  /// writer, stream ones at their `close`; events are no longer reported.
+  /// `report_closed` when it was closing and `Closed` is still owed.
+  Orphaned { report_closed: bool },
+  /// Orphaned and nothing was left: the hub let go of its references.
+  Released,
 }
