@@ -192,7 +192,7 @@ impl<H> HubCore<H> {
   }
 
   /// How many socket connections an event on `route` targets here.
-  pub fn socket_targets(&self, route: &Route) -> u32 {
+  pub(super) fn socket_targets(&self, route: &Route) -> u32 {
     let socket = |keys: &[ConnKey]| {
       keys
         .iter()
@@ -212,7 +212,7 @@ impl<H> HubCore<H> {
   }
 
   /// How many connections an event on `route` targets here.
-  pub fn local_targets(&self, route: &Route) -> u32 {
+  pub(super) fn local_targets(&self, route: &Route) -> u32 {
     (match route {
       Route::All => self.registry.len(),
       Route::Channel(channel) => self.registry.members(channel).len(),
@@ -314,7 +314,7 @@ impl<H> HubCore<H> {
   /// The stream-transport connections a live bus entry goes to: its
   /// route's, whose gate admits it. (The writer threads serve the socket
   /// connections themselves.)
-  pub fn bus_recipients(&mut self, frame: &BusFrame) -> Vec<ConnKey> {
+  pub(super) fn bus_recipients(&mut self, frame: &BusFrame) -> Vec<ConnKey> {
     let candidates: Vec<ConnKey> = match &frame.route {
       Route::All => self.registry.keys(),
       Route::Channel(channel) => self.registry.members(channel).to_vec(),

@@ -39,7 +39,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backpressure::{self, Admit};
 use crate::history::History;
 use crate::registry::{ConnKey, Registry};
 use crate::shards::{default_writer_threads, Writers};
@@ -147,21 +146,6 @@ impl<H> HubCore<H> {
       writer.configure(self.writer_config);
     }
     Ok(())
-  }
-
-  /// The slow-client rule for a frame of `len` bytes on top of `queued`.
-  pub fn admit(&self, queued: usize, len: usize) -> Admit {
-    backpressure::admit(
-      queued,
-      len,
-      self.writer_config.max_buffered_bytes,
-      self.writer_config.slow_policy,
-    )
-  }
-
-  /// The slow-client bound (also the most bytes one replay sends).
-  pub fn max_buffered_bytes(&self) -> usize {
-    self.writer_config.max_buffered_bytes
   }
 
   /// Whether `close()` was called (or the JS hub is gone): new

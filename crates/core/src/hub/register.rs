@@ -25,20 +25,6 @@ impl<H> HubCore<H> {
     self.writer.as_ref().is_some_and(Writers::alive)
   }
 
-  /// Whether the writer threads were started (their number is then fixed
-  /// until they stop).
-  pub fn writer_started(&self) -> bool {
-    self.writer.is_some()
-  }
-
-  /// Writer threads the next start uses, or the running writer has.
-  pub fn writer_threads(&self) -> usize {
-    self
-      .writer
-      .as_ref()
-      .map_or(self.writer_threads, Writers::threads)
-  }
-
   /// Starts the socket writer's threads; `notify` is called from them when
   /// events wait in [`HubCore::writer_events`].
   pub fn start_writer(&mut self, notify: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<()> {
