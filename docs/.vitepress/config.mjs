@@ -18,7 +18,7 @@ export default defineConfig({
   description: 'Server-Sent Events for Express with a Rust core: a drop-in replacement for sseHelper.js',
   lang: 'en',
   // Nothing from a CDN or a font service: the built site works offline.
-  head: [],
+  head: [['link', { rel: 'icon', type: 'image/svg+xml', href: '/favicon.svg' }]],
   lastUpdated: false,
   themeConfig: {
     nav: [
