@@ -227,6 +227,8 @@ export interface HubOptions {
   maxBufferedBytes?: number
   slowClientPolicy?: string
   historySize?: number
+  /** Publishes kept per channel for replay. */
+  channelHistorySize?: number
   endTimeoutMs?: number
   writerThreads?: number
 }
@@ -309,6 +311,11 @@ export interface RegisterStart {
   lastEventId?: string
   /** `busMark()` as it was when the response's headers were flushed. */
   mark?: string
+  /**
+   * Channels joined before anything is replayed, so the replay includes
+   * their history (`addClient`'s `channels` option).
+   */
+  channels?: Array<string>
 }
 
 /**

@@ -32,6 +32,7 @@ const {
   dataOf,
   fieldsOf,
   lastEventIdOf,
+  channelsOf,
 } = require('./options.js');
 
 const { NativeHub } = loadBinding();
@@ -88,7 +89,6 @@ class SseHub extends EventEmitter {
   #log = null;
   /** `configure({ transport })`, for the debug log's reason when a connection stays on the stream. */
   #transport = 'auto';
-  #historySize = 0;
   #maxClients = 0;
   /** The promise `close()` returns, once called. */
   #closing = null;
@@ -193,13 +193,18 @@ class SseHub extends EventEmitter {
     const isNew = !this.#native.has(res);
     if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
     const bus = this.#bus.configured;
-    const lastEventId = (this.#historySize > 0 || bus) && isNew ? lastEventIdOf(res, options) : undefined;
+    // Whether anything can be replayed from it is the native side's to know.
+    const lastEventId = isNew ? lastEventIdOf(res, options) : undefined;
+    const channels = isNew ? channelsOf(options) : undefined;
     // Read before registering: registration installs the writer's hooks.
     const socket = inspectSocket(res);
     const info = typeof socket === 'string' ? undefined : socket;
     const key = id === undefined ? undefined : encodeId(id);
     const mark = isNew ? this.#bus.markOf(res) : undefined;
-    const start = lastEventId === undefined && mark === undefined ? undefined : { lastEventId, mark };
+    const start =
+      lastEventId === undefined && mark === undefined && channels === undefined
+        ? undefined
+        : { lastEventId, mark, channels };
     const registered = this.#native.register(res, key, toMeta(meta), info, start);
     const clientId = id === undefined ? registered : id;
     this.#log?.registration(res, registered, isNew, socket, this.#transport);
@@ -437,17 +442,33 @@ class SseHub extends EventEmitter {
    */
   configure(options) {
     checkHubShape(options);
-    const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients, redis } = options;
+    const {
+      transport,
+      maxBufferedBytes,
+      slowClientPolicy,
+      historySize,
+      channelHistorySize,
+      heartbeatMs,
+      maxClients,
+      redis,
+    } = options;
     const bus = redis === undefined ? undefined : busOptionsOf(redis);
     if (bus && this.#closing) throw closedError();
     checkHubValues(options);
     if (bus) this.#native.checkBus(bus);
     const { endTimeoutMs, writerThreads } = options;
-    this.#native.configure({ transport, maxBufferedBytes, slowClientPolicy, historySize, endTimeoutMs, writerThreads });
+    this.#native.configure({
+      transport,
+      maxBufferedBytes,
+      slowClientPolicy,
+      historySize,
+      channelHistorySize,
+      endTimeoutMs,
+      writerThreads,
+    });
     if (bus) this.#bus.start(bus);
     if (DEBUG) debug('configure %j', bus ? { ...options, redis: '(set)' } : options);
     if (transport !== undefined) this.#transport = transport;
-    if (historySize !== undefined) this.#historySize = historySize;
     if (maxClients !== undefined) this.#maxClients = maxClients;
     if (heartbeatMs !== undefined && this.#heartbeat.setIdleMs(heartbeatMs) && this.#native.count() > 0) {
       if (!this.#closing) this.#heartbeat.start();

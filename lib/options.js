@@ -13,13 +13,14 @@ const PUBLISH_OPTIONS = Object.freeze([...EVENT_OPTIONS, 'filter']);
 /** `broadcast` also takes a channel and a filter. */
 const BROADCAST_OPTIONS = Object.freeze([...EVENT_OPTIONS, 'channel', 'filter']);
 /** `addClient`'s last argument. */
-const ADD_CLIENT_OPTIONS = Object.freeze(['lastEventId']);
+const ADD_CLIENT_OPTIONS = Object.freeze(['lastEventId', 'channels']);
 /** `configure`. */
 const HUB_OPTIONS = Object.freeze([
   'transport',
   'maxBufferedBytes',
   'slowClientPolicy',
   'historySize',
+  'channelHistorySize',
   'heartbeatMs',
   'maxClients',
   'endTimeoutMs',
@@ -98,6 +99,17 @@ function fieldsOf(options, known = EVENT_OPTIONS) {
   return { event, id, retry };
 }
 
+/** `addClient`'s `channels` option: undefined, or an array of channel names. */
+function channelsOf(options) {
+  const channels = options?.channels;
+  if (channels === undefined) return undefined;
+  if (!Array.isArray(channels)) {
+    throw invalidType(`options.channels must be an array of strings, got ${kindOf(channels)}`);
+  }
+  channels.forEach((channel, i) => checkKey(`options.channels[${i}]`, channel));
+  return channels;
+}
+
 /** `addClient`'s `lastEventId` option, else the request's `Last-Event-ID` header. */
 function lastEventIdOf(res, options) {
   const explicit = options?.lastEventId;
@@ -146,6 +158,7 @@ function checkHubValues(options) {
   checkOption('maxBufferedBytes', options.maxBufferedBytes, 'number');
   checkOption('slowClientPolicy', options.slowClientPolicy, 'string');
   checkOption('historySize', options.historySize, 'number');
+  checkOption('channelHistorySize', options.channelHistorySize, 'number');
   checkOption('heartbeatMs', heartbeatMs, 'number');
   checkOption('maxClients', maxClients, 'number');
   checkOption('endTimeoutMs', options.endTimeoutMs, 'number');
@@ -178,4 +191,5 @@ module.exports = {
   closest,
   fieldsOf,
   lastEventIdOf,
+  channelsOf,
 };

@@ -130,6 +130,9 @@ pub struct RegisterStart {
   pub last_event_id: Option<String>,
   /// `busMark()` as it was when the response's headers were flushed.
   pub mark: Option<String>,
+  /// Channels joined before anything is replayed, so the replay includes
+  /// their history (`addClient`'s `channels` option).
+  pub channels: Option<Vec<String>>,
 }
 
 #[napi]
@@ -229,6 +232,7 @@ impl NativeHub {
     let RegisterStart {
       last_event_id,
       mark,
+      channels,
     } = start.unwrap_or_default();
     // With a bus the core decides whether the connection is held for a
     // replay (see `request_replay`): nothing live reaches it before.
@@ -246,6 +250,12 @@ impl NativeHub {
       socket,
       start,
     )?;
+    if let (Some(key), Some(channels)) = (registered.key, channels) {
+      let mut s = self.state.borrow_mut();
+      for channel in &channels {
+        s.core.set_membership(key, channel, true);
+      }
+    }
     if let (Some(key), Some(last_event_id)) = (registered.key, last_event_id) {
       if bus {
         return Ok(registered.id);

@@ -136,6 +136,9 @@ impl<H> HubCore<H> {
     if let Some(size) = settings.history_size {
       self.history.set_capacity(size);
     }
+    if let Some(size) = settings.channel_history_size {
+      self.history.set_channel_capacity(size);
+    }
     if let Some(timeout) = settings.end_timeout {
       self.writer_config.end_timeout = timeout;
     }

@@ -109,6 +109,7 @@ pub struct HubOptions<'a> {
   pub max_buffered_bytes: Option<f64>,
   pub slow_client_policy: Option<&'a str>,
   pub history_size: Option<f64>,
+  pub channel_history_size: Option<f64>,
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
 }
@@ -146,6 +147,11 @@ impl HubOptions<'_> {
         self.history_size,
         |n| whole_number(n, 0.0, 1.0e6).map(|n| n as usize),
         "options.historySize must be an integer from 0 to 1000000",
+      )?,
+      channel_history_size: parse_option(
+        self.channel_history_size,
+        |n| whole_number(n, 0.0, 1.0e5).map(|n| n as usize),
+        "options.channelHistorySize must be an integer from 0 to 100000",
       )?,
       end_timeout: parse_option(
         self.end_timeout_ms,

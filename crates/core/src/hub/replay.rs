@@ -8,9 +8,10 @@ use crate::history::Replay;
 use crate::registry::ConnKey;
 
 impl<H> HubCore<H> {
-  /// Whether broadcasts to everyone are kept for replay.
+  /// Whether anything is kept for replay: broadcasts to everyone, or
+  /// channel publishes.
   pub fn recording(&self) -> bool {
-    self.history.capacity() > 0
+    self.history.recording()
   }
 
   /// The id a page can embed to subscribe from now on (`lastEventId`):
@@ -40,14 +41,17 @@ impl<H> HubCore<H> {
   }
 
   fn replay_bytes(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
-    if self.history.capacity() == 0 {
+    if !self.history.recording() {
       return None;
     }
-    let wire = self.registry.get(key)?.handle.transport.wire();
-    match self
-      .history
-      .since(last_event_id, self.writer_config.max_buffered_bytes)
-    {
+    let entry = self.registry.get(key)?;
+    let wire = entry.handle.transport.wire();
+    // The broadcasts, and the publishes of the channels it is in now.
+    match self.history.since_in(
+      last_event_id,
+      &entry.channels,
+      self.writer_config.max_buffered_bytes,
+    ) {
       Replay::Missed(events) if events.is_empty() => None,
       Replay::Missed(events) => {
         self.stats.replay();

@@ -78,7 +78,14 @@ impl<H> HubCore<H> {
     now: Instant,
   ) -> Result<(Frame, Option<Vec<ConnKey>>), CoreError> {
     let everyone = request.channel.is_none() && !request.filtered;
-    let recording = everyone && self.recording();
+    // A publish to one channel is kept in that channel's history (when on);
+    // a filtered broadcast never is: its recipients were picked by JS, and
+    // a replay could not pick them again.
+    let recording = match request.channel {
+      _ if request.filtered => false,
+      None => self.history.capacity() > 0,
+      Some(_) => self.history.channel_capacity() > 0,
+    };
     let mut options = request.options;
     // The id is taken before the fields are checked, as it always was.
     let next_id = (recording && options.id.is_none()).then(|| self.history.next_id());
@@ -93,9 +100,11 @@ impl<H> HubCore<H> {
     if recording {
       // The history keeps the chunk the socket writer sends, so a replay
       // shares it instead of copying.
-      self
-        .history
-        .record(fields.id.unwrap_or_default(), frame.chunk());
+      self.history.record_in(
+        request.channel,
+        fields.id.unwrap_or_default(),
+        frame.chunk(),
+      );
     }
     if everyone {
       self.last_broadcast = now;

@@ -170,6 +170,8 @@ pub struct Settings {
   pub max_buffered_bytes: Option<usize>,
   pub slow_policy: Option<SlowPolicy>,
   pub history_size: Option<usize>,
+  /// Publishes kept per channel for replay (0: none).
+  pub channel_history_size: Option<usize>,
   pub end_timeout: Option<Duration>,
   /// Writer threads; applies when the writer starts (the first hand-off,
   /// or the first after the writer stopped).
