@@ -185,7 +185,7 @@ export declare class NativeHub {
    * field alone, which sets the browser's reconnection delay and
    * dispatches no event. `ms` is checked by the JS surface.
    */
-  retryHint(ms: number): number
+  retryHint(ms: number, jitterMs?: number | undefined | null): number
   /**
    * napi references this hub holds right now (responses, their `write`,
    * metas, its own listener, symbol and hooks). For leak tests.

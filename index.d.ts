@@ -197,6 +197,13 @@ type BusEvent = { state: 'connected' } | { state: 'disconnected'; error: Error &
 interface DrainOptions {
   /** Sent to every client as `retry:` first: how soon browsers reconnect (elsewhere). */
   retryMs?: number;
+  /**
+   * Spreads the reconnections: each client's `retry:` is drawn from
+   * `retryMs` to `retryMs + retryJitterMs` (in at most 16 steps), so a
+   * rolling restart does not bring every browser back in the same second.
+   * Needs `retryMs`.
+   */
+  retryJitterMs?: number;
 }
 
 /** `drainOnSignals()`'s options. */

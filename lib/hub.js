@@ -28,7 +28,7 @@ const {
   checkHubShape,
   checkHubValues,
   checkKeys,
-  checkRetryMs,
+  checkDrainOptions,
   dataOf,
   fieldsOf,
   lastEventIdOf,
@@ -504,12 +504,11 @@ class SseHub extends EventEmitter {
    * they missed.
    */
   async drain(options) {
-    checkKeys(options, ['retryMs']);
+    checkDrainOptions(options);
     const retryMs = options?.retryMs;
-    checkRetryMs(retryMs);
     this.#draining = true;
     if (DEBUG) debug('drain: %d connection(s), retry %s', this.#native.count(), retryMs);
-    if (retryMs !== undefined) this.#native.retryHint(retryMs);
+    if (retryMs !== undefined) this.#native.retryHint(retryMs, options?.retryJitterMs);
     if (this.#bus.running) await this.#bus.flush(MAX_TIMER_MS);
     await this.close();
   }
@@ -522,7 +521,7 @@ class SseHub extends EventEmitter {
    * that removes the listeners.
    */
   drainOnSignals(options) {
-    return drainOnSignals((o) => this.drain(o), checkRetryMs, options);
+    return drainOnSignals((o) => this.drain(o), checkDrainOptions, options);
   }
 
   /** Counters and gauges: clients per transport, channels, frames, bytes, drops, replays. */

@@ -787,9 +787,17 @@ impl NativeHub {
   /// field alone, which sets the browser's reconnection delay and
   /// dispatches no event. `ms` is checked by the JS surface.
   #[napi(catch_unwind)]
-  pub fn retry_hint(&self, env: Env, ms: u32) -> u32 {
-    let dispatch = self.state.borrow_mut().core.retry_hint(ms, Instant::now());
-    deliver::run(&self.state, env.raw(), dispatch)
+  pub fn retry_hint(&self, env: Env, ms: u32, jitter_ms: Option<u32>) -> u32 {
+    let dispatches =
+      self
+        .state
+        .borrow_mut()
+        .core
+        .retry_hint(ms, jitter_ms.unwrap_or(0), Instant::now());
+    dispatches
+      .into_iter()
+      .map(|dispatch| deliver::run(&self.state, env.raw(), dispatch))
+      .sum()
   }
 
   /// napi references this hub holds right now (responses, their `write`,
