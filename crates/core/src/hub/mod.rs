@@ -43,20 +43,13 @@ use crate::history::History;
 use crate::registry::{ConnKey, Registry};
 use crate::shards::{default_writer_threads, Writers};
 use crate::stats::Stats;
-use crate::writer::{fd_budget, WireId, WriterConfig};
+use crate::writer::{fd_budget, WriterConfig};
 
 /// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
 /// `Number.MAX_VALUE`) means "longer than anything", never a panic (as
 /// `Duration::from_secs_f64` would).
 pub fn millis(ms: f64) -> Duration {
   Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
-}
-
-/// A connection removed gracefully while its writer still flushes.
-#[derive(Debug)]
-struct Ending<H> {
-  key: ConnKey,
-  handle: H,
 }
 
 pub struct HubCore<H> {
@@ -71,11 +64,11 @@ pub struct HubCore<H> {
   writer_died: bool,
   /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
   fd_budget: usize,
-  next_wire: WireId,
-  wires: HashMap<WireId, ConnKey>,
-  ending: HashMap<WireId, Ending<H>>,
-  /// The wire of each ending connection, by the key its response carries.
-  ending_keys: HashMap<ConnKey, WireId>,
+  /// Registered connections the socket writer holds.
+  sockets: usize,
+  /// Connections removed gracefully while their writer still flushes, by
+  /// the key the writer knows them by (the one their response carries).
+  ending: HashMap<ConnKey, H>,
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
@@ -104,10 +97,8 @@ impl<H> HubCore<H> {
       writer: None,
       writer_died: false,
       fd_budget,
-      next_wire: 1,
-      wires: HashMap::new(),
+      sockets: 0,
       ending: HashMap::new(),
-      ending_keys: HashMap::new(),
       last_broadcast: Instant::now(),
       lifecycle: Lifecycle::Open,
       stats: Arc::default(),

@@ -39,11 +39,27 @@ impl<H> HubCore<H> {
     Some(self.send_one(key, Frame::new(bytes), now))
   }
 
+  /// Where a connection just registered starts. With a running bus it was
+  /// held for the bus's replay at registration ([`HubCore::register_with`]),
+  /// and nothing happens here; otherwise history replays what it missed
+  /// since `last_event_id` ([`HubCore::replay`]).
+  pub fn resume(
+    &mut self,
+    key: ConnKey,
+    last_event_id: Option<&str>,
+    now: Instant,
+  ) -> Option<Dispatch> {
+    if self.bus.running().is_some() {
+      return None;
+    }
+    self.replay(key, last_event_id?, now)
+  }
+
   fn replay_bytes(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
     if self.history.capacity() == 0 {
       return None;
     }
-    let wire = self.registry.get(key)?.handle.transport.wire();
+    let socket = self.registry.get(key)?.handle.transport.is_socket();
     match self
       .history
       .since(last_event_id, self.writer_config.max_buffered_bytes)
@@ -51,9 +67,9 @@ impl<H> HubCore<H> {
       Replay::Missed(events) if events.is_empty() => None,
       Replay::Missed(events) => {
         self.stats.replay();
-        match (wire, &self.writer) {
-          (Some(wire), Some(writer)) => {
-            writer.send_frames(wire, events.iter().map(|e| e.chunk().clone()).collect());
+        match (socket, &self.writer) {
+          (true, Some(writer)) => {
+            writer.send_frames(key, events.iter().map(|e| e.chunk().clone()).collect());
             None
           }
           _ => Some(events.iter().flat_map(|e| e.frame()).copied().collect()),

@@ -9,7 +9,7 @@ use crate::backpressure::SlowPolicy;
 use crate::bus::gate::{Gate, HeldLocal};
 use crate::bus::ReplayFrom;
 use crate::registry::ConnKey;
-use crate::writer::{ConnGauge, WireId};
+use crate::writer::ConnGauge;
 
 /// Which transport new connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +29,14 @@ pub enum Transport {
   Stream { congested: bool },
   /// By the socket writer thread; the binding reads its backlog from the
   /// gauge it shares with the writer.
-  Socket { wire: WireId, gauge: Arc<ConnGauge> },
+  /// The writer knows it by its registry key.
+  Socket { gauge: Arc<ConnGauge> },
 }
 
 impl Transport {
-  pub fn wire(&self) -> Option<WireId> {
-    match self {
-      Transport::Stream { .. } => None,
-      Transport::Socket { wire, .. } => Some(*wire),
-    }
+  /// Whether the socket writer holds it.
+  pub fn is_socket(&self) -> bool {
+    matches!(self, Transport::Socket { .. })
   }
 }
 
