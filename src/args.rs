@@ -42,6 +42,7 @@ pub struct HubOptions {
   pub history_size: Option<f64>,
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
+  pub max_clients: Option<f64>,
 }
 
 impl HubOptions {
@@ -54,6 +55,7 @@ impl HubOptions {
       history_size: self.history_size,
       end_timeout_ms: self.end_timeout_ms,
       writer_threads: self.writer_threads,
+      max_clients: self.max_clients,
     }
   }
 }

@@ -62,8 +62,9 @@ impl NativeHub {
     type_error: Option<Function<'_>>,
     hooks: Option<Object<'_>>,
     lifecycle: Option<Function<'_>>,
+    capacity_error: Option<Function<'_>>,
   ) -> Result<Self> {
-    let state = crate::setup::new_state(&env, type_error, hooks, lifecycle)?;
+    let state = crate::setup::new_state(&env, type_error, hooks, lifecycle, capacity_error)?;
     Ok(NativeHub { state })
   }
 
@@ -99,6 +100,50 @@ impl NativeHub {
     };
     let meta = meta.map(|m| m.raw());
     registration::register(&self.state, &env, res.raw(), id, meta, socket, start)
+  }
+
+  /// Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called.
+  #[napi(catch_unwind)]
+  pub fn check_open(&self, env: Env) -> Result<()> {
+    let open = match self.state.borrow().core.is_closing() {
+      true => Err(sse_helper_core::hub::CoreError::Closed),
+      false => Ok(()),
+    };
+    error::check(&self.state, env.raw(), open)
+  }
+
+  /// Throws `SseCapacityError` when `res` is not registered and
+  /// `maxClients` are.
+  #[napi(catch_unwind)]
+  pub fn check_capacity(&self, env: Env, res: Unknown) -> Result<()> {
+    let raw = env.raw();
+    let refused = self.state.borrow().core.check_capacity(false);
+    // `res` is looked up only when the hub is full, as before.
+    let admitted = match refused {
+      Err(_) if key_of(&self.state, raw, res.raw()).is_some() => Ok(()),
+      other => other,
+    };
+    error::check(&self.state, raw, admitted)
+  }
+
+  /// Whether a new connection can be replayed what it missed (history on,
+  /// or a bus configured): only then does the JS surface read its
+  /// `Last-Event-ID`.
+  #[napi(getter, catch_unwind)]
+  pub fn replayable(&self) -> bool {
+    self.state.borrow().core.replayable()
+  }
+
+  /// `configure({ transport })` as it stands: `'auto'` or `'stream'`.
+  #[napi(getter, catch_unwind)]
+  pub fn transport(&self) -> &'static str {
+    self.state.borrow().core.transport_mode().as_str()
+  }
+
+  /// `drain()`: refuses new connections from now on (`ERR_SSE_CLOSED`).
+  #[napi(catch_unwind)]
+  pub fn drain(&self) {
+    self.state.borrow_mut().core.drain();
   }
 
   /// True when `res` is registered with this hub.

@@ -20,6 +20,7 @@ pub fn new_state(
   type_error: Option<Function<'_>>,
   hooks: Option<Object<'_>>,
   lifecycle: Option<Function<'_>>,
+  capacity_error: Option<Function<'_>>,
 ) -> Result<Shared> {
   let raw = env.raw();
   let state: Shared = Rc::new(RefCell::new(HubState::new()));
@@ -35,6 +36,9 @@ pub fn new_state(
     s.key_map = Some(s.refs.hold(raw, key_map)?);
     s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
+    s.capacity_error = capacity_error
+      .map(|f| s.refs.hold(raw, f.raw()))
+      .transpose()?;
     if let Some([write, end, destroy, socket_destroy, write_after_end, node_write]) = hook_values {
       s.hooks = Some(Hooks {
         write: s.refs.hold(raw, write)?,

@@ -98,7 +98,7 @@ impl<H> HubCore<H> {
   /// Ends every connection and refuses new ones; the writer stops once the
   /// last ending connection is done, then [`Effect::Closed`] follows.
   pub fn close(&mut self) -> Vec<Effect<H>> {
-    if self.lifecycle == Lifecycle::Open {
+    if matches!(self.lifecycle, Lifecycle::Open | Lifecycle::Draining) {
       self.lifecycle = Lifecycle::Closing;
     }
     let mut effects = Vec::new();
@@ -158,7 +158,7 @@ impl<H> HubCore<H> {
     if !self.registry.is_empty() || !self.ending.is_empty() {
       return;
     }
-    if self.lifecycle != Lifecycle::Open {
+    if !matches!(self.lifecycle, Lifecycle::Open | Lifecycle::Draining) {
       if let Some(writer) = &mut self.writer {
         writer.shutdown();
       }

@@ -72,6 +72,8 @@ pub struct HubCore<H> {
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
+  /// Most connections it takes (0: no limit).
+  max_clients: usize,
   /// Open, closing, closed, or let go of by JS: one state, never two.
   lifecycle: Lifecycle,
   stats: Arc<Stats>,
@@ -100,6 +102,7 @@ impl<H> HubCore<H> {
       sockets: 0,
       ending: HashMap::new(),
       last_broadcast: Instant::now(),
+      max_clients: 0,
       lifecycle: Lifecycle::Open,
       stats: Arc::default(),
       bus: BusSlot::None,
@@ -133,15 +136,46 @@ impl<H> HubCore<H> {
     if let Some(threads) = settings.writer_threads {
       self.writer_threads = threads;
     }
+    if let Some(max) = settings.max_clients {
+      self.max_clients = max;
+    }
     if let Some(writer) = &self.writer {
       writer.configure(self.writer_config);
     }
     Ok(())
   }
 
-  /// Whether `close()` was called (or the JS hub is gone): new
-  /// connections are refused.
+  /// Whether `close()` or `drain()` was called (or the JS hub is gone):
+  /// new connections are refused.
   pub fn is_closing(&self) -> bool {
     self.lifecycle != Lifecycle::Open
+  }
+
+  /// `configure({ transport })` as it stands.
+  pub fn transport_mode(&self) -> TransportMode {
+    self.mode
+  }
+
+  /// `drain()`: new connections are refused from now on
+  /// ([`CoreError::Closed`]); the ones here stay until `close()`.
+  pub fn drain(&mut self) {
+    if self.lifecycle == Lifecycle::Open {
+      self.lifecycle = Lifecycle::Draining;
+    }
+  }
+
+  /// Refuses a connection that is not registered yet
+  /// (`registered: false`) once `maxClients` are.
+  pub fn check_capacity(&self, registered: bool) -> Result<(), CoreError> {
+    match self.max_clients {
+      max if max > 0 && !registered && self.registry.len() >= max => Err(CoreError::Capacity(max)),
+      _ => Ok(()),
+    }
+  }
+
+  /// Whether a new connection can be replayed what it missed (history is
+  /// on, or a bus was configured): only then is its `Last-Event-ID` read.
+  pub fn replayable(&self) -> bool {
+    self.recording() || !matches!(self.bus, BusSlot::None)
   }
 }

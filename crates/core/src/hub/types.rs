@@ -20,6 +20,16 @@ pub enum TransportMode {
   Stream,
 }
 
+impl TransportMode {
+  /// As `configure({ transport })` spells it.
+  pub fn as_str(self) -> &'static str {
+    match self {
+      TransportMode::Auto => "auto",
+      TransportMode::Stream => "stream",
+    }
+  }
+}
+
 /// How one connection is written.
 #[derive(Debug)]
 pub enum Transport {
@@ -173,6 +183,8 @@ pub struct Settings {
   /// Writer threads; applies when the writer starts (the first hand-off,
   /// or the first after the writer stopped).
   pub writer_threads: Option<usize>,
+  /// Most connections the hub takes (0: no limit).
+  pub max_clients: Option<usize>,
 }
 
 /// Where the hub is in its life. The states exclude each other: a hub is
@@ -182,6 +194,9 @@ pub struct Settings {
 pub enum Lifecycle {
   /// Takes connections.
   Open,
+  /// `drain()` was called: new connections are refused, the ones here stay
+  /// (and the writer keeps running) until `close()`.
+  Draining,
   /// `close()` was called: new connections are refused; [`Effect::Closed`]
   /// follows once nothing is left and the writer has stopped.
   Closing,
