@@ -25,7 +25,7 @@ export declare class NativeHub {
    * found slow (`'slow'`, id), when the writer thread died (`'error'`,
    * code, message) and when `close()` has finished (`'closed'`).
    */
-  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null)
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null, capacityError?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
@@ -41,6 +41,23 @@ export declare class NativeHub {
    * duplicated fd is left behind.
    */
   register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, socket?: SocketInfo | undefined | null, start?: RegisterStart | undefined | null): string
+  /** Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called. */
+  checkOpen(): void
+  /**
+   * Throws `SseCapacityError` when `res` is not registered and
+   * `maxClients` are.
+   */
+  checkCapacity(res: unknown): void
+  /**
+   * Whether a new connection can be replayed what it missed (history on,
+   * or a bus configured): only then does the JS surface read its
+   * `Last-Event-ID`.
+   */
+  get replayable(): boolean
+  /** `configure({ transport })` as it stands: `'auto'` or `'stream'`. */
+  get transport(): string
+  /** `drain()`: refuses new connections from now on (`ERR_SSE_CLOSED`). */
+  drain(): void
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
   /** Unregisters `res`, detaches its listener and ends it if still open. */
@@ -231,6 +248,7 @@ export interface HubOptions {
   channelHistorySize?: number
   endTimeoutMs?: number
   writerThreads?: number
+  maxClients?: number
 }
 
 /** The Redis bus's state and counters. */

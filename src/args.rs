@@ -44,6 +44,7 @@ pub struct HubOptions {
   pub channel_history_size: Option<f64>,
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
+  pub max_clients: Option<f64>,
 }
 
 impl HubOptions {
@@ -57,6 +58,7 @@ impl HubOptions {
       channel_history_size: self.channel_history_size,
       end_timeout_ms: self.end_timeout_ms,
       writer_threads: self.writer_threads,
+      max_clients: self.max_clients,
     }
   }
 }

@@ -112,6 +112,7 @@ pub struct HubOptions<'a> {
   pub channel_history_size: Option<f64>,
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
+  pub max_clients: Option<f64>,
 }
 
 impl HubOptions<'_> {
@@ -162,6 +163,11 @@ impl HubOptions<'_> {
         self.writer_threads,
         |n| whole_number(n, 1.0, MAX_WRITER_THREADS as f64).map(|n| n as usize),
         "options.writerThreads must be an integer from 1 to 64",
+      )?,
+      max_clients: parse_option(
+        self.max_clients,
+        |n| (n >= 0.0 && n.fract() == 0.0).then(|| n.min(usize::MAX as f64) as usize),
+        "options.maxClients must be a non-negative integer (0 means no limit)",
       )?,
     })
   }

@@ -273,8 +273,7 @@ impl<H> HubCore<H> {
     } else {
       DEFAULT_HIGH_WATER_MARK
     };
-    let Some(Transport::Socket { wire, gauge }) =
-      self.registry.get(key).map(|e| &e.handle.transport)
+    let Some(Transport::Socket { gauge }) = self.registry.get(key).map(|e| &e.handle.transport)
     else {
       return AppWrite::Gone;
     };
@@ -284,7 +283,7 @@ impl<H> HubCore<H> {
     if !bytes.is_empty() {
       let chunk: Arc<[u8]> = frame::http_chunk(bytes).into();
       gauge.submitted.fetch_add(chunk.len(), Ordering::SeqCst);
-      writer.write(*wire, chunk);
+      writer.write(key, chunk);
     }
     if gauge.backlog() < mark {
       return AppWrite::Accepted;

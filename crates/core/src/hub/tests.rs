@@ -4,7 +4,6 @@ use super::options::{BusOptions, EventOptions};
 use super::*;
 use crate::registry::ConnKey;
 use crate::test_util::{collect_until, pair};
-use crate::writer::WireId;
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
@@ -445,7 +444,7 @@ fn connect(
   hub: &mut HubCore<&'static str>,
   id: &str,
   handle: &'static str,
-) -> (ConnKey, Option<WireId>, (TcpStream, TcpStream)) {
+) -> (ConnKey, Option<ConnKey>, (TcpStream, TcpStream)) {
   let (server, client) = pair();
   let fd = server.as_fd().try_clone_to_owned().unwrap();
   let (key, wire) = hub.register(id, handle, Some(fd.into()), at(0));
