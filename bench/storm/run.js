@@ -61,8 +61,7 @@ function client(port, channel, lastEventId) {
 
 async function storm(transport) {
   const child = fork(path.join(__dirname, 'server.js'), [transport, String(HISTORY)], { stdio: 'inherit' });
-  const { port } =
-    (await ask(child, {}, 'port').catch(() => null)) ?? (await new Promise((r) => child.once('message', r)));
+  const { port } = await new Promise((resolve) => child.once('message', resolve));
   const { position: from } = await ask(child, { cmd: 'position' }, 'position');
   await ask(child, { cmd: 'history', count: HISTORY, channels: CHANNELS }, 'after');
   await ask(child, { cmd: 'watch' }, 'watching');
@@ -115,7 +114,7 @@ async function storm(transport) {
     '',
     `${new Date().toISOString()} · Node ${process.version} · ${require('node:os').cpus().length} cores · \`node bench/storm/run.js --n ${N} --channels ${CHANNELS} --history ${HISTORY}\``,
     '',
-    `N clients, each in one of ${CHANNELS} channels, reconnect at once from one Last-Event-ID after ${HISTORY} events (broadcasts and publishes interleaved), while a live broadcast goes out every 10 ms. Each client must get exactly the broadcasts and its channel's messages after that id, in order, once, then live ones without a gap.`,
+    `N clients, each in one of ${CHANNELS} channels, reconnect at once from one Last-Event-ID after ${HISTORY} events (broadcasts and publishes interleaved), while a live broadcast goes out every 10 ms. Clients are raw sockets speaking HTTP/1.0 (close-delimited bodies, which the native writer frames). Each client must get exactly the broadcasts and its channel's messages after that id, in order, once, then live ones without a gap.`,
     '',
     '| transport | N | caught up, ms | loop delay p50 / p99 / max, ms | replays | resets | clients wrong |',
     '|:--|--:|--:|--:|--:|--:|--:|',
