@@ -11,6 +11,7 @@ use super::admission::{DeliveryLock, Mark};
 use super::config::{client, BusConfig, BACKOFF_CAP, BACKOFF_FIRST, MAX_PENDING_APPENDS, RECENT};
 use super::entry::Entry;
 use super::error::BusError;
+use super::keys;
 use super::link::{Link, LinkState, Notice};
 use super::live::PresenceCheck;
 use super::machine::BusMachine;
@@ -18,6 +19,7 @@ use super::read_size::ReadSize;
 use super::request::{BusEvent, ReplayRequest, Request};
 use super::shared::BusShared;
 use super::stats::{BusStats, BusStatsSnapshot};
+use super::target::Target;
 use super::task::BusTask;
 use crate::writer::WriterPort;
 
@@ -36,6 +38,12 @@ impl Bus {
   pub fn start(config: BusConfig, notify: Arc<dyn Fn() + Send + Sync>) -> io::Result<Bus> {
     let client = client(&config.url, config.ca.as_deref())
       .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if matches!(client, Target::Cluster(_)) && !keys::shares_one_slot(&config.stream) {
+      return Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "on a Redis Cluster, a stream name with '}' needs a hash tag ({tag}) so that all its keys share a slot",
+      ));
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(BusShared {
       state: AtomicU8::new(LinkState::Connecting.to_u8()),
@@ -56,7 +64,7 @@ impl Bus {
     let thread_shared = shared.clone();
     let reader = BusTask {
       client,
-      presence_key: format!("{}:presence:{}", config.stream, instance),
+      presence_key: format!("{}{instance}", keys::presence_prefix(&config.stream)),
       config,
       shared: shared.clone(),
       rx,
