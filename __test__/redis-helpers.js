@@ -470,7 +470,7 @@ async function clusterNodes(port) {
  * replicas each (redis-server --cluster-enabled, joined by
  * `redis-cli --cluster create`), node timeout 1 s (a failed master's
  * replica is promoted within a few seconds). Resolves once every node says
- * `cluster_state:ok` and knows every other.
+ * `cluster_state:ok` and knows every other, and every replica is in sync.
  *
  * Resolves with { nodes: [{ port, id, kill(), stop(), command(...) }], url
  * (redis+cluster://, every node), command(port, ...args), owner(slot) (the
@@ -483,7 +483,7 @@ async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
     const port = await freePort();
     // The cluster bus on a port of its own (not port + 10000, which may be taken).
     const busPort = await freePort();
-    const { child } = await launchRedis(binary, port, [
+    const { child, output } = await launchRedis(binary, port, [
       '--cluster-enabled',
       'yes',
       '--cluster-port',
@@ -499,6 +499,8 @@ async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
       command: (...cmd) => redisCommand(port, cmd),
       kill: () => terminate(child, 'SIGKILL'),
       stop: () => terminate(child, 'SIGTERM', 5000),
+      /** What the node has logged (the last 64 KiB). */
+      output,
       get running() {
         return child.exitCode === null && child.signalCode === null;
       },
@@ -542,6 +544,16 @@ async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
     }
   };
   await waitOk('the cluster to form');
+  // A replica that never synced is never promoted: each must be in sync.
+  for (const deadline = Date.now() + 30_000; ; await delay(50)) {
+    let synced = true;
+    for (const node of nodes) {
+      const info = String(await node.command('INFO', 'replication'));
+      if (info.includes('role:slave') && !info.includes('master_link_status:up')) synced = false;
+    }
+    if (synced) break;
+    if (Date.now() > deadline) throw new Error('timed out waiting for the replicas to sync');
+  }
   const owner = async (slot) => {
     for (const node of live()) {
       try {
