@@ -38,7 +38,8 @@ impl Bus {
   pub fn start(config: BusConfig, notify: Arc<dyn Fn() + Send + Sync>) -> io::Result<Bus> {
     let client = client(&config.url, config.ca.as_deref())
       .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    if matches!(client, Target::Cluster(_)) && !keys::shares_one_slot(&config.stream) {
+    let cluster = matches!(client, Target::Cluster(_));
+    if cluster && !keys::shares_one_slot(&config.stream) {
       return Err(io::Error::new(
         io::ErrorKind::InvalidInput,
         "on a Redis Cluster, a stream name with '}' needs a hash tag ({tag}) so that all its keys share a slot",
@@ -57,6 +58,7 @@ impl Bus {
       notify,
     });
     let instance = uuid::Uuid::new_v4().simple().to_string();
+    let presence_prefix = keys::presence_prefix(&config.stream, cluster);
     let runtime = tokio::runtime::Builder::new_current_thread()
       .enable_io()
       .enable_time()
@@ -64,7 +66,8 @@ impl Bus {
     let thread_shared = shared.clone();
     let reader = BusTask {
       client,
-      presence_key: format!("{}{instance}", keys::presence_prefix(&config.stream)),
+      presence_key: format!("{presence_prefix}{instance}"),
+      presence_prefix,
       config,
       shared: shared.clone(),
       rx,

@@ -2,13 +2,14 @@
 //!
 //! Redis Cluster hashes a key by its hash tag (the text between its first
 //! `{` and the first `}` after it, when not empty), else by the whole key.
-//! The stream key is the user's stream name, unchanged. The presence keys
-//! carry the stream's tag: `<stream>:presence:<instance>` when the stream
-//! name already has one, else `{<stream>}:presence:<instance>`, whose tag
-//! is the whole stream name and so hashes exactly like the stream key. So a
-//! stream and its presence keys always share one slot (one node), and the
-//! bus's multi-key commands (`MGET` of the presence keys) and pipelines
-//! never cross slots.
+//! The stream key is the user's stream name, unchanged. On a Cluster the
+//! presence keys carry the stream's tag: `<stream>:presence:<instance>`
+//! when the stream name already has one, else
+//! `{<stream>}:presence:<instance>`, whose tag is the whole stream name and
+//! so hashes exactly like the stream key. So a stream and its presence keys
+//! always share one slot (one node), and the bus's multi-key commands
+//! (`MGET` of the presence keys) and pipelines never cross slots. On one
+//! server they keep their earlier name, `<stream>:presence:<instance>`.
 
 /// The hash tag of `key`, as Redis Cluster finds it: the text between the
 /// first `{` and the first `}` after it, when that text is not empty.
@@ -43,9 +44,12 @@ pub fn slot(key: &str) -> u16 {
   crc16(hash_tag(key).unwrap_or(key).as_bytes()) % SLOTS
 }
 
-/// What every presence key of `stream` starts with.
-pub fn presence_prefix(stream: &str) -> String {
-  if hash_tag(stream).is_some() {
+/// What every presence key of `stream` starts with. On a Cluster the
+/// stream's hash tag: `<stream>:presence:` when the name has one, else
+/// `{<stream>}:presence:`. On one server (and Sentinel) `<stream>:presence:`,
+/// as before Cluster support, so a rolling upgrade counts every instance.
+pub fn presence_prefix(stream: &str, cluster: bool) -> String {
+  if !cluster || hash_tag(stream).is_some() {
     format!("{stream}:presence:")
   } else {
     format!("{{{stream}}}:presence:")
@@ -78,15 +82,17 @@ mod tests {
 
   #[test]
   fn presence_keys_share_the_streams_slot() {
-    assert_eq!(presence_prefix("sse"), "{sse}:presence:");
-    assert_eq!(presence_prefix("{app}:sse"), "{app}:sse:presence:");
+    assert_eq!(presence_prefix("sse", true), "{sse}:presence:");
+    assert_eq!(presence_prefix("{app}:sse", true), "{app}:sse:presence:");
+    // One server: the names of earlier versions.
+    assert_eq!(presence_prefix("sse", false), "sse:presence:");
     for stream in ["sse", "{app}:sse", "app:{t}", "a{b", "chat.room-1"] {
       assert!(shares_one_slot(stream), "{stream}");
       assert_eq!(
         slot(stream),
         slot(&format!(
           "{}0123456789abcdef0123456789abcdef",
-          presence_prefix(stream)
+          presence_prefix(stream, true)
         )),
         "{stream}"
       );

@@ -7,7 +7,6 @@ use std::time::Duration;
 use redis::{RedisResult, Value};
 
 use super::config::PRESENCE_TTL;
-use super::keys::presence_prefix;
 use super::resp::glob_escape;
 use super::session::Session;
 use super::task::BusTask;
@@ -29,8 +28,8 @@ impl BusTask {
   /// then every presence key of the stream summed.
   pub(super) async fn count(&self, session: &mut Session) -> RedisResult<f64> {
     self.refresh_presence(session).await?;
-    let prefix = presence_prefix(&self.config.stream);
-    let pattern = format!("{}*", glob_escape(&prefix));
+    let prefix = &self.presence_prefix;
+    let pattern = format!("{}*", glob_escape(prefix));
     let mut cursor: u64 = 0;
     let mut total = 0.0;
     loop {
@@ -48,7 +47,7 @@ impl BusTask {
       // `<stream>:presence:alice = online` is not an instance.
       let keys: Vec<String> = keys
         .into_iter()
-        .filter(|k| is_presence_key(k, &prefix))
+        .filter(|k| is_presence_key(k, prefix))
         .collect();
       if !keys.is_empty() {
         let counts: Vec<Value> = redis::cmd("MGET")
@@ -108,12 +107,16 @@ mod tests {
     Value::BulkString(s.as_bytes().to_vec())
   }
 
+  use crate::bus::keys::presence_prefix;
+
   #[test]
   fn presence_counts_only_its_own_keys_and_numbers() {
     let me = "0123456789abcdef0123456789abcdef";
-    let chat = presence_prefix("chat");
+    let single = presence_prefix("chat", false);
+    assert!(is_presence_key(&format!("chat:presence:{me}"), &single));
+    assert!(!is_presence_key("chat:presence:alice", &single));
+    let chat = presence_prefix("chat", true);
     assert!(is_presence_key(&format!("{{chat}}:presence:{me}"), &chat));
-    // The key of a version before hash tags: not counted (it expires).
     assert!(!is_presence_key(&format!("chat:presence:{me}"), &chat));
     assert!(!is_presence_key("{chat}:presence:alice", &chat));
     assert!(!is_presence_key(
@@ -121,7 +124,7 @@ mod tests {
       &chat
     ));
     assert!(!is_presence_key(&format!("{{other}}:presence:{me}"), &chat));
-    let tagged = presence_prefix("{app}:chat");
+    let tagged = presence_prefix("{app}:chat", true);
     assert!(is_presence_key(
       &format!("{{app}}:chat:presence:{me}"),
       &tagged

@@ -38,6 +38,10 @@ pub(super) struct BusTask {
   pub(super) client: Target,
   pub(super) config: BusConfig,
   pub(super) presence_key: String,
+  /// What every presence key of the stream starts with ([`keys::presence_prefix`]).
+  ///
+  /// [`keys::presence_prefix`]: super::keys::presence_prefix
+  pub(super) presence_prefix: String,
   pub(super) shared: Arc<BusShared>,
   pub(super) rx: mpsc::UnboundedReceiver<Request>,
   pub(super) link: Link,
