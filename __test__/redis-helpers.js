@@ -446,7 +446,7 @@ async function startSentinel(masterPort, { name = 'm' } = {}) {
 // ---------------------------------------------------------------------------
 // Redis Cluster
 
-/** The nodes of `CLUSTER NODES` on `port`: { id, port, master (flag), replicaOf, failed, slots: [[from, to]] }. */
+/** The nodes of `CLUSTER NODES` on `port`: { id, port, master, myself (flags), replicaOf, failed, slots: [[from, to]] }. */
 async function clusterNodes(port) {
   const text = String(await redisCommand(port, ['CLUSTER', 'NODES'], 2000));
   return text
@@ -458,6 +458,7 @@ async function clusterNodes(port) {
         id,
         port: Number(address.split('@')[0].split(':').pop()),
         master: flags.split(',').includes('master'),
+        myself: flags.split(',').includes('myself'),
         failed: /fail/.test(flags),
         replicaOf: replicaOf === '-' ? null : replicaOf,
         slots: slots.filter((s) => !s.startsWith('[')).map((s) => s.split('-').map(Number)),
@@ -474,7 +475,7 @@ async function clusterNodes(port) {
  *
  * Resolves with { nodes: [{ port, id, kill(), stop(), command(...) }], url
  * (redis+cluster://, every node), command(port, ...args), owner(slot) (the
- * node serving it, by a live node's view), migrate(slot, to), stop() }.
+ * live node that serves it, by its own word), migrate(slot, to), stop() }.
  */
 async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
   const binary = findRedisServer();
@@ -554,13 +555,13 @@ async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
     if (synced) break;
     if (Date.now() > deadline) throw new Error('timed out waiting for the replicas to sync');
   }
+  // The node that serves `slot` by its own word (another node's view can
+  // lag behind a migration or a failover).
   const owner = async (slot) => {
     for (const node of live()) {
       try {
-        const serving = (await clusterNodes(node.port)).find(
-          (n) => n.master && !n.failed && n.slots.some(([from, to = from]) => slot >= from && slot <= to),
-        );
-        if (serving) return nodes.find((n) => n.id === serving.id);
+        const me = (await clusterNodes(node.port)).find((n) => n.myself);
+        if (me?.master && me.slots.some(([from, to = from]) => slot >= from && slot <= to)) return node;
       } catch {
         // Not answering: ask another.
       }
