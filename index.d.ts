@@ -150,9 +150,24 @@ interface HubOptions {
 }
 
 interface RedisOptions {
-  /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
-  url: string;
-  /** The stream key every instance shares. Default `'sse'`. */
+  /**
+   * `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS;
+   * `redis+sentinel://host:port[,host:port…]/<master>[/<db>]` for Sentinel;
+   * `redis+cluster://[user:password@]host:port[,host:port…]` (or
+   * `rediss+cluster://`) for a Redis Cluster. Not with `cluster`.
+   */
+  url?: string;
+  /**
+   * A Redis Cluster by some of its nodes: `['redis://host:7000', …]`, every
+   * one with the same scheme, user and password (instead of `url`).
+   */
+  cluster?: string[];
+  /**
+   * The stream key every instance shares. Default `'sse'`. On a Cluster
+   * every other key of the bus carries its hash tag (`{sse}:presence:…`), so
+   * they all live in the stream's slot; a name that holds `}` needs a tag of
+   * its own there (`'{app}:sse'`).
+   */
   stream?: string;
   /**
    * About this many entries are kept (`XADD ... MAXLEN ~`): how far back a

@@ -273,8 +273,11 @@ function redisCommand(port, args, timeoutMs = 10_000) {
 // redis-server
 
 function findRedisServer() {
+  // SSE_TEST_REDIS_SERVER=valkey-server runs every Redis test on Valkey.
+  const wanted = process.env.SSE_TEST_REDIS_SERVER || 'redis-server';
+  if (wanted.includes('/')) return wanted;
   const dirs = (process.env.PATH || '').split(path.delimiter).filter(Boolean);
-  for (const candidate of [...dirs.map((d) => path.join(d, 'redis-server')), '/usr/bin/redis-server']) {
+  for (const candidate of [...dirs.map((d) => path.join(d, wanted)), `/usr/bin/${wanted}`]) {
     try {
       fs.accessSync(candidate, fs.constants.X_OK);
       return candidate;
@@ -283,7 +286,7 @@ function findRedisServer() {
     }
   }
   throw new Error(
-    'redis-server not found (on PATH or /usr/bin/redis-server): run `apt-get install redis-server` ' +
+    `${wanted} not found (on PATH or /usr/bin/${wanted}): run \`apt-get install ${wanted}\` ` +
       '(or .ci/run, which installs it) to run the tests that need Redis',
   );
 }
@@ -437,6 +440,163 @@ async function startSentinel(masterPort, { name = 'm' } = {}) {
     stop: () => terminate(child, 'SIGTERM', 5000),
     command: (...cmd) => redisCommand(port, cmd),
     output,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Redis Cluster
+
+/** The nodes of `CLUSTER NODES` on `port`: { id, port, master, myself (flags), replicaOf, failed, slots: [[from, to]] }. */
+async function clusterNodes(port) {
+  const text = String(await redisCommand(port, ['CLUSTER', 'NODES'], 2000));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [id, address, flags, replicaOf, , , , , ...slots] = line.split(' ');
+      return {
+        id,
+        port: Number(address.split('@')[0].split(':').pop()),
+        master: flags.split(',').includes('master'),
+        myself: flags.split(',').includes('myself'),
+        failed: /fail/.test(flags),
+        replicaOf: replicaOf === '-' ? null : replicaOf,
+        slots: slots.filter((s) => !s.startsWith('[')).map((s) => s.split('-').map(Number)),
+      };
+    });
+}
+
+/**
+ * Starts a Redis Cluster on loopback: `masters` masters with `replicas`
+ * replicas each (redis-server --cluster-enabled, joined by
+ * `redis-cli --cluster create`), node timeout 1 s (a failed master's
+ * replica is promoted within a few seconds). Resolves once every node says
+ * `cluster_state:ok` and knows every other, and every replica is in sync.
+ *
+ * Resolves with { nodes: [{ port, id, kill(), stop(), command(...) }], url
+ * (redis+cluster://, every node), command(port, ...args), owner(slot) (the
+ * live node that serves it, by its own word), migrate(slot, to), stop() }.
+ */
+async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
+  const binary = findRedisServer();
+  const nodes = [];
+  for (let i = 0; i < masters * (1 + replicas); i++) {
+    const port = await freePort();
+    // The cluster bus on a port of its own (not port + 10000, which may be taken).
+    const busPort = await freePort();
+    const { child, output } = await launchRedis(binary, port, [
+      '--cluster-enabled',
+      'yes',
+      '--cluster-port',
+      String(busPort),
+      '--cluster-node-timeout',
+      '1000',
+      '--cluster-config-file',
+      'nodes.conf',
+    ]);
+    nodes.push({
+      port,
+      child,
+      command: (...cmd) => redisCommand(port, cmd),
+      kill: () => terminate(child, 'SIGKILL'),
+      stop: () => terminate(child, 'SIGTERM', 5000),
+      /** What the node has logged (the last 64 KiB). */
+      output,
+      get running() {
+        return child.exitCode === null && child.signalCode === null;
+      },
+    });
+  }
+  for (const node of nodes) node.id = String(await node.command('CLUSTER', 'MYID'));
+  const cli = spawn(
+    path.join(path.dirname(binary), binary.endsWith('valkey-server') ? 'valkey-cli' : 'redis-cli'),
+    [
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `127.0.0.1:${n.port}`),
+      '--cluster-replicas',
+      String(replicas),
+      '--cluster-yes',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  track(cli);
+  const cliOut = collect(cli.stdout);
+  const cliErr = collect(cli.stderr);
+  const { code } = await exited(cli);
+  if (code !== 0) throw new Error(`redis-cli --cluster create failed (${code}):\n${cliOut()}${cliErr()}`);
+  const live = () => nodes.filter((n) => n.running);
+  const waitOk = async (what) => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      let ok = true;
+      for (const node of live()) {
+        try {
+          const info = String(await node.command('CLUSTER', 'INFO'));
+          const known = Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]);
+          if (!info.includes('cluster_state:ok') || known !== nodes.length) ok = false;
+        } catch {
+          ok = false;
+        }
+      }
+      if (ok) return;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await delay(50);
+    }
+  };
+  await waitOk('the cluster to form');
+  // A replica that never synced is never promoted: each must be in sync.
+  for (const deadline = Date.now() + 30_000; ; await delay(50)) {
+    let synced = true;
+    for (const node of nodes) {
+      const info = String(await node.command('INFO', 'replication'));
+      if (info.includes('role:slave') && !info.includes('master_link_status:up')) synced = false;
+    }
+    if (synced) break;
+    if (Date.now() > deadline) throw new Error('timed out waiting for the replicas to sync');
+  }
+  // The node that serves `slot` by its own word (another node's view can
+  // lag behind a migration or a failover).
+  const owner = async (slot) => {
+    for (const node of live()) {
+      try {
+        const me = (await clusterNodes(node.port)).find((n) => n.myself);
+        if (me?.master && me.slots.some(([from, to = from]) => slot >= from && slot <= to)) return node;
+      } catch {
+        // Not answering: ask another.
+      }
+    }
+    return undefined;
+  };
+  return {
+    nodes,
+    url: `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`,
+    command: (port, ...cmd) => redisCommand(port, cmd),
+    owner,
+    waitOk,
+    /**
+     * Moves `slot` to the master `to` the way redis-cli --cluster reshard
+     * does: IMPORTING / MIGRATING, MIGRATE of its keys in batches, then
+     * SETSLOT NODE on both and on every other master.
+     */
+    async migrate(slot, to) {
+      const from = await owner(slot);
+      await to.command('CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
+      await from.command('CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
+      for (;;) {
+        const keys = await from.command('CLUSTER', 'GETKEYSINSLOT', slot, 10);
+        if (keys.length === 0) break;
+        await from.command('MIGRATE', '127.0.0.1', to.port, '', 0, 5000, 'KEYS', ...keys);
+      }
+      await to.command('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
+      await from.command('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
+      for (const node of live()) {
+        if (node !== from && node !== to && (await clusterNodes(node.port)).find((n) => n.id === node.id)?.master) {
+          await node.command('CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
+        }
+      }
+    },
+    stop: () => Promise.all(live().map((n) => n.stop())),
   };
 }
 
@@ -647,6 +807,8 @@ module.exports = {
   cleanupsAfterEach,
   startRedis,
   startSentinel,
+  startRedisCluster,
+  clusterNodes,
   spawnInstance,
   tcpProxy,
   stopAll,

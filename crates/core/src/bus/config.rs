@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::RedisResult;
 
 use super::error::UrlError;
-use super::target::{Sentinels, Target};
+use super::target::{Cluster, Sentinels, Target};
 
 /// How a hub uses Redis.
 #[derive(Debug, Clone)]
@@ -76,6 +76,17 @@ pub(super) fn client(url: &str, ca: Option<&str>) -> RedisResult<Target> {
         e,
       ))
     });
+  }
+  if let Some(cluster) = Cluster::parse(url, ca) {
+    let cluster = cluster.map_err(|e| {
+      redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "a bad Cluster URL",
+        e,
+      ))
+    })?;
+    let client = cluster.client()?;
+    return Ok(Target::Cluster(Box::new((cluster, client))));
   }
   direct_client(url, ca).map(Target::Direct)
 }

@@ -11,6 +11,7 @@ use super::admission::{DeliveryLock, Mark};
 use super::config::{client, BusConfig, BACKOFF_CAP, BACKOFF_FIRST, MAX_PENDING_APPENDS, RECENT};
 use super::entry::Entry;
 use super::error::BusError;
+use super::keys;
 use super::link::{Link, LinkState, Notice};
 use super::live::PresenceCheck;
 use super::machine::BusMachine;
@@ -18,6 +19,7 @@ use super::read_size::ReadSize;
 use super::request::{BusEvent, ReplayRequest, Request};
 use super::shared::BusShared;
 use super::stats::{BusStats, BusStatsSnapshot};
+use super::target::Target;
 use super::task::BusTask;
 use crate::writer::WriterPort;
 
@@ -36,6 +38,13 @@ impl Bus {
   pub fn start(config: BusConfig, notify: Arc<dyn Fn() + Send + Sync>) -> io::Result<Bus> {
     let client = client(&config.url, config.ca.as_deref())
       .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let cluster = matches!(client, Target::Cluster(_));
+    if cluster && !keys::shares_one_slot(&config.stream) {
+      return Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "on a Redis Cluster, a stream name with '}' needs a hash tag ({tag}) so that all its keys share a slot",
+      ));
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(BusShared {
       state: AtomicU8::new(LinkState::Connecting.to_u8()),
@@ -49,6 +58,7 @@ impl Bus {
       notify,
     });
     let instance = uuid::Uuid::new_v4().simple().to_string();
+    let presence_prefix = keys::presence_prefix(&config.stream, cluster);
     let runtime = tokio::runtime::Builder::new_current_thread()
       .enable_io()
       .enable_time()
@@ -56,7 +66,8 @@ impl Bus {
     let thread_shared = shared.clone();
     let reader = BusTask {
       client,
-      presence_key: format!("{}:presence:{}", config.stream, instance),
+      presence_key: format!("{presence_prefix}{instance}"),
+      presence_prefix,
       config,
       shared: shared.clone(),
       rx,

@@ -107,7 +107,18 @@ impl BusTask {
     result: RedisResult<Read>,
   ) -> Option<End> {
     let failed = |e: redis::RedisError| Some(End::Failed(e));
+    if result.is_ok() {
+      session.read_served();
+    }
     match result {
+      // On a Cluster, an error that moves the reader (the slot migrated,
+      // a failover) does not end the session: appends, replays and
+      // presence go on through the cluster connection meanwhile.
+      Err(e) if session.node.is_some() && super::cluster::redirect_of(&e).is_some() => {
+        if let Err(e) = session.redirect_reader(e).await {
+          return failed(e);
+        }
+      }
       Ok(Read {
         after_present: false,
         entries,
@@ -239,10 +250,19 @@ pub(super) async fn xread(
   count: usize,
   deadline: Duration,
   presence: PresenceCheck,
+  asking: bool,
 ) -> RedisResult<Read> {
   let mut pipe = redis::pipe();
   let check = after != EntryId::ZERO;
+  // A Cluster slot migrating to the reader's node: each keyed command
+  // is preceded by `ASKING` (it holds for one command).
+  let ask = |pipe: &mut redis::Pipeline| {
+    if asking {
+      pipe.cmd("ASKING").ignore();
+    }
+  };
   if check {
+    ask(&mut pipe);
     match presence {
       PresenceCheck::Script => pipe
         .cmd("EVAL")
@@ -259,6 +279,7 @@ pub(super) async fn xread(
         .arg(1),
     };
   }
+  ask(&mut pipe);
   pipe
     .cmd("XREAD")
     .arg("COUNT")

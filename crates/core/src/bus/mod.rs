@@ -22,21 +22,27 @@
 //! - [`link`]: the connection state and the reconnect backoff.
 //! - [`replay`]: replay reads, bounded and planned without I/O.
 //! - [`read_size`]: how much one `XREAD` asks for, and how long it may take.
-//! - [`target`]: where it connects (one server, or the master Sentinels name).
+//! - [`target`]: where it connects (one server, the master Sentinels name,
+//!   or a Redis Cluster: `cluster`).
+//! - [`keys`]: the keys it uses, all in the stream's hash slot.
 //!
 //! The thread runs a current-thread tokio runtime with two connections: a
 //! dedicated one for the blocking `XREAD` (its response timeout off: the
 //! redis crate's default 500 ms would fail every `BLOCK` longer than that)
 //! and one for everything else (`XADD`, `XRANGE`, presence). A blocking
-//! command never shares a multiplexed connection.
+//! command never shares a multiplexed connection. On a Redis Cluster the
+//! second is the crate's cluster connection, and the reader's is to the
+//! node that owns the stream's slot (moved when the slot moves).
 
 mod admission;
 mod append;
+mod cluster;
 mod config;
 pub mod entry;
 mod error;
 pub mod gate;
 mod handle;
+pub mod keys;
 pub mod link;
 mod live;
 mod machine;

@@ -28,23 +28,26 @@ impl BusTask {
   /// then every presence key of the stream summed.
   pub(super) async fn count(&self, session: &mut Session) -> RedisResult<f64> {
     self.refresh_presence(session).await?;
-    let pattern = format!("{}:presence:*", glob_escape(&self.config.stream));
+    let prefix = &self.presence_prefix;
+    let pattern = format!("{}*", glob_escape(prefix));
     let mut cursor: u64 = 0;
     let mut total = 0.0;
     loop {
-      let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+      let mut scan = redis::cmd("SCAN");
+      scan
         .arg(cursor)
         .arg("MATCH")
         .arg(&pattern)
         .arg("COUNT")
-        .arg(200)
-        .query_async(&mut session.commands)
-        .await?;
+        .arg(200);
+      // Keyless: on a Cluster, sent to the node of the stream's slot,
+      // where every presence key lives.
+      let (next, keys): (u64, Vec<String>) = session.commands.on_stream_node(&scan).await?;
       // Only keys in this bus's own format count: another program's
       // `<stream>:presence:alice = online` is not an instance.
       let keys: Vec<String> = keys
         .into_iter()
-        .filter(|k| is_presence_key(k, &self.config.stream))
+        .filter(|k| is_presence_key(k, prefix))
         .collect();
       if !keys.is_empty() {
         let counts: Vec<Value> = redis::cmd("MGET")
@@ -73,18 +76,15 @@ impl BusTask {
   }
 }
 
-/// Whether `key` is an instance's presence key of `stream`, as this bus
-/// writes them: `<stream>:presence:<32 lowercase hex>`.
-pub(super) fn is_presence_key(key: &str, stream: &str) -> bool {
-  key
-    .strip_prefix(stream)
-    .and_then(|rest| rest.strip_prefix(":presence:"))
-    .is_some_and(|instance| {
-      instance.len() == 32
-        && instance
-          .bytes()
-          .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+/// Whether `key` is an instance's presence key, as this bus writes them:
+/// `prefix` ([`presence_prefix`]) then 32 lowercase hex digits.
+pub(super) fn is_presence_key(key: &str, prefix: &str) -> bool {
+  key.strip_prefix(prefix).is_some_and(|instance| {
+    instance.len() == 32
+      && instance
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+  })
 }
 
 /// A presence value: a count as this bus writes it (decimal digits, at most
@@ -107,16 +107,28 @@ mod tests {
     Value::BulkString(s.as_bytes().to_vec())
   }
 
+  use crate::bus::keys::presence_prefix;
+
   #[test]
   fn presence_counts_only_its_own_keys_and_numbers() {
     let me = "0123456789abcdef0123456789abcdef";
-    assert!(is_presence_key(&format!("chat:presence:{me}"), "chat"));
-    assert!(!is_presence_key("chat:presence:alice", "chat"));
+    let single = presence_prefix("chat", false);
+    assert!(is_presence_key(&format!("chat:presence:{me}"), &single));
+    assert!(!is_presence_key("chat:presence:alice", &single));
+    let chat = presence_prefix("chat", true);
+    assert!(is_presence_key(&format!("{{chat}}:presence:{me}"), &chat));
+    assert!(!is_presence_key(&format!("chat:presence:{me}"), &chat));
+    assert!(!is_presence_key("{chat}:presence:alice", &chat));
     assert!(!is_presence_key(
-      &format!("chat:presence:{}", me.to_uppercase()),
-      "chat"
+      &format!("{{chat}}:presence:{}", me.to_uppercase()),
+      &chat
     ));
-    assert!(!is_presence_key(&format!("other:presence:{me}"), "chat"));
+    assert!(!is_presence_key(&format!("{{other}}:presence:{me}"), &chat));
+    let tagged = presence_prefix("{app}:chat", true);
+    assert!(is_presence_key(
+      &format!("{{app}}:chat:presence:{me}"),
+      &tagged
+    ));
     assert_eq!(presence_count(&bulk("12")), Some(12));
     for bad in ["online", "", "-1", "1.5", "99999999999"] {
       assert_eq!(presence_count(&bulk(bad)), None, "{bad}");

@@ -1,6 +1,7 @@
 //! Where the bus connects: one Redis (`redis://`, `rediss://`, `unix:`),
-//! or the master a set of Sentinels names
-//! (`redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]`).
+//! the master a set of Sentinels names
+//! (`redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]`),
+//! or a Redis Cluster (`redis+cluster://…`, [`Cluster`]).
 //!
 //! With Sentinel the master is asked for at every connect, never
 //! remembered: after a failover the bus goes to the promoted replica, and a
@@ -13,7 +14,10 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
 use redis::{AsyncConnectionConfig, RedisResult, Value};
+
+pub use super::cluster::Cluster;
 
 /// A parsed `redis+sentinel://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +38,8 @@ pub enum Target {
   Direct(redis::Client),
   /// The current master of a Sentinel-monitored group.
   Sentinel(Sentinels),
+  /// A Redis Cluster, through the crate's cluster client.
+  Cluster(Box<(Cluster, ClusterClient)>),
 }
 
 /// The scheme of a Sentinel URL.
@@ -42,7 +48,7 @@ const SENTINEL_SCHEME: &str = "redis+sentinel://";
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `host:port`, the host in brackets when it is an IPv6 address.
-fn host_port(host: &str, port: u16) -> String {
+pub(super) fn host_port(host: &str, port: u16) -> String {
   if host.contains(':') {
     format!("[{host}]:{port}")
   } else {
@@ -51,7 +57,7 @@ fn host_port(host: &str, port: u16) -> String {
 }
 
 /// Percent-encodes user information for a URL (all but unreserved bytes).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
   text
     .bytes()
     .map(|b| {
@@ -65,7 +71,7 @@ fn encode(text: &str) -> String {
 }
 
 /// Percent-decodes a URL's user information.
-fn decode(text: &str) -> Result<String, String> {
+pub(super) fn decode(text: &str) -> Result<String, String> {
   let bytes = text.as_bytes();
   let mut out = Vec::with_capacity(bytes.len());
   let mut i = 0;
@@ -83,6 +89,32 @@ fn decode(text: &str) -> Result<String, String> {
     }
   }
   String::from_utf8(out).map_err(|_| "the credentials are not UTF-8".to_string())
+}
+
+/// `host[:port],…` (IPv6 hosts in brackets), `default_port` where none is
+/// given; `what` names the hosts in errors.
+pub(super) fn parse_hosts(
+  hosts: &str,
+  default_port: u16,
+  what: &str,
+) -> Result<Vec<(String, u16)>, String> {
+  let mut addresses = Vec::new();
+  for host in hosts.split(',') {
+    // `[::1]:7000`, `[::1]`, `host:7000`, `host`.
+    let (name, port) = match host.rsplit_once(':') {
+      Some((name, port)) if !name.starts_with('[') || name.ends_with(']') => {
+        (name, port.parse::<u16>())
+      }
+      _ => (host, Ok(default_port)),
+    };
+    let port = port.map_err(|_| format!("a bad {what} port in {host:?}"))?;
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.is_empty() {
+      return Err(format!("a {what} address without a host: {host:?}"));
+    }
+    addresses.push((name.to_string(), port));
+  }
+  Ok(addresses)
 }
 
 impl Sentinels {
@@ -110,20 +142,7 @@ impl Sentinels {
         None => (Some(decode(info)?).filter(|u| !u.is_empty()), None),
       },
     };
-    let mut addresses = Vec::new();
-    for host in hosts.split(',') {
-      let (name, port) = host
-        .rsplit_once(':')
-        .map_or((host, Ok(26379)), |(name, port)| {
-          (name, port.parse::<u16>())
-        });
-      let port = port.map_err(|_| format!("a bad Sentinel port in {host:?}"))?;
-      let name = name.trim_start_matches('[').trim_end_matches(']');
-      if name.is_empty() {
-        return Err(format!("a Sentinel address without a host: {host:?}"));
-      }
-      addresses.push((name.to_string(), port));
-    }
+    let addresses = parse_hosts(hosts, 26379, "Sentinel")?;
     let mut parts = path.split('/');
     let master = parts.next().unwrap_or_default();
     if master.is_empty() {
@@ -203,11 +222,15 @@ impl Sentinels {
 
 impl Target {
   /// The client to connect with now: the one server, or the master the
-  /// Sentinels name at this moment.
+  /// Sentinels name at this moment (a Cluster connects otherwise).
   pub async fn client(&self) -> RedisResult<redis::Client> {
     match self {
       Target::Direct(client) => Ok(client.clone()),
       Target::Sentinel(sentinels) => sentinels.resolve().await,
+      Target::Cluster(_) => Err(redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "a Redis Cluster has no single server",
+      ))),
     }
   }
 }

@@ -38,6 +38,10 @@ pub(super) struct BusTask {
   pub(super) client: Target,
   pub(super) config: BusConfig,
   pub(super) presence_key: String,
+  /// What every presence key of the stream starts with ([`keys::presence_prefix`]).
+  ///
+  /// [`keys::presence_prefix`]: super::keys::presence_prefix
+  pub(super) presence_prefix: String,
   pub(super) shared: Arc<BusShared>,
   pub(super) rx: mpsc::UnboundedReceiver<Request>,
   pub(super) link: Link,
@@ -94,7 +98,7 @@ impl BusTask {
   /// Connects, answering requests meanwhile. `None` when told to stop.
   pub(super) async fn connect_or_request(&mut self) -> Option<RedisResult<Session>> {
     let client = self.client.clone();
-    let mut attempt = Box::pin(connect(client));
+    let mut attempt = Box::pin(connect(client, self.config.stream.clone()));
     loop {
       tokio::select! {
         result = &mut attempt => return Some(result),
@@ -208,21 +212,42 @@ impl BusTask {
     presence: &mut tokio::time::Interval,
   ) -> Option<End> {
     let position = self.machine.until();
-    let sent = tokio::time::Instant::now();
-    let mut read = Box::pin(xread(
-      session.reader.clone(),
-      self.config.stream.clone(),
-      position,
+    // On a Cluster: a reader that was just moved may first have to wait
+    // (the slot has no master yet), and one sent by `ASK` says `ASKING`.
+    let (pause, asking) = match session.node.as_mut() {
+      Some(node) => (node.pause.take(), node.asking),
+      None => (None, false),
+    };
+    let reader = session.reader.clone();
+    let stream = self.config.stream.clone();
+    let (count, deadline, presence_check) = (
       self.read_size.count(),
       self.read_size.deadline(BLOCK + COMMAND_TIMEOUT),
       self.presence,
-    ));
+    );
+    let mut read = Box::pin(async move {
+      if let Some(pause) = pause {
+        tokio::time::sleep(pause).await;
+      }
+      let sent = tokio::time::Instant::now();
+      let read = xread(
+        reader,
+        stream,
+        position,
+        count,
+        deadline,
+        presence_check,
+        asking,
+      )
+      .await;
+      (read, sent.elapsed())
+    });
     let mut unblock = Unblock::NotAsked;
     loop {
       tokio::select! {
         biased;
-        result = &mut read => {
-          return self.on_read(session, position, sent.elapsed(), result).await;
+        (result, took) = &mut read => {
+          return self.on_read(session, position, took, result).await;
         }
         request = self.rx.recv() => {
           let Some(request) = request else { return Some(End::Stop) };
