@@ -188,15 +188,24 @@ export declare class NativeHub {
    */
   busMark(): string | null
   /**
-   * Asks the bus for every live instance's client count; the answer comes
-   * as `lifecycle('reply', request, 'ok:<n>' | 'error:<message>')`.
+   * Every live instance's client count, from the bus: a promise that
+   * rejects (code `ERR_SSE_BUS`) when the bus cannot answer. Node stays
+   * alive while it waits.
    */
-  busCount(request: number): boolean
+  busCount(): Promise<number>
   /**
-   * Asks to hear (`lifecycle('reply', request, 'ok:0')`) once everything
-   * this instance appended has been read back and delivered.
+   * A promise resolved once everything this instance appended to the bus
+   * has been read back and delivered (at once without a running bus).
+   * Node stays alive while it waits.
    */
-  busFlush(request: number): boolean
+  busFlush(): Promise<number>
+  /**
+   * JS awaits something the hub's threads will report (`ready()`,
+   * `close()`): Node stays alive until the matching `release()`.
+   */
+  hold(): void
+  /** What a `hold()` waited for has come. */
+  release(): void
   /**
    * Writes `retry: <ms>` to every local connection (before a drain): a
    * field alone, which sets the browser's reconnection delay and

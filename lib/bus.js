@@ -1,6 +1,6 @@
-// The JS side of the Redis bus: `configure({ redis })`'s option, and the
-// promises the bus answers later (`globalClientCount`, the flush of a
-// drain), matched to its replies by request number.
+// The JS side of the Redis bus: `configure({ redis })`'s option, and
+// keeping Node alive while a promise awaits the hub's threads. The bus's
+// answers (`globalClientCount`, the flush of a drain) are native promises.
 
 const { X509Certificate } = require('node:crypto');
 const { invalidType, invalidValue, kindOf } = require('./errors.js');
@@ -107,69 +107,15 @@ function checkCertificates(pem) {
 }
 
 /**
- * Keeps Node alive while someone awaits the bus. Its thread answers through
- * a weak thread-safe function (it never keeps a process alive by itself),
- * so a script whose last work is `await hub.close()` would otherwise exit
- * before the answer came.
+ * `promise`, with Node kept alive until it settles. The hub's threads (the
+ * socket writer, the bus) answer through weak thread-safe functions, which
+ * never keep a process alive by themselves; `native.hold()` refs them
+ * until the matching `release()`, so a script whose last work is
+ * `await hub.close()` does not exit before the answer comes.
  */
-class KeepAlive {
-  #holds = 0;
-  #timer = null;
-
-  hold() {
-    if (this.#holds++ === 0) this.#timer = setInterval(() => {}, 60_000);
-  }
-
-  release() {
-    if (this.#holds > 0 && --this.#holds === 0) {
-      clearInterval(this.#timer);
-      this.#timer = null;
-    }
-  }
-
-  /** `promise`, with Node kept alive until it settles. */
-  during(promise) {
-    this.hold();
-    return promise.finally(() => this.release());
-  }
+function keptAlive(native, promise) {
+  native.hold();
+  return promise.finally(() => native.release());
 }
 
-/** Promises waiting for the bus thread's answers. */
-class Requests {
-  #next = 1;
-  #waiting = new Map();
-  #alive = new KeepAlive();
-
-  /** A new request: its number (to pass to the native call) and its promise. */
-  open() {
-    const id = this.#next;
-    this.#next = this.#next >= 0xffff_fffe ? 1 : this.#next + 1;
-    let entry;
-    const promise = new Promise((resolve, reject) => {
-      entry = { resolve, reject };
-    });
-    this.#waiting.set(id, entry);
-    return { id, promise: this.#alive.during(promise) };
-  }
-
-  /** A reply from the bus: `ok:<number>` or `error:<message>`. */
-  settle(id, answer) {
-    const entry = this.#waiting.get(Number(id));
-    if (!entry) return;
-    this.#waiting.delete(Number(id));
-    if (answer.startsWith('ok:')) {
-      entry.resolve(Number(answer.slice(3)));
-      return;
-    }
-    const err = new Error(`Redis bus: ${answer.slice('error:'.length)}`);
-    err.code = 'ERR_SSE_BUS';
-    entry.reject(err);
-  }
-
-  /** The bus stopped: nothing more will be answered. */
-  failAll(message) {
-    for (const id of [...this.#waiting.keys()]) this.settle(id, `error:${message}`);
-  }
-}
-
-module.exports = { busOptionsOf, KeepAlive, Requests, DEFAULT_STREAM, DEFAULT_MAX_LEN, DEFAULT_REPLAY_LIMIT };
+module.exports = { busOptionsOf, keptAlive, DEFAULT_STREAM, DEFAULT_MAX_LEN, DEFAULT_REPLAY_LIMIT };

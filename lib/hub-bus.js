@@ -3,7 +3,7 @@
 // delivery stood when each response got its headers. The bus itself (its
 // link, its stream, replay) is native; this holds only who waits for it.
 
-const { KeepAlive, Requests } = require('./bus.js');
+const { keptAlive } = require('./bus.js');
 const { closedError } = require('./errors.js');
 const { debug, DEBUG } = require('./hub-log.js');
 
@@ -18,7 +18,6 @@ class HubBus {
   #waiters = [];
   #stopped = null;
   #resolveStopped = null;
-  #requests = new Requests();
 
   constructor(native, onState) {
     this.#native = native;
@@ -59,18 +58,14 @@ class HubBus {
     return this.configured ? this.#marks.get(res) : undefined;
   }
 
-  /** What the bus thread reported: its link changing ('bus'), an answer ('reply'), its end ('busStopped'). */
+  /** What the bus thread reported: its link changing ('bus'), its end ('busStopped'). */
   onEvent(kind, a, b) {
-    if (kind === 'reply') {
-      this.#requests.settle(a, b);
-      return;
-    }
     if (kind === 'busStopped') {
       this.#state = 'closed';
       // Closed (or drained) before Redis was ever reached: ready() never
-      // became true, so it rejects.
+      // became true, so it rejects. (The native side fails its own
+      // requests, globalClientCount() and flushes.)
       for (const { reject } of this.#waiters.splice(0)) reject(closedError());
-      this.#requests.failAll('the Redis bus is closed');
       this.#resolveStopped?.();
       return;
     }
@@ -88,14 +83,16 @@ class HubBus {
     if (this.#state === 'closed') return Promise.reject(closedError());
     // The bus thread holds nothing that keeps Node alive; while someone
     // waits here (before app.listen, say), Node is kept alive.
-    return new KeepAlive().during(new Promise((resolve, reject) => this.#waiters.push({ resolve, reject })));
+    return keptAlive(this.#native, new Promise((resolve, reject) => this.#waiters.push({ resolve, reject })));
   }
 
-  /** Connected clients across every instance on the stream (the bus must be configured). */
+  /**
+   * Connected clients across every instance on the stream (the bus must be
+   * configured): a native promise, rejected with `ERR_SSE_BUS` when the bus
+   * cannot answer.
+   */
   globalCount() {
-    const { id, promise } = this.#requests.open();
-    if (!this.#native.busCount(id)) this.#requests.settle(id, 'error:the Redis bus is closed');
-    return promise;
+    return this.#native.busCount();
   }
 
   /**
@@ -103,15 +100,13 @@ class HubBus {
    * read back and delivered here, or after `timeoutMs`, whichever is first.
    */
   flush(timeoutMs) {
-    const { id, promise } = this.#requests.open();
-    // Without a running bus there is nothing to wait for (and the request
-    // must be settled, or it would keep Node alive).
-    if (!this.#native.busFlush(id)) this.#requests.settle(id, 'ok:0');
+    // A native promise (resolved at once without a running bus).
+    const flushed = this.#native.busFlush();
     let timer;
     const timeout = new Promise((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
     });
-    return Promise.race([promise.catch(() => {}), timeout]).finally(() => clearTimeout(timer));
+    return Promise.race([flushed.catch(() => {}), timeout]).finally(() => clearTimeout(timer));
   }
 }
 

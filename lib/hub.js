@@ -14,7 +14,7 @@ const { initResponse, isResponseLike } = require('./response.js');
 const { inspectSocket, responseHooks } = require('./socket.js');
 const { metrics } = require('./metrics.js');
 const { observe } = require('./otel.js');
-const { busOptionsOf, KeepAlive } = require('./bus.js');
+const { busOptionsOf, keptAlive } = require('./bus.js');
 const { HubBus } = require('./hub-bus.js');
 const { Heartbeat, MAX_TIMER_MS } = require('./heartbeat.js');
 const { HubLog, debug, DEBUG } = require('./hub-log.js');
@@ -129,7 +129,7 @@ class SseHub extends EventEmitter {
       this.#emitError(a, b);
       return;
     }
-    if (kind === 'bus' || kind === 'reply' || kind === 'busStopped') {
+    if (kind === 'bus' || kind === 'busStopped') {
       this.#bus.onEvent(kind, a, b);
       return;
     }
@@ -396,8 +396,8 @@ class SseHub extends EventEmitter {
     });
     // With a bus, closed also means its Redis connections are closed. The
     // writer and the bus answer through weak callbacks (they never keep
-    // Node alive by themselves), so Node is kept alive until it settles:
-    // the code after `await hub.close()` always runs.
+    // Node alive by themselves), so they are ref'd until it settles: the
+    // code after `await hub.close()` always runs.
     const settled = [closed];
     if (this.#bus.stopped) settled.push(this.#bus.stopped);
     if (this.#bus.running) {
@@ -407,7 +407,7 @@ class SseHub extends EventEmitter {
     } else {
       this.#endAll();
     }
-    this.#closing = new KeepAlive().during(Promise.all(settled)).then(() => {});
+    this.#closing = keptAlive(this.#native, Promise.all(settled)).then(() => {});
     // A closed hub has nothing to report, and a meter outlives it.
     for (const stop of this.#observers) stop();
     this.#observers.clear();

@@ -7,14 +7,16 @@ use std::time::Instant;
 use napi::{Env, Error, Result};
 use napi_derive::napi;
 use sse_helper_core::bus::link::Notice;
+use sse_helper_core::bus::BusError;
 use sse_helper_core::bus::{BusConfig, BusEvent};
-use sse_helper_core::hub::options;
+use sse_helper_core::hub::{options, CoreError};
 
 use crate::deliver;
 use crate::effects::{emit, notifier};
 use crate::error;
-use crate::js::RawEnv;
+use crate::js::{RawEnv, RawValue};
 use crate::state::Shared;
+use crate::waiting;
 
 /// `configure({ redis })`, as the JS surface passes it (URL string already
 /// turned into `{ url }`, defaults filled in).
@@ -59,6 +61,45 @@ pub fn check(state: &Shared, raw: RawEnv, options: &BusOptions) -> Result<BusCon
   error::check(state, raw, checked)
 }
 
+/// A bus request's promise: `globalClientCount()`'s count, rejected with
+/// `ERR_SSE_BUS` without a running bus.
+pub fn count(state: &Shared, env: RawEnv) -> Result<RawValue> {
+  waiting::request(
+    state,
+    env,
+    |state, request| ask(state, |bus| bus.count(request)),
+    Err(closed()),
+  )
+}
+
+/// A bus request's promise, resolved once everything this instance
+/// appended has been read back and delivered (at once without a running
+/// bus: there is nothing to wait for).
+pub fn flush(state: &Shared, env: RawEnv) -> Result<RawValue> {
+  waiting::request(
+    state,
+    env,
+    |state, request| ask(state, |bus| bus.flush(request)),
+    Ok(0.0),
+  )
+}
+
+/// Hands the running bus a request; false without one.
+fn ask(state: &Shared, send: impl FnOnce(&sse_helper_core::bus::Bus)) -> bool {
+  match state.borrow().core.bus() {
+    Some(bus) => {
+      send(bus);
+      true
+    }
+    None => false,
+  }
+}
+
+/// The failure of a request the bus can no longer answer.
+fn closed() -> CoreError {
+  CoreError::Bus(BusError::Closed.to_string())
+}
+
 /// Carries out what the bus reported, in order.
 fn execute(state: &Shared, env: RawEnv) {
   let events = state.borrow_mut().core.bus_events();
@@ -90,15 +131,14 @@ fn execute(state: &Shared, env: RawEnv) {
         }
       }
       BusEvent::Reply { request, result } => {
-        let answer = match result {
-          Ok(n) => format!("ok:{n}"),
-          Err(e) => format!("error:{e}"),
-        };
-        emit(state, env, "reply", &request.to_string(), &answer);
+        let result = result.map_err(|e| CoreError::Bus(e.to_string()));
+        waiting::answer(state, env, request, result);
       }
       BusEvent::Stopped => {
         state.borrow_mut().core.bus_stopped();
         emit(state, env, "busStopped", "", "");
+        // Nothing more will be answered.
+        waiting::fail_all(state, env, &closed());
       }
     }
   }

@@ -253,18 +253,18 @@ pub fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
 /// A `notify` for a thread of the core (a writer, the bus): callable from
 /// any thread, it runs `on_js_thread` on the JS thread with the hub's
 /// state, panics caught. It is weak (unref'd): the thread never keeps the
-/// process alive by itself.
+/// process alive by itself, only while JS awaits it (`waiting`).
 pub fn notifier(
   state: &Shared,
   env: &Env,
   name: &'static str,
   on_js_thread: impl Fn(&Shared, RawEnv) + 'static,
 ) -> Result<Arc<dyn Fn() + Send + Sync>> {
-  let state = state.clone();
+  let owner = state.clone();
   let callback = env.create_function_from_closure::<(), (), _>(name, move |ctx| {
     let env = ctx.env.raw();
     guard_panics(|| {
-      on_js_thread(&state, env);
+      on_js_thread(&owner, env);
       Ok(())
     })
   })?;
@@ -273,6 +273,11 @@ pub fn notifier(
     .callee_handled::<false>()
     .weak::<true>()
     .build()?;
+  // Ref'd while JS awaits what comes through it (see `waiting`).
+  state
+    .borrow_mut()
+    .waiting
+    .add_notifier(env.raw(), tsfn.handle.clone());
   Ok(Arc::new(move || {
     tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
   }))

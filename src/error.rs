@@ -33,6 +33,14 @@ pub fn throw(state: &Shared, env: RawEnv, error: CoreError) -> Error {
   }
 }
 
+/// `error` as a JS `Error` with its code, not thrown: a promise's
+/// rejection (only the hub's refusals and the bus's failures come here).
+pub fn value(env: RawEnv, error: &CoreError) -> napi::Result<js::RawValue> {
+  // The codes are fixed ASCII names: never an inner NUL.
+  let code = CString::new(error.code()).unwrap_or_default();
+  js::error(env, &code, &error.to_string())
+}
+
 /// `new SseCapacityError(max)`, the JS surface's class (its `code`,
 /// `statusCode` and `maxClients` are set there); a plain `Error` with the
 /// same message and code without one.

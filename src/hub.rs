@@ -527,30 +527,37 @@ impl NativeHub {
     self.state.borrow().core.bus_mark().map(Mark::to_text)
   }
 
-  /// Asks the bus for every live instance's client count; the answer comes
-  /// as `lifecycle('reply', request, 'ok:<n>' | 'error:<message>')`.
-  #[napi(catch_unwind)]
-  pub fn bus_count(&self, request: u32) -> bool {
-    match self.state.borrow().core.bus() {
-      Some(bus) => {
-        bus.count(request);
-        true
-      }
-      None => false,
-    }
+  /// Every live instance's client count, from the bus: a promise that
+  /// rejects (code `ERR_SSE_BUS`) when the bus cannot answer. Node stays
+  /// alive while it waits.
+  #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+  pub fn bus_count<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+    let promise = crate::bus::count(&self.state, env.raw())?;
+    // SAFETY: `promise` was just made in this call's env.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
   }
 
-  /// Asks to hear (`lifecycle('reply', request, 'ok:0')`) once everything
-  /// this instance appended has been read back and delivered.
+  /// A promise resolved once everything this instance appended to the bus
+  /// has been read back and delivered (at once without a running bus).
+  /// Node stays alive while it waits.
+  #[napi(catch_unwind, ts_return_type = "Promise<number>")]
+  pub fn bus_flush<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+    let promise = crate::bus::flush(&self.state, env.raw())?;
+    // SAFETY: `promise` was just made in this call's env.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+  }
+
+  /// JS awaits something the hub's threads will report (`ready()`,
+  /// `close()`): Node stays alive until the matching `release()`.
   #[napi(catch_unwind)]
-  pub fn bus_flush(&self, request: u32) -> bool {
-    match self.state.borrow().core.bus() {
-      Some(bus) => {
-        bus.flush(request);
-        true
-      }
-      None => false,
-    }
+  pub fn hold(&self, env: Env) {
+    self.state.borrow_mut().waiting.hold(env.raw());
+  }
+
+  /// What a `hold()` waited for has come.
+  #[napi(catch_unwind)]
+  pub fn release(&self, env: Env) {
+    self.state.borrow_mut().waiting.release(env.raw());
   }
 
   /// Writes `retry: <ms>` to every local connection (before a drain): a

@@ -19,7 +19,7 @@
 use std::ffi::CStr;
 use std::ptr;
 
-use napi::{sys, Error, Result, Status};
+use napi::{sys, threadsafe_function, Error, Result, Status};
 
 pub type RawEnv = sys::napi_env;
 pub type RawValue = sys::napi_value;
@@ -402,15 +402,75 @@ pub fn rethrow(env: RawEnv, exception: RawValue) {
 
 /// Throws an `Error` carrying `code`.
 pub fn throw_error(env: RawEnv, code: &CStr, message: &str) {
-  let (Ok(code_value), Ok(msg_value)) = (cstr_string(env, code), string(env, message)) else {
-    return;
-  };
+  if let Ok(error) = error(env, code, message) {
+    rethrow(env, error);
+  }
+}
+
+/// A new `Error` carrying `code`, not thrown (a promise's rejection).
+pub fn error(env: RawEnv, code: &CStr, message: &str) -> Result<RawValue> {
+  let code_value = cstr_string(env, code)?;
+  let msg_value = string(env, message)?;
   let mut error = ptr::null_mut();
   // SAFETY: see the module contract; both strings were just made.
   let status = unsafe { sys::napi_create_error(env, code_value, msg_value, &mut error) };
-  if status == sys::Status::napi_ok {
-    rethrow(env, error);
+  check(status, "napi_create_error")?;
+  Ok(error)
+}
+
+/// How a promise made by [`promise`] is settled, later, on the JS thread.
+/// Settling consumes it (Node-API frees it then); one never settled is a
+/// small leak, so every one is kept until settled.
+#[must_use = "a Deferred must be settled"]
+#[derive(Debug)]
+pub struct Deferred(sys::napi_deferred);
+
+/// A new pending promise and what settles it.
+pub fn promise(env: RawEnv) -> Result<(Deferred, RawValue)> {
+  let mut deferred = ptr::null_mut();
+  let mut promise = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_create_promise(env, &mut deferred, &mut promise) };
+  check(status, "napi_create_promise")?;
+  Ok((Deferred(deferred), promise))
+}
+
+impl Deferred {
+  /// Resolves the promise with `value`. Its reactions run later, as
+  /// microtasks: no JS runs during this call.
+  pub fn resolve(self, env: RawEnv, value: RawValue) {
+    // SAFETY: see the module contract; `self.0` was made by `promise` and
+    // is consumed here, so it is settled exactly once. It fails only while
+    // the env tears down, when the promise is gone anyway.
+    let _ = unsafe { sys::napi_resolve_deferred(env, self.0, value) };
   }
+
+  /// Rejects the promise with `reason` (no JS runs during this call).
+  pub fn reject(self, env: RawEnv, reason: RawValue) {
+    // SAFETY: as in `resolve`.
+    let _ = unsafe { sys::napi_reject_deferred(env, self.0, reason) };
+  }
+}
+
+/// Makes `tsfn` keep the event loop alive (`ref`) or not (`unref`), unless
+/// it was aborted (the env is tearing down). Each is idempotent in Node.
+pub fn keep_alive(env: RawEnv, tsfn: &threadsafe_function::ThreadsafeFunctionHandle, on: bool) {
+  tsfn.with_read_aborted(|aborted| {
+    let raw = tsfn.get_raw();
+    if aborted || raw.is_null() {
+      return;
+    }
+    // SAFETY: see the module contract; the read lock on `aborted` keeps
+    // the function from being released while this runs, and it is not yet
+    // released: its handle is alive (it releases on drop) and not aborted.
+    let _ = unsafe {
+      if on {
+        sys::napi_ref_threadsafe_function(env, raw)
+      } else {
+        sys::napi_unref_threadsafe_function(env, raw)
+      }
+    };
+  });
 }
 
 fn cstr_string(env: RawEnv, text: &CStr) -> Result<RawValue> {

@@ -20,6 +20,8 @@
 //! - `bus`: the Redis bus: starting it, and executing what it reports.
 //! - `stream`: the stream transport's write path (`res.write`).
 //! - `socket`: verifying and duplicating a connection's fd for the writer.
+//! - `waiting`: bus requests as native promises, and keeping Node alive
+//!   (ref'd thread-safe functions) only while JS awaits the hub's threads.
 //! - `js`: the raw Node-API calls, each with its `// SAFETY:` note.
 
 mod args;
@@ -39,3 +41,4 @@ mod socket;
 mod state;
 mod stats;
 mod stream;
+mod waiting;

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use sse_helper_core::hub::HubCore;
 
 use crate::js::{JsRef, RawEnv, RawValue, Refs};
+use crate::waiting::Waiting;
 
 /// What the binding keeps per connection: the response, on the stream
 /// transport a wrapper's `flush` (read once at registration), the app's
@@ -88,6 +89,8 @@ pub struct HubState {
   pub registering: Vec<RawValue>,
   /// The next [`JsConn::order`].
   pub next_order: u64,
+  /// Bus requests in flight, and what keeps Node alive while JS waits.
+  pub waiting: Waiting,
 }
 
 impl HubState {
@@ -105,12 +108,14 @@ impl HubState {
       lifecycle: None,
       registering: Vec::new(),
       next_order: 0,
+      waiting: Waiting::default(),
     }
   }
 
   /// Lets go of the hub's own references (the JS hub is gone and nothing
   /// is registered or ending).
   pub fn release_own(&mut self, env: RawEnv) {
+    self.waiting.let_go(env);
     let hooks = self.hooks.take().map(|h| {
       [
         h.write,

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -21,6 +21,7 @@ use super::shared::BusShared;
 use super::stats::{BusStats, BusStatsSnapshot};
 use super::target::Target;
 use super::task::BusTask;
+use crate::mailbox::Mailbox;
 use crate::writer::WriterPort;
 
 /// The JS thread's handle on the bus thread. Dropping it stops the thread.
@@ -54,8 +55,7 @@ impl Bus {
       presence_queued: AtomicBool::new(false),
       pending_appends: AtomicUsize::new(0),
       live: Arc::default(),
-      events: Mutex::new(Vec::new()),
-      notify,
+      events: Mailbox::new(Box::new(move || notify())),
     });
     let instance = uuid::Uuid::new_v4().simple().to_string();
     let presence_prefix = keys::presence_prefix(&config.stream, cluster);
@@ -184,7 +184,7 @@ impl Bus {
   }
 
   pub fn take_events(&self) -> Vec<BusEvent> {
-    std::mem::take(&mut *self.shared.events.lock().unwrap_or_else(|e| e.into_inner()))
+    self.shared.events.take()
   }
 
   pub fn stats(&self) -> BusStatsSnapshot {

@@ -18,7 +18,9 @@
 //!   `presence` its I/O with Redis; `resp` the reading of Redis's replies;
 //!   `shared` the state the handle and the task both see.
 //! - [`entry`]: the encoding of an entry, and its frame.
-//! - [`gate`]: the per-connection replay gate (no gap, no duplicate).
+//! - [`subscription`]: one connection's routing and replay gate (no gap,
+//!   no duplicate), for the writer threads and the hub alike; `gate` its
+//!   parts.
 //! - [`link`]: the connection state and the reconnect backoff.
 //! - [`replay`]: replay reads, bounded and planned without I/O.
 //! - [`read_size`]: how much one `XREAD` asks for, and how long it may take.
@@ -40,7 +42,7 @@ mod cluster;
 mod config;
 pub mod entry;
 mod error;
-pub mod gate;
+mod gate;
 mod handle;
 pub mod keys;
 pub mod link;
@@ -56,6 +58,7 @@ mod rewind;
 mod session;
 mod shared;
 mod stats;
+pub mod subscription;
 pub mod target;
 mod task;
 

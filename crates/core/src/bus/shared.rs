@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::mailbox::Mailbox;
+
 use super::admission::Live;
 use super::entry::{BusFrame, EntryId};
 use super::link::LinkState;
@@ -22,21 +24,13 @@ pub(super) struct BusShared {
   pub(super) presence_queued: AtomicBool,
   pub(super) pending_appends: AtomicUsize,
   pub(super) live: Arc<Mutex<Live>>,
-  pub(super) events: Mutex<Vec<BusEvent>>,
-  pub(super) notify: Arc<dyn Fn() + Send + Sync>,
+  /// What the JS thread is told, in order.
+  pub(super) events: Mailbox<BusEvent>,
 }
 
 impl BusShared {
   pub(super) fn emit(&self, event: BusEvent) {
-    let was_empty = {
-      let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-      let was_empty = events.is_empty();
-      events.push(event);
-      was_empty
-    };
-    if was_empty {
-      (self.notify)();
-    }
+    self.events.post(event);
   }
 
   pub(super) fn set_state(&self, state: LinkState) {

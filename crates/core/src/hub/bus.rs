@@ -69,15 +69,10 @@ impl<H> HubCore<H> {
     }
     self.bus = BusSlot::Running(bus);
     self.bus_counts();
-    // Socket connections registered before the bus: their writer threads
-    // learn what entries route them by.
-    let sockets: Vec<ConnKey> = self
-      .registry
-      .iter()
-      .filter(|e| e.handle.transport.is_socket())
-      .map(|e| e.key)
-      .collect();
-    for key in sockets {
+    // Connections registered before the bus: their subscriptions (a
+    // socket connection's on its writer thread) learn what entries route
+    // them by.
+    for key in self.registry.keys() {
       self.route_changed(key);
     }
     Ok(())
@@ -267,17 +262,24 @@ impl<H> HubCore<H> {
     }
   }
 
-  /// A socket connection's client id and channels, for the writer's
-  /// routing of bus entries. Called whenever either changes.
-  pub(super) fn route_changed(&self, key: ConnKey) {
+  /// A connection's client id and channels, for its [`Subscription`]'s
+  /// routing of bus entries (a socket connection's is on its writer
+  /// thread). Called whenever either changes, and for every connection
+  /// when the bus starts: without a bus nothing routes by them.
+  ///
+  /// [`Subscription`]: crate::bus::subscription::Subscription
+  pub(super) fn route_changed(&mut self, key: ConnKey) {
     if self.bus.running().is_none() {
       return;
     }
-    let (Some(entry), Some(writer)) = (self.registry.get(key), &self.writer) else {
+    let Some(entry) = self.registry.get_mut(key) else {
       return;
     };
-    if entry.handle.transport.is_socket() {
-      writer.route(key, entry.id.clone(), entry.channels.clone());
+    let (client, channels) = (entry.id.clone(), entry.channels.clone());
+    if !entry.handle.transport.is_socket() {
+      entry.handle.subscription.set_route(client, channels);
+    } else if let Some(writer) = &self.writer {
+      writer.route(key, client, channels);
     }
   }
 
@@ -317,9 +319,9 @@ impl<H> HubCore<H> {
     true
   }
 
-  /// The stream-transport connections a live bus entry goes to: its
-  /// route's, whose gate admits it. (The writer threads serve the socket
-  /// connections themselves.)
+  /// The stream-transport connections a live bus entry goes to: among its
+  /// route's (the registry's index), those whose subscription takes it.
+  /// (The writer threads serve the socket connections themselves.)
   pub(super) fn bus_recipients(&mut self, frame: &BusFrame) -> Vec<ConnKey> {
     let candidates: Vec<ConnKey> = match &frame.route {
       Route::All => self.registry.keys(),
@@ -332,15 +334,8 @@ impl<H> HubCore<H> {
       .filter(|key| {
         self.registry.get_mut(*key).is_some_and(|entry| {
           let conn: &mut Conn<H> = &mut entry.handle;
-          if !matches!(conn.transport, Transport::Stream { .. }) {
-            return false;
-          }
-          if frame.id.is_none() && conn.gate.is_held() {
-            // Local while Redis is away: it follows the replay.
-            conn.held_local.hold(&frame.chunk, max_bytes);
-            return false;
-          }
-          conn.gate.admits(frame.id)
+          matches!(conn.transport, Transport::Stream { .. })
+            && conn.subscription.takes(frame, max_bytes)
         })
       })
       .collect()
@@ -357,8 +352,7 @@ impl<H> HubCore<H> {
     now: Instant,
   ) -> Option<Dispatch> {
     let entry = self.registry.get_mut(key)?;
-    entry.handle.gate.release(cursor);
-    let held = entry.handle.held_local.take(crate::frame::reset_chunk);
+    let held = entry.handle.subscription.release(cursor);
     if frames.is_empty() && held.is_empty() {
       return None;
     }

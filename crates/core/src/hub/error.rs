@@ -24,6 +24,9 @@ pub enum CoreError {
   /// An argument's value is out of its range or malformed; the message
   /// starts with the argument's name.
   InvalidValue(String),
+  /// A request to the Redis bus (`globalClientCount()`) failed; the
+  /// bus's reason.
+  Bus(String),
 }
 
 impl CoreError {
@@ -35,6 +38,7 @@ impl CoreError {
       CoreError::BusRunning => "ERR_SSE_BUS_RUNNING",
       CoreError::Capacity(_) => "ERR_SSE_CAPACITY",
       CoreError::InvalidValue(_) => "ERR_INVALID_ARG_VALUE",
+      CoreError::Bus(_) => "ERR_SSE_BUS",
     }
   }
 
@@ -55,13 +59,16 @@ impl fmt::Display for CoreError {
     if let CoreError::Capacity(max) = self {
       return write!(f, "the SSE hub is at its limit of {max} clients");
     }
+    if let CoreError::Bus(reason) = self {
+      return write!(f, "Redis bus: {reason}");
+    }
     f.write_str(match self {
       CoreError::Closed => "the SSE hub was closed",
       CoreError::BusClosed => "the SSE hub was closed: its Redis bus takes no more events",
       CoreError::WriterRunning => "options.writerThreads cannot change while the socket writer runs: set it before the first connection (or after close())",
       CoreError::BusRunning => "options.redis is already set: a hub's Redis bus is configured once",
       CoreError::InvalidValue(message) => message,
-      CoreError::Capacity(_) => "",
+      CoreError::Capacity(_) | CoreError::Bus(_) => "",
     })
   }
 }

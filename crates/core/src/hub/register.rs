@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Conn, HubCore, Lifecycle, Transport, TransportMode};
-use crate::bus::gate::{Gate, HeldLocal};
+use crate::bus::subscription::Subscription;
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::registry::{ConnKey, Entry};
 use crate::shards::Writers;
@@ -100,8 +100,7 @@ impl<H> HubCore<H> {
     let conn = Conn {
       handle,
       transport,
-      gate: if hold { Gate::held() } else { Gate::default() },
-      held_local: HeldLocal::default(),
+      subscription: Subscription::new(hold),
       replay_from,
     };
     let key = self.registry.insert(id, conn, now);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backpressure::SlowPolicy;
-use crate::bus::gate::{Gate, HeldLocal};
+use crate::bus::subscription::Subscription;
 use crate::bus::ReplayFrom;
 use crate::registry::ConnKey;
 use crate::writer::ConnGauge;
@@ -55,15 +55,13 @@ impl Transport {
 pub struct Conn<H> {
   pub handle: H,
   pub transport: Transport,
-  /// The replay gate of a stream connection (a socket connection's lives
-  /// in its writer thread).
-  pub gate: Gate,
+  /// How live bus entries reach a stream connection: its route, replay
+  /// gate and what waits for its replay (a socket connection's lives in
+  /// its writer thread, both kept in step with the registry by `route_changed`).
+  pub subscription: Subscription,
   /// Where its replay starts, while it waits for [`HubCore::request_replay`]
   /// (a held connection).
   pub replay_from: Option<ReplayFrom>,
-  /// Id-less events that came while its gate was held (see
-  /// [`HubCore::bus_recipients`]), for after the replay.
-  pub held_local: HeldLocal,
 }
 
 /// How a connection leaves.

@@ -1,39 +1,16 @@
-//! Redis bus entries on the writer thread: each goes to the connections its
-//! route names, through each one's replay gate, and an id-less entry (sent
-//! locally while Redis was away) that finds a gate held waits in
-//! `held_local` until that connection's replay is released.
+//! Redis bus entries on the writer thread: each goes to the connections
+//! whose [`Subscription`] takes it (route, replay gate, and id-less entries
+//! held for after a replay are decided there, as for stream connections).
+//!
+//! [`Subscription`]: crate::bus::subscription::Subscription
 
 use crate::registry::ConnKey;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::conn::Conn;
 use super::state::WriterState;
 use super::write::write_to;
 use crate::bus::entry::{BusFrame, EntryId, Route};
-use crate::frame::reset_chunk;
-
-impl Conn {
-  /// Whether a bus entry goes to this connection now (the gate moves on
-  /// when it does). An id-less one that finds the gate held is kept for
-  /// after the replay, within `max_bytes`.
-  fn takes(&self, frame: &BusFrame, max_bytes: usize) -> bool {
-    if !frame
-      .route
-      .matches(&self.client.borrow(), &self.channels.borrow())
-    {
-      return false;
-    }
-    if frame.id.is_none() && self.gate.get().is_held() {
-      self.held_local.borrow_mut().hold(&frame.chunk, max_bytes);
-      return false;
-    }
-    let mut gate = self.gate.get();
-    let admitted = gate.admits(frame.id);
-    self.gate.set(gate);
-    admitted
-  }
-}
 
 /// Bus entries: a connection whose gate is open gets every broadcast in
 /// the batch from one shared list; the others (a channel or client entry in
@@ -48,15 +25,19 @@ pub(super) fn deliver_bus_frames(state: &Rc<WriterState>, frames: &[BusFrame]) {
   // A snapshot: writing may kill a connection, which reorders the table.
   let conns = state.conns.borrow().snapshot();
   for conn in &conns {
-    if everyone && conn.gate.get().is_open() {
+    if everyone && conn.subscription.borrow().is_open() {
       write_to(state, conn, &shared);
       continue;
     }
-    let mine: Vec<Arc<[u8]>> = frames
-      .iter()
-      .filter(|f| conn.takes(f, state.config.get().max_buffered_bytes))
-      .map(|f| f.chunk.clone())
-      .collect();
+    let max_bytes = state.config.get().max_buffered_bytes;
+    let mine: Vec<Arc<[u8]>> = {
+      let mut subscription = conn.subscription.borrow_mut();
+      frames
+        .iter()
+        .filter(|f| subscription.takes(f, max_bytes))
+        .map(|f| f.chunk.clone())
+        .collect()
+    };
     if !mine.is_empty() {
       write_to(state, conn, &mine);
     }
@@ -73,10 +54,8 @@ pub(super) fn release_replay(
 ) {
   let conn = state.conns.borrow().get(wire);
   if let Some(conn) = conn {
-    let mut gate = conn.gate.get();
-    gate.release(cursor);
-    conn.gate.set(gate);
-    frames.extend(conn.held_local.borrow_mut().take(reset_chunk));
+    let held = conn.subscription.borrow_mut().release(cursor);
+    frames.extend(held);
     write_to(state, &conn, &frames);
   }
 }
@@ -89,7 +68,6 @@ pub(super) fn set_route(
   channels: Vec<Arc<str>>,
 ) {
   if let Some(conn) = state.conns.borrow().get(wire) {
-    *conn.client.borrow_mut() = client;
-    *conn.channels.borrow_mut() = channels;
+    conn.subscription.borrow_mut().set_route(client, channels);
   }
 }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle as TaskHandle;
 
 use super::io::Socket;
 use super::ConnGauge;
-use crate::bus::gate::{Gate, HeldLocal};
+use crate::bus::subscription::Subscription;
 use crate::frame::Framing;
 
 /// A chunk waiting for the socket; `offset` counts bytes of its wire form
@@ -32,13 +32,9 @@ pub(super) struct Conn {
   pub(super) ending: Cell<bool>,
   pub(super) flush_task: RefCell<Option<TaskHandle<()>>>,
   pub(super) end_timer: RefCell<Option<TaskHandle<()>>>,
-  /// What bus entries route by, and its replay gate.
-  pub(super) client: RefCell<Arc<str>>,
-  pub(super) channels: RefCell<Vec<Arc<str>>>,
-  pub(super) gate: Cell<Gate>,
-  /// Events without an id (delivered locally while Redis was away) that
-  /// came while the gate was held: they follow the replay.
-  pub(super) held_local: RefCell<HeldLocal>,
+  /// What bus entries route by, its replay gate, and what waits for its
+  /// replay.
+  pub(super) subscription: RefCell<Subscription>,
 }
 
 impl Conn {
@@ -60,10 +56,7 @@ impl Conn {
       ending: Cell::new(false),
       flush_task: RefCell::new(None),
       end_timer: RefCell::new(None),
-      client: RefCell::new(Arc::from("")),
-      channels: RefCell::new(Vec::new()),
-      gate: Cell::new(if held { Gate::held() } else { Gate::default() }),
-      held_local: RefCell::new(HeldLocal::default()),
+      subscription: RefCell::new(Subscription::new(held)),
     }
   }
 
