@@ -166,11 +166,12 @@ class SseHub extends EventEmitter {
    * answers it.
    */
   initResponse(res) {
-    this.#admission.reserve(res);
+    const reserved = this.#admission.reserve(res);
     try {
       initResponse(res);
     } catch (err) {
-      this.#admission.release(res);
+      // Only the place this call reserved (a second call keeps the first's).
+      if (reserved !== undefined) this.#admission.release(res);
       throw err;
     }
     // With a bus: where live delivery stood when the client got its
