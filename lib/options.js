@@ -112,7 +112,7 @@ function channelsOf(options) {
   if (!Array.isArray(channels)) {
     throw invalidType(`options.channels must be an array of strings, got ${kindOf(channels)}`);
   }
-  channels.forEach((channel, i) => checkKey(`options.channels[${i}]`, channel));
+  for (const [i, channel] of channels.entries()) checkKey(`options.channels[${i}]`, channel);
   return channels;
 }
 
