@@ -24,8 +24,11 @@ export declare class NativeHub {
    * is called when a connection leaves (`'disconnect'`, id, reason) or is
    * found slow (`'slow'`, id), when the writer thread died (`'error'`,
    * code, message) and when `close()` has finished (`'closed'`).
+   * `capacityError` and `keyCapacityError` are the classes refusals are
+   * made with: `new capacityError(maxClients, retryAfter)` and
+   * `new keyCapacityError(maxClientsPerKey, retryAfter, key)`.
    */
-  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null, capacityError?: ((arg?: unknown) => unknown) | undefined | null)
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null, capacityError?: ((arg?: unknown) => unknown) | undefined | null, keyCapacityError?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
@@ -44,10 +47,30 @@ export declare class NativeHub {
   /** Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called. */
   checkOpen(): void
   /**
-   * Throws `SseCapacityError` when `res` is not registered and
-   * `maxClients` are.
+   * Throws `SseCapacityError` (`maxClients`) or `SseKeyCapacityError`
+   * (`maxClientsPerKey`, under `key`) when `res` is not registered and
+   * would pass a limit; a response holding `ticket` (its reservation) has
+   * its place. Nothing is taken: `register` does that.
    */
-  checkCapacity(res: unknown): void
+  checkCapacity(res: unknown, key?: string | undefined | null, ticket?: number | undefined | null): void
+  /**
+   * `initResponse`: reserves a place for `res` (not registered) under
+   * `key`, until `register` takes it or `release` gives it back; throws
+   * as `checkCapacity` does when a limit is reached. `null` when nothing
+   * is reserved: no limit is on, `res` is registered, or the hub is
+   * closing.
+   */
+  reserve(res: unknown, key?: string | undefined | null): number | null
+  /**
+   * Gives a reservation back (its response closed without registering);
+   * false when it was used or released already.
+   */
+  release(ticket: number): boolean
+  /**
+   * Whether `maxClientsPerKey` is on: only then does the JS surface
+   * compute a request's `clientKey`.
+   */
+  get keyed(): boolean
   /**
    * Whether a new connection can be replayed what it missed (history on,
    * or a bus configured): only then does the JS surface read its
@@ -258,6 +281,8 @@ export interface HubOptions {
   endTimeoutMs?: number
   writerThreads?: number
   maxClients?: number
+  maxClientsPerKey?: number
+  retryAfterMs?: number
 }
 
 /** The Redis bus's state and counters. */
@@ -328,6 +353,17 @@ export interface NativeStats {
   writerThreads: number
   /** Socket connections on each running writer thread. */
   socketConnectionsByThread: Array<number>
+  /** Connections refused for `maxClients` (answered 503). */
+  refusedMaxClients: number
+  /** Connections refused for `maxClientsPerKey` (answered 429). */
+  refusedMaxClientsPerKey: number
+  /**
+   * Places `initResponse` reserved that `addClient` has not taken yet
+   * (each is given back when its response closes).
+   */
+  pendingAdmissions: number
+  /** Client keys `maxClientsPerKey` counts now. */
+  admissionKeys: number
   /** The Redis bus, when configured. */
   bus?: NativeBusStats
 }
@@ -343,6 +379,13 @@ export interface RegisterStart {
    * their history (`addClient`'s `channels` option).
    */
   channels?: Array<string>
+  /** The place `reserve` gave `initResponse` for this response. */
+  ticket?: number
+  /**
+   * Its admission key (`clientKey(req)`), when there is no ticket and
+   * `maxClientsPerKey` is on.
+   */
+  clientKey?: string
 }
 
 /**

@@ -32,6 +32,10 @@ export type SseHub<Meta = unknown> = sseHelper.SseHub<Meta>;
 /** Thrown by `addClient` past `maxClients`. */
 export declare const SseCapacityError: typeof sseHelper.SseCapacityError;
 export type SseCapacityError = sseHelper.SseCapacityError;
+/** Thrown by `initResponse` and `addClient` past `maxClientsPerKey`. */
+export declare const SseKeyCapacityError: typeof sseHelper.SseKeyCapacityError;
+export type SseKeyCapacityError = sseHelper.SseKeyCapacityError;
+export declare const refuse: typeof sseHelper.refuse;
 
 export declare const formatSSEMessage: typeof sseHelper.formatSSEMessage;
 export declare const initResponse: typeof sseHelper.initResponse;

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 
 /**
@@ -123,8 +123,40 @@ interface HubOptions {
    * turns it off.
    */
   heartbeatMs?: number;
-  /** Most connections at once; past it `addClient` throws `SseCapacityError`. Default 0 (no limit). */
+  /**
+   * Most connections at once; past it `addClient` throws `SseCapacityError`. Default 0 (no limit).
+   * Responses `initResponse` admitted and `addClient` has not registered yet count too,
+   * so `initResponse` throws it first (a 503 for `refuse`).
+   */
   maxClients?: number;
+  /**
+   * Most connections per client key (`clientKey`; by default the remote
+   * address), open or admitted by `initResponse`; past it `initResponse`
+   * (or `addClient`) throws `SseKeyCapacityError` (a 429 for `refuse`).
+   * Default 0 (no limit). Counts connections made while it is on.
+   */
+  maxClientsPerKey?: number;
+  /**
+   * The key `maxClientsPerKey` counts a request under: a string, or
+   * `undefined`/`null` for a request that is not limited per key. Called at
+   * `initResponse` (or `addClient` without it) while `maxClientsPerKey` is
+   * on; `req` is `res.req`. `null` restores the default: the remote address
+   * (`req.socket.remoteAddress`), or behind a trusted proxy (`trustProxy`)
+   * the first address of `X-Forwarded-For`.
+   */
+  clientKey?: ((req: IncomingMessage | undefined, res: SseResponse) => string | undefined | null) | null;
+  /**
+   * Whether the default `clientKey` believes `X-Forwarded-For`: `true` (the
+   * app only runs behind a proxy that sets it), or a function of the peer's
+   * address returning true for the proxies to believe. Default false: any
+   * client could write the header, so it is ignored.
+   */
+  trustProxy?: boolean | ((remoteAddress: string | undefined) => boolean);
+  /**
+   * The `Retry-After` a refusal carries, in ms, rounded up to whole seconds
+   * (`err.retryAfter`). An integer from 0 to 86400000. Default 5000.
+   */
+  retryAfterMs?: number;
   /**
    * How long a native-writer connection that was removed may take to flush
    * what is queued for it before it is destroyed (a client that stopped
@@ -263,6 +295,14 @@ interface HubStats {
   writerThreads: number;
   /** Socket connections on each running writer thread (empty before the writer starts). */
   socketConnectionsByThread: number[];
+  /** Connections refused for `maxClients` (503), by `initResponse` or `addClient`. */
+  refusedMaxClients: number;
+  /** Connections refused for `maxClientsPerKey` (429). */
+  refusedMaxClientsPerKey: number;
+  /** Places `initResponse` reserved that `addClient` has not taken yet. */
+  pendingAdmissions: number;
+  /** Client keys `maxClientsPerKey` counts now (those with a connection or a reservation). */
+  admissionKeys: number;
   /** The Redis bus; `null` without `configure({ redis })`. */
   bus: BusStats | null;
 }
@@ -335,11 +375,37 @@ interface SseWriterError extends Error {
   code: 'ERR_SSE_WRITER_DIED';
 }
 
-/** Thrown by `addClient` past `maxClients`. */
+/**
+ * Thrown by `initResponse` and `addClient` past `maxClients` (reservations
+ * by `initResponse` included).
+ */
 declare class SseCapacityError extends Error {
+  constructor(maxClients: number, retryAfter?: number);
   readonly code: 'ERR_SSE_CAPACITY';
   readonly statusCode: 503;
+  /** The same as `statusCode`. */
+  readonly status: 503;
   readonly maxClients: number;
+  /** Seconds, for the `Retry-After` header (`retryAfterMs` rounded up). */
+  readonly retryAfter: number;
+  /** Answers `res` (before any SSE header): 503, `Retry-After`, a short text body. */
+  respond(res: SseResponse): void;
+}
+
+/** Thrown by `initResponse` and `addClient` past `maxClientsPerKey` under the request's key. */
+declare class SseKeyCapacityError extends Error {
+  constructor(maxClientsPerKey: number, retryAfter?: number, key?: string);
+  readonly code: 'ERR_SSE_KEY_CAPACITY';
+  readonly statusCode: 429;
+  /** The same as `statusCode`. */
+  readonly status: 429;
+  readonly maxClientsPerKey: number;
+  /** The key (`clientKey(req)`) that is at its limit. */
+  readonly key: string | undefined;
+  /** Seconds, for the `Retry-After` header (`retryAfterMs` rounded up). */
+  readonly retryAfter: number;
+  /** Answers `res` (before any SSE header): 429, `Retry-After`, a short text body. */
+  respond(res: SseResponse): void;
 }
 
 /**
@@ -367,10 +433,21 @@ declare class SseHub<Meta = unknown> extends EventEmitter {
   /**
    * Status 200 and the SSE headers (`Content-Type: text/event-stream; charset=utf-8`,
    * `Cache-Control: no-cache, no-transform`, `Connection: keep-alive` on HTTP/1.x,
-   * `X-Accel-Buffering: no`), flushed at once; Nagle off.
+   * `X-Accel-Buffering: no`), flushed at once; Nagle off. With `maxClients`
+   * or `maxClientsPerKey` on, first reserves the response's place (taken by
+   * `addClient`, given back when the response closes).
+   * @throws {SseCapacityError} past `maxClients`, before anything is sent.
+   * @throws {SseKeyCapacityError} past `maxClientsPerKey`, before anything is sent.
    * @throws {Error} when the response headers were already sent.
    */
   initResponse(res: SseResponse): void;
+
+  /**
+   * Answers a refusal `initResponse` or `addClient` threw: `err.status`,
+   * `Retry-After: err.retryAfter`, a short text body. Returns true; any
+   * other error is thrown again. `catch (err) { return hub.refuse(res, err); }`
+   */
+  refuse(res: SseResponse, err: unknown): true;
 
   /** The original helper's formatter: `data: <json>\n\n` (never throws; see `send`). */
   formatSSEMessage(payload: Payload): string;
@@ -390,6 +467,7 @@ declare class SseHub<Meta = unknown> extends EventEmitter {
    * @throws {TypeError} when `res` is not a response, or is frozen, sealed or
    *   not extensible (`ERR_INVALID_ARG_VALUE`: the helper keeps its key on it).
    * @throws {SseCapacityError} past `maxClients`.
+   * @throws {SseKeyCapacityError} past `maxClientsPerKey` (a response `initResponse` admitted has its place).
    * @throws {Error} with code `ERR_SSE_CLOSED` after `close()`.
    */
   addClient(res: SseResponse, meta?: Meta, options?: AddClientOptions): string;
@@ -552,6 +630,7 @@ declare class SseHub<Meta = unknown> extends EventEmitter {
 declare const sseHelper: SseHub & {
   readonly SseHub: typeof SseHub;
   readonly SseCapacityError: typeof SseCapacityError;
+  readonly SseKeyCapacityError: typeof SseKeyCapacityError;
   readonly default: SseHub;
 };
 
@@ -589,9 +668,12 @@ declare namespace sseHelper {
   export type SseHub<Meta = unknown> = HubInstance<Meta>;
   /** The type of the error `addClient` throws past `maxClients`. */
   export type SseCapacityError = CapacityErrorInstance;
+  /** The type of the error thrown past `maxClientsPerKey`. */
+  export type SseKeyCapacityError = KeyCapacityErrorInstance;
 }
 
 type HubInstance<Meta = unknown> = SseHub<Meta>;
 type CapacityErrorInstance = SseCapacityError;
+type KeyCapacityErrorInstance = SseKeyCapacityError;
 
 export = sseHelper;

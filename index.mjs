@@ -3,8 +3,10 @@ import sseHelper from './index.js';
 export const {
   SseHub,
   SseCapacityError,
+  SseKeyCapacityError,
   formatSSEMessage,
   initResponse,
+  refuse,
   addClient,
   removeClient,
   removeClientById,

@@ -52,18 +52,99 @@ function closedError() {
   return err;
 }
 
+/** `retryAfterMs`'s default, in seconds (`Retry-After: 5`). */
+const DEFAULT_RETRY_AFTER = 5;
+
 /**
- * Thrown by `addClient` when the hub already holds `maxClients` connections.
- * `statusCode` is 503, for routes that turn it into a response.
+ * Answers a refused stream request: `status`, `Retry-After`, a short
+ * plain-text body, before any SSE header (a response whose headers went
+ * out already can only be ended).
+ */
+function respondRefused(res, err, text) {
+  if (res === null || typeof res !== 'object' || typeof res.end !== 'function') {
+    throw invalidType('res must be an http.ServerResponse (an object with end)');
+  }
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const body = `${text}; retry in ${err.retryAfter} s\n`;
+  const headers = {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+    'Cache-Control': 'no-store',
+    'Retry-After': String(err.retryAfter),
+  };
+  if (typeof res.writeHead === 'function') {
+    res.writeHead(err.status, headers);
+  } else {
+    // Express-like test doubles and adapters.
+    res.statusCode = err.status;
+    if (typeof res.set === 'function') res.set(headers);
+  }
+  res.end(body);
+}
+
+/**
+ * Thrown by `initResponse` and `addClient` when the hub already holds
+ * `maxClients` connections (reservations by `initResponse` included).
+ * `statusCode` and `status` are 503; `retryAfter` is the `Retry-After` in
+ * seconds; `respond(res)` answers the request with them.
  */
 class SseCapacityError extends Error {
-  constructor(maxClients) {
+  constructor(maxClients, retryAfter = DEFAULT_RETRY_AFTER) {
     super(`the SSE hub is at its limit of ${maxClients} clients`);
     this.name = 'SseCapacityError';
     this.code = 'ERR_SSE_CAPACITY';
     this.statusCode = 503;
     this.maxClients = maxClients;
+    this.status = 503;
+    this.retryAfter = retryAfter;
+  }
+
+  /** Answers `res`: 503, `Retry-After`, a short text body. */
+  respond(res) {
+    respondRefused(res, this, '503 Service Unavailable: the server is at its limit of event streams');
   }
 }
 
-module.exports = { invalidType, invalidValue, kindOf, checkString, checkKey, closedError, SseCapacityError };
+/**
+ * Thrown by `initResponse` and `addClient` when `maxClientsPerKey`
+ * connections under the request's key (`clientKey(req)`: by default its
+ * remote address) are open or reserved. `statusCode` and `status` are 429;
+ * `key` is that key; `respond(res)` answers the request.
+ */
+class SseKeyCapacityError extends Error {
+  constructor(maxClientsPerKey, retryAfter = DEFAULT_RETRY_AFTER, key = undefined) {
+    super(`the SSE hub is at its limit of ${maxClientsPerKey} clients per key`);
+    this.name = 'SseKeyCapacityError';
+    this.code = 'ERR_SSE_KEY_CAPACITY';
+    this.statusCode = 429;
+    this.status = 429;
+    this.maxClientsPerKey = maxClientsPerKey;
+    this.key = key;
+    this.retryAfter = retryAfter;
+  }
+
+  /** Answers `res`: 429, `Retry-After`, a short text body. */
+  respond(res) {
+    respondRefused(res, this, '429 Too Many Requests: this client has too many event streams open');
+  }
+}
+
+/** Whether `err` is one of the hub's refusals (answered by `respond`). */
+function isRefusal(err) {
+  return err instanceof SseCapacityError || err instanceof SseKeyCapacityError;
+}
+
+module.exports = {
+  invalidType,
+  invalidValue,
+  kindOf,
+  checkString,
+  checkKey,
+  closedError,
+  SseCapacityError,
+  SseKeyCapacityError,
+  isRefusal,
+};

@@ -19,7 +19,17 @@ const { HubBus } = require('./hub-bus.js');
 const { Heartbeat, MAX_TIMER_MS } = require('./heartbeat.js');
 const { HubLog, debug, DEBUG } = require('./hub-log.js');
 const { toMeta, fromMeta } = require('./meta.js');
-const { invalidType, kindOf, checkString, checkKey, closedError, SseCapacityError } = require('./errors.js');
+const { Admission, checkAdmissionOptions } = require('./admission.js');
+const {
+  invalidType,
+  kindOf,
+  checkString,
+  checkKey,
+  closedError,
+  SseCapacityError,
+  SseKeyCapacityError,
+  isRefusal,
+} = require('./errors.js');
 const { drainOnSignals } = require('./signals.js');
 const {
   BROADCAST_OPTIONS,
@@ -41,6 +51,7 @@ const { NativeHub } = loadBinding();
 const METHODS = [
   'formatSSEMessage',
   'initResponse',
+  'refuse',
   'addClient',
   'removeClient',
   'removeClientById',
@@ -85,6 +96,8 @@ class SseHub extends EventEmitter {
   #native;
   #bus;
   #heartbeat;
+  /** Client keys and the reservations between initResponse and addClient. */
+  #admission;
   /** The debug log; null while NODE_DEBUG does not name the package. */
   #log = null;
   /** The promise `close()` returns, once called. */
@@ -104,8 +117,9 @@ class SseHub extends EventEmitter {
     const self = new WeakRef(this);
     const hooks = responseHooks(() => native?.deref());
     const onNative = (kind, a, b) => self.deref()?.#onNative(kind, a, b);
-    this.#native = new NativeHub(TypeError, hooks, onNative, SseCapacityError);
+    this.#native = new NativeHub(TypeError, hooks, onNative, SseCapacityError, SseKeyCapacityError);
     native = new WeakRef(this.#native);
+    this.#admission = new Admission(this.#native);
     this.#bus = new HubBus(this.#native, (state, message) => self.deref()?.#emitBusState(state, message));
     this.#heartbeat = new Heartbeat((idleMs) => self.deref()?.#tick(idleMs) ?? false);
     if (DEBUG) this.#log = new HubLog(this.#native, hooks);
@@ -145,15 +159,37 @@ class SseHub extends EventEmitter {
   }
 
   /**
-   * Headers for an event stream. With `maxClients` set and reached, throws
-   * `SseCapacityError` before anything is sent, so the route can answer 503.
+   * Headers for an event stream. With `maxClients` or `maxClientsPerKey`
+   * set, first reserves the response's place (taken by `addClient`, given
+   * back when the response closes), or throws `SseCapacityError` (503) or
+   * `SseKeyCapacityError` (429) before anything is sent: `refuse(res, err)`
+   * answers it.
    */
   initResponse(res) {
-    this.#native.checkCapacity(res);
-    initResponse(res);
+    const reserved = this.#admission.reserve(res);
+    try {
+      initResponse(res);
+    } catch (err) {
+      // Only the place this call reserved (a second call keeps the first's).
+      if (reserved !== undefined) this.#admission.release(res);
+      throw err;
+    }
     // With a bus: where live delivery stood when the client got its
     // headers, so addClient can replay what was delivered in between.
     this.#bus.markResponse(res);
+  }
+
+  /**
+   * Answers a refusal `initResponse` or `addClient` threw: `err.status`
+   * (429 for `maxClientsPerKey`, 503 for `maxClients`), `Retry-After:
+   * err.retryAfter` and a short text body, so
+   * `catch (err) { return hub.refuse(res, err); }` is the whole route's
+   * part. Any other error is thrown again.
+   */
+  refuse(res, err) {
+    if (!isRefusal(err)) throw err;
+    err.respond(res);
+    return true;
   }
 
   /**
@@ -185,7 +221,19 @@ class SseHub extends EventEmitter {
     checkKeys(options, ADD_CLIENT_OPTIONS);
     this.#handSet.dropFor(res, id);
     const isNew = !this.#native.has(res);
-    if (isNew) this.#native.checkCapacity(res);
+    // Its place: the reservation initResponse made, or a new one under its key.
+    const { ticket, clientKey } = isNew ? this.#admission.take(res) : {};
+    try {
+      if (isNew) this.#native.checkCapacity(res, clientKey, ticket);
+      return this.#registerNew(res, id, meta, options, isNew, ticket, clientKey);
+    } finally {
+      // Registering took it; anything else (a refusal, a response already
+      // over) gives it back.
+      if (ticket !== undefined) this.#native.releaseReservation(ticket);
+    }
+  }
+
+  #registerNew(res, id, meta, options, isNew, ticket, clientKey) {
     const bus = this.#bus.configured;
     const lastEventId = isNew && this.#native.replayable ? lastEventIdOf(res, options) : undefined;
     const channels = isNew ? channelsOf(options) : undefined;
@@ -195,9 +243,13 @@ class SseHub extends EventEmitter {
     const key = id === undefined ? undefined : encodeId(id);
     const mark = isNew ? this.#bus.markOf(res) : undefined;
     const start =
-      lastEventId === undefined && mark === undefined && channels === undefined
+      lastEventId === undefined &&
+      mark === undefined &&
+      channels === undefined &&
+      ticket === undefined &&
+      clientKey === undefined
         ? undefined
-        : { lastEventId, mark, channels };
+        : { lastEventId, mark, channels, ticket, clientKey };
     const registered = this.#native.register(res, key, toMeta(meta), info, start);
     const clientId = id === undefined ? registered : id;
     this.#log?.registration(res, registered, isNew, socket, this.#native.transport);
@@ -443,11 +495,14 @@ class SseHub extends EventEmitter {
       channelHistorySize,
       heartbeatMs,
       maxClients,
+      maxClientsPerKey,
+      retryAfterMs,
       redis,
     } = options;
     const bus = redis === undefined ? undefined : busOptionsOf(redis);
     if (bus && this.#closing) throw closedError();
     checkHubValues(options);
+    checkAdmissionOptions(options);
     if (bus) this.#native.checkBus(bus);
     const { endTimeoutMs, writerThreads } = options;
     const settings = {
@@ -459,8 +514,11 @@ class SseHub extends EventEmitter {
       endTimeoutMs,
       writerThreads,
       maxClients,
+      maxClientsPerKey,
+      retryAfterMs,
     };
     this.#native.configure(settings);
+    this.#admission.configure(options);
     if (bus) this.#bus.start(bus);
     if (DEBUG) debug('configure %j', bus ? { ...options, redis: '(set)' } : options);
     if (heartbeatMs !== undefined && this.#heartbeat.setIdleMs(heartbeatMs) && this.#native.count() > 0) {

@@ -101,6 +101,32 @@ const FAMILIES = Object.freeze([
     type: 'counter',
     values: [['resets']],
   },
+  // Admission control: one family per reason, so each refusal's status
+  // (503 or 429) is its own counter.
+  {
+    name: 'sse_refused_max_clients_total',
+    help: 'Connections refused because maxClients were open or reserved (answered 503).',
+    type: 'counter',
+    values: [['refusedMaxClients']],
+  },
+  {
+    name: 'sse_refused_max_clients_per_key_total',
+    help: 'Connections refused because maxClientsPerKey were open or reserved under their key (answered 429).',
+    type: 'counter',
+    values: [['refusedMaxClientsPerKey']],
+  },
+  {
+    name: 'sse_pending_admissions',
+    help: 'Places reserved by initResponse that addClient has not taken yet.',
+    type: 'gauge',
+    values: [['pendingAdmissions']],
+  },
+  {
+    name: 'sse_admission_keys',
+    help: 'Client keys counted by maxClientsPerKey.',
+    type: 'gauge',
+    values: [['admissionKeys']],
+  },
 ]);
 
 /** The Redis bus's figures (`getStats().bus`), only for a hub that has one. */

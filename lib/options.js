@@ -25,6 +25,10 @@ const HUB_OPTIONS = Object.freeze([
   'channelHistorySize',
   'heartbeatMs',
   'maxClients',
+  'maxClientsPerKey',
+  'clientKey',
+  'trustProxy',
+  'retryAfterMs',
   'endTimeoutMs',
   'writerThreads',
   'redis',
@@ -168,6 +172,8 @@ function checkHubValues(options) {
   checkOption('channelHistorySize', options.channelHistorySize, 'number');
   checkOption('heartbeatMs', heartbeatMs, 'number');
   checkOption('maxClients', maxClients, 'number');
+  checkOption('maxClientsPerKey', options.maxClientsPerKey, 'number');
+  checkOption('retryAfterMs', options.retryAfterMs, 'number');
   checkOption('endTimeoutMs', options.endTimeoutMs, 'number');
   checkOption('writerThreads', options.writerThreads, 'number');
   if (

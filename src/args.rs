@@ -45,6 +45,8 @@ pub struct HubOptions {
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
   pub max_clients: Option<f64>,
+  pub max_clients_per_key: Option<f64>,
+  pub retry_after_ms: Option<f64>,
 }
 
 impl HubOptions {
@@ -59,6 +61,8 @@ impl HubOptions {
       end_timeout_ms: self.end_timeout_ms,
       writer_threads: self.writer_threads,
       max_clients: self.max_clients,
+      max_clients_per_key: self.max_clients_per_key,
+      retry_after_ms: self.retry_after_ms,
     }
   }
 }

@@ -15,8 +15,11 @@ use crate::state::Shared;
 /// Throws `error` as JS sees it, and returns the pending exception.
 pub fn throw(state: &Shared, env: RawEnv, error: CoreError) -> Error {
   let message = error.to_string();
-  if let CoreError::Capacity(max) = error {
-    return throw_capacity(state, env, max, message);
+  match &error {
+    CoreError::Capacity { .. } | CoreError::KeyCapacity { .. } => {
+      return throw_capacity(state, env, &error, message);
+    }
+    _ => {}
   }
   // The codes are fixed ASCII names: never an inner NUL.
   let code = CString::new(error.code()).unwrap_or_default();
@@ -41,22 +44,45 @@ pub fn value(env: RawEnv, error: &CoreError) -> napi::Result<js::RawValue> {
   js::error(env, &code, &error.to_string())
 }
 
-/// `new SseCapacityError(max)`, the JS surface's class (its `code`,
-/// `statusCode` and `maxClients` are set there); a plain `Error` with the
-/// same message and code without one.
-fn throw_capacity(state: &Shared, env: RawEnv, max: usize, message: String) -> Error {
-  let ctor = state
-    .borrow()
-    .capacity_error
-    .as_ref()
-    .and_then(|c| c.value(env).ok());
+/// `new SseCapacityError(max, retryAfter)` or `new SseKeyCapacityError(max,
+/// retryAfter, key)`, the JS surface's classes (their `code`, `status`,
+/// `statusCode` and the rest are set there); a plain `Error` with the same
+/// message and code without one.
+fn throw_capacity(state: &Shared, env: RawEnv, error: &CoreError, message: String) -> Error {
+  let (max, retry_after, key) = match error {
+    CoreError::Capacity { max, retry_after } => (*max, *retry_after, None),
+    CoreError::KeyCapacity {
+      max,
+      retry_after,
+      key,
+    } => (*max, *retry_after, Some(key.as_str())),
+    _ => (0, 0, None),
+  };
+  let ctor = {
+    let s = state.borrow();
+    let class = match key {
+      None => &s.capacity_error,
+      Some(_) => &s.key_capacity_error,
+    };
+    class.as_ref().and_then(|c| c.value(env).ok())
+  };
   let made = ctor.and_then(|ctor| {
-    let max = js::double(env, max as f64).ok()?;
-    js::construct(env, ctor, &[max]).ok()
+    let mut args = vec![
+      js::double(env, max as f64).ok()?,
+      js::double(env, f64::from(retry_after)).ok()?,
+    ];
+    if let Some(key) = key {
+      args.push(js::string(env, key).ok()?);
+    }
+    js::construct(env, ctor, &args).ok()
   });
   match made {
     Some(error) => js::rethrow(env, error),
-    None => js::throw_error(env, c"ERR_SSE_CAPACITY", &message),
+    None => {
+      // The codes are fixed ASCII names: never an inner NUL.
+      let code = CString::new(error.code()).unwrap_or_default();
+      js::throw_error(env, &code, &message)
+    }
   }
   Error::new(Status::PendingException, message)
 }

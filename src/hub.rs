@@ -13,7 +13,7 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::options;
-use sse_helper_core::hub::{millis, AppWrite, Broadcast, Frame, Planned, Removal};
+use sse_helper_core::hub::{millis, AppWrite, Broadcast, Frame, Planned, Removal, Ticket};
 use sse_helper_core::registry::ConnKey;
 
 use crate::args::{self, EventOptions};
@@ -46,6 +46,11 @@ pub struct RegisterStart {
   /// Channels joined before anything is replayed, so the replay includes
   /// their history (`addClient`'s `channels` option).
   pub channels: Option<Vec<String>>,
+  /// The place `reserve` gave `initResponse` for this response.
+  pub ticket: Option<f64>,
+  /// Its admission key (`clientKey(req)`), when there is no ticket and
+  /// `maxClientsPerKey` is on.
+  pub client_key: Option<String>,
 }
 
 #[napi]
@@ -59,6 +64,9 @@ impl NativeHub {
   /// is called when a connection leaves (`'disconnect'`, id, reason) or is
   /// found slow (`'slow'`, id), when the writer thread died (`'error'`,
   /// code, message) and when `close()` has finished (`'closed'`).
+  /// `capacityError` and `keyCapacityError` are the classes refusals are
+  /// made with: `new capacityError(maxClients, retryAfter)` and
+  /// `new keyCapacityError(maxClientsPerKey, retryAfter, key)`.
   #[napi(constructor, catch_unwind)]
   pub fn new(
     env: Env,
@@ -66,8 +74,16 @@ impl NativeHub {
     hooks: Option<Object<'_>>,
     lifecycle: Option<Function<'_>>,
     capacity_error: Option<Function<'_>>,
+    key_capacity_error: Option<Function<'_>>,
   ) -> Result<Self> {
-    let state = crate::setup::new_state(&env, type_error, hooks, lifecycle, capacity_error)?;
+    let state = crate::setup::new_state(
+      &env,
+      type_error,
+      hooks,
+      lifecycle,
+      capacity_error,
+      key_capacity_error,
+    )?;
     Ok(NativeHub { state })
   }
 
@@ -97,11 +113,15 @@ impl NativeHub {
       last_event_id,
       mark,
       channels,
+      ticket,
+      client_key,
     } = start.unwrap_or_default();
     let start = registration::Start {
       last_event_id: last_event_id.as_deref(),
       mark: mark.as_deref().and_then(Mark::parse),
       channels: channels.as_deref().unwrap_or_default(),
+      ticket: ticket.and_then(Ticket::from_f64),
+      client_key: client_key.as_deref(),
     };
     let meta = meta.map(|m| m.raw());
     registration::register(&self.state, &env, res.raw(), id, meta, socket, start)
@@ -117,18 +137,67 @@ impl NativeHub {
     error::check(&self.state, env.raw(), open)
   }
 
-  /// Throws `SseCapacityError` when `res` is not registered and
-  /// `maxClients` are.
+  /// Throws `SseCapacityError` (`maxClients`) or `SseKeyCapacityError`
+  /// (`maxClientsPerKey`, under `key`) when `res` is not registered and
+  /// would pass a limit; a response holding `ticket` (its reservation) has
+  /// its place. Nothing is taken: `register` does that.
   #[napi(catch_unwind)]
-  pub fn check_capacity(&self, env: Env, res: Unknown) -> Result<()> {
+  pub fn check_capacity(
+    &self,
+    env: Env,
+    res: Unknown,
+    key: Option<String>,
+    ticket: Option<f64>,
+  ) -> Result<()> {
     let raw = env.raw();
-    let refused = self.state.borrow().core.check_capacity(false);
+    let ticket = ticket.and_then(Ticket::from_f64);
+    let refused = self
+      .state
+      .borrow()
+      .core
+      .admission(ticket, key.as_deref())
+      .map(|_| ());
     // `res` is looked up only when the hub is full, as before.
     let admitted = match refused {
       Err(_) if key_of(&self.state, raw, res.raw()).is_some() => Ok(()),
       other => other,
     };
+    if let Err(error) = &admitted {
+      self.state.borrow_mut().core.refused(error);
+    }
     error::check(&self.state, raw, admitted)
+  }
+
+  /// `initResponse`: reserves a place for `res` (not registered) under
+  /// `key`, until `register` takes it or `release` gives it back; throws
+  /// as `checkCapacity` does when a limit is reached. `null` when nothing
+  /// is reserved: no limit is on, `res` is registered, or the hub is
+  /// closing.
+  #[napi(catch_unwind)]
+  pub fn reserve(&self, env: Env, res: Unknown, key: Option<String>) -> Result<Option<f64>> {
+    let raw = env.raw();
+    if !self.state.borrow().core.limited() || key_of(&self.state, raw, res.raw()).is_some() {
+      return Ok(None);
+    }
+    let reserved = self.state.borrow_mut().core.reserve(key.as_deref());
+    Ok(error::check(&self.state, raw, reserved)?.map(Ticket::to_f64))
+  }
+
+  /// Gives a reservation back (its response closed without registering);
+  /// false when it was used or released already.
+  #[napi(catch_unwind)]
+  pub fn release_reservation(&self, ticket: f64) -> bool {
+    match Ticket::from_f64(ticket) {
+      Some(ticket) => self.state.borrow_mut().core.release(ticket),
+      None => false,
+    }
+  }
+
+  /// Whether `maxClientsPerKey` is on: only then does the JS surface
+  /// compute a request's `clientKey`.
+  #[napi(getter, catch_unwind)]
+  pub fn keyed(&self) -> bool {
+    self.state.borrow().core.keyed()
   }
 
   /// Whether a new connection can be replayed what it missed (history on,

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use napi::{Env, Error, Result, Status};
 use sse_helper_core::bus::Mark;
-use sse_helper_core::hub::{Reason, Removal};
+use sse_helper_core::hub::{Admitted, Reason, Removal, Ticket};
 use sse_helper_core::registry::{self, ConnKey};
 
 use crate::deliver;
@@ -33,6 +33,10 @@ pub struct Start<'a> {
   pub mark: Option<Mark>,
   /// Channels it joins before anything is replayed.
   pub channels: &'a [String],
+  /// The place `initResponse` reserved for it.
+  pub ticket: Option<Ticket>,
+  /// Its admission key, when it has no ticket.
+  pub client_key: Option<&'a str>,
 }
 
 /// Registers `res` under `id` (generated when absent) and returns the id;
@@ -69,7 +73,10 @@ pub fn register(
     let read = read_response(state, env, res, socket)?;
     // A getter read above may have closed the hub; the fd is dropped.
     check_open(state, raw)?;
-    let committed = commit(state, raw, res, &id, meta, read, &start)?;
+    // The limits, decided here and applied by the core's registration,
+    // with no JS in between: nothing can take the place meanwhile.
+    let admitted = admit(state, raw, &start)?;
+    let committed = commit(state, raw, res, &id, meta, read, &start, admitted)?;
     if attach(state, raw, res, &committed)? {
       let replay = state.borrow_mut().core.resume(
         committed.key,
@@ -83,6 +90,19 @@ pub fn register(
     }
   }
   Ok(id)
+}
+
+/// The place a new connection takes: its reservation, or a new one within
+/// the limits (a refusal is counted and thrown).
+fn admit(state: &Shared, env: RawEnv, start: &Start<'_>) -> Result<Admitted> {
+  let admitted = state
+    .borrow()
+    .core
+    .admission(start.ticket, start.client_key);
+  if let Err(error) = &admitted {
+    state.borrow_mut().core.refused(error);
+  }
+  error::check(state, env, admitted)
 }
 
 /// `ERR_SSE_CLOSED` once `close()` was called.
@@ -183,6 +203,7 @@ struct Committed {
 }
 
 /// Step 2: the core registers the connection; no JS runs meanwhile.
+#[allow(clippy::too_many_arguments)]
 fn commit(
   state: &Shared,
   env: RawEnv,
@@ -191,6 +212,7 @@ fn commit(
   meta: Option<RawValue>,
   read: Read,
   start: &Start<'_>,
+  admitted: Admitted,
 ) -> Result<Committed> {
   let mut s = state.borrow_mut();
   let s = &mut *s;
@@ -213,6 +235,7 @@ fn commit(
     Instant::now(),
     start.last_event_id,
     start.mark,
+    admitted,
   );
   Ok(Committed {
     key,

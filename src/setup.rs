@@ -13,14 +13,15 @@ use crate::effects;
 use crate::js::{self, RawEnv, RawValue};
 use crate::state::{Hooks, HubState, Shared};
 
-/// A new hub's state, holding `type_error`, `hooks` (all six or none) and
-/// `lifecycle` (see `NativeHub::new`).
+/// A new hub's state, holding `type_error`, `hooks` (all six or none),
+/// `lifecycle` and the two capacity errors' classes (see `NativeHub::new`).
 pub fn new_state(
   env: &Env,
   type_error: Option<Function<'_>>,
   hooks: Option<Object<'_>>,
   lifecycle: Option<Function<'_>>,
   capacity_error: Option<Function<'_>>,
+  key_capacity_error: Option<Function<'_>>,
 ) -> Result<Shared> {
   let raw = env.raw();
   let state: Shared = Rc::new(RefCell::new(HubState::new()));
@@ -37,6 +38,9 @@ pub fn new_state(
     s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.capacity_error = capacity_error
+      .map(|f| s.refs.hold(raw, f.raw()))
+      .transpose()?;
+    s.key_capacity_error = key_capacity_error
       .map(|f| s.refs.hold(raw, f.raw()))
       .transpose()?;
     if let Some([write, end, destroy, socket_destroy, write_after_end, node_write]) = hook_values {

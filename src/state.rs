@@ -81,6 +81,10 @@ pub struct HubState {
   ///
   /// [`CoreError::Capacity`]: sse_helper_core::hub::CoreError::Capacity
   pub capacity_error: Option<JsRef>,
+  /// The JS surface's `SseKeyCapacityError`, for [`CoreError::KeyCapacity`].
+  ///
+  /// [`CoreError::KeyCapacity`]: sse_helper_core::hub::CoreError::KeyCapacity
+  pub key_capacity_error: Option<JsRef>,
   pub hooks: Option<Hooks>,
   /// `lifecycle(kind, a, b)` in JS, for the hub's events.
   pub lifecycle: Option<JsRef>,
@@ -104,6 +108,7 @@ impl HubState {
       key_map_used: false,
       type_error: None,
       capacity_error: None,
+      key_capacity_error: None,
       hooks: None,
       lifecycle: None,
       registering: Vec::new(),
@@ -132,6 +137,7 @@ impl HubState {
       self.key_map.take(),
       self.type_error.take(),
       self.capacity_error.take(),
+      self.key_capacity_error.take(),
       self.lifecycle.take(),
     ];
     for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {

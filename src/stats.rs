@@ -43,6 +43,15 @@ pub struct NativeStats {
   pub writer_threads: u32,
   /// Socket connections on each running writer thread.
   pub socket_connections_by_thread: Vec<u32>,
+  /// Connections refused for `maxClients` (answered 503).
+  pub refused_max_clients: f64,
+  /// Connections refused for `maxClientsPerKey` (answered 429).
+  pub refused_max_clients_per_key: f64,
+  /// Places `initResponse` reserved that `addClient` has not taken yet
+  /// (each is given back when its response closes).
+  pub pending_admissions: u32,
+  /// Client keys `maxClientsPerKey` counts now.
+  pub admission_keys: u32,
   /// The Redis bus, when configured.
   pub bus: Option<NativeBusStats>,
 }
@@ -92,6 +101,10 @@ impl NativeStats {
         .iter()
         .map(|&n| n as u32)
         .collect(),
+      refused_max_clients: s.refused_max_clients as f64,
+      refused_max_clients_per_key: s.refused_max_clients_per_key as f64,
+      pending_admissions: s.pending_admissions as u32,
+      admission_keys: s.admission_keys as u32,
       bus: bus.map(NativeBusStats::of),
     }
   }

@@ -89,3 +89,28 @@ stopOtel();
 hub.observeOpenTelemetry({ labels: { hub: 1 } });
 // @ts-expect-error a meter must be a Meter
 hub.observeOpenTelemetry({ meter: {} });
+
+// Admission control: per-key caps, the refusal errors and the one-line answer.
+hub.configure({
+  maxClients: 1000,
+  maxClientsPerKey: 5,
+  clientKey: (req) => req?.headers['x-user-id']?.toString(),
+  trustProxy: (address) => address === '10.0.0.1',
+  retryAfterMs: 10_000,
+});
+hub.configure({ clientKey: null, trustProxy: true });
+app.get('/limited', (_req, res) => {
+  try {
+    hub.initResponse(res);
+  } catch (err) {
+    return hub.refuse(res, err);
+  }
+  hub.addClient(res);
+});
+const refusal = new sseHelper.SseKeyCapacityError(5, 10, '1.2.3.4');
+const status: 429 = refusal.status;
+const retryAfter: number = refusal.retryAfter + new sseHelper.SseCapacityError(3).retryAfter;
+const refusals: number = stats.refusedMaxClients + stats.refusedMaxClientsPerKey + stats.pendingAdmissions;
+void [status, retryAfter, refusals];
+// @ts-expect-error trustProxy is a boolean or a function
+hub.configure({ trustProxy: 'yes' });

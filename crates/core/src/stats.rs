@@ -74,4 +74,12 @@ pub struct StatsSnapshot {
   pub writer_threads: usize,
   /// Socket connections on each running writer thread.
   pub socket_connections_by_thread: Vec<usize>,
+  /// Connections refused for `maxClients` (503).
+  pub refused_max_clients: u64,
+  /// Connections refused for `maxClientsPerKey` (429).
+  pub refused_max_clients_per_key: u64,
+  /// Places `initResponse` reserved that `addClient` has not taken yet.
+  pub pending_admissions: usize,
+  /// Client keys counted by `maxClientsPerKey` now.
+  pub admission_keys: usize,
 }

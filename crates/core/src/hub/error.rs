@@ -18,9 +18,17 @@ pub enum CoreError {
   WriterRunning,
   /// `redis` was configured a second time.
   BusRunning,
-  /// A new connection was offered while `maxClients` (the value) are
-  /// registered.
-  Capacity(usize),
+  /// A new connection was offered while `max` (`maxClients`) are
+  /// registered or reserved; `retry_after` is the refusal's `Retry-After`
+  /// in seconds.
+  Capacity { max: usize, retry_after: u32 },
+  /// A new connection was offered while `max` (`maxClientsPerKey`) under
+  /// its `key` are registered or reserved.
+  KeyCapacity {
+    max: usize,
+    key: String,
+    retry_after: u32,
+  },
   /// An argument's value is out of its range or malformed; the message
   /// starts with the argument's name.
   InvalidValue(String),
@@ -36,7 +44,8 @@ impl CoreError {
       CoreError::Closed | CoreError::BusClosed => "ERR_SSE_CLOSED",
       CoreError::WriterRunning => "ERR_SSE_WRITER_RUNNING",
       CoreError::BusRunning => "ERR_SSE_BUS_RUNNING",
-      CoreError::Capacity(_) => "ERR_SSE_CAPACITY",
+      CoreError::Capacity { .. } => "ERR_SSE_CAPACITY",
+      CoreError::KeyCapacity { .. } => "ERR_SSE_KEY_CAPACITY",
       CoreError::InvalidValue(_) => "ERR_INVALID_ARG_VALUE",
       CoreError::Bus(_) => "ERR_SSE_BUS",
     }
@@ -56,8 +65,14 @@ impl CoreError {
 
 impl fmt::Display for CoreError {
   fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    if let CoreError::Capacity(max) = self {
-      return write!(f, "the SSE hub is at its limit of {max} clients");
+    match self {
+      CoreError::Capacity { max, .. } => {
+        return write!(f, "the SSE hub is at its limit of {max} clients");
+      }
+      CoreError::KeyCapacity { max, .. } => {
+        return write!(f, "the SSE hub is at its limit of {max} clients per key");
+      }
+      _ => {}
     }
     if let CoreError::Bus(reason) = self {
       return write!(f, "Redis bus: {reason}");
@@ -68,7 +83,7 @@ impl fmt::Display for CoreError {
       CoreError::WriterRunning => "options.writerThreads cannot change while the socket writer runs: set it before the first connection (or after close())",
       CoreError::BusRunning => "options.redis is already set: a hub's Redis bus is configured once",
       CoreError::InvalidValue(message) => message,
-      CoreError::Capacity(_) | CoreError::Bus(_) => "",
+      CoreError::Capacity { .. } | CoreError::KeyCapacity { .. } | CoreError::Bus(_) => "",
     })
   }
 }

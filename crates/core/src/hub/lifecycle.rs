@@ -20,8 +20,12 @@ impl<H> HubCore<H> {
       return effects;
     };
     let Conn {
-      handle, transport, ..
+      handle,
+      transport,
+      client_key,
+      ..
     } = entry.handle;
+    self.left(client_key.as_deref());
     let socket = transport.is_socket();
     if socket {
       self.sockets -= 1;
@@ -101,6 +105,7 @@ impl<H> HubCore<H> {
     if matches!(self.lifecycle, Lifecycle::Open | Lifecycle::Draining) {
       self.lifecycle = Lifecycle::Closing;
     }
+    self.drop_reservations();
     let mut effects = Vec::new();
     for key in self.registry.keys() {
       effects.extend(self.remove(key, Removal::End, Reason::Removed));

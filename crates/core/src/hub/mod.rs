@@ -14,6 +14,7 @@
 //! or the end of an ending connection, each yielding one
 //! [`Effect::Finish`] and at most one `disconnect`.
 
+mod admission;
 mod bus;
 mod dispatch;
 mod error;
@@ -28,11 +29,13 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use admission::{AdmissionStats, Admitted, Ticket, DEFAULT_RETRY_AFTER_SECS};
 pub use dispatch::{Dispatch, Frame, Settled, Target};
 pub use error::CoreError;
 pub use send::{Broadcast, Planned};
 pub use types::*;
 
+use admission::Admission;
 use bus::BusSlot;
 
 use std::collections::HashMap;
@@ -72,8 +75,8 @@ pub struct HubCore<H> {
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
-  /// Most connections it takes (0: no limit).
-  max_clients: usize,
+  /// `maxClients`, `maxClientsPerKey`, their counts and refusals.
+  admission: Admission,
   /// Open, closing, closed, or let go of by JS: one state, never two.
   lifecycle: Lifecycle,
   stats: Arc<Stats>,
@@ -102,7 +105,7 @@ impl<H> HubCore<H> {
       sockets: 0,
       ending: HashMap::new(),
       last_broadcast: Instant::now(),
-      max_clients: 0,
+      admission: Admission::default(),
       lifecycle: Lifecycle::Open,
       stats: Arc::default(),
       bus: BusSlot::None,
@@ -140,7 +143,13 @@ impl<H> HubCore<H> {
       self.writer_threads = threads;
     }
     if let Some(max) = settings.max_clients {
-      self.max_clients = max;
+      self.admission.max_clients = max;
+    }
+    if let Some(max) = settings.max_clients_per_key {
+      self.admission.max_per_key = max;
+    }
+    if let Some(secs) = settings.retry_after {
+      self.admission.retry_after = secs;
     }
     if let Some(writer) = &self.writer {
       writer.configure(self.writer_config);
@@ -164,15 +173,6 @@ impl<H> HubCore<H> {
   pub fn drain(&mut self) {
     if self.lifecycle == Lifecycle::Open {
       self.lifecycle = Lifecycle::Draining;
-    }
-  }
-
-  /// Refuses a connection that is not registered yet
-  /// (`registered: false`) once `maxClients` are.
-  pub fn check_capacity(&self, registered: bool) -> Result<(), CoreError> {
-    match self.max_clients {
-      max if max > 0 && !registered && self.registry.len() >= max => Err(CoreError::Capacity(max)),
-      _ => Ok(()),
     }
   }
 

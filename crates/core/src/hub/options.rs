@@ -113,7 +113,12 @@ pub struct HubOptions<'a> {
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
   pub max_clients: Option<f64>,
+  pub max_clients_per_key: Option<f64>,
+  pub retry_after_ms: Option<f64>,
 }
+
+/// The longest `retryAfterMs`: one day.
+const MAX_RETRY_AFTER_MS: f64 = 86_400_000.0;
 
 impl HubOptions<'_> {
   /// The settings, checked; nothing is applied unless all are valid.
@@ -168,6 +173,20 @@ impl HubOptions<'_> {
         self.max_clients,
         |n| (n >= 0.0 && n.fract() == 0.0).then(|| n.min(usize::MAX as f64) as usize),
         "options.maxClients must be a non-negative integer (0 means no limit)",
+      )?,
+      max_clients_per_key: parse_option(
+        self.max_clients_per_key,
+        |n| {
+          whole_number(n, 0.0, MAX_SAFE_INTEGER).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        },
+        "options.maxClientsPerKey must be a non-negative integer (0 means no limit)",
+      )?,
+      // `Retry-After` takes whole seconds: a part of one rounds up, so a
+      // client never comes back sooner than asked.
+      retry_after: parse_option(
+        self.retry_after_ms,
+        |n| whole_number(n, 0.0, MAX_RETRY_AFTER_MS).map(|n| n.div_ceil(1000) as u32),
+        "options.retryAfterMs must be an integer from 0 to 86400000 (milliseconds)",
       )?,
     })
   }
@@ -282,5 +301,37 @@ mod tests {
     let settings = ok.settings().unwrap();
     assert_eq!(settings.mode, Some(TransportMode::Stream));
     assert_eq!(settings.end_timeout, Some(Duration::from_millis(5)));
+  }
+
+  #[test]
+  fn admission_settings_are_checked_and_retry_after_rounds_up() {
+    let retry = |ms: f64| {
+      HubOptions {
+        retry_after_ms: Some(ms),
+        ..Default::default()
+      }
+      .settings()
+      .map(|s| s.retry_after)
+    };
+    assert_eq!(retry(0.0), Ok(Some(0)));
+    assert_eq!(retry(1.0), Ok(Some(1)));
+    assert_eq!(retry(1000.0), Ok(Some(1)));
+    assert_eq!(retry(1001.0), Ok(Some(2)));
+    assert_eq!(retry(86_400_000.0), Ok(Some(86_400)));
+    for bad in [-1.0, 1.5, 86_400_001.0, f64::NAN] {
+      assert!(retry(bad)
+        .unwrap_err()
+        .to_string()
+        .starts_with("options.retryAfterMs"));
+    }
+    for bad in [-1.0, 0.5, f64::INFINITY] {
+      let options = HubOptions {
+        max_clients_per_key: Some(bad),
+        ..Default::default()
+      };
+      let err = options.settings().unwrap_err();
+      assert!(err.to_string().starts_with("options.maxClientsPerKey"));
+      assert_eq!(err.code(), "ERR_INVALID_ARG_VALUE");
+    }
   }
 }

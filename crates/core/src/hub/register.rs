@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Conn, HubCore, Lifecycle, Transport, TransportMode};
+use super::{Admitted, Conn, HubCore, Lifecycle, Transport, TransportMode};
 use crate::bus::subscription::Subscription;
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::registry::{ConnKey, Entry};
@@ -49,7 +49,7 @@ impl<H> HubCore<H> {
     socket: Option<SocketFd>,
     now: Instant,
   ) -> (ConnKey, Option<ConnKey>) {
-    self.register_with(id, handle, socket, now, None, None)
+    self.register_with(id, handle, socket, now, None, None, Admitted::Free)
   }
 
   /// [`HubCore::register`], on a hub with a bus from where the client
@@ -59,6 +59,8 @@ impl<H> HubCore<H> {
   /// [`HubCore::request_replay`] then replays them before any live entry.
   /// The decision and the registration happen under live delivery's lock
   /// ([`crate::bus::DeliveryLock::admit`]): no entry falls between them.
+  /// `admitted` is its place, as [`HubCore::admission`] decided.
+  #[allow(clippy::too_many_arguments)]
   pub fn register_with(
     &mut self,
     id: &str,
@@ -67,16 +69,18 @@ impl<H> HubCore<H> {
     now: Instant,
     last_event_id: Option<&str>,
     mark: Option<Mark>,
+    admitted: Admitted,
   ) -> (ConnKey, Option<ConnKey>) {
+    let client_key = self.take_place(admitted);
     match self.bus.running().map(Bus::delivery) {
       Some(lock) => lock.admit(last_event_id, mark, |admission| {
         let replay_from = match admission {
           Admission::Live => None,
           Admission::Held(from) => Some(from.clone()),
         };
-        self.insert(id, handle, socket, now, replay_from)
+        self.insert(id, handle, socket, now, replay_from, client_key)
       }),
-      None => self.insert(id, handle, socket, now, None),
+      None => self.insert(id, handle, socket, now, None, client_key),
     }
   }
 
@@ -87,6 +91,7 @@ impl<H> HubCore<H> {
     socket: Option<SocketFd>,
     now: Instant,
     replay_from: Option<ReplayFrom>,
+    client_key: Option<Arc<str>>,
   ) -> (ConnKey, Option<ConnKey>) {
     let hold = replay_from.is_some();
     let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
@@ -102,6 +107,7 @@ impl<H> HubCore<H> {
       transport,
       subscription: Subscription::new(hold),
       replay_from,
+      client_key,
     };
     let key = self.registry.insert(id, conn, now);
     // The writer knows the connection by the registry's own key.

@@ -13,6 +13,7 @@ impl<H> HubCore<H> {
     // The hub's own counts (stream connections, replays, writers retired)
     // plus each running writer thread's.
     let writers = self.writer.as_ref().map(Writers::stats).unwrap_or_default();
+    let admission = self.admission_stats();
     let both =
       |f: fn(&Stats) -> &std::sync::atomic::AtomicU64| read(f(&self.stats)) + read(f(&writers));
     StatsSnapshot {
@@ -41,6 +42,10 @@ impl<H> HubCore<H> {
         (_, usize::MAX) => None,
         (_, budget) => Some(budget),
       },
+      refused_max_clients: admission.refused_max_clients,
+      refused_max_clients_per_key: admission.refused_max_clients_per_key,
+      pending_admissions: admission.pending_admissions,
+      admission_keys: admission.admission_keys,
     }
   }
 }

@@ -62,6 +62,8 @@ pub struct Conn<H> {
   /// Where its replay starts, while it waits for [`HubCore::request_replay`]
   /// (a held connection).
   pub replay_from: Option<ReplayFrom>,
+  /// Its admission key (`clientKey(req)`), counted while it is registered.
+  pub client_key: Option<Arc<str>>,
 }
 
 /// How a connection leaves.
@@ -185,6 +187,10 @@ pub struct Settings {
   pub writer_threads: Option<usize>,
   /// Most connections the hub takes (0: no limit).
   pub max_clients: Option<usize>,
+  /// Most connections per client key (0: no limit).
+  pub max_clients_per_key: Option<usize>,
+  /// A refusal's `Retry-After`, in whole seconds.
+  pub retry_after: Option<u32>,
 }
 
 /// Where the hub is in its life. The states exclude each other: a hub is
