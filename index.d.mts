@@ -57,3 +57,4 @@ export declare const drain: typeof sseHelper.drain;
 export declare const globalClientCount: typeof sseHelper.globalClientCount;
 export declare const drainOnSignals: typeof sseHelper.drainOnSignals;
 export declare const position: typeof sseHelper.position;
+export declare const observeOpenTelemetry: typeof sseHelper.observeOpenTelemetry;

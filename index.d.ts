@@ -245,6 +245,35 @@ interface MetricsOptions {
 }
 
 /**
+ * `observeOpenTelemetry()`'s options. The meter is typed structurally, so
+ * the package's types need no `@opentelemetry/api`; an `@opentelemetry/api`
+ * `Meter` fits.
+ */
+interface OpenTelemetryOptions {
+  /**
+   * The meter to register on; default: `@opentelemetry/api`'s global
+   * provider's meter `sse-helper-native` (then `@opentelemetry/api` must be
+   * installed).
+   */
+  meter?: OpenTelemetryMeter;
+  /** Attributes added to every point, such as `{ hub: 'chat' }`; `transport` and `thread` are taken. */
+  labels?: Record<string, string>;
+}
+
+/** The batch callback `observeOpenTelemetry()` registers: it observes every instrument once. */
+type OpenTelemetryBatchCallback = (result: {
+  observe(instrument: object, value: number, attributes?: Record<string, string>): void;
+}) => void;
+
+/** The part of an OpenTelemetry `Meter` that `observeOpenTelemetry()` uses. */
+interface OpenTelemetryMeter {
+  createObservableCounter(name: string, options?: { description?: string }): object;
+  createObservableGauge(name: string, options?: { description?: string }): object;
+  addBatchObservableCallback(callback: OpenTelemetryBatchCallback, instruments: object[]): void;
+  removeBatchObservableCallback?(callback: OpenTelemetryBatchCallback, instruments: object[]): void;
+}
+
+/**
  * One metric family of `metrics({ format: 'json' })`, in the shape
  * prom-client's registries expect from a metric's `get()`.
  */
@@ -393,6 +422,16 @@ declare class SseHub<Meta = unknown> extends EventEmitter {
   metrics(options: MetricsOptions & { format: 'json' }): MetricFamily[];
 
   /**
+   * The figures of `metrics()` as OpenTelemetry observable instruments
+   * (counters as ObservableCounter, gauges as ObservableGauge) under the
+   * same names, read from one snapshot per collection. No span is ever
+   * created. Returns a function that removes them; `close()` does too.
+   * @throws {Error} with code `ERR_SSE_NO_OPENTELEMETRY` without `options.meter` when `@opentelemetry/api` is not installed.
+   * @throws {TypeError} on an unknown option, a meter that is none, or a bad label.
+   */
+  observeOpenTelemetry(options?: OpenTelemetryOptions): () => void;
+
+  /**
    * Broadcasts, then ends every connection; the registry is empty after.
    * With a Redis bus both stay on this instance (no id): it is what a
    * shutting-down instance tells its own clients.
@@ -500,6 +539,8 @@ declare namespace sseHelper {
     HubStats,
     MetricFamily,
     MetricsOptions,
+    OpenTelemetryMeter,
+    OpenTelemetryOptions,
     Payload,
     RedisOptions,
     SseHubEvents,

@@ -27,6 +27,7 @@ export const {
   globalClientCount,
   position,
   drainOnSignals,
+  observeOpenTelemetry,
 } = sseHelper;
 
 export default sseHelper;

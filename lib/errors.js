@@ -45,4 +45,25 @@ function checkKey(name, value) {
   return value;
 }
 
-module.exports = { invalidType, invalidValue, kindOf, checkString, checkKey };
+/** Refused because the hub was closed or is draining (`ERR_SSE_CLOSED`). */
+function closedError() {
+  const err = new Error('the SSE hub was closed');
+  err.code = 'ERR_SSE_CLOSED';
+  return err;
+}
+
+/**
+ * Thrown by `addClient` when the hub already holds `maxClients` connections.
+ * `statusCode` is 503, for routes that turn it into a response.
+ */
+class SseCapacityError extends Error {
+  constructor(maxClients) {
+    super(`the SSE hub is at its limit of ${maxClients} clients`);
+    this.name = 'SseCapacityError';
+    this.code = 'ERR_SSE_CAPACITY';
+    this.statusCode = 503;
+    this.maxClients = maxClients;
+  }
+}
+
+module.exports = { invalidType, invalidValue, kindOf, checkString, checkKey, closedError, SseCapacityError };

@@ -228,4 +228,13 @@ function metrics(stats, options) {
   return format === 'json' ? families : formatText(families);
 }
 
-module.exports = { CONTENT_TYPE, FAMILIES, BUS_FAMILIES, METRICS_OPTIONS, metrics, metricFamilies, formatText };
+module.exports = {
+  CONTENT_TYPE,
+  FAMILIES,
+  BUS_FAMILIES,
+  METRICS_OPTIONS,
+  checkLabels,
+  metrics,
+  metricFamilies,
+  formatText,
+};

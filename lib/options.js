@@ -3,6 +3,8 @@
 // anything else, so a misspelt option never silently does nothing.
 
 const { invalidType, invalidValue, kindOf, checkKey } = require('./errors.js');
+const { serialize } = require('./serialize.js');
+const { MAX_TIMER_MS } = require('./heartbeat.js');
 
 /** Options of one event: `send`, `sendToClient`, `publish`, `broadcastAndClose`. */
 const EVENT_OPTIONS = Object.freeze(['event', 'id', 'retry', 'raw']);
@@ -104,7 +106,68 @@ function lastEventIdOf(res, options) {
   return typeof header === 'string' ? header : undefined;
 }
 
+/** The text of the `data:` lines: JSON, or the string itself in raw mode. */
+function dataOf(payload, options) {
+  if (options?.raw === true) {
+    if (typeof payload !== 'string') {
+      throw invalidType(`payload must be a string when options.raw is true, got ${kindOf(payload)}`);
+    }
+    return payload;
+  }
+  return serialize(payload);
+}
+
+/** `retryMs` of drain() and drainOnSignals(): undefined, or an integer of milliseconds a timer can take. */
+function checkRetryMs(retryMs) {
+  if (retryMs === undefined) return;
+  if (typeof retryMs !== 'number') {
+    throw invalidType(`options.retryMs must be a number, got ${kindOf(retryMs)}`);
+  }
+  if (!(Number.isInteger(retryMs) && retryMs >= 0 && retryMs <= MAX_TIMER_MS)) {
+    throw invalidValue(`options.retryMs must be an integer from 0 to ${MAX_TIMER_MS}, got ${retryMs}`);
+  }
+}
+
+/** `configure()`'s options: an object of known keys. */
+function checkHubShape(options) {
+  if (options === null || typeof options !== 'object') {
+    throw invalidType(`options must be an object, got ${kindOf(options)}`);
+  }
+  checkKeys(options, HUB_OPTIONS);
+}
+
+/**
+ * `configure()`'s options other than `redis`, checked for types here (and
+ * the native settings' values natively); throws before anything is applied.
+ */
+function checkHubValues(options) {
+  const { heartbeatMs, maxClients } = options;
+  checkOption('transport', options.transport, 'string');
+  checkOption('maxBufferedBytes', options.maxBufferedBytes, 'number');
+  checkOption('slowClientPolicy', options.slowClientPolicy, 'string');
+  checkOption('historySize', options.historySize, 'number');
+  checkOption('heartbeatMs', heartbeatMs, 'number');
+  checkOption('maxClients', maxClients, 'number');
+  checkOption('endTimeoutMs', options.endTimeoutMs, 'number');
+  checkOption('writerThreads', options.writerThreads, 'number');
+  if (
+    heartbeatMs !== undefined &&
+    !(Number.isInteger(heartbeatMs) && heartbeatMs >= 0 && heartbeatMs <= MAX_TIMER_MS)
+  ) {
+    throw invalidValue(
+      `options.heartbeatMs must be an integer from 0 to ${MAX_TIMER_MS} (0 turns heartbeats off), got ${heartbeatMs}`,
+    );
+  }
+  if (maxClients !== undefined && !(Number.isInteger(maxClients) && maxClients >= 0)) {
+    throw invalidValue('options.maxClients must be a non-negative integer (0 means no limit)');
+  }
+}
+
 module.exports = {
+  checkHubShape,
+  checkHubValues,
+  checkRetryMs,
+  dataOf,
   EVENT_OPTIONS,
   PUBLISH_OPTIONS,
   BROADCAST_OPTIONS,

@@ -8,40 +8,13 @@
 //   as deleting from the original's map does;
 // - `set(id, entry)` stores an entry by hand, as the original's tests do
 //   (an entry without `res`, or one whose getters throw). Such an entry is
-//   no connection: it lives here, in `HandSetEntries`, the one owner of
-//   that fact, and the hub's methods treat it as the original treats its
+//   no connection: it lives in `HandSetEntries` (hand-set.js), the one
+//   owner of that fact, and the hub's methods treat it as the original treats its
 //   map's entries (sendToClient writes to its `res`, cleanupStaleClients
 //   prunes it, getClientCount counts it).
 
 const { encodeId, decodeId } = require('./client-id.js');
-
-/** Entries put in `_clients` by hand, and `_resIndex` entries set by hand. */
-class HandSetEntries {
-  /** encoded id → { id, entry } */
-  byId = new Map();
-  /** res → id, from `_resIndex.set` */
-  index = new WeakMap();
-
-  get size() {
-    return this.byId.size;
-  }
-
-  get(id) {
-    return this.byId.get(encodeId(id))?.entry;
-  }
-
-  has(id) {
-    return this.byId.has(encodeId(id));
-  }
-
-  set(id, entry) {
-    this.byId.set(encodeId(id), { id, entry });
-  }
-
-  delete(id) {
-    return this.byId.delete(encodeId(id));
-  }
-}
+const { isObject } = require('./hand-set.js');
 
 /** A `Map`-shaped view of a hub's clients. */
 class ClientsView {
@@ -159,6 +132,4 @@ class ResIndexView {
   }
 }
 
-const isObject = (value) => (typeof value === 'object' && value !== null) || typeof value === 'function';
-
-module.exports = { HandSetEntries, ClientsView, ResIndexView, isObject };
+module.exports = { ClientsView, ResIndexView };

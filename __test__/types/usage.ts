@@ -79,3 +79,13 @@ const entryIp: string | undefined = typed._clients.get('id')?.meta.ip;
 void entryIp;
 // @ts-expect-error the meta of this hub has an ip
 typed.addClient({} as import('node:http').ServerResponse, { ip: 1 });
+
+// OpenTelemetry: an @opentelemetry/api Meter fits the structural type.
+import { metrics as otelMetrics } from '@opentelemetry/api';
+
+const stopOtel: () => void = hub.observeOpenTelemetry({ meter: otelMetrics.getMeter('app'), labels: { hub: 'a' } });
+stopOtel();
+// @ts-expect-error labels are strings
+hub.observeOpenTelemetry({ labels: { hub: 1 } });
+// @ts-expect-error a meter must be a Meter
+hub.observeOpenTelemetry({ meter: {} });

@@ -12,7 +12,7 @@ const FD_RESERVE = 128;
  * The addon's socket transport keeps a dup() of each socket for its writer
  * thread, and hands a connection over only while the duplicates fit in half
  * the open-files limit after a reserve of 1% (at least 128); this mirrors
- * `fd_budget` in src/writer.rs (the addon reports it as
+ * `fd_budget` in crates/core/src/writer/budget.rs (the addon reports it as
  * `getStats().socketCapacity`).
  */
 function socketCapacity(openFiles) {

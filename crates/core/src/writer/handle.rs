@@ -1,0 +1,162 @@
+//! The owner's side of one writer thread: [`SocketWriter`] for the JS
+//! thread (through the hub's shards) and [`WriterPort`] for the Redis bus's
+//! thread. Both only queue commands; nothing here waits for the thread.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::command::{Command, Delivery};
+use super::io::SocketFd;
+use super::{run, ConnGauge, WireId, WriterConfig, WriterEvent};
+use crate::bus::entry::{BusFrame, EntryId};
+use crate::stats::Stats;
+
+/// Handle owned by the binding. Dropping it (or [`SocketWriter::close`])
+/// lets the thread finish what it holds and exit, closing every fd; nobody
+/// waits for it, so the JS thread never blocks on a join.
+pub struct SocketWriter {
+  tx: Option<mpsc::UnboundedSender<Command>>,
+  events: Arc<Mutex<Vec<WriterEvent>>>,
+  stats: Arc<Stats>,
+}
+
+impl SocketWriter {
+  /// Starts the writer thread. `notify` is called (from that thread) when
+  /// events become available after the queue was empty.
+  /// Counts into `stats`, shared with the hub.
+  pub fn start(
+    config: WriterConfig,
+    stats: Arc<Stats>,
+    notify: Box<dyn Fn() + Send>,
+  ) -> io::Result<Self> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    run::spawn(config, stats.clone(), events.clone(), notify, rx)?;
+    Ok(Self {
+      tx: Some(tx),
+      events,
+      stats,
+    })
+  }
+
+  fn submit(&self, command: Command) {
+    if let Some(tx) = &self.tx {
+      // Fails only once the thread is gone, when there is nothing to write to.
+      let _ = tx.send(command);
+    }
+  }
+
+  /// Hands a connection to the writer. `fd` must be a duplicate of a
+  /// connected, non-blocking TCP socket's fd; the writer closes it when done.
+  pub fn add(&self, wire: WireId, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) {
+    self.add_with(wire, fd.into(), gauge, false);
+  }
+
+  /// [`SocketWriter::add`], with its replay gate held from the start when
+  /// `held` (it reconnected with a `Last-Event-ID` to a hub with a bus).
+  pub fn add_with(&self, wire: WireId, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
+    self.submit(Command::Add(wire, fd, gauge, held));
+  }
+
+  /// Writes the app's own bytes (one HTTP chunk) to `wire`, after what was
+  /// submitted before; the caller has added them to the gauge's `submitted`.
+  pub fn write(&self, wire: WireId, chunk: Arc<[u8]>) {
+    self.submit(Command::Write(wire, chunk));
+  }
+
+  /// Writes several frames to the given connections, in order (a replay).
+  pub fn send_frames(&self, wires: Vec<WireId>, frames: Vec<Arc<[u8]>>) {
+    self.submit(Command::Mixed(vec![Delivery {
+      to: Some(wires),
+      frames,
+    }]));
+  }
+
+  /// A sender the Redis bus's thread uses to hand this writer its entries
+  /// and replays, ordered with everything else submitted.
+  pub fn port(&self) -> Option<WriterPort> {
+    self.tx.clone().map(|tx| WriterPort { tx })
+  }
+
+  /// Sets the client id and channels bus entries are routed by.
+  pub fn route(&self, wire: WireId, client: Arc<str>, channels: Vec<Arc<str>>) {
+    self.submit(Command::Route(wire, client, channels));
+  }
+
+  /// Makes the writer thread panic, to test that its death is handled.
+  pub fn crash(&self) {
+    self.submit(Command::Crash);
+  }
+
+  /// Lets the thread flush nothing more and exit; it reports
+  /// [`WriterEvent::Stopped`] once every fd is closed.
+  pub fn close(&self) {
+    self.submit(Command::Stop);
+  }
+
+  /// Writes `bytes` to every connection the writer holds.
+  pub fn broadcast(&self, bytes: Arc<[u8]>) {
+    self.submit(Command::Broadcast(vec![bytes]));
+  }
+
+  /// Writes `bytes` to the given connections.
+  pub fn send(&self, wires: Vec<WireId>, bytes: Arc<[u8]>) {
+    self.submit(Command::Send(wires, bytes));
+  }
+
+  /// Flushes what is queued for `wire`, then reports [`WriterEvent::Ended`].
+  pub fn end(&self, wire: WireId) {
+    self.submit(Command::End(wire));
+  }
+
+  /// Forgets `wire` at once (its client is gone), closing the fd.
+  pub fn remove(&self, wire: WireId) {
+    self.submit(Command::Remove(wire));
+  }
+
+  /// Applies new bounds to every connection, after what was submitted
+  /// before.
+  pub fn configure(&self, config: WriterConfig) {
+    self.submit(Command::Configure(config));
+  }
+
+  /// The events reported since the last call.
+  pub fn take_events(&self) -> Vec<WriterEvent> {
+    std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+  }
+
+  /// What this thread has counted.
+  pub fn stats(&self) -> &Stats {
+    &self.stats
+  }
+}
+
+impl Drop for SocketWriter {
+  fn drop(&mut self) {
+    // Closing the channel ends the command loop; the runtime then drops
+    // every connection (closing the fds) and the thread exits on its own.
+    self.tx = None;
+  }
+}
+
+/// The Redis bus's way into one writer thread: its commands queue behind
+/// everything the JS thread submitted before, so a connection added with a
+/// held gate is held before any entry that follows.
+#[derive(Clone)]
+pub struct WriterPort {
+  tx: mpsc::UnboundedSender<Command>,
+}
+
+impl WriterPort {
+  /// Live entries, in stream order.
+  pub fn bus(&self, frames: Arc<[BusFrame]>) {
+    let _ = self.tx.send(Command::Bus(frames));
+  }
+
+  /// A replay for `wire` (the frames, then the gate opens).
+  pub fn release(&self, wire: WireId, frames: Vec<Arc<[u8]>>, cursor: Option<EntryId>) {
+    let _ = self.tx.send(Command::Release(wire, frames, cursor));
+  }
+}

@@ -1,0 +1,87 @@
+//! The writer's only contact with the operating system's sockets: the fd a
+//! connection arrives as, its registration with the thread's reactor, and
+//! the wait for it to become writable. Everything Unix-only in the writer
+//! (`std::os::fd`, tokio's `AsyncFd`) is here, plus `getrlimit` in
+//! [`budget`](super::budget); the rest of the writer sees a [`Socket`].
+
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::frame::Framing;
+
+/// A connection's socket as the writer gets it: the fd, and how its body is
+/// delimited.
+#[derive(Debug)]
+pub struct SocketFd {
+  /// A duplicate of a connected, non-blocking TCP socket's fd; the writer
+  /// closes it when done.
+  pub fd: OwnedFd,
+  /// Whether each frame goes out as an HTTP chunk or as it is.
+  pub framing: Framing,
+}
+
+impl From<OwnedFd> for SocketFd {
+  /// A chunked connection (Node's HTTP/1.1 default).
+  fn from(fd: OwnedFd) -> SocketFd {
+    SocketFd {
+      fd,
+      framing: Framing::Chunked,
+    }
+  }
+}
+
+impl SocketFd {
+  /// Registers the fd with the current thread's reactor, for writing.
+  pub(super) fn register(self) -> io::Result<(Socket, Framing)> {
+    let stream = TcpStream::from(self.fd);
+    // Shares the file description with Node's fd, which libuv already made
+    // non-blocking; setting it again is harmless and makes that explicit.
+    stream.set_nonblocking(true)?;
+    // SAFETY: the TcpStream owns the fd for as long as the AsyncFd holds it
+    // and always reports that same fd.
+    let io = unsafe { AsyncFd::register_with_interest(stream, Interest::WRITABLE) }
+      .map_err(io::Error::from)?;
+    Ok((Socket { io }, self.framing))
+  }
+}
+
+/// One connection's registered socket; dropping it closes the fd.
+pub(super) struct Socket {
+  io: AsyncFd<TcpStream>,
+}
+
+impl Socket {
+  /// One `writev` now, whatever the socket's readiness.
+  pub(super) fn write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    self.io.get_ref().write_vectored(slices)
+  }
+
+  /// Waits until the socket takes bytes, then writes with `write` (again
+  /// after a wake-up that finds it still full, or an interrupted write),
+  /// returning how many bytes went out.
+  pub(super) async fn write_when_writable(
+    &self,
+    mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+  ) -> io::Result<usize> {
+    loop {
+      let mut guard = self.io.writable().await?;
+      match guard.try_io(|io| write(io.get_ref())) {
+        Ok(Ok(written)) => return Ok(written),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_would_block) => {}
+      }
+    }
+  }
+}
+
+/// A duplicate of a test socket's fd, as the binding would hand it over.
+#[cfg(test)]
+pub(super) fn dup(server: &TcpStream) -> SocketFd {
+  use std::os::fd::AsFd;
+  server.as_fd().try_clone_to_owned().unwrap().into()
+}
