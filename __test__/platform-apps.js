@@ -224,21 +224,31 @@ async function startApp(command, args, { cwd, env, timeoutMs }) {
   }
 }
 
-/** Runs an app's contract.js (fixtures/platform-contract.js) to its end and resolves with its report. */
-async function runContract(command, args, { cwd, env, timeoutMs }) {
-  const reportFile = path.join(cwd, 'contract-report.json');
-  const run = spawnToFiles(command, args, { cwd, env: { ...env, REPORT_FILE: reportFile }, name: 'contract' });
+/** Runs `command args` to its end with stdout and stderr in files; resolves with { status, stdout, stderr }. */
+async function runToEnd(command, args, { cwd, env, timeoutMs, name = 'run' }) {
+  const run = spawnToFiles(command, args, { cwd, env, name });
   const exited = new Promise((resolve) => run.child.once('exit', (code, signal) => resolve(code ?? signal)));
-  let status;
   try {
-    status = await within(exited, timeoutMs, 'the contract run to end');
+    const status = await within(exited, timeoutMs, `${name} to end`);
+    return { status, stdout: run.stdout(), stderr: run.stderr() };
   } catch (err) {
     await stop(run.child);
     throw new Error(`${err.message}\n${run.stderr()}`);
   }
-  if (!fs.existsSync(reportFile))
-    throw new Error(`the contract run wrote no report (exit ${status}):\n${run.stderr()}`);
-  return { status, report: JSON.parse(fs.readFileSync(reportFile, 'utf8')), stderr: run.stderr() };
+}
+
+/** Runs an app's contract.js (fixtures/platform-contract.js) to its end and resolves with its report. */
+async function runContract(command, args, { cwd, env, timeoutMs }) {
+  const reportFile = path.join(cwd, 'contract-report.json');
+  fs.rmSync(reportFile, { force: true });
+  const { status, stderr } = await runToEnd(command, args, {
+    cwd,
+    env: { ...env, REPORT_FILE: reportFile },
+    timeoutMs,
+    name: 'contract',
+  });
+  if (!fs.existsSync(reportFile)) throw new Error(`the contract run wrote no report (exit ${status}):\n${stderr}`);
+  return { status, report: JSON.parse(fs.readFileSync(reportFile, 'utf8')), stderr };
 }
 
 /**
@@ -291,6 +301,7 @@ module.exports = {
   startRegistry,
   platformPackagesIn,
   startApp,
+  runToEnd,
   runContract,
   exerciseUsageExample,
   stopApps,

@@ -18,8 +18,10 @@
 //   library calls for random bytes, and Wine 8 lacks) stands in for real
 //   Windows 10's. The shim lives only in that prefix: it is never shipped.
 //   Wine itself comes from Debian (`apt-get install wine wine64`, as .ci/run
-//   does). Also the import library build-targets links the Windows addon
-//   against: node.exe's napi_* exports, made with x86_64-w64-mingw32-dlltool.
+//   does).
+// - windows-node (no Wine needed): node.exe alone, and the import library
+//   build-targets links the Windows addon against: node.exe's napi_*
+//   exports, made with x86_64-w64-mingw32-dlltool.
 //
 //   node scripts/platform-runtimes.js musl-x64 [musl-arm64] [windows-node] [windows]
 //
@@ -204,7 +206,8 @@ function fetchWindowsNode(dir) {
 }
 
 /**
- * The import library for node.exe's napi_* exports (libnode.dll.a), in
+ * The import library for node.exe's napi_* exports (libnode.a, a name zig's
+ * linker looks for), in
  * `dir`, with the empty libnode.dll beside it that napi-build's Windows gnu
  * setup checks for before it links `-lnode` (the linker takes the import
  * library; the addon's imports then name node.exe, the process that loads it).
@@ -216,16 +219,16 @@ function importLibrary(dir, exe) {
   fs.writeFileSync(path.join(dir, 'node.def'), `LIBRARY node.exe\nEXPORTS\n${exports.join('\n')}\n`);
   run(
     'x86_64-w64-mingw32-dlltool',
-    ['-d', path.join(dir, 'node.def'), '-l', path.join(dir, 'libnode.dll.a'), '-m', 'i386:x86-64'],
+    ['-d', path.join(dir, 'node.def'), '-l', path.join(dir, 'libnode.a'), '-m', 'i386:x86-64'],
     'windows: the import library (apt-get install binutils-mingw-w64-x86-64)',
   );
   fs.writeFileSync(path.join(dir, 'libnode.dll'), '');
   return exports.length;
 }
 
-/** Wine's environment for `prefix`: quiet, no display, no Mono or Gecko installer prompts. */
-function wineEnv(prefix) {
-  const { DISPLAY: _display, WAYLAND_DISPLAY: _wayland, ...env } = process.env;
+/** Wine's environment for `prefix`, over `base`: quiet, no display, no Mono or Gecko installer prompts. */
+function wineEnv(prefix, base = process.env) {
+  const { DISPLAY: _display, WAYLAND_DISPLAY: _wayland, ...env } = base;
   return { ...env, WINEPREFIX: prefix, WINEDEBUG: '-all', WINEDLLOVERRIDES: 'mscoree,mshtml=' };
 }
 
