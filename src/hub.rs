@@ -12,17 +12,15 @@ use std::time::Instant;
 use napi::bindgen_prelude::*;
 use napi::{Env, JsValue};
 use napi_derive::napi;
-use sse_helper_core::backpressure::Admit;
-use sse_helper_core::bus::entry::Route;
 use sse_helper_core::bus::Mark;
+use sse_helper_core::hub::options;
+use sse_helper_core::hub::{millis, AppWrite, Broadcast, Frame, Planned, Reason, Removal};
+use sse_helper_core::registry::ConnKey;
 
-use crate::bus::Appended;
-use sse_helper_core::frame;
-use sse_helper_core::hub::{AppWrite, Outcome, Reason, Removal};
-use sse_helper_core::registry::{self, ConnKey};
-
-use crate::args::{self, guard_panics, invalid, invalid_type, EventOptions};
+use crate::args::{self, guard_panics, EventOptions};
+use crate::deliver;
 use crate::effects::{self, execute, key_of};
+use crate::error::{self, invalid_type};
 use crate::js::{self, RawEnv, RawValue};
 use crate::registration::{self, check_response};
 use crate::socket::SocketInfo;
@@ -252,9 +250,13 @@ impl NativeHub {
       if bus {
         return Ok(registered.id);
       }
-      let replay = self.state.borrow_mut().core.replay(key, &last_event_id);
-      if let Some(bytes) = replay {
-        deliver(&self.state, raw, Some(&[key]), &OutFrame::new(&bytes));
+      let replay = self
+        .state
+        .borrow_mut()
+        .core
+        .replay(key, &last_event_id, Instant::now());
+      if let Some(dispatch) = replay {
+        deliver::run(&self.state, raw, dispatch);
       }
     }
     Ok(registered.id)
@@ -382,23 +384,14 @@ impl NativeHub {
     options: Option<EventOptions>,
   ) -> Result<bool> {
     let raw = env.raw();
-    if self.state.borrow().core.has_bus() {
-      let route = Route::Client(id.as_str().into());
-      let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
-      return Ok(match crate::bus::append(&self.state, raw, entry)? {
-        Appended::Queued => true,
-        Appended::Local(written) => written > 0,
-      });
-    }
-    let bytes = args::build_frame(&self.state, raw, &data, options.as_ref())?;
-    let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
-    if keys.is_empty() {
-      return Ok(false);
-    }
-    // As the original: true when a live connection was there, even if its
-    // `write` threw (it is then ended and removed).
-    let delivered = deliver_counting(&self.state, raw, Some(&keys), &OutFrame::new(&bytes));
-    Ok(delivered.attempted > 0)
+    let options = args::event_options(options.as_ref());
+    let planned = self
+      .state
+      .borrow_mut()
+      .core
+      .send_to(&id, &data, &options, Instant::now());
+    let dispatch = error::check(&self.state, raw, planned)?;
+    Ok(deliver::run(&self.state, raw, dispatch) > 0)
   }
 
   /// Writes one framed event to any response, registered or not.
@@ -419,8 +412,10 @@ impl NativeHub {
         "res must be an http.ServerResponse",
       ));
     }
-    let bytes = args::build_frame(&self.state, raw, &data, options.as_ref())?;
-    Ok(write_to_response(&self.state, raw, res, &bytes))
+    let options = args::event_options(options.as_ref());
+    let frame = self.state.borrow().core.event(&data, &options);
+    let frame = error::check(&self.state, raw, frame)?;
+    Ok(write_to_response(&self.state, raw, res, frame))
   }
 
   /// Writes a comment (`: text` per line) to `res`, to the connections
@@ -434,24 +429,18 @@ impl NativeHub {
     text: String,
   ) -> Result<u32> {
     let raw = env.raw();
-    let mut bytes = Vec::with_capacity(text.len() + 4);
-    frame::push_comment(&mut bytes, &text);
-    bytes.push(b'\n');
     if let Some(res) = res {
       let res = res.raw();
       check_response(&self.state, raw, res, "target")?;
-      return Ok(u32::from(write_to_response(&self.state, raw, res, &bytes)));
+      let frame = Frame::comment(&text);
+      return Ok(u32::from(write_to_response(&self.state, raw, res, frame)));
     }
-    let keys = match id {
-      Some(id) => self.state.borrow().core.keys_for_id(&id).to_vec(),
-      None => self.state.borrow().core.keys(),
-    };
-    Ok(deliver(
-      &self.state,
-      raw,
-      Some(&keys),
-      &OutFrame::new(&bytes),
-    ))
+    let dispatch = self
+      .state
+      .borrow_mut()
+      .core
+      .comment(id.as_deref(), &text, Instant::now());
+    Ok(deliver::run(&self.state, raw, dispatch))
   }
 
   /// Frames `data` once and writes it to every connection (or the members
@@ -469,82 +458,33 @@ impl NativeHub {
     filter: Option<Function<'_, (Unknown<'_>, String), Unknown<'_>>>,
   ) -> Result<u32> {
     let raw = env.raw();
-    if filter.is_none() && self.state.borrow().core.has_bus() {
-      return self.broadcast_through_bus(raw, data, options, channel);
-    }
-    let to_everyone = channel.is_none() && filter.is_none();
-    let recording = to_everyone && self.state.borrow().core.recording();
-    let mut options = options;
-    if recording {
-      let given = options.as_ref().and_then(|o| o.id.clone());
-      let id = match given {
-        Some(id) => id,
-        None => self.state.borrow_mut().core.next_event_id(),
-      };
-      let o = options.get_or_insert(EventOptions {
-        event: None,
-        id: None,
-        retry: None,
-      });
-      o.id = Some(id);
-    }
-    let bytes = args::build_frame(&self.state, raw, &data, options.as_ref())?;
-    if let Some(channel) = &channel {
-      registry::validate_channel(channel)
-        .map_err(|e| invalid(&self.state, raw, &format!("options.channel {e}")))?;
-    }
-    let members = channel.map(|c| self.state.borrow().core.members(&c).to_vec());
-    let keys = match (members, &filter) {
-      (members, Some(filter)) => Some(filtered_keys(&self.state, raw, filter, members.as_deref())?),
-      (members, None) => members,
+    let request = Broadcast {
+      data: &data,
+      options: args::event_options(options.as_ref()),
+      channel: channel.as_deref(),
+      filtered: filter.is_some(),
     };
-    let out = if recording {
-      // The history keeps the HTTP chunk the socket writer sends, so a
-      // replay shares it instead of copying.
-      let chunk: Arc<[u8]> = frame::http_chunk(&bytes).into();
-      let id = options
-        .as_ref()
-        .and_then(|o| o.id.as_deref())
-        .unwrap_or_default();
-      self.state.borrow_mut().core.record(id, chunk.clone());
-      OutFrame::with_chunk(&bytes, chunk)
-    } else {
-      OutFrame::new(&bytes)
+    let planned = self
+      .state
+      .borrow_mut()
+      .core
+      .broadcast(request, Instant::now());
+    let dispatch = match error::check(&self.state, raw, planned)? {
+      Planned::Ready(dispatch) => dispatch,
+      Planned::Filter { frame, candidates } => {
+        let Some(filter) = &filter else {
+          return Ok(0);
+        };
+        let chosen = filtered_keys(&self.state, raw, filter, &candidates)?;
+        let now = Instant::now();
+        self
+          .state
+          .borrow_mut()
+          .core
+          .broadcast_to(frame, &chosen, now)
+      }
     };
-    if to_everyone {
-      self.state.borrow_mut().core.note_broadcast(Instant::now());
-    }
-    Ok(deliver(&self.state, raw, keys.as_deref(), &out))
-  }
-
-  /// A broadcast or publish with a bus: appended to the stream, delivered
-  /// by every instance once read back; returns the local connections it
-  /// targets now. With Redis away it is delivered locally at once, without
-  /// an id.
-  fn broadcast_through_bus(
-    &self,
-    raw: RawEnv,
-    data: String,
-    options: Option<EventOptions>,
-    channel: Option<String>,
-  ) -> Result<u32> {
-    if let Some(channel) = &channel {
-      registry::validate_channel(channel)
-        .map_err(|e| invalid(&self.state, raw, &format!("options.channel {e}")))?;
-    }
-    let route = match &channel {
-      Some(c) => Route::Channel(c.as_str().into()),
-      None => Route::All,
-    };
-    let entry = crate::bus::entry(&self.state, raw, route, data, options.as_ref())?;
-    let targeted = self.state.borrow().core.local_targets(&entry.route);
-    if channel.is_none() {
-      self.state.borrow_mut().core.note_broadcast(Instant::now());
-    }
-    Ok(match crate::bus::append(&self.state, raw, entry)? {
-      Appended::Queued => targeted,
-      Appended::Local(written) => written,
-    })
+    Ok(deliver::run(&self.state, raw, dispatch))
   }
 
   /// Broadcasts, then ends and unregisters every connection. With a bus the
@@ -557,13 +497,15 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<u32> {
-    let written = if self.state.borrow().core.has_bus() {
-      let raw = env.raw();
-      let entry = crate::bus::entry(&self.state, raw, Route::All, data, options.as_ref())?;
-      deliver(&self.state, raw, None, &OutFrame::new(&entry.frame(None)))
-    } else {
-      self.broadcast(env, data, options, None, None)?
-    };
+    let raw = env.raw();
+    let options = args::event_options(options.as_ref());
+    let planned = self
+      .state
+      .borrow_mut()
+      .core
+      .broadcast_final(&data, &options, Instant::now());
+    let dispatch = error::check(&self.state, raw, planned)?;
+    let written = deliver::run(&self.state, raw, dispatch);
     self.close_all(env);
     Ok(written)
   }
@@ -614,8 +556,11 @@ impl NativeHub {
     member: bool,
   ) -> Result<u32> {
     let raw = env.raw();
-    registry::validate_channel(&channel)
-      .map_err(|e| invalid(&self.state, raw, &format!("channel {e}")))?;
+    error::check(
+      &self.state,
+      raw,
+      options::check_channel(&channel, "channel"),
+    )?;
     let keys: Vec<ConnKey> = match (res, id) {
       (Some(res), _) => key_of(&self.state, raw, res.raw()).into_iter().collect(),
       (None, Some(id)) => self.state.borrow().core.keys_for_id(&id).to_vec(),
@@ -641,20 +586,12 @@ impl NativeHub {
   /// `idle_ms` (saturating: a huge value means never); returns how many.
   #[napi(catch_unwind)]
   pub fn heartbeat(&self, env: Env, idle_ms: f64) -> u32 {
-    let keys = self
+    let dispatch = self
       .state
-      .borrow()
+      .borrow_mut()
       .core
-      .idle(Instant::now(), args::millis(idle_ms));
-    if keys.is_empty() {
-      return 0;
-    }
-    deliver(
-      &self.state,
-      env.raw(),
-      Some(&keys),
-      &OutFrame::new(b": heartbeat\n\n"),
-    )
+      .heartbeat(millis(idle_ms), Instant::now());
+    deliver::run(&self.state, env.raw(), dispatch)
   }
 
   /// The id a client can resume from to get what is broadcast after now
@@ -676,7 +613,7 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn cleanup_stale(&self, env: Env, max_age_ms: f64) -> Result<u32> {
     let raw = env.raw();
-    let max_age = args::max_age(&self.state, raw, max_age_ms)?;
+    let max_age = error::check(&self.state, raw, options::max_age(max_age_ms))?;
     let (too_old, candidates) = {
       let s = self.state.borrow();
       let too_old = s.core.older_than(Instant::now(), max_age);
@@ -711,14 +648,12 @@ impl NativeHub {
     let Some(key) = key_of(&self.state, env.raw(), res.raw()) else {
       return -1;
     };
-    // A zero-size chunk would end the chunked body.
-    let chunk = (!chunk.is_empty()).then(|| Arc::<[u8]>::from(frame::http_chunk(chunk)));
-    let mark = if high_water_mark.is_finite() && high_water_mark > 0.0 {
-      high_water_mark as usize
-    } else {
-      16 * 1024
-    };
-    match self.state.borrow().core.app_write(key, chunk, mark) {
+    match self
+      .state
+      .borrow()
+      .core
+      .app_write(key, chunk, high_water_mark)
+    {
       AppWrite::Accepted => 1,
       AppWrite::Full => 0,
       AppWrite::Gone => -1,
@@ -731,22 +666,9 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn configure(&self, env: Env, options: args::HubOptions) -> Result<()> {
     let raw = env.raw();
-    let settings = args::settings(&self.state, raw, &options)?;
-    let fixed = {
-      let s = self.state.borrow();
-      s.core.writer_started().then(|| s.core.writer_threads())
-    };
-    if let (Some(running), Some(wanted)) = (fixed, settings.writer_threads) {
-      if running != wanted {
-        return Err(args::state_error(
-          raw,
-          c"ERR_SSE_WRITER_RUNNING",
-          "options.writerThreads cannot change while the socket writer runs: set it before the first connection (or after close())",
-        ));
-      }
-    }
-    self.state.borrow_mut().core.configure(settings);
-    Ok(())
+    let settings = error::check(&self.state, raw, options.view().settings())?;
+    let applied = self.state.borrow_mut().core.configure(settings);
+    error::check(&self.state, raw, applied)
   }
 
   /// Counters and gauges at this instant.
@@ -856,14 +778,8 @@ impl NativeHub {
   /// dispatches no event. `ms` is checked by the JS surface.
   #[napi(catch_unwind)]
   pub fn retry_hint(&self, env: Env, ms: u32) -> u32 {
-    let text = format!("retry: {ms}\n\n");
-    let keys = self.state.borrow().core.keys();
-    deliver(
-      &self.state,
-      env.raw(),
-      Some(&keys),
-      &OutFrame::new(text.as_bytes()),
-    )
+    let dispatch = self.state.borrow_mut().core.retry_hint(ms, Instant::now());
+    deliver::run(&self.state, env.raw(), dispatch)
   }
 
   /// napi references this hub holds right now (responses, their `write`,
@@ -892,21 +808,22 @@ fn remove(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal, reason: R
   registered
 }
 
-/// Sends `bytes` to one response: through the registry when registered
+/// Sends `frame` to one response: through the registry when registered
 /// (so its transport and policy apply), else straight to its `write`.
 ///
 /// As in the original helper, a response whose `write` throws is ended
 /// (quietly), and removed when registered.
-fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, bytes: &[u8]) -> bool {
+fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, frame: Frame) -> bool {
   if let Some(key) = key_of(state, env, res) {
-    return deliver(state, env, Some(&[key]), &OutFrame::new(bytes)) == 1;
+    let dispatch = state.borrow_mut().core.send_one(key, frame, Instant::now());
+    return deliver::run(state, env, dispatch) == 1;
   }
   let ending =
     effects::raw_key_of(state, env, res).is_some_and(|k| state.borrow().core.is_ending(k));
   if ending || js::get_truthy(env, res, c"destroyed") {
     return false;
   }
-  match stream::write(env, res, None, &OutFrame::new(bytes)) {
+  match stream::write(env, res, None, &OutFrame::new(frame.body())) {
     WriteOutcome::Written | WriteOutcome::Buffered => true,
     WriteOutcome::Ended => false,
     WriteOutcome::Threw => {
@@ -916,14 +833,13 @@ fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, bytes: &[u8]) -
   }
 }
 
-/// Keys (among `within`, or all) whose `filter(meta, id)` is truthy. Runs
-/// every filter before anything is written, so a throwing filter writes
-/// nothing.
+/// Keys among `candidates` whose `filter(meta, id)` is truthy. Runs every
+/// filter before anything is written, so a throwing filter writes nothing.
 fn filtered_keys(
   state: &Shared,
   env: RawEnv,
   filter: &Function<'_, (Unknown<'_>, String), Unknown<'_>>,
-  within: Option<&[ConnKey]>,
+  candidates: &[ConnKey],
 ) -> Result<Vec<ConnKey>> {
   let undefined = js::undefined(env)?;
   let candidates: Vec<(ConnKey, RawValue, Arc<str>)> = {
@@ -935,18 +851,11 @@ fn filtered_keys(
         .and_then(|m| m.value(env).ok())
         .unwrap_or(undefined)
     };
-    match within {
-      Some(keys) => keys
-        .iter()
-        .filter_map(|k| s.core.entry(*k))
-        .map(|e| (e.key, meta_of(&e.handle.handle), e.id.clone()))
-        .collect(),
-      None => s
-        .core
-        .iter()
-        .map(|e| (e.key, meta_of(&e.handle.handle), e.id.clone()))
-        .collect(),
-    }
+    candidates
+      .iter()
+      .filter_map(|k| s.core.entry(*k))
+      .map(|e| (e.key, meta_of(&e.handle.handle), e.id.clone()))
+      .collect()
   };
   let mut keys = Vec::new();
   let func = filter.raw();
@@ -962,101 +871,4 @@ fn filtered_keys(
     }
   }
   Ok(keys)
-}
-
-/// One frame to every connection in `keys` (all when `None`): the core
-/// hands it to the writer for the socket connections and names the stream
-/// ones, which are written here, one `res.write` each, with nothing
-/// borrowed (a write runs JS that may call back into the hub). The core's
-/// slow-client rule decides for each stream connection Node is buffering
-/// for; the outcomes go back to the core, which removes the slow and the
-/// failed. Returns how many were written or queued.
-pub(crate) fn deliver(
-  state: &Shared,
-  env: RawEnv,
-  keys: Option<&[ConnKey]>,
-  out: &OutFrame<'_>,
-) -> u32 {
-  deliver_counting(state, env, keys, out).written
-}
-
-/// What [`deliver_counting`] did: `written` as [`deliver`] returns it, and
-/// `attempted`, which also counts stream connections whose `write` threw
-/// (they are ended and removed, but were live when the send began).
-pub(crate) struct Delivered {
-  pub written: u32,
-  pub attempted: u32,
-}
-
-/// [`deliver`], counting the attempts too.
-pub(crate) fn deliver_counting(
-  state: &Shared,
-  env: RawEnv,
-  keys: Option<&[ConnKey]>,
-  out: &OutFrame<'_>,
-) -> Delivered {
-  struct Target {
-    key: ConnKey,
-    res: RawValue,
-    flush: Option<RawValue>,
-    congested: bool,
-  }
-  let mut targets: Vec<Target> = Vec::new();
-  let socket_count = state.borrow_mut().core.deliver(
-    keys,
-    || out.http_chunk(),
-    Instant::now(),
-    |key, conn, congested| {
-      if let Ok(res) = conn.res.value(env) {
-        let flush = conn.flush.as_ref().and_then(|f| f.value(env).ok());
-        targets.push(Target {
-          key,
-          res,
-          flush,
-          congested,
-        });
-      }
-    },
-  );
-  let mut outcomes = Vec::with_capacity(targets.len());
-  let mut threw = 0;
-  for t in targets {
-    if !state.borrow().core.contains(t.key) {
-      continue;
-    }
-    let mut buffering = false;
-    if t.congested {
-      // Node has been buffering for this one: look at how much.
-      let pending = stream::pending_bytes(env, t.res);
-      let admit = state.borrow().core.admit(pending, out.len());
-      match admit {
-        Admit::Queue => buffering = pending > 0,
-        Admit::Drop => {
-          outcomes.push((t.key, Outcome::Dropped));
-          continue;
-        }
-        Admit::Disconnect => {
-          outcomes.push((t.key, Outcome::Slow));
-          continue;
-        }
-      }
-    }
-    let outcome = match stream::write(env, t.res, t.flush, out) {
-      WriteOutcome::Written => Outcome::Written { buffering },
-      WriteOutcome::Buffered => Outcome::Buffered,
-      WriteOutcome::Ended => Outcome::Failed,
-      WriteOutcome::Threw => {
-        threw += 1;
-        Outcome::Failed
-      }
-    };
-    outcomes.push((t.key, outcome));
-  }
-  let (written, effects) = state.borrow_mut().core.settle(&outcomes, out.len());
-  execute(state, env, effects);
-  let written = (written + socket_count) as u32;
-  Delivered {
-    written,
-    attempted: written + threw,
-  }
 }

@@ -7,18 +7,21 @@
 //!
 //! - [`hub`]: the `#[napi]` class `NativeHub`.
 //! - `state`: what one hub holds on the JS side, and the borrow rule.
-//! - `args`: turning JS arguments into core types, bad input into TypeErrors.
+//! - `args`: JS arguments as the core's (unchecked) option types.
+//! - `error`: every JS error, the core's `CoreError` mapped in one place.
+//! - `deliver`: executing a core `Dispatch` (the stream writes).
 //! - `effects`: executing the core's effects (ending responses, events).
 //! - `registration`: the steps of `register` that run JS, with rollback.
-//! - `bus`: the Redis bus: starting it, broadcasts as stream entries, and
-//!   what it reports.
+//! - `bus`: the Redis bus: starting it, and executing what it reports.
 //! - `stream`: the stream transport's write path (`res.write`).
 //! - `socket`: verifying and duplicating a connection's fd for the writer.
 //! - `js`: the raw Node-API calls, each with its `// SAFETY:` note.
 
 mod args;
 mod bus;
+mod deliver;
 mod effects;
+mod error;
 pub mod hub;
 mod js;
 mod registration;

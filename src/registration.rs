@@ -16,11 +16,12 @@ use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::{Reason, Removal};
 use sse_helper_core::registry::{self, ConnKey};
 
-use crate::args::{closed, invalid, invalid_type};
 use crate::effects::{ensure_writer, execute, key_of, raw_key_of, restore_response};
+use crate::error::{self, invalid, invalid_type};
 use crate::js::{self, RawEnv, RawValue};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
+use sse_helper_core::hub::CoreError;
 
 /// Where a new connection starts on a hub with a bus (ignored without).
 pub struct Start<'a> {
@@ -49,7 +50,7 @@ pub fn register(
 ) -> Result<Registered> {
   let raw = env.raw();
   if state.borrow().core.is_closing() {
-    return Err(closed(raw));
+    return Err(error::throw(state, raw, CoreError::Closed));
   }
   if !js::is_object(raw, res) {
     return Err(invalid_type(
@@ -129,7 +130,7 @@ pub fn register(
 
   // A getter read above may have closed the hub; the fd is dropped.
   if state.borrow().core.is_closing() {
-    return Err(closed(raw));
+    return Err(error::throw(state, raw, CoreError::Closed));
   }
 
   // 2. Commit: no JS runs while the state is borrowed.

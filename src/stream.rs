@@ -2,21 +2,17 @@
 //! the response's own `write`, on the JS thread. (Socket connections get it
 //! from the core's writer thread; see `sse_helper_core::writer`.)
 
-use std::cell::{Cell, RefCell};
-use std::sync::Arc;
-
-use sse_helper_core::frame;
+use std::cell::Cell;
 
 use crate::js::{self, RawEnv, RawValue};
 
-/// One framed event, shared by every recipient of a send. Each transport's
-/// form of it is made on first use, once: a JS string for stream
-/// connections (what the original helper writes, so a response's own
-/// `write` sees the same argument), an HTTP chunk for socket connections.
+/// One framed event's body, shared by every stream recipient of a send,
+/// and the JS string made of it on first use, once (what the original
+/// helper writes, so a response's own `write` sees the same argument).
+/// Socket connections got the core's chunk of it already.
 pub struct OutFrame<'a> {
   bytes: &'a [u8],
   js_value: Cell<Option<RawValue>>,
-  http_chunk: RefCell<Option<Arc<[u8]>>>,
 }
 
 impl<'a> OutFrame<'a> {
@@ -24,21 +20,7 @@ impl<'a> OutFrame<'a> {
     Self {
       bytes,
       js_value: Cell::new(None),
-      http_chunk: RefCell::new(None),
     }
-  }
-
-  /// A frame whose HTTP chunk was already made (kept in history too).
-  pub fn with_chunk(bytes: &'a [u8], chunk: Arc<[u8]>) -> Self {
-    Self {
-      bytes,
-      js_value: Cell::new(None),
-      http_chunk: RefCell::new(Some(chunk)),
-    }
-  }
-
-  pub fn len(&self) -> usize {
-    self.bytes.len()
   }
 
   /// The frame as a JS string (a `Buffer` in the one case it is not UTF-8:
@@ -53,15 +35,6 @@ impl<'a> OutFrame<'a> {
     };
     self.js_value.set(Some(value));
     Ok(value)
-  }
-
-  /// The frame in HTTP/1.1 chunked coding, shared by every socket recipient.
-  pub fn http_chunk(&self) -> Arc<[u8]> {
-    self
-      .http_chunk
-      .borrow_mut()
-      .get_or_insert_with(|| frame::http_chunk(self.bytes).into())
-      .clone()
   }
 }
 

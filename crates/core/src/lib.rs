@@ -9,6 +9,7 @@
 //! - [`stats`]: the counters both transports count into.
 //! - [`writer`]: one native socket writer thread.
 //! - [`shards`]: the socket writer sharded over several threads.
+//! - [`mailbox`]: how a writer or bus thread reports to the JS thread.
 //! - [`hub`]: the hub's decisions: calls in, effects out.
 //! - [`bus`]: the Redis bus that makes one hub of many instances.
 
@@ -19,6 +20,7 @@ pub mod bus;
 pub mod frame;
 pub mod history;
 pub mod hub;
+pub mod mailbox;
 pub mod registry;
 pub mod shards;
 pub mod stats;

@@ -204,7 +204,7 @@ mod tests {
         for command in merged {
           apply(state, command);
         }
-        let events = std::mem::take(&mut *state.events.lock().unwrap());
+        let events = state.events.take();
         assert_eq!(events, vec![WriterEvent::Dead(1, DeadReason::Slow)]);
         assert_eq!(state.stats.queued_bytes.load(Ordering::Relaxed), 0);
         assert!(state.conns.borrow().get(1).is_none());

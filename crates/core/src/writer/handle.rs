@@ -3,7 +3,7 @@
 //! thread. Both only queue commands; nothing here waits for the thread.
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -11,6 +11,7 @@ use super::command::{Command, Delivery};
 use super::io::SocketFd;
 use super::{run, ConnGauge, WireId, WriterConfig, WriterEvent};
 use crate::bus::entry::{BusFrame, EntryId};
+use crate::mailbox::{Mailbox, Wake};
 use crate::stats::Stats;
 
 /// Handle owned by the binding. Dropping it (or [`SocketWriter::close`])
@@ -18,7 +19,7 @@ use crate::stats::Stats;
 /// waits for it, so the JS thread never blocks on a join.
 pub struct SocketWriter {
   tx: Option<mpsc::UnboundedSender<Command>>,
-  events: Arc<Mutex<Vec<WriterEvent>>>,
+  events: Arc<Mailbox<WriterEvent>>,
   stats: Arc<Stats>,
 }
 
@@ -26,14 +27,10 @@ impl SocketWriter {
   /// Starts the writer thread. `notify` is called (from that thread) when
   /// events become available after the queue was empty.
   /// Counts into `stats`, shared with the hub.
-  pub fn start(
-    config: WriterConfig,
-    stats: Arc<Stats>,
-    notify: Box<dyn Fn() + Send>,
-  ) -> io::Result<Self> {
+  pub fn start(config: WriterConfig, stats: Arc<Stats>, notify: Wake) -> io::Result<Self> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    run::spawn(config, stats.clone(), events.clone(), notify, rx)?;
+    let events = Arc::new(Mailbox::new(notify));
+    run::spawn(config, stats.clone(), events.clone(), rx)?;
     Ok(Self {
       tx: Some(tx),
       events,
@@ -124,7 +121,7 @@ impl SocketWriter {
 
   /// The events reported since the last call.
   pub fn take_events(&self) -> Vec<WriterEvent> {
-    std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    self.events.take()
   }
 
   /// What this thread has counted.

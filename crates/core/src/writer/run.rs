@@ -4,7 +4,7 @@
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ use super::io::SocketFd;
 use super::state::WriterState;
 use super::write::write_frames;
 use super::{ConnGauge, DeadReason, WireId, WriterConfig, WriterEvent};
+use crate::mailbox::Mailbox;
 use crate::stats::Stats;
 
 /// Starts the thread (its runtime built here, so a failure to build it is
@@ -26,8 +27,7 @@ use crate::stats::Stats;
 pub(super) fn spawn(
   config: WriterConfig,
   stats: Arc<Stats>,
-  events: Arc<Mutex<Vec<WriterEvent>>>,
-  notify: Box<dyn Fn() + Send>,
+  events: Arc<Mailbox<WriterEvent>>,
   rx: mpsc::UnboundedReceiver<Command>,
 ) -> io::Result<()> {
   let runtime = tokio::runtime::Builder::new_current_thread()
@@ -36,7 +36,7 @@ pub(super) fn spawn(
     .build()?;
   std::thread::Builder::new()
     .name("sse-socket-writer".into())
-    .spawn(move || thread_main(runtime, config, stats, events, notify, rx))?;
+    .spawn(move || thread_main(runtime, config, stats, events, rx))?;
   Ok(())
 }
 
@@ -44,17 +44,10 @@ fn thread_main(
   runtime: Runtime,
   config: WriterConfig,
   stats: Arc<Stats>,
-  events: Arc<Mutex<Vec<WriterEvent>>>,
-  notify: Box<dyn Fn() + Send>,
+  events: Arc<Mailbox<WriterEvent>>,
   rx: mpsc::UnboundedReceiver<Command>,
 ) {
-  let notify: Rc<dyn Fn()> = Rc::from(notify as Box<dyn Fn()>);
-  let state = Rc::new(WriterState::new(
-    config,
-    events.clone(),
-    notify.clone(),
-    stats.clone(),
-  ));
+  let state = Rc::new(WriterState::new(config, events.clone(), stats.clone()));
   // A panic here must not go unnoticed (its connections would hang)
   // nor cross into Node: the binding hears of it and tears down.
   let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -67,8 +60,7 @@ fn thread_main(
     Ok(()) => WriterEvent::Stopped,
     Err(_) => WriterEvent::Died,
   };
-  events.lock().unwrap_or_else(|e| e.into_inner()).push(last);
-  notify();
+  events.post(last);
 }
 
 /// Runs the commands as they come, merging those that queued up together,

@@ -2,50 +2,39 @@
 //! counters, and the bookkeeping every part of it shares.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::conn::{Conn, Table};
 use super::{DeadReason, WriterConfig, WriterEvent};
+use crate::mailbox::Mailbox;
 use crate::stats::Stats;
 
 /// The writer thread's state, owned by its `LocalSet` (no lock: one thread).
 pub(super) struct WriterState {
   pub(super) conns: RefCell<Table>,
   pub(super) config: Cell<WriterConfig>,
-  pub(super) events: Arc<Mutex<Vec<WriterEvent>>>,
-  pub(super) notify: Rc<dyn Fn()>,
+  pub(super) events: Arc<Mailbox<WriterEvent>>,
   pub(super) stats: Arc<Stats>,
 }
 
 impl WriterState {
   pub(super) fn new(
     config: WriterConfig,
-    events: Arc<Mutex<Vec<WriterEvent>>>,
-    notify: Rc<dyn Fn()>,
+    events: Arc<Mailbox<WriterEvent>>,
     stats: Arc<Stats>,
   ) -> WriterState {
     WriterState {
       conns: RefCell::new(Table::default()),
       config: Cell::new(config),
       events,
-      notify,
       stats,
     }
   }
 
   /// Queues an event for the owner, waking it when the queue was empty.
   pub(super) fn emit(&self, event: WriterEvent) {
-    let was_empty = {
-      let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-      let was_empty = events.is_empty();
-      events.push(event);
-      was_empty
-    };
-    if was_empty {
-      (self.notify)();
-    }
+    self.events.post(event);
   }
 
   /// Stops writing to a connection and reports why. Dropping the last `Rc`

@@ -14,6 +14,7 @@ use super::io::dup;
 use super::run::apply;
 use super::state::WriterState;
 use super::{SocketWriter, WireId, WriterConfig, WriterEvent};
+use crate::mailbox::Mailbox;
 
 /// A writer thread, and a receiver that hears its `notify`.
 pub(super) fn writer(config: WriterConfig) -> (SocketWriter, std_mpsc::Receiver<()>) {
@@ -64,8 +65,7 @@ pub(super) fn with_state(config: WriterConfig, f: impl FnOnce(&Rc<WriterState>))
   LocalSet::new().block_on(&runtime, async {
     let state = Rc::new(WriterState::new(
       config,
-      Arc::default(),
-      Rc::new(|| {}),
+      Arc::new(Mailbox::new(Box::new(|| {}))),
       Arc::default(),
     ));
     f(&state);

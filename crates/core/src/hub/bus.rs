@@ -4,10 +4,56 @@
 
 use std::sync::Arc;
 
-use super::{Conn, HubCore, Transport};
-use crate::bus::entry::{BusFrame, EntryId, Route};
+use std::time::Instant;
+
+use super::dispatch::{payload, Count, Dispatch, Frame};
+use super::options::{BusOptions, EventOptions};
+use super::{Conn, CoreError, HubCore, Transport};
+use crate::bus::entry::{BusFrame, Entry, EntryId, Route};
 use crate::bus::{Bus, BusConfig, BusEvent, BusStatsSnapshot, Mark, ReplayRequest, ReplayTarget};
 use crate::registry::ConnKey;
+
+/// The hub's Redis bus, through its life. `Stopped { told }` keeps its
+/// last figures; `told` when `close()` stopped it (appends are then
+/// refused), not when its thread ended by itself.
+#[derive(Default)]
+pub(super) enum BusSlot {
+  /// No bus configured.
+  #[default]
+  None,
+  /// Running.
+  Running(Bus),
+  /// `close()` told it to stop: it writes what was appended before, then
+  /// reports `Stopped`.
+  Stopping(Bus),
+  /// Its thread has ended.
+  Stopped { last: BusStatsSnapshot, told: bool },
+}
+
+impl BusSlot {
+  /// The bus while its thread runs (told to stop or not).
+  pub(super) fn running(&self) -> Option<&Bus> {
+    match self {
+      BusSlot::Running(bus) | BusSlot::Stopping(bus) => Some(bus),
+      BusSlot::None | BusSlot::Stopped { .. } => None,
+    }
+  }
+
+  fn running_mut(&mut self) -> Option<&mut Bus> {
+    match self {
+      BusSlot::Running(bus) | BusSlot::Stopping(bus) => Some(bus),
+      BusSlot::None | BusSlot::Stopped { .. } => None,
+    }
+  }
+
+  /// Whether `close()` told it to stop.
+  fn told_to_stop(&self) -> bool {
+    matches!(
+      self,
+      BusSlot::Stopping(_) | BusSlot::Stopped { told: true, .. }
+    )
+  }
+}
 
 impl<H> HubCore<H> {
   /// Starts the bus thread; `notify` is called from it when events wait in
@@ -21,7 +67,7 @@ impl<H> HubCore<H> {
     if let Some(writer) = &self.writer {
       bus.set_ports(writer.ports());
     }
-    self.bus = Some(bus);
+    self.bus = BusSlot::Running(bus);
     self.bus_counts();
     // Socket connections registered before the bus: their writer threads
     // learn what entries route them by.
@@ -31,45 +77,99 @@ impl<H> HubCore<H> {
     Ok(())
   }
 
+  /// The bus while its thread runs.
   pub fn bus(&self) -> Option<&Bus> {
-    self.bus.as_ref()
+    self.bus.running()
   }
 
+  /// The bus while its thread runs, to append to.
   pub fn bus_mut(&mut self) -> Option<&mut Bus> {
-    self.bus.as_mut()
+    self.bus.running_mut()
   }
 
   pub fn bus_events(&mut self) -> Vec<BusEvent> {
-    self.bus.as_ref().map(Bus::take_events).unwrap_or_default()
+    self.bus.running().map(Bus::take_events).unwrap_or_default()
   }
 
   /// Tells the bus to stop once what was appended before is written (the
   /// binding calls it after `close()`'s effects, so a `disconnect`
   /// listener's broadcast still reaches the other instances).
   pub fn stop_bus(&mut self) {
-    if let Some(bus) = &self.bus {
-      self.bus_stopping = true;
+    if let BusSlot::Running(bus) = std::mem::take(&mut self.bus) {
       bus.stop();
+      self.bus = BusSlot::Stopping(bus);
     }
   }
 
   /// Whether the bus was told to stop (appends are refused from then on).
   pub fn bus_stopping(&self) -> bool {
-    self.bus_stopping
+    self.bus.told_to_stop()
   }
 
   /// Whether this hub was configured with a bus, running or stopped: its
   /// broadcasts are meant for every instance, so once the bus is gone they
   /// are refused rather than quietly kept local.
   pub fn has_bus(&self) -> bool {
-    self.bus.is_some() || self.bus_stopping
+    self.bus.running().is_some() || self.bus.told_to_stop()
+  }
+
+  /// A stream entry for a broadcast, publish or `sendToClient`: its
+  /// fields checked as a bus event's (no `id`).
+  pub(super) fn bus_entry(
+    &self,
+    route: Route,
+    data: &str,
+    options: &EventOptions<'_>,
+  ) -> Result<Entry, CoreError> {
+    let fields = options.bus_fields()?;
+    Ok(Entry {
+      route,
+      event: fields.event.map(str::to_string),
+      retry: fields.retry,
+      data: data.to_string(),
+      origin: None,
+    })
+  }
+
+  /// Hands `entry` to the bus, its value `queued` (every instance delivers
+  /// it once read back). While Redis is away it is delivered here at once,
+  /// without an id, through the same replay gates as the bus's entries, and
+  /// counted in `localFallbacks`; its value is then how many connections it
+  /// reached. Refused once `close()` told the bus to stop.
+  pub(super) fn append(
+    &mut self,
+    entry: Entry,
+    queued: u32,
+    now: Instant,
+  ) -> Result<Dispatch, CoreError> {
+    if self.bus.told_to_stop() {
+      return Err(CoreError::BusClosed);
+    }
+    if let Some(bus) = self.bus.running_mut() {
+      if bus.accepts_appends() {
+        bus.append(entry);
+        return Ok(self.dispatch_nothing(queued));
+      }
+      bus.note_local_fallback();
+    }
+    let frame = BusFrame::new(None, &entry);
+    let keys = self.deliver_locally(frame.clone());
+    let sockets = self.socket_targets(&frame.route) as usize;
+    let mut dispatch = self.fan_out(
+      Some(&keys),
+      Frame::from_chunk(frame.chunk),
+      Count::Written,
+      now,
+    );
+    dispatch.sockets = sockets;
+    Ok(dispatch)
   }
 
   /// An event delivered here only, without Redis (it is away): through the
   /// same gates as the bus's entries, so a connection waiting for its
   /// replay gets nothing before it. The writer threads take the socket
   /// connections; the stream-transport recipients are returned.
-  pub fn deliver_locally(&mut self, frame: BusFrame) -> Vec<ConnKey> {
+  fn deliver_locally(&mut self, frame: BusFrame) -> Vec<ConnKey> {
     if let Some(writer) = &self.writer {
       let frames: Arc<[BusFrame]> = Arc::from(vec![frame.clone()]);
       for port in writer.ports() {
@@ -79,8 +179,20 @@ impl<H> HubCore<H> {
     self.bus_recipients(&frame)
   }
 
+  /// A live bus entry read back: the writer threads serve the socket
+  /// connections; the stream ones its route and their gates admit come
+  /// back to be written. `None` when there are none.
+  pub fn bus_frame(&mut self, frame: &BusFrame, now: Instant) -> Option<Dispatch> {
+    let keys = self.bus_recipients(frame);
+    if keys.is_empty() {
+      return None;
+    }
+    let out = Frame::from_chunk(frame.chunk.clone());
+    Some(self.fan_out(Some(&keys), out, Count::Written, now))
+  }
+
   /// How many socket connections an event on `route` targets here.
-  pub fn socket_targets(&self, route: &Route) -> u32 {
+  pub(super) fn socket_targets(&self, route: &Route) -> u32 {
     let socket = |keys: &[ConnKey]| {
       keys
         .iter()
@@ -100,7 +212,7 @@ impl<H> HubCore<H> {
   }
 
   /// How many connections an event on `route` targets here.
-  pub fn local_targets(&self, route: &Route) -> u32 {
+  pub(super) fn local_targets(&self, route: &Route) -> u32 {
     (match route {
       Route::All => self.registry.len(),
       Route::Channel(channel) => self.registry.members(channel).len(),
@@ -110,25 +222,33 @@ impl<H> HubCore<H> {
 
   /// The bus thread has stopped: it is let go.
   pub fn bus_stopped(&mut self) {
-    if let Some(bus) = self.bus.take() {
-      self.bus_final = Some(bus.stats());
-    }
+    self.bus = match std::mem::take(&mut self.bus) {
+      BusSlot::Running(bus) => BusSlot::Stopped {
+        last: bus.stats(),
+        told: false,
+      },
+      BusSlot::Stopping(bus) => BusSlot::Stopped {
+        last: bus.stats(),
+        told: true,
+      },
+      other => other,
+    };
   }
 
   /// The bus's figures (its last ones once stopped); `None` without a bus.
   pub fn bus_stats(&self) -> Option<BusStatsSnapshot> {
-    self
-      .bus
-      .as_ref()
-      .map(Bus::stats)
-      .or_else(|| self.bus_final.clone())
+    match &self.bus {
+      BusSlot::None => None,
+      BusSlot::Running(bus) | BusSlot::Stopping(bus) => Some(bus.stats()),
+      BusSlot::Stopped { last, .. } => Some(last.clone()),
+    }
   }
 
   /// Tells the bus how many connections this instance has (presence) and
   /// whether any are on the stream transport (live entries then also come
   /// to the JS thread).
   pub(super) fn bus_counts(&self) {
-    if let Some(bus) = &self.bus {
+    if let Some(bus) = self.bus.running() {
       let total = self.registry.len();
       bus.set_counts(total, total.saturating_sub(self.wires.len()));
     }
@@ -136,7 +256,7 @@ impl<H> HubCore<H> {
 
   /// Gives the writer threads' ports to the bus (after the writer starts).
   pub(super) fn bus_ports(&self) {
-    if let (Some(bus), Some(writer)) = (&self.bus, &self.writer) {
+    if let (Some(bus), Some(writer)) = (self.bus.running(), &self.writer) {
       bus.set_ports(writer.ports());
     }
   }
@@ -144,7 +264,7 @@ impl<H> HubCore<H> {
   /// A socket connection's client id and channels, for the writer's
   /// routing of bus entries. Called whenever either changes.
   pub(super) fn route_changed(&self, key: ConnKey) {
-    if self.bus.is_none() {
+    if self.bus.running().is_none() {
       return;
     }
     let (Some(entry), Some(writer)) = (self.registry.get(key), &self.writer) else {
@@ -158,7 +278,7 @@ impl<H> HubCore<H> {
   /// Where live delivery is now (for a response whose headers go out);
   /// `None` without a bus.
   pub fn bus_mark(&self) -> Option<Mark> {
-    self.bus.as_ref().map(Bus::mark)
+    self.bus.running().map(Bus::mark)
   }
 
   /// Asks the bus for the replay of `key`, registered held, with its client
@@ -166,7 +286,7 @@ impl<H> HubCore<H> {
   /// after registering, so channels the route joins at once count). False
   /// without a bus, or when `key` is not waiting for one.
   pub fn request_replay(&mut self, key: ConnKey) -> bool {
-    let Some(bus) = &self.bus else {
+    let Some(bus) = self.bus.running() else {
       return false;
     };
     let Some(entry) = self.registry.get_mut(key) else {
@@ -194,7 +314,7 @@ impl<H> HubCore<H> {
   /// The stream-transport connections a live bus entry goes to: its
   /// route's, whose gate admits it. (The writer threads serve the socket
   /// connections themselves.)
-  pub fn bus_recipients(&mut self, frame: &BusFrame) -> Vec<ConnKey> {
+  pub(super) fn bus_recipients(&mut self, frame: &BusFrame) -> Vec<ConnKey> {
     let candidates: Vec<ConnKey> = match &frame.route {
       Route::All => self.registry.keys(),
       Route::Channel(channel) => self.registry.members(channel).to_vec(),
@@ -220,12 +340,35 @@ impl<H> HubCore<H> {
       .collect()
   }
 
-  /// A stream connection's replay arrived: its gate opens, and what came
-  /// locally while it was held is returned, to be written after the
-  /// replay's frames. `None` when it is gone.
-  pub fn replayed(&mut self, key: ConnKey, cursor: Option<EntryId>) -> Option<Vec<Arc<[u8]>>> {
+  /// A stream connection's replay arrived: its gate opens, and its frames
+  /// then what came locally while it was held are written to it, as one
+  /// write. `None` when it is gone or there is nothing to write.
+  pub fn replayed(
+    &mut self,
+    key: ConnKey,
+    frames: &[Arc<[u8]>],
+    cursor: Option<EntryId>,
+    now: Instant,
+  ) -> Option<Dispatch> {
     let entry = self.registry.get_mut(key)?;
     entry.handle.gate.release(cursor);
-    Some(entry.handle.held_local.take(crate::frame::reset_chunk))
+    let held = entry.handle.held_local.take(crate::frame::reset_chunk);
+    if frames.is_empty() && held.is_empty() {
+      return None;
+    }
+    let mut body = Vec::new();
+    for chunk in frames.iter().chain(held.iter()) {
+      body.extend_from_slice(payload(chunk));
+    }
+    Some(self.send_one(key, Frame::new(body), now))
+  }
+
+  /// `configure({ redis })`'s options, checked against this hub (a bus is
+  /// configured once), without starting anything.
+  pub fn check_bus(&self, options: &BusOptions<'_>) -> Result<BusConfig, CoreError> {
+    if self.has_bus() {
+      return Err(CoreError::BusRunning);
+    }
+    options.config(self.writer_config.max_buffered_bytes)
   }
 }

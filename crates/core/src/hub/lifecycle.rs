@@ -1,0 +1,262 @@
+//! How connections leave and how the hub ends: removal, ending socket
+//! connections, `close()`, the garbage-collected hub, and what the writer
+//! threads report.
+
+use super::{BusSlot, Conn, Effect, Ending, HubCore, Lifecycle, Reason, Removal};
+use crate::registry::ConnKey;
+use crate::shards::{Event, Writers};
+use crate::stats::Stats;
+use crate::writer::{DeadReason, WireId};
+
+impl<H> HubCore<H> {
+  /// The one way out of the registry. A socket connection ended gracefully
+  /// while the writer runs becomes *ending*: the writer flushes its queue,
+  /// then [`HubCore::writer_events`] finishes it. Everything else is
+  /// finished now. Events come after the entry is gone, `slow` before
+  /// `disconnect`. Empty when `key` is not registered.
+  pub fn remove(&mut self, key: ConnKey, removal: Removal, reason: Reason) -> Vec<Effect<H>> {
+    let mut effects = Vec::new();
+    let Some(entry) = self.registry.remove(key) else {
+      return effects;
+    };
+    let Conn {
+      handle, transport, ..
+    } = entry.handle;
+    let wire = transport.wire();
+    let deferred = match (wire, &mut self.writer) {
+      (Some(wire), Some(writer)) => {
+        self.wires.remove(&wire);
+        if removal == Removal::End {
+          writer.end(wire);
+          true
+        } else {
+          writer.remove(wire);
+          false
+        }
+      }
+      (Some(wire), None) => {
+        self.wires.remove(&wire);
+        false
+      }
+      (None, _) => false,
+    };
+    match (deferred, wire) {
+      (true, Some(wire)) => {
+        self.ending_keys.insert(key, wire);
+        self.ending.insert(wire, Ending { key, handle });
+      }
+      _ => effects.push(Effect::Finish {
+        handle,
+        how: removal,
+        socket: wire.is_some(),
+      }),
+    }
+    if reason == Reason::Slow {
+      self.stats.slow_disconnect();
+    }
+    self.bus_counts();
+    if reason != Reason::Rollback && self.reports_events() {
+      if reason == Reason::Slow {
+        effects.push(Effect::Slow {
+          id: entry.id.clone(),
+        });
+      }
+      effects.push(Effect::Disconnect {
+        id: entry.id,
+        reason,
+      });
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// The response is about to be destroyed: a registered connection is
+  /// forgotten, an ending one released at once, without waiting for its
+  /// queue ([`Removal::Destroyed`]). `key` is what the response carries,
+  /// registered or not.
+  pub fn forget(&mut self, key: ConnKey) -> Vec<Effect<H>> {
+    self.going_away(key, Removal::Destroyed)
+  }
+
+  /// The response's `close` fired: as [`HubCore::forget`], and the response
+  /// is ended ([`Removal::Closed`]).
+  pub fn closed(&mut self, key: ConnKey) -> Vec<Effect<H>> {
+    self.going_away(key, Removal::Closed)
+  }
+
+  fn going_away(&mut self, key: ConnKey, how: Removal) -> Vec<Effect<H>> {
+    if self.registry.contains(key) {
+      return self.remove(key, how, Reason::Closed);
+    }
+    let Some(wire) = self.ending_keys.get(&key).copied() else {
+      return Vec::new();
+    };
+    if let Some(writer) = &mut self.writer {
+      writer.remove(wire);
+    }
+    self.finish_ending(wire, how)
+  }
+
+  /// Ends every connection and refuses new ones; the writer stops once the
+  /// last ending connection is done, then [`Effect::Closed`] follows.
+  pub fn close(&mut self) -> Vec<Effect<H>> {
+    if self.lifecycle == Lifecycle::Open {
+      self.lifecycle = Lifecycle::Closing;
+    }
+    let mut effects = Vec::new();
+    for key in self.registry.keys() {
+      effects.extend(self.remove(key, Removal::End, Reason::Removed));
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// The JS hub was garbage-collected (no JS may run now): socket
+  /// connections are ended through the writer, which flushes them first;
+  /// stream connections stay until their `close` event. Events are no
+  /// longer reported. The effects hold only `ReleaseHub`, if nothing is left.
+  pub fn orphan(&mut self) -> Vec<Effect<H>> {
+    self.lifecycle = match self.lifecycle {
+      Lifecycle::Closing => Lifecycle::Orphaned {
+        report_closed: true,
+      },
+      Lifecycle::Released => Lifecycle::Released,
+      _ => Lifecycle::Orphaned {
+        report_closed: false,
+      },
+    };
+    // Nobody is left to hear from it.
+    self.bus = BusSlot::None;
+    let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
+    let mut effects = Vec::new();
+    for key in socket_keys {
+      effects.extend(self.remove(key, Removal::End, Reason::Removed));
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  fn finish_ending(&mut self, wire: WireId, how: Removal) -> Vec<Effect<H>> {
+    let mut effects = Vec::new();
+    if let Some(ending) = self.ending.remove(&wire) {
+      self.ending_keys.remove(&ending.key);
+      effects.push(Effect::Finish {
+        handle: ending.handle,
+        how,
+        socket: true,
+      });
+    }
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// After any removal: a closing hub with nothing left stops its writer
+  /// (and reports `Closed` once it has); an orphaned one lets go of all.
+  fn settle_lifecycle(&mut self, effects: &mut Vec<Effect<H>>) {
+    if !self.registry.is_empty() || !self.ending.is_empty() {
+      return;
+    }
+    if self.lifecycle != Lifecycle::Open {
+      if let Some(writer) = &mut self.writer {
+        writer.shutdown();
+      }
+    }
+    if self.writer.as_ref().is_some_and(Writers::stopped) {
+      self.retire_writer();
+    }
+    let stopped = self.writer.is_none();
+    self.lifecycle = match self.lifecycle {
+      Lifecycle::Closing if stopped => {
+        effects.push(Effect::Closed);
+        Lifecycle::Closed
+      }
+      Lifecycle::Orphaned { report_closed } => {
+        if report_closed && stopped {
+          effects.push(Effect::Closed);
+        }
+        effects.push(Effect::ReleaseHub);
+        Lifecycle::Released
+      }
+      state => state,
+    };
+  }
+
+  /// Whether `slow` and `disconnect` are still reported (not once the JS
+  /// hub is gone).
+  fn reports_events(&self) -> bool {
+    !matches!(
+      self.lifecycle,
+      Lifecycle::Orphaned { .. } | Lifecycle::Released
+    )
+  }
+
+  /// Drops a writer whose threads have all stopped, keeping its counts.
+  fn retire_writer(&mut self) {
+    if let Some(writer) = self.writer.take() {
+      let done = writer.stats();
+      self.stats.frames(
+        Stats::read(&done.frames_sent),
+        Stats::read(&done.bytes_sent),
+      );
+      self.stats.dropped(Stats::read(&done.frames_dropped));
+    }
+  }
+
+  /// What the writer threads reported since last time, as effects.
+  pub fn writer_events(&mut self) -> Vec<Effect<H>> {
+    let events = match &mut self.writer {
+      Some(writer) => writer.take_events(),
+      None => return Vec::new(),
+    };
+    let mut effects = Vec::new();
+    for event in events {
+      match event {
+        Event::Ended(wire) => effects.extend(self.finish_ending(wire, Removal::End)),
+        Event::Dead(wire, why) => {
+          if self.ending.contains_key(&wire) {
+            effects.extend(self.finish_ending(wire, Removal::Destroy));
+          } else if let Some(key) = self.wires.get(&wire).copied() {
+            let reason = match why {
+              DeadReason::Slow => Reason::Slow,
+              DeadReason::WriteError | DeadReason::EndTimeout => Reason::Error,
+            };
+            effects.extend(self.remove(key, Removal::Destroy, reason));
+          }
+        }
+        Event::Drain(wire) => {
+          if let Some(key) = self.wires.get(&wire) {
+            effects.push(Effect::Drain { key: *key });
+          }
+        }
+        Event::Stopped => self.settle_lifecycle(&mut effects),
+        Event::Died { wires, all } => effects.extend(self.writer_died(&wires, all)),
+      }
+    }
+    effects
+  }
+
+  /// A writer thread panicked: the fds of its connections are closed and
+  /// their queues gone. Each of them, registered or ending, is torn down;
+  /// when no thread is left, later connections use the stream transport.
+  fn writer_died(&mut self, wires: &[WireId], all: bool) -> Vec<Effect<H>> {
+    if all {
+      self.writer_died = true;
+    }
+    let mut effects = Vec::new();
+    for wire in wires {
+      if self.ending.contains_key(wire) {
+        effects.extend(self.finish_ending(*wire, Removal::Destroy));
+      } else if let Some(key) = self.wires.get(wire).copied() {
+        effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
+      }
+    }
+    effects.push(Effect::WriterDied { all });
+    self.settle_lifecycle(&mut effects);
+    effects
+  }
+
+  /// Fault injection for tests: a writer thread panics.
+  pub fn crash_writer(&self) -> bool {
+    self.writer.as_ref().is_some_and(Writers::crash)
+  }
+}

@@ -1,0 +1,156 @@
+//! The hub's decisions, as plain Rust: who is registered and how, who gets
+//! a frame, when a client is slow, what a reconnecting client replays, who
+//! needs a heartbeat, and how a connection leaves. It takes calls and
+//! returns [`Effect`]s; it never touches JS. The binding holds one
+//! `HubCore` per JS hub, executes the effects on the JS thread, and runs no
+//! JS while it holds the core borrowed.
+//!
+//! `H` is what the binding keeps per connection (its references to the
+//! response and the app's meta); the core only stores and returns it.
+//!
+//! A connection is in exactly one of three states: registered (in the
+//! registry), ending (removed, its socket writer still flushing; bounded by
+//! `end_timeout`), or gone. Every way out goes through [`HubCore::remove`]
+//! or the end of an ending connection, each yielding one
+//! [`Effect::Finish`] and at most one `disconnect`.
+
+mod bus;
+mod dispatch;
+mod error;
+mod lifecycle;
+pub mod options;
+mod register;
+mod replay;
+mod send;
+mod stats;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use dispatch::{Dispatch, Frame, Settled, Target};
+pub use error::CoreError;
+pub use send::{Broadcast, Planned};
+pub use types::*;
+
+use bus::BusSlot;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::history::History;
+use crate::registry::{ConnKey, Registry};
+use crate::shards::{default_writer_threads, Writers};
+use crate::stats::Stats;
+use crate::writer::{fd_budget, WireId, WriterConfig};
+
+/// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
+/// `Number.MAX_VALUE`) means "longer than anything", never a panic (as
+/// `Duration::from_secs_f64` would).
+pub fn millis(ms: f64) -> Duration {
+  Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
+}
+
+/// A connection removed gracefully while its writer still flushes.
+#[derive(Debug)]
+struct Ending<H> {
+  key: ConnKey,
+  handle: H,
+}
+
+pub struct HubCore<H> {
+  registry: Registry<Conn<H>>,
+  history: History,
+  mode: TransportMode,
+  writer_config: WriterConfig,
+  writer_threads: usize,
+  /// The sharded socket writer, once started; kept while it stops, until
+  /// every shard has reported `Stopped`.
+  writer: Option<Writers>,
+  writer_died: bool,
+  /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
+  fd_budget: usize,
+  next_wire: WireId,
+  wires: HashMap<WireId, ConnKey>,
+  ending: HashMap<WireId, Ending<H>>,
+  /// The wire of each ending connection, by the key its response carries.
+  ending_keys: HashMap<ConnKey, WireId>,
+  /// When the last broadcast to everyone went out: heartbeats only go to
+  /// connections idle since both this and their own last send.
+  last_broadcast: Instant,
+  /// Open, closing, closed, or let go of by JS: one state, never two.
+  lifecycle: Lifecycle,
+  stats: Arc<Stats>,
+  /// The Redis bus: none, running, told to stop, or stopped.
+  bus: BusSlot,
+}
+
+impl<H> Default for HubCore<H> {
+  fn default() -> Self {
+    Self::new(fd_budget())
+  }
+}
+
+impl<H> HubCore<H> {
+  /// A hub whose socket writer may hold at most `fd_budget` connections.
+  pub fn new(fd_budget: usize) -> Self {
+    Self {
+      registry: Registry::new(),
+      history: History::new(0),
+      mode: TransportMode::Auto,
+      writer_config: WriterConfig::default(),
+      writer_threads: default_writer_threads(),
+      writer: None,
+      writer_died: false,
+      fd_budget,
+      next_wire: 1,
+      wires: HashMap::new(),
+      ending: HashMap::new(),
+      ending_keys: HashMap::new(),
+      last_broadcast: Instant::now(),
+      lifecycle: Lifecycle::Open,
+      stats: Arc::default(),
+      bus: BusSlot::None,
+    }
+  }
+
+  /// Applies `configure()`'s settings. The number of writer threads is
+  /// fixed while the writer runs: another one is refused, and nothing
+  /// applies.
+  pub fn configure(&mut self, settings: Settings) -> Result<(), CoreError> {
+    if let (Some(writer), Some(wanted)) = (&self.writer, settings.writer_threads) {
+      if writer.threads() != wanted {
+        return Err(CoreError::WriterRunning);
+      }
+    }
+    if let Some(mode) = settings.mode {
+      self.mode = mode;
+    }
+    if let Some(bound) = settings.max_buffered_bytes {
+      self.writer_config.max_buffered_bytes = bound;
+    }
+    if let Some(policy) = settings.slow_policy {
+      self.writer_config.slow_policy = policy;
+    }
+    if let Some(size) = settings.history_size {
+      self.history.set_capacity(size);
+    }
+    if let Some(timeout) = settings.end_timeout {
+      self.writer_config.end_timeout = timeout;
+    }
+    if let Some(threads) = settings.writer_threads {
+      self.writer_threads = threads;
+    }
+    if let Some(writer) = &self.writer {
+      writer.configure(self.writer_config);
+    }
+    Ok(())
+  }
+
+  /// Whether `close()` was called (or the JS hub is gone): new
+  /// connections are refused.
+  pub fn is_closing(&self) -> bool {
+    self.lifecycle != Lifecycle::Open
+  }
+}

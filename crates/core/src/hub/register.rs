@@ -1,0 +1,198 @@
+//! Registration: which transport a new connection gets, its replay gate
+//! with a bus, and the registry's queries.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Conn, HubCore, Lifecycle, Transport, TransportMode};
+use crate::bus::gate::{Gate, HeldLocal};
+use crate::bus::{Admission, Bus, Mark, ReplayFrom};
+use crate::registry::{ConnKey, Entry};
+use crate::shards::Writers;
+use crate::writer::{ConnGauge, SocketFd, WireId};
+
+impl<H> HubCore<H> {
+  /// Whether a new connection may be handed to the socket writer.
+  pub fn socket_slot_free(&self) -> bool {
+    self.mode == TransportMode::Auto
+      && !self.writer_died
+      && self.lifecycle == Lifecycle::Open
+      && self.wires.len() + self.ending.len() < self.fd_budget
+  }
+
+  /// Whether the writer runs and takes connections.
+  pub fn has_writer(&self) -> bool {
+    self.writer.as_ref().is_some_and(Writers::alive)
+  }
+
+  /// Starts the socket writer's threads; `notify` is called from them when
+  /// events wait in [`HubCore::writer_events`].
+  pub fn start_writer(&mut self, notify: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<()> {
+    if self.writer.is_none() {
+      self.writer = Some(Writers::start(
+        self.writer_threads,
+        self.writer_config,
+        notify,
+      )?);
+      self.bus_ports();
+    }
+    Ok(())
+  }
+
+  /// Registers a connection under `id`. With `socket` (a duplicate of its
+  /// fd, and its framing) and a running writer with room, the writer takes it; otherwise it
+  /// uses the stream transport and the duplicate is closed.
+  pub fn register(
+    &mut self,
+    id: &str,
+    handle: H,
+    socket: Option<SocketFd>,
+    now: Instant,
+  ) -> (ConnKey, Option<WireId>) {
+    self.register_with(id, handle, socket, now, None, None)
+  }
+
+  /// [`HubCore::register`], on a hub with a bus from where the client
+  /// stands: after its `Last-Event-ID`, or after `mark` (where live delivery
+  /// was when its headers were flushed). If entries were delivered since,
+  /// its replay gate is held from the first moment, on either transport, and
+  /// [`HubCore::request_replay`] then replays them before any live entry.
+  /// The decision and the registration happen under live delivery's lock
+  /// ([`crate::bus::DeliveryLock::admit`]): no entry falls between them.
+  pub fn register_with(
+    &mut self,
+    id: &str,
+    handle: H,
+    socket: Option<SocketFd>,
+    now: Instant,
+    last_event_id: Option<&str>,
+    mark: Option<Mark>,
+  ) -> (ConnKey, Option<WireId>) {
+    match self.bus.running().map(Bus::delivery) {
+      Some(lock) => lock.admit(last_event_id, mark, |admission| {
+        let replay_from = match admission {
+          Admission::Live => None,
+          Admission::Held(from) => Some(from.clone()),
+        };
+        self.insert(id, handle, socket, now, replay_from)
+      }),
+      None => self.insert(id, handle, socket, now, None),
+    }
+  }
+
+  fn insert(
+    &mut self,
+    id: &str,
+    handle: H,
+    socket: Option<SocketFd>,
+    now: Instant,
+    replay_from: Option<ReplayFrom>,
+  ) -> (ConnKey, Option<WireId>) {
+    let hold = replay_from.is_some();
+    let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
+    let (transport, handoff) = match socket {
+      Some(fd) => {
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let gauge = Arc::new(ConnGauge::default());
+        (
+          Transport::Socket {
+            wire,
+            gauge: gauge.clone(),
+          },
+          Some((wire, fd, gauge)),
+        )
+      }
+      None => (Transport::Stream { congested: false }, None),
+    };
+    let conn = Conn {
+      handle,
+      transport,
+      gate: if hold { Gate::held() } else { Gate::default() },
+      held_local: HeldLocal::default(),
+      replay_from,
+    };
+    let key = self.registry.insert(id, conn, now);
+    let wire = handoff.map(|(wire, fd, gauge)| {
+      self.wires.insert(wire, key);
+      if let Some(writer) = &mut self.writer {
+        writer.add_with(wire, fd, gauge, hold);
+      }
+      wire
+    });
+    self.route_changed(key);
+    self.bus_counts();
+    (key, wire)
+  }
+
+  pub fn contains(&self, key: ConnKey) -> bool {
+    self.registry.contains(key)
+  }
+
+  /// Whether `key` was removed gracefully and its writer still flushes: its
+  /// response is over for the app (no re-registration, no more sends).
+  pub fn is_ending(&self, key: ConnKey) -> bool {
+    self.ending_keys.contains_key(&key)
+  }
+
+  pub fn entry(&self, key: ConnKey) -> Option<&Entry<Conn<H>>> {
+    self.registry.get(key)
+  }
+
+  pub fn handle_mut(&mut self, key: ConnKey) -> Option<&mut H> {
+    self.registry.get_mut(key).map(|e| &mut e.handle.handle)
+  }
+
+  /// Registers a registered connection again, under `id` (its own or
+  /// another): its age starts over at `now`, as the original helper's fresh
+  /// `{ res, meta, createdAt }` entry does, so `cleanupStaleClients` counts
+  /// from the last registration.
+  pub fn reregister(&mut self, key: ConnKey, id: &str, now: Instant) -> bool {
+    let renamed = self.registry.rename(key, id);
+    if let Some(entry) = self.registry.get_mut(key) {
+      entry.connected_at = now;
+    }
+    self.route_changed(key);
+    renamed
+  }
+
+  pub fn count(&self) -> usize {
+    self.registry.len()
+  }
+
+  pub fn keys(&self) -> Vec<ConnKey> {
+    self.registry.keys()
+  }
+
+  pub fn keys_for_id(&self, id: &str) -> &[ConnKey] {
+    self.registry.keys_for_id(id)
+  }
+
+  pub fn members(&self, channel: &str) -> &[ConnKey] {
+    self.registry.members(channel)
+  }
+
+  pub fn iter(&self) -> impl Iterator<Item = &Entry<Conn<H>>> {
+    self.registry.iter()
+  }
+
+  /// Adds a connection to a channel, or takes it out; true if it changed.
+  pub fn set_membership(&mut self, key: ConnKey, channel: &str, member: bool) -> bool {
+    let changed = match member {
+      true => self.registry.join(key, channel),
+      false => self.registry.leave(key, channel),
+    };
+    if changed {
+      self.route_changed(key);
+    }
+    changed
+  }
+
+  pub fn channels_of(&self, key: ConnKey) -> Vec<String> {
+    self
+      .registry
+      .get(key)
+      .map(|e| e.channels.iter().map(|c| c.to_string()).collect())
+      .unwrap_or_default()
+  }
+}
