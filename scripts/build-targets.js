@@ -41,7 +41,15 @@ const PLATFORMS = {
   // import library of node.exe's own napi_* exports
   // (scripts/platform-runtimes.js windows-node), so the DLL imports them
   // from the process that loads it.
-  'win32-x64-msvc': { target: 'x86_64-pc-windows-gnu', lib: 'dll', file: 'sse_helper_native.dll', libnode: true },
+  // rustc's export list does not reach zig's lld (which then exports every
+  // global symbol, thousands): a .def file given as an input does.
+  'win32-x64-msvc': {
+    target: 'x86_64-pc-windows-gnu',
+    lib: 'dll',
+    file: 'sse_helper_native.dll',
+    libnode: true,
+    rustflags: `-C link-arg=${path.join(__dirname, 'win32-exports.def')}`,
+  },
 };
 
 function run(command, args, options = {}) {
