@@ -105,12 +105,14 @@ function verdaccioConfig(work, port) {
 
 /**
  * Starts Verdaccio in a new temporary folder and publishes what
- * scripts/pack.js packs. Returns { work, registry, published, installApp,
+ * scripts/pack.js packs (every platform that has a binary), or with
+ * `release`, what scripts/release.js publishes (every platform, refused
+ * when a binary is missing or stale). Returns { work, registry, published, installApp,
  * stop }: `installApp(name, npmFlags, files)` makes a fresh app in `work`
  * with `files` ({ name in the app: source path }), runs `npm install
  * sse-helper-native express@5` in it and returns its folder.
  */
-async function startRegistry() {
+async function startRegistry({ release = false } = {}) {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-helper-registry-'));
   fs.writeFileSync(path.join(work, 'empty.npmrc'), '');
   const port = await freePort();
@@ -155,11 +157,23 @@ async function startRegistry() {
     const { token } = await user.json();
     const npmrc = path.join(work, 'publish.npmrc');
     fs.writeFileSync(npmrc, `//127.0.0.1:${port}/:_authToken=${token}\n`);
-    const published = require('../scripts/pack.js').pack(path.join(work, 'packages'), { log: () => {} });
     const env = { ...baseEnv, npm_config_cache: path.join(work, 'npm-cache-publish') };
-    // The platform packages first: the main package names them.
-    for (const tgz of [...Object.values(published.platforms), published.main]) {
-      await run('npm', ['publish', tgz, '--registry', registry, '--userconfig', npmrc], { env }, 60_000);
+    let published;
+    if (release) {
+      // As a maintainer releases: scripts/release.js checks every binary,
+      // publishes the platform packages, then the main one.
+      published = require('../scripts/release.js').release({
+        registry,
+        userconfig: npmrc,
+        out: path.join(work, 'packages'),
+        env,
+      });
+    } else {
+      published = require('../scripts/pack.js').pack(path.join(work, 'packages'), { log: () => {} });
+      // The platform packages first: the main package names them.
+      for (const tgz of [...Object.values(published.platforms), published.main]) {
+        await run('npm', ['publish', tgz, '--registry', registry, '--userconfig', npmrc], { env }, 60_000);
+      }
     }
 
     /** Environment for npm in app `name`: our registry, its own empty cache and config, no cargo. */
@@ -182,9 +196,10 @@ async function startRegistry() {
       await run('npm', ['install', ...npmFlags, NAME, 'express@5'], { cwd: app, env: appEnv(name) }, 120_000);
       const lock = JSON.parse(fs.readFileSync(path.join(app, 'package-lock.json'), 'utf8'));
       // Ours came from the private registry.
-      if (lock.packages[`node_modules/${NAME}`].resolved !== `${registry}${NAME}/-/${NAME}-${VERSION}.tgz`) {
-        throw new Error(`${NAME} did not come from ${registry}: ${lock.packages[`node_modules/${NAME}`].resolved}`);
-      }
+      // Everything of ours came from the private registry; npm saw every published platform package.
+      expect(lock.packages[`node_modules/${NAME}`].resolved).toBe(`${registry}${NAME}/-/${NAME}-${VERSION}.tgz`);
+      const locked = Object.keys(lock.packages).filter((k) => k.startsWith(`node_modules/${NAME}-`));
+      expect(locked.sort()).toEqual(Object.keys(published.platforms).map((p) => `node_modules/${NAME}-${p}`));
       return app;
     };
 
@@ -306,5 +321,7 @@ module.exports = {
   exerciseUsageExample,
   stopApps,
   run,
+  baseEnv,
+  PATH,
   NAME,
 };
