@@ -25,7 +25,7 @@ export declare class NativeHub {
    * found slow (`'slow'`, id), when the writer thread died (`'error'`,
    * code, message) and when `close()` has finished (`'closed'`).
    */
-  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null)
+  constructor(typeError?: ((arg?: unknown) => unknown) | undefined | null, hooks?: object | undefined | null, lifecycle?: ((arg?: unknown) => unknown) | undefined | null, capacityError?: ((arg?: unknown) => unknown) | undefined | null)
   /**
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
@@ -41,6 +41,23 @@ export declare class NativeHub {
    * duplicated fd is left behind.
    */
   register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, socket?: SocketInfo | undefined | null, start?: RegisterStart | undefined | null): string
+  /** Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called. */
+  checkOpen(): void
+  /**
+   * Throws `SseCapacityError` when `res` is not registered and
+   * `maxClients` are.
+   */
+  checkCapacity(res: unknown): void
+  /**
+   * Whether a new connection can be replayed what it missed (history on,
+   * or a bus configured): only then does the JS surface read its
+   * `Last-Event-ID`.
+   */
+  get replayable(): boolean
+  /** `configure({ transport })` as it stands: `'auto'` or `'stream'`. */
+  get transport(): string
+  /** `drain()`: refuses new connections from now on (`ERR_SSE_CLOSED`). */
+  drain(): void
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
   /** Unregisters `res`, detaches its listener and ends it if still open. */
@@ -185,7 +202,7 @@ export declare class NativeHub {
    * field alone, which sets the browser's reconnection delay and
    * dispatches no event. `ms` is checked by the JS surface.
    */
-  retryHint(ms: number): number
+  retryHint(ms: number, jitterMs?: number | undefined | null): number
   /**
    * napi references this hub holds right now (responses, their `write`,
    * metas, its own listener, symbol and hooks). For leak tests.
@@ -227,8 +244,11 @@ export interface HubOptions {
   maxBufferedBytes?: number
   slowClientPolicy?: string
   historySize?: number
+  /** Publishes kept per channel for replay. */
+  channelHistorySize?: number
   endTimeoutMs?: number
   writerThreads?: number
+  maxClients?: number
 }
 
 /** The Redis bus's state and counters. */
@@ -309,6 +329,11 @@ export interface RegisterStart {
   lastEventId?: string
   /** `busMark()` as it was when the response's headers were flushed. */
   mark?: string
+  /**
+   * Channels joined before anything is replayed, so the replay includes
+   * their history (`addClient`'s `channels` option).
+   */
+  channels?: Array<string>
 }
 
 /**

@@ -83,6 +83,13 @@ type SseHubListener<E extends keyof SseHubEvents> = (...args: SseHubEvents[E]) =
 interface AddClientOptions {
   /** Replay from this id instead of the request's `Last-Event-ID` header. */
   lastEventId?: string;
+  /**
+   * Channels the connection joins before anything is replayed to it, so a
+   * reconnecting member also gets what those channels' history kept
+   * (`channelHistorySize`), merged with the broadcasts in the order they
+   * were sent. (With a Redis bus, channels joined in the same tick count too.)
+   */
+  channels?: readonly string[];
 }
 
 interface HubOptions {
@@ -102,6 +109,14 @@ interface HubOptions {
   slowClientPolicy?: 'disconnect' | 'drop';
   /** Broadcasts kept for replay after reconnection. Default 0 (off). */
   historySize?: number;
+  /**
+   * Publishes kept per channel for replay (`publish(channel, …)` and
+   * `broadcast(…, { channel })`): with it on they get ids from the hub's
+   * one sequence and a reconnecting member (`addClient`'s `channels`) gets
+   * what it missed. An integer from 0 to 100000. Default 0 (off: channel
+   * messages are live only, without an id).
+   */
+  channelHistorySize?: number;
   /**
    * Idle time after which a connection gets a `: heartbeat` comment: an
    * integer from 0 to 2147483647 (Node's longest timer). Default 15000; 0
@@ -182,6 +197,13 @@ type BusEvent = { state: 'connected' } | { state: 'disconnected'; error: Error &
 interface DrainOptions {
   /** Sent to every client as `retry:` first: how soon browsers reconnect (elsewhere). */
   retryMs?: number;
+  /**
+   * Spreads the reconnections: each client's `retry:` is drawn from
+   * `retryMs` to `retryMs + retryJitterMs` (in at most 16 steps), so a
+   * rolling restart does not bring every browser back in the same second.
+   * Needs `retryMs`.
+   */
+  retryJitterMs?: number;
 }
 
 /** `drainOnSignals()`'s options. */

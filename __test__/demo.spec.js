@@ -210,6 +210,26 @@ describe('the demo server', () => {
       { text: 'fits 😀', from: `${'x'.repeat(22)}😀`, at: expect.any(Number) },
     ]);
   });
+
+  test('the position handoff: the page is rendered with the recent messages and its position; a tab subscribing from it gets what came after, channels included', async () => {
+    expect((await post(demo.port, '/message', { text: 'before <render>', from: 'a&b' })).status).toBe(200);
+    const page = await request(demo.port, 'GET', '/');
+    const position = /<body data-position="([^"]+)">/.exec(page.body)?.[1];
+    expect(position).toMatch(/^[a-z][a-z0-9]{7}:\d+$/);
+    // Rendered server-side, escaped.
+    expect(page.body).toContain('<span class="from">a&amp;b</span><span>before &lt;render&gt;</span>');
+    // Between the render and the subscription: a broadcast and a channel message.
+    expect((await post(demo.port, '/message', { text: 'between', from: 'x' })).status).toBe(200);
+    expect((await post(demo.port, '/message', { text: 'in abc', from: 'x', channel: 'abc' })).status).toBe(200);
+    client = rawGet(demo.port, `/events?lastEventId=${encodeURIComponent(position)}&channels=abc`);
+    const frames = () => framesOf(client.body());
+    await client.waitFor(() => frames().some((f) => f.startsWith('event: hello\n')), 'the greeting');
+    const messages = frames()
+      .filter((f) => f.startsWith('event: message\n'))
+      .map((f) => JSON.parse(f.split('data: ')[1]).text);
+    // Replayed before the greeting, in order; the rendered one not again.
+    expect(messages).toEqual(['between', 'in abc']);
+  });
 });
 
 test('an unexpected error: 500 {"error":"internal error"}, the stack on stderr only', async () => {

@@ -67,7 +67,7 @@ const RUNTIMES = {
     // native addon (--allow-ffi), the network, env and files.
     args: ['run', '--allow-all', '--node-modules-dir=manual', '--no-remote', '--cached-only'],
     // Deno's TCPWrap has no `fd` (fdForIpc() hands out a duplicate only).
-    reason: "no file descriptor (Deno's node:http sockets expose none)",
+    reason: "no file descriptor (Deno's node:http sockets have no fd property)",
   },
   Node: { command: () => process.execPath, args: [], reason: null },
 };
@@ -430,4 +430,24 @@ describe('the Redis bus between a Bun and a Deno process', () => {
     const [bunStats, denoStats] = await Promise.all([bun.op('getStats'), deno.op('getStats')]);
     expect([bunStats.socketConnections, denoStats.socketConnections]).toEqual([0, 0]);
   });
+});
+
+test('Deno without --allow-ffi: ERR_SSE_NO_BINARY says so, naming Deno, instead of a missing file', () => {
+  const script = path.join(appDir, 'load.mjs');
+  fs.writeFileSync(
+    script,
+    "try { await import('sse-helper-native'); console.log('loaded'); } catch (e) { console.log(e.code); console.log(e.message); }\n",
+  );
+  const { Deno } = RUNTIMES;
+  const args = ['run', '--allow-read', '--allow-env', '--allow-sys', '--node-modules-dir=manual', '--no-remote'];
+  const out = execFileSync(Deno.command(), [...args, '--cached-only', script], {
+    cwd: appDir,
+    encoding: 'utf8',
+    env: { ...process.env, DENO_DIR: path.join(work, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1' },
+    timeout: 60_000,
+  });
+  const [code, message] = out.trim().split('\n');
+  expect(code).toBe('ERR_SSE_NO_BINARY');
+  expect(message).toContain(`(Deno ${devDependencies.deno})`);
+  expect(message).toContain('Deno refused to load it: run Deno with --allow-ffi (or --allow-all)');
 });

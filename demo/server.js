@@ -5,7 +5,13 @@
 // own figures (clients per transport, frames and bytes per second from
 // getStats() deltas, queued bytes, drops, slow disconnects, replays). The
 // page's form broadcasts a message or publishes it to a channel the tab
-// joined. History is on, so a tab that reloads gets what it missed.
+// joined. History is on, channels' too, so a tab that reloads gets what it
+// missed, its channels' messages included.
+//
+// The position handoff: the page is rendered with the recent messages
+// already in it and the hub's position() at that instant; a new tab
+// subscribes from that position, so a message sent between the render and
+// the subscription is replayed, not lost (and none is shown twice).
 //
 // With REDIS_URL set (REDIS_URL=redis://127.0.0.1:6379 PORT=3001 npm start,
 // and again with PORT=3002), the instances share one hub over a Redis
@@ -13,6 +19,7 @@
 // reconnects to the other instance is replayed what it missed from the
 // stream. Ctrl+C drains: the pages move to the other instance.
 
+const fs = require('node:fs');
 const { STATUS_CODES } = require('node:http');
 const path = require('node:path');
 const express = require('express');
@@ -23,8 +30,9 @@ if (REDIS_URL) {
   sseHelper.configure({ redis: { url: REDIS_URL, stream: process.env.SSE_STREAM ?? 'sse-demo' } });
   sseHelper.on('bus', (e) => console.log(`redis bus ${e.state}${e.error ? `: ${e.error.message}` : ''}`));
 } else {
-  // 200 broadcasts: a little over three minutes of ticks and messages.
-  sseHelper.configure({ historySize: 200 });
+  // 200 broadcasts: a little over three minutes of ticks and messages; and
+  // each channel's last 50 messages.
+  sseHelper.configure({ historySize: 200, channelHistorySize: 50 });
 }
 /** A replayable id: the history's `<epoch>:<n>`, or a Redis stream entry id. */
 const EVENT_ID = /^(?:[a-z][a-z0-9]{7}:\d{1,16}|\d{1,16}-\d{1,20})$/;
@@ -32,7 +40,37 @@ const EVENT_ID = /^(?:[a-z][a-z0-9]{7}:\d{1,16}|\d{1,16}-\d{1,20})$/;
 const app = express();
 app.use(express.json({ limit: '4kb' }));
 
-app.get('/', (_req, res) => res.sendFile(path.join(__dirname, 'index.html')));
+/** The last messages to everyone, newest last: what a new page shows at once. */
+const recent = [];
+const RECENT = 20;
+const PAGE = fs.readFileSync(path.join(__dirname, 'index.html'), 'utf8');
+const escapeHtml = (text) =>
+  String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+
+/**
+ * The page, rendered with the recent messages and the position it was
+ * rendered at (both read in one go: nothing is broadcast in between). The
+ * page subscribes from that position.
+ */
+app.get('/', (_req, res) => {
+  const position = sseHelper.position() ?? '';
+  const items = recent
+    .map(
+      (m) =>
+        `<li data-rendered><time>${new Date(m.at).toISOString().slice(11, 19)}</time>` +
+        `<span class="from">${escapeHtml(m.from)}</span><span>${escapeHtml(m.text)}</span></li>`,
+    )
+    .reverse()
+    .join('');
+  res
+    .type('html')
+    .send(
+      PAGE.replace('<body>', `<body data-position="${escapeHtml(position)}">`).replace(
+        '<ul id="log"></ul>',
+        `<ul id="log">${items}</ul>`,
+      ),
+    );
+});
 
 app.get('/events', (req, res) => {
   sseHelper.initResponse(res);
@@ -46,7 +84,13 @@ app.get('/events', (req, res) => {
       : undefined;
   // Missed events are replayed inside addClient, before the greeting: the
   // page counts whatever arrives before `hello` as missed.
-  const clientId = sseHelper.addClient(res, { ip: req.ip }, options);
+  // The tab's channels, rejoined before the replay so it includes theirs.
+  const channels = typeof req.query.channels === 'string' ? req.query.channels.split(',').slice(0, 10) : [];
+  const clientId = sseHelper.addClient(
+    res,
+    { ip: req.ip },
+    { ...options, channels: channels.filter((c) => CHANNEL.test(c)) },
+  );
   sseHelper.send(res, { clientId }, { event: 'hello' });
 });
 
@@ -90,7 +134,11 @@ app.post('/message', (req, res) => {
   // Cut at 24 UTF-16 units, dropping half a pair the cut would leave behind.
   const name = (from ?? 'anonymous').slice(0, 24).replace(LONE_SURROGATE, '');
   const message = { text: text.trim(), from: name, channel, at: Date.now() };
-  // A broadcast to everyone goes into the history; a channel publish does not.
+  // Both go into the history (a channel's publishes into its own).
+  if (!channel) {
+    recent.push(message);
+    if (recent.length > RECENT) recent.shift();
+  }
   const sent = channel
     ? sseHelper.publish(channel, message, { event: 'message' })
     : sseHelper.broadcast(message, { event: 'message' });

@@ -28,10 +28,11 @@ const {
   checkHubShape,
   checkHubValues,
   checkKeys,
-  checkRetryMs,
+  checkDrainOptions,
   dataOf,
   fieldsOf,
   lastEventIdOf,
+  channelsOf,
 } = require('./options.js');
 
 const { NativeHub } = loadBinding();
@@ -86,15 +87,9 @@ class SseHub extends EventEmitter {
   #heartbeat;
   /** The debug log; null while NODE_DEBUG does not name the package. */
   #log = null;
-  /** `configure({ transport })`, for the debug log's reason when a connection stays on the stream. */
-  #transport = 'auto';
-  #historySize = 0;
-  #maxClients = 0;
   /** The promise `close()` returns, once called. */
   #closing = null;
   #resolveClosed = null;
-  /** `drain()` was called: new clients are refused. */
-  #draining = false;
   /** Entries put in `_clients` by hand (no connection of the registry). */
   #handSet = new HandSetEntries();
   /** What removes each OpenTelemetry callback this hub registered; run at close(). */
@@ -108,7 +103,8 @@ class SseHub extends EventEmitter {
     let native;
     const self = new WeakRef(this);
     const hooks = responseHooks(() => native?.deref());
-    this.#native = new NativeHub(TypeError, hooks, (kind, a, b) => self.deref()?.#onNative(kind, a, b));
+    const onNative = (kind, a, b) => self.deref()?.#onNative(kind, a, b);
+    this.#native = new NativeHub(TypeError, hooks, onNative, SseCapacityError);
     native = new WeakRef(this.#native);
     this.#bus = new HubBus(this.#native, (state, message) => self.deref()?.#emitBusState(state, message));
     this.#heartbeat = new Heartbeat((idleMs) => self.deref()?.#tick(idleMs) ?? false);
@@ -153,15 +149,11 @@ class SseHub extends EventEmitter {
    * `SseCapacityError` before anything is sent, so the route can answer 503.
    */
   initResponse(res) {
-    if (this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
+    this.#native.checkCapacity(res);
     initResponse(res);
     // With a bus: where live delivery stood when the client got its
     // headers, so addClient can replay what was delivered in between.
     this.#bus.markResponse(res);
-  }
-
-  #atCapacity(res) {
-    return this.#maxClients > 0 && this.#native.count() >= this.#maxClients && !this.#native.has(res);
   }
 
   /**
@@ -187,22 +179,28 @@ class SseHub extends EventEmitter {
   }
 
   #register(res, id, meta, options) {
-    if (this.#closing || this.#draining) throw closedError();
+    if (this.#closing) throw closedError();
+    // Refused while draining, as the core decides.
+    this.#native.checkOpen();
     checkKeys(options, ADD_CLIENT_OPTIONS);
     this.#handSet.dropFor(res, id);
     const isNew = !this.#native.has(res);
-    if (isNew && this.#atCapacity(res)) throw new SseCapacityError(this.#maxClients);
+    if (isNew) this.#native.checkCapacity(res);
     const bus = this.#bus.configured;
-    const lastEventId = (this.#historySize > 0 || bus) && isNew ? lastEventIdOf(res, options) : undefined;
+    const lastEventId = isNew && this.#native.replayable ? lastEventIdOf(res, options) : undefined;
+    const channels = isNew ? channelsOf(options) : undefined;
     // Read before registering: registration installs the writer's hooks.
     const socket = inspectSocket(res);
     const info = typeof socket === 'string' ? undefined : socket;
     const key = id === undefined ? undefined : encodeId(id);
     const mark = isNew ? this.#bus.markOf(res) : undefined;
-    const start = lastEventId === undefined && mark === undefined ? undefined : { lastEventId, mark };
+    const start =
+      lastEventId === undefined && mark === undefined && channels === undefined
+        ? undefined
+        : { lastEventId, mark, channels };
     const registered = this.#native.register(res, key, toMeta(meta), info, start);
     const clientId = id === undefined ? registered : id;
-    this.#log?.registration(res, registered, isNew, socket, this.#transport);
+    this.#log?.registration(res, registered, isNew, socket, this.#native.transport);
     if (isNew && this.#native.has(res)) {
       // A connection the bus held (a Last-Event-ID, or entries delivered
       // since its headers) is replayed on the next tick, so channels the
@@ -437,18 +435,34 @@ class SseHub extends EventEmitter {
    */
   configure(options) {
     checkHubShape(options);
-    const { transport, maxBufferedBytes, slowClientPolicy, historySize, heartbeatMs, maxClients, redis } = options;
+    const {
+      transport,
+      maxBufferedBytes,
+      slowClientPolicy,
+      historySize,
+      channelHistorySize,
+      heartbeatMs,
+      maxClients,
+      redis,
+    } = options;
     const bus = redis === undefined ? undefined : busOptionsOf(redis);
     if (bus && this.#closing) throw closedError();
     checkHubValues(options);
     if (bus) this.#native.checkBus(bus);
     const { endTimeoutMs, writerThreads } = options;
-    this.#native.configure({ transport, maxBufferedBytes, slowClientPolicy, historySize, endTimeoutMs, writerThreads });
+    const settings = {
+      transport,
+      maxBufferedBytes,
+      slowClientPolicy,
+      historySize,
+      channelHistorySize,
+      endTimeoutMs,
+      writerThreads,
+      maxClients,
+    };
+    this.#native.configure(settings);
     if (bus) this.#bus.start(bus);
     if (DEBUG) debug('configure %j', bus ? { ...options, redis: '(set)' } : options);
-    if (transport !== undefined) this.#transport = transport;
-    if (historySize !== undefined) this.#historySize = historySize;
-    if (maxClients !== undefined) this.#maxClients = maxClients;
     if (heartbeatMs !== undefined && this.#heartbeat.setIdleMs(heartbeatMs) && this.#native.count() > 0) {
       if (!this.#closing) this.#heartbeat.start();
     }
@@ -483,12 +497,11 @@ class SseHub extends EventEmitter {
    * they missed.
    */
   async drain(options) {
-    checkKeys(options, ['retryMs']);
+    checkDrainOptions(options);
     const retryMs = options?.retryMs;
-    checkRetryMs(retryMs);
-    this.#draining = true;
+    this.#native.drain();
     if (DEBUG) debug('drain: %d connection(s), retry %s', this.#native.count(), retryMs);
-    if (retryMs !== undefined) this.#native.retryHint(retryMs);
+    if (retryMs !== undefined) this.#native.retryHint(retryMs, options?.retryJitterMs);
     if (this.#bus.running) await this.#bus.flush(MAX_TIMER_MS);
     await this.close();
   }
@@ -501,7 +514,7 @@ class SseHub extends EventEmitter {
    * that removes the listeners.
    */
   drainOnSignals(options) {
-    return drainOnSignals((o) => this.drain(o), checkRetryMs, options);
+    return drainOnSignals((o) => this.drain(o), checkDrainOptions, options);
   }
 
   /** Counters and gauges: clients per transport, channels, frames, bytes, drops, replays. */

@@ -26,6 +26,31 @@ function platformKey() {
   return `${base}-${glibc ? 'gnu' : 'musl'}`;
 }
 
+/** The runtime, as a message names it: `Node v20.20.2`, `Bun 1.4.5`, `Deno 2.9.6`. */
+function runtimeName() {
+  if (process.versions.bun) return `Bun ${process.versions.bun}`;
+  if (process.versions.deno) return `Deno ${process.versions.deno}`;
+  return `Node ${process.version}`;
+}
+
+/**
+ * Why an installed platform package did not load, when the runtime says:
+ * Deno refuses native addons without --allow-ffi, and its refusal is lost
+ * in the loader's cause chain (which ends at the local file it tried first).
+ */
+function refusal(pkg) {
+  if (!process.versions.deno) return null;
+  try {
+    require(pkg);
+    return null;
+  } catch (err) {
+    const text = `${err?.name} ${err?.message}`;
+    return /NotCapable|--allow-ffi/.test(text)
+      ? 'Deno refused to load it: run Deno with --allow-ffi (or --allow-all)'
+      : null;
+  }
+}
+
 /** The installed version of `name`, `null` when it is not installed. */
 function installedVersion(name) {
   try {
@@ -42,7 +67,7 @@ function loadBinding() {
     const { name, version } = require('../package.json');
     const key = platformKey();
     const pkg = `${name}-${key}`;
-    const where = `${key} (Node ${process.version})`;
+    const where = `${key} (${runtimeName()})`;
     let message;
     if (!SHIPPED.includes(key)) {
       message =
@@ -60,7 +85,7 @@ function loadBinding() {
             `machine. ${fromSource(name)}`
           : `${name}: no native binary for ${where}: ${pkg}@${installed} is installed but could not be loaded` +
             `${installed === version ? '' : ` (${name} is ${version}: install ${pkg}@${version})`}: ` +
-            `${firstLine(err)}. ${fromSource(name)}`;
+            `${refusal(pkg) ?? firstLine(err)}. ${fromSource(name)}`;
     }
     const error = new Error(message);
     error.code = 'ERR_SSE_NO_BINARY';

@@ -12,14 +12,17 @@ const EVENT_OPTIONS = Object.freeze(['event', 'id', 'retry', 'raw']);
 const PUBLISH_OPTIONS = Object.freeze([...EVENT_OPTIONS, 'filter']);
 /** `broadcast` also takes a channel and a filter. */
 const BROADCAST_OPTIONS = Object.freeze([...EVENT_OPTIONS, 'channel', 'filter']);
+/** `drain`. */
+const DRAIN_OPTIONS = Object.freeze(['retryMs', 'retryJitterMs']);
 /** `addClient`'s last argument. */
-const ADD_CLIENT_OPTIONS = Object.freeze(['lastEventId']);
+const ADD_CLIENT_OPTIONS = Object.freeze(['lastEventId', 'channels']);
 /** `configure`. */
 const HUB_OPTIONS = Object.freeze([
   'transport',
   'maxBufferedBytes',
   'slowClientPolicy',
   'historySize',
+  'channelHistorySize',
   'heartbeatMs',
   'maxClients',
   'endTimeoutMs',
@@ -98,6 +101,17 @@ function fieldsOf(options, known = EVENT_OPTIONS) {
   return { event, id, retry };
 }
 
+/** `addClient`'s `channels` option: undefined, or an array of channel names. */
+function channelsOf(options) {
+  const channels = options?.channels;
+  if (channels === undefined) return undefined;
+  if (!Array.isArray(channels)) {
+    throw invalidType(`options.channels must be an array of strings, got ${kindOf(channels)}`);
+  }
+  channels.forEach((channel, i) => checkKey(`options.channels[${i}]`, channel));
+  return channels;
+}
+
 /** `addClient`'s `lastEventId` option, else the request's `Last-Event-ID` header. */
 function lastEventIdOf(res, options) {
   const explicit = options?.lastEventId;
@@ -117,14 +131,19 @@ function dataOf(payload, options) {
   return serialize(payload);
 }
 
-/** `retryMs` of drain() and drainOnSignals(): undefined, or an integer of milliseconds a timer can take. */
-function checkRetryMs(retryMs) {
-  if (retryMs === undefined) return;
-  if (typeof retryMs !== 'number') {
-    throw invalidType(`options.retryMs must be a number, got ${kindOf(retryMs)}`);
+/** `drain()`'s (and drainOnSignals()'s) options: `retryMs` and `retryJitterMs`, each undefined or a timer's milliseconds. */
+function checkDrainOptions(options) {
+  checkKeys(options, DRAIN_OPTIONS);
+  for (const name of DRAIN_OPTIONS) {
+    const value = options?.[name];
+    if (value === undefined) continue;
+    if (typeof value !== 'number') throw invalidType(`options.${name} must be a number, got ${kindOf(value)}`);
+    if (!(Number.isInteger(value) && value >= 0 && value <= MAX_TIMER_MS)) {
+      throw invalidValue(`options.${name} must be an integer from 0 to ${MAX_TIMER_MS}, got ${value}`);
+    }
   }
-  if (!(Number.isInteger(retryMs) && retryMs >= 0 && retryMs <= MAX_TIMER_MS)) {
-    throw invalidValue(`options.retryMs must be an integer from 0 to ${MAX_TIMER_MS}, got ${retryMs}`);
+  if (options?.retryJitterMs !== undefined && options.retryMs === undefined) {
+    throw invalidValue('options.retryJitterMs needs options.retryMs (the shortest delay it spreads from)');
   }
 }
 
@@ -146,6 +165,7 @@ function checkHubValues(options) {
   checkOption('maxBufferedBytes', options.maxBufferedBytes, 'number');
   checkOption('slowClientPolicy', options.slowClientPolicy, 'string');
   checkOption('historySize', options.historySize, 'number');
+  checkOption('channelHistorySize', options.channelHistorySize, 'number');
   checkOption('heartbeatMs', heartbeatMs, 'number');
   checkOption('maxClients', maxClients, 'number');
   checkOption('endTimeoutMs', options.endTimeoutMs, 'number');
@@ -166,7 +186,7 @@ function checkHubValues(options) {
 module.exports = {
   checkHubShape,
   checkHubValues,
-  checkRetryMs,
+  checkDrainOptions,
   dataOf,
   EVENT_OPTIONS,
   PUBLISH_OPTIONS,
@@ -178,4 +198,5 @@ module.exports = {
   closest,
   fieldsOf,
   lastEventIdOf,
+  channelsOf,
 };

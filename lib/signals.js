@@ -23,7 +23,7 @@ let inFlight = 0;
 const toRaise = new Set();
 
 function checkOptions(options) {
-  checkKeys(options, ['signals', 'retryMs', 'timeoutMs']);
+  checkKeys(options, ['signals', 'retryMs', 'retryJitterMs', 'timeoutMs']);
   const signals = options?.signals ?? DEFAULT_SIGNALS;
   if (!Array.isArray(signals)) throw invalidType(`options.signals must be an array, got ${kindOf(signals)}`);
   if (signals.length === 0) throw invalidValue('options.signals must name at least one signal');
@@ -38,17 +38,22 @@ function checkOptions(options) {
   if (!(Number.isInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= MAX_TIMER_MS)) {
     throw invalidValue(`options.timeoutMs must be an integer from 0 to ${MAX_TIMER_MS}, got ${timeoutMs}`);
   }
-  // retryMs is checked by drain() itself, now, so a bad one throws here and not at the signal.
-  return { signals: [...new Set(signals)], retryMs: options?.retryMs, timeoutMs };
+  // The drain's own options are checked by drain()'s check, now, so a bad
+  // one throws here and not at the signal.
+  const drainOptions = {};
+  if (options?.retryMs !== undefined) drainOptions.retryMs = options.retryMs;
+  if (options?.retryJitterMs !== undefined) drainOptions.retryJitterMs = options.retryJitterMs;
+  return { signals: [...new Set(signals)], drainOptions, timeoutMs };
 }
 
 /**
  * Installs the listeners; returns the function that removes them. `drain`
- * is the hub's `drain`, `validate(retryMs)` throws as `drain` would.
+ * is the hub's `drain`, `validate(drainOptions)` throws as `drain` would.
  */
 function drainOnSignals(drain, validate, options) {
-  const { signals, retryMs, timeoutMs } = checkOptions(options);
-  validate(retryMs);
+  const { signals, drainOptions, timeoutMs } = checkOptions(options);
+  validate(drainOptions);
+  const retry = Object.keys(drainOptions).length > 0 ? drainOptions : undefined;
   const listeners = new Map();
   const uninstall = () => {
     for (const [signal, listener] of listeners) process.removeListener(signal, listener);
@@ -63,7 +68,7 @@ function drainOnSignals(drain, validate, options) {
       const timeout = new Promise((resolve) => {
         timer = setTimeout(resolve, timeoutMs);
       });
-      Promise.race([drain(retryMs === undefined ? undefined : { retryMs }).catch(() => {}), timeout]).finally(() => {
+      Promise.race([drain(retry).catch(() => {}), timeout]).finally(() => {
         clearTimeout(timer);
         if (--inFlight > 0) return;
         for (const raised of toRaise) {

@@ -54,7 +54,7 @@ function inspectSocket(res) {
   const fd = socket._handle?.fd;
   if (!Number.isInteger(fd) || fd < 0) {
     return process.versions.bun || process.versions.deno
-      ? `no file descriptor (${process.versions.bun ? 'Bun' : 'Deno'}'s node:http sockets expose none)`
+      ? `no file descriptor (${process.versions.bun ? "Bun's node:http sockets expose none" : "Deno's node:http sockets have no fd property"})`
       : 'no file descriptor (not a TCP socket?)';
   }
   const framing = bodyFraming(res);

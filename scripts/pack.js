@@ -70,7 +70,7 @@ function pack(out = path.join(root, '.cache', 'packages'), { log = console.error
   try {
     const files = pkg.files.filter((f) => !f.endsWith('.node'));
     for (const entry of files) fs.cpSync(path.join(root, entry), path.join(staging, entry), { recursive: true });
-    const { devDependencies: _dev, scripts: _scripts, ...published } = pkg;
+    const { devDependencies: _dev, scripts: _scripts, allowScripts: _allow, ...published } = pkg;
     published.files = files;
     published.optionalDependencies = Object.fromEntries(PLATFORMS.map((p) => [`${pkg.name}-${p}`, pkg.version]));
     fs.writeFileSync(path.join(staging, 'package.json'), `${JSON.stringify(published, null, 2)}\n`);

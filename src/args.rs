@@ -40,8 +40,11 @@ pub struct HubOptions {
   pub max_buffered_bytes: Option<f64>,
   pub slow_client_policy: Option<String>,
   pub history_size: Option<f64>,
+  /// Publishes kept per channel for replay.
+  pub channel_history_size: Option<f64>,
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
+  pub max_clients: Option<f64>,
 }
 
 impl HubOptions {
@@ -52,8 +55,10 @@ impl HubOptions {
       max_buffered_bytes: self.max_buffered_bytes,
       slow_client_policy: self.slow_client_policy.as_deref(),
       history_size: self.history_size,
+      channel_history_size: self.channel_history_size,
       end_timeout_ms: self.end_timeout_ms,
       writer_threads: self.writer_threads,
+      max_clients: self.max_clients,
     }
   }
 }

@@ -15,6 +15,9 @@ use crate::state::Shared;
 /// Throws `error` as JS sees it, and returns the pending exception.
 pub fn throw(state: &Shared, env: RawEnv, error: CoreError) -> Error {
   let message = error.to_string();
+  if let CoreError::Capacity(max) = error {
+    return throw_capacity(state, env, max, message);
+  }
   // The codes are fixed ASCII names: never an inner NUL.
   let code = CString::new(error.code()).unwrap_or_default();
   if error.is_type_error() {
@@ -28,6 +31,26 @@ pub fn throw(state: &Shared, env: RawEnv, error: CoreError) -> Error {
     js::throw_error(env, &code, &message);
     Error::new(Status::PendingException, message)
   }
+}
+
+/// `new SseCapacityError(max)`, the JS surface's class (its `code`,
+/// `statusCode` and `maxClients` are set there); a plain `Error` with the
+/// same message and code without one.
+fn throw_capacity(state: &Shared, env: RawEnv, max: usize, message: String) -> Error {
+  let ctor = state
+    .borrow()
+    .capacity_error
+    .as_ref()
+    .and_then(|c| c.value(env).ok());
+  let made = ctor.and_then(|ctor| {
+    let max = js::double(env, max as f64).ok()?;
+    js::construct(env, ctor, &[max]).ok()
+  });
+  match made {
+    Some(error) => js::rethrow(env, error),
+    None => js::throw_error(env, c"ERR_SSE_CAPACITY", &message),
+  }
+  Error::new(Status::PendingException, message)
 }
 
 /// A `TypeError` with code `ERR_INVALID_ARG_TYPE`: a JS value of the wrong

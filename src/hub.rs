@@ -1,12 +1,11 @@
-//! The `#[napi]` class `NativeHub` that the JS surface (`index.js`) wraps.
-//! Each method converts its arguments, asks the core
-//! (`sse_helper_core::hub::HubCore`) and executes what it answers. Every
-//! method catches panics (`catch_unwind`) and throws them as JS errors, so
-//! none can abort the process.
+//! The `#[napi]` class `NativeHub` that the JS surface (`lib/hub.js`)
+//! wraps. Each method converts its arguments, asks the core
+//! (`sse_helper_core::hub::HubCore`) and executes what it answers; the
+//! longer steps live in their own files (`registration`, `removal`,
+//! `direct`, `entries`, `stats`, `setup`, `finalize`). Every method catches
+//! panics (`catch_unwind`) and throws them as JS errors, so none can abort
+//! the process.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use napi::bindgen_prelude::*;
@@ -14,112 +13,26 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::options;
-use sse_helper_core::hub::{millis, AppWrite, Broadcast, Frame, Planned, Reason, Removal};
+use sse_helper_core::hub::{millis, AppWrite, Broadcast, Frame, Planned, Removal};
 use sse_helper_core::registry::ConnKey;
 
-use crate::args::{self, guard_panics, EventOptions};
+use crate::args::{self, EventOptions};
 use crate::deliver;
+use crate::direct::{filtered_keys, write_to_response};
 use crate::effects::{self, execute, key_of};
 use crate::error::{self, invalid_type};
-use crate::js::{self, RawEnv, RawValue};
+use crate::js;
 use crate::registration::{self, check_response};
+use crate::removal::{self, remove, remove_all, remove_id};
 use crate::socket::SocketInfo;
-use crate::state::{Hooks, HubState, Shared};
-use crate::stream::{self, OutFrame, WriteOutcome};
-
-/// Registry counters, transports and writer figures at one instant.
-#[napi(object)]
-pub struct NativeStats {
-  /// Registered connections.
-  pub clients: u32,
-  /// Connections written through the response's own `write`.
-  pub stream_connections: u32,
-  /// Connections written by the native socket writer.
-  pub socket_connections: u32,
-  /// Frames handed to connections (each recipient counts once).
-  pub frames_sent: f64,
-  /// Bytes handed to connections.
-  pub bytes_sent: f64,
-  /// Frames skipped for slow clients under the `drop` policy.
-  pub frames_dropped: f64,
-  /// Channels with at least one member.
-  pub channels: u32,
-  /// Reconnections that were replayed missed events from history.
-  pub replays: f64,
-  /// Reconnections whose Last-Event-ID was no longer in history, or whose
-  /// missed events were more than `maxBufferedBytes`.
-  pub resets: f64,
-  /// Connections closed for passing `maxBufferedBytes`.
-  pub slow_disconnects: f64,
-  /// Bytes waiting in the socket writer's queues now.
-  pub queued_bytes: f64,
-  /// Most connections this hub's socket writer may hold at once: about
-  /// half the open-files limit (each costs a second fd), which Node raises
-  /// to the hard limit at startup. Later ones use the stream transport.
-  /// `Infinity` where the limit is unlimited or unreadable, 0 with
-  /// `transport: 'stream'`.
-  pub socket_capacity: f64,
-  /// Socket writer threads (running, or the number the first hand-off
-  /// starts).
-  pub writer_threads: u32,
-  /// Socket connections on each running writer thread.
-  pub socket_connections_by_thread: Vec<u32>,
-  /// The Redis bus, when configured.
-  pub bus: Option<NativeBusStats>,
-}
-
-/// The Redis bus's state and counters.
-#[napi(object)]
-pub struct NativeBusStats {
-  /// `'connecting'`, `'connected'`, `'disconnected'` (retrying) or `'closed'`.
-  pub state: String,
-  /// Entries this instance appended to the stream.
-  pub entries_written: f64,
-  /// Entries read back from the stream (every instance's).
-  pub entries_read: f64,
-  /// Reconnections to Redis after an outage.
-  pub reconnects: f64,
-  /// Reconnecting clients replayed missed entries from the stream.
-  pub replays: f64,
-  /// Clients sent `event: reset` by the bus (id trimmed or unknown, more
-  /// missed than the replay bounds, or entries trimmed during an outage).
-  pub resets: f64,
-  /// Entries skipped because they broke the encoding.
-  pub malformed: f64,
-  /// Events delivered to local clients only, without an id, because Redis
-  /// was away.
-  pub local_fallbacks: f64,
-}
+use crate::state::Shared;
+use crate::stats::NativeStats;
 
 /// A registry of SSE connections. The JS surface (`index.js`) wraps it;
 /// its methods take already-serialized text.
 #[napi(custom_finalize)]
 pub struct NativeHub {
-  state: Shared,
-}
-
-impl ObjectFinalize for NativeHub {
-  /// Runs during garbage collection, where no JS may run: it only lets go.
-  /// Socket connections still registered are ended through the writer
-  /// (which flushes what it holds first); their responses are ended from
-  /// the writer's callback, a normal JS turn. Stream connections stay until
-  /// their `close` event, which still cleans up. Once nothing is left the
-  /// hub releases its references and the writer thread exits by itself;
-  /// nothing here joins a thread.
-  fn finalize(self, env: Env) -> Result<()> {
-    guard_panics(|| {
-      // Never borrowed here in practice (finalizers run outside any call
-      // into the hub); if it were, the hub stays alive as it is rather
-      // than panic.
-      let Ok(mut s) = self.state.try_borrow_mut() else {
-        return Ok(());
-      };
-      let effects = s.core.orphan();
-      drop(s);
-      effects::execute_without_js(&self.state, env.raw(), effects);
-      Ok(())
-    })
-  }
+  pub(crate) state: Shared,
 }
 
 /// Where a new connection starts, for `register`.
@@ -130,6 +43,9 @@ pub struct RegisterStart {
   pub last_event_id: Option<String>,
   /// `busMark()` as it was when the response's headers were flushed.
   pub mark: Option<String>,
+  /// Channels joined before anything is replayed, so the replay includes
+  /// their history (`addClient`'s `channels` option).
+  pub channels: Option<Vec<String>>,
 }
 
 #[napi]
@@ -149,57 +65,9 @@ impl NativeHub {
     type_error: Option<Function<'_>>,
     hooks: Option<Object<'_>>,
     lifecycle: Option<Function<'_>>,
+    capacity_error: Option<Function<'_>>,
   ) -> Result<Self> {
-    let raw = env.raw();
-    let state: Shared = Rc::new(RefCell::new(HubState::new()));
-    let listener_state = state.clone();
-    let on_close =
-      env.create_function_from_closure::<(), (), _>("sseHelperOnClose", move |ctx| {
-        let env = ctx.env.raw();
-        let res = ctx.this::<Unknown>()?.raw();
-        guard_panics(|| {
-          effects::closed(&listener_state, env, res);
-          Ok(())
-        })
-      })?;
-    let symbol = js::new_symbol(raw, "sse-helper-native connection")?;
-    let key_map = js::new_weak_map(raw)?;
-    let hook = |name: &std::ffi::CStr| -> Result<Option<RawValue>> {
-      let Some(hooks) = &hooks else {
-        return Ok(None);
-      };
-      let value = js::get(raw, hooks.raw(), name)?;
-      Ok(js::is_function(raw, value).then_some(value))
-    };
-    let hook_values = [
-      hook(c"write")?,
-      hook(c"end")?,
-      hook(c"destroy")?,
-      hook(c"socketDestroy")?,
-      hook(c"writeAfterEnd")?,
-      hook(c"nodeWrite")?,
-    ];
-    {
-      let mut s = state.borrow_mut();
-      let s = &mut *s;
-      s.on_close = Some(s.refs.hold(raw, on_close.raw())?);
-      s.key_symbol = Some(s.refs.hold(raw, symbol)?);
-      s.key_map = Some(s.refs.hold(raw, key_map)?);
-      s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
-      s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
-      if let [Some(write), Some(end), Some(destroy), Some(socket_destroy), Some(write_after_end), Some(node_write)] =
-        hook_values
-      {
-        s.hooks = Some(Hooks {
-          write: s.refs.hold(raw, write)?,
-          end: s.refs.hold(raw, end)?,
-          destroy: s.refs.hold(raw, destroy)?,
-          socket_destroy: s.refs.hold(raw, socket_destroy)?,
-          write_after_end: s.refs.hold(raw, write_after_end)?,
-          node_write: s.refs.hold(raw, node_write)?,
-        });
-      }
-    }
+    let state = crate::setup::new_state(&env, type_error, hooks, lifecycle, capacity_error)?;
     Ok(NativeHub { state })
   }
 
@@ -225,41 +93,62 @@ impl NativeHub {
     socket: Option<SocketInfo>,
     start: Option<RegisterStart>,
   ) -> Result<String> {
-    let raw = env.raw();
     let RegisterStart {
       last_event_id,
       mark,
+      channels,
     } = start.unwrap_or_default();
-    // With a bus the core decides whether the connection is held for a
-    // replay (see `request_replay`): nothing live reaches it before.
-    let bus = self.state.borrow().core.bus().is_some();
     let start = registration::Start {
-      last_event_id: last_event_id.as_deref().filter(|_| bus),
+      last_event_id: last_event_id.as_deref(),
       mark: mark.as_deref().and_then(Mark::parse),
+      channels: channels.as_deref().unwrap_or_default(),
     };
-    let registered = registration::register(
-      &self.state,
-      &env,
-      res.raw(),
-      id,
-      meta.map(|m| m.raw()),
-      socket,
-      start,
-    )?;
-    if let (Some(key), Some(last_event_id)) = (registered.key, last_event_id) {
-      if bus {
-        return Ok(registered.id);
-      }
-      let replay = self
-        .state
-        .borrow_mut()
-        .core
-        .replay(key, &last_event_id, Instant::now());
-      if let Some(dispatch) = replay {
-        deliver::run(&self.state, raw, dispatch);
-      }
-    }
-    Ok(registered.id)
+    let meta = meta.map(|m| m.raw());
+    registration::register(&self.state, &env, res.raw(), id, meta, socket, start)
+  }
+
+  /// Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called.
+  #[napi(catch_unwind)]
+  pub fn check_open(&self, env: Env) -> Result<()> {
+    let open = match self.state.borrow().core.is_closing() {
+      true => Err(sse_helper_core::hub::CoreError::Closed),
+      false => Ok(()),
+    };
+    error::check(&self.state, env.raw(), open)
+  }
+
+  /// Throws `SseCapacityError` when `res` is not registered and
+  /// `maxClients` are.
+  #[napi(catch_unwind)]
+  pub fn check_capacity(&self, env: Env, res: Unknown) -> Result<()> {
+    let raw = env.raw();
+    let refused = self.state.borrow().core.check_capacity(false);
+    // `res` is looked up only when the hub is full, as before.
+    let admitted = match refused {
+      Err(_) if key_of(&self.state, raw, res.raw()).is_some() => Ok(()),
+      other => other,
+    };
+    error::check(&self.state, raw, admitted)
+  }
+
+  /// Whether a new connection can be replayed what it missed (history on,
+  /// or a bus configured): only then does the JS surface read its
+  /// `Last-Event-ID`.
+  #[napi(getter, catch_unwind)]
+  pub fn replayable(&self) -> bool {
+    self.state.borrow().core.replayable()
+  }
+
+  /// `configure({ transport })` as it stands: `'auto'` or `'stream'`.
+  #[napi(getter, catch_unwind)]
+  pub fn transport(&self) -> &'static str {
+    self.state.borrow().core.transport_mode().as_str()
+  }
+
+  /// `drain()`: refuses new connections from now on (`ERR_SSE_CLOSED`).
+  #[napi(catch_unwind)]
+  pub fn drain(&self) {
+    self.state.borrow_mut().core.drain();
   }
 
   /// True when `res` is registered with this hub.
@@ -281,7 +170,7 @@ impl NativeHub {
       ));
     }
     Ok(match key_of(&self.state, raw, res) {
-      Some(key) => remove(&self.state, raw, key, Removal::End, Reason::Removed),
+      Some(key) => remove(&self.state, raw, key, Removal::End),
       None => false,
     })
   }
@@ -301,37 +190,10 @@ impl NativeHub {
   /// the wall-clock time of registration in ms.
   #[napi(catch_unwind)]
   pub fn entries<'env>(&self, env: &'env Env, id: Option<String>) -> Result<Unknown<'env>> {
-    let raw = env.raw();
-    let mut values = Vec::new();
-    {
-      let s = self.state.borrow();
-      let undefined = js::undefined(raw)?;
-      let mut listed: Vec<_> = match &id {
-        Some(id) => s
-          .core
-          .keys_for_id(id)
-          .iter()
-          .filter_map(|k| s.core.entry(*k))
-          .collect(),
-        None => s.core.iter().collect(),
-      };
-      listed.sort_by_key(|e| e.handle.handle.order);
-      values.reserve(listed.len() * 4);
-      for e in listed {
-        let conn = &e.handle.handle;
-        values.push(js::string(raw, &e.id)?);
-        values.push(conn.res.value(raw)?);
-        values.push(match &conn.meta {
-          Some(meta) => meta.value(raw)?,
-          None => undefined,
-        });
-        values.push(js::double(raw, conn.created_at_ms)?);
-      }
-    }
-    let array = js::array(raw, &values)?;
+    let array = crate::entries::entries(&self.state, env.raw(), id.as_deref())?;
     // SAFETY: `array` was made in this call on `env`, which outlives the
     // returned value ('env).
-    Ok(unsafe { Unknown::from_raw_unchecked(raw, array) })
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), array) })
   }
 
   /// The client id `res` is registered under, if it is.
@@ -347,29 +209,13 @@ impl NativeHub {
   /// listener is detached, a socket connection goes back to Node).
   #[napi(catch_unwind)]
   pub fn forget_id(&self, env: Env, id: String) -> bool {
-    let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
-    let mut forgot = false;
-    for key in keys {
-      forgot |= remove(
-        &self.state,
-        env.raw(),
-        key,
-        Removal::Forget,
-        Reason::Removed,
-      );
-    }
-    forgot
+    remove_id(&self.state, env.raw(), &id, Removal::Forget)
   }
 
   /// Unregisters and ends every connection under `id`.
   #[napi(catch_unwind)]
   pub fn unregister_id(&self, env: Env, id: String) -> bool {
-    let keys = self.state.borrow().core.keys_for_id(&id).to_vec();
-    let mut removed = false;
-    for key in keys {
-      removed |= remove(&self.state, env.raw(), key, Removal::End, Reason::Removed);
-    }
-    removed
+    remove_id(&self.state, env.raw(), &id, Removal::End)
   }
 
   /// Frames `data` once and writes it to every connection under `id`.
@@ -514,17 +360,7 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn close_all(&self, env: Env) -> u32 {
     let keys = self.state.borrow().core.keys();
-    let mut closed = 0;
-    for key in keys {
-      closed += u32::from(remove(
-        &self.state,
-        env.raw(),
-        key,
-        Removal::End,
-        Reason::Removed,
-      ));
-    }
-    closed
+    remove_all(&self.state, env.raw(), keys, Removal::End)
   }
 
   /// Ends every connection (each after what is queued for it), refuses new
@@ -612,29 +448,7 @@ impl NativeHub {
   /// non-negative number; a huge one means "never").
   #[napi(catch_unwind)]
   pub fn cleanup_stale(&self, env: Env, max_age_ms: f64) -> Result<u32> {
-    let raw = env.raw();
-    let max_age = error::check(&self.state, raw, options::max_age(max_age_ms))?;
-    let (too_old, candidates) = {
-      let s = self.state.borrow();
-      let too_old = s.core.older_than(Instant::now(), max_age);
-      let mut candidates = Vec::with_capacity(s.core.count());
-      for entry in s.core.iter() {
-        candidates.push((entry.key, entry.handle.handle.res.value(raw)?));
-      }
-      (too_old, candidates)
-    };
-    let mut removed = 0;
-    for (key, res) in candidates {
-      let dead = js::get_truthy(raw, res, c"writableEnded")
-        || js::get_truthy(raw, res, c"destroyed")
-        || js::get_truthy(raw, res, c"errored");
-      if (dead || too_old.contains(&key))
-        && remove(&self.state, raw, key, Removal::End, Reason::Removed)
-      {
-        removed += 1;
-      }
-    }
-    Ok(removed)
+    removal::cleanup_stale(&self.state, env.raw(), max_age_ms)
   }
 
   /// Writes raw bytes the app passed to `res.write` on a socket-transport
@@ -674,42 +488,8 @@ impl NativeHub {
   /// Counters and gauges at this instant.
   #[napi(catch_unwind)]
   pub fn stats(&self) -> NativeStats {
-    let s = self.state.borrow().core.stats();
-    NativeStats {
-      clients: s.clients as u32,
-      stream_connections: s.stream_connections as u32,
-      socket_connections: s.socket_connections as u32,
-      frames_sent: s.frames_sent as f64,
-      bytes_sent: s.bytes_sent as f64,
-      frames_dropped: s.frames_dropped as f64,
-      channels: s.channels as u32,
-      replays: s.replays as f64,
-      resets: s.resets as f64,
-      slow_disconnects: s.slow_disconnects as f64,
-      queued_bytes: s.queued_bytes as f64,
-      socket_capacity: s.socket_capacity.map_or(f64::INFINITY, |c| c as f64),
-      writer_threads: s.writer_threads as u32,
-      socket_connections_by_thread: s
-        .socket_connections_by_thread
-        .iter()
-        .map(|&n| n as u32)
-        .collect(),
-      bus: self
-        .state
-        .borrow()
-        .core
-        .bus_stats()
-        .map(|b| NativeBusStats {
-          state: b.state.as_str().to_string(),
-          entries_written: b.entries_written as f64,
-          entries_read: b.entries_read as f64,
-          reconnects: b.reconnects as f64,
-          replays: b.replays as f64,
-          resets: b.resets as f64,
-          malformed: b.malformed as f64,
-          local_fallbacks: b.local_fallbacks as f64,
-        }),
-    }
+    let s = self.state.borrow();
+    NativeStats::of(s.core.stats(), s.core.bus_stats())
   }
 
   /// Checks `configure({ redis })`'s options without starting anything
@@ -777,9 +557,17 @@ impl NativeHub {
   /// field alone, which sets the browser's reconnection delay and
   /// dispatches no event. `ms` is checked by the JS surface.
   #[napi(catch_unwind)]
-  pub fn retry_hint(&self, env: Env, ms: u32) -> u32 {
-    let dispatch = self.state.borrow_mut().core.retry_hint(ms, Instant::now());
-    deliver::run(&self.state, env.raw(), dispatch)
+  pub fn retry_hint(&self, env: Env, ms: u32, jitter_ms: Option<u32>) -> u32 {
+    let dispatches =
+      self
+        .state
+        .borrow_mut()
+        .core
+        .retry_hint(ms, jitter_ms.unwrap_or(0), Instant::now());
+    dispatches
+      .into_iter()
+      .map(|dispatch| deliver::run(&self.state, env.raw(), dispatch))
+      .sum()
   }
 
   /// napi references this hub holds right now (responses, their `write`,
@@ -795,80 +583,4 @@ impl NativeHub {
   pub fn crash_writer_for_test(&self) -> bool {
     self.state.borrow().core.crash_writer()
   }
-}
-
-/// Removes `key` as the core decides and executes the result; false if it
-/// was not registered.
-fn remove(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal, reason: Reason) -> bool {
-  let (registered, effects) = {
-    let mut s = state.borrow_mut();
-    (s.core.contains(key), s.core.remove(key, removal, reason))
-  };
-  execute(state, env, effects);
-  registered
-}
-
-/// Sends `frame` to one response: through the registry when registered
-/// (so its transport and policy apply), else straight to its `write`.
-///
-/// As in the original helper, a response whose `write` throws is ended
-/// (quietly), and removed when registered.
-fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, frame: Frame) -> bool {
-  if let Some(key) = key_of(state, env, res) {
-    let dispatch = state.borrow_mut().core.send_one(key, frame, Instant::now());
-    return deliver::run(state, env, dispatch) == 1;
-  }
-  let ending =
-    effects::raw_key_of(state, env, res).is_some_and(|k| state.borrow().core.is_ending(k));
-  if ending || js::get_truthy(env, res, c"destroyed") {
-    return false;
-  }
-  match stream::write(env, res, None, &OutFrame::new(frame.body())) {
-    WriteOutcome::Written | WriteOutcome::Buffered => true,
-    WriteOutcome::Ended => false,
-    WriteOutcome::Threw => {
-      js::call_method_quietly(env, res, c"end", &[]);
-      false
-    }
-  }
-}
-
-/// Keys among `candidates` whose `filter(meta, id)` is truthy. Runs every
-/// filter before anything is written, so a throwing filter writes nothing.
-fn filtered_keys(
-  state: &Shared,
-  env: RawEnv,
-  filter: &Function<'_, (Unknown<'_>, String), Unknown<'_>>,
-  candidates: &[ConnKey],
-) -> Result<Vec<ConnKey>> {
-  let undefined = js::undefined(env)?;
-  let candidates: Vec<(ConnKey, RawValue, Arc<str>)> = {
-    let s = state.borrow();
-    let meta_of = |conn: &crate::state::JsConn| {
-      conn
-        .meta
-        .as_ref()
-        .and_then(|m| m.value(env).ok())
-        .unwrap_or(undefined)
-    };
-    candidates
-      .iter()
-      .filter_map(|k| s.core.entry(*k))
-      .map(|e| (e.key, meta_of(&e.handle.handle), e.id.clone()))
-      .collect()
-  };
-  let mut keys = Vec::new();
-  let func = filter.raw();
-  for (key, meta, id) in candidates {
-    let id = js::string(env, &id)?;
-    match js::call(env, meta, func, &[meta, id]) {
-      Ok(result) if js::truthy(env, result) => keys.push(key),
-      Ok(_) => {}
-      Err(exception) => {
-        js::rethrow(env, exception);
-        return Err(Error::new(Status::PendingException, "filter threw"));
-      }
-    }
-  }
-  Ok(keys)
 }

@@ -134,6 +134,22 @@ pub fn double(env: RawEnv, value: f64) -> Result<RawValue> {
   Ok(result)
 }
 
+/// `new ctor(...args)`; the thrown value when the constructor throws.
+pub fn construct(
+  env: RawEnv,
+  ctor: RawValue,
+  args: &[RawValue],
+) -> std::result::Result<RawValue, RawValue> {
+  let mut result = ptr::null_mut();
+  // SAFETY: see the module contract; `ctor` is a constructor the JS
+  // surface passed in, `args` a live slice of values of this call.
+  let status = unsafe { sys::napi_new_instance(env, ctor, args.len(), args.as_ptr(), &mut result) };
+  match status {
+    sys::Status::napi_ok => Ok(result),
+    _ => Err(clear_exception(env)),
+  }
+}
+
 /// A new JS array holding `values`, in order.
 pub fn array(env: RawEnv, values: &[RawValue]) -> Result<RawValue> {
   let mut result = ptr::null_mut();

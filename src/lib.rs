@@ -12,6 +12,11 @@
 //! - `deliver`: executing a core `Dispatch` (the stream writes).
 //! - `effects`: executing the core's effects (ending responses, events).
 //! - `registration`: the steps of `register` that run JS, with rollback.
+//! - `removal`: taking connections out (by key, by id, stale ones).
+//! - `direct`: writing to one response the app names; broadcast filters.
+//! - `entries`: `_clients` as the original's `Map` shows it.
+//! - `stats`: `getStats()`'s native figures as JS objects.
+//! - `setup`, `finalize`: a hub's JS-side state made, and let go of.
 //! - `bus`: the Redis bus: starting it, and executing what it reports.
 //! - `stream`: the stream transport's write path (`res.write`).
 //! - `socket`: verifying and duplicating a connection's fd for the writer.
@@ -20,11 +25,17 @@
 mod args;
 mod bus;
 mod deliver;
+mod direct;
 mod effects;
+mod entries;
 mod error;
+mod finalize;
 pub mod hub;
 mod js;
 mod registration;
+mod removal;
+mod setup;
 mod socket;
 mod state;
+mod stats;
 mod stream;

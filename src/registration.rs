@@ -16,12 +16,14 @@ use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::{Reason, Removal};
 use sse_helper_core::registry::{self, ConnKey};
 
+use crate::deliver;
 use crate::effects::{ensure_writer, execute, key_of, raw_key_of, restore_response};
 use crate::error::{self, invalid, invalid_type};
 use crate::js::{self, RawEnv, RawValue};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
 use sse_helper_core::hub::CoreError;
+use sse_helper_core::writer::SocketFd;
 
 /// Where a new connection starts on a hub with a bus (ignored without).
 pub struct Start<'a> {
@@ -29,16 +31,12 @@ pub struct Start<'a> {
   pub last_event_id: Option<&'a str>,
   /// Where live delivery was when its headers were flushed.
   pub mark: Option<Mark>,
+  /// Channels it joins before anything is replayed.
+  pub channels: &'a [String],
 }
 
-/// What a successful registration returns to the class.
-pub struct Registered {
-  pub id: String,
-  /// The new connection, `None` when an existing one was moved (or the
-  /// response was already over and so not registered).
-  pub key: Option<ConnKey>,
-}
-
+/// Registers `res` under `id` (generated when absent) and returns the id;
+/// see `NativeHub::register`.
 pub fn register(
   state: &Shared,
   env: &Env,
@@ -47,11 +45,9 @@ pub fn register(
   meta: Option<RawValue>,
   socket: Option<SocketInfo>,
   start: Start<'_>,
-) -> Result<Registered> {
+) -> Result<String> {
   let raw = env.raw();
-  if state.borrow().core.is_closing() {
-    return Err(error::throw(state, raw, CoreError::Closed));
-  }
+  check_open(state, raw)?;
   if !js::is_object(raw, res) {
     return Err(invalid_type(
       state,
@@ -67,48 +63,95 @@ pub fn register(
     )
   });
   let _registering = Registering::enter(state, raw, res)?;
-
   if let Some(key) = key_of(state, raw, res) {
-    let mut s = state.borrow_mut();
-    let s = &mut *s;
-    let new_meta = meta.map(|m| s.refs.hold(raw, m)).transpose()?;
-    let moved = s.core.entry(key).is_some_and(|e| *e.id != *id);
-    // A new entry in the original: its age starts over.
-    s.core.reregister(key, &id, Instant::now());
-    let order = s.next_order;
-    if let Some(h) = s.core.handle_mut(key) {
-      h.created_at_ms = now_ms();
-      if moved {
-        // Like a `Map` entry deleted and set again: it now lists last.
-        h.order = order;
+    move_existing(state, raw, key, &id, meta)?;
+  } else if !is_over(state, raw, res) {
+    let read = read_response(state, env, res, socket)?;
+    // A getter read above may have closed the hub; the fd is dropped.
+    check_open(state, raw)?;
+    let committed = commit(state, raw, res, &id, meta, read, &start)?;
+    if attach(state, raw, res, &committed)? {
+      let replay = state.borrow_mut().core.resume(
+        committed.key,
+        start.last_event_id,
+        start.channels,
+        Instant::now(),
+      );
+      if let Some(dispatch) = replay {
+        deliver::run(state, raw, dispatch);
       }
     }
+  }
+  Ok(id)
+}
+
+/// `ERR_SSE_CLOSED` once `close()` was called.
+fn check_open(state: &Shared, env: RawEnv) -> Result<()> {
+  match state.borrow().core.is_closing() {
+    true => Err(error::throw(state, env, CoreError::Closed)),
+    false => Ok(()),
+  }
+}
+
+/// A registered response registered again: moved to `id` (as a `Map` entry
+/// set again, its age starts over) and its meta replaced.
+fn move_existing(
+  state: &Shared,
+  env: RawEnv,
+  key: ConnKey,
+  id: &str,
+  meta: Option<RawValue>,
+) -> Result<()> {
+  let mut s = state.borrow_mut();
+  let s = &mut *s;
+  let new_meta = meta.map(|m| s.refs.hold(env, m)).transpose()?;
+  let moved = s.core.entry(key).is_some_and(|e| *e.id != *id);
+  s.core.reregister(key, id, Instant::now());
+  let order = s.next_order;
+  if let Some(h) = s.core.handle_mut(key) {
+    h.created_at_ms = now_ms();
     if moved {
-      s.next_order += 1;
+      // Like a `Map` entry deleted and set again: it now lists last.
+      h.order = order;
     }
-    let old_meta = s
-      .core
-      .handle_mut(key)
-      .and_then(|h| std::mem::replace(&mut h.meta, new_meta));
-    if let Some(old) = old_meta {
-      s.refs.release(raw, old);
-    }
-    return Ok(Registered { id, key: None });
   }
-
-  // A response that is already over is not registered: no `close` event
-  // would ever come to remove it. One this hub removed while its writer
-  // still flushes is over too, though Node has not ended it yet.
-  let ending = raw_key_of(state, raw, res).is_some_and(|key| state.borrow().core.is_ending(key));
-  if ending
-    || js::get_truthy(raw, res, c"destroyed")
-    || js::get_truthy(raw, res, c"writableEnded")
-    || js::get_truthy(raw, res, c"closed")
-  {
-    return Ok(Registered { id, key: None });
+  if moved {
+    s.next_order += 1;
   }
+  let old_meta = s
+    .core
+    .handle_mut(key)
+    .and_then(|h| std::mem::replace(&mut h.meta, new_meta));
+  if let Some(old) = old_meta {
+    s.refs.release(env, old);
+  }
+  Ok(())
+}
 
-  // 1. Everything read from JS before anything is committed.
+/// Whether `res` is already over, and so not registered: no `close` event
+/// would ever come to remove it. One this hub removed while its writer
+/// still flushes is over too, though Node has not ended it yet.
+fn is_over(state: &Shared, env: RawEnv, res: RawValue) -> bool {
+  raw_key_of(state, env, res).is_some_and(|key| state.borrow().core.is_ending(key))
+    || js::get_truthy(env, res, c"destroyed")
+    || js::get_truthy(env, res, c"writableEnded")
+    || js::get_truthy(env, res, c"closed")
+}
+
+/// Step 1: what is read from JS before anything is committed.
+struct Read {
+  flush: Option<RawValue>,
+  once: Option<RawValue>,
+  fd: Option<SocketFd>,
+}
+
+fn read_response(
+  state: &Shared,
+  env: &Env,
+  res: RawValue,
+  socket: Option<SocketInfo>,
+) -> Result<Read> {
+  let raw = env.raw();
   let flush = js::get(raw, res, c"flush")
     .ok()
     .filter(|f| js::is_function(raw, *f));
@@ -127,97 +170,119 @@ pub fn register(
   if fd.is_some() {
     ensure_writer(state, env)?;
   }
+  Ok(Read { flush, once, fd })
+}
 
-  // A getter read above may have closed the hub; the fd is dropped.
-  if state.borrow().core.is_closing() {
-    return Err(error::throw(state, raw, CoreError::Closed));
-  }
+/// Step 2's result: the new connection and what step 3 installs.
+struct Committed {
+  key: ConnKey,
+  handed_off: bool,
+  once: Option<RawValue>,
+  listener: Option<RawValue>,
+  symbol: Option<RawValue>,
+}
 
-  // 2. Commit: no JS runs while the state is borrowed.
-  let (key, handed_off, listener, symbol) = {
-    let mut s = state.borrow_mut();
-    let s = &mut *s;
-    let created_at_ms = now_ms();
-    let order = s.next_order;
-    s.next_order += 1;
-    let handle = JsConn {
-      res: s.refs.hold(raw, res)?,
-      created_at_ms,
-      order,
-      flush: match (fd.is_some(), flush) {
-        (false, Some(flush)) => Some(s.refs.hold(raw, flush)?),
-        _ => None,
-      },
-      meta: meta.map(|m| s.refs.hold(raw, m)).transpose()?,
-    };
-    let (key, wire) = s.core.register_with(
-      &id,
-      handle,
-      fd,
-      Instant::now(),
-      start.last_event_id,
-      start.mark,
-    );
-    let listener = s.on_close.as_ref().map(|l| l.value(raw)).transpose()?;
-    let symbol = s.key_symbol.as_ref().map(|l| l.value(raw)).transpose()?;
-    (key, wire.is_some(), listener, symbol)
+/// Step 2: the core registers the connection; no JS runs meanwhile.
+fn commit(
+  state: &Shared,
+  env: RawEnv,
+  res: RawValue,
+  id: &str,
+  meta: Option<RawValue>,
+  read: Read,
+  start: &Start<'_>,
+) -> Result<Committed> {
+  let mut s = state.borrow_mut();
+  let s = &mut *s;
+  let order = s.next_order;
+  s.next_order += 1;
+  let handle = JsConn {
+    res: s.refs.hold(env, res)?,
+    created_at_ms: now_ms(),
+    order,
+    flush: match (read.fd.is_some(), read.flush) {
+      (false, Some(flush)) => Some(s.refs.hold(env, flush)?),
+      _ => None,
+    },
+    meta: meta.map(|m| s.refs.hold(env, m)).transpose()?,
   };
+  let (key, wire) = s.core.register_with(
+    id,
+    handle,
+    read.fd,
+    Instant::now(),
+    start.last_event_id,
+    start.mark,
+  );
+  Ok(Committed {
+    key,
+    handed_off: wire.is_some(),
+    once: read.once,
+    listener: s.on_close.as_ref().map(|l| l.value(env)).transpose()?,
+    symbol: s.key_symbol.as_ref().map(|l| l.value(env)).transpose()?,
+  })
+}
 
-  // 3. Effects on `res`, each of which may run JS; undone on failure.
-  let outcome = (|| -> Result<()> {
-    if let Some(symbol) = symbol {
-      js::set_symbol_keyed(raw, res, symbol, key.to_f64())?;
-      // A frozen, sealed or non-extensible response (or a Proxy that drops
-      // the write) keeps its key in the hub's WeakMap instead.
-      if js::get_symbol_keyed(raw, res, symbol) != Some(key.to_f64())
-        && !keep_key_aside(state, raw, res, key)
-      {
-        return Err(invalid(
-          state,
-          raw,
-          "res cannot be registered: it keeps neither a property nor a WeakMap entry (a Proxy refusing both?)",
-        ));
-      }
-    }
-    if let (Some(listener), Some(once)) = (listener, once) {
-      let name = js::string(raw, "close")?;
-      // Ignored when it throws, as the original does.
-      let _ = js::call(raw, res, once, &[name, listener]);
-    }
-    if handed_off {
-      install_socket_hooks(state, raw, res)?;
-    }
-    Ok(())
-  })();
-  // A callback run by the steps above may have removed the connection
-  // already (its removal undid what was installed before it); undo what
-  // was installed after.
-  if outcome.is_ok() && !state.borrow().core.contains(key) {
-    if let Some(listener) = listener {
-      if let Ok(name) = js::string(raw, "close") {
-        js::call_method_quietly(raw, res, c"removeListener", &[name, listener]);
-      }
-    }
-    if handed_off {
-      restore_response(raw, res);
-    }
-    return Ok(Registered { id, key: None });
-  }
+/// Step 3: the effects on `res`, each of which may run JS. True when the
+/// connection is in place; false when a callback they ran removed it
+/// already (what was installed after is undone). On failure everything is
+/// undone and the error thrown.
+fn attach(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<bool> {
+  let outcome = install(state, env, res, c);
   if let Err(err) = outcome {
     // Keep the pending exception while undoing, then throw it again.
-    let exception = js::clear_exception(raw);
+    let exception = js::clear_exception(env);
     let effects = state
       .borrow_mut()
       .core
-      .remove(key, Removal::Forget, Reason::Rollback);
-    execute(state, raw, effects);
-    if let Some(symbol) = symbol {
-      js::delete_keyed(raw, res, symbol);
+      .remove(c.key, Removal::Forget, Reason::Rollback);
+    execute(state, env, effects);
+    if let Some(symbol) = c.symbol {
+      js::delete_keyed(env, res, symbol);
     }
-    js::rethrow(raw, exception);
+    js::rethrow(env, exception);
     return Err(err);
   }
-  Ok(Registered { id, key: Some(key) })
+  if state.borrow().core.contains(c.key) {
+    return Ok(true);
+  }
+  if let Some(listener) = c.listener {
+    if let Ok(name) = js::string(env, "close") {
+      js::call_method_quietly(env, res, c"removeListener", &[name, listener]);
+    }
+  }
+  if c.handed_off {
+    restore_response(env, res);
+  }
+  Ok(false)
+}
+
+/// The key symbol (or the WeakMap entry), the `close` listener and the
+/// socket hooks.
+fn install(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<()> {
+  if let Some(symbol) = c.symbol {
+    js::set_symbol_keyed(env, res, symbol, c.key.to_f64())?;
+    // A frozen, sealed or non-extensible response (or a Proxy that drops
+    // the write) keeps its key in the hub's WeakMap instead.
+    if js::get_symbol_keyed(env, res, symbol) != Some(c.key.to_f64())
+      && !keep_key_aside(state, env, res, c.key)
+    {
+      return Err(invalid(
+        state,
+        env,
+        "res cannot be registered: it keeps neither a property nor a WeakMap entry (a Proxy refusing both?)",
+      ));
+    }
+  }
+  if let (Some(listener), Some(once)) = (c.listener, c.once) {
+    let name = js::string(env, "close")?;
+    // Ignored when it throws, as the original does.
+    let _ = js::call(env, res, once, &[name, listener]);
+  }
+  if c.handed_off {
+    install_socket_hooks(state, env, res)?;
+  }
+  Ok(())
 }
 
 /// Records `res` → `key` in the hub's WeakMap, for a response that cannot

@@ -76,6 +76,10 @@ pub struct HubState {
   /// The caller's `TypeError`, so bad-input errors belong to the caller's
   /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
   pub type_error: Option<JsRef>,
+  /// The JS surface's `SseCapacityError`, for [`CoreError::Capacity`].
+  ///
+  /// [`CoreError::Capacity`]: sse_helper_core::hub::CoreError::Capacity
+  pub capacity_error: Option<JsRef>,
   pub hooks: Option<Hooks>,
   /// `lifecycle(kind, a, b)` in JS, for the hub's events.
   pub lifecycle: Option<JsRef>,
@@ -96,6 +100,7 @@ impl HubState {
       key_map: None,
       key_map_used: false,
       type_error: None,
+      capacity_error: None,
       hooks: None,
       lifecycle: None,
       registering: Vec::new(),
@@ -121,6 +126,7 @@ impl HubState {
       self.key_symbol.take(),
       self.key_map.take(),
       self.type_error.take(),
+      self.capacity_error.take(),
       self.lifecycle.take(),
     ];
     for reference in own.into_iter().flatten().chain(hooks.into_iter().flatten()) {

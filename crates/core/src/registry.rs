@@ -24,11 +24,27 @@ pub struct ConnKey {
   generation: u32,
 }
 
+/// The keys of slots `slots` (first generation), for tests.
+#[cfg(test)]
+pub(crate) fn keys(slots: &[u32]) -> Vec<ConnKey> {
+  slots.iter().map(|&s| ConnKey::test(s)).collect()
+}
+
 /// Largest generation a slot may carry: the key must fit in the 53 bits a JS
 /// number holds exactly (32 bits of slot, 21 of generation).
 pub const MAX_GENERATION: u32 = 0x1F_FFFF;
 
 impl ConnKey {
+  /// The key of slot `slot`'s first generation, for tests that name
+  /// connections by number.
+  #[cfg(test)]
+  pub(crate) fn test(slot: u32) -> ConnKey {
+    ConnKey {
+      slot,
+      generation: 0,
+    }
+  }
+
   /// Packs the key into an integer that survives a trip through a JS number
   /// (at most 2^53 - 1): 32 bits of slot, 21 of generation.
   pub fn to_f64(self) -> f64 {

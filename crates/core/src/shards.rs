@@ -10,6 +10,7 @@
 //! still merged per shard. Each shard counts into its own [`Stats`] (no
 //! cache line bounced between writer threads per frame); the hub sums them.
 
+use crate::registry::ConnKey;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use crate::stats::Stats;
 use crate::writer::{
-  ConnGauge, DeadReason, SocketFd, SocketWriter, WireId, WriterConfig, WriterEvent, WriterPort,
+  ConnGauge, DeadReason, SocketFd, SocketWriter, WriterConfig, WriterEvent, WriterPort,
 };
 
 /// Most writer threads one hub may have.
@@ -42,15 +43,15 @@ pub fn default_writer_threads() -> usize {
 /// What the shards report, as the hub sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-  Ended(WireId),
-  Dead(WireId, DeadReason),
-  Drain(WireId),
+  Ended(ConnKey),
+  Dead(ConnKey, DeadReason),
+  Drain(ConnKey),
   /// Every shard has stopped after [`Writers::shutdown`].
   Stopped,
   /// A shard's thread died; its connections are gone. `all` when no shard
   /// is left alive.
   Died {
-    wires: Vec<WireId>,
+    wires: Vec<ConnKey>,
     all: bool,
   },
 }
@@ -67,7 +68,7 @@ struct Shard {
 pub struct Writers {
   shards: Vec<Shard>,
   /// Which shard each connection lives on.
-  owner: HashMap<WireId, usize>,
+  owner: HashMap<ConnKey, usize>,
   stopping: bool,
 }
 
@@ -124,14 +125,14 @@ impl Writers {
   }
 
   /// Hands a connection to the least loaded live shard.
-  pub fn add(&mut self, wire: WireId, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) -> bool {
+  pub fn add(&mut self, wire: ConnKey, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) -> bool {
     self.add_with(wire, fd.into(), gauge, false)
   }
 
   /// [`Writers::add`], its replay gate held from the start when `held`.
   pub fn add_with(
     &mut self,
-    wire: WireId,
+    wire: ConnKey,
     fd: SocketFd,
     gauge: Arc<ConnGauge>,
     held: bool,
@@ -151,19 +152,19 @@ impl Writers {
     true
   }
 
-  fn shard_of(&self, wire: WireId) -> Option<&Shard> {
+  fn shard_of(&self, wire: ConnKey) -> Option<&Shard> {
     self.owner.get(&wire).map(|&i| &self.shards[i])
   }
 
   /// Forgets which shard held `wire` (it left that shard's table).
-  fn release(&mut self, wire: WireId) {
+  fn release(&mut self, wire: ConnKey) {
     if let Some(index) = self.owner.remove(&wire) {
       let shard = &mut self.shards[index];
       shard.connections = shard.connections.saturating_sub(1);
     }
   }
 
-  pub fn write(&self, wire: WireId, chunk: Arc<[u8]>) {
+  pub fn write(&self, wire: ConnKey, chunk: Arc<[u8]>) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.write(wire, chunk);
     }
@@ -178,7 +179,7 @@ impl Writers {
   }
 
   /// The frame to `wires`, each shard getting only its own.
-  pub fn send(&self, wires: Vec<WireId>, chunk: Arc<[u8]>) {
+  pub fn send(&self, wires: Vec<ConnKey>, chunk: Arc<[u8]>) {
     match self.split(wires) {
       Split::One(index, wires) => self.shards[index].writer.send(wires, chunk),
       Split::Many(groups) => {
@@ -190,21 +191,21 @@ impl Writers {
   }
 
   /// Several frames to `wire`, in order (a replay).
-  pub fn send_frames(&self, wire: WireId, frames: Vec<Arc<[u8]>>) {
+  pub fn send_frames(&self, wire: ConnKey, frames: Vec<Arc<[u8]>>) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.send_frames(vec![wire], frames);
     }
   }
 
   /// Sets what bus entries route `wire` by.
-  pub fn route(&self, wire: WireId, client: Arc<str>, channels: Vec<Arc<str>>) {
+  pub fn route(&self, wire: ConnKey, client: Arc<str>, channels: Vec<Arc<str>>) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.route(wire, client, channels);
     }
   }
 
   /// The port of the shard that holds `wire`.
-  pub fn port_of(&self, wire: WireId) -> Option<WriterPort> {
+  pub fn port_of(&self, wire: ConnKey) -> Option<WriterPort> {
     self.shard_of(wire).and_then(|s| s.writer.port())
   }
 
@@ -218,14 +219,14 @@ impl Writers {
       .collect()
   }
 
-  pub fn end(&self, wire: WireId) {
+  pub fn end(&self, wire: ConnKey) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.end(wire);
     }
   }
 
   /// Drops `wire` at once (its client is gone).
-  pub fn remove(&mut self, wire: WireId) {
+  pub fn remove(&mut self, wire: ConnKey) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.remove(wire);
     }
@@ -303,7 +304,7 @@ impl Writers {
             shard.alive = false;
             shard.stopped = true;
             shard.connections = 0;
-            let wires: Vec<WireId> = self
+            let wires: Vec<ConnKey> = self
               .owner
               .iter()
               .filter(|(_, &i)| i == index)
@@ -324,11 +325,11 @@ impl Writers {
     out
   }
 
-  fn split(&self, wires: Vec<WireId>) -> Split {
+  fn split(&self, wires: Vec<ConnKey>) -> Split {
     if self.shards.len() == 1 {
       return Split::One(0, wires);
     }
-    let mut groups: Vec<(usize, Vec<WireId>)> = Vec::new();
+    let mut groups: Vec<(usize, Vec<ConnKey>)> = Vec::new();
     for wire in wires {
       let Some(&index) = self.owner.get(&wire) else {
         continue;
@@ -343,8 +344,8 @@ impl Writers {
 }
 
 enum Split {
-  One(usize, Vec<WireId>),
-  Many(Vec<(usize, Vec<WireId>)>),
+  One(usize, Vec<ConnKey>),
+  Many(Vec<(usize, Vec<ConnKey>)>),
 }
 
 fn add(sum: &AtomicU64, part: &AtomicU64) {
@@ -354,6 +355,7 @@ fn add(sum: &AtomicU64, part: &AtomicU64) {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::registry::{keys, ConnKey};
   use crate::test_util::{collect_until, pair, wait_for};
   use std::io::Read;
   use std::os::fd::AsFd;
@@ -375,7 +377,7 @@ mod tests {
     for wire in 1..=4 {
       let (server, client) = pair();
       assert!(w.add(
-        wire,
+        ConnKey::test(wire),
         server.as_fd().try_clone_to_owned().unwrap(),
         Arc::default()
       ));
@@ -385,9 +387,9 @@ mod tests {
     assert_eq!(w.connections(), [2, 2]);
     w.broadcast(Arc::from(&b"a;"[..]));
     // A send to connections on both shards, then one on a single shard.
-    w.send(vec![1, 2, 3], Arc::from(&b"b;"[..]));
-    w.send(vec![4], Arc::from(&b"c;"[..]));
-    w.write(2, Arc::from(&b"app;"[..]));
+    w.send(keys(&[1, 2, 3]), Arc::from(&b"b;"[..]));
+    w.send(vec![ConnKey::test(4)], Arc::from(&b"c;"[..]));
+    w.write(ConnKey::test(2), Arc::from(&b"app;"[..]));
     w.broadcast(Arc::from(&b"d;"[..]));
     let expect: [&[u8]; 4] = [b"a;b;d;", b"a;b;app;d;", b"a;b;d;", b"a;c;d;"];
     for (client, want) in clients.iter_mut().zip(expect) {
@@ -411,11 +413,19 @@ mod tests {
     let mut w = writers(2);
     let (s1, _c1) = pair();
     let (s2, _c2) = pair();
-    w.add(1, s1.as_fd().try_clone_to_owned().unwrap(), Arc::default());
-    w.add(2, s2.as_fd().try_clone_to_owned().unwrap(), Arc::default());
-    w.end(1);
-    let events = events_until(&mut w, |e| e.contains(&Event::Ended(1)));
-    assert_eq!(events, [Event::Ended(1)]);
+    w.add(
+      ConnKey::test(1),
+      s1.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
+    w.add(
+      ConnKey::test(2),
+      s2.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default(),
+    );
+    w.end(ConnKey::test(1));
+    let events = events_until(&mut w, |e| e.contains(&Event::Ended(ConnKey::test(1))));
+    assert_eq!(events, [Event::Ended(ConnKey::test(1))]);
     assert_eq!(w.connections().iter().sum::<usize>(), 1);
     // The first live shard dies: only its connection is reported.
     assert!(w.crash());
@@ -435,7 +445,11 @@ mod tests {
     // new connections.
     assert!(w.alive());
     let (s3, _c3) = pair();
-    assert!(w.add(3, s3.as_fd().try_clone_to_owned().unwrap(), Arc::default()));
+    assert!(w.add(
+      ConnKey::test(3),
+      s3.as_fd().try_clone_to_owned().unwrap(),
+      Arc::default()
+    ));
     w.shutdown();
     events_until(&mut w, |e| e.contains(&Event::Stopped));
     assert!(w.stopped());

@@ -71,7 +71,13 @@ impl<H> HubCore<H> {
     self.bus_counts();
     // Socket connections registered before the bus: their writer threads
     // learn what entries route them by.
-    for key in self.wires.values().copied().collect::<Vec<_>>() {
+    let sockets: Vec<ConnKey> = self
+      .registry
+      .iter()
+      .filter(|e| e.handle.transport.is_socket())
+      .map(|e| e.key)
+      .collect();
+    for key in sockets {
       self.route_changed(key);
     }
     Ok(())
@@ -205,7 +211,7 @@ impl<H> HubCore<H> {
         .count()
     };
     (match route {
-      Route::All => self.wires.len(),
+      Route::All => self.sockets,
       Route::Channel(channel) => socket(self.registry.members(channel)),
       Route::Client(id) => socket(self.registry.keys_for_id(id)),
     }) as u32
@@ -250,7 +256,7 @@ impl<H> HubCore<H> {
   pub(super) fn bus_counts(&self) {
     if let Some(bus) = self.bus.running() {
       let total = self.registry.len();
-      bus.set_counts(total, total.saturating_sub(self.wires.len()));
+      bus.set_counts(total, total.saturating_sub(self.sockets));
     }
   }
 
@@ -270,8 +276,8 @@ impl<H> HubCore<H> {
     let (Some(entry), Some(writer)) = (self.registry.get(key), &self.writer) else {
       return;
     };
-    if let Transport::Socket { wire, .. } = entry.handle.transport {
-      writer.route(wire, entry.id.clone(), entry.channels.clone());
+    if entry.handle.transport.is_socket() {
+      writer.route(key, entry.id.clone(), entry.channels.clone());
     }
   }
 
@@ -296,8 +302,8 @@ impl<H> HubCore<H> {
       return false;
     };
     let target = match entry.handle.transport {
-      Transport::Socket { wire, .. } => match self.writer.as_ref().and_then(|w| w.port_of(wire)) {
-        Some(port) => ReplayTarget::Socket { port, wire },
+      Transport::Socket { .. } => match self.writer.as_ref().and_then(|w| w.port_of(key)) {
+        Some(port) => ReplayTarget::Socket { port, wire: key },
         None => return false,
       },
       Transport::Stream { .. } => ReplayTarget::Stream { key },

@@ -208,7 +208,7 @@ impl<H> HubCore<H> {
               key: entry.key,
               congested: *congested,
             }),
-            Transport::Socket { wire, .. } => wires.push(*wire),
+            Transport::Socket { .. } => wires.push(entry.key),
           }
         }
         let sockets = wires.len();
@@ -219,7 +219,7 @@ impl<H> HubCore<H> {
       }
       None => {
         // Only stream connections are walked, if there are any.
-        if self.wires.len() < self.registry.len() {
+        if self.sockets < self.registry.len() {
           for entry in self.registry.iter() {
             if let Transport::Stream { congested } = &entry.handle.transport {
               targets.push(Target {
@@ -229,7 +229,7 @@ impl<H> HubCore<H> {
             }
           }
         }
-        let sockets = self.wires.len();
+        let sockets = self.sockets;
         if let (true, Some(writer)) = (sockets > 0, &self.writer) {
           writer.broadcast(frame.chunk());
         }

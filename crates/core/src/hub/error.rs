@@ -18,6 +18,9 @@ pub enum CoreError {
   WriterRunning,
   /// `redis` was configured a second time.
   BusRunning,
+  /// A new connection was offered while `maxClients` (the value) are
+  /// registered.
+  Capacity(usize),
   /// An argument's value is out of its range or malformed; the message
   /// starts with the argument's name.
   InvalidValue(String),
@@ -30,6 +33,7 @@ impl CoreError {
       CoreError::Closed | CoreError::BusClosed => "ERR_SSE_CLOSED",
       CoreError::WriterRunning => "ERR_SSE_WRITER_RUNNING",
       CoreError::BusRunning => "ERR_SSE_BUS_RUNNING",
+      CoreError::Capacity(_) => "ERR_SSE_CAPACITY",
       CoreError::InvalidValue(_) => "ERR_INVALID_ARG_VALUE",
     }
   }
@@ -48,12 +52,16 @@ impl CoreError {
 
 impl fmt::Display for CoreError {
   fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if let CoreError::Capacity(max) = self {
+      return write!(f, "the SSE hub is at its limit of {max} clients");
+    }
     f.write_str(match self {
       CoreError::Closed => "the SSE hub was closed",
       CoreError::BusClosed => "the SSE hub was closed: its Redis bus takes no more events",
       CoreError::WriterRunning => "options.writerThreads cannot change while the socket writer runs: set it before the first connection (or after close())",
       CoreError::BusRunning => "options.redis is already set: a hub's Redis bus is configured once",
       CoreError::InvalidValue(message) => message,
+      CoreError::Capacity(_) => "",
     })
   }
 }

@@ -2,11 +2,11 @@
 //! connections, `close()`, the garbage-collected hub, and what the writer
 //! threads report.
 
-use super::{BusSlot, Conn, Effect, Ending, HubCore, Lifecycle, Reason, Removal};
+use super::{BusSlot, Conn, Effect, HubCore, Lifecycle, Reason, Removal};
 use crate::registry::ConnKey;
 use crate::shards::{Event, Writers};
 use crate::stats::Stats;
-use crate::writer::{DeadReason, WireId};
+use crate::writer::DeadReason;
 
 impl<H> HubCore<H> {
   /// The one way out of the registry. A socket connection ended gracefully
@@ -22,33 +22,31 @@ impl<H> HubCore<H> {
     let Conn {
       handle, transport, ..
     } = entry.handle;
-    let wire = transport.wire();
-    let deferred = match (wire, &mut self.writer) {
-      (Some(wire), Some(writer)) => {
-        self.wires.remove(&wire);
-        if removal == Removal::End {
-          writer.end(wire);
-          true
-        } else {
-          writer.remove(wire);
-          false
-        }
+    let socket = transport.is_socket();
+    if socket {
+      self.sockets -= 1;
+    }
+    let deferred = match (socket, &mut self.writer) {
+      (true, Some(writer)) if removal == Removal::End => {
+        writer.end(key);
+        true
       }
-      (Some(wire), None) => {
-        self.wires.remove(&wire);
+      (true, Some(writer)) => {
+        writer.remove(key);
         false
       }
-      (None, _) => false,
+      _ => false,
     };
-    match (deferred, wire) {
-      (true, Some(wire)) => {
-        self.ending_keys.insert(key, wire);
-        self.ending.insert(wire, Ending { key, handle });
+    match deferred {
+      // Its key is never reused, so the writer's events for it still name
+      // this connection, whatever registers after.
+      true => {
+        self.ending.insert(key, handle);
       }
-      _ => effects.push(Effect::Finish {
+      false => effects.push(Effect::Finish {
         handle,
         how: removal,
-        socket: wire.is_some(),
+        socket,
       }),
     }
     if reason == Reason::Slow {
@@ -88,19 +86,19 @@ impl<H> HubCore<H> {
     if self.registry.contains(key) {
       return self.remove(key, how, Reason::Closed);
     }
-    let Some(wire) = self.ending_keys.get(&key).copied() else {
+    if !self.ending.contains_key(&key) {
       return Vec::new();
-    };
-    if let Some(writer) = &mut self.writer {
-      writer.remove(wire);
     }
-    self.finish_ending(wire, how)
+    if let Some(writer) = &mut self.writer {
+      writer.remove(key);
+    }
+    self.finish_ending(key, how)
   }
 
   /// Ends every connection and refuses new ones; the writer stops once the
   /// last ending connection is done, then [`Effect::Closed`] follows.
   pub fn close(&mut self) -> Vec<Effect<H>> {
-    if self.lifecycle == Lifecycle::Open {
+    if matches!(self.lifecycle, Lifecycle::Open | Lifecycle::Draining) {
       self.lifecycle = Lifecycle::Closing;
     }
     let mut effects = Vec::new();
@@ -127,7 +125,12 @@ impl<H> HubCore<H> {
     };
     // Nobody is left to hear from it.
     self.bus = BusSlot::None;
-    let socket_keys: Vec<ConnKey> = self.wires.values().copied().collect();
+    let socket_keys: Vec<ConnKey> = self
+      .registry
+      .iter()
+      .filter(|e| e.handle.transport.is_socket())
+      .map(|e| e.key)
+      .collect();
     let mut effects = Vec::new();
     for key in socket_keys {
       effects.extend(self.remove(key, Removal::End, Reason::Removed));
@@ -136,12 +139,11 @@ impl<H> HubCore<H> {
     effects
   }
 
-  fn finish_ending(&mut self, wire: WireId, how: Removal) -> Vec<Effect<H>> {
+  fn finish_ending(&mut self, key: ConnKey, how: Removal) -> Vec<Effect<H>> {
     let mut effects = Vec::new();
-    if let Some(ending) = self.ending.remove(&wire) {
-      self.ending_keys.remove(&ending.key);
+    if let Some(handle) = self.ending.remove(&key) {
       effects.push(Effect::Finish {
-        handle: ending.handle,
+        handle,
         how,
         socket: true,
       });
@@ -156,7 +158,7 @@ impl<H> HubCore<H> {
     if !self.registry.is_empty() || !self.ending.is_empty() {
       return;
     }
-    if self.lifecycle != Lifecycle::Open {
+    if !matches!(self.lifecycle, Lifecycle::Open | Lifecycle::Draining) {
       if let Some(writer) = &mut self.writer {
         writer.shutdown();
       }
@@ -211,21 +213,21 @@ impl<H> HubCore<H> {
     let mut effects = Vec::new();
     for event in events {
       match event {
-        Event::Ended(wire) => effects.extend(self.finish_ending(wire, Removal::End)),
+        Event::Ended(key) => effects.extend(self.finish_ending(key, Removal::End)),
         Event::Dead(wire, why) => {
           if self.ending.contains_key(&wire) {
             effects.extend(self.finish_ending(wire, Removal::Destroy));
-          } else if let Some(key) = self.wires.get(&wire).copied() {
+          } else if self.holds_socket(wire) {
             let reason = match why {
               DeadReason::Slow => Reason::Slow,
               DeadReason::WriteError | DeadReason::EndTimeout => Reason::Error,
             };
-            effects.extend(self.remove(key, Removal::Destroy, reason));
+            effects.extend(self.remove(wire, Removal::Destroy, reason));
           }
         }
         Event::Drain(wire) => {
-          if let Some(key) = self.wires.get(&wire) {
-            effects.push(Effect::Drain { key: *key });
+          if self.holds_socket(wire) {
+            effects.push(Effect::Drain { key: wire });
           }
         }
         Event::Stopped => self.settle_lifecycle(&mut effects),
@@ -238,7 +240,7 @@ impl<H> HubCore<H> {
   /// A writer thread panicked: the fds of its connections are closed and
   /// their queues gone. Each of them, registered or ending, is torn down;
   /// when no thread is left, later connections use the stream transport.
-  fn writer_died(&mut self, wires: &[WireId], all: bool) -> Vec<Effect<H>> {
+  fn writer_died(&mut self, wires: &[ConnKey], all: bool) -> Vec<Effect<H>> {
     if all {
       self.writer_died = true;
     }
@@ -246,13 +248,21 @@ impl<H> HubCore<H> {
     for wire in wires {
       if self.ending.contains_key(wire) {
         effects.extend(self.finish_ending(*wire, Removal::Destroy));
-      } else if let Some(key) = self.wires.get(wire).copied() {
-        effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
+      } else if self.holds_socket(*wire) {
+        effects.extend(self.remove(*wire, Removal::Destroy, Reason::Error));
       }
     }
     effects.push(Effect::WriterDied { all });
     self.settle_lifecycle(&mut effects);
     effects
+  }
+
+  /// Whether `key` is registered and on the socket writer.
+  fn holds_socket(&self, key: ConnKey) -> bool {
+    self
+      .registry
+      .get(key)
+      .is_some_and(|e| e.handle.transport.is_socket())
   }
 
   /// Fault injection for tests: a writer thread panics.

@@ -43,20 +43,13 @@ use crate::history::History;
 use crate::registry::{ConnKey, Registry};
 use crate::shards::{default_writer_threads, Writers};
 use crate::stats::Stats;
-use crate::writer::{fd_budget, WireId, WriterConfig};
+use crate::writer::{fd_budget, WriterConfig};
 
 /// Milliseconds from JS as a `Duration`, saturating: any huge value (up to
 /// `Number.MAX_VALUE`) means "longer than anything", never a panic (as
 /// `Duration::from_secs_f64` would).
 pub fn millis(ms: f64) -> Duration {
   Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
-}
-
-/// A connection removed gracefully while its writer still flushes.
-#[derive(Debug)]
-struct Ending<H> {
-  key: ConnKey,
-  handle: H,
 }
 
 pub struct HubCore<H> {
@@ -71,14 +64,16 @@ pub struct HubCore<H> {
   writer_died: bool,
   /// Most connections the writer may hold (see [`crate::writer::fd_budget`]).
   fd_budget: usize,
-  next_wire: WireId,
-  wires: HashMap<WireId, ConnKey>,
-  ending: HashMap<WireId, Ending<H>>,
-  /// The wire of each ending connection, by the key its response carries.
-  ending_keys: HashMap<ConnKey, WireId>,
+  /// Registered connections the socket writer holds.
+  sockets: usize,
+  /// Connections removed gracefully while their writer still flushes, by
+  /// the key the writer knows them by (the one their response carries).
+  ending: HashMap<ConnKey, H>,
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
+  /// Most connections it takes (0: no limit).
+  max_clients: usize,
   /// Open, closing, closed, or let go of by JS: one state, never two.
   lifecycle: Lifecycle,
   stats: Arc<Stats>,
@@ -104,11 +99,10 @@ impl<H> HubCore<H> {
       writer: None,
       writer_died: false,
       fd_budget,
-      next_wire: 1,
-      wires: HashMap::new(),
+      sockets: 0,
       ending: HashMap::new(),
-      ending_keys: HashMap::new(),
       last_broadcast: Instant::now(),
+      max_clients: 0,
       lifecycle: Lifecycle::Open,
       stats: Arc::default(),
       bus: BusSlot::None,
@@ -136,11 +130,17 @@ impl<H> HubCore<H> {
     if let Some(size) = settings.history_size {
       self.history.set_capacity(size);
     }
+    if let Some(size) = settings.channel_history_size {
+      self.history.set_channel_capacity(size);
+    }
     if let Some(timeout) = settings.end_timeout {
       self.writer_config.end_timeout = timeout;
     }
     if let Some(threads) = settings.writer_threads {
       self.writer_threads = threads;
+    }
+    if let Some(max) = settings.max_clients {
+      self.max_clients = max;
     }
     if let Some(writer) = &self.writer {
       writer.configure(self.writer_config);
@@ -148,9 +148,37 @@ impl<H> HubCore<H> {
     Ok(())
   }
 
-  /// Whether `close()` was called (or the JS hub is gone): new
-  /// connections are refused.
+  /// Whether `close()` or `drain()` was called (or the JS hub is gone):
+  /// new connections are refused.
   pub fn is_closing(&self) -> bool {
     self.lifecycle != Lifecycle::Open
+  }
+
+  /// `configure({ transport })` as it stands.
+  pub fn transport_mode(&self) -> TransportMode {
+    self.mode
+  }
+
+  /// `drain()`: new connections are refused from now on
+  /// ([`CoreError::Closed`]); the ones here stay until `close()`.
+  pub fn drain(&mut self) {
+    if self.lifecycle == Lifecycle::Open {
+      self.lifecycle = Lifecycle::Draining;
+    }
+  }
+
+  /// Refuses a connection that is not registered yet
+  /// (`registered: false`) once `maxClients` are.
+  pub fn check_capacity(&self, registered: bool) -> Result<(), CoreError> {
+    match self.max_clients {
+      max if max > 0 && !registered && self.registry.len() >= max => Err(CoreError::Capacity(max)),
+      _ => Ok(()),
+    }
+  }
+
+  /// Whether a new connection can be replayed what it missed (history is
+  /// on, or a bus was configured): only then is its `Last-Event-ID` read.
+  pub fn replayable(&self) -> bool {
+    self.recording() || !matches!(self.bus, BusSlot::None)
   }
 }

@@ -109,8 +109,10 @@ pub struct HubOptions<'a> {
   pub max_buffered_bytes: Option<f64>,
   pub slow_client_policy: Option<&'a str>,
   pub history_size: Option<f64>,
+  pub channel_history_size: Option<f64>,
   pub end_timeout_ms: Option<f64>,
   pub writer_threads: Option<f64>,
+  pub max_clients: Option<f64>,
 }
 
 impl HubOptions<'_> {
@@ -147,6 +149,11 @@ impl HubOptions<'_> {
         |n| whole_number(n, 0.0, 1.0e6).map(|n| n as usize),
         "options.historySize must be an integer from 0 to 1000000",
       )?,
+      channel_history_size: parse_option(
+        self.channel_history_size,
+        |n| whole_number(n, 0.0, 1.0e5).map(|n| n as usize),
+        "options.channelHistorySize must be an integer from 0 to 100000",
+      )?,
       end_timeout: parse_option(
         self.end_timeout_ms,
         |n| whole_number(n, 1.0, MAX_TIMER_MS).map(Duration::from_millis),
@@ -156,6 +163,11 @@ impl HubOptions<'_> {
         self.writer_threads,
         |n| whole_number(n, 1.0, MAX_WRITER_THREADS as f64).map(|n| n as usize),
         "options.writerThreads must be an integer from 1 to 64",
+      )?,
+      max_clients: parse_option(
+        self.max_clients,
+        |n| (n >= 0.0 && n.fract() == 0.0).then(|| n.min(usize::MAX as f64) as usize),
+        "options.maxClients must be a non-negative integer (0 means no limit)",
       )?,
     })
   }

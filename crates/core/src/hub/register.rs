@@ -9,7 +9,7 @@ use crate::bus::gate::{Gate, HeldLocal};
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::registry::{ConnKey, Entry};
 use crate::shards::Writers;
-use crate::writer::{ConnGauge, SocketFd, WireId};
+use crate::writer::{ConnGauge, SocketFd};
 
 impl<H> HubCore<H> {
   /// Whether a new connection may be handed to the socket writer.
@@ -17,7 +17,7 @@ impl<H> HubCore<H> {
     self.mode == TransportMode::Auto
       && !self.writer_died
       && self.lifecycle == Lifecycle::Open
-      && self.wires.len() + self.ending.len() < self.fd_budget
+      && self.sockets + self.ending.len() < self.fd_budget
   }
 
   /// Whether the writer runs and takes connections.
@@ -48,7 +48,7 @@ impl<H> HubCore<H> {
     handle: H,
     socket: Option<SocketFd>,
     now: Instant,
-  ) -> (ConnKey, Option<WireId>) {
+  ) -> (ConnKey, Option<ConnKey>) {
     self.register_with(id, handle, socket, now, None, None)
   }
 
@@ -67,7 +67,7 @@ impl<H> HubCore<H> {
     now: Instant,
     last_event_id: Option<&str>,
     mark: Option<Mark>,
-  ) -> (ConnKey, Option<WireId>) {
+  ) -> (ConnKey, Option<ConnKey>) {
     match self.bus.running().map(Bus::delivery) {
       Some(lock) => lock.admit(last_event_id, mark, |admission| {
         let replay_from = match admission {
@@ -87,23 +87,15 @@ impl<H> HubCore<H> {
     socket: Option<SocketFd>,
     now: Instant,
     replay_from: Option<ReplayFrom>,
-  ) -> (ConnKey, Option<WireId>) {
+  ) -> (ConnKey, Option<ConnKey>) {
     let hold = replay_from.is_some();
     let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
-    let (transport, handoff) = match socket {
-      Some(fd) => {
-        let wire = self.next_wire;
-        self.next_wire += 1;
-        let gauge = Arc::new(ConnGauge::default());
-        (
-          Transport::Socket {
-            wire,
-            gauge: gauge.clone(),
-          },
-          Some((wire, fd, gauge)),
-        )
-      }
-      None => (Transport::Stream { congested: false }, None),
+    let gauge = socket.as_ref().map(|_| Arc::new(ConnGauge::default()));
+    let transport = match &gauge {
+      Some(gauge) => Transport::Socket {
+        gauge: gauge.clone(),
+      },
+      None => Transport::Stream { congested: false },
     };
     let conn = Conn {
       handle,
@@ -113,12 +105,13 @@ impl<H> HubCore<H> {
       replay_from,
     };
     let key = self.registry.insert(id, conn, now);
-    let wire = handoff.map(|(wire, fd, gauge)| {
-      self.wires.insert(wire, key);
+    // The writer knows the connection by the registry's own key.
+    let wire = socket.zip(gauge).map(|(fd, gauge)| {
+      self.sockets += 1;
       if let Some(writer) = &mut self.writer {
-        writer.add_with(wire, fd, gauge, hold);
+        writer.add_with(key, fd, gauge, hold);
       }
-      wire
+      key
     });
     self.route_changed(key);
     self.bus_counts();
@@ -132,7 +125,7 @@ impl<H> HubCore<H> {
   /// Whether `key` was removed gracefully and its writer still flushes: its
   /// response is over for the app (no re-registration, no more sends).
   pub fn is_ending(&self, key: ConnKey) -> bool {
-    self.ending_keys.contains_key(&key)
+    self.ending.contains_key(&key)
   }
 
   pub fn entry(&self, key: ConnKey) -> Option<&Entry<Conn<H>>> {

@@ -8,9 +8,10 @@ use crate::history::Replay;
 use crate::registry::ConnKey;
 
 impl<H> HubCore<H> {
-  /// Whether broadcasts to everyone are kept for replay.
+  /// Whether anything is kept for replay: broadcasts to everyone, or
+  /// channel publishes.
   pub fn recording(&self) -> bool {
-    self.history.capacity() > 0
+    self.history.recording()
   }
 
   /// The id a page can embed to subscribe from now on (`lastEventId`):
@@ -39,21 +40,46 @@ impl<H> HubCore<H> {
     Some(self.send_one(key, Frame::new(bytes), now))
   }
 
-  fn replay_bytes(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
-    if self.history.capacity() == 0 {
+  /// Where a connection just registered starts: first it joins `channels`
+  /// (`addClient`'s option), so what follows counts them. With a running
+  /// bus it was held for the bus's replay at registration
+  /// ([`HubCore::register_with`]), and nothing more happens here;
+  /// otherwise history replays what it missed since `last_event_id`, its
+  /// channels' messages included ([`HubCore::replay`]).
+  pub fn resume(
+    &mut self,
+    key: ConnKey,
+    last_event_id: Option<&str>,
+    channels: &[String],
+    now: Instant,
+  ) -> Option<Dispatch> {
+    for channel in channels {
+      self.set_membership(key, channel, true);
+    }
+    if self.bus.running().is_some() {
       return None;
     }
-    let wire = self.registry.get(key)?.handle.transport.wire();
-    match self
-      .history
-      .since(last_event_id, self.writer_config.max_buffered_bytes)
-    {
+    self.replay(key, last_event_id?, now)
+  }
+
+  fn replay_bytes(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
+    if !self.history.recording() {
+      return None;
+    }
+    let entry = self.registry.get(key)?;
+    let socket = entry.handle.transport.is_socket();
+    // The broadcasts, and the publishes of the channels it is in now.
+    match self.history.since_in(
+      last_event_id,
+      &entry.channels,
+      self.writer_config.max_buffered_bytes,
+    ) {
       Replay::Missed(events) if events.is_empty() => None,
       Replay::Missed(events) => {
         self.stats.replay();
-        match (wire, &self.writer) {
-          (Some(wire), Some(writer)) => {
-            writer.send_frames(wire, events.iter().map(|e| e.chunk().clone()).collect());
+        match (socket, &self.writer) {
+          (true, Some(writer)) => {
+            writer.send_frames(key, events.iter().map(|e| e.chunk().clone()).collect());
             None
           }
           _ => Some(events.iter().flat_map(|e| e.frame()).copied().collect()),

@@ -14,6 +14,23 @@ use crate::bus::entry::Route;
 use crate::frame;
 use crate::registry::ConnKey;
 
+/// Most distinct delays a jittered retry hint sends (each one frame).
+pub const RETRY_BUCKETS: u32 = 16;
+
+/// The delays a jittered retry hint draws from: `ms` to `ms + jitter`
+/// (saturating) in at most [`RETRY_BUCKETS`] even steps, both ends included.
+pub fn retry_buckets(ms: u32, jitter: u32) -> Vec<u32> {
+  let top = ms.saturating_add(jitter);
+  let span = top - ms;
+  let steps = span.min(RETRY_BUCKETS - 1);
+  if steps == 0 {
+    return vec![ms];
+  }
+  (0..=steps)
+    .map(|i| ms + (u64::from(span) * u64::from(i) / u64::from(steps)) as u32)
+    .collect()
+}
+
 /// Node's default `highWaterMark`, for an app write that names none.
 const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
 
@@ -78,7 +95,14 @@ impl<H> HubCore<H> {
     now: Instant,
   ) -> Result<(Frame, Option<Vec<ConnKey>>), CoreError> {
     let everyone = request.channel.is_none() && !request.filtered;
-    let recording = everyone && self.recording();
+    // A publish to one channel is kept in that channel's history (when on);
+    // a filtered broadcast never is: its recipients were picked by JS, and
+    // a replay could not pick them again.
+    let recording = match request.channel {
+      _ if request.filtered => false,
+      None => self.history.capacity() > 0,
+      Some(_) => self.history.channel_capacity() > 0,
+    };
     let mut options = request.options;
     // The id is taken before the fields are checked, as it always was.
     let next_id = (recording && options.id.is_none()).then(|| self.history.next_id());
@@ -93,9 +117,11 @@ impl<H> HubCore<H> {
     if recording {
       // The history keeps the chunk the socket writer sends, so a replay
       // shares it instead of copying.
-      self
-        .history
-        .record(fields.id.unwrap_or_default(), frame.chunk());
+      self.history.record_in(
+        request.channel,
+        fields.id.unwrap_or_default(),
+        frame.chunk(),
+      );
     }
     if everyone {
       self.last_broadcast = now;
@@ -208,11 +234,32 @@ impl<H> HubCore<H> {
   }
 
   /// `retry: <ms>` alone to every connection (before a drain): it sets the
-  /// browser's reconnection delay and dispatches no event.
-  pub fn retry_hint(&mut self, ms: u32, now: Instant) -> Dispatch {
+  /// browser's reconnection delay and dispatches no event. With `jitter`,
+  /// each connection's delay is drawn from `ms..=ms + jitter`, so the
+  /// browsers of a drained instance come back spread over that window
+  /// instead of in the same second: the window is cut into at most
+  /// [`RETRY_BUCKETS`] steps, one shared frame each.
+  pub fn retry_hint(&mut self, ms: u32, jitter: u32, now: Instant) -> Vec<Dispatch> {
     let keys = self.registry.keys();
-    let frame = Frame::new(format!("retry: {ms}\n\n").into_bytes());
-    self.fan_out(Some(&keys), frame, Count::Written, now)
+    if jitter == 0 {
+      let frame = Frame::new(format!("retry: {ms}\n\n").into_bytes());
+      return vec![self.fan_out(Some(&keys), frame, Count::Written, now)];
+    }
+    let buckets = retry_buckets(ms, jitter);
+    let mut chosen: Vec<Vec<ConnKey>> = vec![Vec::new(); buckets.len()];
+    for key in keys {
+      let draw = uuid::Uuid::new_v4().as_u128();
+      chosen[(draw % buckets.len() as u128) as usize].push(key);
+    }
+    buckets
+      .into_iter()
+      .zip(chosen)
+      .filter(|(_, keys)| !keys.is_empty())
+      .map(|(delay, keys)| {
+        let frame = Frame::new(format!("retry: {delay}\n\n").into_bytes());
+        self.fan_out(Some(&keys), frame, Count::Written, now)
+      })
+      .collect()
   }
 
   /// The app's own `res.write` on a socket connection: `bytes` (none when
@@ -226,8 +273,7 @@ impl<H> HubCore<H> {
     } else {
       DEFAULT_HIGH_WATER_MARK
     };
-    let Some(Transport::Socket { wire, gauge }) =
-      self.registry.get(key).map(|e| &e.handle.transport)
+    let Some(Transport::Socket { gauge }) = self.registry.get(key).map(|e| &e.handle.transport)
     else {
       return AppWrite::Gone;
     };
@@ -237,7 +283,7 @@ impl<H> HubCore<H> {
     if !bytes.is_empty() {
       let chunk: Arc<[u8]> = frame::http_chunk(bytes).into();
       gauge.submitted.fetch_add(chunk.len(), Ordering::SeqCst);
-      writer.write(*wire, chunk);
+      writer.write(key, chunk);
     }
     if gauge.backlog() < mark {
       return AppWrite::Accepted;

@@ -8,7 +8,7 @@ use crate::stats::{Stats, StatsSnapshot};
 
 impl<H> HubCore<H> {
   pub fn stats(&self) -> StatsSnapshot {
-    let socket = self.wires.len();
+    let socket = self.sockets;
     let read = |c: &std::sync::atomic::AtomicU64| Stats::read(c);
     // The hub's own counts (stream connections, replays, writers retired)
     // plus each running writer thread's.

@@ -4,7 +4,6 @@ use super::options::{BusOptions, EventOptions};
 use super::*;
 use crate::registry::ConnKey;
 use crate::test_util::{collect_until, pair};
-use crate::writer::WireId;
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
@@ -445,7 +444,7 @@ fn connect(
   hub: &mut HubCore<&'static str>,
   id: &str,
   handle: &'static str,
-) -> (ConnKey, Option<WireId>, (TcpStream, TcpStream)) {
+) -> (ConnKey, Option<ConnKey>, (TcpStream, TcpStream)) {
   let (server, client) = pair();
   let fd = server.as_fd().try_clone_to_owned().unwrap();
   let (key, wire) = hub.register(id, handle, Some(fd.into()), at(0));
@@ -584,4 +583,17 @@ fn the_fd_budget_and_transport_mode_decide_the_hand_off() {
     .unwrap();
   assert!(!hub.socket_slot_free());
   assert_eq!(hub.stats().socket_capacity, Some(0));
+}
+
+#[test]
+fn jittered_retry_delays_span_the_window_in_at_most_sixteen_steps() {
+  use super::send::{retry_buckets, RETRY_BUCKETS};
+  assert_eq!(retry_buckets(1000, 0), vec![1000]);
+  assert_eq!(retry_buckets(1000, 3), vec![1000, 1001, 1002, 1003]);
+  let wide = retry_buckets(1000, 4000);
+  assert_eq!(wide.len() as u32, RETRY_BUCKETS);
+  assert_eq!((wide[0], *wide.last().unwrap()), (1000, 5000));
+  assert!(wide.windows(2).all(|w| w[0] < w[1]));
+  // Saturates at u32::MAX instead of wrapping.
+  assert_eq!(*retry_buckets(u32::MAX - 1, 10).last().unwrap(), u32::MAX);
 }

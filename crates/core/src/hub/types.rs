@@ -9,7 +9,7 @@ use crate::backpressure::SlowPolicy;
 use crate::bus::gate::{Gate, HeldLocal};
 use crate::bus::ReplayFrom;
 use crate::registry::ConnKey;
-use crate::writer::{ConnGauge, WireId};
+use crate::writer::ConnGauge;
 
 /// Which transport new connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,16 @@ pub enum TransportMode {
   Auto,
   /// Always the response's own `write`.
   Stream,
+}
+
+impl TransportMode {
+  /// As `configure({ transport })` spells it.
+  pub fn as_str(self) -> &'static str {
+    match self {
+      TransportMode::Auto => "auto",
+      TransportMode::Stream => "stream",
+    }
+  }
 }
 
 /// How one connection is written.
@@ -29,15 +39,14 @@ pub enum Transport {
   Stream { congested: bool },
   /// By the socket writer thread; the binding reads its backlog from the
   /// gauge it shares with the writer.
-  Socket { wire: WireId, gauge: Arc<ConnGauge> },
+  /// The writer knows it by its registry key.
+  Socket { gauge: Arc<ConnGauge> },
 }
 
 impl Transport {
-  pub fn wire(&self) -> Option<WireId> {
-    match self {
-      Transport::Stream { .. } => None,
-      Transport::Socket { wire, .. } => Some(*wire),
-    }
+  /// Whether the socket writer holds it.
+  pub fn is_socket(&self) -> bool {
+    matches!(self, Transport::Socket { .. })
   }
 }
 
@@ -170,10 +179,14 @@ pub struct Settings {
   pub max_buffered_bytes: Option<usize>,
   pub slow_policy: Option<SlowPolicy>,
   pub history_size: Option<usize>,
+  /// Publishes kept per channel for replay (0: none).
+  pub channel_history_size: Option<usize>,
   pub end_timeout: Option<Duration>,
   /// Writer threads; applies when the writer starts (the first hand-off,
   /// or the first after the writer stopped).
   pub writer_threads: Option<usize>,
+  /// Most connections the hub takes (0: no limit).
+  pub max_clients: Option<usize>,
 }
 
 /// Where the hub is in its life. The states exclude each other: a hub is
@@ -183,6 +196,9 @@ pub struct Settings {
 pub enum Lifecycle {
   /// Takes connections.
   Open,
+  /// `drain()` was called: new connections are refused, the ones here stay
+  /// (and the writer keeps running) until `close()`.
+  Draining,
   /// `close()` was called: new connections are refused; [`Effect::Closed`]
   /// follows once nothing is left and the writer has stopped.
   Closing,

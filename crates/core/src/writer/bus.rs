@@ -3,13 +3,13 @@
 //! locally while Redis was away) that finds a gate held waits in
 //! `held_local` until that connection's replay is released.
 
+use crate::registry::ConnKey;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::conn::Conn;
 use super::state::WriterState;
 use super::write::write_to;
-use super::WireId;
 use crate::bus::entry::{BusFrame, EntryId, Route};
 use crate::frame::reset_chunk;
 
@@ -67,7 +67,7 @@ pub(super) fn deliver_bus_frames(state: &Rc<WriterState>, frames: &[BusFrame]) {
 /// then what was held for it locally meanwhile.
 pub(super) fn release_replay(
   state: &Rc<WriterState>,
-  wire: WireId,
+  wire: ConnKey,
   mut frames: Vec<Arc<[u8]>>,
   cursor: Option<EntryId>,
 ) {
@@ -84,7 +84,7 @@ pub(super) fn release_replay(
 /// Sets the client id and channels bus entries route `wire` by.
 pub(super) fn set_route(
   state: &WriterState,
-  wire: WireId,
+  wire: ConnKey,
   client: Arc<str>,
   channels: Vec<Arc<str>>,
 ) {

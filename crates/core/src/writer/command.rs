@@ -1,33 +1,34 @@
 //! What the JS thread and the bus thread ask of a writer thread, and how
 //! commands that queued up together are merged before they run.
 
+use crate::registry::ConnKey;
 use std::sync::Arc;
 
 use super::io::SocketFd;
 use super::write::MAX_IOVECS;
-use super::{ConnGauge, WireId, WriterConfig};
+use super::{ConnGauge, WriterConfig};
 use crate::bus::entry::{BusFrame, EntryId};
 
 /// One request to a writer thread, in submission order.
 pub(super) enum Command {
   /// A new connection; `held` when it waits for a bus replay (its gate is
   /// held from the start, so no live entry can reach it first).
-  Add(WireId, SocketFd, Arc<ConnGauge>, bool),
+  Add(ConnKey, SocketFd, Arc<ConnGauge>, bool),
   /// The app's own `res.write`, as one HTTP chunk: never dropped, counted
   /// in the connection's gauge.
-  Write(WireId, Arc<[u8]>),
+  Write(ConnKey, Arc<[u8]>),
   /// Frames for every connection; adjacent broadcasts are merged into one
   /// command (see [`coalesce`]).
   Broadcast(Vec<Arc<[u8]>>),
   /// One frame for the connections named.
-  Send(Vec<WireId>, Arc<[u8]>),
+  Send(Vec<ConnKey>, Arc<[u8]>),
   /// Adjacent broadcasts and sends, at least one of them a send, merged so
   /// each connection gets its share of all of them in one `writev`.
   Mixed(Vec<Delivery>),
   /// Flush what the connection has queued, then let it go.
-  End(WireId),
+  End(ConnKey),
   /// Forget the connection at once.
-  Remove(WireId),
+  Remove(ConnKey),
   /// New bounds for every connection.
   Configure(WriterConfig),
   /// Entries from the Redis bus, each to the connections its route names
@@ -35,9 +36,9 @@ pub(super) enum Command {
   Bus(Arc<[BusFrame]>),
   /// A replay's frames for one connection, then its gate opens (keeping
   /// `cursor`, when given, as the newest entry it already has).
-  Release(WireId, Vec<Arc<[u8]>>, Option<EntryId>),
+  Release(ConnKey, Vec<Arc<[u8]>>, Option<EntryId>),
   /// A connection's client id and channels, which bus entries route by.
-  Route(WireId, Arc<str>, Vec<Arc<str>>),
+  Route(ConnKey, Arc<str>, Vec<Arc<str>>),
   /// Fault injection for tests: the writer thread panics.
   Crash,
   /// Stop after the commands before it: the thread drops every connection
@@ -49,7 +50,7 @@ pub(super) enum Command {
 
 /// Frames for some connections (`to`), or for all of them (`None`).
 pub(super) struct Delivery {
-  pub(super) to: Option<Vec<WireId>>,
+  pub(super) to: Option<Vec<ConnKey>>,
   pub(super) frames: Vec<Arc<[u8]>>,
 }
 
@@ -162,26 +163,29 @@ pub(super) fn deliveries(command: Command) -> Vec<Delivery> {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::registry::keys;
 
   #[test]
   fn coalescing_merges_sends_with_their_neighbours_up_to_a_barrier() {
     let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
     let out = coalesce(vec![
-      Command::Send(vec![1], bytes(b"a")),
-      Command::Send(vec![2], bytes(b"b")),
+      Command::Send(vec![ConnKey::test(1)], bytes(b"a")),
+      Command::Send(vec![ConnKey::test(2)], bytes(b"b")),
       Command::Broadcast(vec![bytes(b"c")]),
-      Command::Remove(1),
+      Command::Remove(ConnKey::test(1)),
       Command::Broadcast(vec![bytes(b"d")]),
-      Command::Send(vec![2], bytes(b"e")),
+      Command::Send(vec![ConnKey::test(2)], bytes(b"e")),
       Command::Broadcast(vec![bytes(b"f")]),
     ]);
     assert_eq!(out.len(), 3);
     let targets = |run: &[Delivery]| run.iter().map(|d| d.to.clone()).collect::<Vec<_>>();
     assert!(
-      matches!(&out[0], Command::Mixed(run) if targets(run) == [Some(vec![1]), Some(vec![2]), None])
+      matches!(&out[0], Command::Mixed(run) if targets(run) == [Some(keys(&[1])), Some(keys(&[2])), None])
     );
-    assert!(matches!(&out[1], Command::Remove(1)));
-    assert!(matches!(&out[2], Command::Mixed(run) if targets(run) == [None, Some(vec![2]), None]));
+    assert!(matches!(&out[1], Command::Remove(k) if *k == ConnKey::test(1)));
+    assert!(
+      matches!(&out[2], Command::Mixed(run) if targets(run) == [None, Some(keys(&[2])), None])
+    );
   }
 
   #[test]
@@ -207,13 +211,13 @@ mod tests {
       bus(&[1]),
       bus(&[2, 3]),
       bus(&[4]),
-      Command::Remove(7),
+      Command::Remove(ConnKey::test(7)),
       bus(&[5]),
     ]);
     assert_eq!(out.len(), 3);
     assert_eq!(ids(&out[0]), [1, 2, 3, 4]);
     assert!(
-      matches!(out[1], Command::Remove(7)),
+      matches!(out[1], Command::Remove(k) if k == ConnKey::test(7)),
       "other commands are barriers"
     );
     assert_eq!(ids(&out[2]), [5]);
@@ -225,7 +229,7 @@ mod tests {
   #[test]
   fn a_merged_run_holds_at_most_one_writev_of_frames() {
     let sends = (0..100u8)
-      .map(|i| Command::Send(vec![1], Arc::from(&[i][..])))
+      .map(|i| Command::Send(vec![ConnKey::test(1)], Arc::from(&[i][..])))
       .collect();
     let out = coalesce(sends);
     let sizes: Vec<_> = out.iter().map(|c| frames_in(c).unwrap()).collect();
@@ -238,12 +242,12 @@ mod tests {
     let out = coalesce(vec![
       Command::Broadcast(frame(b"a")),
       Command::Broadcast(frame(b"b")),
-      Command::End(1),
+      Command::End(ConnKey::test(1)),
       Command::Broadcast(frame(b"c")),
     ]);
     assert_eq!(out.len(), 3);
     assert!(matches!(&out[0], Command::Broadcast(f) if f.len() == 2 && &f[1][..] == b"b"));
-    assert!(matches!(&out[1], Command::End(1)));
+    assert!(matches!(&out[1], Command::End(k) if *k == ConnKey::test(1)));
     assert!(matches!(&out[2], Command::Broadcast(f) if f.len() == 1));
   }
 }

@@ -1,5 +1,6 @@
 //! One connection as its writer thread holds it, and the table of them.
 
+use crate::registry::ConnKey;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle as TaskHandle;
 
 use super::io::Socket;
-use super::{ConnGauge, WireId};
+use super::ConnGauge;
 use crate::bus::gate::{Gate, HeldLocal};
 use crate::frame::Framing;
 
@@ -23,7 +24,7 @@ pub(super) struct Pending {
 /// One connection: its socket, what waits for it, its end, and what bus
 /// entries route by.
 pub(super) struct Conn {
-  pub(super) wire: WireId,
+  pub(super) wire: ConnKey,
   pub(super) socket: Socket,
   pub(super) framing: Framing,
   pub(super) queue: RefCell<VecDeque<Pending>>,
@@ -44,7 +45,7 @@ impl Conn {
   /// A connection with nothing queued and no route yet; its gate held from
   /// the start when `held`.
   pub(super) fn new(
-    wire: WireId,
+    wire: ConnKey,
     socket: Socket,
     framing: Framing,
     gauge: Arc<ConnGauge>,
@@ -77,11 +78,11 @@ impl Conn {
 #[derive(Default)]
 pub(super) struct Table {
   conns: Vec<Rc<Conn>>,
-  index: HashMap<WireId, usize>,
+  index: HashMap<ConnKey, usize>,
 }
 
 impl Table {
-  pub(super) fn get(&self, wire: WireId) -> Option<Rc<Conn>> {
+  pub(super) fn get(&self, wire: ConnKey) -> Option<Rc<Conn>> {
     self.index.get(&wire).map(|&i| self.conns[i].clone())
   }
 
@@ -92,7 +93,7 @@ impl Table {
   }
 
   /// The wires of every connection held.
-  pub(super) fn wires(&self) -> Vec<WireId> {
+  pub(super) fn wires(&self) -> Vec<ConnKey> {
     self.index.keys().copied().collect()
   }
 
@@ -106,7 +107,7 @@ impl Table {
 
   /// Takes a connection out and stops its flush task, so nothing keeps its
   /// fd open once the caller drops it.
-  pub(super) fn remove(&mut self, wire: WireId) -> Option<Rc<Conn>> {
+  pub(super) fn remove(&mut self, wire: ConnKey) -> Option<Rc<Conn>> {
     let i = self.index.remove(&wire)?;
     let conn = self.conns.swap_remove(i);
     if let Some(moved) = self.conns.get(i) {

@@ -1,6 +1,6 @@
 //! What a writer thread reports back to its owner.
 
-use super::WireId;
+use crate::registry::ConnKey;
 
 /// Why the writer gave up on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +20,13 @@ pub enum DeadReason {
 pub enum WriterEvent {
   /// The writer stopped writing to it and closed its fd; the binding should
   /// drop the connection.
-  Dead(WireId, DeadReason),
+  Dead(ConnKey, DeadReason),
   /// Everything queued before `end` has been written and the writer let go
   /// of the fd; the binding may now end the response through Node.
-  Ended(WireId),
+  Ended(ConnKey),
   /// The app's writes to it were flushed after one was refused (`write`
   /// returned false): the binding emits `drain` on the response.
-  Drain(WireId),
+  Drain(ConnKey),
   /// The writer thread stopped after
   /// [`SocketWriter::close`](super::SocketWriter::close); every fd it held
   /// is closed.

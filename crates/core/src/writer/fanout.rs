@@ -2,6 +2,7 @@
 //! shared list, and a merged run gives each connection its share of every
 //! frame in the run, in order, in one `writev`.
 
+use crate::registry::ConnKey;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use super::command::Delivery;
 use super::state::WriterState;
 use super::write::write_to;
-use super::WireId;
 
 /// Writes `frames` to every connection, from the one list they share.
 pub(super) fn broadcast(state: &Rc<WriterState>, frames: &[Arc<[u8]>]) {
@@ -53,7 +53,7 @@ pub(super) fn fan_out(state: &Rc<WriterState>, run: &[Delivery]) {
 }
 
 /// Writes `frames` to `wire`, if the writer still holds it.
-fn write_one(state: &Rc<WriterState>, wire: WireId, frames: &[Arc<[u8]>]) {
+fn write_one(state: &Rc<WriterState>, wire: ConnKey, frames: &[Arc<[u8]>]) {
   let conn = state.conns.borrow().get(wire);
   if let Some(conn) = conn {
     write_to(state, &conn, frames);
@@ -72,8 +72,8 @@ fn broadcast_frames(run: &[Delivery]) -> Vec<Arc<[u8]>> {
 
 /// For each connection a send in the run names, its share of the run in
 /// order: every broadcast frame and the frames of the sends naming it.
-fn frames_of_named(run: &[Delivery]) -> HashMap<WireId, Vec<Arc<[u8]>>> {
-  let mut named: HashMap<WireId, Vec<Arc<[u8]>>> = HashMap::new();
+fn frames_of_named(run: &[Delivery]) -> HashMap<ConnKey, Vec<Arc<[u8]>>> {
+  let mut named: HashMap<ConnKey, Vec<Arc<[u8]>>> = HashMap::new();
   for wires in run.iter().filter_map(|d| d.to.as_ref()) {
     for wire in wires {
       named.entry(*wire).or_default();
@@ -104,6 +104,7 @@ mod tests {
   use std::sync::atomic::Ordering;
   use std::sync::Arc;
 
+  use crate::registry::{keys, ConnKey};
   use crate::test_util::pair;
   use crate::writer::command::{coalesce, Command, Delivery};
   use crate::writer::io::dup;
@@ -116,10 +117,10 @@ mod tests {
     let (writer, _rx) = writer(WriterConfig::default());
     let (a_server, mut a) = pair();
     let (b_server, mut b) = pair();
-    writer.add(1, dup(&a_server), Arc::default());
-    writer.add(2, dup(&b_server), Arc::default());
+    writer.add(ConnKey::test(1), dup(&a_server), Arc::default());
+    writer.add(ConnKey::test(2), dup(&b_server), Arc::default());
     writer.broadcast(Arc::from(&b"one;"[..]));
-    writer.send(vec![2], Arc::from(&b"two;"[..]));
+    writer.send(vec![ConnKey::test(2)], Arc::from(&b"two;"[..]));
     writer.broadcast(Arc::from(&b"three;"[..]));
     assert_eq!(read_exactly(&mut a, 10), b"one;three;");
     assert_eq!(read_exactly(&mut b, 14), b"one;two;three;");
@@ -131,14 +132,14 @@ mod tests {
     let (b_server, mut b) = pair();
     let (c_server, mut c) = pair();
     with_state(WriterConfig::default(), |state| {
-      add(state, 1, &a_server);
-      add(state, 2, &b_server);
-      add(state, 3, &c_server);
+      add(state, ConnKey::test(1), &a_server);
+      add(state, ConnKey::test(2), &b_server);
+      add(state, ConnKey::test(3), &c_server);
       let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
       let merged = coalesce(vec![
         Command::Broadcast(vec![bytes(b"1;")]),
-        Command::Send(vec![2, 7], bytes(b"2;")),
-        Command::Send(vec![1, 2], bytes(b"3;")),
+        Command::Send(keys(&[2, 7]), bytes(b"2;")),
+        Command::Send(keys(&[1, 2]), bytes(b"3;")),
         Command::Broadcast(vec![bytes(b"4;")]),
       ]);
       assert_eq!(merged.len(), 1);
@@ -158,11 +159,11 @@ mod tests {
     let (a_server, mut a) = pair();
     let (b_server, mut b) = pair();
     with_state(WriterConfig::default(), |state| {
-      add(state, 1, &a_server);
-      add(state, 2, &b_server);
+      add(state, ConnKey::test(1), &a_server);
+      add(state, ConnKey::test(2), &b_server);
       let merged = coalesce(vec![
-        Command::Send(vec![2], Arc::from(&b"x;"[..])),
-        Command::Send(vec![2], Arc::from(&b"y;"[..])),
+        Command::Send(vec![ConnKey::test(2)], Arc::from(&b"x;"[..])),
+        Command::Send(vec![ConnKey::test(2)], Arc::from(&b"y;"[..])),
       ]);
       for command in merged {
         apply(state, command);
@@ -187,27 +188,30 @@ mod tests {
         ..WriterConfig::default()
       },
       |state| {
-        add(state, 1, &slow_server);
-        add(state, 2, &b_server);
+        add(state, ConnKey::test(1), &slow_server);
+        add(state, ConnKey::test(2), &b_server);
         // Fill the socket of the client that never reads until it has a queue.
         let fill: Arc<[u8]> = vec![b'x'; 32 * 1024].into();
         while state.stats.queued_bytes.load(Ordering::Relaxed) == 0 {
-          apply(state, Command::Send(vec![1], fill.clone()));
+          apply(state, Command::Send(vec![ConnKey::test(1)], fill.clone()));
         }
         let big: Arc<[u8]> = vec![b'y'; 300 * 1024].into();
         let merged = coalesce(vec![
-          Command::Send(vec![1], big),
+          Command::Send(vec![ConnKey::test(1)], big),
           Command::Broadcast(vec![Arc::from(&b"b;"[..])]),
-          Command::Send(vec![2], Arc::from(&b"c;"[..])),
+          Command::Send(vec![ConnKey::test(2)], Arc::from(&b"c;"[..])),
         ]);
         assert_eq!(merged.len(), 1);
         for command in merged {
           apply(state, command);
         }
         let events = state.events.take();
-        assert_eq!(events, vec![WriterEvent::Dead(1, DeadReason::Slow)]);
+        assert_eq!(
+          events,
+          vec![WriterEvent::Dead(ConnKey::test(1), DeadReason::Slow)]
+        );
         assert_eq!(state.stats.queued_bytes.load(Ordering::Relaxed), 0);
-        assert!(state.conns.borrow().get(1).is_none());
+        assert!(state.conns.borrow().get(ConnKey::test(1)).is_none());
       },
     );
     assert_eq!(read_exactly(&mut b, 4), b"b;c;");
@@ -217,9 +221,9 @@ mod tests {
   fn sends_to_the_same_connections_share_one_delivery() {
     let bytes = |b: &[u8]| Arc::<[u8]>::from(b);
     let out = coalesce(vec![
-      Command::Send(vec![1, 2], bytes(b"a")),
-      Command::Send(vec![1, 2], bytes(b"b")),
-      Command::Send(vec![2], bytes(b"c")),
+      Command::Send(keys(&[1, 2]), bytes(b"a")),
+      Command::Send(keys(&[1, 2]), bytes(b"b")),
+      Command::Send(vec![ConnKey::test(2)], bytes(b"c")),
     ]);
     let shape = |run: &[Delivery]| {
       run
@@ -228,16 +232,16 @@ mod tests {
         .collect::<Vec<_>>()
     };
     assert!(
-      matches!(&out[..], [Command::Mixed(run)] if shape(run) == [(Some(vec![1, 2]), 2), (Some(vec![2]), 1)])
+      matches!(&out[..], [Command::Mixed(run)] if shape(run) == [(Some(keys(&[1, 2])), 2), (Some(keys(&[2])), 1)])
     );
     let (a_server, mut a) = pair();
     let (b_server, mut b) = pair();
     with_state(WriterConfig::default(), |state| {
-      add(state, 1, &a_server);
-      add(state, 2, &b_server);
+      add(state, ConnKey::test(1), &a_server);
+      add(state, ConnKey::test(2), &b_server);
       for command in coalesce(vec![
-        Command::Send(vec![1, 2], bytes(b"x;")),
-        Command::Send(vec![1, 2], bytes(b"y;")),
+        Command::Send(keys(&[1, 2]), bytes(b"x;")),
+        Command::Send(keys(&[1, 2]), bytes(b"y;")),
       ]) {
         apply(state, command);
       }

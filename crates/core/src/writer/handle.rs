@@ -2,6 +2,7 @@
 //! thread (through the hub's shards) and [`WriterPort`] for the Redis bus's
 //! thread. Both only queue commands; nothing here waits for the thread.
 
+use crate::registry::ConnKey;
 use std::io;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::command::{Command, Delivery};
 use super::io::SocketFd;
-use super::{run, ConnGauge, WireId, WriterConfig, WriterEvent};
+use super::{run, ConnGauge, WriterConfig, WriterEvent};
 use crate::bus::entry::{BusFrame, EntryId};
 use crate::mailbox::{Mailbox, Wake};
 use crate::stats::Stats;
@@ -47,24 +48,24 @@ impl SocketWriter {
 
   /// Hands a connection to the writer. `fd` must be a duplicate of a
   /// connected, non-blocking TCP socket's fd; the writer closes it when done.
-  pub fn add(&self, wire: WireId, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) {
+  pub fn add(&self, wire: ConnKey, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) {
     self.add_with(wire, fd.into(), gauge, false);
   }
 
   /// [`SocketWriter::add`], with its replay gate held from the start when
   /// `held` (it reconnected with a `Last-Event-ID` to a hub with a bus).
-  pub fn add_with(&self, wire: WireId, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
+  pub fn add_with(&self, wire: ConnKey, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
     self.submit(Command::Add(wire, fd, gauge, held));
   }
 
   /// Writes the app's own bytes (one HTTP chunk) to `wire`, after what was
   /// submitted before; the caller has added them to the gauge's `submitted`.
-  pub fn write(&self, wire: WireId, chunk: Arc<[u8]>) {
+  pub fn write(&self, wire: ConnKey, chunk: Arc<[u8]>) {
     self.submit(Command::Write(wire, chunk));
   }
 
   /// Writes several frames to the given connections, in order (a replay).
-  pub fn send_frames(&self, wires: Vec<WireId>, frames: Vec<Arc<[u8]>>) {
+  pub fn send_frames(&self, wires: Vec<ConnKey>, frames: Vec<Arc<[u8]>>) {
     self.submit(Command::Mixed(vec![Delivery {
       to: Some(wires),
       frames,
@@ -78,7 +79,7 @@ impl SocketWriter {
   }
 
   /// Sets the client id and channels bus entries are routed by.
-  pub fn route(&self, wire: WireId, client: Arc<str>, channels: Vec<Arc<str>>) {
+  pub fn route(&self, wire: ConnKey, client: Arc<str>, channels: Vec<Arc<str>>) {
     self.submit(Command::Route(wire, client, channels));
   }
 
@@ -99,17 +100,17 @@ impl SocketWriter {
   }
 
   /// Writes `bytes` to the given connections.
-  pub fn send(&self, wires: Vec<WireId>, bytes: Arc<[u8]>) {
+  pub fn send(&self, wires: Vec<ConnKey>, bytes: Arc<[u8]>) {
     self.submit(Command::Send(wires, bytes));
   }
 
   /// Flushes what is queued for `wire`, then reports [`WriterEvent::Ended`].
-  pub fn end(&self, wire: WireId) {
+  pub fn end(&self, wire: ConnKey) {
     self.submit(Command::End(wire));
   }
 
   /// Forgets `wire` at once (its client is gone), closing the fd.
-  pub fn remove(&self, wire: WireId) {
+  pub fn remove(&self, wire: ConnKey) {
     self.submit(Command::Remove(wire));
   }
 
@@ -153,7 +154,7 @@ impl WriterPort {
   }
 
   /// A replay for `wire` (the frames, then the gate opens).
-  pub fn release(&self, wire: WireId, frames: Vec<Arc<[u8]>>, cursor: Option<EntryId>) {
+  pub fn release(&self, wire: ConnKey, frames: Vec<Arc<[u8]>>, cursor: Option<EntryId>) {
     let _ = self.tx.send(Command::Release(wire, frames, cursor));
   }
 }

@@ -51,6 +51,12 @@ pub use gauge::ConnGauge;
 pub use handle::{SocketWriter, WriterPort};
 pub use io::SocketFd;
 
-/// Identifies one connection between the hub and the writer: a number the
-/// hub gives each socket connection, never reused within a hub.
-pub type WireId = u64;
+/// The name the bus's socket replay targets still use for a connection
+/// (`bus::request`): the registry's [`ConnKey`], the one identity from the
+/// hub through the shards to the writer. Never reused: a slot's generation
+/// grows with each reuse and a slot whose generations are used up is
+/// retired, so an ending connection the writer still flushes keeps a key
+/// no later connection gets.
+pub type WireId = ConnKey;
+
+use crate::registry::ConnKey;

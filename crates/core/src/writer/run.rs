@@ -1,6 +1,7 @@
 //! The writer thread: its runtime, its command loop, and what each command
 //! does to the state.
 
+use crate::registry::ConnKey;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -17,7 +18,7 @@ use super::fanout::{broadcast, fan_out};
 use super::io::SocketFd;
 use super::state::WriterState;
 use super::write::write_frames;
-use super::{ConnGauge, DeadReason, WireId, WriterConfig, WriterEvent};
+use super::{ConnGauge, DeadReason, WriterConfig, WriterEvent};
 use crate::mailbox::Mailbox;
 use crate::stats::Stats;
 
@@ -118,7 +119,7 @@ pub(super) fn apply(state: &Rc<WriterState>, command: Command) {
 
 /// Takes a new connection, or reports it dead when its fd cannot be
 /// registered.
-fn add(state: &WriterState, wire: WireId, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
+fn add(state: &WriterState, wire: ConnKey, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
   match fd.register() {
     Ok((socket, framing)) => {
       let conn = Conn::new(wire, socket, framing, gauge, held);
@@ -129,7 +130,7 @@ fn add(state: &WriterState, wire: WireId, fd: SocketFd, gauge: Arc<ConnGauge>, h
 }
 
 /// The app's own write: uncounted from `submitted`, never dropped.
-fn app_write(state: &Rc<WriterState>, wire: WireId, chunk: &Arc<[u8]>) {
+fn app_write(state: &Rc<WriterState>, wire: ConnKey, chunk: &Arc<[u8]>) {
   // A connection gone already needs nothing: nobody reads its gauge.
   let conn = state.conns.borrow().get(wire);
   if let Some(conn) = conn {
@@ -144,7 +145,7 @@ fn app_write(state: &Rc<WriterState>, wire: WireId, chunk: &Arc<[u8]>) {
 
 /// Lets go of a connection once its queue is out, or tears it down when
 /// that takes longer than `end_timeout`.
-fn end(state: &Rc<WriterState>, wire: WireId) {
+fn end(state: &Rc<WriterState>, wire: ConnKey) {
   let conn = state.conns.borrow().get(wire);
   let Some(conn) = conn else { return };
   conn.ending.set(true);

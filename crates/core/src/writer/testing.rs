@@ -1,5 +1,6 @@
 //! Helpers shared by the writer's tests.
 
+use crate::registry::ConnKey;
 use std::io::Read;
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use super::command::Command;
 use super::io::dup;
 use super::run::apply;
 use super::state::WriterState;
-use super::{SocketWriter, WireId, WriterConfig, WriterEvent};
+use super::{SocketWriter, WriterConfig, WriterEvent};
 use crate::mailbox::Mailbox;
 
 /// A writer thread, and a receiver that hears its `notify`.
@@ -73,7 +74,7 @@ pub(super) fn with_state(config: WriterConfig, f: impl FnOnce(&Rc<WriterState>))
 }
 
 /// Hands `state` a duplicate of `server`'s fd as connection `wire`.
-pub(super) fn add(state: &Rc<WriterState>, wire: WireId, server: &TcpStream) {
+pub(super) fn add(state: &Rc<WriterState>, wire: ConnKey, server: &TcpStream) {
   apply(
     state,
     Command::Add(wire, dup(server), Arc::default(), false),

@@ -244,6 +244,7 @@ fn consume(state: &WriterState, conn: &Conn, mut written: usize) {
 
 #[cfg(test)]
 mod tests {
+  use crate::registry::ConnKey;
   use std::io::Read;
   use std::sync::atomic::Ordering;
   use std::sync::Arc;
@@ -262,7 +263,7 @@ mod tests {
       ..WriterConfig::default()
     });
     let (server, mut client) = pair();
-    writer.add(7, dup(&server), Arc::default());
+    writer.add(ConnKey::test(7), dup(&server), Arc::default());
     // Far more than the kernel buffers hold while nobody reads.
     let frame: Arc<[u8]> = (0..64 * 1024)
       .map(|i| (i % 251) as u8)
@@ -271,12 +272,15 @@ mod tests {
     for _ in 0..200 {
       writer.broadcast(frame.clone());
     }
-    writer.end(7);
+    writer.end(ConnKey::test(7));
     let got = read_exactly(&mut client, frame.len() * 200);
     for chunk in got.chunks(frame.len()) {
       assert_eq!(chunk, &frame[..]);
     }
-    assert_eq!(wait_event(&writer, &rx), vec![WriterEvent::Ended(7)]);
+    assert_eq!(
+      wait_event(&writer, &rx),
+      vec![WriterEvent::Ended(ConnKey::test(7))]
+    );
     assert_eq!(writer.stats().queued_bytes.load(Ordering::Relaxed), 0);
   }
 
@@ -288,14 +292,17 @@ mod tests {
       ..WriterConfig::default()
     });
     let (server, _client) = pair();
-    writer.add(3, dup(&server), Arc::default());
+    writer.add(ConnKey::test(3), dup(&server), Arc::default());
     let frame: Arc<[u8]> = vec![b'x'; 32 * 1024].into();
     for _ in 0..400 {
       writer.broadcast(frame.clone());
       std::thread::sleep(Duration::from_micros(200));
     }
     let events = wait_event(&writer, &rx);
-    assert_eq!(events, vec![WriterEvent::Dead(3, DeadReason::Slow)]);
+    assert_eq!(
+      events,
+      vec![WriterEvent::Dead(ConnKey::test(3), DeadReason::Slow)]
+    );
     assert_eq!(writer.stats().queued_bytes.load(Ordering::Relaxed), 0);
   }
 
@@ -308,7 +315,7 @@ mod tests {
       ..WriterConfig::default()
     });
     let (server, mut client) = pair();
-    writer.add(4, dup(&server), Arc::default());
+    writer.add(ConnKey::test(4), dup(&server), Arc::default());
     let frame_len = 10_000;
     for i in 0..600u32 {
       let mut frame = vec![b'.'; frame_len];
@@ -321,7 +328,7 @@ mod tests {
       writer.stats().frames_dropped.load(Ordering::Relaxed) > 0
     });
     // Read everything that was kept: whole frames, strictly increasing.
-    writer.end(4);
+    writer.end(ConnKey::test(4));
     client
       .set_read_timeout(Some(Duration::from_secs(5)))
       .unwrap();
@@ -353,7 +360,7 @@ mod tests {
   fn a_reset_connection_is_reported_dead() {
     let (writer, rx) = writer(WriterConfig::default());
     let (server, client) = pair();
-    writer.add(9, dup(&server), Arc::default());
+    writer.add(ConnKey::test(9), dup(&server), Arc::default());
     drop(client);
     drop(server);
     let frame: Arc<[u8]> = vec![b'y'; 1024].into();
@@ -362,7 +369,10 @@ mod tests {
       writer.broadcast(frame.clone());
       let events = writer.take_events();
       if !events.is_empty() {
-        assert_eq!(events, vec![WriterEvent::Dead(9, DeadReason::WriteError)]);
+        assert_eq!(
+          events,
+          vec![WriterEvent::Dead(ConnKey::test(9), DeadReason::WriteError)]
+        );
         break;
       }
       assert!(Instant::now() < deadline);

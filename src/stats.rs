@@ -1,0 +1,113 @@
+//! `getStats()`'s native figures as JS objects: the core's snapshot
+//! converted field by field (counts as numbers, an unlimited socket
+//! capacity as `Infinity`).
+
+use napi_derive::napi;
+use sse_helper_core::bus::BusStatsSnapshot;
+use sse_helper_core::stats::StatsSnapshot;
+
+/// Registry counters, transports and writer figures at one instant.
+#[napi(object)]
+pub struct NativeStats {
+  /// Registered connections.
+  pub clients: u32,
+  /// Connections written through the response's own `write`.
+  pub stream_connections: u32,
+  /// Connections written by the native socket writer.
+  pub socket_connections: u32,
+  /// Frames handed to connections (each recipient counts once).
+  pub frames_sent: f64,
+  /// Bytes handed to connections.
+  pub bytes_sent: f64,
+  /// Frames skipped for slow clients under the `drop` policy.
+  pub frames_dropped: f64,
+  /// Channels with at least one member.
+  pub channels: u32,
+  /// Reconnections that were replayed missed events from history.
+  pub replays: f64,
+  /// Reconnections whose Last-Event-ID was no longer in history, or whose
+  /// missed events were more than `maxBufferedBytes`.
+  pub resets: f64,
+  /// Connections closed for passing `maxBufferedBytes`.
+  pub slow_disconnects: f64,
+  /// Bytes waiting in the socket writer's queues now.
+  pub queued_bytes: f64,
+  /// Most connections this hub's socket writer may hold at once: about
+  /// half the open-files limit (each costs a second fd), which Node raises
+  /// to the hard limit at startup. Later ones use the stream transport.
+  /// `Infinity` where the limit is unlimited or unreadable, 0 with
+  /// `transport: 'stream'`.
+  pub socket_capacity: f64,
+  /// Socket writer threads (running, or the number the first hand-off
+  /// starts).
+  pub writer_threads: u32,
+  /// Socket connections on each running writer thread.
+  pub socket_connections_by_thread: Vec<u32>,
+  /// The Redis bus, when configured.
+  pub bus: Option<NativeBusStats>,
+}
+
+/// The Redis bus's state and counters.
+#[napi(object)]
+pub struct NativeBusStats {
+  /// `'connecting'`, `'connected'`, `'disconnected'` (retrying) or `'closed'`.
+  pub state: String,
+  /// Entries this instance appended to the stream.
+  pub entries_written: f64,
+  /// Entries read back from the stream (every instance's).
+  pub entries_read: f64,
+  /// Reconnections to Redis after an outage.
+  pub reconnects: f64,
+  /// Reconnecting clients replayed missed entries from the stream.
+  pub replays: f64,
+  /// Clients sent `event: reset` by the bus (id trimmed or unknown, more
+  /// missed than the replay bounds, or entries trimmed during an outage).
+  pub resets: f64,
+  /// Entries skipped because they broke the encoding.
+  pub malformed: f64,
+  /// Events delivered to local clients only, without an id, because Redis
+  /// was away.
+  pub local_fallbacks: f64,
+}
+
+impl NativeStats {
+  /// The core's figures, and the bus's when it has one.
+  pub fn of(s: StatsSnapshot, bus: Option<BusStatsSnapshot>) -> Self {
+    NativeStats {
+      clients: s.clients as u32,
+      stream_connections: s.stream_connections as u32,
+      socket_connections: s.socket_connections as u32,
+      frames_sent: s.frames_sent as f64,
+      bytes_sent: s.bytes_sent as f64,
+      frames_dropped: s.frames_dropped as f64,
+      channels: s.channels as u32,
+      replays: s.replays as f64,
+      resets: s.resets as f64,
+      slow_disconnects: s.slow_disconnects as f64,
+      queued_bytes: s.queued_bytes as f64,
+      socket_capacity: s.socket_capacity.map_or(f64::INFINITY, |c| c as f64),
+      writer_threads: s.writer_threads as u32,
+      socket_connections_by_thread: s
+        .socket_connections_by_thread
+        .iter()
+        .map(|&n| n as u32)
+        .collect(),
+      bus: bus.map(NativeBusStats::of),
+    }
+  }
+}
+
+impl NativeBusStats {
+  fn of(b: BusStatsSnapshot) -> Self {
+    NativeBusStats {
+      state: b.state.as_str().to_string(),
+      entries_written: b.entries_written as f64,
+      entries_read: b.entries_read as f64,
+      reconnects: b.reconnects as f64,
+      replays: b.replays as f64,
+      resets: b.resets as f64,
+      malformed: b.malformed as f64,
+      local_fallbacks: b.local_fallbacks as f64,
+    }
+  }
+}
