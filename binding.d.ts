@@ -65,7 +65,7 @@ export declare class NativeHub {
    * Gives a reservation back (its response closed without registering);
    * false when it was used or released already.
    */
-  release(ticket: number): boolean
+  releaseReservation(ticket: number): boolean
   /**
    * Whether `maxClientsPerKey` is on: only then does the JS surface
    * compute a request's `clientKey`.

@@ -55,9 +55,15 @@ test('the main package carries the loader, entry points, types and license, no b
     execFileSync('tar', ['-xzOf', packed.main, 'package/package.json'], { encoding: 'utf8' }),
   );
   expect(Object.keys(manifest.optionalDependencies).sort()).toEqual(
-    ['darwin-arm64', 'darwin-x64', 'linux-arm64-gnu', 'linux-arm64-musl', 'linux-x64-gnu', 'linux-x64-musl'].map(
-      (p) => `sse-helper-native-${p}`,
-    ),
+    [
+      'darwin-arm64',
+      'darwin-x64',
+      'linux-arm64-gnu',
+      'linux-arm64-musl',
+      'linux-x64-gnu',
+      'linux-x64-musl',
+      'win32-x64-msvc',
+    ].map((p) => `sse-helper-native-${p}`),
   );
   expect(new Set(Object.values(manifest.optionalDependencies))).toEqual(new Set([manifest.version]));
   // npm 11 refuses dependencies' install scripts in strict mode: none needed.

@@ -12,11 +12,14 @@ const SHIPPED = [
   'linux-arm64-musl',
   'darwin-x64',
   'darwin-arm64',
+  'win32-x64-msvc',
 ];
 
 /** This machine's platform key as the packages are named: `linux-x64-gnu`, `darwin-arm64`, … */
 function platformKey() {
   const base = `${process.platform}-${process.arch}`;
+  // napi-rs names Windows packages by the official Node's toolchain.
+  if (process.platform === 'win32') return `${base}-msvc`;
   if (process.platform !== 'linux') return base;
   // glibc reports its version here; musl (Alpine) does not.
   const glibc = process.report?.getReport?.().header?.glibcVersionRuntime;

@@ -2,7 +2,8 @@
 // Builds the addon for every platform the package ships, from this Linux
 // machine, into npm/<platform>/sse-helper-native.<platform>.node: glibc
 // targets against glibc 2.17, musl targets as cdylibs without static CRT,
-// macOS for 10.13 (x64) and 11.0 (arm64) without an SDK. All through
+// macOS for 10.13 (x64) and 11.0 (arm64) without an SDK, Windows x64 against
+// the Universal CRT and node.exe's exports. All through
 // cargo-zigbuild and zig, from PyPI in a virtual environment under
 // .cache/cross (made on first use), and the Rust standard libraries from
 // `rustup target add`.
@@ -34,6 +35,21 @@ const PLATFORMS = {
   // (cargo-zigbuild issue #50), so darwin builds keep their symbols.
   'darwin-x64': { target: 'x86_64-apple-darwin', lib: 'dylib', macos: '10.13', keepSymbols: true },
   'darwin-arm64': { target: 'aarch64-apple-darwin', lib: 'dylib', macos: '11.0', keepSymbols: true },
+  // The official Node's package name (napi-rs calls it msvc), built as gnu:
+  // zig's mingw links the Universal CRT, the official Node's C runtime, and
+  // needs no Windows SDK. napi-build links `-lnode` from LIBNODE_PATH: an
+  // import library of node.exe's own napi_* exports
+  // (scripts/platform-runtimes.js windows-node), so the DLL imports them
+  // from the process that loads it.
+  // rustc's export list does not reach zig's lld (which then exports every
+  // global symbol, thousands): a .def file given as an input does.
+  'win32-x64-msvc': {
+    target: 'x86_64-pc-windows-gnu',
+    lib: 'dll',
+    file: 'sse_helper_native.dll',
+    libnode: true,
+    rustflags: `-C link-arg=${path.join(__dirname, 'win32-exports.def')}`,
+  },
 };
 
 function run(command, args, options = {}) {
@@ -80,6 +96,16 @@ function main() {
     if (p.rustflags) env.RUSTFLAGS = p.rustflags;
     if (p.macos) env.MACOSX_DEPLOYMENT_TARGET = p.macos;
     if (p.keepSymbols) env.CARGO_PROFILE_RELEASE_STRIP = 'none';
+    if (p.libnode) {
+      const { runtime, Unavailable } = require('./platform-runtimes.js');
+      try {
+        env.LIBNODE_PATH = runtime('windows-node').libnode;
+      } catch (err) {
+        if (!(err instanceof Unavailable)) throw err;
+        console.error(`\n!!! build-targets: SKIPPED: ${err.message}\n`);
+        return 3;
+      }
+    }
     console.log(`\n== ${name} (${p.zigTarget ?? p.target})`);
     const build = run(
       'cargo',
@@ -90,7 +116,7 @@ function main() {
       console.error(`build-targets: ${name} failed`);
       return 1;
     }
-    const built = path.join(root, 'target', p.target, 'release', `libsse_helper_native.${p.lib}`);
+    const built = path.join(root, 'target', p.target, 'release', p.file ?? `libsse_helper_native.${p.lib}`);
     const out = path.join(root, 'npm', name, `${BINARY}.${name}.node`);
     fs.copyFileSync(built, out);
     console.log(`build-targets: ${path.relative(root, out)} (${fs.statSync(out).size} bytes)`);

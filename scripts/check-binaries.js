@@ -38,6 +38,9 @@ const PLATFORMS = {
   'linux-arm64-musl': { format: 'elf', arch: 'arm64', libc: 'musl' },
   'darwin-x64': { format: 'macho', arch: 'x86_64', minOs: '10.13' },
   'darwin-arm64': { format: 'macho', arch: 'arm64', minOs: '11.0' },
+  // napi-rs names the official (MSVC-built) Node's package win32-x64-msvc;
+  // the binary is zig's gnu build against the same Universal CRT.
+  'win32-x64-msvc': { format: 'pe', arch: 'x86_64', crt: 'ucrt' },
 };
 
 // Sonames every glibc system has: the C runtime's own libraries and the
@@ -65,6 +68,27 @@ const DARWIN_LIBS = [
   /^\/usr\/lib\/libSystem\.B\.dylib$/,
   /^\/usr\/lib\/libiconv(\.\d+)*\.dylib$/,
   /^\/usr\/lib\/libcharset(\.\d+)*\.dylib$/,
+];
+
+// DLLs every Windows 10+ has: the kernel, Winsock, the Universal CRT's
+// api-ms-win-crt-* forwarders, the API sets Rust's std uses
+// (api-ms-win-core-synch for WaitOnAddress), bcryptprimitives (ProcessPrng,
+// std's random source), and node.exe itself, the process that loads the
+// addon and exports napi_*. Anything else (msvcrt.dll, vcruntime140.dll,
+// libgcc_s_seh-1.dll, libwinpthread-1.dll, libnode.dll) may be missing or
+// be another C runtime.
+const WINDOWS_DLLS = [
+  /^kernel32\.dll$/i,
+  /^ntdll\.dll$/i,
+  /^ws2_32\.dll$/i,
+  /^advapi32\.dll$/i,
+  /^userenv\.dll$/i,
+  /^bcrypt\.dll$/i,
+  /^bcryptprimitives\.dll$/i,
+  /^api-ms-win-crt-[a-z]+-l1-1-0\.dll$/i,
+  /^api-ms-win-core-[a-z]+-l1-[12]-[0-9]\.dll$/i,
+  /^ucrtbase\.dll$/i,
+  /^node\.exe$/i,
 ];
 
 /** Bounds-checked view: a truncated or corrupt file must fail loudly, not read zeros. */
@@ -531,6 +555,116 @@ function inspectMacho(buf) {
   return info;
 }
 
+// ---------------------------------------------------------------- PE (Windows)
+
+const PE_MACHINES = { 332: 'x86', 34404: 'x86_64', 43620: 'arm64' };
+const IMAGE_FILE_DLL = 0x2000;
+const PE32_PLUS = 0x20b;
+const DIRECTORY_EXPORT = 0;
+const DIRECTORY_IMPORT = 1;
+
+/**
+ * The headers, exports and imports of a 64-bit PE file (a DLL or node.exe):
+ * { machine, arch, dll, exports: [names], imports: { dll: [names] } }.
+ * Imports by ordinal are listed as '#<n>'.
+ */
+function peInfo(buf) {
+  if (buf.length < 64 || buf.toString('latin1', 0, 2) !== 'MZ') throw new Error('not a PE file (no MZ header)');
+  const pe = buf.readUInt32LE(0x3c);
+  if (view(buf, pe, 4, 'PE signature').toString('latin1') !== 'PE\0\0') throw new Error('no PE signature');
+  const coff = view(buf, pe + 4, 20, 'COFF header');
+  const machine = coff.readUInt16LE(0);
+  const sectionCount = coff.readUInt16LE(2);
+  const optionalSize = coff.readUInt16LE(16);
+  const characteristics = coff.readUInt16LE(18);
+  const optional = view(buf, pe + 24, optionalSize, 'optional header');
+  if (optional.readUInt16LE(0) !== PE32_PLUS)
+    throw new Error(`optional header magic ${optional.readUInt16LE(0)}, not PE32+`);
+  const directories = [];
+  const directoryCount = optional.readUInt32LE(108);
+  for (let i = 0; i < directoryCount && 112 + i * 8 + 8 <= optional.length; i++) {
+    directories.push({ rva: optional.readUInt32LE(112 + i * 8), size: optional.readUInt32LE(116 + i * 8) });
+  }
+  const sections = [];
+  for (let i = 0; i < sectionCount; i++) {
+    const h = view(buf, pe + 24 + optionalSize + i * 40, 40, `section header ${i}`);
+    sections.push({
+      name: h.toString('latin1', 0, 8).replace(/\0+$/, ''),
+      va: h.readUInt32LE(12),
+      span: Math.max(h.readUInt32LE(8), h.readUInt32LE(16)),
+      raw: h.readUInt32LE(20),
+    });
+  }
+  /** The file offset of a relative virtual address. */
+  const offsetOf = (rva, what) => {
+    const s = sections.find((x) => rva >= x.va && rva < x.va + x.span);
+    if (!s) throw new Error(`${what}: RVA 0x${rva.toString(16)} is in no section`);
+    return rva - s.va + s.raw;
+  };
+  const name = (rva, what) => cstring(buf, offsetOf(rva, what), what);
+
+  const exports = [];
+  const exportDir = directories[DIRECTORY_EXPORT];
+  if (exportDir?.rva) {
+    const dir = view(buf, offsetOf(exportDir.rva, 'export directory'), 40, 'export directory');
+    const count = dir.readUInt32LE(24);
+    const names = offsetOf(dir.readUInt32LE(32), 'export names');
+    for (let i = 0; i < count; i++)
+      exports.push(name(view(buf, names + i * 4, 4, 'export name').readUInt32LE(0), 'export'));
+  }
+  const imports = {};
+  const importDir = directories[DIRECTORY_IMPORT];
+  if (importDir?.rva) {
+    // Bounded by the directory's size: a missing terminator cannot run on.
+    for (let at = offsetOf(importDir.rva, 'import directory'), i = 0; i < importDir.size / 20; i++, at += 20) {
+      const d = view(buf, at, 20, 'import descriptor');
+      const lookup = d.readUInt32LE(0) || d.readUInt32LE(16);
+      if (lookup === 0 && d.readUInt32LE(12) === 0) break;
+      const dll = name(d.readUInt32LE(12), 'import DLL name');
+      if (!imports[dll]) imports[dll] = [];
+      const names = imports[dll];
+      for (let t = offsetOf(lookup, 'import lookup table'); ; t += 8) {
+        const entry = view(buf, t, 8, 'import thunk').readBigUInt64LE(0);
+        if (entry === 0n) break;
+        if (entry & (1n << 63n)) names.push(`#${entry & 0xffffn}`);
+        else names.push(cstring(buf, offsetOf(Number(entry & 0x7fffffffn), 'import name') + 2, 'import name'));
+      }
+    }
+  }
+  return {
+    machine,
+    arch: PE_MACHINES[machine] ?? `machine 0x${machine.toString(16)}`,
+    dll: (characteristics & IMAGE_FILE_DLL) !== 0,
+    sections: sections.map((x) => x.name),
+    exports,
+    imports,
+  };
+}
+
+function inspectPe(buf) {
+  const pe = peInfo(buf);
+  const imported = Object.keys(pe.imports);
+  const lower = imported.map((d) => d.toLowerCase());
+  return {
+    format: 'pe',
+    arch: pe.arch,
+    machine: pe.machine,
+    dll: pe.dll,
+    exportsRegister: pe.exports.includes(ENTRY),
+    exportCount: pe.exports.length,
+    needed: imported,
+    imports: pe.imports,
+    // The C runtime: the Universal CRT (Windows 10's own, api-ms-win-crt-*
+    // forwarders or ucrtbase.dll), which official Node uses, or the old
+    // msvcrt.dll, whose heap and stdio an addon must not mix with Node's.
+    crt: lower.some((d) => d.startsWith('api-ms-win-crt-') || d === 'ucrtbase.dll')
+      ? 'ucrt'
+      : lower.includes('msvcrt.dll')
+        ? 'msvcrt'
+        : 'none',
+  };
+}
+
 // ---------------------------------------------------------------- API
 
 /**
@@ -563,6 +697,7 @@ function inspect(file) {
     return { ...base, format: 'macho-universal', arch: null, error: 'universal (fat) Mach-O, not a thin binary' };
   }
   if (buf.readUInt32LE(0) === 0xfeedface) return { ...base, format: 'macho', arch: null, error: '32-bit Mach-O' };
+  if (buf.toString('latin1', 0, 2) === 'MZ') return { ...base, ...inspectPe(buf) };
   const magic = buf.subarray(0, 4).toString('hex');
   return { ...base, format: 'unknown', arch: null, error: `unrecognised magic ${magic}` };
 }
@@ -588,7 +723,7 @@ function check(platform, file) {
     return { ok: false, problems: [`cannot parse: ${err.message}`], warnings, info: null };
   }
   if (info.error) problems.push(info.error);
-  const formatName = { elf: 'ELF 64-bit LE', macho: 'Mach-O 64-bit' }[want.format];
+  const formatName = { elf: 'ELF 64-bit LE', macho: 'Mach-O 64-bit', pe: 'PE32+' }[want.format];
   if (info.format !== want.format) problems.push(`format is ${info.format}, want ${formatName}`);
   else if (info.arch !== want.arch) problems.push(`architecture is ${info.arch}, want ${want.arch}`);
   // The rest judges a binary for this platform; for a wrong one it only adds noise.
@@ -596,7 +731,9 @@ function check(platform, file) {
 
   if (!info.exportsRegister) problems.push(`does not export ${ENTRY}: Node cannot load it as an addon`);
 
-  if (want.format === 'elf') {
+  if (want.format === 'pe') {
+    checkPe(want, info, problems, warnings);
+  } else if (want.format === 'elf') {
     if (info.type !== 3) problems.push(`ELF type ${info.type}, want a shared object (ET_DYN, 3)`);
     const allowed = want.libc === 'gnu' ? GNU_LIBS : MUSL_LIBS;
     const foreign = info.needed.filter((lib) => !allowed.some((re) => re.test(lib)));
@@ -650,6 +787,48 @@ function check(platform, file) {
 }
 
 /**
+ * A Windows addon is a DLL that Node's LoadLibrary can bind: every napi_*
+ * it imports must come from node.exe (the official Node exports them; a
+ * libnode.dll does not exist there), it must link the Universal CRT and
+ * otherwise only DLLs every Windows 10 has.
+ */
+function checkPe(want, info, problems, warnings) {
+  if (!info.dll) problems.push('not a DLL (IMAGE_FILE_DLL unset): LoadLibrary cannot load it as an addon');
+  const foreign = info.needed.filter((dll) => !WINDOWS_DLLS.some((re) => re.test(dll)));
+  if (foreign.length) problems.push(`imports from ${foreign.join(', ')}: not part of every Windows 10`);
+  if (info.crt !== want.crt) problems.push(`C runtime is ${info.crt}, want ${want.crt} (the official Node's)`);
+  const napi = Object.entries(info.imports).flatMap(([dll, names]) =>
+    names.filter((n) => /^(napi|node_api)_/.test(n)).map((n) => ({ dll, n })),
+  );
+  info.napiImports = napi.length;
+  const elsewhere = [...new Set(napi.filter((i) => !/^node\.exe$/i.test(i.dll)).map((i) => i.dll))];
+  if (elsewhere.length) problems.push(`imports napi_* from ${elsewhere.join(', ')}, want node.exe`);
+  if (napi.length === 0) problems.push('imports no napi_* function: not linked against Node-API');
+  // With the official node.exe at hand (scripts/platform-runtimes.js windows-node
+  // caches it), every napi_* imported must be one it exports.
+  const exe = nodeExe();
+  if (exe) {
+    const exported = new Set(peInfo(fs.readFileSync(exe)).exports);
+    const unknown = napi.filter((i) => !exported.has(i.n)).map((i) => i.n);
+    if (unknown.length) problems.push(`imports ${unknown.join(', ')}, which node.exe does not export`);
+    info.checkedAgainst = path.relative(root, exe);
+  } else {
+    warnings.push(
+      'node.exe not cached (node scripts/platform-runtimes.js windows-node): imports not matched to its exports',
+    );
+  }
+  warnExports(info, warnings);
+}
+
+/** The official node.exe scripts/platform-runtimes.js cached, or null. */
+function nodeExe() {
+  const ready = path.join(root, '.cache', 'platforms', 'windows-node', 'ready.json');
+  if (!fs.existsSync(ready)) return null;
+  const { exe } = JSON.parse(fs.readFileSync(ready, 'utf8'));
+  return fs.existsSync(exe) ? exe : null;
+}
+
+/**
  * An addon needs to export only its entry point. Thousands of exported Rust
  * symbols mean the linker ignored rustc's export list: a bigger, slower-loading
  * binary whose internals other code can bind to.
@@ -672,6 +851,7 @@ function summaryLine(result) {
   const parts = [`${info.format} ${info.arch}`];
   if (info.format === 'elf') parts.push(info.glibcMax ? `glibc ${info.glibcMax}` : 'no glibc versions');
   if (info.minOs) parts.push(`macOS ${info.minOs}`);
+  if (info.format === 'pe') parts.push(`${info.crt} C runtime`, `${info.napiImports} napi_* from node.exe`);
   parts.push(info.exportsRegister ? ENTRY : `no ${ENTRY}`);
   parts.push(`${info.exportCount} exported`);
   if (info.symbols) parts.push(`${info.symbols.total} in symtab`);
@@ -726,5 +906,5 @@ function main(argv) {
   return failed || (missing && !allowMissing) ? 1 : 0;
 }
 
-module.exports = { inspect, check, binaryPath, compareVersions, PLATFORMS };
+module.exports = { inspect, check, binaryPath, compareVersions, peInfo, PLATFORMS };
 if (require.main === module) process.exitCode = main(process.argv.slice(2));

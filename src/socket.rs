@@ -1,10 +1,13 @@
 //! Handing a connection's socket to the writer: a duplicate of its fd, but
 //! only once it is proven to be the socket the response is on.
 
+#[cfg(unix)]
 use std::net::{IpAddr, TcpStream};
+#[cfg(unix)]
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use napi_derive::napi;
+#[cfg(unix)]
 use sse_helper_core::frame::Framing;
 use sse_helper_core::writer::SocketFd;
 
@@ -31,6 +34,7 @@ pub struct SocketInfo {
 /// is not a connected TCP socket, or not the one `info` describes (the
 /// connection then stays on the stream). The check matters: writing to
 /// another connection's fd would hand one client another's data.
+#[cfg(unix)]
 pub fn handoff(info: &SocketInfo) -> Option<SocketFd> {
   if info.fd < 0 {
     return None;
@@ -58,4 +62,11 @@ pub fn handoff(info: &SocketInfo) -> Option<SocketFd> {
     fd: OwnedFd::from(stream),
     framing,
   })
+}
+
+/// Never a socket for the writer where Node gives no fd (Windows: `fd` is
+/// -1 there): every connection stays on the stream transport.
+#[cfg(not(unix))]
+pub fn handoff(_info: &SocketInfo) -> Option<SocketFd> {
+  None
 }

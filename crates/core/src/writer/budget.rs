@@ -1,5 +1,7 @@
 //! How many connections the writer may hold: each costs a second fd, so the
-//! budget follows the process's open-files limit. Unix-only (`getrlimit`).
+//! budget follows the process's open-files limit (`getrlimit`). Where there
+//! is no fd to hand over (Windows), the budget is zero: every connection
+//! stays on the stream transport.
 
 /// How many connections the writer may hold at once. Each one costs a
 /// second fd (the duplicate) besides Node's own, so the writer stays under
@@ -8,10 +10,19 @@
 /// stay on the stream transport, at one fd each. Unlimited where the limit
 /// is infinite or cannot be read (a failed duplication still falls back
 /// cleanly).
+#[cfg(unix)]
 pub fn fd_budget() -> usize {
   open_files_limit().map_or(usize::MAX, budget_for_limit)
 }
 
+/// How many connections the writer may hold at once: none, where Node
+/// gives no fd for a socket.
+#[cfg(not(unix))]
+pub fn fd_budget() -> usize {
+  0
+}
+
+#[cfg_attr(not(unix), allow(dead_code))]
 fn budget_for_limit(soft: usize) -> usize {
   let reserve = (soft / 100).max(128);
   soft.saturating_sub(reserve) / 2
@@ -19,6 +30,7 @@ fn budget_for_limit(soft: usize) -> usize {
 
 /// The soft open-files limit, from `getrlimit(2)`; `None` when unlimited or
 /// unreadable.
+#[cfg(unix)]
 fn open_files_limit() -> Option<usize> {
   let mut limit = libc::rlimit {
     rlim_cur: 0,
