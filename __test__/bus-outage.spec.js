@@ -342,6 +342,9 @@ describe('one hub cut off from a Redis the others still use', () => {
       {},
       async ({ b, redis }) => {
         for (let n = 1; n <= 5; n++) await broadcastVia(b.port, { payload: { n } });
+        // B answered once each was queued for its bus thread, not once it was
+        // in Redis: wait for all six there (the test raced B's XADD, under load).
+        await waitUntil(async () => (await redis.command('XLEN', 'sse')) === 6, 'the six entries in Redis');
         expect(await redis.command('XTRIM', 'sse', 'MAXLEN', '0')).toBe(6);
       },
     ],
