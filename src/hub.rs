@@ -1,8 +1,8 @@
 //! The `#[napi]` class `NativeHub` that the JS surface (`lib/hub.js`)
 //! wraps. Each method converts its arguments, asks the core
 //! (`sse_helper_core::hub::HubCore`) and executes what it answers; the
-//! longer steps live in their own files (`registration`, `removal`,
-//! `direct`, `entries`, `stats`, `setup`, `finalize`). Every method catches
+//! longer steps live in their own files (`registration`, `removal`, `deliver`,
+//! `direct`, `entries`, `stats`, `setup`, `finalize`, `bus`, `waiting`). Every method catches
 //! panics (`catch_unwind`) and throws them as JS errors, so none can abort
 //! the process.
 

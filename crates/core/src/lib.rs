@@ -4,13 +4,13 @@
 //!
 //! - [`frame`]: SSE wire framing and HTTP chunks.
 //! - [`registry`]: connections by key, client id and channel.
-//! - [`history`]: the replay ring behind `Last-Event-ID`.
+//! - [`history`]: the replay rings (broadcasts, channels) behind `Last-Event-ID`.
 //! - [`backpressure`]: the one slow-client rule both transports apply.
 //! - [`stats`]: the counters both transports count into.
 //! - [`writer`]: one native socket writer thread.
 //! - [`shards`]: the socket writer sharded over several threads.
 //! - [`mailbox`]: how a writer or bus thread reports to the JS thread.
-//! - [`hub`]: the hub's decisions: calls in, effects out.
+//! - [`hub`]: the hub's decisions: calls in, a `Dispatch` or effects out.
 //! - [`bus`]: the Redis bus that makes one hub of many instances.
 
 #![deny(clippy::all)]

@@ -1,7 +1,7 @@
-//! The hub's counters, in one struct that both transports count into: the
-//! JS thread for stream connections and replays, the writer thread for
-//! socket connections. Atomics, so either thread counts without a lock and
-//! `getStats()` reads one place.
+//! The hub's counters, one struct type both transports count into: the
+//! hub's for stream connections and replays, each writer shard's for its
+//! socket connections. Atomics, so either thread counts without a lock;
+//! `getStats()` sums them (`hub::stats`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

@@ -9,7 +9,7 @@ use super::replay::ReplayFrom;
 use crate::writer::WriterPort;
 
 /// Where a connection whose headers were just flushed stands: what live
-/// delivery has reached at that moment ([`Bus::mark`]).
+/// delivery has reached at that moment ([`Bus::mark`](super::Bus::mark)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
   /// Everything up to this entry was handed to delivery before (0-0: the
@@ -36,7 +36,7 @@ impl Mark {
   }
 }
 
-/// How a new connection starts on a hub with a bus ([`Bus::admit`]).
+/// How a new connection starts on a hub with a bus ([`DeliveryLock::admit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
   /// Live at once: nothing was delivered since its mark.
@@ -61,7 +61,7 @@ pub(super) struct Live {
 }
 
 /// Live delivery's lock, held by the JS thread while it registers a
-/// connection ([`Bus::delivery`]).
+/// connection ([`Bus::delivery`](super::Bus::delivery)).
 pub struct DeliveryLock(pub(super) Arc<Mutex<Live>>);
 
 impl DeliveryLock {

@@ -23,7 +23,7 @@
 //!   parts.
 //! - [`link`]: the connection state and the reconnect backoff.
 //! - [`replay`]: replay reads, bounded and planned without I/O.
-//! - [`read_size`]: how much one `XREAD` asks for, and how long it may take.
+//! - `read_size`: how much one `XREAD` asks for, and how long it may take.
 //! - [`target`]: where it connects (one server, the master Sentinels name,
 //!   or a Redis Cluster: `cluster`).
 //! - [`keys`]: the keys it uses, all in the stream's hash slot.

@@ -41,7 +41,7 @@ pub enum BusEvent {
     frames: Vec<Arc<[u8]>>,
     cursor: Option<EntryId>,
   },
-  /// The answer to [`Bus::count`] or [`Bus::flush`].
+  /// The answer to [`Bus::count`](super::Bus::count) or [`Bus::flush`](super::Bus::flush).
   Reply {
     request: u32,
     result: Result<f64, BusError>,

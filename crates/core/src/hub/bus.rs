@@ -1,6 +1,6 @@
-//! The hub's side of the Redis bus: which connections a bus entry or a
-//! replay reaches, and keeping the writer threads' view of each socket
-//! connection (client id, channels, replay gate) in step with the registry.
+//! The hub's side of the Redis bus: its life ([`BusSlot`]), appends and the
+//! local fallback, which connections a bus entry or a replay reaches, and
+//! each connection's `Subscription` route kept in step with the registry.
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! The hub's decisions, as plain Rust: who is registered and how, who gets
 //! a frame, when a client is slow, what a reconnecting client replays, who
 //! needs a heartbeat, and how a connection leaves. It takes calls and
-//! returns [`Effect`]s; it never touches JS. The binding holds one
+//! returns a [`Dispatch`] or [`Effect`]s; it never touches JS. The binding holds one
 //! `HubCore` per JS hub, executes the effects on the JS thread, and runs no
 //! JS while it holds the core borrowed.
 //!

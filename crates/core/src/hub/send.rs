@@ -62,7 +62,7 @@ pub enum Planned {
 impl<H> HubCore<H> {
   /// Decides one broadcast. With a bus (and no filter) it is a stream
   /// entry: appended, or delivered here at once while Redis is away (see
-  /// [`HubCore::append`]). Without, it is framed once; a broadcast to
+  /// `HubCore::append`). Without, it is framed once; a broadcast to
   /// everyone with history on gets the next id (unless the app gives one)
   /// and is kept for replay; it goes to every connection, or the channel's
   /// members. Returns the targets the binding writes; its value is how
@@ -238,7 +238,7 @@ impl<H> HubCore<H> {
   /// each connection's delay is drawn from `ms..=ms + jitter`, so the
   /// browsers of a drained instance come back spread over that window
   /// instead of in the same second: the window is cut into at most
-  /// [`RETRY_BUCKETS`] steps, one shared frame each.
+  /// `RETRY_BUCKETS` steps, one shared frame each.
   pub fn retry_hint(&mut self, ms: u32, jitter: u32, now: Instant) -> Vec<Dispatch> {
     let keys = self.registry.keys();
     if jitter == 0 {

@@ -59,7 +59,7 @@ pub struct Conn<H> {
   /// gate and what waits for its replay (a socket connection's lives in
   /// its writer thread, both kept in step with the registry by `route_changed`).
   pub subscription: Subscription,
-  /// Where its replay starts, while it waits for [`HubCore::request_replay`]
+  /// Where its replay starts, while it waits for [`HubCore::request_replay`](super::HubCore::request_replay)
   /// (a held connection).
   pub replay_from: Option<ReplayFrom>,
   /// Its admission key (`clientKey(req)`), counted while it is registered.

@@ -17,12 +17,12 @@
 //! kernel buffer is full gets the rest queued by reference (no copy per
 //! client) and flushed with `writev` when it becomes writable (`write.rs`).
 //! The queue is bounded by `max_buffered_bytes`, past which the slow-client
-//! policy applies. Bus entries go through each connection's replay gate
+//! policy applies. Bus entries go through each connection's `Subscription`
 //! (`bus.rs`).
 //!
 //! Files: `handle` (the owner's side), `run` (the thread and its command
 //! loop), `command` (commands and their merging), `fanout` (broadcasts and
-//! merged runs), `bus` (bus entries and replay gates), `write` (one
+//! merged runs), `bus` (bus entries and replays, by Subscription), `write` (one
 //! connection's write path and queue), `conn` and `state` (what the thread
 //! holds), `gauge`, `config`, `event`. Unix-only code is in `io` (fds and
 //! readiness) and `budget` (`getrlimit`).
