@@ -99,8 +99,13 @@ test('pm2 reload during continuous broadcasts: every client gets every event exa
   for (const c of clients) {
     const got = c.data().map((d) => d.n);
     const upToLast = got.filter((n) => n <= last);
-    // Every event answered 200, once each, in order.
-    expect(upToLast.filter((n) => !uncertain.has(n))).toEqual(loop.sent);
+    // Every event answered 200, once each. In the stream's order, which is
+    // the same for every client (below), not always the order of the
+    // answers: two workers append on their own, and a 200 means queued for
+    // the worker's bus thread, not yet in Redis (seen under load: n 63 in
+    // the stream before 62, answered first by the other worker).
+    const byN = (a, b) => a - b;
+    expect(upToLast.filter((n) => !uncertain.has(n)).sort(byN)).toEqual([...loop.sent].sort(byN));
     expect(new Set(upToLast).size).toBe(upToLast.length);
     expect(outOfOrder(c.messages.map((m) => m.id))).toEqual([]);
     expect(c.opens).toBeGreaterThanOrEqual(2);
