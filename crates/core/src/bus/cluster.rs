@@ -211,10 +211,7 @@ pub(super) fn redirect_of(error: &RedisError) -> Option<Redirect> {
 #[cfg(test)]
 mod tests {
   use super::*;
-
-  fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
-  }
+  use crate::bus::resp::bulk;
 
   #[test]
   fn cluster_urls_name_the_seeds_and_the_credentials() {
