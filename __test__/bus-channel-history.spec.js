@@ -7,24 +7,20 @@
 // two in-process hubs behind their own Express 5 servers, raw clients.
 
 const { SseHub } = require('..');
-const { parseFrames } = require('./bus-clients.js');
-const { rawGet, startServer, waitFor } = require('./helpers.js');
+const { inProcessInstances, parseFrames } = require('./bus-clients.js');
+const { startServer, waitFor } = require('./helpers.js');
 const { startRedis } = require('./redis-helpers.js');
 
 const LONG = 20_000;
 let redis;
-const hubs = [];
-const servers = [];
-const clients = [];
+const { hubs, servers, connect, closeAll } = inProcessInstances(LONG);
 
 beforeEach(async () => {
   redis = await startRedis();
 });
 
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy();
-  for (const h of hubs.splice(0)) await h.close();
-  for (const s of servers.splice(0)) await s.close();
+  await closeAll();
   await redis.stop();
 });
 
@@ -44,14 +40,6 @@ async function instance(stream, transport, how) {
   });
   servers.push(srv);
   return { hub, srv };
-}
-
-async function connect({ hub, srv }, path, headers) {
-  const before = hub.getClientCount();
-  const client = rawGet(srv.port, path, headers);
-  clients.push(client);
-  await waitFor(() => hub.getClientCount() > before, 'registered', LONG);
-  return client;
 }
 
 const frames = (client) =>

@@ -6,7 +6,7 @@
 const http = require('node:http');
 const net = require('node:net');
 const { EventSource } = require('eventsource');
-const { framesOf } = require('./helpers.js');
+const { framesOf, rawGet, waitFor } = require('./helpers.js');
 
 /**
  * One HTTP request to 127.0.0.1 on a fresh connection (`agent: false`, so
@@ -337,7 +337,39 @@ function broadcastLoop(ports, payloadOf, { pauseMs = 10 } = {}) {
   };
 }
 
+/**
+ * A spec file's in-process instances (hubs behind servers of their own) and
+ * the raw clients of them, kept in `hubs`, `servers` and `clients` for
+ * `closeAll()` after each test. `connect(instance, path, headers)` opens a
+ * raw GET on `instance.srv` and resolves once `instance.hub` has registered
+ * it (within `timeoutMs`).
+ */
+function inProcessInstances(timeoutMs) {
+  const hubs = [];
+  const servers = [];
+  const clients = [];
+  return {
+    hubs,
+    servers,
+    clients,
+    async connect({ hub, srv }, path, headers) {
+      const before = hub.getClientCount();
+      const client = rawGet(srv.port, path, headers);
+      clients.push(client);
+      await waitFor(() => hub.getClientCount() > before, 'registered', timeoutMs);
+      return client;
+    },
+    /** Destroys the clients, then closes the hubs, then the servers. */
+    async closeAll() {
+      for (const c of clients.splice(0)) c.destroy();
+      for (const h of hubs.splice(0)) await h.close();
+      for (const s of servers.splice(0)) await s.close();
+    },
+  };
+}
+
 module.exports = {
+  inProcessInstances,
   waitUntil,
   broadcastLoop,
   request,

@@ -21,16 +21,14 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { SseHub } = require('..');
-const { broadcastVia, cuttableProxy, parseFrames, throttledProxy } = require('./bus-clients.js');
+const { broadcastVia, cuttableProxy, inProcessInstances, parseFrames, throttledProxy } = require('./bus-clients.js');
 const { rawGet, startServer, waitFor } = require('./helpers.js');
 const { freePort, spawnInstance, startRedis } = require('./redis-helpers.js');
 
 const LONG = 20_000;
 
 let redis;
-const hubs = [];
-const servers = [];
-const clients = [];
+const { hubs, servers, clients, connect, closeAll } = inProcessInstances(LONG);
 let streamCount = 0;
 
 beforeEach(async () => {
@@ -38,9 +36,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy();
-  for (const h of hubs.splice(0)) await h.close();
-  for (const s of servers.splice(0)) await s.close();
+  await closeAll();
   await redis.stop();
 });
 
@@ -62,14 +58,6 @@ async function busHub(stream, { transport = 'auto', url = redis.url, ready = tru
   });
   servers.push(srv);
   return { hub, srv };
-}
-
-async function connect({ hub, srv }, path, headers) {
-  const before = hub.getClientCount();
-  const client = rawGet(srv.port, path, headers);
-  clients.push(client);
-  await waitFor(() => hub.getClientCount() > before, 'registered', LONG);
-  return client;
 }
 
 const frames = (client) =>

@@ -64,6 +64,28 @@ function expectAllOf(loop, client) {
   expect(loop.sent.filter((n) => !seen.has(n))).toEqual([]);
 }
 
+/** Broadcasts through A and B in turn, `pauseMs` apart, until stopped (stopped after the file at the latest). */
+function startLoop(pauseMs) {
+  const loop = broadcastLoop([a.port, b.port], (n) => ({ n }), { pauseMs });
+  loops.push(loop);
+  return loop;
+}
+
+/**
+ * Stops `loop`, which must have had no failures, and waits until each of
+ * `receivers` has the stream's last entry: then every broadcast of `loop`
+ * reached each (expectAllOf). Returns that last id.
+ */
+async function stopAndExpectAll(loop, receivers) {
+  await loop.stop();
+  expect(loop.failures).toEqual([]);
+  const ids = await streamIds();
+  const last = ids[ids.length - 1];
+  for (const c of receivers) await waitFor(() => c.messages.some((m) => m.id === last), 'the last entry', LONG);
+  for (const c of receivers) expectAllOf(loop, c);
+  return last;
+}
+
 test('broadcasts reach both instances with stream ids; Last-Event-ID replays; globalClientCount counts both', async () => {
   const onA = open(a);
   const onB = open(b);
@@ -74,15 +96,9 @@ test('broadcasts reach both instances with stream ids; Last-Event-ID replays; gl
   const keys = await owner.command('CLUSTER', 'GETKEYSINSLOT', slot, 100);
   expect(keys.filter((k) => k.startsWith('{sse}:presence:'))).toHaveLength(2);
 
-  const loop = broadcastLoop([a.port, b.port], (n) => ({ n }), { pauseMs: 5 });
-  loops.push(loop);
+  const loop = startLoop(5);
   await waitFor(() => onA.data().length >= 20 && onB.data().length >= 20, 'twenty broadcasts on both', LONG);
-  await loop.stop();
-  expect(loop.failures).toEqual([]);
-  const ids = await streamIds();
-  const last = ids[ids.length - 1];
-  for (const c of [onA, onB]) await waitFor(() => c.messages.some((m) => m.id === last), 'the last entry', LONG);
-  for (const c of [onA, onB]) expectAllOf(loop, c);
+  const last = await stopAndExpectAll(loop, [onA, onB]);
   expect(onA.messages.map((m) => m.id)).toEqual(onB.messages.map((m) => m.id));
 
   // A client of B that saw up to the tenth entry is replayed the rest.
@@ -102,8 +118,7 @@ test("the stream's slot migrated to another master during broadcasts: nothing is
   const masters = (await clusterNodes(before.port)).filter((n) => n.master && !n.failed);
   const to = cluster.nodes.find((n) => n.id === masters.find((m) => m.id !== before.id).id);
 
-  const loop = broadcastLoop([a.port, b.port], (n) => ({ n }), { pauseMs: 5 });
-  loops.push(loop);
+  const loop = startLoop(5);
   await waitFor(() => onA.data().length >= 20 && onB.data().length >= 20, 'broadcasts before the move', LONG);
   await cluster.migrate(slot, to);
   expect((await cluster.owner(slot)).id).toBe(to.id);
@@ -111,12 +126,7 @@ test("the stream's slot migrated to another master during broadcasts: nothing is
   const moved = (await to.command('XLEN', STREAM)) + 0;
   await waitUntil(async () => (await to.command('XLEN', STREAM)) >= moved + 40, 'appends on the new owner', LONG);
   await waitFor(() => onA.data().length >= 80 && onB.data().length >= 80, 'broadcasts after the move', LONG);
-  await loop.stop();
-  expect(loop.failures).toEqual([]);
-  const ids = await streamIds();
-  const last = ids[ids.length - 1];
-  for (const c of [onA, onB]) await waitFor(() => c.messages.some((m) => m.id === last), 'the last entry', LONG);
-  for (const c of [onA, onB]) expectAllOf(loop, c);
+  const last = await stopAndExpectAll(loop, [onA, onB]);
   for (const i of [a, b]) {
     const { bus } = await statsOf(i.port);
     expect(bus.state).toBe('connected');
@@ -137,8 +147,7 @@ test("the slot's master killed (SIGKILL): its replica is promoted and the bus re
   const onB = open(b);
   await waitUntil(async () => (await request(a.port, '/count')).body.global === 8, 'eight clients', LONG);
   const dead = await cluster.owner(slot);
-  const loop = broadcastLoop([a.port, b.port], (n) => ({ n }), { pauseMs: 10 });
-  loops.push(loop);
+  const loop = startLoop(10);
   await waitFor(() => onA.data().length >= 20 && onB.data().length >= 20, 'broadcasts before the failover', LONG);
   await dead.kill();
   await waitUntil(

@@ -19,7 +19,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { startRedis } = require('./redis-helpers.js');
 const {
-  startRegistry,
+  startPlatformApp,
+  expectContractPassed,
   platformPackagesIn,
   startApp,
   runContract,
@@ -71,12 +72,7 @@ for (const { arch, runtime: runtimeName, npmFlags, loader, slow } of ARCHES) {
     let env;
 
     beforeAll(async () => {
-      registry = await startRegistry();
-      expect(Object.keys(registry.published.platforms)).toContain(PLATFORM);
-      app = await registry.installApp(`app-${PLATFORM}`, npmFlags, {
-        'server.js': path.join(__dirname, 'fixtures', 'install-app.js'),
-        'contract.js': path.join(__dirname, 'fixtures', 'platform-contract.js'),
-      });
+      ({ registry, app } = await startPlatformApp(PLATFORM, `app-${PLATFORM}`, npmFlags));
       env = registry.appEnv(`app-${PLATFORM}`);
     }, 300_000);
 
@@ -131,9 +127,7 @@ for (const { arch, runtime: runtimeName, npmFlags, loader, slow } of ARCHES) {
             env: { ...env, TRANSPORT: 'socket', REDIS_URL: redis.url },
             timeoutMs: 120_000 * slow,
           });
-          expect({ fatal: report.fatal, stderr: report.fatal ? stderr : '' }).toEqual({ fatal: undefined, stderr: '' });
-          expect(report.checks.filter((c) => !c.ok)).toEqual([]);
-          expect(report.checks).toHaveLength(10);
+          expectContractPassed(report, stderr);
           expect(report).toMatchObject({ platform: 'linux', arch, node: runtime.node });
           // The native writer writes to the socket's own file descriptor.
           expect(report.fd).toBeGreaterThanOrEqual(0);

@@ -210,6 +210,36 @@ async function startRegistry({ release = false } = {}) {
   }
 }
 
+/** What a platform app gets: the usage example as server.js, the contract subset as contract.js. */
+const PLATFORM_APP_FILES = {
+  'server.js': path.join(__dirname, 'fixtures', 'install-app.js'),
+  'contract.js': path.join(__dirname, 'fixtures', 'platform-contract.js'),
+};
+
+/**
+ * Starts the registry, which must have published `platform`, and installs
+ * app `name` from it with `npmFlags` and PLATFORM_APP_FILES: resolves with
+ * { registry, app } (the registry is stopped again if the install fails).
+ */
+async function startPlatformApp(platform, name, npmFlags) {
+  const registry = await startRegistry();
+  try {
+    expect(Object.keys(registry.published.platforms)).toContain(platform);
+    const app = await registry.installApp(name, npmFlags, PLATFORM_APP_FILES);
+    return { registry, app };
+  } catch (err) {
+    await registry.stop();
+    throw err;
+  }
+}
+
+/** A contract run passed: no fatal error (else its stderr is shown), no failed check, all ten run. */
+function expectContractPassed(report, stderr) {
+  expect({ fatal: report.fatal, stderr: report.fatal ? stderr : '' }).toEqual({ fatal: undefined, stderr: '' });
+  expect(report.checks.filter((c) => !c.ok)).toEqual([]);
+  expect(report.checks).toHaveLength(10);
+}
+
 const children = [];
 
 /** Spawns `command args` with stdout and stderr in files (under Wine, node.exe's stdout to a pipe fails with EBADF). */
@@ -314,6 +344,8 @@ const platformPackagesIn = (app) =>
 
 module.exports = {
   startRegistry,
+  startPlatformApp,
+  expectContractPassed,
   platformPackagesIn,
   startApp,
   runToEnd,

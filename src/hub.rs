@@ -13,7 +13,9 @@ use napi::{Env, JsValue};
 use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::options;
-use sse_helper_core::hub::{millis, AppWrite, Broadcast, Frame, Planned, Removal, Ticket};
+use sse_helper_core::hub::{
+  millis, AppWrite, Broadcast, CoreError, Dispatch, Frame, HubCore, Planned, Removal, Ticket,
+};
 use sse_helper_core::registry::ConnKey;
 
 use crate::args::{self, EventOptions};
@@ -21,11 +23,11 @@ use crate::deliver;
 use crate::direct::{filtered_keys, write_to_response};
 use crate::effects::{self, execute, key_of};
 use crate::error::{self, invalid_type};
-use crate::js;
+use crate::js::{self, RawEnv};
 use crate::registration::{self, check_response};
 use crate::removal::{self, remove, remove_all, remove_id};
 use crate::socket::SocketInfo;
-use crate::state::Shared;
+use crate::state::{JsConn, Shared};
 use crate::stats::NativeStats;
 
 /// A registry of SSE connections. The JS surface (`index.js`) wraps it;
@@ -33,6 +35,28 @@ use crate::stats::NativeStats;
 #[napi(custom_finalize)]
 pub struct NativeHub {
   pub(crate) state: Shared,
+}
+
+impl NativeHub {
+  /// One event's delivery: `options` converted, the core's `plan` for it
+  /// (given the time) checked, and the dispatch run; how many connections
+  /// it was written to. The core is borrowed only while it plans: no JS
+  /// runs then.
+  fn deliver_event(
+    &self,
+    raw: RawEnv,
+    options: Option<&EventOptions>,
+    plan: impl FnOnce(
+      &mut HubCore<JsConn>,
+      &options::EventOptions<'_>,
+      Instant,
+    ) -> std::result::Result<Dispatch, CoreError>,
+  ) -> Result<u32> {
+    let options = args::event_options(options);
+    let planned = plan(&mut self.state.borrow_mut().core, &options, Instant::now());
+    let dispatch = error::check(&self.state, raw, planned)?;
+    Ok(deliver::run(&self.state, raw, dispatch))
+  }
 }
 
 /// Where a new connection starts, for `register`.
@@ -298,15 +322,10 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<bool> {
-    let raw = env.raw();
-    let options = args::event_options(options.as_ref());
-    let planned = self
-      .state
-      .borrow_mut()
-      .core
-      .send_to(&id, &data, &options, Instant::now());
-    let dispatch = error::check(&self.state, raw, planned)?;
-    Ok(deliver::run(&self.state, raw, dispatch) > 0)
+    let written = self.deliver_event(env.raw(), options.as_ref(), |core, options, now| {
+      core.send_to(&id, &data, options, now)
+    })?;
+    Ok(written > 0)
   }
 
   /// Writes one framed event to any response, registered or not.
@@ -412,15 +431,9 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<u32> {
-    let raw = env.raw();
-    let options = args::event_options(options.as_ref());
-    let planned = self
-      .state
-      .borrow_mut()
-      .core
-      .broadcast_final(&data, &options, Instant::now());
-    let dispatch = error::check(&self.state, raw, planned)?;
-    let written = deliver::run(&self.state, raw, dispatch);
+    let written = self.deliver_event(env.raw(), options.as_ref(), |core, options, now| {
+      core.broadcast_final(&data, options, now)
+    })?;
     self.close_all(env);
     Ok(written)
   }

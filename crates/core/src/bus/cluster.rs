@@ -20,7 +20,7 @@ use redis::{RedisError, RedisResult, Value};
 
 use super::config::{direct_client, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use super::keys;
-use super::target::{decode, encode, host_port, parse_hosts};
+use super::target::{host_port, parse_hosts, split_userinfo, userinfo};
 
 /// A parsed `redis+cluster://` URL, with what connects to it.
 #[derive(Debug, Clone)]
@@ -61,20 +61,7 @@ impl Cluster {
         "a Cluster URL names no database (or /0): redis+cluster://host:port[,host:port…]".into(),
       );
     }
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-      Some((userinfo, hosts)) => (Some(userinfo), hosts),
-      None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-      None => (None, None),
-      Some(info) => match info.split_once(':') {
-        Some((user, pass)) => (
-          Some(decode(user)?).filter(|u| !u.is_empty()),
-          Some(decode(pass)?),
-        ),
-        None => (Some(decode(info)?).filter(|u| !u.is_empty()), None),
-      },
-    };
+    let (username, password, hosts) = split_userinfo(authority)?;
     let seeds = parse_hosts(hosts, 6379, "Cluster node")?;
     Ok(Cluster {
       seeds,
@@ -87,15 +74,7 @@ impl Cluster {
 
   /// The URL of one node, with the credentials and scheme of all.
   fn node_url(&self, host: &str, port: u16) -> String {
-    let auth = match (&self.username, &self.password) {
-      (None, None) => String::new(),
-      (user, None) => format!("{}@", encode(user.as_deref().unwrap_or_default())),
-      (user, Some(pass)) => format!(
-        "{}:{}@",
-        encode(user.as_deref().unwrap_or_default()),
-        encode(pass)
-      ),
-    };
+    let auth = userinfo(self.username.as_deref(), self.password.as_deref());
     let scheme = if self.tls { "rediss" } else { "redis" };
     format!("{scheme}://{auth}{}", host_port(host, port))
   }
@@ -232,10 +211,7 @@ pub(super) fn redirect_of(error: &RedisError) -> Option<Redirect> {
 #[cfg(test)]
 mod tests {
   use super::*;
-
-  fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
-  }
+  use crate::bus::resp::bulk;
 
   #[test]
   fn cluster_urls_name_the_seeds_and_the_credentials() {

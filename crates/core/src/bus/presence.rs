@@ -102,12 +102,8 @@ pub(super) fn presence_count(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
   use super::*;
-
-  fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
-  }
-
   use crate::bus::keys::presence_prefix;
+  use crate::bus::resp::bulk;
 
   #[test]
   fn presence_counts_only_its_own_keys_and_numbers() {

@@ -114,13 +114,16 @@ pub(super) fn glob_escape(stream: &str) -> String {
   out
 }
 
+/// A bulk-string reply, as Redis sends `s`: for the bus's tests that build
+/// replies by hand.
+#[cfg(test)]
+pub(super) fn bulk(s: &str) -> Value {
+  Value::BulkString(s.as_bytes().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
-
-  fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
-  }
 
   fn entry_value(id: &str, fields: &[&str]) -> Value {
     Value::Array(vec![

@@ -91,6 +91,38 @@ pub(super) fn decode(text: &str) -> Result<String, String> {
   String::from_utf8(out).map_err(|_| "the credentials are not UTF-8".to_string())
 }
 
+/// A URL's authority `[user[:password]@]hosts` split at its last `@`: the
+/// decoded user (`None` when empty), the decoded password, and the hosts.
+pub(super) fn split_userinfo(
+  authority: &str,
+) -> Result<(Option<String>, Option<String>, &str), String> {
+  let (userinfo, hosts) = match authority.rsplit_once('@') {
+    Some((userinfo, hosts)) => (Some(userinfo), hosts),
+    None => (None, authority),
+  };
+  let (username, password) = match userinfo {
+    None => (None, None),
+    Some(info) => match info.split_once(':') {
+      Some((user, pass)) => (
+        Some(decode(user)?).filter(|u| !u.is_empty()),
+        Some(decode(pass)?),
+      ),
+      None => (Some(decode(info)?).filter(|u| !u.is_empty()), None),
+    },
+  };
+  Ok((username, password, hosts))
+}
+
+/// `user:password@` for a URL, percent-encoded (`user@` without a
+/// password, `:password@` without a user), empty without either.
+pub(super) fn userinfo(username: Option<&str>, password: Option<&str>) -> String {
+  match (username, password) {
+    (None, None) => String::new(),
+    (user, None) => format!("{}@", encode(user.unwrap_or_default())),
+    (user, Some(pass)) => format!("{}:{}@", encode(user.unwrap_or_default()), encode(pass)),
+  }
+}
+
 /// `host[:port],…` (IPv6 hosts in brackets), `default_port` where none is
 /// given; `what` names the hosts in errors.
 pub(super) fn parse_hosts(
@@ -128,20 +160,7 @@ impl Sentinels {
     let (authority, path) = rest.split_once('/').ok_or(
       "a redis+sentinel:// URL needs the master's name: redis+sentinel://host:port/<master>",
     )?;
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-      Some((userinfo, hosts)) => (Some(userinfo), hosts),
-      None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-      None => (None, None),
-      Some(info) => match info.split_once(':') {
-        Some((user, pass)) => (
-          Some(decode(user)?).filter(|u| !u.is_empty()),
-          Some(decode(pass)?),
-        ),
-        None => (Some(decode(info)?).filter(|u| !u.is_empty()), None),
-      },
-    };
+    let (username, password, hosts) = split_userinfo(authority)?;
     let addresses = parse_hosts(hosts, 26379, "Sentinel")?;
     let mut parts = path.split('/');
     let master = parts.next().unwrap_or_default();
@@ -168,15 +187,7 @@ impl Sentinels {
 
   /// The client for a master at `host:port`.
   fn master_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
-    let auth = match (&self.username, &self.password) {
-      (None, None) => String::new(),
-      (user, None) => format!("{}@", encode(user.as_deref().unwrap_or_default())),
-      (user, Some(pass)) => format!(
-        "{}:{}@",
-        encode(user.as_deref().unwrap_or_default()),
-        encode(pass)
-      ),
-    };
+    let auth = userinfo(self.username.as_deref(), self.password.as_deref());
     redis::Client::open(format!(
       "redis://{auth}{}/{}",
       host_port(host, port),
