@@ -10,7 +10,9 @@ const { SseHub } = require('../..');
 const [transport, history] = process.argv.slice(2);
 const hub = new SseHub().configure({
   transport,
-  historySize: Number(history),
+  // Room for the live broadcasts made during the storm too (one every
+  // 10 ms): a client registering late must still find its id kept.
+  historySize: Number(history) + 30_000,
   channelHistorySize: Number(history),
   heartbeatMs: 0,
 });
