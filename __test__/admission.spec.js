@@ -172,15 +172,22 @@ describe('maxClientsPerKey', () => {
         return address === '127.0.0.1';
       },
     });
-    const c = client('/events', { 'X-Forwarded-For': '203.0.113.3, 10.0.0.1' });
+    // The proxy appended what it saw (203.0.113.3) to what the client sent.
+    const c = client('/events', { 'X-Forwarded-For': '198.51.100.7, 203.0.113.3' });
     await c.waitFor((x) => x.body().includes('welcome'), 'c admitted under its forwarded address');
-    const d = client('/events', { 'X-Forwarded-For': ' 203.0.113.3 ' });
+    const d = client('/events', { 'X-Forwarded-For': 'anything, 203.0.113.3 ' });
     await d.waitFor((x) => statusOf(x) === 429, 'd refused: the same forwarded address');
     expect(seen.refusals.at(-1).key).toBe('203.0.113.3');
-    expect(peers).toEqual(['127.0.0.1', '127.0.0.1']);
+    // Each hop from the peer leftwards, until one is not trusted.
+    expect(peers).toEqual(['127.0.0.1', '203.0.113.3', '127.0.0.1', '203.0.113.3']);
     hub.configure({ trustProxy: true });
     const e = client('/events', { 'X-Forwarded-For': '203.0.113.4' });
     await e.waitFor((x) => x.body().includes('welcome'), 'e admitted');
+    // A client sending the header itself cannot pick its key (review finding):
+    // the leftmost entry is its own, the key is what the proxy appended.
+    const spoof = client('/events', { 'X-Forwarded-For': '192.0.2.99, 203.0.113.4' });
+    await spoof.waitFor((x) => statusOf(x) === 429, 'the spoofing client refused under the real address');
+    expect(seen.refusals.at(-1).key).toBe('203.0.113.4');
     // Trust withdrawn: the peer's address again (taken by a).
     hub.configure({ trustProxy: false });
     const f = client('/events', { 'X-Forwarded-For': '203.0.113.5' });
@@ -274,6 +281,45 @@ describe('reservations are given back', () => {
     const d = client('/events');
     const e = client('/events');
     await waitFor(() => [d, e].every((x) => x.body().includes('welcome')), 'd and e admitted');
+  });
+
+  test('a client gone before initResponse leaves no reservation behind (review finding: its close had fired)', async () => {
+    hub.configure({ maxClients: 1 });
+    let gone;
+    const left = new Promise((resolve) => {
+      gone = resolve;
+    });
+    let came;
+    const arrived = new Promise((resolve) => {
+      came = resolve;
+    });
+    let bailed = 0;
+    await startServer((app) =>
+      app.get('/events', async (req, res) => {
+        if (req.query.late) {
+          // The app awaits something, the client leaves meanwhile.
+          const closed = new Promise((resolve) => res.once('close', resolve));
+          came();
+          await closed;
+          gone();
+          hub.initResponse(res);
+          bailed++;
+          return; // the route bails out: no addClient
+        }
+        hub.initResponse(res);
+        hub.addClient(res);
+        hub.send(res, 'welcome');
+      }),
+    );
+    const late = client('/events?late=1');
+    await arrived;
+    late.destroy();
+    await left;
+    await waitFor(() => bailed === 1, 'the route bailed out');
+    expect(hub.getStats().pendingAdmissions).toBe(0);
+    // The one place is free: a new client is admitted.
+    const next = client('/events');
+    await next.waitFor((x) => x.body().includes('welcome'), 'the next client admitted');
   });
 
   test('initResponse that throws (headers sent) gives its reservation back; close() drops the rest', () => {

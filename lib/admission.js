@@ -8,19 +8,25 @@
 const { invalidType, kindOf } = require('./errors.js');
 
 /**
- * The default key: the peer's address, or with `trustProxy` (true, or a
- * function of that address returning true) the first address of
- * `X-Forwarded-For`, the client as the proxy saw it.
+ * The default key: the peer's address; with `trustProxy`, the address the
+ * trusted proxies saw. Proxies append to `X-Forwarded-For` whatever the
+ * client sent, so only its right end is theirs: `true` trusts the one proxy
+ * in front (the peer), so the key is the last address; a function trusts
+ * each hop it returns true for, walking from the peer leftwards, and the
+ * key is the first address it does not trust. A client cannot pick its key
+ * by sending the header itself.
  */
 function defaultClientKey(req, trustProxy) {
   const remote = req?.socket?.remoteAddress;
-  if (trustProxy === true || (typeof trustProxy === 'function' && trustProxy(remote) === true)) {
-    const header = req.headers?.['x-forwarded-for'];
-    const list = Array.isArray(header) ? header.join(',') : header;
-    const first = typeof list === 'string' ? list.split(',')[0].trim() : '';
-    if (first !== '') return first;
-  }
-  return remote;
+  if (trustProxy !== true && typeof trustProxy !== 'function') return remote;
+  const header = req.headers?.['x-forwarded-for'];
+  const joined = Array.isArray(header) ? header.join(',') : header;
+  const forwarded = typeof joined === 'string' ? joined.split(',').map((a) => a.trim()) : [];
+  const hops = [...forwarded.filter((a) => a !== ''), remote];
+  if (trustProxy === true) return hops.length > 1 ? hops[hops.length - 2] : remote;
+  let i = hops.length - 1;
+  while (i > 0 && trustProxy(hops[i]) === true) i--;
+  return hops[i];
 }
 
 /** `configure()`'s `clientKey` and `trustProxy`, types only (undefined: unchanged). */
@@ -78,6 +84,9 @@ class Admission {
    */
   reserve(res) {
     if (res === null || typeof res !== 'object' || this.#held.has(res)) return undefined;
+    // A response whose client is gone already: its `close` has fired, so
+    // nothing would give the place back (and addClient registers nothing).
+    if (res.destroyed === true || res.writableEnded === true || res.socket?.destroyed === true) return undefined;
     const ticket = this.#native.reserve(res, this.#keyOf(res)) ?? undefined;
     if (ticket === undefined) return undefined;
     const entry = { ticket, onClose: undefined };

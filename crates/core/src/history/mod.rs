@@ -20,6 +20,10 @@ use std::sync::Arc;
 pub use ring::Recorded;
 use ring::Ring;
 
+/// Most channels remembered as let go of (with the newest place each may
+/// have lost), past which the oldest are folded into one watermark.
+const MAX_DROPPED: usize = 10_000;
+
 /// Most channels whose history is kept at once. Past it, the ring of the
 /// channel that was published to longest ago is let go of (its members,
 /// reconnecting from before its newest event, get `reset`).
@@ -43,21 +47,37 @@ pub struct History {
   /// Each channel's publishes, with channel history on.
   channels: HashMap<Arc<str>, Ring>,
   channel_capacity: usize,
-  /// The newest place of any channel ring let go of as a whole: a client
-  /// from before it may have missed that channel's events.
+  /// Channels whose ring was let go of as a whole, with the newest place
+  /// each held: a member from before it may have missed that channel's
+  /// events (bounded by [`MAX_DROPPED`]).
+  dropped: HashMap<Arc<str>, u64>,
+  /// The newest place of the dropped channels forgotten past
+  /// [`MAX_DROPPED`]: for every channel not otherwise known, a client from
+  /// before it may have missed something.
   dropped_through: u64,
   /// Held events' ids to their place (the newest, when an app reused one).
   index: HashMap<Arc<str>, u64>,
-  /// The last place taken in the sequence.
-  last_seq: u64,
-  /// The last counter this hub generated; ids are `<epoch>:<counter>`,
-  /// the counter strictly increasing, unless the app gives its own.
+  /// The last counter this life generated: ids are `<epoch>:<counter>`,
+  /// strictly increasing and, as before, one more per generated id.
   last_generated: u64,
+  /// Events the app named itself since the last generated id: a place is
+  /// `counter << APP_BITS | this`, so every recorded event has its own
+  /// place, in order, and a generated id `<epoch>:<n>` names place
+  /// `n << APP_BITS` whether or not a ring still holds it.
+  app_since: u64,
+  /// The place [`History::next_id`] handed out for the event about to be
+  /// recorded: a generated id is `<epoch>:<its place>`, so any id this
+  /// life generated tells its place even once no ring holds it.
+  reserved: Option<u64>,
   /// Random per history (per hub life): an id from another life (another
   /// process, before a restart) is never one of this life's, so its client
   /// gets `reset` rather than this life's events after the same counter.
   epoch: String,
 }
+
+/// Bits of a place for the events the app names itself between two
+/// generated ids (the rest is the generated counter).
+const APP_BITS: u32 = 20;
 
 /// Characters of an epoch: 8 of base 36 (about 41 random bits).
 const EPOCH_LEN: usize = 8;
@@ -84,10 +104,12 @@ impl History {
       global: Ring::new(capacity),
       channels: HashMap::new(),
       channel_capacity: 0,
+      dropped: HashMap::new(),
       dropped_through: 0,
       index: HashMap::new(),
-      last_seq: 0,
       last_generated: 0,
+      app_since: 0,
+      reserved: None,
       epoch: new_epoch(),
     }
   }
@@ -135,8 +157,8 @@ impl History {
       dropped.extend(ring.set_capacity(capacity));
     }
     if capacity == 0 {
-      for ring in std::mem::take(&mut self.channels).into_values() {
-        self.dropped_through = self.dropped_through.max(ring.newest_seq());
+      for (name, ring) in std::mem::take(&mut self.channels) {
+        self.forget_ring(name, ring);
       }
     }
     self.unindex(dropped);
@@ -172,10 +194,26 @@ impl History {
     format!("{}:0", self.epoch)
   }
 
-  /// The id for the next event when the app gives none.
+  /// The id for the next event when the app gives none: `<epoch>:<n>`,
+  /// whose place (`n << APP_BITS`) it takes when recorded; the counter
+  /// strictly increases, one per generated id.
   pub fn next_id(&mut self) -> String {
     self.last_generated += 1;
+    self.app_since = 0;
+    self.reserved = Some(self.last_generated << APP_BITS);
     format!("{}:{}", self.epoch, self.last_generated)
+  }
+
+  /// The place a generated id of this life names (`<epoch>:<n>`, `n` taken).
+  fn generated_place(&self, id: &str) -> Option<u64> {
+    let n = id.strip_prefix(self.epoch.as_str())?.strip_prefix(':')?;
+    // Digits only, as this life writes them (no sign, no leading zeros).
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0'))
+    {
+      return None;
+    }
+    let n: u64 = n.parse().ok().filter(|&n| n <= self.last_generated)?;
+    Some(n << APP_BITS)
   }
 
   /// Keeps `chunk`, an SSE frame in HTTP chunked coding as
@@ -193,8 +231,20 @@ impl History {
     if capacity == 0 {
       return;
     }
-    self.last_seq += 1;
-    let seq = self.last_seq;
+    // The place next_id handed out for this very id, else the next one.
+    let seq = match self.reserved.take() {
+      Some(seq) if self.generated_place(id) == Some(seq) => seq,
+      _ => {
+        self.app_since += 1;
+        if self.app_since >= 1 << APP_BITS {
+          // A million app ids in a row: the next place takes a counter
+          // (a generated id then skips one).
+          self.last_generated += 1;
+          self.app_since = 0;
+        }
+        (self.last_generated << APP_BITS) | self.app_since
+      }
+    };
     let id: Arc<str> = Arc::from(id);
     let event = Recorded::new(id.clone(), seq, chunk);
     let out = match channel {
@@ -216,17 +266,45 @@ impl History {
         .map(|(name, _)| name.clone());
       if let Some(name) = stalest {
         if let Some(ring) = self.channels.remove(&name) {
-          self.dropped_through = self.dropped_through.max(ring.newest_seq());
-          let held: Vec<Recorded> = ring.into_events();
-          self.unindex(held);
+          self.forget_ring(name, ring);
         }
       }
     }
-    let capacity = self.channel_capacity;
+    if !self.channels.contains_key(channel) {
+      // What an earlier ring of this channel may have lost.
+      let floor = self
+        .dropped
+        .remove(channel)
+        .unwrap_or(0)
+        .max(self.dropped_through);
+      let ring = Ring::for_channel(self.channel_capacity, floor);
+      self.channels.insert(Arc::from(channel), ring);
+    }
     self
       .channels
-      .entry(Arc::from(channel))
-      .or_insert_with(|| Ring::new(capacity))
+      .get_mut(channel)
+      .expect("the ring was just made")
+  }
+
+  /// Lets go of `name`'s ring, remembering the newest place it held (or
+  /// folding the oldest remembered one into the watermark, past
+  /// [`MAX_DROPPED`]).
+  fn forget_ring(&mut self, name: Arc<str>, ring: Ring) {
+    let through = ring.newest_seq().max(ring.floor());
+    if self.dropped.len() >= MAX_DROPPED && !self.dropped.contains_key(&name) {
+      let oldest = self
+        .dropped
+        .iter()
+        .min_by_key(|(_, &seq)| seq)
+        .map(|(n, &seq)| (n.clone(), seq));
+      if let Some((oldest, seq)) = oldest {
+        self.dropped.remove(&oldest);
+        self.dropped_through = self.dropped_through.max(seq);
+      }
+    }
+    self.dropped.insert(name, through);
+    let held: Vec<Recorded> = ring.into_events();
+    self.unindex(held);
   }
 
   /// Forgets the ids of events no ring holds any more.
@@ -265,7 +343,15 @@ impl History {
       match self.channels.get(channel) {
         Some(ring) => rings.push(ring),
         // A ring let go of as a whole after this client's place.
-        None if self.channel_capacity > 0 && self.dropped_through > seq => return Replay::Reset,
+        None
+          if self
+            .dropped
+            .get(channel)
+            .is_some_and(|&through| through > seq) =>
+        {
+          return Replay::Reset
+        }
+        None if self.dropped_through > seq => return Replay::Reset,
         None => {}
       }
     }
@@ -286,6 +372,11 @@ impl History {
   /// gone).
   fn place_of(&self, id: &str, channels: &[Arc<str>]) -> Option<u64> {
     if let Some(&seq) = self.index.get(id) {
+      return Some(seq);
+    }
+    // A generated id of this life names its place, held or not (the rings'
+    // own checks then say whether what came after it is still kept).
+    if let Some(seq) = self.generated_place(id) {
       return Some(seq);
     }
     let rings =

@@ -64,14 +64,31 @@ pub(super) struct Ring {
   capacity: usize,
   events: VecDeque<Recorded>,
   evicted: Option<Evicted>,
+  /// The newest place this channel may have lost before the ring was made
+  /// (an earlier ring of it was let go of as a whole): a client from before
+  /// it missed something.
+  floor: u64,
 }
 
 impl Ring {
+  /// The broadcasts' ring, sized up front (it is one).
   pub(super) fn new(capacity: usize) -> Ring {
     Ring {
       capacity,
       events: VecDeque::with_capacity(capacity.min(4096)),
       evicted: None,
+      floor: 0,
+    }
+  }
+
+  /// A channel's ring: it grows as it fills (there may be thousands), and
+  /// knows what an earlier ring of the channel may have lost.
+  pub(super) fn for_channel(capacity: usize, floor: u64) -> Ring {
+    Ring {
+      capacity,
+      events: VecDeque::new(),
+      evicted: None,
+      floor,
     }
   }
 
@@ -87,6 +104,11 @@ impl Ring {
       .map(|e| e.seq)
       .or(self.evicted.as_ref().map(|e| e.seq))
       .unwrap_or(0)
+  }
+
+  /// What an earlier ring of its channel may have lost.
+  pub(super) fn floor(&self) -> u64 {
+    self.floor
   }
 
   /// Its events, for forgetting them.
@@ -141,7 +163,7 @@ impl Ring {
 
   /// Whether an event after `seq` was let go of (a client at `seq` missed it).
   pub(super) fn lost_after(&self, seq: u64) -> bool {
-    self.evicted.as_ref().is_some_and(|e| e.seq > seq)
+    seq < self.floor || self.evicted.as_ref().is_some_and(|e| e.seq > seq)
   }
 
   /// The events after `seq`, newest first, walking back; stops (false)

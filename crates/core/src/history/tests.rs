@@ -242,8 +242,15 @@ fn turning_channel_history_off_drops_the_rings_and_their_ids() {
   let id = record(&mut h, Some("a"), "a1");
   h.set_channel_capacity(0);
   assert!(h.index.is_empty());
+  // A member that saw the ring's newest event lost nothing with it (its
+  // generated id still names its place).
   assert_eq!(
     texts(h.since_in(&id, &channels(&["a"]), ANY)),
+    Vec::<String>::new()
+  );
+  // One from before it did: reset.
+  assert_eq!(
+    texts(h.since_in(&start, &channels(&["a"]), ANY)),
     vec!["RESET"]
   );
   // Nothing of the broadcasts was lost: a non-member from the start is whole.
@@ -251,4 +258,68 @@ fn turning_channel_history_off_drops_the_rings_and_their_ids() {
   // Publishing now records nothing.
   record(&mut h, Some("a"), "a2");
   assert!(h.channels.is_empty());
+}
+
+#[test]
+fn a_ring_made_again_after_it_was_dropped_resets_a_member_from_before_the_drop() {
+  // Review finding: the new, empty ring had no trace of what the dropped
+  // one held, so a member from before it was replayed past a gap.
+  let mut h = with_channels(10, 4);
+  let seen = record(&mut h, None, "b");
+  record(&mut h, Some("c"), "c1");
+  h.set_channel_capacity(0);
+  h.set_channel_capacity(4);
+  record(&mut h, Some("c"), "c2");
+  assert_eq!(
+    texts(h.since_in(&seen, &channels(&["c"]), ANY)),
+    vec!["RESET"]
+  );
+  // From after the drop, the new ring is whole.
+  let after = h.position();
+  record(&mut h, Some("c"), "c3");
+  assert_eq!(
+    texts(h.since_in(&after, &channels(&["c"]), ANY)),
+    vec!["c3"]
+  );
+}
+
+#[test]
+fn a_dropped_ring_resets_only_its_own_members() {
+  let mut h = with_channels(10, 4);
+  let seen = record(&mut h, None, "b");
+  for n in 0..=MAX_CHANNEL_RINGS {
+    record(&mut h, Some(&format!("c{n}")), "x");
+  }
+  // c0 was dropped; a member of a channel that never published lost nothing.
+  assert_eq!(
+    texts(h.since_in(&seen, &channels(&["c0"]), ANY)),
+    vec!["RESET"]
+  );
+  assert_eq!(
+    texts(h.since_in(&seen, &channels(&["quiet"]), ANY)),
+    Vec::<String>::new()
+  );
+}
+
+#[test]
+fn a_position_in_a_busy_channel_is_still_a_place_for_a_client_outside_it() {
+  // Review finding: position() named the newest event of any ring; once that
+  // busy channel's ring let go of it, a client of other channels was reset.
+  let mut h = with_channels(10, 2);
+  record(&mut h, None, "b1");
+  let position = record(&mut h, Some("busy"), "x1");
+  assert_eq!(h.position(), position);
+  for text in ["x2", "x3", "x4"] {
+    record(&mut h, Some("busy"), text);
+  }
+  record(&mut h, Some("a"), "a1");
+  assert_eq!(
+    texts(h.since_in(&position, &channels(&["a"]), ANY)),
+    vec!["a1"]
+  );
+  // A member of the busy channel itself lost x2 (evicted): reset.
+  assert_eq!(
+    texts(h.since_in(&position, &channels(&["busy"]), ANY)),
+    vec!["RESET"]
+  );
 }
