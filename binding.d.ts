@@ -33,9 +33,10 @@ export declare class NativeHub {
    * Registers `res` under `id` (generated when absent) and returns the id.
    * A response already registered is moved to `id` and its meta replaced.
    * `socket` locates the connection's socket when the JS surface found it
-   * eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
-   * `write`/`end`, nothing pending); the fd is used only if it really is
-   * that socket. With history on, a `lastEventId` gets the events missed
+   * eligible for the socket writer (plain HTTP/1.x over TCP, Node's own
+   * `write`/`end`, nothing pending), or names why not (a
+   * `getStats().streamFallbacks` name); the fd is used only if it really
+   * is that socket. With history on, a `lastEventId` gets the events missed
    * since, before any live event.
    *
    * All or nothing: if any step that runs JS fails (setting the key on
@@ -43,7 +44,7 @@ export declare class NativeHub {
    * done is undone and the error thrown; no entry, listener, reference or
    * duplicated fd is left behind.
    */
-  register(res: unknown, id?: string | undefined | null, meta?: unknown | undefined | null, socket?: SocketInfo | undefined | null, start?: RegisterStart | undefined | null): string
+  register(res: unknown, id: string | undefined | null, meta: unknown | undefined | null, socket: SocketInfo | string, start?: RegisterStart | undefined | null): string
   /** Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called. */
   checkOpen(): void
   /**
@@ -83,6 +84,11 @@ export declare class NativeHub {
   drain(): void
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
+  /**
+   * Why the stream transport has `res` (a `getStats().streamFallbacks`
+   * name); `null` when the native writer has it or it is not registered.
+   */
+  streamReason(res: unknown): string | null
   /** Unregisters `res`, detaches its listener and ends it if still open. */
   unregister(res: unknown): boolean
   /**
@@ -364,6 +370,12 @@ export interface NativeStats {
   pendingAdmissions: number
   /** Client keys `maxClientsPerKey` counts now. */
   admissionKeys: number
+  /**
+   * Connections registered on the stream transport since the hub was
+   * made, by why the native writer did not take them (every reason,
+   * zeros included).
+   */
+  streamFallbacks: Record<string, number>
   /** The Redis bus, when configured. */
   bus?: NativeBusStats
 }

@@ -21,6 +21,7 @@ export type {
   SseHubListener,
   SseResponse,
   SseWriterError,
+  StreamFallbackReason,
 } from './index.js';
 
 /** The default registry: one `SseHub`. */

@@ -261,6 +261,50 @@ interface DrainOnSignalsOptions extends DrainOptions {
   timeoutMs?: number;
 }
 
+/**
+ * Why a connection is on the stream transport (`res.write`) instead of the
+ * native socket writer, as `getStats().streamFallbacks` and the
+ * `sse_stream_fallbacks_total{reason}` metric name it. `NODE_DEBUG=sse-helper-native`
+ * logs the same name with each registration.
+ */
+type StreamFallbackReason =
+  /** `configure({ transport: 'stream' })`. */
+  | 'configured'
+  /** No native writer on this platform (Windows). */
+  | 'platform'
+  /** Not an HTTP/1.x response (HTTP/2). */
+  | 'notHttp1'
+  /** `res.write` or `res.end` is not Node's (a wrapper such as `compression`). */
+  | 'wrapped'
+  /** The response is frozen, sealed or not extensible. */
+  | 'notExtensible'
+  /** The headers were not sent when it was registered (call `initResponse` first). */
+  | 'headersNotSent'
+  /** The response has no socket. */
+  | 'noSocket'
+  /** A TLS socket (HTTPS served by Node itself). */
+  | 'tls'
+  /** The socket exposes no file descriptor (Bun, Deno, a non-TCP socket). */
+  | 'noFd'
+  /** The response has no body (a `HEAD` request). */
+  | 'noBody'
+  /** A `Content-Length` was set. */
+  | 'contentLength'
+  /** A `Transfer-Encoding` the writer does not frame. */
+  | 'transferEncoding'
+  /** The body is neither chunked nor delimited by the connection's close. */
+  | 'notDelimited'
+  /** Writes were still pending in Node. */
+  | 'pending'
+  /** The socket has no TCP addresses. */
+  | 'noAddresses'
+  /** The fd was not the response's socket (its addresses differ). */
+  | 'fdMismatch'
+  /** The writer held `socketCapacity` connections. */
+  | 'capacity'
+  /** The native writer could not start, or stopped. */
+  | 'writerDown';
+
 interface HubStats {
   /** Registered connections, on both transports. */
   clients: number;
@@ -303,6 +347,12 @@ interface HubStats {
   pendingAdmissions: number;
   /** Client keys `maxClientsPerKey` counts now (those with a connection or a reservation). */
   admissionKeys: number;
+  /**
+   * Connections registered on the stream transport since the hub was made,
+   * by why the native writer did not take them (every reason, zeros
+   * included): `{ wrapped: 3, tls: 0, … }`.
+   */
+  streamFallbacks: Record<StreamFallbackReason, number>;
   /** The Redis bus; `null` without `configure({ redis })`. */
   bus: BusStats | null;
 }
@@ -316,7 +366,8 @@ interface MetricsOptions {
   format?: 'text' | 'json';
   /**
    * Constant labels added to every sample, such as `{ hub: 'chat' }` for an
-   * app with several hubs. Prometheus label names; `transport` is taken.
+   * app with several hubs. Prometheus label names; `transport`, `thread`
+   * and `reason` are taken.
    */
   labels?: Record<string, string>;
 }
@@ -663,6 +714,7 @@ declare namespace sseHelper {
     SseHubListener,
     SseResponse,
     SseWriterError,
+    StreamFallbackReason,
   };
   /** The type of a hub: `const hub: SseHub = new sseHelper.SseHub()`; `SseHub<Meta>` for a typed meta. */
   export type SseHub<Meta = unknown> = HubInstance<Meta>;

@@ -107,6 +107,8 @@ describe('the socket writer', () => {
     const N = 120;
     await burst({ n: N, count: 50, timeoutMs: 30_000, openFiles: 300 }, (stats) => {
       expect(stats).toMatchObject({ clients: N, socketCapacity: 86, socketConnections: 86, streamConnections: N - 86 });
+      // Counted as what they are: past the writer's capacity.
+      expect(stats.streamFallbacks).toMatchObject({ capacity: N - 86, noFd: 0, fdMismatch: 0 });
     });
   });
 });

@@ -49,8 +49,8 @@ test.each([
       });
     const expected = [
       'register native: transport socket (native writer), 1 client(s)',
-      "register wrapped: transport stream (res.write or res.end is not Node's (a wrapper such as compression)), 2 client(s)",
-      "register forced: transport stream (configure({ transport: 'stream' })), 3 client(s)",
+      "register wrapped: transport stream (wrapped: res.write or res.end is not Node's (a wrapper such as compression)), 2 client(s)",
+      "register forced: transport stream (configured: configure({ transport: 'stream' })), 3 client(s)",
       'disconnect forced: reason removed, 2 client(s) left',
       'disconnect native: reason removed, 1 client(s) left',
       'disconnect wrapped: reason close, 0 client(s) left',

@@ -18,8 +18,15 @@ const { startServer, sseRoute, connect } = sseFixture((t) => {
 /** The getStats() field behind each sample, keyed `name{labels}`. */
 function expectedSamples(stats, extraLabels = {}) {
   const out = {};
-  for (const { name, values } of FAMILIES) {
+  for (const { name, values, label } of FAMILIES) {
     for (const [field, transport] of values) {
+      if (label !== undefined) {
+        // By name (the stream reasons), labelled by it.
+        for (const [value, count] of Object.entries(stats[field])) {
+          out[key(name, { ...extraLabels, [label]: value })] = count;
+        }
+        continue;
+      }
       if (Array.isArray(stats[field])) {
         // Per writer thread, labelled by its index.
         stats[field].forEach((value, thread) => {

@@ -54,7 +54,7 @@ const RUNTIMES = {
     // No auto-install (the app has its node_modules), no .env files.
     args: ['--no-install', '--no-env-file'],
     // Bun's HTTP server (uWebSockets) keeps the socket to itself.
-    reason: "no file descriptor (Bun's node:http sockets expose none)",
+    reason: "noFd: no file descriptor (Bun's node:http sockets expose none)",
   },
   Deno: {
     command: () =>
@@ -67,7 +67,7 @@ const RUNTIMES = {
     // native addon (--allow-ffi), the network, env and files.
     args: ['run', '--allow-all', '--node-modules-dir=manual', '--no-remote', '--cached-only'],
     // Deno's TCPWrap has no `fd` (fdForIpc() hands out a duplicate only).
-    reason: "no file descriptor (Deno's node:http sockets have no fd property)",
+    reason: "noFd: no file descriptor (Deno's node:http sockets have no fd property)",
   },
   Node: { command: () => process.execPath, args: [], reason: null },
 };
@@ -345,6 +345,10 @@ describe.each(['Bun', 'Deno', 'Node'])('%s', (runtime) => {
       stream: native ? 0 : 1,
       socket: native ? 1 : 0,
     });
+    // Counted by reason since the app started: none on Node; elsewhere
+    // every connection so far, and only as one without an fd.
+    const counted = Object.keys(stats.streamFallbacks).filter((reason) => stats.streamFallbacks[reason] > 0);
+    expect(counted).toEqual(native ? [] : ['noFd']);
     const transport = native ? 'socket (native writer)' : `stream (${RUNTIMES[runtime].reason})`;
     await waitFor(() => app.stderr().includes('register stats:'), 'the registration line');
     expect(app.stderr()).toContain(

@@ -17,6 +17,12 @@ const { rawGet, waitFor, delay, dechunk, runToExit, outcome } = require('./helpe
 
 let hub;
 let srv;
+
+/** The stream-transport reasons counted so far (the nonzero ones). */
+function fallbacks() {
+  const counts = hub.getStats().streamFallbacks;
+  return Object.fromEntries(Object.entries(counts).filter(([, n]) => n > 0));
+}
 const { client, startServer, sseRoute } = sseFixture((t) => {
   ({ hub, srv } = t);
 });
@@ -32,6 +38,7 @@ describe('which transport a connection gets', () => {
     const b = rawGet(srv.port);
     await waitFor(() => hub.getClientCount() === 2, 'b');
     expect(hub.getStats()).toMatchObject({ clients: 2, socketConnections: 1, streamConnections: 1 });
+    expect(fallbacks()).toEqual({ configured: 1 });
     expect(hub.broadcast({ n: 1 })).toBe(2);
     for (const c of [a, b]) {
       await c.waitFor((x) => x.body() === 'data: {"n":1}\n\n');
@@ -57,6 +64,7 @@ describe('which transport a connection gets', () => {
     socket.write(`GET /events HTTP/1.0\r\nHost: 127.0.0.1:${srv.port}\r\nConnection: close\r\n\r\n`);
     await waitFor(() => hub.getClientCount() === 1, 'registered');
     expect(hub.getStats()).toMatchObject({ socketConnections: 1, streamConnections: 0 });
+    expect(fallbacks()).toEqual({});
     expect(hub.broadcast({ n: 1 })).toBe(1);
     hub.comment(null, 'kept alive');
     expect(hub.sendToClient(hub._clients.keys().next().value, 'to you')).toBe(true);
@@ -85,6 +93,48 @@ describe('which transport a connection gets', () => {
     rawGet(srv.port);
     await waitFor(() => hub.getClientCount() === 1, 'registered');
     expect(hub.getStats()).toMatchObject({ socketConnections: 0, streamConnections: 1 });
+    expect(fallbacks()).toEqual({ contentLength: 1 });
+  });
+
+  test('every connection on the stream is counted by its reason, in getStats() and metrics()', async () => {
+    srv = await startServer((app) => {
+      // Registered before its headers went out (the original allows it).
+      app.get('/early', (_req, res) => {
+        hub.addClient(res);
+      });
+      sseRoute(app);
+    });
+    const early = rawGet(srv.port, '/early');
+    await waitFor(() => hub.getClientCount() === 1, 'early');
+    // A HEAD request: a response without a body.
+    const net = require('node:net');
+    const head = net.connect(srv.port, '127.0.0.1');
+    head.on('error', () => {});
+    head.write(`HEAD /events HTTP/1.1\r\nHost: 127.0.0.1:${srv.port}\r\n\r\n`);
+    await waitFor(() => hub.getClientCount() === 2, 'head');
+    const plain = rawGet(srv.port);
+    await waitFor(() => hub.getClientCount() === 3, 'plain');
+    expect(hub.getStats()).toMatchObject({ socketConnections: 1, streamConnections: 2 });
+    expect(fallbacks()).toEqual({ headersNotSent: 1, noBody: 1 });
+    // Every reason listed, zeros included, under the names the types give.
+    const counts = hub.getStats().streamFallbacks;
+    expect(Object.keys(counts)).toEqual(expect.arrayContaining(['configured', 'wrapped', 'tls', 'noFd', 'capacity']));
+    expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(2);
+    const text = hub.metrics();
+    const samples = text.split('\n').filter((line) => line.startsWith('sse_stream_fallbacks_total{'));
+    expect(samples).toHaveLength(Object.keys(counts).length);
+    expect(samples).toContain('sse_stream_fallbacks_total{reason="headersNotSent"} 1');
+    expect(samples).toContain('sse_stream_fallbacks_total{reason="noBody"} 1');
+    expect(samples).toContain('sse_stream_fallbacks_total{reason="tls"} 0');
+    expect(text).toContain('# TYPE sse_stream_fallbacks_total counter\n');
+    // Counted once per registration: leaving does not uncount.
+    early.destroy();
+    head.destroy();
+    await waitFor(() => hub.getClientCount() === 1, 'both left');
+    expect(fallbacks()).toEqual({ headersNotSent: 1, noBody: 1 });
+    // A label of the app's own may not take the family's.
+    expect(() => hub.metrics({ labels: { reason: 'x' } })).toThrow(/options.labels.reason is taken/);
+    plain.destroy();
   });
 
   // The test certificate is made with the openssl CLI (CI installs it).
@@ -127,6 +177,7 @@ describe('which transport a connection gets', () => {
     req.on('error', () => {});
     await waitFor(() => hub.getClientCount() === 1, 'tls client');
     expect(hub.getStats()).toMatchObject({ socketConnections: 0, streamConnections: 1 });
+    expect(fallbacks()).toEqual({ tls: 1 });
     hub.broadcast({ secure: true });
     await waitFor(() => body.join('') === 'data: {"secure":true}\n\n', 'tls event');
     req.destroy();
@@ -142,6 +193,7 @@ describe('which transport a connection gets', () => {
     const c = rawGet(srv.port, '/events', { 'Accept-Encoding': 'gzip' });
     await waitFor(() => hub.getClientCount() === 1, 'client');
     expect(hub.getStats()).toMatchObject({ socketConnections: 0, streamConnections: 1 });
+    expect(fallbacks()).toEqual({ wrapped: 1 });
     for (let i = 1; i <= 3; i++) {
       hub.broadcast({ i });
       // Not one behind: event i is there before event i+1 is sent.
@@ -172,6 +224,7 @@ describe('which transport a connection gets', () => {
     expect(headers['content-type']).toBe('text/event-stream; charset=utf-8');
     expect(headers.connection).toBeUndefined();
     expect(hub.getStats()).toMatchObject({ socketConnections: 0, streamConnections: 1 });
+    expect(fallbacks()).toEqual({ notHttp1: 1 });
     hub.broadcast('over h2');
     await waitFor(() => body === 'data: "over h2"\n\n', 'h2 event');
     stream.close();
@@ -367,6 +420,7 @@ describe('the fd handed to the socket writer', () => {
     const b = client('/events?id=b');
     await waitFor(() => hub.getClientCount() === 2, 'b registered');
     expect(hub.getStats()).toMatchObject({ clients: 2, socketConnections: 1, streamConnections: 1 });
+    expect(fallbacks()).toEqual({ fdMismatch: 1 });
     hub.sendToClient('b', 'for b');
     hub.sendToClient('a', 'for a');
     hub.sendToClient('b', 'b again');

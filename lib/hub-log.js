@@ -6,24 +6,22 @@
 // builds no string.
 
 const { debugLog } = require('./debug-log.js');
+const { describeStreamReason } = require('./socket.js');
 
 const { debug, DEBUG } = debugLog('sse-helper-native');
 
 /** The log lines that read the native hub. Built only while the log is on. */
 class HubLog {
   #native;
-  #hooks;
   /** `framesDropped` when the log last looked, so it reports each drop once. */
   #droppedSeen = 0;
 
-  /** `hooks.write` is what native-writer responses' `write` is: it tells the transport. */
-  constructor(native, hooks) {
+  constructor(native) {
     this.#native = native;
-    this.#hooks = hooks;
   }
 
-  /** A registration: which transport took it and, on the stream, why the native writer did not. */
-  registration(res, id, isNew, socket, transport) {
+  /** A registration: which transport took it and, on the stream, why the native writer did not (as the core counted it). */
+  registration(res, id, isNew) {
     const native = this.#native;
     if (!native.has(res)) {
       debug('register %s: not registered (removed while registering)', id);
@@ -34,18 +32,14 @@ class HubLog {
       return;
     }
     const clients = native.count();
-    if (res.write === this.#hooks.write) {
+    const reason = native.streamReason(res);
+    if (reason === null || reason === undefined) {
       debug('register %s: transport socket (native writer), %d client(s)', id, clients);
       return;
     }
-    let why = socket;
-    if (typeof socket !== 'string') {
-      const { socketConnections, socketCapacity } = native.stats();
-      if (transport === 'stream') why = "configure({ transport: 'stream' })";
-      else if (socketConnections >= socketCapacity) why = `socketCapacity (${socketCapacity}) reached`;
-      else why = 'the native writer refused it (its fd check failed, or the writer is down)';
-    }
-    debug('register %s: transport stream (%s), %d client(s)', id, why, clients);
+    let why = describeStreamReason(reason);
+    if (reason === 'capacity') why = `socketCapacity (${native.stats().socketCapacity}) reached`;
+    debug('register %s: transport stream (%s: %s), %d client(s)', id, reason, why, clients);
   }
 
   /** Lifecycle events from the native side: removals with their reason, slow clients, the writer's death. */

@@ -122,7 +122,7 @@ class SseHub extends EventEmitter {
     this.#admission = new Admission(this.#native);
     this.#bus = new HubBus(this.#native, (state, message) => self.deref()?.#emitBusState(state, message));
     this.#heartbeat = new Heartbeat((idleMs) => self.deref()?.#tick(idleMs) ?? false);
-    if (DEBUG) this.#log = new HubLog(this.#native, hooks);
+    if (DEBUG) this.#log = new HubLog(this.#native);
     for (const name of METHODS) {
       Object.defineProperty(this, name, { value: this[name].bind(this), enumerable: true });
     }
@@ -238,8 +238,8 @@ class SseHub extends EventEmitter {
     const lastEventId = isNew && this.#native.replayable ? lastEventIdOf(res, options) : undefined;
     const channels = isNew ? channelsOf(options) : undefined;
     // Read before registering: registration installs the writer's hooks.
+    // Where it is, or why the writer cannot have it (the core counts that).
     const socket = inspectSocket(res);
-    const info = typeof socket === 'string' ? undefined : socket;
     const key = id === undefined ? undefined : encodeId(id);
     const mark = isNew ? this.#bus.markOf(res) : undefined;
     const start =
@@ -250,9 +250,9 @@ class SseHub extends EventEmitter {
       clientKey === undefined
         ? undefined
         : { lastEventId, mark, channels, ticket, clientKey };
-    const registered = this.#native.register(res, key, toMeta(meta), info, start);
+    const registered = this.#native.register(res, key, toMeta(meta), socket, start);
     const clientId = id === undefined ? registered : id;
-    this.#log?.registration(res, registered, isNew, socket, this.#native.transport);
+    this.#log?.registration(res, registered, isNew);
     if (isNew && this.#native.has(res)) {
       // A connection the bus held (a Last-Event-ID, or entries delivered
       // since its headers) is replayed on the next tick, so channels the

@@ -60,6 +60,15 @@ const FAMILIES = Object.freeze([
     values: [['socketConnectionsByThread']],
   },
   {
+    // One sample per reason, zeros included, so a dashboard can alert on
+    // any reason appearing (labelled by getStats().streamFallbacks' names).
+    name: 'sse_stream_fallbacks_total',
+    help: 'Connections registered on the stream transport (res.write) instead of the native writer, by reason.',
+    type: 'counter',
+    values: [['streamFallbacks']],
+    label: 'reason',
+  },
+  {
     name: 'sse_queued_bytes',
     help: "Bytes waiting in the native writer's queues.",
     type: 'gauge',
@@ -169,8 +178,8 @@ function checkLabels(labels) {
     if (!LABEL_NAME.test(name) || name.startsWith('__')) {
       throw invalidValue(`options.labels.${name} is not a valid Prometheus label name`);
     }
-    if (name === 'transport' || name === 'thread') {
-      throw invalidValue(`options.labels.${name} is taken: the connection gauges carry it`);
+    if (name === 'transport' || name === 'thread' || name === 'reason') {
+      throw invalidValue(`options.labels.${name} is taken: the package's own families carry it`);
     }
     if (typeof value !== 'string') {
       throw invalidType(`options.labels.${name} must be a string, got ${kindOf(value)}`);
@@ -193,21 +202,22 @@ function metricFamilies(stats, labels = {}) {
 }
 
 function familiesOf(list, stats, labels) {
-  return list.map(({ name, help, type, values }) => ({
+  return list.map(({ name, help, type, values, label }) => ({
     name,
     help,
     type,
-    values: values.flatMap(([field, transport]) =>
+    values: values.flatMap(([field, transport]) => {
+      const figure = stats[field];
       // A per-thread figure (an array) is one sample per thread.
-      Array.isArray(stats[field])
-        ? stats[field].map((value, thread) => ({ labels: { ...labels, thread: String(thread) }, value }))
-        : [
-            {
-              labels: transport === undefined ? { ...labels } : { ...labels, transport },
-              value: stats[field],
-            },
-          ],
-    ),
+      if (Array.isArray(figure)) {
+        return figure.map((value, thread) => ({ labels: { ...labels, thread: String(thread) }, value }));
+      }
+      // A figure by name (an object) is one sample per name, under `label`.
+      if (label !== undefined) {
+        return Object.entries(figure).map(([key, value]) => ({ labels: { ...labels, [label]: key }, value }));
+      }
+      return [{ labels: transport === undefined ? { ...labels } : { ...labels, transport }, value: figure }];
+    }),
     aggregator: 'sum',
   }));
 }

@@ -12,65 +12,87 @@ const NODE_END = http.ServerResponse.prototype.end;
 const SOCKET_PLATFORMS = new Set(['linux', 'darwin']);
 
 /**
+ * What each reason a connection is on the stream transport means, for the
+ * debug log. The names are the core's (`getStats().streamFallbacks` counts
+ * them); the first ones are found here, by reading the response, the last
+ * four only by the core.
+ */
+const STREAM_REASONS = Object.freeze({
+  configured: "configure({ transport: 'stream' })",
+  platform: () => `no native writer on ${process.platform}`,
+  notHttp1: 'not an HTTP/1.x response (HTTP/2?)',
+  wrapped: "res.write or res.end is not Node's (a wrapper such as compression)",
+  notExtensible: 'res is frozen, sealed or not extensible: the writer could not install its write and end',
+  headersNotSent: 'headers not sent (call initResponse first)',
+  noSocket: 'no socket',
+  tls: 'TLS',
+  noFd: () =>
+    process.versions.bun || process.versions.deno
+      ? `no file descriptor (${process.versions.bun ? "Bun's node:http sockets expose none" : "Deno's node:http sockets have no fd property"})`
+      : 'no file descriptor (not a TCP socket?)',
+  noBody: 'no body (a HEAD request?)',
+  contentLength: 'a Content-Length was set: the body has a fixed length',
+  transferEncoding: 'a Transfer-Encoding the writer does not frame',
+  notDelimited: 'neither chunked nor close-delimited',
+  pending: 'writes still pending in Node',
+  noAddresses: 'no TCP addresses',
+  fdMismatch: "the fd was not the response's socket (its addresses differ)",
+  capacity: 'socketCapacity reached',
+  writerDown: 'the native writer is not running (it could not start, or it stopped)',
+});
+
+/** The debug log's words for a stream reason. */
+function describeStreamReason(reason) {
+  const text = STREAM_REASONS[reason];
+  return typeof text === 'function' ? text() : (text ?? reason);
+}
+
+/**
  * How Node delimits `res`'s body: 'chunked' (HTTP/1.1), 'identity' (a body
  * that ends when the connection closes: an HTTP/1.0 client, such as
  * nginx's default `proxy_pass`), or why the writer cannot frame it.
  */
 function bodyFraming(res) {
-  if (res._hasBody === false) return 'no body (a HEAD request?)';
-  if (res.hasHeader?.('content-length')) return 'a Content-Length was set: the body has a fixed length';
-  if (res.hasHeader?.('transfer-encoding') && res.chunkedEncoding !== true)
-    return 'a Transfer-Encoding the writer does not frame';
+  if (res._hasBody === false) return 'noBody';
+  if (res.hasHeader?.('content-length')) return 'contentLength';
+  if (res.hasHeader?.('transfer-encoding') && res.chunkedEncoding !== true) return 'transferEncoding';
   if (res.chunkedEncoding === true) return 'chunked';
   // Node closes the connection after such a body (`_last`): the writer's
   // bare frames are the body, and Node's own `end` closes it.
   if (res._last === true) return 'identity';
-  return 'neither chunked nor close-delimited';
+  return 'notDelimited';
 }
 
 /**
  * Where `res`'s socket is, when it can be handed to the native writer, else
- * why not (a string, for the debug log): plain HTTP/1.x over TCP with a
- * body the writer can frame (chunked, or close-delimited for HTTP/1.0),
- * Node's own write/end (no wrapper such as `compression`), not TLS,
- * headers sent and nothing pending. The native side checks that
- * the fd's addresses are the socket's before it writes to it. Everything
- * else stays on the stream transport. The reasons are constant strings, so
- * explaining costs nothing when nobody reads it.
+ * why not (a reason's name, as `STREAM_REASONS` lists them): plain HTTP/1.x
+ * over TCP with a body the writer can frame (chunked, or close-delimited
+ * for HTTP/1.0), Node's own write/end (no wrapper such as `compression`),
+ * not TLS, headers sent and nothing pending. The native side checks that
+ * the fd's addresses are the socket's before it writes to it, and counts
+ * every reason. Everything else stays on the stream transport.
  */
 function inspectSocket(res) {
-  if (!SOCKET_PLATFORMS.has(process.platform)) return `no native writer on ${process.platform}`;
-  if (res.req?.httpVersionMajor !== 1) return 'not an HTTP/1.x response (HTTP/2?)';
-  if (res.write !== NODE_WRITE || res.end !== NODE_END)
-    return "res.write or res.end is not Node's (a wrapper such as compression)";
-  if (!Object.isExtensible(res))
-    return 'res is frozen, sealed or not extensible: the writer could not install its write and end';
-  if (res.headersSent !== true) return 'headers not sent (call initResponse first)';
+  if (!SOCKET_PLATFORMS.has(process.platform)) return 'platform';
+  if (res.req?.httpVersionMajor !== 1) return 'notHttp1';
+  if (res.write !== NODE_WRITE || res.end !== NODE_END) return 'wrapped';
+  if (!Object.isExtensible(res)) return 'notExtensible';
+  if (res.headersSent !== true) return 'headersNotSent';
   const socket = res.socket;
-  if (!socket) return 'no socket';
-  if (socket.encrypted) return 'TLS';
+  if (!socket) return 'noSocket';
+  if (socket.encrypted) return 'tls';
   // Before the framing: where the socket has no fd (Bun's and Deno's
   // node:http), that is the reason, whatever else the response says.
   const fd = socket._handle?.fd;
-  if (!Number.isInteger(fd) || fd < 0) {
-    return process.versions.bun || process.versions.deno
-      ? `no file descriptor (${process.versions.bun ? "Bun's node:http sockets expose none" : "Deno's node:http sockets have no fd property"})`
-      : 'no file descriptor (not a TCP socket?)';
-  }
+  if (!Number.isInteger(fd) || fd < 0) return 'noFd';
   const framing = bodyFraming(res);
   if (framing !== 'chunked' && framing !== 'identity') return framing;
-  if (socket.writableLength !== 0 || res.writableLength !== 0) return 'writes still pending in Node';
+  if (socket.writableLength !== 0 || res.writableLength !== 0) return 'pending';
   const { remoteAddress, remotePort, localPort } = socket;
   if (typeof remoteAddress !== 'string' || !Number.isInteger(remotePort) || !Number.isInteger(localPort)) {
-    return 'no TCP addresses';
+    return 'noAddresses';
   }
   return { fd, remoteAddress, remotePort, localPort, identity: framing === 'identity' };
-}
-
-/** `inspectSocket`'s answer when the writer may take `res`, else undefined. */
-function socketInfo(res) {
-  const info = inspectSocket(res);
-  return typeof info === 'string' ? undefined : info;
 }
 
 function toBytes(chunk, encoding) {
@@ -178,4 +200,4 @@ function responseHooks(native) {
   return { write, end, destroy, socketDestroy, writeAfterEnd, nodeWrite: NODE_WRITE };
 }
 
-module.exports = { inspectSocket, socketInfo, responseHooks };
+module.exports = { inspectSocket, responseHooks, describeStreamReason, STREAM_REASONS };

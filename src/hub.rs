@@ -114,9 +114,10 @@ impl NativeHub {
   /// Registers `res` under `id` (generated when absent) and returns the id.
   /// A response already registered is moved to `id` and its meta replaced.
   /// `socket` locates the connection's socket when the JS surface found it
-  /// eligible for the socket writer (plain HTTP/1.1 over TCP, Node's own
-  /// `write`/`end`, nothing pending); the fd is used only if it really is
-  /// that socket. With history on, a `lastEventId` gets the events missed
+  /// eligible for the socket writer (plain HTTP/1.x over TCP, Node's own
+  /// `write`/`end`, nothing pending), or names why not (a
+  /// `getStats().streamFallbacks` name); the fd is used only if it really
+  /// is that socket. With history on, a `lastEventId` gets the events missed
   /// since, before any live event.
   ///
   /// All or nothing: if any step that runs JS fails (setting the key on
@@ -130,7 +131,7 @@ impl NativeHub {
     res: Unknown,
     id: Option<String>,
     meta: Option<Unknown>,
-    socket: Option<SocketInfo>,
+    socket: Either<SocketInfo, String>,
     start: Option<RegisterStart>,
   ) -> Result<String> {
     let RegisterStart {
@@ -248,6 +249,15 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn has(&self, env: Env, res: Unknown) -> bool {
     key_of(&self.state, env.raw(), res.raw()).is_some()
+  }
+
+  /// Why the stream transport has `res` (a `getStats().streamFallbacks`
+  /// name); `null` when the native writer has it or it is not registered.
+  #[napi(catch_unwind)]
+  pub fn stream_reason(&self, env: Env, res: Unknown) -> Option<&'static str> {
+    let key = key_of(&self.state, env.raw(), res.raw())?;
+    let reason = self.state.borrow().core.stream_reason(key)?;
+    Some(reason.name())
   }
 
   /// Unregisters `res`, detaches its listener and ends it if still open.

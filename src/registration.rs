@@ -11,9 +11,10 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use napi::bindgen_prelude::Either;
 use napi::{Env, Error, Result, Status};
 use sse_helper_core::bus::Mark;
-use sse_helper_core::hub::{Admitted, Reason, Removal, Ticket};
+use sse_helper_core::hub::{Admitted, Reason, Removal, SocketOffer, StreamReason, Ticket};
 use sse_helper_core::registry::{self, ConnKey};
 
 use crate::deliver;
@@ -23,7 +24,6 @@ use crate::js::{self, RawEnv, RawValue};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
 use sse_helper_core::hub::CoreError;
-use sse_helper_core::writer::SocketFd;
 
 /// Where a new connection starts on a hub with a bus (ignored without).
 pub struct Start<'a> {
@@ -47,7 +47,7 @@ pub fn register(
   res: RawValue,
   id: Option<String>,
   meta: Option<RawValue>,
-  socket: Option<SocketInfo>,
+  socket: Either<SocketInfo, String>,
   start: Start<'_>,
 ) -> Result<String> {
   let raw = env.raw();
@@ -162,14 +162,14 @@ fn is_over(state: &Shared, env: RawEnv, res: RawValue) -> bool {
 struct Read {
   flush: Option<RawValue>,
   once: Option<RawValue>,
-  fd: Option<SocketFd>,
+  fd: SocketOffer,
 }
 
 fn read_response(
   state: &Shared,
   env: &Env,
   res: RawValue,
-  socket: Option<SocketInfo>,
+  socket: Either<SocketInfo, String>,
 ) -> Result<Read> {
   let raw = env.raw();
   let flush = js::get(raw, res, c"flush")
@@ -182,15 +182,30 @@ fn read_response(
     .ok()
     .filter(|f| js::is_function(raw, *f));
   js::clear_exception(raw);
-  let fd = match socket {
-    Some(info) if state.borrow().core.socket_slot_free() => socket::handoff(&info),
-    _ => None,
+  let refusal = state.borrow().core.socket_refusal();
+  let fd = match (socket, refusal) {
+    (Either::B(reason), _) => Err(stream_reason(state, raw, &reason)?),
+    (Either::A(_), Some(refusal)) => Err(refusal),
+    // Without the six hooks nothing can keep the app's writes in order
+    // with the writer's.
+    (Either::A(_), None) if state.borrow().hooks.is_none() => Err(StreamReason::WriterDown),
+    (Either::A(info), None) => socket::handoff(&info).ok_or(StreamReason::FdMismatch),
   };
-  let fd = fd.filter(|_| state.borrow().hooks.is_some());
-  if fd.is_some() {
+  if fd.is_ok() {
     ensure_writer(state, env)?;
   }
   Ok(Read { flush, once, fd })
+}
+
+/// The reason the JS surface named (`lib/socket.js`).
+fn stream_reason(state: &Shared, env: RawEnv, name: &str) -> Result<StreamReason> {
+  StreamReason::from_name(name).ok_or_else(|| {
+    invalid(
+      state,
+      env,
+      &format!("unknown stream transport reason {name:?}"),
+    )
+  })
 }
 
 /// Step 2's result: the new connection and what step 3 installs.
@@ -222,7 +237,7 @@ fn commit(
     res: s.refs.hold(env, res)?,
     created_at_ms: now_ms(),
     order,
-    flush: match (read.fd.is_some(), read.flush) {
+    flush: match (read.fd.is_ok(), read.flush) {
       (false, Some(flush)) => Some(s.refs.hold(env, flush)?),
       _ => None,
     },

@@ -2,6 +2,8 @@
 //! converted field by field (counts as numbers, an unlimited socket
 //! capacity as `Infinity`).
 
+use std::collections::BTreeMap;
+
 use napi_derive::napi;
 use sse_helper_core::bus::BusStatsSnapshot;
 use sse_helper_core::stats::StatsSnapshot;
@@ -52,6 +54,10 @@ pub struct NativeStats {
   pub pending_admissions: u32,
   /// Client keys `maxClientsPerKey` counts now.
   pub admission_keys: u32,
+  /// Connections registered on the stream transport since the hub was
+  /// made, by why the native writer did not take them (every reason,
+  /// zeros included).
+  pub stream_fallbacks: BTreeMap<String, f64>,
   /// The Redis bus, when configured.
   pub bus: Option<NativeBusStats>,
 }
@@ -105,6 +111,11 @@ impl NativeStats {
       refused_max_clients_per_key: s.refused_max_clients_per_key as f64,
       pending_admissions: s.pending_admissions as u32,
       admission_keys: s.admission_keys as u32,
+      stream_fallbacks: s
+        .stream_fallbacks
+        .iter()
+        .map(|&(reason, n)| (reason.name().to_string(), n as f64))
+        .collect(),
       bus: bus.map(NativeBusStats::of),
     }
   }

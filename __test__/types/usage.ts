@@ -35,6 +35,12 @@ hub.on('disconnect', ({ id: left, reason }) => void [left, reason.toUpperCase()]
 const stats = hub.getStats();
 const socketCount: number = stats.socketConnections + stats.replays;
 void socketCount;
+const wrapped: number = stats.streamFallbacks.wrapped + stats.streamFallbacks.noFd;
+void wrapped;
+const reason: sseHelper.StreamFallbackReason = 'capacity';
+void reason;
+// @ts-expect-error not a stream fallback reason (a typo of 'wrapped')
+void stats.streamFallbacks.wraped;
 try {
   hub.addClient({} as import('node:http').ServerResponse, { meta: 1 }, { lastEventId: '3' });
 } catch (err) {

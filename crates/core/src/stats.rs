@@ -82,4 +82,7 @@ pub struct StatsSnapshot {
   pub pending_admissions: usize,
   /// Client keys counted by `maxClientsPerKey` now.
   pub admission_keys: usize,
+  /// Connections registered on the stream transport so far, by reason
+  /// (every reason, zeros included).
+  pub stream_fallbacks: Vec<(crate::hub::StreamReason, u64)>,
 }

@@ -284,7 +284,7 @@ mod tests {
   use std::time::Instant;
 
   use super::*;
-  use crate::hub::{Reason, Removal, Settings};
+  use crate::hub::{Reason, Removal, Settings, StreamReason};
 
   fn hub(max_clients: usize, max_per_key: usize) -> HubCore<&'static str> {
     let mut hub = HubCore::new(1000);
@@ -302,7 +302,15 @@ mod tests {
   fn register(hub: &mut HubCore<&'static str>, admitted: Admitted) -> crate::registry::ConnKey {
     let now = Instant::now();
     hub
-      .register_with("c", "res", None, now, None, None, admitted)
+      .register_with(
+        "c",
+        "res",
+        Err(StreamReason::NoSocket),
+        now,
+        None,
+        None,
+        admitted,
+      )
       .0
   }
 

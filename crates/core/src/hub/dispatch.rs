@@ -204,7 +204,7 @@ impl<H> HubCore<H> {
           };
           entry.last_sent = now;
           match &entry.handle.transport {
-            Transport::Stream { congested } => targets.push(Target {
+            Transport::Stream { congested, .. } => targets.push(Target {
               key: entry.key,
               congested: *congested,
             }),
@@ -221,7 +221,7 @@ impl<H> HubCore<H> {
         // Only stream connections are walked, if there are any.
         if self.sockets < self.registry.len() {
           for entry in self.registry.iter() {
-            if let Transport::Stream { congested } = &entry.handle.transport {
+            if let Transport::Stream { congested, .. } = &entry.handle.transport {
               targets.push(Target {
                 key: entry.key,
                 congested: *congested,
@@ -267,8 +267,9 @@ impl<H> HubCore<H> {
         }
       };
       written += 1;
-      if let Some(Transport::Stream { congested: flag }) =
-        self.registry.get_mut(*key).map(|e| &mut e.handle.transport)
+      if let Some(Transport::Stream {
+        congested: flag, ..
+      }) = self.registry.get_mut(*key).map(|e| &mut e.handle.transport)
       {
         *flag = congested;
       }

@@ -18,6 +18,7 @@ mod admission;
 mod bus;
 mod dispatch;
 mod error;
+mod fallback;
 mod lifecycle;
 pub mod options;
 mod register;
@@ -32,6 +33,7 @@ mod tests;
 pub use admission::{AdmissionStats, Admitted, Ticket, DEFAULT_RETRY_AFTER_SECS};
 pub use dispatch::{Dispatch, Frame, Settled, Target};
 pub use error::CoreError;
+pub use fallback::{SocketOffer, StreamFallbacks, StreamReason};
 pub use send::{Broadcast, Planned};
 pub use types::*;
 
@@ -69,6 +71,8 @@ pub struct HubCore<H> {
   fd_budget: usize,
   /// Registered connections the socket writer holds.
   sockets: usize,
+  /// Connections registered on the stream transport, by reason.
+  stream_fallbacks: StreamFallbacks,
   /// Connections removed gracefully while their writer still flushes, by
   /// the key the writer knows them by (the one their response carries).
   ending: HashMap<ConnKey, H>,
@@ -103,6 +107,7 @@ impl<H> HubCore<H> {
       writer_died: false,
       fd_budget,
       sockets: 0,
+      stream_fallbacks: StreamFallbacks::default(),
       ending: HashMap::new(),
       last_broadcast: Instant::now(),
       admission: Admission::default(),

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Admitted, Conn, HubCore, Lifecycle, Transport, TransportMode};
+use super::{
+  Admitted, Conn, HubCore, Lifecycle, SocketOffer, StreamFallbacks, StreamReason, Transport,
+  TransportMode,
+};
 use crate::bus::subscription::Subscription;
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::registry::{ConnKey, Entry};
@@ -14,10 +17,23 @@ use crate::writer::{ConnGauge, SocketFd};
 impl<H> HubCore<H> {
   /// Whether a new connection may be handed to the socket writer.
   pub fn socket_slot_free(&self) -> bool {
-    self.mode == TransportMode::Auto
-      && !self.writer_died
-      && self.lifecycle == Lifecycle::Open
-      && self.sockets + self.ending.len() < self.fd_budget
+    self.socket_refusal().is_none()
+  }
+
+  /// Why a new connection could not be handed to the socket writer now,
+  /// whatever its socket (`None`: it could).
+  pub fn socket_refusal(&self) -> Option<StreamReason> {
+    if self.mode == TransportMode::Stream {
+      Some(StreamReason::Configured)
+    } else if self.writer_died || self.lifecycle != Lifecycle::Open {
+      // A closing hub refuses registrations before this is asked; its
+      // writer is stopping either way.
+      Some(StreamReason::WriterDown)
+    } else if self.sockets + self.ending.len() >= self.fd_budget {
+      Some(StreamReason::Capacity)
+    } else {
+      None
+    }
   }
 
   /// Whether the writer runs and takes connections.
@@ -41,7 +57,8 @@ impl<H> HubCore<H> {
 
   /// Registers a connection under `id`. With `socket` (a duplicate of its
   /// fd, and its framing) and a running writer with room, the writer takes it; otherwise it
-  /// uses the stream transport and the duplicate is closed.
+  /// uses the stream transport and the duplicate is closed. Without one,
+  /// it counts as a connection with no socket.
   pub fn register(
     &mut self,
     id: &str,
@@ -49,7 +66,8 @@ impl<H> HubCore<H> {
     socket: Option<SocketFd>,
     now: Instant,
   ) -> (ConnKey, Option<ConnKey>) {
-    self.register_with(id, handle, socket, now, None, None, Admitted::Free)
+    let offer = socket.ok_or(StreamReason::NoSocket);
+    self.register_with(id, handle, offer, now, None, None, Admitted::Free)
   }
 
   /// [`HubCore::register`], on a hub with a bus from where the client
@@ -59,13 +77,14 @@ impl<H> HubCore<H> {
   /// [`HubCore::request_replay`] then replays them before any live entry.
   /// The decision and the registration happen under live delivery's lock
   /// ([`crate::bus::DeliveryLock::admit`]): no entry falls between them.
-  /// `admitted` is its place, as [`HubCore::admission`] decided.
+  /// `admitted` is its place, as [`HubCore::admission`] decided; `socket`
+  /// its fd for the writer, or why it has none.
   #[allow(clippy::too_many_arguments)]
   pub fn register_with(
     &mut self,
     id: &str,
     handle: H,
-    socket: Option<SocketFd>,
+    socket: SocketOffer,
     now: Instant,
     last_event_id: Option<&str>,
     mark: Option<Mark>,
@@ -88,19 +107,28 @@ impl<H> HubCore<H> {
     &mut self,
     id: &str,
     handle: H,
-    socket: Option<SocketFd>,
+    socket: SocketOffer,
     now: Instant,
     replay_from: Option<ReplayFrom>,
     client_key: Option<Arc<str>>,
   ) -> (ConnKey, Option<ConnKey>) {
     let hold = replay_from.is_some();
-    let socket = socket.filter(|_| self.has_writer() && self.socket_slot_free());
-    let gauge = socket.as_ref().map(|_| Arc::new(ConnGauge::default()));
-    let transport = match &gauge {
-      Some(gauge) => Transport::Socket {
-        gauge: gauge.clone(),
-      },
-      None => Transport::Stream { congested: false },
+    let (transport, socket) = match self.place(socket) {
+      Ok(fd) => {
+        let gauge = Arc::new(ConnGauge::default());
+        let transport = Transport::Socket {
+          gauge: gauge.clone(),
+        };
+        (transport, Some((fd, gauge)))
+      }
+      Err(reason) => {
+        self.stream_fallbacks.count(reason);
+        let transport = Transport::Stream {
+          congested: false,
+          reason,
+        };
+        (transport, None)
+      }
     };
     let conn = Conn {
       handle,
@@ -111,7 +139,7 @@ impl<H> HubCore<H> {
     };
     let key = self.registry.insert(id, conn, now);
     // The writer knows the connection by the registry's own key.
-    let wire = socket.zip(gauge).map(|(fd, gauge)| {
+    let wire = socket.map(|(fd, gauge)| {
       self.sockets += 1;
       if let Some(writer) = &mut self.writer {
         writer.add_with(key, fd, gauge, hold);
@@ -121,6 +149,33 @@ impl<H> HubCore<H> {
     self.route_changed(key);
     self.bus_counts();
     (key, wire)
+  }
+
+  /// Where `offer` goes: to the writer, or to the stream and why. The
+  /// transport configured outranks whatever the response was (it would be
+  /// on the stream anyway); a dropped duplicate closes only itself.
+  fn place(&self, offer: SocketOffer) -> SocketOffer {
+    match (self.socket_refusal(), offer) {
+      (Some(StreamReason::Configured), _) => Err(StreamReason::Configured),
+      (_, Err(reason)) => Err(reason),
+      (Some(refusal), Ok(_)) => Err(refusal),
+      (None, Ok(_)) if !self.has_writer() => Err(StreamReason::WriterDown),
+      (None, Ok(fd)) => Ok(fd),
+    }
+  }
+
+  /// Why the stream transport has `key`; `None` for a socket connection
+  /// (or an unknown key).
+  pub fn stream_reason(&self, key: ConnKey) -> Option<StreamReason> {
+    match self.registry.get(key)?.handle.transport {
+      Transport::Stream { reason, .. } => Some(reason),
+      Transport::Socket { .. } => None,
+    }
+  }
+
+  /// Connections registered on the stream transport so far, by reason.
+  pub fn stream_fallbacks(&self) -> &StreamFallbacks {
+    &self.stream_fallbacks
   }
 
   pub fn contains(&self, key: ConnKey) -> bool {

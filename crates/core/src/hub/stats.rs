@@ -46,6 +46,7 @@ impl<H> HubCore<H> {
       refused_max_clients_per_key: admission.refused_max_clients_per_key,
       pending_admissions: admission.pending_admissions,
       admission_keys: admission.admission_keys,
+      stream_fallbacks: self.stream_fallbacks.by_reason(),
     }
   }
 }

@@ -190,7 +190,15 @@ fn stream_outcomes_set_congestion_and_remove_the_slow_and_the_failed() {
   );
   let congestion: Vec<bool> = hub
     .iter()
-    .map(|e| matches!(e.handle.transport, Transport::Stream { congested: true }))
+    .map(|e| {
+      matches!(
+        e.handle.transport,
+        Transport::Stream {
+          congested: true,
+          ..
+        }
+      )
+    })
     .collect();
   assert_eq!(congestion, [true, false]);
   let stats = hub.stats();
@@ -596,4 +604,86 @@ fn jittered_retry_delays_span_the_window_in_at_most_sixteen_steps() {
   assert!(wide.windows(2).all(|w| w[0] < w[1]));
   // Saturates at u32::MAX instead of wrapping.
   assert_eq!(*retry_buckets(u32::MAX - 1, 10).last().unwrap(), u32::MAX);
+}
+
+/// The count for `reason` in the hub's stats.
+fn fallbacks(hub: &HubCore<&'static str>, reason: StreamReason) -> u64 {
+  let counts = hub.stats().stream_fallbacks;
+  counts
+    .iter()
+    .find(|(r, _)| *r == reason)
+    .map_or(0, |(_, n)| *n)
+}
+
+#[test]
+fn each_stream_connection_keeps_and_counts_why_it_is_on_the_stream() {
+  let mut hub = socket_hub(1);
+  let (on_socket, wire, _a) = connect(&mut hub, "a", "ra");
+  assert!(wire.is_some());
+  assert_eq!(hub.stream_reason(on_socket), None);
+  // The budget of one is taken: the next socket goes to the stream.
+  let (full, wire, _b) = connect(&mut hub, "b", "rb");
+  assert_eq!(wire, None);
+  assert_eq!(hub.stream_reason(full), Some(StreamReason::Capacity));
+  // A reason the JS surface found is kept as it is.
+  let (tls, _) = hub.register_with(
+    "c",
+    "rc",
+    Err(StreamReason::Tls),
+    at(0),
+    None,
+    None,
+    Admitted::Free,
+  );
+  assert_eq!(hub.stream_reason(tls), Some(StreamReason::Tls));
+  assert_eq!(fallbacks(&hub, StreamReason::Capacity), 1);
+  assert_eq!(fallbacks(&hub, StreamReason::Tls), 1);
+  // Counted once per registration, not per connection alive now.
+  hub.remove(tls, Removal::Forget, Reason::Removed);
+  assert_eq!(fallbacks(&hub, StreamReason::Tls), 1);
+  let stats = hub.stats();
+  assert_eq!(stats.stream_fallbacks.len(), StreamReason::ALL.len());
+  assert_eq!(
+    stats.stream_fallbacks.iter().map(|(_, n)| n).sum::<u64>(),
+    2
+  );
+}
+
+#[test]
+fn the_configured_transport_outranks_what_the_response_was() {
+  let mut hub = socket_hub(10);
+  hub
+    .configure(Settings {
+      mode: Some(TransportMode::Stream),
+      ..Settings::default()
+    })
+    .unwrap();
+  let (socket, _, _a) = connect(&mut hub, "a", "ra");
+  let (tls, _) = hub.register_with(
+    "b",
+    "rb",
+    Err(StreamReason::Tls),
+    at(0),
+    None,
+    None,
+    Admitted::Free,
+  );
+  assert_eq!(hub.stream_reason(socket), Some(StreamReason::Configured));
+  assert_eq!(hub.stream_reason(tls), Some(StreamReason::Configured));
+  assert_eq!(fallbacks(&hub, StreamReason::Configured), 2);
+  assert_eq!(hub.socket_refusal(), Some(StreamReason::Configured));
+}
+
+#[test]
+fn a_socket_offered_without_a_running_writer_is_counted_as_writer_down() {
+  // The writer was never started: nothing can take the fd.
+  let mut hub = stream_hub();
+  let (server, _client) = pair();
+  let fd = server.as_fd().try_clone_to_owned().unwrap();
+  let (key, wire) = hub.register("a", "ra", Some(fd.into()), at(0));
+  assert_eq!(wire, None);
+  assert_eq!(hub.stream_reason(key), Some(StreamReason::WriterDown));
+  // Without a socket at all, the test helper counts it as having none.
+  let (bare, _) = hub.register("b", "rb", None, at(0));
+  assert_eq!(hub.stream_reason(bare), Some(StreamReason::NoSocket));
 }

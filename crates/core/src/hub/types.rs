@@ -11,6 +11,8 @@ use crate::bus::ReplayFrom;
 use crate::registry::ConnKey;
 use crate::writer::ConnGauge;
 
+use super::StreamReason;
+
 /// Which transport new connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportMode {
@@ -35,8 +37,12 @@ impl TransportMode {
 pub enum Transport {
   /// Through the response's own `write`, on the JS thread. `congested` is
   /// set while Node buffers for it: only then does the binding read how
-  /// much (`writableLength`) to apply the slow-client rule.
-  Stream { congested: bool },
+  /// much (`writableLength`) to apply the slow-client rule. `reason` is
+  /// why the socket writer does not hold it.
+  Stream {
+    congested: bool,
+    reason: StreamReason,
+  },
   /// By the socket writer thread; the binding reads its backlog from the
   /// gauge it shares with the writer.
   /// The writer knows it by its registry key.
