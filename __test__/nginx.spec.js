@@ -35,6 +35,8 @@ withNginx('the default proxy_pass: the socket writer, the exact events, and the 
   await waitFor(() => hub.getClientCount() === 1, 'registered through nginx');
   expect(versions).toEqual(['1.0']);
   expect(hub.getStats()).toMatchObject({ socketConnections: 1, streamConnections: 0 });
+  // Nothing was put on the stream, for any reason.
+  expect(Object.values(hub.getStats().streamFallbacks).every((n) => n === 0)).toBe(true);
   expect(hub.broadcast({ n: 1 })).toBe(1);
   await client.waitFor((c) => c.body() === 'data: {"n":1}\n\n', 'the first event, unbuffered');
   hub.sendToClient('a', 'two');
