@@ -161,3 +161,40 @@ test('hubs with a bus that are dropped without close() are collected, and their 
   await waitFor(() => openFds() <= fdsBefore, 'fds back to the baseline', 20_000);
   expect(await redisClients()).toBe(baselineClients);
 });
+
+test("a hub dropped while a bus request waits is kept until the bus answers: the app's promise settles", async () => {
+  const collected = [];
+  const registry = new FinalizationRegistry((i) => collected.push(i));
+  // Redis holds every command for a while, so the answer comes after
+  // the collections below.
+  const make = async () => {
+    const hub = new SseHub();
+    hub.configure({ redis: { url: redis.url, stream: 'dropped-asking' } });
+    await hub.ready();
+    registry.register(hub, 'asking');
+    await redis.command('CLIENT', 'PAUSE', '1500', 'ALL');
+    // Wrapped, so awaiting make() does not await the count itself.
+    return { promise: hub.globalClientCount() };
+  };
+  const counted = await make();
+  // Nothing but the promise refers to the hub now.
+  await collectGarbage();
+  await collectGarbage();
+  const outcome = await Promise.race([
+    counted.promise.then(
+      (n) => ({ resolved: n }),
+      (e) => ({ rejected: e.code }),
+    ),
+    new Promise((resolve) => setTimeout(() => resolve({ pending: true }), 15_000)),
+  ]);
+  expect(outcome).toEqual({ resolved: 0 });
+  // Once answered, the hub is collected as any other.
+  await waitFor(
+    async () => {
+      await collectGarbage();
+      return collected.length === 1;
+    },
+    'the hub collected after the answer',
+    20_000,
+  );
+});

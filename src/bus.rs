@@ -63,10 +63,11 @@ pub fn check(state: &Shared, raw: RawEnv, options: &BusOptions) -> Result<BusCon
 
 /// A bus request's promise: `globalClientCount()`'s count, rejected with
 /// `ERR_SSE_BUS` without a running bus.
-pub fn count(state: &Shared, env: RawEnv) -> Result<RawValue> {
+pub fn count(state: &Shared, env: RawEnv, hub: RawValue) -> Result<RawValue> {
   waiting::request(
     state,
     env,
+    hub,
     |state, request| ask(state, |bus| bus.count(request)),
     Err(closed()),
   )
@@ -75,10 +76,11 @@ pub fn count(state: &Shared, env: RawEnv) -> Result<RawValue> {
 /// A bus request's promise, resolved once everything this instance
 /// appended has been read back and delivered (at once without a running
 /// bus: there is nothing to wait for).
-pub fn flush(state: &Shared, env: RawEnv) -> Result<RawValue> {
+pub fn flush(state: &Shared, env: RawEnv, hub: RawValue) -> Result<RawValue> {
   waiting::request(
     state,
     env,
+    hub,
     |state, request| ask(state, |bus| bus.flush(request)),
     Ok(0.0),
   )

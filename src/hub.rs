@@ -623,8 +623,8 @@ impl NativeHub {
   /// rejects (code `ERR_SSE_BUS`) when the bus cannot answer. Node stays
   /// alive while it waits.
   #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-  pub fn bus_count<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
-    let promise = crate::bus::count(&self.state, env.raw())?;
+  pub fn bus_count<'env>(&self, env: &'env Env, this: This<'env>) -> Result<Unknown<'env>> {
+    let promise = crate::bus::count(&self.state, env.raw(), this.object.raw())?;
     // SAFETY: `promise` was just made in this call's env.
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
   }
@@ -633,8 +633,8 @@ impl NativeHub {
   /// has been read back and delivered (at once without a running bus).
   /// Node stays alive while it waits.
   #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-  pub fn bus_flush<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
-    let promise = crate::bus::flush(&self.state, env.raw())?;
+  pub fn bus_flush<'env>(&self, env: &'env Env, this: This<'env>) -> Result<Unknown<'env>> {
+    let promise = crate::bus::flush(&self.state, env.raw(), this.object.raw())?;
     // SAFETY: `promise` was just made in this call's env.
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
   }

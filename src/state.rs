@@ -120,7 +120,9 @@ impl HubState {
   /// Lets go of the hub's own references (the JS hub is gone and nothing
   /// is registered or ending).
   pub fn release_own(&mut self, env: RawEnv) {
-    self.waiting.let_go(env);
+    if let Some(keep) = self.waiting.let_go(env) {
+      self.refs.release(env, keep);
+    }
     let hooks = self.hooks.take().map(|h| {
       [
         h.write,

@@ -11,6 +11,9 @@
 //! Bus requests (`globalClientCount()`, the flush before `close()` and
 //! `drain()`) are native promises: each is settled here when the bus's
 //! answer reaches the JS thread, with a number or a `CoreError::Bus`.
+//! While one waits, the JS hub is held strongly: an app may drop the hub
+//! and keep only the promise, and a hub collected meanwhile would stop its
+//! bus and leave that promise pending for ever.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use napi::Result;
 use sse_helper_core::hub::CoreError;
 
 use crate::error;
-use crate::js::{self, Deferred, RawEnv, RawValue};
+use crate::js::{self, Deferred, JsRef, RawEnv, RawValue};
 use crate::state::Shared;
 
 /// Promises in flight and the thread-safe functions their answers come by.
@@ -34,6 +37,9 @@ pub struct Waiting {
   holds: u32,
   /// The hub's thread-safe functions: ref'd while `holds > 0`.
   notifiers: Vec<Arc<ThreadsafeFunctionHandle>>,
+  /// The JS hub, held while a request waits (so it is not collected
+  /// before the request is answered).
+  keep: Option<JsRef>,
 }
 
 impl Waiting {
@@ -64,13 +70,15 @@ impl Waiting {
     }
   }
 
-  /// The hub is let go of (GC): nothing it held may keep Node alive.
-  pub fn let_go(&mut self, env: RawEnv) {
+  /// The hub is let go of (GC): nothing it held may keep Node alive. The
+  /// reference that kept it, if any, is the caller's to release.
+  pub fn let_go(&mut self, env: RawEnv) -> Option<JsRef> {
     if self.holds > 0 {
       self.holds = 0;
       self.set_alive(env, false);
     }
     self.notifiers.clear();
+    self.keep.take()
   }
 
   fn set_alive(&self, env: RawEnv, on: bool) {
@@ -92,25 +100,45 @@ impl Waiting {
     request
   }
 
-  /// Takes the request `request` (if still waiting), releasing its hold.
-  fn take(&mut self, env: RawEnv, request: u32) -> Option<Deferred> {
+  /// Takes the request `request` (if still waiting), releasing its hold;
+  /// with the last one, the reference that kept the hub too.
+  fn take(&mut self, env: RawEnv, request: u32) -> Option<(Deferred, Option<JsRef>)> {
     let deferred = self.requests.remove(&request)?;
     self.release(env);
-    Some(deferred)
+    let keep = match self.requests.is_empty() {
+      true => self.keep.take(),
+      false => None,
+    };
+    Some((deferred, keep))
   }
 }
 
 /// A promise for a bus request: `ask` sends the request with its number
 /// and returns false when there is no bus to send it to, in which case the
 /// promise is settled at once with `without_bus`.
+/// `hub` is the JS hub, held until the last request is answered.
 pub fn request(
   state: &Shared,
   env: RawEnv,
+  hub: RawValue,
   ask: impl FnOnce(&Shared, u32) -> bool,
   without_bus: std::result::Result<f64, CoreError>,
 ) -> Result<RawValue> {
   let (deferred, promise) = js::promise(env)?;
-  let request = state.borrow_mut().waiting.open(env, deferred);
+  let request = {
+    let mut s = state.borrow_mut();
+    let s = &mut *s;
+    if s.waiting.keep.is_none() {
+      match s.refs.hold(env, hub) {
+        Ok(keep) => s.waiting.keep = Some(keep),
+        Err(e) => {
+          reject_quietly(env, deferred);
+          return Err(e);
+        }
+      }
+    }
+    s.waiting.open(env, deferred)
+  };
   if !ask(state, request) {
     answer(state, env, request, without_bus);
   }
@@ -126,10 +154,13 @@ pub fn answer(
   request: u32,
   result: std::result::Result<f64, CoreError>,
 ) {
-  let Some(deferred) = state.borrow_mut().waiting.take(env, request) else {
+  let Some((deferred, keep)) = state.borrow_mut().waiting.take(env, request) else {
     return;
   };
   settle(env, deferred, result);
+  if let Some(keep) = keep {
+    state.borrow_mut().refs.release(env, keep);
+  }
 }
 
 /// The bus stopped: every request still waiting fails with `error`,
