@@ -384,7 +384,11 @@ interface OpenTelemetryOptions {
    * installed).
    */
   meter?: OpenTelemetryMeter;
-  /** Attributes added to every point, such as `{ hub: 'chat' }`; `transport` and `thread` are taken. */
+  /**
+   * Attributes added to every point, such as `{ hub: 'chat' }`; `transport`,
+   * `thread` and `reason` are taken. Each observer of one meter needs its
+   * own: the same labels twice on a meter are refused.
+   */
   labels?: Record<string, string>;
 }
 
@@ -593,7 +597,8 @@ declare class SseHub<Meta = unknown> extends EventEmitter {
    * same names, read from one snapshot per collection. No span is ever
    * created. Returns a function that removes them; `close()` does too.
    * @throws {Error} with code `ERR_SSE_NO_OPENTELEMETRY` without `options.meter` when `@opentelemetry/api` is not installed.
-   * @throws {TypeError} on an unknown option, a meter that is none, or a bad label.
+   * @throws {TypeError} on an unknown option, a meter that is none, a bad
+   * label, or labels another open observer of the meter already has.
    */
   observeOpenTelemetry(options?: OpenTelemetryOptions): () => void;
 

@@ -123,6 +123,43 @@ test('labels become attributes; the remover and close() stop the observations', 
   expect((await collect())['sse_clients{}'].value).toBe(2);
 });
 
+test('two hubs on one meter need their own labels: the same ones are refused, not overwritten', async () => {
+  await twoClients();
+  const meter = provider.getMeter('app');
+  const other = new (require('..').SseHub)();
+  try {
+    hub.observeOpenTelemetry({ meter });
+    // Same (no) labels: their points would have the same attributes.
+    expect(outcome(() => other.observeOpenTelemetry({ meter }))).toEqual(
+      refused('ERR_INVALID_ARG_VALUE', 'options.labels'),
+    );
+    // The same hub twice is refused too; other labels or another meter are not.
+    expect(outcome(() => hub.observeOpenTelemetry({ meter }))).toEqual(
+      refused('ERR_INVALID_ARG_VALUE', 'options.labels'),
+    );
+    const stopOther = other.observeOpenTelemetry({ meter, labels: { hub: 'other' } });
+    const onAnotherMeter = other.observeOpenTelemetry({ meter: provider.getMeter('elsewhere') });
+    // (Stopped before collecting: collect() keys points by name and labels only.)
+    onAnotherMeter();
+    const points = await collect();
+    expect(points['sse_clients{}'].value).toBe(2);
+    expect(points['sse_clients{hub=other}'].value).toBe(0);
+    // Labels in another order are the same labels.
+    hub.observeOpenTelemetry({ meter, labels: { a: '1', b: '2' } });
+    expect(outcome(() => other.observeOpenTelemetry({ meter, labels: { b: '2', a: '1' } }))).toEqual(
+      refused('ERR_INVALID_ARG_VALUE', 'options.labels'),
+    );
+    // Freed once the observer stops, or its hub closes.
+    stopOther();
+    other.observeOpenTelemetry({ meter, labels: { hub: 'other' } });
+    await hub.close();
+    other.observeOpenTelemetry({ meter });
+    expect((await collect())['sse_clients{}'].value).toBe(0);
+  } finally {
+    await other.close();
+  }
+});
+
 test('without a meter, the global provider gives the meter sse-helper-native', async () => {
   otelApi.setGlobalMeterProvider(provider);
   try {

@@ -6,7 +6,7 @@
 // cost more than the event. `@opentelemetry/api` is an optional peer: it is
 // loaded only when the app asks for this and passes no meter of its own.
 
-const { invalidType, kindOf } = require('./errors.js');
+const { invalidType, invalidValue, kindOf } = require('./errors.js');
 const { checkKeys } = require('./options.js');
 const { FAMILIES, BUS_FAMILIES, metricFamilies, checkLabels } = require('./metrics.js');
 
@@ -39,6 +39,38 @@ function checkMeter(meter) {
 }
 
 /**
+ * What each meter observes, by its labels: the `readStats` of the hub
+ * observing under them. Two hubs (or one, twice) with the same labels on
+ * one meter would report points with the same attributes, and a collection
+ * would keep one of them: the second is refused instead, while the first
+ * still reads a hub (one closed or collected reads nothing, and frees them).
+ */
+const observedByMeter = new WeakMap();
+
+/** The labels as one key, whatever their order. */
+const labelsKey = (labels) => JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)));
+
+function claim(meter, labels, readStats) {
+  let observed = observedByMeter.get(meter);
+  if (!observed) {
+    observed = new Map();
+    observedByMeter.set(meter, observed);
+  }
+  const key = labelsKey(labels);
+  const holder = observed.get(key);
+  if (holder !== undefined && holder() !== undefined) {
+    throw invalidValue(
+      `options.labels are already those of another observer of this meter (${JSON.stringify(labels)}), ` +
+        "so their points would overwrite each other; give each hub its own, such as { hub: 'chat' }",
+    );
+  }
+  observed.set(key, readStats);
+  return () => {
+    if (observed.get(key) === readStats) observed.delete(key);
+  };
+}
+
+/**
  * Registers the hub's figures on `options.meter` (default: the global
  * provider's meter named `sse-helper-native`). `readStats()` returns one
  * getStats() snapshot, or undefined once the hub is gone or closed (then
@@ -62,11 +94,18 @@ function observe(readStats, options) {
     }
   };
   const list = [...instruments.values()];
-  meter.addBatchObservableCallback(callback, list);
+  const release = claim(meter, labels, readStats);
+  try {
+    meter.addBatchObservableCallback(callback, list);
+  } catch (err) {
+    release();
+    throw err;
+  }
   let removed = false;
   return () => {
     if (removed) return;
     removed = true;
+    release();
     meter.removeBatchObservableCallback?.(callback, list);
   };
 }
