@@ -80,8 +80,17 @@ export declare class NativeHub {
   get replayable(): boolean
   /** `configure({ transport })` as it stands: `'auto'` or `'stream'`. */
   get transport(): string
-  /** `drain()`: refuses new connections from now on (`ERR_SSE_CLOSED`). */
+  /**
+   * `drain()`, and the start of `close()`: refuses new connections from
+   * now on (`ERR_SSE_CLOSED`).
+   */
   drain(): void
+  /**
+   * The error a closed or draining hub refuses with (`ERR_SSE_CLOSED`),
+   * for what the JS surface rejects itself (a `ready()` that can no longer
+   * be): one message, made here.
+   */
+  closedError(): Error
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
   /**

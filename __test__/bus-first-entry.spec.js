@@ -18,7 +18,7 @@
 
 const { SseHub } = require('..');
 const { broadcastVia, cuttableProxy, parseFrames, statsOf, waitUntil } = require('./bus-clients.js');
-const { rawGet, runToExit, waitFor } = require('./helpers.js');
+const { outcome, rawGet, runToExit, waitFor } = require('./helpers.js');
 const { freePort, spawnInstance, startRedis } = require('./redis-helpers.js');
 
 const LONG = 20_000;
@@ -208,4 +208,28 @@ test('ready() rejects with ERR_SSE_CLOSED when the hub closes before Redis was e
   const ready = hub.ready();
   await hub.close();
   await expect(ready).rejects.toMatchObject({ code: 'ERR_SSE_CLOSED' });
+});
+
+test('ERR_SSE_CLOSED is one error wherever a closed hub refuses: addClient, configure({ redis }), ready()', async () => {
+  const port = await freePort();
+  const hub = new SseHub().configure({ redis: `redis://127.0.0.1:${port}` });
+  const ready = hub.ready();
+  // Closing with a bus flushes first: new clients are refused from the start.
+  const closing = hub.close();
+  const fake = { writableEnded: false, headersSent: true, write() {}, end() {}, once() {}, on() {} };
+  const errors = [
+    outcome(() => hub.addClient(fake)),
+    outcome(() => hub.configure({ redis: `redis://127.0.0.1:${port}` })),
+  ];
+  await closing;
+  errors.push(
+    await ready.then(
+      () => ({ returned: 'ready' }),
+      (err) => ({ threw: 'Error', code: err.code, message: err.message }),
+    ),
+  );
+  errors.push(await hub.ready().catch((err) => ({ threw: 'Error', code: err.code, message: err.message })));
+  for (const error of errors) expect(error).toEqual({ ...errors[0], threw: error.threw });
+  expect(errors[0]).toMatchObject({ code: 'ERR_SSE_CLOSED' });
+  expect(hub.getClientCount()).toBe(0);
 });

@@ -45,13 +45,6 @@ function checkKey(name, value) {
   return value;
 }
 
-/** Refused because the hub was closed or is draining (`ERR_SSE_CLOSED`). */
-function closedError() {
-  const err = new Error('the SSE hub was closed');
-  err.code = 'ERR_SSE_CLOSED';
-  return err;
-}
-
 /** `retryAfterMs`'s default, in seconds (`Retry-After: 5`). */
 const DEFAULT_RETRY_AFTER = 5;
 
@@ -143,7 +136,6 @@ module.exports = {
   kindOf,
   checkString,
   checkKey,
-  closedError,
   SseCapacityError,
   SseKeyCapacityError,
   isRefusal,

@@ -4,7 +4,6 @@
 // link, its stream, replay) is native; this holds only who waits for it.
 
 const { keptAlive } = require('./bus.js');
-const { closedError } = require('./errors.js');
 const { debug, DEBUG } = require('./hub-log.js');
 
 class HubBus {
@@ -65,7 +64,7 @@ class HubBus {
       // Closed (or drained) before Redis was ever reached: ready() never
       // became true, so it rejects. (The native side fails its own
       // requests, globalClientCount() and flushes.)
-      for (const { reject } of this.#waiters.splice(0)) reject(closedError());
+      for (const { reject } of this.#waiters.splice(0)) reject(this.#native.closedError());
       this.#resolveStopped?.();
       return;
     }
@@ -80,7 +79,7 @@ class HubBus {
   /** Resolves at once without a bus, else once it is first connected. */
   ready() {
     if (!this.configured || this.#state === 'connected') return Promise.resolve();
-    if (this.#state === 'closed') return Promise.reject(closedError());
+    if (this.#state === 'closed') return Promise.reject(this.#native.closedError());
     // The bus thread holds nothing that keeps Node alive; while someone
     // waits here (before app.listen, say), Node is kept alive.
     return keptAlive(this.#native, new Promise((resolve, reject) => this.#waiters.push({ resolve, reject })));

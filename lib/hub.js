@@ -25,7 +25,6 @@ const {
   kindOf,
   checkString,
   checkKey,
-  closedError,
   SseCapacityError,
   SseKeyCapacityError,
   isRefusal,
@@ -215,8 +214,7 @@ class SseHub extends EventEmitter {
   }
 
   #register(res, id, meta, options) {
-    if (this.#closing) throw closedError();
-    // Refused while draining, as the core decides.
+    // Refused once closing or draining, as the core decides.
     this.#native.checkOpen();
     checkKeys(options, ADD_CLIENT_OPTIONS);
     this.#handSet.dropFor(res, id);
@@ -443,6 +441,9 @@ class SseHub extends EventEmitter {
   close() {
     if (this.#closing) return this.#closing;
     if (DEBUG) debug('close: ending %d connection(s)', this.#native.count());
+    // New connections are refused from now on, also while a bus flushes
+    // before the connections end.
+    this.#native.drain();
     const closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -500,7 +501,7 @@ class SseHub extends EventEmitter {
       redis,
     } = options;
     const bus = redis === undefined ? undefined : busOptionsOf(redis);
-    if (bus && this.#closing) throw closedError();
+    if (bus) this.#native.checkOpen();
     checkHubValues(options);
     checkAdmissionOptions(options);
     if (bus) this.#native.checkBus(bus);

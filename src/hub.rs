@@ -239,10 +239,21 @@ impl NativeHub {
     self.state.borrow().core.transport_mode().as_str()
   }
 
-  /// `drain()`: refuses new connections from now on (`ERR_SSE_CLOSED`).
+  /// `drain()`, and the start of `close()`: refuses new connections from
+  /// now on (`ERR_SSE_CLOSED`).
   #[napi(catch_unwind)]
   pub fn drain(&self) {
     self.state.borrow_mut().core.drain();
+  }
+
+  /// The error a closed or draining hub refuses with (`ERR_SSE_CLOSED`),
+  /// for what the JS surface rejects itself (a `ready()` that can no longer
+  /// be): one message, made here.
+  #[napi(catch_unwind, ts_return_type = "Error")]
+  pub fn closed_error<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+    let error = error::value(env.raw(), &CoreError::Closed)?;
+    // SAFETY: `error` was just made in this call's env.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), error) })
   }
 
   /// True when `res` is registered with this hub.
