@@ -137,6 +137,42 @@ describe('which transport a connection gets', () => {
     plain.destroy();
   });
 
+  test("on the stream, Node's own write is handed one Buffer per frame; a write of the app's own still gets the string", async () => {
+    hub.configure({ transport: 'stream' });
+    const seen = { socket: [], wrapped: [] };
+    srv = await startServer((app) =>
+      app.get('/events', (req, res) => {
+        hub.initResponse(res);
+        // What reaches the socket from Node's own res.write.
+        const socketWrite = res.socket.write;
+        res.socket.write = function (chunk, ...rest) {
+          // (Not the chunk-size line or the CRLFs around the frame.)
+          if (chunk.length > 8) seen.socket.push(Buffer.isBuffer(chunk) ? 'buffer' : 'string');
+          return socketWrite.call(this, chunk, ...rest);
+        };
+        if (req.query.wrap) {
+          const nodeWrite = res.write;
+          res.write = function (chunk, ...rest) {
+            seen.wrapped.push(typeof chunk);
+            return nodeWrite.call(this, chunk, ...rest);
+          };
+        }
+        hub.addClient(req.query.wrap ? 'wrapped' : 'plain', res);
+      }),
+    );
+    const plain = rawGet(srv.port, '/events');
+    const wrapped = rawGet(srv.port, '/events?wrap=1');
+    await waitFor(() => hub.getClientCount() === 2, 'both');
+    seen.socket.length = 0;
+    const frame = 'data: {"t":"é✓😀"}\n\n';
+    expect(hub.broadcast({ t: 'é✓😀' })).toBe(2);
+    for (const c of [plain, wrapped]) await c.waitFor((x) => x.body() === frame, 'the frame');
+    // The same bytes on both wires, each in one chunk of its exact length.
+    for (const c of [plain, wrapped]) expect(c.chunks()).toEqual([frame]);
+    expect(seen.wrapped).toEqual(['string']);
+    expect(seen.socket).toEqual(['buffer', 'string']);
+  });
+
   // The test certificate is made with the openssl CLI (CI installs it).
   const withOpenssl = fs.existsSync('/usr/bin/openssl') ? test : test.skip;
   withOpenssl('TLS stays on the stream transport', async () => {

@@ -8,9 +8,9 @@ use sse_helper_core::backpressure::Admit;
 use sse_helper_core::hub::{Dispatch, Outcome};
 
 use crate::effects::execute;
-use crate::js::{RawEnv, RawValue};
+use crate::js::{self, RawEnv, RawValue};
 use crate::state::Shared;
-use crate::stream::{self, OutFrame, WriteOutcome};
+use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
 
 /// Writes `dispatch`'s stream targets, settles it with the core and
 /// executes what follows; returns the call's value as the core made it.
@@ -39,9 +39,10 @@ fn write_targets(
   env: RawEnv,
   dispatch: &Dispatch,
 ) -> Vec<(sse_helper_core::registry::ConnKey, Outcome)> {
-  let resolved: Vec<Resolved> = {
+  let (resolved, node_write): (Vec<Resolved>, Option<RawValue>) = {
     let s = state.borrow();
-    dispatch
+    let node_write = s.hooks.as_ref().and_then(|h| h.node_write.value(env).ok());
+    let resolved = dispatch
       .targets
       .iter()
       .filter_map(|t| {
@@ -53,7 +54,13 @@ fn write_targets(
           congested: t.congested,
         })
       })
-      .collect()
+      .collect();
+    (resolved, node_write)
+  };
+  let Ok(keys) = WriteKeys::new(env, node_write) else {
+    // Only while the env is torn down: nothing is written.
+    js::clear_exception(env);
+    return Vec::new();
   };
   let out = OutFrame::new(dispatch.frame.body());
   let mut outcomes = Vec::with_capacity(resolved.len());
@@ -78,7 +85,7 @@ fn write_targets(
         }
       }
     }
-    let outcome = match stream::write(env, t.res, t.flush, &out) {
+    let outcome = match stream::write(env, &keys, t.res, t.flush, &out) {
       WriteOutcome::Written => Outcome::Written { buffering },
       WriteOutcome::Buffered => Outcome::Buffered,
       WriteOutcome::Ended => Outcome::Failed,

@@ -12,7 +12,7 @@ use crate::deliver;
 use crate::effects::{self, key_of};
 use crate::js::{self, RawEnv, RawValue};
 use crate::state::Shared;
-use crate::stream::{self, OutFrame, WriteOutcome};
+use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
 
 /// Sends `frame` to one response: through the registry when registered
 /// (so its transport and policy apply), else straight to its `write`.
@@ -29,7 +29,12 @@ pub fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, frame: Fram
   if ending || js::get_truthy(env, res, c"destroyed") {
     return false;
   }
-  match stream::write(env, res, None, &OutFrame::new(frame.body())) {
+  // What the original helper writes, whatever `write` is: a string.
+  let Ok(keys) = WriteKeys::new(env, None) else {
+    js::clear_exception(env);
+    return false;
+  };
+  match stream::write(env, &keys, res, None, &OutFrame::new(frame.body())) {
     WriteOutcome::Written | WriteOutcome::Buffered => true,
     WriteOutcome::Ended => false,
     WriteOutcome::Threw => {

@@ -176,6 +176,16 @@ pub fn get(env: RawEnv, object: RawValue, name: &CStr) -> Result<RawValue> {
   Ok(value)
 }
 
+/// `object[key]`, `key` a JS value (a property name made once and read on
+/// many objects: no string is made per read, as `get` makes one).
+pub fn get_by_key(env: RawEnv, object: RawValue, key: RawValue) -> Result<RawValue> {
+  let mut value = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_get_property(env, object, key, &mut value) };
+  check(status, "reading a property")?;
+  Ok(value)
+}
+
 /// `!!value`; false if it cannot be coerced (it always can for values).
 pub fn truthy(env: RawEnv, value: RawValue) -> bool {
   let mut coerced = ptr::null_mut();

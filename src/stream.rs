@@ -1,40 +1,81 @@
 //! The stream transport's write path: a frame reaches a connection through
 //! the response's own `write`, on the JS thread. (Socket connections get it
 //! from the core's writer thread; see `sse_helper_core::writer`.)
+//!
+//! A broadcast to N stream connections costs, per connection, the `write`
+//! call and three property reads; everything else is made once per frame:
+//! the property names, the frame as a string, the frame as a `Buffer`.
 
 use std::cell::Cell;
 
 use crate::js::{self, RawEnv, RawValue};
 
 /// One framed event's body, shared by every stream recipient of a send,
-/// and the JS string made of it on first use, once (what the original
-/// helper writes, so a response's own `write` sees the same argument).
-/// Socket connections got the core's chunk of it already.
+/// and the JS values made of it on first use, once. Socket connections got
+/// the core's chunk of it already.
 pub struct OutFrame<'a> {
   bytes: &'a [u8],
-  js_value: Cell<Option<RawValue>>,
+  text: Cell<Option<RawValue>>,
+  buffer: Cell<Option<RawValue>>,
 }
 
 impl<'a> OutFrame<'a> {
   pub fn new(bytes: &'a [u8]) -> Self {
     Self {
       bytes,
-      js_value: Cell::new(None),
+      text: Cell::new(None),
+      buffer: Cell::new(None),
     }
   }
 
   /// The frame as a JS string (a `Buffer` in the one case it is not UTF-8:
-  /// a frame is built from JS strings, so never in practice).
-  fn js_value(&self, env: RawEnv) -> napi::Result<RawValue> {
-    if let Some(value) = self.js_value.get() {
+  /// a frame is built from JS strings, so never in practice): what the
+  /// original helper writes, so a `write` of the app's own (a wrapper, a
+  /// test double) sees the same argument.
+  fn text(&self, env: RawEnv) -> napi::Result<RawValue> {
+    if let Some(value) = self.text.get() {
       return Ok(value);
     }
     let value = match std::str::from_utf8(self.bytes) {
       Ok(text) => js::string(env, text)?,
-      Err(_) => js::buffer(env, self.bytes)?,
+      Err(_) => self.buffer(env)?,
     };
-    self.js_value.set(Some(value));
+    self.text.set(Some(value));
     Ok(value)
+  }
+
+  /// The frame as one `Buffer`, for Node's own `write`: the bytes on the
+  /// wire are the string's, but Node neither measures nor encodes a
+  /// `Buffer` again for every connection, as it does a string.
+  fn buffer(&self, env: RawEnv) -> napi::Result<RawValue> {
+    if let Some(value) = self.buffer.get() {
+      return Ok(value);
+    }
+    let value = js::buffer(env, self.bytes)?;
+    self.buffer.set(Some(value));
+    Ok(value)
+  }
+}
+
+/// What a send reads on every stream connection, made once per send: the
+/// property names (`napi_get_named_property` would make each string again
+/// per read) and Node's own `write`, to know when a `Buffer` may stand in
+/// for the string.
+pub struct WriteKeys {
+  writable_ended: RawValue,
+  write: RawValue,
+  node_write: Option<RawValue>,
+}
+
+impl WriteKeys {
+  /// `node_write` is `http.ServerResponse.prototype.write` (the hub's
+  /// hooks hold it), when known.
+  pub fn new(env: RawEnv, node_write: Option<RawValue>) -> napi::Result<Self> {
+    Ok(Self {
+      writable_ended: js::string(env, "writableEnded")?,
+      write: js::string(env, "write")?,
+      node_write,
+    })
   }
 }
 
@@ -59,21 +100,36 @@ pub enum WriteOutcome {
 /// Node emit an `'error'` that crashes a process without an error listener.
 pub fn write(
   env: RawEnv,
+  keys: &WriteKeys,
   res: RawValue,
   flush: Option<RawValue>,
   frame: &OutFrame<'_>,
 ) -> WriteOutcome {
-  if js::get_truthy(env, res, c"writableEnded") {
+  let ended = match js::get_by_key(env, res, keys.writable_ended) {
+    Ok(value) => js::truthy(env, value),
+    Err(_) => {
+      js::clear_exception(env);
+      false
+    }
+  };
+  if ended {
     return WriteOutcome::Ended;
   }
-  let write = match js::get(env, res, c"write") {
+  let write = match js::get_by_key(env, res, keys.write) {
     Ok(write) if js::is_function(env, write) => write,
     _ => {
       js::clear_exception(env);
       return WriteOutcome::Threw;
     }
   };
-  let Ok(value) = frame.js_value(env) else {
+  let node_write = keys
+    .node_write
+    .is_some_and(|node| js::strict_equals(env, write, node));
+  let value = match node_write {
+    true => frame.buffer(env),
+    false => frame.text(env),
+  };
+  let Ok(value) = value else {
     js::clear_exception(env);
     return WriteOutcome::Threw;
   };
