@@ -76,9 +76,20 @@ function startLoop(pauseMs) {
  * `receivers` has the stream's last entry: then every broadcast of `loop`
  * reached each (expectAllOf). Returns that last id.
  */
+/**
+ * Resolves once every broadcast the instances accepted is in the stream: a
+ * broadcast made while an instance reconnected waits in its bus's queue and
+ * is appended once it is back, and a bus request (globalClientCount, behind
+ * /count) is served after every append queued before it.
+ */
+async function flushAppends() {
+  for (const i of [a, b]) await request(i.port, '/count');
+}
+
 async function stopAndExpectAll(loop, receivers) {
   await loop.stop();
   expect(loop.failures).toEqual([]);
+  await flushAppends();
   const ids = await streamIds();
   const last = ids[ids.length - 1];
   for (const c of receivers) await waitFor(() => c.messages.some((m) => m.id === last), 'the last entry', LONG);
@@ -166,6 +177,7 @@ test("the slot's master killed (SIGKILL): its replica is promoted and the bus re
   for (const i of [a, b]) {
     await waitUntil(async () => (await statsOf(i.port)).bus.state === 'connected', 'the bus connected', LONG);
   }
+  await flushAppends();
   // Every entry the new master holds reaches every client of both
   // instances, once, in order (what the dead master had not replicated is
   // the documented loss of asynchronous replication).

@@ -90,6 +90,9 @@ test('a master killed mid-stream: the bus follows the failover, and never writes
   await waitUntil(async () => (await master.command('ROLE'))[0] === 'slave', 'the old master demoted', LONG);
 
   await loop.stop();
+  // Broadcasts queued in a bus while it reconnected are appended once it is
+  // back; a bus request is served after every append queued before it.
+  for (const i of [a, b]) await request(i.port, '/count');
   const kept = await idsOn(replica, stream);
   const last = kept[kept.length - 1];
   for (const c of clients) await waitFor(() => c.messages.some((m) => m.id === last), 'the last entry', LONG);
