@@ -52,7 +52,10 @@ function create(options) {
     broadcast: channel == null ? (payload) => helper.broadcast(payload) : (payload) => helper.publish(channel, payload),
     count: () => helper.getClientCount(),
     // Which transport the connections really got, where the build can say.
-    info: () => (typeof helper.getStats === 'function' ? { stats: helper.getStats() } : {}),
+    info: () =>
+      typeof helper.getStats === 'function'
+        ? { stats: helper.getStats(), nativeReferences: helper.nativeReferenceCount }
+        : {},
   };
 }
 

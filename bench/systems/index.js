@@ -21,6 +21,8 @@ const LIMIT = 'limit';
 
 const SYSTEMS = [
   { name: 'js-helper', module: 'helper', options: { impl: 'js' } },
+  // No helper: the responses held open in a Set (the memory bench's floor).
+  { name: 'bare', module: 'bare', options: {}, onlyWhenNamed: true },
   { name: 'better-sse', module: 'better-sse', options: {} },
   // The package's default export, as a drop-in user gets it: its default
   // transport ('auto': the native socket writer where the connection allows).

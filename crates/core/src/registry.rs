@@ -140,8 +140,61 @@ pub struct Registry<H> {
   free_slots: Vec<u32>,
   entries: Vec<Option<Entry<H>>>,
   live: usize,
-  by_id: HashMap<Arc<str>, Vec<ConnKey>>,
-  channels: HashMap<Arc<str>, Vec<ConnKey>>,
+  by_id: HashMap<Arc<str>, Keys>,
+  channels: HashMap<Arc<str>, Keys>,
+}
+
+/// The connections under one id or in one channel, oldest first. Nearly
+/// every id has one connection: that one is kept inline, so a connection
+/// costs no allocation of its own here (a `Vec` would cost one per id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Keys {
+  One(ConnKey),
+  Many(Vec<ConnKey>),
+}
+
+impl Keys {
+  fn as_slice(&self) -> &[ConnKey] {
+    match self {
+      Keys::One(key) => std::slice::from_ref(key),
+      Keys::Many(keys) => keys,
+    }
+  }
+
+  fn push(&mut self, key: ConnKey) {
+    match self {
+      Keys::One(first) => *self = Keys::Many(vec![*first, key]),
+      Keys::Many(keys) => keys.push(key),
+    }
+  }
+
+  /// Removes `key`; true when none is left.
+  fn remove(&mut self, key: ConnKey) -> bool {
+    match self {
+      Keys::One(only) => *only == key,
+      Keys::Many(keys) => {
+        keys.retain(|k| *k != key);
+        match keys.as_slice() {
+          [] => true,
+          [only] => {
+            *self = Keys::One(*only);
+            false
+          }
+          _ => false,
+        }
+      }
+    }
+  }
+}
+
+/// Adds `key` under `name`.
+fn link(map: &mut HashMap<Arc<str>, Keys>, name: Arc<str>, key: ConnKey) {
+  match map.entry(name) {
+    std::collections::hash_map::Entry::Occupied(mut keys) => keys.get_mut().push(key),
+    std::collections::hash_map::Entry::Vacant(slot) => {
+      slot.insert(Keys::One(key));
+    }
+  }
 }
 
 impl<H> Default for Registry<H> {
@@ -185,7 +238,7 @@ impl<H> Registry<H> {
       generation: self.slots[slot as usize].generation,
     };
     let id = self.intern(id);
-    self.by_id.entry(id.clone()).or_default().push(key);
+    link(&mut self.by_id, id.clone(), key);
     self.slots[slot as usize].position = Some(self.entries.len());
     self.entries.push(Some(Entry {
       key,
@@ -227,7 +280,7 @@ impl<H> Registry<H> {
       self.unlink_id(&old_id, key);
     }
     let id = self.intern(new_id);
-    self.by_id.entry(id.clone()).or_default().push(key);
+    link(&mut self.by_id, id.clone(), key);
     if let Some(entry) = self.entries[position].as_mut() {
       entry.id = id;
     }
@@ -270,7 +323,7 @@ impl<H> Registry<H> {
       return false;
     }
     entry.channels.push(name.clone());
-    self.channels.entry(name).or_default().push(key);
+    link(&mut self.channels, name, key);
     true
   }
 
@@ -290,7 +343,11 @@ impl<H> Registry<H> {
 
   /// Members of `channel`, in joining order.
   pub fn members(&self, channel: &str) -> &[ConnKey] {
-    self.channels.get(channel).map(Vec::as_slice).unwrap_or(&[])
+    self
+      .channels
+      .get(channel)
+      .map(Keys::as_slice)
+      .unwrap_or(&[])
   }
 
   /// Channels with at least one member.
@@ -300,7 +357,7 @@ impl<H> Registry<H> {
 
   /// Connections registered under `id`, oldest first.
   pub fn keys_for_id(&self, id: &str) -> &[ConnKey] {
-    self.by_id.get(id).map(Vec::as_slice).unwrap_or(&[])
+    self.by_id.get(id).map(Keys::as_slice).unwrap_or(&[])
   }
 
   /// Live connections in registration order.
@@ -368,12 +425,9 @@ impl<H> Registry<H> {
 
 /// Removes `key` from the list under `name`, dropping the list when empty,
 /// so neither ids nor channels outlive their last connection.
-fn unlink(map: &mut HashMap<Arc<str>, Vec<ConnKey>>, name: &str, key: ConnKey) {
-  if let Some(keys) = map.get_mut(name) {
-    keys.retain(|k| *k != key);
-    if keys.is_empty() {
-      map.remove(name);
-    }
+fn unlink(map: &mut HashMap<Arc<str>, Keys>, name: &str, key: ConnKey) {
+  if map.get_mut(name).is_some_and(|keys| keys.remove(key)) {
+    map.remove(name);
   }
 }
 
@@ -386,6 +440,26 @@ pub fn validate_channel(name: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn keys_stay_inline_for_one_and_in_order_for_many() {
+    let key = |slot| ConnKey {
+      slot,
+      generation: 0,
+    };
+    let mut keys = Keys::One(key(1));
+    assert!(!keys.remove(key(9)), "another key leaves it as it is");
+    assert_eq!(keys.as_slice(), &[key(1)]);
+    keys.push(key(2));
+    keys.push(key(3));
+    assert_eq!(keys.as_slice(), &[key(1), key(2), key(3)]);
+    assert!(!keys.remove(key(2)));
+    assert!(!keys.remove(key(1)));
+    assert_eq!(keys, Keys::One(key(3)), "back inline once one is left");
+    assert!(keys.remove(key(3)), "none left");
+    let mut many = Keys::Many(vec![key(4)]);
+    assert!(many.remove(key(4)));
+  }
 
   fn ids<H>(r: &Registry<H>) -> Vec<String> {
     r.iter().map(|e| e.id.to_string()).collect()
