@@ -188,8 +188,14 @@ pub fn get_by_key(env: RawEnv, object: RawValue, key: RawValue) -> Result<RawVal
 
 /// `!!value`; false if it cannot be coerced (it always can for values).
 pub fn truthy(env: RawEnv, value: RawValue) -> bool {
-  let mut coerced = ptr::null_mut();
   let mut truthy = false;
+  // SAFETY: see the module contract. A boolean (what `write` returns, what
+  // `finished` holds) is read as it is, in one call; it fails, changing
+  // nothing, for any other value.
+  if unsafe { sys::napi_get_value_bool(env, value, &mut truthy) } == sys::Status::napi_ok {
+    return truthy;
+  }
+  let mut coerced = ptr::null_mut();
   // SAFETY: see the module contract; ToBoolean runs no JS.
   let coerce = unsafe { sys::napi_coerce_to_bool(env, value, &mut coerced) };
   if coerce != sys::Status::napi_ok {

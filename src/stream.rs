@@ -63,6 +63,7 @@ impl<'a> OutFrame<'a> {
 /// for the string.
 pub struct WriteKeys {
   writable_ended: RawValue,
+  finished: RawValue,
   write: RawValue,
   node_write: Option<RawValue>,
 }
@@ -73,6 +74,7 @@ impl WriteKeys {
   pub fn new(env: RawEnv, node_write: Option<RawValue>) -> napi::Result<Self> {
     Ok(Self {
       writable_ended: js::string(env, "writableEnded")?,
+      finished: js::string(env, "finished")?,
       write: js::string(env, "write")?,
       node_write,
     })
@@ -105,26 +107,30 @@ pub fn write(
   flush: Option<RawValue>,
   frame: &OutFrame<'_>,
 ) -> WriteOutcome {
-  let ended = match js::get_by_key(env, res, keys.writable_ended) {
-    Ok(value) => js::truthy(env, value),
-    Err(_) => {
-      js::clear_exception(env);
-      false
-    }
-  };
-  if ended {
-    return WriteOutcome::Ended;
-  }
   let write = match js::get_by_key(env, res, keys.write) {
     Ok(write) if js::is_function(env, write) => write,
     _ => {
       js::clear_exception(env);
-      return WriteOutcome::Threw;
+      // Ended responses are skipped before anything else, as the original
+      // does; only a live one without a `write` fails.
+      return match is_ended(env, res, keys.writable_ended) {
+        true => WriteOutcome::Ended,
+        false => WriteOutcome::Threw,
+      };
     }
   };
   let node_write = keys
     .node_write
     .is_some_and(|node| js::strict_equals(env, write, node));
+  // Node's `writableEnded` getter returns `finished`, a data property: read
+  // that directly on a response with Node's own `write` (no getter call).
+  let ended_key = match node_write {
+    true => keys.finished,
+    false => keys.writable_ended,
+  };
+  if is_ended(env, res, ended_key) {
+    return WriteOutcome::Ended;
+  }
   let value = match node_write {
     true => frame.buffer(env),
     false => frame.text(env),
@@ -145,6 +151,17 @@ pub fn write(
     WriteOutcome::Written
   } else {
     WriteOutcome::Buffered
+  }
+}
+
+/// `res[key]` is truthy; a throwing getter reads as false (and is cleared).
+fn is_ended(env: RawEnv, res: RawValue, key: RawValue) -> bool {
+  match js::get_by_key(env, res, key) {
+    Ok(value) => js::truthy(env, value),
+    Err(_) => {
+      js::clear_exception(env);
+      false
+    }
   }
 }
 
