@@ -173,6 +173,44 @@ describe('which transport a connection gets', () => {
     expect(seen.socket).toEqual(['buffer', 'string']);
   });
 
+  test("on the stream, one broadcast skips a response the app just ended and writes the rest, on Node's write or its own", async () => {
+    hub.configure({ transport: 'stream' });
+    const responses = new Map();
+    const errors = [];
+    srv = await startServer((app) =>
+      app.get('/events', (req, res) => {
+        hub.initResponse(res);
+        res.on('error', (err) => errors.push(err.code));
+        if (req.query.id === 'own') {
+          const nodeWrite = res.write;
+          res.write = function (...args) {
+            return nodeWrite.apply(this, args);
+          };
+        }
+        responses.set(req.query.id, res);
+        hub.addClient(req.query.id, res);
+      }),
+    );
+    const clients = Object.fromEntries(
+      ['a', 'own', 'ended', 'b'].map((id) => [id, rawGet(srv.port, `/events?id=${id}`)]),
+    );
+    await waitFor(() => hub.getClientCount() === 4, 'four clients');
+    // Ended by the app itself, in the same tick as the broadcast (its close comes later).
+    responses.get('ended').end();
+    expect(hub.broadcast({ n: 1 })).toBe(3);
+    for (const id of ['a', 'own', 'b']) await clients[id].waitFor((c) => c.body() === 'data: {"n":1}\n\n', id);
+    await clients.ended.waitFor((c) => c.raw().endsWith('0\r\n\r\n'), 'the ended body');
+    expect(clients.ended.body()).toBe('');
+    await delay(20);
+    // No write after end reached Node (it would emit ERR_STREAM_WRITE_AFTER_END).
+    expect(errors).toEqual([]);
+    await waitFor(() => hub.getClientCount() === 3, 'the ended one removed');
+    expect(hub.broadcast({ n: 2 })).toBe(3);
+    for (const id of ['a', 'own', 'b']) {
+      await clients[id].waitFor((c) => c.body() === 'data: {"n":1}\n\ndata: {"n":2}\n\n', id);
+    }
+  });
+
   // The test certificate is made with the openssl CLI (CI installs it).
   const withOpenssl = fs.existsSync('/usr/bin/openssl') ? test : test.skip;
   withOpenssl('TLS stays on the stream transport', async () => {

@@ -95,6 +95,46 @@ function inspectSocket(res) {
   return { fd, remoteAddress, remotePort, localPort, identity: framing === 'identity' };
 }
 
+/** What `writeBatch` reports per response (the native side reads them). */
+const BATCH = Object.freeze({ WRITTEN: 0, BUFFERED: 1, ENDED: 2, THREW: 3, NATIVE: 4 });
+
+/**
+ * A stream-transport send's writes to the responses whose `write` is
+ * Node's own, in one call from the native side (a call from native code per
+ * response, and its property reads, cost more than the write): one frame,
+ * the same Buffer for each. No app code runs in Node's own `write`, so none
+ * can change the registry in between. `outcomes[i]` gets `BATCH`'s code for
+ * `responses[i]`: a response that ended is skipped, as the original helper
+ * does; one with a `write` of its own (a wrapper, a test double) is
+ * `NATIVE`, and the native side writes it itself, as before.
+ */
+function writeBatch(responses, frame, outcomes) {
+  for (let i = 0; i < responses.length; i++) {
+    const res = responses[i];
+    let write;
+    try {
+      write = res.write;
+    } catch {
+      outcomes[i] = BATCH.NATIVE;
+      continue;
+    }
+    if (write !== NODE_WRITE) {
+      outcomes[i] = BATCH.NATIVE;
+      continue;
+    }
+    // What Node's writableEnded getter returns.
+    if (res.finished) {
+      outcomes[i] = BATCH.ENDED;
+      continue;
+    }
+    try {
+      outcomes[i] = write.call(res, frame) ? BATCH.WRITTEN : BATCH.BUFFERED;
+    } catch {
+      outcomes[i] = BATCH.THREW;
+    }
+  }
+}
+
 function toBytes(chunk, encoding) {
   if (typeof chunk === 'string') return Buffer.from(chunk, encoding ?? 'utf8');
   if (ArrayBuffer.isView(chunk)) return chunk;
@@ -197,7 +237,7 @@ function responseHooks(native) {
     if (typeof callback === 'function') process.nextTick(callback, writeAfterEndError());
     return false;
   }
-  return { write, end, destroy, socketDestroy, writeAfterEnd, nodeWrite: NODE_WRITE };
+  return { write, end, destroy, socketDestroy, writeAfterEnd, nodeWrite: NODE_WRITE, writeBatch };
 }
 
-module.exports = { inspectSocket, responseHooks, describeStreamReason, STREAM_REASONS };
+module.exports = { inspectSocket, responseHooks, describeStreamReason, STREAM_REASONS, BATCH };

@@ -3,14 +3,31 @@
 //! write runs JS that may call back into the hub), and the outcomes go
 //! back to the core, whose effects are then executed. The socket
 //! connections were handed the frame by the core already.
+//!
+//! The targets on Node's own `write` (nearly all) are written by one call
+//! into JS (`writeBatch`, lib/socket.js), where the per-response property
+//! reads and the call are JIT-compiled; the rest (an app's own `write`, a
+//! response Node buffers for) one by one from here, as the slow-client rule
+//! and the app's JS need.
 
 use sse_helper_core::backpressure::Admit;
 use sse_helper_core::hub::{Dispatch, Outcome};
+use sse_helper_core::registry::ConnKey;
 
 use crate::effects::execute;
 use crate::js::{self, RawEnv, RawValue};
 use crate::state::Shared;
 use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
+
+/// `writeBatch`'s codes (`BATCH` in lib/socket.js).
+mod batch {
+  pub const WRITTEN: u8 = 0;
+  pub const BUFFERED: u8 = 1;
+  pub const ENDED: u8 = 2;
+  pub const THREW: u8 = 3;
+  /// Not Node's `write` (or not reached): written from here instead.
+  pub const NATIVE: u8 = 4;
+}
 
 /// Writes `dispatch`'s stream targets, settles it with the core and
 /// executes what follows; returns the call's value as the core made it.
@@ -28,21 +45,27 @@ pub fn run(state: &Shared, env: RawEnv, dispatch: Dispatch) -> u32 {
 /// A target with its response and, on the stream transport, a wrapper's
 /// `flush`, read under one borrow before any JS runs.
 struct Resolved {
-  key: sse_helper_core::registry::ConnKey,
+  key: ConnKey,
   res: RawValue,
   flush: Option<RawValue>,
   congested: bool,
 }
 
-fn write_targets(
-  state: &Shared,
-  env: RawEnv,
-  dispatch: &Dispatch,
-) -> Vec<(sse_helper_core::registry::ConnKey, Outcome)> {
-  let (resolved, node_write): (Vec<Resolved>, Option<RawValue>) = {
+/// What every write of one send shares: the frame's JS values, the
+/// property names, Node's `write` and the batch hook.
+struct Send<'a> {
+  out: OutFrame<'a>,
+  keys: WriteKeys,
+  write_batch: Option<RawValue>,
+}
+
+fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnKey, Outcome)> {
+  let (resolved, node_write, write_batch) = {
     let s = state.borrow();
-    let node_write = s.hooks.as_ref().and_then(|h| h.node_write.value(env).ok());
-    let resolved = dispatch
+    let hooks = s.hooks.as_ref();
+    let node_write = hooks.and_then(|h| h.node_write.value(env).ok());
+    let write_batch = hooks.and_then(|h| h.write_batch.value(env).ok());
+    let resolved: Vec<Resolved> = dispatch
       .targets
       .iter()
       .filter_map(|t| {
@@ -55,43 +78,98 @@ fn write_targets(
         })
       })
       .collect();
-    (resolved, node_write)
+    (resolved, node_write, write_batch)
   };
   let Ok(keys) = WriteKeys::new(env, node_write) else {
     // Only while the env is torn down: nothing is written.
     js::clear_exception(env);
     return Vec::new();
   };
-  let out = OutFrame::new(dispatch.frame.body());
-  let mut outcomes = Vec::with_capacity(resolved.len());
-  for t in resolved {
+  let send = Send {
+    out: OutFrame::new(dispatch.frame.body()),
+    keys,
+    write_batch,
+  };
+  // A response Node buffers for (congested) or that has a wrapper's
+  // `flush` is written from here; the rest go to the batch first.
+  let (one_by_one, batched): (Vec<Resolved>, Vec<Resolved>) = resolved
+    .into_iter()
+    .partition(|t| t.congested || t.flush.is_some() || send.write_batch.is_none());
+  let mut outcomes = Vec::with_capacity(one_by_one.len() + batched.len());
+  let codes = run_batch(env, &send, &batched);
+  let mut rest = one_by_one;
+  for (t, code) in batched.into_iter().zip(codes) {
+    let outcome = match code {
+      batch::WRITTEN => Outcome::Written { buffering: false },
+      batch::BUFFERED => Outcome::Buffered,
+      batch::ENDED => Outcome::Failed,
+      batch::THREW => Outcome::Threw,
+      _ => {
+        rest.push(t);
+        continue;
+      }
+    };
+    outcomes.push((t.key, outcome));
+  }
+  for t in rest {
     // An earlier write's JS may have removed this one.
     if !state.borrow().core.contains(t.key) {
       continue;
     }
-    let mut buffering = false;
-    if t.congested {
-      // Node has been buffering for this one: look at how much.
-      let pending = stream::pending_bytes(env, t.res);
-      match dispatch.admit(pending) {
-        Admit::Queue => buffering = pending > 0,
-        Admit::Drop => {
-          outcomes.push((t.key, Outcome::Dropped));
-          continue;
-        }
-        Admit::Disconnect => {
-          outcomes.push((t.key, Outcome::Slow));
-          continue;
-        }
-      }
+    if let Some(outcome) = write_one(env, dispatch, &send, &t) {
+      outcomes.push((t.key, outcome));
     }
-    let outcome = match stream::write(env, &keys, t.res, t.flush, &out) {
+  }
+  outcomes
+}
+
+/// `writeBatch` over `targets`: one code per target, `NATIVE` for those it
+/// did not write (all of them if the call could not be made).
+fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
+  let not_written = || vec![batch::NATIVE; targets.len()];
+  let Some(hook) = send.write_batch.filter(|_| !targets.is_empty()) else {
+    return not_written();
+  };
+  let values: Vec<RawValue> = targets.iter().map(|t| t.res).collect();
+  let made = (|| {
+    let responses = js::array_of(env, &values)?;
+    let outcomes = js::u8_array(env, targets.len(), batch::NATIVE)?;
+    let frame = send.out.buffer(env)?;
+    Ok::<_, napi::Error>((responses, frame, outcomes))
+  })();
+  let Ok((responses, frame, outcomes)) = made else {
+    js::clear_exception(env);
+    return not_written();
+  };
+  let undefined = js::undefined(env).unwrap_or(responses);
+  // It catches every write's exception itself; one escaping (a getter on
+  // a response) leaves the codes it did not reach at NATIVE.
+  let _ = js::call(env, undefined, hook, &[responses, frame, outcomes]);
+  match js::u8_array_bytes(env, outcomes) {
+    Some(codes) if codes.len() == targets.len() => codes,
+    _ => not_written(),
+  }
+}
+
+/// One target written from here: the slow-client rule first when Node has
+/// been buffering for it, then its own `write`. `None`: nothing to report.
+fn write_one(env: RawEnv, dispatch: &Dispatch, send: &Send<'_>, t: &Resolved) -> Option<Outcome> {
+  let mut buffering = false;
+  if t.congested {
+    // Node has been buffering for this one: look at how much.
+    let pending = stream::pending_bytes(env, t.res);
+    match dispatch.admit(pending) {
+      Admit::Queue => buffering = pending > 0,
+      Admit::Drop => return Some(Outcome::Dropped),
+      Admit::Disconnect => return Some(Outcome::Slow),
+    }
+  }
+  Some(
+    match stream::write(env, &send.keys, t.res, t.flush, &send.out) {
       WriteOutcome::Written => Outcome::Written { buffering },
       WriteOutcome::Buffered => Outcome::Buffered,
       WriteOutcome::Ended => Outcome::Failed,
       WriteOutcome::Threw => Outcome::Threw,
-    };
-    outcomes.push((t.key, outcome));
-  }
-  outcomes
+    },
+  )
 }

@@ -342,6 +342,85 @@ pub fn buffer(env: RawEnv, bytes: &[u8]) -> Result<RawValue> {
   Ok(value)
 }
 
+/// `values` as a new JS array.
+pub fn array_of(env: RawEnv, values: &[RawValue]) -> Result<RawValue> {
+  let mut array = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_create_array_with_length(env, values.len(), &mut array) };
+  check(status, "napi_create_array_with_length")?;
+  for (index, value) in values.iter().enumerate() {
+    // An index that does not fit a u32 is refused before the call.
+    let index = u32::try_from(index).map_err(|_| Error::from_reason("array too long"))?;
+    // SAFETY: see the module contract; `array` was just made.
+    let status = unsafe { sys::napi_set_element(env, array, index, *value) };
+    check(status, "napi_set_element")?;
+  }
+  Ok(array)
+}
+
+/// A new `Uint8Array` of `len` bytes, each `fill`.
+pub fn u8_array(env: RawEnv, len: usize, fill: u8) -> Result<RawValue> {
+  let mut data = ptr::null_mut();
+  let mut buffer = ptr::null_mut();
+  // SAFETY: see the module contract; napi allocates `len` bytes and points
+  // `data` at them.
+  let status = unsafe { sys::napi_create_arraybuffer(env, len, &mut data, &mut buffer) };
+  check(status, "napi_create_arraybuffer")?;
+  if len > 0 {
+    // SAFETY: `data` points to the `len` bytes just allocated, which
+    // nothing else refers to yet.
+    unsafe { ptr::write_bytes(data.cast::<u8>(), fill, len) };
+  }
+  let mut array = ptr::null_mut();
+  // SAFETY: see the module contract; the view covers the whole buffer.
+  let status = unsafe {
+    sys::napi_create_typedarray(
+      env,
+      sys::TypedarrayType::uint8_array,
+      len,
+      buffer,
+      0,
+      &mut array,
+    )
+  };
+  check(status, "napi_create_typedarray")?;
+  Ok(array)
+}
+
+/// The bytes of a `Uint8Array` as they are now (copied out, so nothing
+/// borrows JS memory afterwards); `None` if it is not one (or was detached).
+pub fn u8_array_bytes(env: RawEnv, array: RawValue) -> Option<Vec<u8>> {
+  let mut kind = sys::TypedarrayType::uint8_array;
+  let mut len = 0usize;
+  let mut data = ptr::null_mut();
+  let mut buffer = ptr::null_mut();
+  let mut offset = 0usize;
+  // SAFETY: see the module contract; every out-pointer is a local.
+  let status = unsafe {
+    sys::napi_get_typedarray_info(
+      env,
+      array,
+      &mut kind,
+      &mut len,
+      &mut data,
+      &mut buffer,
+      &mut offset,
+    )
+  };
+  if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
+    return None;
+  }
+  if len == 0 {
+    return Some(Vec::new());
+  }
+  if data.is_null() {
+    return None;
+  }
+  // SAFETY: napi reported `len` bytes at `data` for this live view, and no
+  // JS runs while they are copied.
+  Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec())
+}
+
 /// Calls `func` with `this = recv`. A JS exception is caught, cleared and
 /// returned, so one failing response never aborts a loop over many.
 pub fn call(

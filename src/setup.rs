@@ -13,7 +13,7 @@ use crate::effects;
 use crate::js::{self, RawEnv, RawValue};
 use crate::state::{Hooks, HubState, Shared};
 
-/// A new hub's state, holding `type_error`, `hooks` (all six or none),
+/// A new hub's state, holding `type_error`, `hooks` (all seven or none),
 /// `lifecycle` and the two capacity errors' classes (see `NativeHub::new`).
 pub fn new_state(
   env: &Env,
@@ -43,7 +43,9 @@ pub fn new_state(
     s.key_capacity_error = key_capacity_error
       .map(|f| s.refs.hold(raw, f.raw()))
       .transpose()?;
-    if let Some([write, end, destroy, socket_destroy, write_after_end, node_write]) = hook_values {
+    if let Some([write, end, destroy, socket_destroy, write_after_end, node_write, write_batch]) =
+      hook_values
+    {
       s.hooks = Some(Hooks {
         write: s.refs.hold(raw, write)?,
         end: s.refs.hold(raw, end)?,
@@ -51,6 +53,7 @@ pub fn new_state(
         socket_destroy: s.refs.hold(raw, socket_destroy)?,
         write_after_end: s.refs.hold(raw, write_after_end)?,
         node_write: s.refs.hold(raw, node_write)?,
+        write_batch: s.refs.hold(raw, write_batch)?,
       });
     }
   }
@@ -70,10 +73,10 @@ fn close_listener<'env>(env: &'env Env, state: &Shared) -> Result<Function<'env,
   })
 }
 
-/// `write`, `end`, `destroy`, `socketDestroy`, `writeAfterEnd` and
-/// `nodeWrite` from `hooks`, when every one is a function; without them the
-/// hub uses the stream transport only.
-fn hook_values(env: RawEnv, hooks: Option<&Object<'_>>) -> Result<Option<[RawValue; 6]>> {
+/// `write`, `end`, `destroy`, `socketDestroy`, `writeAfterEnd`, `nodeWrite`
+/// and `writeBatch` from `hooks`, when every one is a function; without
+/// them the hub uses the stream transport only, each write made natively.
+fn hook_values(env: RawEnv, hooks: Option<&Object<'_>>) -> Result<Option<[RawValue; 7]>> {
   let Some(hooks) = hooks else {
     return Ok(None);
   };
@@ -88,9 +91,10 @@ fn hook_values(env: RawEnv, hooks: Option<&Object<'_>>) -> Result<Option<[RawVal
     hook(c"socketDestroy")?,
     hook(c"writeAfterEnd")?,
     hook(c"nodeWrite")?,
+    hook(c"writeBatch")?,
   ];
   Ok(match values {
-    [Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)] => Some([a, b, c, d, e, f]),
+    [Some(a), Some(b), Some(c), Some(d), Some(e), Some(f), Some(g)] => Some([a, b, c, d, e, f, g]),
     _ => None,
   })
 }

@@ -58,6 +58,9 @@ pub struct Hooks {
   /// Node's own `ServerResponse.prototype.write`: only a response still
   /// using it gets `write_after_end` (a test double keeps its own `write`).
   pub node_write: JsRef,
+  /// `writeBatch(responses, frame, outcomes)`: a stream-transport send's
+  /// writes to the responses on Node's own `write`, in one call.
+  pub write_batch: JsRef,
 }
 
 pub struct HubState {
@@ -131,6 +134,7 @@ impl HubState {
         h.socket_destroy,
         h.write_after_end,
         h.node_write,
+        h.write_batch,
       ]
     });
     let own = [

@@ -47,7 +47,7 @@ impl<'a> OutFrame<'a> {
   /// The frame as one `Buffer`, for Node's own `write`: the bytes on the
   /// wire are the string's, but Node neither measures nor encodes a
   /// `Buffer` again for every connection, as it does a string.
-  fn buffer(&self, env: RawEnv) -> napi::Result<RawValue> {
+  pub fn buffer(&self, env: RawEnv) -> napi::Result<RawValue> {
     if let Some(value) = self.buffer.get() {
       return Ok(value);
     }
