@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
-use sse_helper_core::hub::{Effect, HubCore, Removal};
+use sse_helper_core::hub::{CoreError, Effect, HubCore, Removal};
 use sse_helper_core::registry::ConnKey;
 
 use crate::args::guard_panics;
@@ -35,17 +35,10 @@ pub fn execute(state: &Shared, env: RawEnv, effects: Vec<Effect<JsConn>>) {
           js::call_method_quietly(env, res, c"emit", &[name]);
         }
       }
-      Effect::WriterDied { all } => emit(
-        state,
-        env,
-        "error",
-        "ERR_SSE_WRITER_DIED",
-        if all {
-          "the native socket writer stopped unexpectedly; its connections were closed and new ones use the stream transport"
-        } else {
-          "a native socket writer thread stopped unexpectedly; its connections were closed and the other threads take new ones"
-        },
-      ),
+      Effect::WriterDied { all } => {
+        let died = CoreError::WriterDied { all };
+        emit(state, env, "error", died.code(), &died.to_string())
+      }
       Effect::Closed => emit(state, env, "closed", "", ""),
       Effect::ReleaseHub => state.borrow_mut().release_own(env),
     }

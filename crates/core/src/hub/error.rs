@@ -1,7 +1,9 @@
-//! Every refusal the core makes, as one type. The binding turns each into
-//! a JS error in one place (`src/error.rs`): a `TypeError` for a bad
-//! argument value, an `Error` with the variant's code otherwise. The
-//! messages are part of the API: tests compare them byte for byte.
+//! Every refusal the core makes, and the one failure it reports on its own
+//! (a writer thread's death, as an `'error'` event), as one type. The
+//! binding turns each into a JS error in one place (`src/error.rs`): a
+//! `TypeError` for a bad argument value, an `Error` with the variant's code
+//! otherwise. The messages are part of the API: tests compare them byte for
+//! byte.
 
 use std::fmt;
 
@@ -35,6 +37,9 @@ pub enum CoreError {
   /// A request to the Redis bus (`globalClientCount()`) failed; the
   /// bus's reason.
   Bus(String),
+  /// A socket writer thread stopped unexpectedly (`all`: the last one);
+  /// its connections were closed. Reported, never a refusal.
+  WriterDied { all: bool },
 }
 
 impl CoreError {
@@ -48,6 +53,7 @@ impl CoreError {
       CoreError::KeyCapacity { .. } => "ERR_SSE_KEY_CAPACITY",
       CoreError::InvalidValue(_) => "ERR_INVALID_ARG_VALUE",
       CoreError::Bus(_) => "ERR_SSE_BUS",
+      CoreError::WriterDied { .. } => "ERR_SSE_WRITER_DIED",
     }
   }
 
@@ -83,6 +89,12 @@ impl fmt::Display for CoreError {
       CoreError::WriterRunning => "options.writerThreads cannot change while the socket writer runs: set it before the first connection (or after close())",
       CoreError::BusRunning => "options.redis is already set: a hub's Redis bus is configured once",
       CoreError::InvalidValue(message) => message,
+      CoreError::WriterDied { all: true } => {
+        "the native socket writer stopped unexpectedly; its connections were closed and new ones use the stream transport"
+      }
+      CoreError::WriterDied { all: false } => {
+        "a native socket writer thread stopped unexpectedly; its connections were closed and the other threads take new ones"
+      }
       CoreError::Capacity { .. } | CoreError::KeyCapacity { .. } | CoreError::Bus(_) => "",
     })
   }
