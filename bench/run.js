@@ -12,6 +12,8 @@
 //            --scaleout (only the scale-out section)  --no-scaleout (without it)
 //            --scaleout-n 9800 (its total N: two instances of N/2, one of N)
 //   node bench/run.js --rerender bench/results/latest.json   rebuild .md/.svg from saved runs
+//   node bench/run.js --reader [--quick]   only the bus reader's throughput (bench/reader.js,
+//                                          bench/results/reader.{md,json})
 //
 // Writes bench/results/latest.{md,json,svg} (quick.* with --quick).
 
@@ -850,7 +852,12 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(err.stack ?? err);
-  process.exit(1);
-});
+if (process.argv.includes('--reader')) {
+  // Its own script, with its own options (it ignores --reader).
+  require('./reader.js');
+} else {
+  main().catch((err) => {
+    console.error(err.stack ?? err);
+    process.exit(1);
+  });
+}

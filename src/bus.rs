@@ -112,11 +112,13 @@ fn execute(state: &Shared, env: RawEnv) {
         emit(state, env, "bus", "disconnected", &error)
       }
       BusEvent::Frames(frames) => {
-        for frame in frames.iter() {
-          let dispatch = state.borrow_mut().core.bus_frame(frame, Instant::now());
-          if let Some(dispatch) = dispatch {
-            deliver::run(state, env, dispatch);
-          }
+        // One dispatch per run of entries for the same connections. The
+        // runs are planned up front: a write's JS may change who is
+        // connected, and an entry is never judged twice; a connection a
+        // write removed is skipped by the later runs.
+        let dispatches = state.borrow_mut().core.bus_frames(&frames, Instant::now());
+        for dispatch in dispatches {
+          deliver::run(state, env, dispatch);
         }
       }
       BusEvent::Replayed {

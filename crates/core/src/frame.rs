@@ -120,6 +120,33 @@ pub fn reset_chunk() -> std::sync::Arc<[u8]> {
   http_chunk(&reset_frame(None)).into()
 }
 
+/// [`http_chunk`] as shared bytes, allocated once: the size line, the
+/// frame and the CRLF copied straight into the `Arc`.
+pub fn chunk_of(frame: &[u8]) -> std::sync::Arc<[u8]> {
+  let mut size = [0u8; 18];
+  let mut n = frame.len();
+  let mut digits = 0;
+  loop {
+    digits += 1;
+    n >>= 4;
+    if n == 0 {
+      break;
+    }
+  }
+  let mut n = frame.len();
+  for i in (0..digits).rev() {
+    size[i] = b"0123456789abcdef"[n & 15];
+    n >>= 4;
+  }
+  size[digits..digits + 2].copy_from_slice(b"\r\n");
+  size[..digits + 2]
+    .iter()
+    .chain(frame)
+    .chain(b"\r\n")
+    .copied()
+    .collect()
+}
+
 /// Wraps `frame` in HTTP/1.1 chunked transfer coding (`<hex size>\r\n`,
 /// the bytes, `\r\n`), as Node would write it. The socket transport writes
 /// to the socket under Node's HTTP layer, so it frames chunks itself.
@@ -284,6 +311,15 @@ mod tests {
       b"c\r\ndata: \"hi\"\n\n\r\n"
     );
     assert_eq!(http_chunk(&[b'x'; 255])[..4], *b"ff\r\n");
+    // The shared form is the same bytes, at every size-line width.
+    for len in [0, 1, 15, 16, 255, 256, 4095, 4096, 70_000] {
+      let frame = vec![b'y'; len];
+      assert_eq!(
+        &chunk_of(&frame)[..],
+        http_chunk(&frame).as_slice(),
+        "{len}"
+      );
+    }
   }
 
   #[test]

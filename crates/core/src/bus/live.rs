@@ -9,7 +9,6 @@ use redis::{RedisResult, Value};
 
 use super::config::{BLOCK, RECENT};
 use super::entry::{BusFrame, Entry, EntryId, Malformed};
-use super::read_size::READ_COUNT;
 use super::resp::{data_bytes, parse_range, parse_read};
 use super::session::{connection_failed, Session};
 use super::task::{BusTask, End};
@@ -60,8 +59,10 @@ impl BusTask {
   /// A batch the blocking read returned, checked for a gap. Trimming
   /// (`MAXLEN ~ maxLen`) keeps at least the newest `maxLen` entries and
   /// takes the oldest first, so a batch of fewer than `maxLen` entries
-  /// (every entry after the position, up to `READ_COUNT`) proves the
-  /// position was still there and nothing between was lost. A bigger one
+  /// and fewer than the `count` asked for (every entry after the
+  /// position) proves the position was still there and nothing between
+  /// was lost. (A catch-up read needs no check: it was atomic with its
+  /// presence check, see [`xread`].) A bigger one
   /// means the reader fell behind: it is read again atomically with a check
   /// that the position is still in the stream, and if it is not, every
   /// local client gets `reset` before what follows the gap.
@@ -69,9 +70,10 @@ impl BusTask {
     &mut self,
     session: &mut Session,
     position: EntryId,
+    count: usize,
     entries: Vec<(EntryId, Result<Entry, Malformed>)>,
   ) -> RedisResult<Vec<(EntryId, Result<Entry, Malformed>)>> {
-    let threshold = READ_COUNT.min(self.config.max_len);
+    let threshold = count.min(self.config.max_len);
     if entries.len() < threshold || position == EntryId::ZERO {
       return Ok(entries);
     }
@@ -85,7 +87,7 @@ impl BusTask {
       .arg(&at)
       .cmd("XREAD")
       .arg("COUNT")
-      .arg(READ_COUNT)
+      .arg(count)
       .arg("STREAMS")
       .arg(stream)
       .arg(&at)
@@ -103,6 +105,7 @@ impl BusTask {
     &mut self,
     session: &mut Session,
     position: EntryId,
+    count: usize,
     took: Duration,
     result: RedisResult<Read>,
   ) -> Option<End> {
@@ -122,12 +125,14 @@ impl BusTask {
       Ok(Read {
         after_present: false,
         entries,
+        ..
       }) if self.gap_reported != Some(position) => {
         if let Err(e) = self.after_gap(session, position, entries).await {
           return failed(e);
         }
       }
       Ok(Read { entries, .. }) if entries.is_empty() => {
+        self.read_size.replied(0, 0, took);
         // Nothing new: a blocked read that timed out (or was
         // interrupted). A stream that went backwards would look
         // exactly like this for ever.
@@ -135,11 +140,21 @@ impl BusTask {
           return failed(e);
         }
       }
+      Ok(Read {
+        entries,
+        atomic: true,
+        ..
+      }) => {
+        self
+          .read_size
+          .replied(entries.len(), data_bytes(&entries), took);
+        self.delivered(entries);
+      }
       Ok(Read { entries, .. }) => {
         self
           .read_size
           .replied(entries.len(), data_bytes(&entries), took);
-        match self.check_lag(session, position, entries).await {
+        match self.check_lag(session, position, count, entries).await {
           Ok(entries) => self.delivered(entries),
           Err(e) => return failed(e),
         }
@@ -223,6 +238,9 @@ pub(super) struct Read {
   /// if not, entries after it may have been trimmed unread (another
   /// producer trimming to a shorter `MAXLEN`, say).
   pub(super) after_present: bool,
+  /// The presence check and the read were one atomic step (a catch-up
+  /// read): the entries follow the position with nothing trimmed between.
+  pub(super) atomic: bool,
   pub(super) entries: Vec<(EntryId, Result<Entry, Malformed>)>,
 }
 
@@ -240,9 +258,15 @@ pub(super) enum PresenceCheck {
 /// Whether the entry `ARGV[1]` is in the stream `KEYS[1]`, without sending it.
 pub(super) const PRESENT_SCRIPT: &str = "return #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])";
 
-/// One blocking read of at most `count` entries after `after`, in one round
-/// trip with a check that `after` is still in the stream. Empty when it
-/// timed out or was unblocked. A server that stops answering fails it.
+/// One read of at most `count` entries after `after`, in one round trip
+/// with a check that `after` is still in the stream. Blocking, unless
+/// `catch_up` (the reader is behind, so entries are waiting): then the
+/// check and the read are one `MULTI`/`EXEC`, so no trim can come between
+/// them and a present `after` proves nothing after it was lost. (A read
+/// inside `MULTI` never blocks, hence only when behind; a Cluster reader
+/// sent by `ASK` always blocks.) Empty when it timed out or was unblocked,
+/// or had nothing to catch up on. A server that stops answering fails it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn xread(
   mut reader: MultiplexedConnection,
   stream: String,
@@ -251,8 +275,13 @@ pub(super) async fn xread(
   deadline: Duration,
   presence: PresenceCheck,
   asking: bool,
+  catch_up: bool,
 ) -> RedisResult<Read> {
+  let atomic = catch_up && !asking;
   let mut pipe = redis::pipe();
+  if atomic {
+    pipe.atomic();
+  }
   let check = after != EntryId::ZERO;
   // A Cluster slot migrating to the reader's node: each keyed command
   // is preceded by `ASKING` (it holds for one command).
@@ -280,15 +309,11 @@ pub(super) async fn xread(
     };
   }
   ask(&mut pipe);
-  pipe
-    .cmd("XREAD")
-    .arg("COUNT")
-    .arg(count)
-    .arg("BLOCK")
-    .arg(BLOCK.as_millis() as u64)
-    .arg("STREAMS")
-    .arg(&stream)
-    .arg(after.to_string());
+  pipe.cmd("XREAD").arg("COUNT").arg(count);
+  if !atomic {
+    pipe.arg("BLOCK").arg(BLOCK.as_millis() as u64);
+  }
+  pipe.arg("STREAMS").arg(&stream).arg(after.to_string());
   let read = pipe.query_async::<Vec<Value>>(&mut reader);
   let replies = tokio::time::timeout(deadline, read).await.map_err(|_| {
     redis::RedisError::from(io::Error::new(
@@ -302,11 +327,13 @@ pub(super) async fn xread(
     _ => {
       return Ok(Read {
         after_present: true,
+        atomic,
         entries: Vec::new(),
       })
     }
   };
   Ok(Read {
+    atomic,
     after_present: here.is_none_or(|here| match here {
       Value::Int(n) => *n > 0,
       range => !parse_range(range).is_empty(),

@@ -220,10 +220,11 @@ impl BusTask {
     };
     let reader = session.reader.clone();
     let stream = self.config.stream.clone();
-    let (count, deadline, presence_check) = (
+    let (count, deadline, presence_check, catch_up) = (
       self.read_size.count(),
       self.read_size.deadline(BLOCK + COMMAND_TIMEOUT),
       self.presence,
+      self.read_size.behind(),
     );
     let mut read = Box::pin(async move {
       if let Some(pause) = pause {
@@ -238,6 +239,7 @@ impl BusTask {
         deadline,
         presence_check,
         asking,
+        catch_up,
       )
       .await;
       (read, sent.elapsed())
@@ -247,7 +249,7 @@ impl BusTask {
       tokio::select! {
         biased;
         (result, took) = &mut read => {
-          return self.on_read(session, position, took, result).await;
+          return self.on_read(session, position, count, took, result).await;
         }
         request = self.rx.recv() => {
           let Some(request) = request else { return Some(End::Stop) };

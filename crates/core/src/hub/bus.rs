@@ -13,6 +13,10 @@ use crate::bus::entry::{BusFrame, Entry, EntryId, Route};
 use crate::bus::{Bus, BusConfig, BusEvent, BusStatsSnapshot, Mark, ReplayRequest, ReplayTarget};
 use crate::registry::ConnKey;
 
+/// The most bytes one run of bus entries to stream connections holds
+/// ([`HubCore::bus_frames`]).
+pub const RUN_BYTES: usize = 64 << 10;
+
 /// The hub's Redis bus, through its life. `Stopped { told }` keeps its
 /// last figures; `told` when `close()` stopped it (appends are then
 /// refused), not when its thread ended by itself.
@@ -180,16 +184,54 @@ impl<H> HubCore<H> {
     self.bus_recipients(&frame)
   }
 
-  /// A live bus entry read back: the writer threads serve the socket
-  /// connections; the stream ones its route and their gates admit come
-  /// back to be written. `None` when there are none.
-  pub fn bus_frame(&mut self, frame: &BusFrame, now: Instant) -> Option<Dispatch> {
-    let keys = self.bus_recipients(frame);
+  /// Live bus entries read back: the writer threads serve the socket
+  /// connections; the stream ones each entry's route and their gates admit
+  /// come back to be written, consecutive entries for the same stream connections become one
+  /// dispatch whose frame is their frames end to end (one `write` per
+  /// connection per run, not per entry), a run at most [`RUN_BYTES`] (or
+  /// an eighth of `maxBufferedBytes`, so the slow-client rule still judges
+  /// small steps) unless one entry is more. Order is kept: a run never
+  /// reaches past an entry for other connections.
+  pub fn bus_frames(&mut self, frames: &[BusFrame], now: Instant) -> Vec<Dispatch> {
+    let cap = RUN_BYTES
+      .min(self.writer_config.max_buffered_bytes / 8)
+      .max(1);
+    let mut out = Vec::new();
+    let mut run: Option<(Vec<ConnKey>, Vec<u8>, usize)> = None;
+    for frame in frames {
+      let keys = self.bus_recipients(frame);
+      let body = payload(&frame.chunk);
+      if let Some((run_keys, bytes, events)) = &mut run {
+        if *run_keys == keys && bytes.len() + body.len() <= cap {
+          bytes.extend_from_slice(body);
+          *events += 1;
+          continue;
+        }
+      }
+      if let Some(done) = run.take() {
+        out.extend(self.run_dispatch(done, now));
+      }
+      if !keys.is_empty() {
+        run = Some((keys, body.to_vec(), 1));
+      }
+    }
+    if let Some(done) = run.take() {
+      out.extend(self.run_dispatch(done, now));
+    }
+    out
+  }
+
+  fn run_dispatch(
+    &mut self,
+    (keys, bytes, events): (Vec<ConnKey>, Vec<u8>, usize),
+    now: Instant,
+  ) -> Option<Dispatch> {
     if keys.is_empty() {
       return None;
     }
-    let out = Frame::from_chunk(frame.chunk.clone());
-    Some(self.fan_out(Some(&keys), out, Count::Written, now))
+    let mut dispatch = self.fan_out(Some(&keys), Frame::new(bytes), Count::Written, now);
+    dispatch.events = events;
+    Some(dispatch)
   }
 
   /// How many socket connections an event on `route` targets here.

@@ -134,6 +134,9 @@ pub struct Dispatch {
   pub targets: Vec<Target>,
   /// Socket connections the writer was already handed the frame for.
   pub sockets: usize,
+  /// Events in the frame: one, but a run of bus entries for the same
+  /// stream connections is one frame of several ([`HubCore::bus_frames`]).
+  pub(super) events: usize,
   pub(super) count: Count,
   max_buffered_bytes: usize,
   slow_policy: SlowPolicy,
@@ -177,6 +180,7 @@ impl<H> HubCore<H> {
       frame,
       targets,
       sockets,
+      events: 1,
       count,
       max_buffered_bytes: self.writer_config.max_buffered_bytes,
       slow_policy: self.writer_config.slow_policy,
@@ -275,7 +279,9 @@ impl<H> HubCore<H> {
       }
     }
     let len = dispatch.frame.len();
-    self.stats.frames(written as u64, (written * len) as u64);
+    self
+      .stats
+      .frames((written * dispatch.events) as u64, (written * len) as u64);
     self.stats.dropped(dropped);
     let written = (written + dispatch.sockets) as u32;
     let count = match dispatch.count {

@@ -687,3 +687,77 @@ fn a_socket_offered_without_a_running_writer_is_counted_as_writer_down() {
   let (bare, _) = hub.register("b", "rb", None, at(0));
   assert_eq!(hub.stream_reason(bare), Some(StreamReason::NoSocket));
 }
+
+#[test]
+fn live_bus_entries_for_the_same_connections_are_one_write_each_run() {
+  use crate::bus::entry::{BusFrame, Entry, EntryId, Route};
+  let mut hub = stream_hub();
+  let (a, _) = hub.register("a", "ra", None, at(0));
+  let (b, _) = hub.register("b", "rb", None, at(0));
+  assert!(hub.set_membership(b, "room", true));
+  // Routes are kept once a bus runs (Redis away here: nothing listens on port 1).
+  let options = BusOptions {
+    url: "redis://127.0.0.1:1/",
+    stream: "sse",
+    max_len: 100.0,
+    replay_limit: 10.0,
+    ca: None,
+  };
+  let config = hub.check_bus(&options).unwrap();
+  hub.start_bus(config, Arc::new(|| {})).unwrap();
+  let frame = |seq: u64, route: Route, data: &str| {
+    let entry = Entry {
+      route,
+      event: None,
+      retry: None,
+      data: data.into(),
+      origin: None,
+    };
+    BusFrame::new(Some(EntryId { ms: 1, seq }), &entry)
+  };
+  let frames = [
+    frame(1, Route::All, "1"),
+    frame(2, Route::All, "2"),
+    frame(3, Route::Channel("room".into()), "3"),
+    frame(4, Route::Channel("other".into()), "nobody"),
+    frame(5, Route::All, "5"),
+  ];
+  let dispatches = hub.bus_frames(&frames, at(1));
+  let runs: Vec<(Vec<ConnKey>, String)> = dispatches
+    .iter()
+    .map(|d| (target_keys(d), body(d)))
+    .collect();
+  assert_eq!(
+    runs,
+    [
+      (
+        vec![a, b],
+        "id: 1-1\ndata: 1\n\nid: 1-2\ndata: 2\n\n".to_string()
+      ),
+      (vec![b], "id: 1-3\ndata: 3\n\n".to_string()),
+      (vec![a, b], "id: 1-5\ndata: 5\n\n".to_string()),
+    ],
+    "in stream order, a run never reaching past an entry for others"
+  );
+  // Every entry of a run counts as a frame sent to each recipient.
+  let written = Outcome::Written { buffering: false };
+  hub.settle(&dispatches[0], &[(a, written), (b, written)]);
+  assert_eq!(hub.stats().frames_sent, 4);
+  // A run holds at most RUN_BYTES (one bigger entry alone still goes).
+  let data = "x".repeat(10_000);
+  let many: Vec<BusFrame> = (0..10).map(|i| frame(10 + i, Route::All, &data)).collect();
+  let sizes: Vec<usize> = hub
+    .bus_frames(&many, at(2))
+    .iter()
+    .map(|d| d.events)
+    .collect();
+  assert_eq!(sizes, [6, 4]);
+  let huge = [frame(
+    30,
+    Route::All,
+    &"y".repeat(super::bus::RUN_BYTES * 2),
+  )];
+  assert_eq!(hub.bus_frames(&huge, at(3)).len(), 1);
+  hub.close();
+  hub.stop_bus();
+}
