@@ -195,6 +195,21 @@ interface RedisOptions {
    */
   cluster?: string[];
   /**
+   * Redis Sentinel by its Sentinels (instead of `url` or `cluster`):
+   * `['host:port', …]` or `[{ host, port }, …]` (port 26379 when left out).
+   * The bus asks them for `masterName`'s address at every connect and
+   * follows a failover; it never writes to a server that is not the master.
+   */
+  sentinels?: (string | { host: string; port?: number })[];
+  /** With `sentinels`: the name the Sentinels monitor the master under. */
+  masterName?: string;
+  /** With `sentinels`: the master's ACL user (the Sentinels are asked without). */
+  username?: string;
+  /** With `sentinels`: the master's password. */
+  password?: string;
+  /** With `sentinels`: the database number on the master. Default 0. */
+  db?: number;
+  /**
    * The stream key every instance shares. Default `'sse'`. On a Cluster
    * every other key of the bus carries its hash tag (`{sse}:presence:…`), so
    * they all live in the stream's slot; a name that holds `}` needs a tag of

@@ -125,3 +125,69 @@ test('a URL that names a replica is refused at connect (ROLE), never written to'
   expect(hub.getStats().bus.localFallbacks).toBe(1);
   expect(Number(await replica.command('EXISTS', 'ro'))).toBe(0);
 });
+
+test('the object form { sentinels, masterName, db } reaches the master the Sentinels name, as its URL does', async () => {
+  const master = await startRedis();
+  cleanups.push(() => master.stop());
+  const sentinel = await startSentinel(master.port);
+  cleanups.push(() => sentinel.stop());
+  const stream = 'object-form';
+  const byObject = new SseHub().configure({
+    redis: { sentinels: [{ host: '127.0.0.1', port: sentinel.port }], masterName: 'm', db: 3, stream },
+  });
+  cleanups.push(() => byObject.close());
+  const byUrl = new SseHub().configure({ redis: { url: `redis+sentinel://127.0.0.1:${sentinel.port}/m/3`, stream } });
+  cleanups.push(() => byUrl.close());
+  await Promise.all([byObject.ready(), byUrl.ready()]);
+  // What one appends, the other reads back: one master, one database.
+  const http = require('node:http');
+  const server = http.createServer((_req, res) => {
+    byUrl.initResponse(res);
+    byUrl.addClient(res);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  const client = openSource(`http://127.0.0.1:${server.address().port}/events`);
+  cleanups.push(() => client.close());
+  await waitFor(() => byUrl.getClientCount() === 1, 'the client on the URL hub');
+  byObject.broadcast({ via: 'object' });
+  await waitFor(() => client.messages.some((m) => m.data?.via === 'object'), 'the entry, read back by the other hub');
+  expect(client.messages.find((m) => m.data?.via === 'object').id).toMatch(/^\d+-\d+$/);
+  // In database 3, not the default one.
+  expect(await master.command('XLEN', stream)).toBe(0);
+  server.closeAllConnections();
+}, 60_000);
+
+test('the object form is checked: each option named in its TypeError', () => {
+  const refusedWith = (redis) => {
+    try {
+      new SseHub().configure({ redis });
+    } catch (err) {
+      return [err.code, err.message];
+    }
+    return ['accepted'];
+  };
+  expect(refusedWith({ sentinels: [], masterName: 'm' })[0]).toBe('ERR_INVALID_ARG_TYPE');
+  expect(refusedWith({ sentinels: ['127.0.0.1:1:2'], masterName: 'm' })).toEqual([
+    'ERR_INVALID_ARG_VALUE',
+    expect.stringMatching(/^options\.redis\.sentinels\[0\] /),
+  ]);
+  expect(refusedWith({ sentinels: [{ host: '127.0.0.1', port: 70000 }], masterName: 'm' })).toEqual([
+    'ERR_INVALID_ARG_VALUE',
+    expect.stringMatching(/^options\.redis\.sentinels\[0\]\.port /),
+  ]);
+  expect(refusedWith({ sentinels: [{ host: '127.0.0.1', prot: 1 }], masterName: 'm' })[1]).toMatch(/prot/);
+  expect(refusedWith({ sentinels: ['127.0.0.1'] })).toEqual([
+    'ERR_INVALID_ARG_TYPE',
+    expect.stringMatching(/^options\.redis\.masterName /),
+  ]);
+  expect(refusedWith({ sentinels: ['127.0.0.1'], masterName: 'm', db: -1 })[1]).toMatch(/^options\.redis\.db /);
+  expect(refusedWith({ sentinels: ['127.0.0.1'], masterName: 'm', password: 5 })).toEqual([
+    'ERR_INVALID_ARG_TYPE',
+    expect.stringMatching(/^options\.redis\.password /),
+  ]);
+  expect(refusedWith({ url: 'redis://127.0.0.1:1', masterName: 'm' })[1]).toMatch(/^options\.redis\.masterName /);
+  expect(refusedWith({ url: 'redis://127.0.0.1:1', sentinels: ['127.0.0.1'], masterName: 'm' })[0]).toBe(
+    'ERR_INVALID_ARG_VALUE',
+  );
+});

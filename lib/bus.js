@@ -6,14 +6,27 @@ const { X509Certificate } = require('node:crypto');
 const { invalidType, invalidValue, kindOf } = require('./errors.js');
 const { checkKeys } = require('./options.js');
 
-const REDIS_OPTIONS = Object.freeze(['url', 'cluster', 'stream', 'maxLen', 'replayLimit', 'ca']);
+const REDIS_OPTIONS = Object.freeze([
+  'url',
+  'cluster',
+  'sentinels',
+  'masterName',
+  'username',
+  'password',
+  'db',
+  'stream',
+  'maxLen',
+  'replayLimit',
+  'ca',
+]);
 const DEFAULT_STREAM = 'sse';
 const DEFAULT_MAX_LEN = 10_000;
 const DEFAULT_REPLAY_LIMIT = 1_000;
 
 /**
- * `options.redis` (a URL, or `{ url, stream, maxLen, replayLimit, ca }`, or
- * `{ cluster: [urls], ... }`) with its defaults filled in.
+ * `options.redis` (a URL, or `{ url, stream, maxLen, replayLimit, ca }`,
+ * `{ cluster: [urls], ... }` or `{ sentinels: [hosts], masterName, ... }`)
+ * with its defaults filled in.
  */
 function busOptionsOf(redis) {
   const options = typeof redis === 'string' ? { url: redis } : redis;
@@ -22,7 +35,12 @@ function busOptionsOf(redis) {
   }
   checkKeys(options, REDIS_OPTIONS, 'options.redis');
   const { stream = DEFAULT_STREAM, maxLen = DEFAULT_MAX_LEN, replayLimit = DEFAULT_REPLAY_LIMIT } = options;
-  const url = options.cluster === undefined ? options.url : clusterUrlOf(options);
+  const url =
+    options.sentinels !== undefined
+      ? sentinelUrlOf(options)
+      : options.cluster !== undefined
+        ? clusterUrlOf(options)
+        : urlOnly(options);
   if (typeof url !== 'string') throw invalidType(`options.redis.url must be a string, got ${kindOf(url)}`);
   if (
     !/^(rediss?|redis\+sentinel|rediss?\+cluster):\/\//.test(url) &&
@@ -86,6 +104,79 @@ function clusterUrlOf(options) {
   const auth =
     first.username || first.password ? `${first.username}${first.password ? `:${first.password}` : ''}@` : '';
   return `${scheme}://${auth}${hosts.join(',')}`;
+}
+
+/** `options.url`, refusing the parts of the object forms beside it. */
+function urlOnly(options) {
+  for (const name of ['masterName', 'username', 'password', 'db']) {
+    if (options[name] !== undefined) {
+      throw invalidValue(`options.redis.${name} goes with options.redis.sentinels (a URL carries its own)`);
+    }
+  }
+  return options.url;
+}
+
+const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
+
+/**
+ * `{ sentinels: ['host:port', { host, port }, ...], masterName, username,
+ * password, db }` as one `redis+sentinel://` URL: the Sentinels' addresses
+ * (port 26379 when left out), the master's name, and the credentials and
+ * database of the master (the Sentinels are asked without).
+ */
+function sentinelUrlOf(options) {
+  const { sentinels, masterName, username, password, db } = options;
+  if (options.url !== undefined || options.cluster !== undefined) {
+    throw invalidValue('options.redis takes one of url, cluster and sentinels');
+  }
+  if (!Array.isArray(sentinels) || sentinels.length === 0) {
+    throw invalidType(
+      `options.redis.sentinels must be a non-empty array of 'host:port' strings or { host, port } objects, got ${
+        Array.isArray(sentinels) ? 'an empty array' : kindOf(sentinels)
+      }`,
+    );
+  }
+  const hosts = sentinels.map((sentinel, i) => {
+    const name = `options.redis.sentinels[${i}]`;
+    if (typeof sentinel === 'string') {
+      if (!HOST_PORT.test(sentinel)) throw invalidValue(`${name} must be 'host:port' (a host name or IP, a port)`);
+      return sentinel;
+    }
+    if (sentinel === null || typeof sentinel !== 'object') {
+      throw invalidType(`${name} must be a 'host:port' string or a { host, port } object, got ${kindOf(sentinel)}`);
+    }
+    checkKeys(sentinel, ['host', 'port'], name);
+    const { host, port = 26379 } = sentinel;
+    if (typeof host !== 'string') throw invalidType(`${name}.host must be a string, got ${kindOf(host)}`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw invalidValue(`${name}.port must be an integer from 1 to 65535, got ${String(port)}`);
+    }
+    const bracketed = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    if (!HOST_PORT.test(bracketed)) throw invalidValue(`${name}.host must be a host name or an IP address`);
+    return `${bracketed}:${port}`;
+  });
+  if (typeof masterName !== 'string') {
+    throw invalidType(
+      `options.redis.masterName must be a string (the Sentinels' name of the master), got ${kindOf(masterName)}`,
+    );
+  }
+  if (masterName.length === 0) throw invalidValue('options.redis.masterName must not be empty');
+  for (const [key, value] of [
+    ['username', username],
+    ['password', password],
+  ]) {
+    if (value !== undefined && typeof value !== 'string') {
+      throw invalidType(`options.redis.${key} must be a string, got ${kindOf(value)}`);
+    }
+  }
+  if (db !== undefined && (!Number.isInteger(db) || db < 0 || db > 65535)) {
+    throw invalidValue(`options.redis.db must be an integer from 0 to 65535, got ${String(db)}`);
+  }
+  const auth =
+    username !== undefined || password !== undefined
+      ? `${encodeURIComponent(username ?? '')}${password !== undefined ? `:${encodeURIComponent(password)}` : ''}@`
+      : '';
+  return `redis+sentinel://${auth}${hosts.join(',')}/${encodeURIComponent(masterName)}${db ? `/${db}` : ''}`;
 }
 
 /** Whether every bus key of `stream` lands in its hash slot (the core's `keys::shares_one_slot`). */
