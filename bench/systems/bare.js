@@ -4,17 +4,14 @@
 // connection: the floor the memory bench (bench/memory.js) subtracts to
 // find the bytes a helper adds.
 
+// The same headers and socket setting as every other system.
+const { initResponse } = require('./sseHelper.js');
+
 function create() {
   const open = new Set();
   return {
     route(_req, res) {
-      res.statusCode = 200;
-      res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-      res.setHeader('Cache-Control', 'no-cache, no-transform');
-      res.setHeader('Connection', 'keep-alive');
-      res.setHeader('X-Accel-Buffering', 'no');
-      res.socket?.setNoDelay?.(true);
-      res.flushHeaders();
+      initResponse(res);
       open.add(res);
       res.once('close', () => open.delete(res));
     },

@@ -606,6 +606,14 @@ fn jittered_retry_delays_span_the_window_in_at_most_sixteen_steps() {
   assert_eq!(*retry_buckets(u32::MAX - 1, 10).last().unwrap(), u32::MAX);
 }
 
+/// Registers a connection the JS surface found on TLS (no fd offered).
+fn register_tls(hub: &mut HubCore<&'static str>, id: &str, handle: &'static str) -> ConnKey {
+  let offer = Err(StreamReason::Tls);
+  hub
+    .register_with(id, handle, offer, at(0), None, None, Admitted::Free)
+    .0
+}
+
 /// The count for `reason` in the hub's stats.
 fn fallbacks(hub: &HubCore<&'static str>, reason: StreamReason) -> u64 {
   let counts = hub.stats().stream_fallbacks;
@@ -626,15 +634,7 @@ fn each_stream_connection_keeps_and_counts_why_it_is_on_the_stream() {
   assert_eq!(wire, None);
   assert_eq!(hub.stream_reason(full), Some(StreamReason::Capacity));
   // A reason the JS surface found is kept as it is.
-  let (tls, _) = hub.register_with(
-    "c",
-    "rc",
-    Err(StreamReason::Tls),
-    at(0),
-    None,
-    None,
-    Admitted::Free,
-  );
+  let tls = register_tls(&mut hub, "c", "rc");
   assert_eq!(hub.stream_reason(tls), Some(StreamReason::Tls));
   assert_eq!(fallbacks(&hub, StreamReason::Capacity), 1);
   assert_eq!(fallbacks(&hub, StreamReason::Tls), 1);
@@ -659,15 +659,7 @@ fn the_configured_transport_outranks_what_the_response_was() {
     })
     .unwrap();
   let (socket, _, _a) = connect(&mut hub, "a", "ra");
-  let (tls, _) = hub.register_with(
-    "b",
-    "rb",
-    Err(StreamReason::Tls),
-    at(0),
-    None,
-    None,
-    Admitted::Free,
-  );
+  let tls = register_tls(&mut hub, "b", "rb");
   assert_eq!(hub.stream_reason(socket), Some(StreamReason::Configured));
   assert_eq!(hub.stream_reason(tls), Some(StreamReason::Configured));
   assert_eq!(fallbacks(&hub, StreamReason::Configured), 2);
