@@ -9,6 +9,7 @@ use sse_helper_core::hub::{Dispatch, Outcome};
 
 use crate::effects::execute;
 use crate::js::{self, RawEnv, RawValue};
+use crate::replays;
 use crate::state::Shared;
 use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
 
@@ -22,6 +23,8 @@ pub fn run(state: &Shared, env: RawEnv, dispatch: Dispatch) -> u32 {
   };
   let settled = state.borrow_mut().core.settle(&dispatch, &outcomes);
   execute(state, env, settled.effects);
+  // What this dispatch recorded may have ended a shared replay.
+  replays::prune(state, env);
   settled.count
 }
 
@@ -62,7 +65,14 @@ fn write_targets(
     js::clear_exception(env);
     return Vec::new();
   };
-  let out = OutFrame::new(dispatch.frame.body());
+  let replay = dispatch.frame.replay_id();
+  let out = match replay {
+    Some(id) => {
+      let (text, buffer) = replays::kept(state, env, id);
+      OutFrame::with(dispatch.frame.body(), text, buffer)
+    }
+    None => OutFrame::new(dispatch.frame.body()),
+  };
   let mut outcomes = Vec::with_capacity(resolved.len());
   for t in resolved {
     // An earlier write's JS may have removed this one.
@@ -92,6 +102,9 @@ fn write_targets(
       WriteOutcome::Threw => Outcome::Threw,
     };
     outcomes.push((t.key, outcome));
+  }
+  if let Some(id) = replay {
+    replays::keep(state, env, id, &out);
   }
   outcomes
 }
