@@ -345,6 +345,11 @@ export interface NativeStats {
   /** Reconnections that were replayed missed events from history. */
   replays: number
   /**
+   * Replays and resets that shared a read of the history another
+   * reconnection made (same place, same channels, history unchanged).
+   */
+  replaysShared: number
+  /**
    * Reconnections whose Last-Event-ID was no longer in history, or whose
    * missed events were more than `maxBufferedBytes`.
    */

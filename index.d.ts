@@ -337,6 +337,14 @@ interface HubStats {
   channels: number;
   /** Reconnections that got missed events replayed. */
   replays: number;
+  /**
+   * Replays and resets (of `replays` and `resets`) that shared a read of
+   * history another reconnection made: in a reconnect storm, clients that
+   * come back from the same `Last-Event-ID` with the same channels while
+   * nothing new is recorded get one replay, read once (and on the stream
+   * transport written from one string or `Buffer`).
+   */
+  replaysShared: number;
   /** Reconnections whose last id was no longer in history (sent `event: reset`). */
   resets: number;
   /** Connections closed for falling behind by more than `maxBufferedBytes`. */

@@ -105,6 +105,12 @@ const FAMILIES = Object.freeze([
     values: [['replays']],
   },
   {
+    name: 'sse_replays_shared_total',
+    help: 'Replays and resets that shared a read of history another reconnection made (same id, same channels, history unchanged).',
+    type: 'counter',
+    values: [['replaysShared']],
+  },
+  {
     name: 'sse_resets_total',
     help: 'Reconnections whose last event id was no longer in history (sent event: reset).',
     type: 'counter',

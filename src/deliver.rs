@@ -16,6 +16,7 @@ use sse_helper_core::registry::ConnKey;
 
 use crate::effects::execute;
 use crate::js::{self, RawEnv, RawValue};
+use crate::replays;
 use crate::state::Shared;
 use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
 
@@ -39,6 +40,8 @@ pub fn run(state: &Shared, env: RawEnv, dispatch: Dispatch) -> u32 {
   };
   let settled = state.borrow_mut().core.settle(&dispatch, &outcomes);
   execute(state, env, settled.effects);
+  // What this dispatch recorded may have ended a shared replay.
+  replays::prune(state, env);
   settled.count
 }
 
@@ -85,8 +88,16 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     js::clear_exception(env);
     return Vec::new();
   };
+  let replay = dispatch.frame.replay_id();
+  let out = match replay {
+    Some(id) => {
+      let (text, buffer) = replays::kept(state, env, id);
+      OutFrame::with(dispatch.frame.body(), text, buffer)
+    }
+    None => OutFrame::new(dispatch.frame.body()),
+  };
   let send = Send {
-    out: OutFrame::new(dispatch.frame.body()),
+    out,
     keys,
     write_batch,
   };
@@ -119,6 +130,10 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     if let Some(outcome) = write_one(env, dispatch, &send, &t) {
       outcomes.push((t.key, outcome));
     }
+  }
+  // The JS values a shared replay's frame got, for its next recipients.
+  if let Some(id) = replay {
+    replays::keep(state, env, id, &send.out);
   }
   outcomes
 }

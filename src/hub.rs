@@ -477,6 +477,8 @@ impl NativeHub {
       .filter(|e| matches!(e, sse_helper_core::hub::Effect::Disconnect { .. }))
       .count();
     execute(&self.state, env.raw(), effects);
+    // The core let go of its shared replays: so does the binding.
+    crate::replays::prune(&self.state, env.raw());
     // After the `disconnect` listeners ran: what they broadcast still goes
     // out to the other instances before the bus stops.
     self.state.borrow_mut().core.stop_bus();
@@ -585,6 +587,8 @@ impl NativeHub {
     let raw = env.raw();
     let settings = error::check(&self.state, raw, options.view().settings())?;
     let applied = self.state.borrow_mut().core.configure(settings);
+    // A capacity changed ends the shared replays.
+    crate::replays::prune(&self.state, raw);
     error::check(&self.state, raw, applied)
   }
 

@@ -19,6 +19,7 @@
 //! - `setup`, `finalize`: a hub's JS-side state made, and let go of.
 //! - `bus`: the Redis bus: starting it, and executing what it reports.
 //! - `stream`: the stream transport's write path (`res.write`).
+//! - `replays`: the JS values of replays a reconnect storm shares.
 //! - `socket`: verifying and duplicating a connection's fd for the writer.
 //! - `waiting`: bus requests as native promises, and keeping Node alive
 //!   (ref'd thread-safe functions) only while JS awaits the hub's threads.
@@ -36,6 +37,7 @@ pub mod hub;
 mod js;
 mod registration;
 mod removal;
+mod replays;
 mod setup;
 mod socket;
 mod state;

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use sse_helper_core::hub::HubCore;
 
 use crate::js::{JsRef, RawEnv, RawValue, Refs};
+use crate::replays::{self, ReplayValues};
 use crate::waiting::Waiting;
 
 /// What the binding keeps per connection: the response, on the stream
@@ -98,6 +99,8 @@ pub struct HubState {
   pub next_order: u64,
   /// Bus requests in flight, and what keeps Node alive while JS waits.
   pub waiting: Waiting,
+  /// The JS values of the replays the core shares now (`replays`).
+  pub replays: Vec<ReplayValues>,
 }
 
 impl HubState {
@@ -117,6 +120,7 @@ impl HubState {
       registering: Vec::new(),
       next_order: 0,
       waiting: Waiting::default(),
+      replays: Vec::new(),
     }
   }
 
@@ -126,6 +130,7 @@ impl HubState {
     if let Some(keep) = self.waiting.let_go(env) {
       self.refs.release(env, keep);
     }
+    replays::release_all(&mut self.replays, env, &mut self.refs);
     let hooks = self.hooks.take().map(|h| {
       [
         h.write,

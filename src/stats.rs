@@ -27,6 +27,9 @@ pub struct NativeStats {
   pub channels: u32,
   /// Reconnections that were replayed missed events from history.
   pub replays: f64,
+  /// Replays and resets that shared a read of the history another
+  /// reconnection made (same place, same channels, history unchanged).
+  pub replays_shared: f64,
   /// Reconnections whose Last-Event-ID was no longer in history, or whose
   /// missed events were more than `maxBufferedBytes`.
   pub resets: f64,
@@ -97,6 +100,7 @@ impl NativeStats {
       frames_dropped: s.frames_dropped as f64,
       channels: s.channels as u32,
       replays: s.replays as f64,
+      replays_shared: s.replays_shared as f64,
       resets: s.resets as f64,
       slow_disconnects: s.slow_disconnects as f64,
       queued_bytes: s.queued_bytes as f64,

@@ -21,11 +21,21 @@ pub struct OutFrame<'a> {
 
 impl<'a> OutFrame<'a> {
   pub fn new(bytes: &'a [u8]) -> Self {
+    Self::with(bytes, None, None)
+  }
+
+  /// Its JS values made already (a shared replay's, kept by the binding).
+  pub fn with(bytes: &'a [u8], text: Option<RawValue>, buffer: Option<RawValue>) -> Self {
     Self {
       bytes,
-      text: Cell::new(None),
-      buffer: Cell::new(None),
+      text: Cell::new(text),
+      buffer: Cell::new(buffer),
     }
+  }
+
+  /// Its JS values made so far, as (string, `Buffer`).
+  pub fn made(&self) -> (Option<RawValue>, Option<RawValue>) {
+    (self.text.get(), self.buffer.get())
   }
 
   /// The frame as a JS string (a `Buffer` in the one case it is not UTF-8:

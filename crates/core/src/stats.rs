@@ -20,6 +20,9 @@ pub struct Stats {
   pub slow_disconnects: AtomicU64,
   /// Reconnections that were replayed missed events from history.
   pub replays: AtomicU64,
+  /// Replays and resets served from a read of the history another
+  /// reconnection made (a reconnect storm shares one per distinct place).
+  pub replays_shared: AtomicU64,
   /// Reconnections told to reset: their id was no longer in history, or
   /// what they missed was more than one connection may hold.
   pub resets: AtomicU64,
@@ -45,6 +48,10 @@ impl Stats {
     self.replays.fetch_add(1, Ordering::Relaxed);
   }
 
+  pub fn replay_shared(&self) {
+    self.replays_shared.fetch_add(1, Ordering::Relaxed);
+  }
+
   pub fn reset(&self) {
     self.resets.fetch_add(1, Ordering::Relaxed);
   }
@@ -65,6 +72,7 @@ pub struct StatsSnapshot {
   pub frames_dropped: u64,
   pub channels: usize,
   pub replays: u64,
+  pub replays_shared: u64,
   pub resets: u64,
   pub slow_disconnects: u64,
   pub queued_bytes: usize,

@@ -13,12 +13,16 @@
 //! the send.
 
 mod ring;
+mod shared;
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use ring::Recorded;
 use ring::Ring;
+use shared::Shared;
+pub use shared::{Outcome as SharedOutcome, SharedReplay, BYTES_FACTOR, MAX_SHARED};
 
 /// Most channels remembered as let go of (with the newest place each may
 /// have lost), past which the oldest are folded into one watermark.
@@ -73,6 +77,13 @@ pub struct History {
   /// process, before a restart) is never one of this life's, so its client
   /// gets `reset` rather than this life's events after the same counter.
   epoch: String,
+  /// One more on every change of what a replay could read (an event
+  /// recorded, an id handed out, a capacity changed and what it trimmed):
+  /// a replay computed at one version is the replay of every client with
+  /// the same place and channels until the next.
+  version: u64,
+  /// The replays read at this version, shared by every client they fit.
+  shared: Shared,
 }
 
 /// Bits of a place for the events the app names itself between two
@@ -111,7 +122,71 @@ impl History {
       app_since: 0,
       reserved: None,
       epoch: new_epoch(),
+      version: 0,
+      shared: Shared::default(),
     }
+  }
+
+  /// Changes with everything a replay reads (see the field): equal
+  /// versions, equal replays for the same place and channels.
+  pub fn version(&self) -> u64 {
+    self.version
+  }
+
+  /// What a replay reads changed: the shared replays are let go of.
+  fn changed(&mut self) {
+    self.version += 1;
+    self.shared.clear();
+  }
+
+  /// [`History::since_in`], shared: the replay kept for a client at the
+  /// same place in the same channels (in any order), read from the rings
+  /// only for the first one since the history last changed; true when it
+  /// was kept already. A reconnect storm reads the rings once per distinct
+  /// place and channel set, and its stream bytes are made once.
+  pub fn since_shared(
+    &mut self,
+    last_event_id: &str,
+    channels: &[Arc<str>],
+    max_bytes: usize,
+  ) -> (&SharedReplay, bool) {
+    let mut sorted = channels.to_vec();
+    sorted.sort_unstable();
+    let place = self.place_of(last_event_id, &sorted);
+    let key = shared::Key {
+      place,
+      channels: sorted,
+      max_bytes,
+    };
+    if let Some(at) = self.shared.find(&key) {
+      return (self.shared.get(at), true);
+    }
+    let outcome = match self.since_place(place, &key.channels, max_bytes) {
+      Replay::Missed(events) if events.is_empty() => SharedOutcome::Nothing,
+      Replay::Missed(events) => SharedOutcome::Missed {
+        chunks: events.iter().map(|e| e.chunk().clone()).collect(),
+        bytes: OnceCell::new(),
+      },
+      Replay::Reset => SharedOutcome::Reset(crate::frame::reset_frame(self.newest_id()).into()),
+    };
+    let at = self.shared.insert(key, outcome);
+    (self.shared.get(at), false)
+  }
+
+  /// Whether the shared replay `id` is still kept (the history has not
+  /// changed since it was read, and it was not pushed out).
+  pub fn shared_kept(&self, id: u64) -> bool {
+    self.shared.contains(id)
+  }
+
+  /// Lets go of the shared replays (the hub closes: nobody is replayed).
+  pub fn forget_shared(&mut self) {
+    self.shared.clear();
+  }
+
+  /// Replays kept for sharing now.
+  pub fn shared_len(&self) -> usize {
+    self.shared.len()
   }
 
   /// This life's epoch, the part before `:` of every id it generates.
@@ -145,12 +220,14 @@ impl History {
 
   /// Changes the capacity, dropping the oldest events that no longer fit.
   pub fn set_capacity(&mut self, capacity: usize) {
+    self.changed();
     let dropped = self.global.set_capacity(capacity);
     self.unindex(dropped);
   }
 
   /// Changes the channels' capacity (0 drops every channel's history).
   pub fn set_channel_capacity(&mut self, capacity: usize) {
+    self.changed();
     self.channel_capacity = capacity;
     let mut dropped = Vec::new();
     for ring in self.channels.values_mut() {
@@ -198,6 +275,8 @@ impl History {
   /// whose place (`n << APP_BITS`) it takes when recorded; the counter
   /// strictly increases, one per generated id.
   pub fn next_id(&mut self) -> String {
+    // A generated id not yet handed out names no place: from now on it does.
+    self.changed();
     self.last_generated += 1;
     self.app_since = 0;
     self.reserved = Some(self.last_generated << APP_BITS);
@@ -231,6 +310,7 @@ impl History {
     if capacity == 0 {
       return;
     }
+    self.changed();
     // The place next_id handed out for this very id, else the next one.
     let seq = match self.reserved.take() {
       Some(seq) if self.generated_place(id) == Some(seq) => seq,
@@ -335,7 +415,28 @@ impl History {
     channels: &[Arc<str>],
     max_bytes: usize,
   ) -> Replay<'_> {
-    let Some(seq) = self.place_of(last_event_id, channels) else {
+    self.since_place(self.place(last_event_id, channels), channels, max_bytes)
+  }
+
+  /// Where the client that last saw `last_event_id` (a member of
+  /// `channels`) stands in the sequence; `None` when unknown (another
+  /// life, or long gone), which replays as `Reset`. Cheap (a lookup): a
+  /// replay is [`History::since_place`] of it, so clients that stand at
+  /// the same place can share one.
+  pub fn place(&self, last_event_id: &str, channels: &[Arc<str>]) -> Option<u64> {
+    self.place_of(last_event_id, channels)
+  }
+
+  /// [`History::since_in`] from a place [`History::place`] gave: the same
+  /// for every client at `place` in `channels` (in any order) while
+  /// [`History::version`] stays the same.
+  pub fn since_place(
+    &self,
+    place: Option<u64>,
+    channels: &[Arc<str>],
+    max_bytes: usize,
+  ) -> Replay<'_> {
+    let Some(seq) = place else {
       return Replay::Reset;
     };
     let mut rings = vec![&self.global];

@@ -323,3 +323,176 @@ fn a_position_in_a_busy_channel_is_still_a_place_for_a_client_outside_it() {
     vec!["RESET"]
   );
 }
+
+// Shared replays (a reconnect storm): one read per place and channel set
+// while the history does not change, and always exactly `since_in`.
+
+/// What `since_in` gives, as the bytes a stream connection is written.
+fn expected_bytes(h: &History, id: &str, chans: &[Arc<str>], max: usize) -> Vec<u8> {
+  match h.since_in(id, chans, max) {
+    Replay::Missed(events) => events.iter().flat_map(|e| e.frame()).copied().collect(),
+    Replay::Reset => frame::reset_frame(h.newest_id()),
+  }
+}
+
+/// `since_shared`'s bytes, its id and whether it was kept already;
+/// checked against `since_in` and, for events, against their chunks.
+fn shared(h: &mut History, id: &str, chans: &[Arc<str>], max: usize) -> (Vec<u8>, u64, bool) {
+  let expected = expected_bytes(h, id, chans, max);
+  let (replay, hit) = h.since_shared(id, chans, max);
+  let bytes = replay.outcome.bytes().to_vec();
+  if let SharedOutcome::Missed { chunks, .. } = &replay.outcome {
+    let from_chunks: Vec<u8> = chunks
+      .iter()
+      .flat_map(|c| shared::payload(c).to_vec())
+      .collect();
+    assert_eq!(from_chunks, bytes);
+  }
+  assert_eq!(bytes, expected, "shared replay of {id} in {chans:?}");
+  (bytes, replay.id, hit)
+}
+
+#[test]
+fn clients_at_one_place_in_the_same_channels_share_one_read() {
+  let mut h = with_channels(10, 10);
+  let start = h.position();
+  record(&mut h, None, "b1");
+  record(&mut h, Some("a"), "a1");
+  record(&mut h, Some("z"), "z1");
+  let (first, id, hit) = shared(&mut h, &start, &channels(&["a", "z"]), ANY);
+  assert!(!hit);
+  assert_eq!(first, b"b1a1z1");
+  // The same channels in another order: the same replay, not read again.
+  let (again, same, hit) = shared(&mut h, &start, &channels(&["z", "a"]), ANY);
+  assert!(hit);
+  assert_eq!((again, same), (first, id));
+  assert!(h.shared_kept(id));
+  assert_eq!(h.shared_len(), 1);
+}
+
+#[test]
+fn a_shared_replay_ends_with_any_change_to_the_history() {
+  let mut h = with_channels(10, 10);
+  let start = h.position();
+  record(&mut h, None, "b1");
+  let (_, id, _) = shared(&mut h, &start, &channels(&["a"]), ANY);
+  // Recorded between two reconnections: the later one gets it too.
+  let version = h.version();
+  record(&mut h, Some("a"), "a1");
+  assert!(h.version() > version);
+  assert!(!h.shared_kept(id));
+  let (bytes, other, hit) = shared(&mut h, &start, &channels(&["a"]), ANY);
+  assert!(!hit);
+  assert_ne!(other, id);
+  assert_eq!(bytes, b"b1a1");
+  // A capacity changed, and what it trimmed.
+  h.set_capacity(0);
+  assert!(!h.shared_kept(other));
+  let (bytes, _, hit) = shared(&mut h, &start, &channels(&["a"]), ANY);
+  assert!(!hit);
+  assert_eq!(bytes, frame::reset_frame(h.newest_id()));
+  let (_, id, _) = shared(&mut h, &start, &[], ANY);
+  h.set_channel_capacity(0);
+  assert!(!h.shared_kept(id));
+  let (_, id, _) = shared(&mut h, &start, &[], ANY);
+  h.forget_shared();
+  assert!(!h.shared_kept(id));
+  assert_eq!(h.shared_len(), 0);
+}
+
+/// A client's last id, channels and bound, and the bytes it is replayed.
+type Case = (String, Vec<Arc<str>>, usize, &'static [u8]);
+
+#[test]
+fn other_channels_another_place_or_another_bound_are_their_own_replays() {
+  let mut h = with_channels(10, 10);
+  let start = h.position();
+  record(&mut h, None, "b1");
+  let mid = record(&mut h, Some("a"), "a1");
+  record(&mut h, Some("b"), "b-1");
+  record(&mut h, None, "b2");
+  let cases: Vec<Case> = vec![
+    (start.clone(), channels(&["a"]), ANY, b"b1a1b2"),
+    (start.clone(), channels(&["b"]), ANY, b"b1b-1b2"),
+    (start.clone(), channels(&[]), ANY, b"b1b2"),
+    (start.clone(), channels(&["a", "b"]), ANY, b"b1a1b-1b2"),
+    (mid.clone(), channels(&["a"]), ANY, b"b2"),
+    (mid.clone(), channels(&["b"]), ANY, b"b-1b2"),
+  ];
+  let mut ids = Vec::new();
+  for (id, chans, max, want) in &cases {
+    let (bytes, shared_id, hit) = shared(&mut h, id, chans, *max);
+    assert!(!hit, "{id} in {chans:?}");
+    assert_eq!(bytes, *want);
+    ids.push(shared_id);
+  }
+  // Each kept, each found again.
+  for ((id, chans, max, want), shared_id) in cases.iter().zip(&ids) {
+    let (bytes, again, hit) = shared(&mut h, id, chans, *max);
+    assert!(hit);
+    assert_eq!((bytes.as_slice(), again), (*want, *shared_id));
+  }
+  // A smaller bound is its own replay: here, a reset.
+  let (bytes, _, hit) = shared(&mut h, &start, &channels(&["a"]), 5);
+  assert!(!hit);
+  assert_eq!(bytes, frame::reset_frame(h.newest_id()));
+}
+
+#[test]
+fn resets_are_shared_and_unchanged() {
+  let mut h = with_channels(10, 2);
+  let start = h.position();
+  for text in ["a1", "a2", "a3"] {
+    record(&mut h, Some("a"), text);
+  }
+  let reset = frame::reset_frame(h.newest_id());
+  // The channel's ring wrapped: its members reset, the others do not.
+  let (bytes, id, _) = shared(&mut h, &start, &channels(&["a"]), ANY);
+  assert_eq!(bytes, reset);
+  assert_eq!(
+    shared(&mut h, &start, &channels(&["a"]), ANY),
+    (reset.clone(), id, true)
+  );
+  assert_eq!(shared(&mut h, &start, &[], ANY).0, b"");
+  // Another life's ids and ids never given: every one a reset.
+  for unknown in ["zzzzzzzz:1", "nonsense", ""] {
+    assert_eq!(shared(&mut h, unknown, &channels(&["a"]), ANY).0, reset);
+  }
+  // An id of this life not handed out yet is unknown until it is.
+  let future = format!("{}:{}", h.epoch(), 4);
+  assert_eq!(shared(&mut h, &future, &[], ANY).0, reset);
+  let given = h.next_id();
+  assert_eq!(given, future);
+  let (_, _, hit) = shared(&mut h, &future, &[], ANY);
+  assert!(!hit);
+}
+
+#[test]
+fn shared_replays_are_bounded_in_number_and_bytes() {
+  let mut h = with_channels(100, 0);
+  let ids: Vec<String> = (0..MAX_SHARED + 5)
+    .map(|n| record(&mut h, None, &format!("e{n:03}")))
+    .collect();
+  for id in &ids {
+    shared(&mut h, id, &[], ANY);
+    assert!(h.shared_len() <= MAX_SHARED);
+  }
+  assert_eq!(h.shared_len(), MAX_SHARED);
+  // The oldest went first: the newest are found again.
+  assert!(shared(&mut h, ids.last().unwrap(), &[], ANY).2);
+  assert!(!shared(&mut h, &ids[0], &[], ANY).2);
+  // In bytes: at most BYTES_FACTOR bounds' worth. Five channel sets
+  // (no rings of their own) at one place, each replayed the same four
+  // frames: at most four replays' frames fit under four bounds of four.
+  h.forget_shared();
+  let from = &ids[ids.len() - 5];
+  let one = expected_bytes(&h, &ids[ids.len() - 2], &[], ANY).len();
+  let max = 4 * one;
+  for n in 0..5 {
+    let (bytes, _, hit) = shared(&mut h, from, &channels(&[&format!("x{n}")]), max);
+    assert!(!hit);
+    assert_eq!(bytes.len(), 4 * one);
+    assert!(h.shared.weight() <= max * BYTES_FACTOR);
+  }
+  assert_eq!(h.shared_len(), 4);
+}

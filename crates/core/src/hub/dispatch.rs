@@ -31,6 +31,12 @@ enum Body {
   InChunk {
     start: usize,
   },
+  /// A replay shared by every client that stands where this one does
+  /// (see [`Frame::shared_replay`]).
+  Shared {
+    bytes: Arc<[u8]>,
+    replay: u64,
+  },
 }
 
 impl Frame {
@@ -51,6 +57,25 @@ impl Frame {
     }
   }
 
+  /// A replay's bytes, read once and shared by every client replayed the
+  /// same (a reconnect storm): `replay` names them, so the binding can
+  /// keep the JS value it makes of them while the core keeps them
+  /// ([`HubCore::replay_shared_live`]).
+  pub fn shared_replay(bytes: Arc<[u8]>, replay: u64) -> Frame {
+    Frame {
+      body: Body::Shared { bytes, replay },
+      chunk: OnceCell::new(),
+    }
+  }
+
+  /// The shared replay these bytes are, if they are one.
+  pub fn replay_id(&self) -> Option<u64> {
+    match &self.body {
+      Body::Shared { replay, .. } => Some(*replay),
+      _ => None,
+    }
+  }
+
   /// A comment: `: text` per line, then the blank line.
   pub fn comment(text: &str) -> Frame {
     let mut body = Vec::with_capacity(text.len() + 4);
@@ -63,6 +88,7 @@ impl Frame {
   pub fn body(&self) -> &[u8] {
     match &self.body {
       Body::Owned(body) => body,
+      Body::Shared { bytes, .. } => bytes,
       Body::InChunk { start } => {
         let chunk = self.chunk.get().map_or(&[][..], |c| &c[..]);
         &chunk[*start..end_of(chunk, *start)]

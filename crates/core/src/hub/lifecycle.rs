@@ -106,6 +106,8 @@ impl<H> HubCore<H> {
       self.lifecycle = Lifecycle::Closing;
     }
     self.drop_reservations();
+    // Nobody is replayed any more.
+    self.history.forget_shared();
     let mut effects = Vec::new();
     for key in self.registry.keys() {
       effects.extend(self.remove(key, Removal::End, Reason::Removed));

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Dispatch, Frame, HubCore};
-use crate::frame;
-use crate::history::Replay;
+use crate::history::SharedOutcome;
 use crate::registry::ConnKey;
 
 impl<H> HubCore<H> {
@@ -36,8 +35,8 @@ impl<H> HubCore<H> {
   /// connection's bytes (at most the bound) come back as one frame for the
   /// binding to write.
   pub fn replay(&mut self, key: ConnKey, last_event_id: &str, now: Instant) -> Option<Dispatch> {
-    let bytes = self.replay_bytes(key, last_event_id)?;
-    Some(self.send_one(key, Frame::new(bytes), now))
+    let frame = self.replay_frame(key, last_event_id)?;
+    Some(self.send_one(key, frame, now))
   }
 
   /// Where a connection just registered starts: first it joins `channels`
@@ -62,34 +61,54 @@ impl<H> HubCore<H> {
     self.replay(key, last_event_id?, now)
   }
 
-  fn replay_bytes(&mut self, key: ConnKey, last_event_id: &str) -> Option<Vec<u8>> {
+  /// What `key` is replayed, shared with every client at the same place
+  /// in the same channels while the history does not change
+  /// ([`History::since_shared`]): a socket connection is handed the
+  /// history's chunks (the list copied, not the bytes); a stream
+  /// connection's frame is the replay's one buffer, which names the shared
+  /// replay so the binding makes its JS value once.
+  ///
+  /// [`History::since_shared`]: crate::history::History::since_shared
+  fn replay_frame(&mut self, key: ConnKey, last_event_id: &str) -> Option<Frame> {
     if !self.history.recording() {
       return None;
     }
     let entry = self.registry.get(key)?;
     let socket = entry.handle.transport.is_socket();
     // The broadcasts, and the publishes of the channels it is in now.
-    match self.history.since_in(
+    let (replay, shared) = self.history.since_shared(
       last_event_id,
       &entry.channels,
       self.writer_config.max_buffered_bytes,
-    ) {
-      Replay::Missed(events) if events.is_empty() => None,
-      Replay::Missed(events) => {
+    );
+    if shared && !matches!(replay.outcome, SharedOutcome::Nothing) {
+      self.stats.replay_shared();
+    }
+    match &replay.outcome {
+      SharedOutcome::Nothing => None,
+      SharedOutcome::Missed { chunks, .. } => {
         self.stats.replay();
         match (socket, &self.writer) {
           (true, Some(writer)) => {
-            writer.send_frames(key, events.iter().map(|e| e.chunk().clone()).collect());
+            writer.send_frames(key, chunks.clone());
             None
           }
-          _ => Some(events.iter().flat_map(|e| e.frame()).copied().collect()),
+          _ => Some(Frame::shared_replay(replay.outcome.bytes(), replay.id)),
         }
       }
-      Replay::Reset => {
+      SharedOutcome::Reset(_) => {
         self.stats.reset();
-        Some(frame::reset_frame(self.history.newest_id()))
+        Some(Frame::shared_replay(replay.outcome.bytes(), replay.id))
       }
     }
+  }
+
+  /// Whether the shared replay a frame names ([`Frame::replay_id`]) is
+  /// still kept: while it is, every client replayed the same gets that
+  /// frame, and the binding may keep the JS value it made of it; once not,
+  /// it lets that value go.
+  pub fn replay_shared_live(&self, id: u64) -> bool {
+    self.history.shared_kept(id)
   }
 
   /// Connections nothing was sent to for `idle` (none while a broadcast to

@@ -25,6 +25,7 @@ impl<H> HubCore<H> {
       frames_dropped: both(|s| &s.frames_dropped),
       channels: self.registry.channel_count(),
       replays: read(&self.stats.replays),
+      replays_shared: read(&self.stats.replays_shared),
       resets: read(&self.stats.resets),
       slow_disconnects: read(&self.stats.slow_disconnects),
       queued_bytes: writers.queued_bytes.load(Ordering::Relaxed),

@@ -269,6 +269,97 @@ fn replay_is_bounded_by_max_buffered_bytes() {
 }
 
 #[test]
+fn a_storm_of_replays_from_one_place_shares_one_read_until_the_history_changes() {
+  let mut hub = stream_hub();
+  hub
+    .configure(Settings {
+      history_size: Some(100),
+      channel_history_size: Some(100),
+      ..Settings::default()
+    })
+    .unwrap();
+  let from = hub.position().unwrap();
+  ready(hub.broadcast(plain("b1"), at(0)));
+  let news = Broadcast {
+    channel: Some("news"),
+    ..plain("n1")
+  };
+  ready(hub.broadcast(news, at(0)));
+  let replay = |hub: &mut HubCore<&'static str>, id: &str, channels: &[&str]| {
+    let (key, _) = hub.register(id, "r", None, at(1));
+    let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+    let dispatch = hub.resume(key, Some(&from), &channels, at(1)).unwrap();
+    assert_eq!(target_keys(&dispatch), [key]);
+    (body(&dispatch), dispatch.frame.replay_id().unwrap())
+  };
+  let (first, shared) = replay(&mut hub, "a", &["news"]);
+  assert_eq!(first.matches("data: ").count(), 2);
+  for n in 0..10 {
+    assert_eq!(
+      replay(&mut hub, &format!("c{n}"), &["news"]),
+      (first.clone(), shared)
+    );
+  }
+  assert!(hub.replay_shared_live(shared));
+  // Not in the channel: its own replay, the broadcast only.
+  let (other, other_id) = replay(&mut hub, "x", &[]);
+  assert_ne!(other_id, shared);
+  assert_eq!(other.matches("data: ").count(), 1);
+  let stats = hub.stats();
+  assert_eq!((stats.replays, stats.replays_shared), (12, 10));
+  // A broadcast between two reconnections: the later one gets it too.
+  ready(hub.broadcast(plain("b2"), at(2)));
+  assert!(!hub.replay_shared_live(shared));
+  let (later, later_id) = replay(&mut hub, "d", &["news"]);
+  assert_ne!(later_id, shared);
+  assert!(later.starts_with(&first));
+  assert!(later.ends_with("data: b2\n\n"));
+  assert_eq!(later.matches("data: ").count(), 3);
+  // Closing lets go of it.
+  hub.close();
+  assert!(!hub.replay_shared_live(later_id));
+}
+
+#[test]
+fn socket_connections_replaying_from_one_place_get_the_same_chunks() {
+  let mut hub = socket_hub(10);
+  hub
+    .configure(Settings {
+      history_size: Some(10),
+      ..Settings::default()
+    })
+    .unwrap();
+  let from = hub.position().unwrap();
+  for text in ["one", "two"] {
+    ready(hub.broadcast(plain(text), at(0)));
+  }
+  let mut clients = Vec::new();
+  for n in 0..3 {
+    let (key, wire, (server, client)) = connect(&mut hub, &format!("s{n}"), "r");
+    assert!(wire.is_some());
+    assert!(hub.resume(key, Some(&from), &[], at(1)).is_none());
+    clients.push((server, client));
+  }
+  let stats = hub.stats();
+  assert_eq!((stats.replays, stats.replays_shared), (3, 2));
+  for (_server, client) in &mut clients {
+    client
+      .set_read_timeout(Some(Duration::from_secs(10)))
+      .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("data: two\n\n") {
+      let n = client.read(&mut buf).unwrap();
+      assert!(n > 0, "closed early");
+      got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("data: one\n").count(), 1);
+    assert!(text.find("data: one").unwrap() < text.find("data: two").unwrap());
+  }
+}
+
+#[test]
 fn a_broadcast_to_everyone_gets_the_next_id_and_is_recorded_others_are_not() {
   let mut hub = stream_hub();
   hub
