@@ -160,10 +160,14 @@ fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
   // It catches every write's exception itself; one escaping (a getter on
   // a response) leaves the codes it did not reach at NATIVE.
   let _ = js::call(env, undefined, hook, &[responses, frame, outcomes]);
-  match js::u8_array_bytes(env, outcomes) {
+  let codes = match js::u8_array_bytes(env, outcomes) {
     Some(codes) if codes.len() == targets.len() => codes,
     _ => not_written(),
+  };
+  if codes.iter().all(|&code| code == batch::NATIVE) {
+    send.out.unused_buffer();
   }
+  codes
 }
 
 /// One target written from here: the slow-client rule first when Node has

@@ -17,6 +17,8 @@ pub struct OutFrame<'a> {
   bytes: &'a [u8],
   text: Cell<Option<RawValue>>,
   buffer: Cell<Option<RawValue>>,
+  /// The `Buffer` it came with (a kept replay's), if any.
+  given_buffer: Option<RawValue>,
 }
 
 impl<'a> OutFrame<'a> {
@@ -30,7 +32,14 @@ impl<'a> OutFrame<'a> {
       bytes,
       text: Cell::new(text),
       buffer: Cell::new(buffer),
+      given_buffer: buffer,
     }
+  }
+
+  /// Forgets the `Buffer` made for a batch that wrote none with it, so it
+  /// is not kept for a shared replay's next recipients.
+  pub fn unused_buffer(&self) {
+    self.buffer.set(self.given_buffer);
   }
 
   /// Its JS values made so far, as (string, `Buffer`).
