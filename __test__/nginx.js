@@ -1,19 +1,35 @@
 // A real nginx (Debian's) on a free loopback port, in front of an upstream,
 // with its default proxy settings unless a test adds its own: `proxy_pass`
 // speaks HTTP/1.0 to the upstream with `Connection: close`. Its files live
-// in a temporary prefix; stop() ends it and removes them.
+// in a temporary prefix; stop() ends it and removes them. The benchmark
+// (bench/run.js, the behind-nginx rows) starts its nginx here too, with room
+// for more connections.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('./redis-helpers.js');
-const { waitFor } = require('./helpers.js');
 
 const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
 
-/** Resolves with { port, url, stop() } once nginx accepts connections. */
-async function startNginx(upstreamPort, { location = '' } = {}) {
+// Not helpers.js's waitFor: that file loads the package, and the benchmark's
+// harness, which starts nginx here, must not.
+async function waitFor(predicate, what, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * Resolves with { port, url, pid, stop() } once nginx accepts connections.
+ * `connections` is its worker_connections: every proxied request holds two,
+ * the client's and the upstream's. Above the default, nginx runs with an
+ * open-files limit raised to fit them (up to the hard limit).
+ */
+async function startNginx(upstreamPort, { location = '', connections = 256 } = {}) {
   if (!NGINX) throw new Error('nginx not found: install Debian package nginx (npm test does so as root)');
   const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-nginx-'));
   const port = await freePort();
@@ -26,7 +42,7 @@ master_process off;
 worker_processes 1;
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/error.log warn;
-events { worker_connections 256; }
+events { worker_connections ${connections}; }
 http {
   access_log off;
   client_body_temp_path ${prefix}/body;
@@ -44,7 +60,16 @@ http {
 }
 `,
   );
-  const child = spawn(NGINX, ['-p', prefix, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const argv = [NGINX, '-p', prefix, '-c', conf];
+  // With master_process off, worker_rlimit_nofile does not apply: the limit
+  // is the one nginx starts with, so bash raises it and execs nginx (same pid).
+  const raise = 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null; shift; exec "$@"';
+  const child =
+    connections > 256
+      ? spawn('bash', ['-c', raise, 'nginx', String(connections + 64), ...argv], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        })
+      : spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => {
     stderr += d;
@@ -70,6 +95,7 @@ http {
   return {
     port,
     url: `http://127.0.0.1:${port}`,
+    pid: child.pid,
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGQUIT');

@@ -2,15 +2,20 @@
 // Benchmark harness: each system in its own server process, the load
 // generator in another, both on 127.0.0.1 with real sockets. See README.md.
 //
-//   node bench/run.js            N = 1k, 10k; 100 B and 4 KB; 5 repeats; then the
-//                                scale-out section (N = 2 x 4,900 on one Redis, 100 B)
-//   node bench/run.js --quick    CI smoke test: N = 1k, 100 B, 2 repeats; scale-out at
-//                                N = 2 x 200, 1 repeat; asserts delivery
+//   node bench/run.js            N = 1k, 10k; 100 B and 4 KB; 5 repeats (the rows behind
+//                                nginx included); then the scale-out section (N = 2 x 4,900
+//                                on one Redis, 100 B)
+//   node bench/run.js --quick    CI smoke test: N = 1k, 100 B, 2 repeats (of the rows behind
+//                                nginx, addon-nginx only); scale-out at N = 2 x 200, 1 repeat;
+//                                asserts delivery
 //   node bench/run.js --full     adds N = 20k
 //   options: --n 1000,5000  --repeats 3  --systems addon,limit  --payloads small,large
 //            --out NAME (writes bench/results/NAME.* instead of latest.*)
 //            --scaleout (only the scale-out section)  --no-scaleout (without it)
 //            --scaleout-n 9800 (its total N: two instances of N/2, one of N)
+//            --nginx (only the rows behind nginx and the direct rows they compare with;
+//            no scale-out)  --no-nginx (without the rows behind nginx)
+//            --note TEXT (a line for the report, e.g. what else loaded the machine)
 //   node bench/run.js --rerender bench/results/latest.json   rebuild .md/.svg from saved runs
 //   node bench/run.js --reader [--quick]   only the bus reader's throughput (bench/reader.js,
 //                                          bench/results/reader.{md,json})
@@ -23,7 +28,8 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { setTimeout: sleep } = require('node:timers/promises');
-const { SYSTEMS, BASELINE, LIMIT, findSystem } = require('./systems/index.js');
+const { SYSTEMS, BASELINE, LIMIT, NGINX_BASELINE, findSystem } = require('./systems/index.js');
+const { NGINX, startNginx } = require('../__test__/nginx.js');
 const { Child, probeOpenFiles } = require('./lib/child.js');
 const { PAYLOADS } = require('./lib/payloads.js');
 const { median, summarize } = require('./lib/stats.js');
@@ -62,6 +68,7 @@ const {
   checkClock,
   until,
   cpuShare,
+  processCpu,
 } = require('./lib/common.js');
 
 const MODES = {
@@ -80,6 +87,8 @@ const MODES = {
     maxStepsResumed: 3,
     // CI must finish in a minute: do not wait long for a busy runner.
     quietTimeoutMs: 2000,
+    // The one row behind nginx runs once: a few seconds more.
+    nginxRepeats: 1,
   },
   default: {
     ns: [1000, 10000],
@@ -148,6 +157,9 @@ function parseArgs(argv) {
     else if (arg === '--scaleout') opts.scaleOut = 'only';
     else if (arg === '--no-scaleout') opts.scaleOut = 'skip';
     else if (arg === '--scaleout-n') opts.scaleOutN = Number(value());
+    else if (arg === '--nginx') opts.nginx = 'only';
+    else if (arg === '--no-nginx') opts.nginx = 'skip';
+    else if (arg === '--note') opts.note = value();
     else if (arg === '--help' || arg === '-h') {
       // The header comment is the usage text.
       const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(1);
@@ -169,6 +181,8 @@ function parseArgs(argv) {
   if (opts.full) config.ns = [...config.ns, 20000];
   if (opts.ns) config.ns = opts.ns;
   if (opts.repeats) config.repeats = opts.repeats;
+  if (opts.note) config.note = opts.note;
+  config.nginxRepeats = Math.min(config.repeats, config.nginxRepeats ?? config.repeats);
   if (opts.payloads) config.payloads = opts.payloads;
   if (opts.out) {
     if (!/^[\w.-]+$/.test(opts.out)) throw new Error(`--out takes a file name, got ${opts.out}`);
@@ -176,12 +190,21 @@ function parseArgs(argv) {
   }
   for (const p of config.payloads) if (!PAYLOADS[p]) throw new Error(`unknown payload ${p}; known: small, large`);
   for (const n of config.ns) if (!(Number.isInteger(n) && n > 0)) throw new Error(`bad N ${n}`);
-  config.systems = (opts.systems ?? SYSTEMS.filter((s) => !s.onlyWhenNamed && !s.scaleOut).map((s) => s.name)).map(
-    (name) => findSystem(name),
-  );
+  if (opts.nginx && opts.systems) throw new Error(`--${opts.nginx === 'only' ? '' : 'no-'}nginx with --systems`);
+  if (opts.nginx === 'only' && opts.scaleOut) throw new Error('--nginx runs no scale-out section');
+  // The default rows; --quick keeps one of those behind nginx (a few seconds more).
+  const defaults = SYSTEMS.filter((s) => !s.onlyWhenNamed && !s.scaleOut && (!opts.quick || !s.via || s.quick));
+  const proxied = defaults.filter((s) => s.via);
+  const named =
+    opts.systems ??
+    (opts.nginx === 'only'
+      ? [...new Set([...proxied.map((s) => s.direct), ...proxied.map((s) => s.name)])]
+      : defaults.filter((s) => opts.nginx !== 'skip' || !s.via).map((s) => s.name));
+  config.systems = named.map((name) => findSystem(name));
   for (const s of config.systems) {
     if (s.scaleOut) throw new Error(`${s.name} runs in the scale-out section only (--scaleout)`);
   }
+  if (opts.nginx === 'only') opts.scaleOut = 'skip';
   if (opts.scaleOut === 'only') {
     config.systems = [];
     config.ns = [];
@@ -198,6 +221,18 @@ function parseArgs(argv) {
     if (!(Number.isInteger(n) && n >= 2 && n % 2 === 0)) throw new Error(`--scaleout-n takes an even N, got ${n}`);
   } else if (opts.scaleOutN) throw new Error('--scaleout-n with --no-scaleout');
   return config;
+}
+
+/** Which nginx the rows behind it ran through, and how it was set up. */
+function nginxInfo() {
+  const r = spawnSync(NGINX, ['-v'], { encoding: 'utf8' });
+  return {
+    binary: NGINX,
+    version: (r.stderr || r.stdout || '').trim().replace(/^nginx version: /, '') || null,
+    setup:
+      'one process (master_process off), worker_connections 1.25 × (2N + 64), access_log off; location / { proxy_pass ' +
+      'http://127.0.0.1:<server port>; }: HTTP/1.0 to the upstream, proxy_buffering on (the default)',
+  };
 }
 
 function machineInfo() {
@@ -287,6 +322,11 @@ async function runCell(system, n, rep, config, memo) {
     : [process.execPath, '--expose-gc', SERVER, system.name];
   const server = new Child(system.name, argv, { nofile: serverOpenFiles(n) });
   const loadgen = new Child('loadgen', [process.execPath, LOADGEN], { nofile: n + FD_RESERVE });
+  // A row behind nginx: the harness's nginx in front of the server, the
+  // clients connected to it (started once the server listens).
+  let proxy = null;
+  /** nginx's CPU, in the shape of a child's `cpu` reply, for the probe and the CPU shares. */
+  const proxyCpu = { request: async () => processCpu(proxy.pid) };
   let sent = 0;
 
   // Arms the load generator for the next frame(s), so the moment the last
@@ -337,6 +377,7 @@ async function runCell(system, n, rep, config, memo) {
     n,
     perBroadcast: n,
     stepMs: config.stepMs,
+    others: system.via ? [{ name: 'nginx', child: proxyCpu }] : [],
     sent: () => sent,
     addSent: (count) => {
       sent += count;
@@ -370,6 +411,7 @@ async function runCell(system, n, rep, config, memo) {
   const closedLoop = async () => {
     phase = `the closed-loop throughput (f)`;
     const [lc0, sc0] = await Promise.all([loadgen.request('cpu'), server.request('cpu')]);
+    const pc0 = proxy && (await proxyCpu.request());
     const t0 = performance.now();
     const issued = [];
     let done = 0;
@@ -394,6 +436,7 @@ async function runCell(system, n, rep, config, memo) {
     while (done < issued.length) await waitOldest();
     const wallMs = performance.now() - t0;
     const [lc1, sc1] = await Promise.all([loadgen.request('cpu'), server.request('cpu')]);
+    const pc1 = proxy && (await proxyCpu.request());
     const spanMs = lastAtNs && firstStartNs ? diffMs(lastAtNs, firstStartNs) : null;
     await sleep(GAP_MS);
     return {
@@ -401,6 +444,7 @@ async function runCell(system, n, rep, config, memo) {
       hz: spanMs > 0 ? (issued.length * 1000) / spanMs : null,
       serverCpu: cpuShare(sc0, sc1, wallMs),
       loadgenCpu: cpuShare(lc0, lc1, wallMs),
+      ...(proxy && { nginxCpu: cpuShare(pc0, pc1, wallMs) }),
     };
   };
 
@@ -453,7 +497,8 @@ async function runCell(system, n, rep, config, memo) {
     log(
       `${PAYLOADS[key].label}: blocked ${blockedMs.toFixed(2)} ms, last client ${result.latencyMs?.toFixed(2)} ms, ` +
         `max ${p.maxHz ?? '-'} bcast/s (${p.steps.length} steps), ` +
-        `closed loop ${result.closed.hz?.toFixed(1) ?? '-'} bcast/s (load generator ${result.closed.loadgenCpu?.toFixed(2) ?? '-'} cores)` +
+        `closed loop ${result.closed.hz?.toFixed(1) ?? '-'} bcast/s (load generator ${result.closed.loadgenCpu?.toFixed(2) ?? '-'} cores` +
+        `${proxy ? `, nginx ${result.closed.nginxCpu?.toFixed(2) ?? '-'}` : ''})` +
         (result.eld ? `, ELD p99 ${result.eld.p99Ms.toFixed(2)} ms` : '') +
         (result.eldFast
           ? ` (@${ELD_FAST_HZ}/s ${result.eldFast.p99Ms.toFixed(2)} ms, RSS ` +
@@ -468,6 +513,11 @@ async function runCell(system, n, rep, config, memo) {
     for (const r of [ready, loadgenReady]) {
       if (r.nofile < n + 32) throw new Error(`open-files limit ${r.nofile} is too low for N = ${n}`);
     }
+    // Every proxied request holds two of nginx's connections, the client's
+    // and the upstream's. Room to spare: once fewer than 1/16 of its
+    // worker_connections are free, nginx closes connections it may reuse,
+    // accepted ones whose request it has not read yet among them.
+    if (system.via === 'nginx') proxy = await startNginx(ready.port, { connections: Math.ceil(1.25 * (2 * n + 64)) });
     // Foreign load: everything the machine did during this cell minus what
     // the server, the load generator and this harness used.
     const cpuNow = async () => ({
@@ -476,6 +526,7 @@ async function runCell(system, n, rep, config, memo) {
       ours: [
         await server.request('cpu'),
         await loadgen.request('cpu'),
+        ...(proxy ? [await proxyCpu.request()] : []),
         { userUs: process.cpuUsage().user, systemUs: process.cpuUsage().system },
       ].reduce((sum, c) => sum + (c.userUs + c.systemUs) / 1000, 0),
     });
@@ -486,7 +537,7 @@ async function runCell(system, n, rep, config, memo) {
     // (e) Memory: baseline before any client, again once all N are registered.
     const memBefore = await server.request('mem');
     const fdsBefore = openFds(ready.pid);
-    const conn = await loadgen.request(`connect ${ready.port} ${n} ${CONNECT_CONCURRENCY}`, 300_000);
+    const conn = await loadgen.request(`connect ${proxy?.port ?? ready.port} ${n} ${CONNECT_CONCURRENCY}`, 300_000);
     if (conn.connected !== n) fail(`${conn.connected}/${n} clients connected (${conn.failed} failed)`);
     await until(async () => (await server.request('count')).clients >= conn.connected, 30_000, 'registration');
     await sleep(200);
@@ -505,6 +556,20 @@ async function runCell(system, n, rep, config, memo) {
       clocks,
       payloads: {},
     };
+    if (system.via) {
+      cell.via = system.via;
+      // Behind nginx's default proxy_pass the upstream requests are HTTP/1.0,
+      // and the package's connections must still take its native writer.
+      const versions = Object.keys(cell.info.httpVersions ?? {});
+      if (versions.some((v) => v !== '1.0')) fail(`behind nginx the server saw HTTP/${versions.join(', HTTP/')}`);
+      const stats = cell.info.stats;
+      if (stats && stats.socketConnections !== n) {
+        fail(
+          `behind nginx ${stats.socketConnections} of ${n} connections took the native writer ` +
+            `(${stats.streamConnections} the stream transport)`,
+        );
+      }
+    }
 
     let lost = false;
     for (const key of config.payloads) {
@@ -545,6 +610,9 @@ async function runCell(system, n, rep, config, memo) {
     // Server first: the side that closes first keeps TIME_WAIT, and the
     // server's side does not use up the clients' ephemeral ports.
     await server.close();
+    // nginx next: it closes the clients' connections, so their TIME_WAIT is
+    // on its side too.
+    await proxy?.stop();
     await loadgen.close();
   }
 }
@@ -559,6 +627,7 @@ function aggregate(cells, config, nList) {
       memory.push({
         system: system.name,
         n,
+        ...(system.via && { via: system.via, direct: system.direct, httpVersions: httpVersionsOf(mine) }),
         fdsPerConn: median(mine.map((c) => c.fdsPerConn)),
         transports: transportsOf(mine),
         rssPerConnB: summarize(mine.map((c) => c.rssPerConnB)),
@@ -571,6 +640,7 @@ function aggregate(cells, config, nList) {
           system: system.name,
           n,
           payload: key,
+          ...(system.via && { via: system.via, direct: system.direct }),
           runs: per.length,
           blockedMs: summarize(per.map((p) => p.blockedMs)),
           syncMs: summarize(per.map((p) => p.syncMs)),
@@ -589,33 +659,49 @@ function aggregate(cells, config, nList) {
           closedHz: summarize(per.map((p) => p.closed?.hz)),
           closedServerCpu: median(per.map((p) => p.closed?.serverCpu)),
           closedLoadgenCpu: median(per.map((p) => p.closed?.loadgenCpu)),
+          ...(system.via && {
+            closedNginxCpu: median(per.map((p) => p.closed?.nginxCpu)),
+            nginxCpuAbove: median(per.map((p) => p.probe.otherCpuAbove?.nginx)),
+          }),
         });
       }
     }
   }
   const metrics = ['blockedMs', 'latencyMs', 'maxHz', 'deliveredFps', 'eldP99Ms', 'eldFastP99Ms', 'closedHz'];
+  // A row behind nginx against the JS helper behind the same nginx, and
+  // against itself without nginx ('direct'); the others against the
+  // baseline and the limit.
+  const refsOf = (row) => (row.via ? [[NGINX_BASELINE], ['direct', row.direct]] : [[BASELINE], [LIMIT]]);
   for (const row of rows) {
     row.ratios = {};
-    for (const ref of [BASELINE, LIMIT]) {
+    for (const [key, ref = key] of refsOf(row)) {
       const other = rows.find((r) => r.system === ref && r.n === row.n && r.payload === row.payload);
-      row.ratios[ref] = {};
+      row.ratios[key] = {};
       for (const m of metrics) {
         const a = row[m]?.median;
         const b = other?.[m]?.median;
-        row.ratios[ref][m] = a != null && b ? a / b : null;
+        row.ratios[key][m] = a != null && b ? a / b : null;
       }
     }
   }
   for (const row of memory) {
     row.ratios = {};
-    for (const ref of [BASELINE, LIMIT]) {
+    for (const [key, ref = key] of refsOf(row)) {
       const other = memory.find((r) => r.system === ref && r.n === row.n);
       const a = row.rssPerConnB?.median;
       const b = other?.rssPerConnB?.median;
-      row.ratios[ref] = a != null && b ? a / b : null;
+      row.ratios[key] = a != null && b ? a / b : null;
     }
   }
   return { rows, memory };
+}
+
+/** Requests on /events by HTTP version, as the server saw them (median over runs). */
+function httpVersionsOf(cells) {
+  const seen = cells.map((c) => c.info?.httpVersions).filter(Boolean);
+  if (seen.length === 0) return null;
+  const versions = [...new Set(seen.flatMap((v) => Object.keys(v)))];
+  return Object.fromEntries(versions.map((v) => [v, median(seen.map((s) => s[v] ?? 0))]));
 }
 
 /** How many of a system's connections each transport got (median over runs), if it reports that. */
@@ -652,7 +738,7 @@ function scaleOutReport(sconfig, plan, cells) {
 function rerender(file) {
   const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
   const config = {
-    systems: saved.config.systems.map((name) => ({ name })),
+    systems: saved.config.systems.map((name) => SYSTEMS.find((s) => s.name === name) ?? { name }),
     payloads: saved.config.payloads.map((p) => p.key),
   };
   const { rows, memory } = aggregate(saved.cells, config, saved.config.ns);
@@ -677,6 +763,21 @@ async function main() {
   const config = parseArgs(process.argv.slice(2));
   if (config.rerender) return rerender(config.rerender);
   const machine = machineInfo();
+  // Without nginx the rows behind it are left out and the report says why;
+  // that fails nothing.
+  const skipped = [];
+  if (!NGINX) {
+    for (const s of config.systems.filter((x) => x.via === 'nginx')) {
+      skipped.push({
+        system: s.name,
+        reason: 'nginx not found (/usr/sbin/nginx, /usr/bin/nginx: Debian package nginx)',
+      });
+    }
+    config.systems = config.systems.filter((x) => x.via !== 'nginx');
+    if (skipped.length) {
+      console.error(`bench: skipping ${skipped.map((x) => x.system).join(', ')}: ${skipped[0].reason}`);
+    }
+  }
   const connections = config.systems.length ? planConnections(config.ns) : { plan: [], note: null };
   console.error(`bench: ${config.mode} mode, ${machine.cores} cores, ${machine.cpuModel}, Node ${machine.node}`);
   if (connections.note) console.error(`bench: ${connections.note}`);
@@ -706,6 +807,7 @@ async function main() {
       // Rotate the order each repeat so no system always runs first or last.
       const order = config.systems.map((_, i) => config.systems[(i + rep) % config.systems.length]);
       for (const system of order) {
+        if (system.via && rep >= config.nginxRepeats) continue;
         if (unavailable.has(system.name)) {
           cells.push({ system: system.name, n, rep, error: unavailable.get(system.name) });
           continue;
@@ -809,9 +911,11 @@ async function main() {
     machine,
     config: {
       mode: config.mode,
+      note: config.note ?? null,
       ns: connections.plan,
       payloads: config.payloads.map((k) => ({ key: k, label: PAYLOADS[k].label })),
       repeats: config.repeats,
+      nginxRepeats: config.nginxRepeats,
       modeRepeats: MODES[config.mode === 'quick' ? 'quick' : 'default'].repeats,
       shots: config.shots,
       eldMs: config.eldMs,
@@ -825,6 +929,9 @@ async function main() {
       systems: config.systems.map((s) => s.name),
       baseline: BASELINE,
       limit: LIMIT,
+      nginxBaseline: NGINX_BASELINE,
+      nginx: config.systems.some((s) => s.via === 'nginx') ? nginxInfo() : null,
+      skipped,
       keepUp: KEEP_UP,
       lagSlackMs: LAG_SLACK_MS,
       grid: { baseHz: GRID_BASE_HZ, ratio: GRID_RATIO, maxHz: gridHz(K_MAX) },

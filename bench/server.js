@@ -10,7 +10,8 @@
 // Commands (replies are JSON; *Ns fields are CLOCK_MONOTONIC ns):
 //   clock            -> { ns }
 //   count            -> { clients }        connections the system has registered
-//   info             -> what the system reports about itself (e.g. its transports)
+//   info             -> what the system reports about itself (e.g. its transports),
+//                       and { httpVersions }: requests on /events by HTTP version
 //   sent             -> { sent }           broadcasts made so far
 //   mem              -> { rss, heapUsed }  after a full GC when --expose-gc is on
 //   cpu              -> { userUs, systemUs }
@@ -40,7 +41,12 @@ const options = typeof spec.options === 'function' ? spec.options({ redisUrl }) 
 const system = require(`./systems/${spec.module}.js`).create(options);
 
 const app = express();
-app.get('/events', (req, res) => system.route(req, res));
+/** Requests on /events by HTTP version: behind nginx's default proxy_pass, all '1.0'. */
+const httpVersions = {};
+app.get('/events', (req, res) => {
+  httpVersions[req.httpVersion] = (httpVersions[req.httpVersion] ?? 0) + 1;
+  return system.route(req, res);
+});
 
 const ELD_RESOLUTION_MS = 2;
 
@@ -116,7 +122,7 @@ function runAtRate(hz, count) {
 const handlers = {
   clock: () => ({ ns: nowNs() }),
   count: () => ({ clients: system.count() }),
-  info: () => system.info?.() ?? {},
+  info: () => ({ ...(system.info?.() ?? {}), httpVersions }),
   sent: () => ({ sent }),
   mem: () => {
     // Two passes: the first can leave work (weak callbacks, finalizers) for the second.

@@ -72,6 +72,24 @@ function cpuShare(before, after, wallMs) {
   return wallMs > 0 ? us / 1000 / wallMs : null;
 }
 
+/**
+ * CPU a process other than a child has used (nginx, which does not speak the
+ * line protocol), in the shape of a child's `cpu` reply: the scheduler's
+ * per-thread run time from /proc (ns, not ticks), summed over its threads.
+ * Zero off Linux.
+ */
+function processCpu(pid) {
+  let ns = 0;
+  try {
+    for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+      ns += Number(fs.readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+    }
+  } catch {
+    // Gone, or not Linux.
+  }
+  return { userUs: ns / 1000, systemUs: 0 };
+}
+
 module.exports = {
   FD_RESERVE,
   CONNECT_CONCURRENCY,
@@ -84,4 +102,5 @@ module.exports = {
   checkClock,
   until,
   cpuShare,
+  processCpu,
 };

@@ -62,12 +62,19 @@ function markdown({ machine, config, rows, memory, scaleOut, problems, warnings,
     );
     out.push('');
     out.push(`**Connections:** ${config.fdNote}.`);
-  } else {
+  } else if (scaleOut) {
     out.push(
       `**Run:** \`${config.mode}\` mode · the scale-out section only (\`--scaleout\`) · ${durationS.toFixed(0)} s in all`,
     );
+  } else {
+    // Every row asked for was skipped (the rows behind nginx, without nginx).
+    out.push(`**Run:** \`${config.mode}\` mode · nothing ran (see below) · ${durationS.toFixed(0)} s in all`);
   }
   out.push('');
+  if (config.note) {
+    out.push(`**Note:** ${config.note}`);
+    out.push('');
+  }
   const a = config.addon;
   out.push(
     `**Addon build:** \`${a.binary}\` sha256 ${a.sha256}… at commit ${a.commit}` +
@@ -82,7 +89,19 @@ function markdown({ machine, config, rows, memory, scaleOut, problems, warnings,
         (foreignLoad.max > foreignLoad.warnAbove ? ' — see Warnings.' : '.'),
     );
   }
-  if (single) out.push(...singleServerSections({ config, rows, memory, clockOk, nList }));
+  if (single) {
+    // The rows behind nginx have a section of their own (they compare with each other).
+    out.push(
+      ...singleServerSections({
+        config,
+        rows: rows.filter((r) => !r.via),
+        memory: memory.filter((m) => !m.via),
+        clockOk,
+        nList,
+      }),
+    );
+  }
+  if (single || config.skipped?.length) out.push(...nginxSection({ config, rows, memory, nList }));
   if (scaleOut) out.push(...scaleOutSection(scaleOut, clockOk));
 
   if (warnings.length) {
@@ -253,6 +272,156 @@ function singleServerSections({ config, rows, memory, clockOk, nList }) {
         "machine's cores, so a load generator near 1.0 means the client side may be the limit.",
     ].join('\n'),
   );
+  return out;
+}
+
+/**
+ * The rows behind nginx: one table per N and payload, ratios against the JS
+ * helper behind the same nginx and against each system without nginx (both
+ * from the same run), and what each connection got.
+ */
+function nginxSection({ config, rows, memory, nList }) {
+  const out = [];
+  const proxied = rows.filter((r) => r.via === 'nginx');
+  const skipped = config.skipped ?? [];
+  if (proxied.length === 0 && skipped.length === 0) return out;
+  out.push('');
+  out.push('## Behind nginx');
+  out.push('');
+  if (proxied.length === 0) {
+    out.push(`Not run: ${skipped.map((x) => `\`${x.system}\``).join(', ')} skipped, ${skipped[0].reason}.`);
+    return out;
+  }
+  const peer = config.nginxBaseline;
+  const ngx = config.nginx;
+  const repeats = config.nginxRepeats ?? config.repeats;
+  out.push(
+    `The clients connect to a real nginx (${ngx.version ?? 'version unknown'}, \`${ngx.binary}\`) that the harness ` +
+      'starts in front of the server for every repeat, with the configuration of `__test__/nginx.js`: ' +
+      `${ngx.setup}. Every system here sends \`X-Accel-Buffering: no\`, which turns that buffering off for its ` +
+      'responses. Each figure is taken as in the tables above, the clients on the far side of nginx; nginx, the ' +
+      "server and the load generator share the machine's cores. " +
+      (repeats < config.repeats ? `These rows ran ${repeats} of the ${config.repeats} repeats. ` : '') +
+      'Ratios divide medians from this run: ' +
+      `**×${peer}** against the JS helper behind the same nginx, **×direct** against the same system without ` +
+      'nginx.',
+  );
+  for (const n of nList) {
+    for (const payload of config.payloads) {
+      const mine = proxied.filter((r) => r.n === n && r.payload === payload.key);
+      if (mine.length === 0) continue;
+      out.push('');
+      out.push(`### Behind nginx: N = ${int(n)} · ${payload.label} payload`);
+      out.push('');
+      out.push(
+        table(
+          [
+            'system',
+            '(a) loop blocked ms',
+            '(b) last client ms',
+            '(c) max bcast/s',
+            '(c) frames/s',
+            '(d) ELD p99 ms',
+            '(d) ELD p99 @100/s ms',
+            '(f) bcast/s, ≤3 in flight',
+            '(f) server / nginx / load gen. CPU',
+            'nginx CPU at the first failing (c) rate',
+          ],
+          mine.map((r) => [
+            r.runs < repeats ? `${r.system} (${r.runs}/${repeats} runs)` : r.system,
+            cell(r.blockedMs),
+            cell(r.latencyMs),
+            `${cell(r.maxHz, { prefix: r.cappedHz ? '≥' : '' })}${loadgenBound(r) ? ' ‡' : ''}`,
+            cell(r.deliveredFps),
+            cell(r.eldP99Ms),
+            cell(r.eldFastP99Ms),
+            cell(r.closedHz),
+            r.closedServerCpu == null
+              ? '–'
+              : [r.closedServerCpu, r.closedNginxCpu, r.closedLoadgenCpu]
+                  .map((v) => (v == null ? '–' : v.toFixed(2)))
+                  .join(' / '),
+            r.nginxCpuAbove == null ? '–' : r.nginxCpuAbove.toFixed(2),
+          ]),
+        ),
+      );
+      out.push('');
+      const rt = (r, key, m) => ratio(r.ratios[key]?.[m]);
+      out.push(
+        table(
+          [
+            'ratio of medians',
+            `(a) ×${peer}`,
+            `(b) ×${peer}`,
+            `(c) ×${peer}`,
+            `(d) ×${peer}`,
+            `(f) ×${peer}`,
+            '(a) ×direct',
+            '(b) ×direct',
+            '(c) ×direct',
+            '(f) ×direct',
+          ],
+          mine.map((r) => [
+            r.system,
+            rt(r, peer, 'blockedMs'),
+            rt(r, peer, 'latencyMs'),
+            rt(r, peer, 'maxHz'),
+            rt(r, peer, 'eldP99Ms'),
+            rt(r, peer, 'closedHz'),
+            rt(r, 'direct', 'blockedMs'),
+            rt(r, 'direct', 'latencyMs'),
+            rt(r, 'direct', 'maxHz'),
+            rt(r, 'direct', 'closedHz'),
+          ]),
+        ),
+      );
+    }
+  }
+  out.push('');
+  out.push('### Behind nginx: the connections');
+  out.push('');
+  const versions = (v) =>
+    v
+      ? Object.entries(v)
+          .map(([version, count]) => `HTTP/${version} × ${int(count)}`)
+          .join(', ')
+      : '–';
+  out.push(
+    table(
+      ['system', 'N', 'requests the server saw', 'transport', 'RSS per conn (KB)', `RSS ×${peer}`, 'fds per conn'],
+      memory
+        .filter((m) => m.via === 'nginx')
+        .map((m) => [
+          m.system,
+          int(m.n),
+          versions(m.httpVersions),
+          transportLabel(m.transports),
+          cell(kb(m.rssPerConnB)),
+          ratio(m.ratios[peer]),
+          m.fdsPerConn == null ? '–' : m.fdsPerConn.toFixed(2),
+        ]),
+    ),
+  );
+  out.push('');
+  out.push(
+    [
+      '- **Requests the server saw**: the HTTP version of every request on /events, as Express reported it: ' +
+        "nginx's default `proxy_pass` speaks HTTP/1.0 to the upstream, so the response body is close-delimited " +
+        '(no chunked encoding). The run fails if any other version shows up.',
+      "- **Transport**: what the package's `getStats()` says its connections were handed to, once all N were " +
+        'registered (socket: its native writer thread, which frames the close-delimited body itself; stream: ' +
+        '`res.write` on the JS thread). The run fails if a connection of the package behind nginx is not on the ' +
+        'native writer. The JS helper and better-sse report none.',
+      '- **nginx CPU**: the scheduler run time of the nginx process (`/proc/<pid>/task/*/schedstat`) over the ' +
+        'closed loop (f), and over the first (c) step that failed, as a share of one core. It counts as the ' +
+        "benchmark's own load in the foreign-load check, like the server and the load generator.",
+      "- RSS and fds are the server's, as in (e); nginx's memory is not in them.",
+    ].join('\n'),
+  );
+  if (skipped.length) {
+    out.push('');
+    out.push(`Skipped: ${skipped.map((x) => `\`${x.system}\``).join(', ')}: ${skipped[0].reason}.`);
+  }
   return out;
 }
 
@@ -511,13 +680,15 @@ function writeReport(input) {
   const md = markdown(input);
   // The chart is of the single-server figures; a scale-out-only run has none.
   const chart = input.rows.length > 0;
+  // The rows behind nginx are not on the chart (its lines compare systems on one footing).
+  const proxied = new Set(input.rows.filter((r) => r.via).map((r) => r.system));
   const svg =
     chart &&
     renderChart({
       rows: input.rows,
       ns: config.ns.map((p) => p.n),
       payloads: config.payloads,
-      systems: config.systems,
+      systems: config.systems.filter((name) => !proxied.has(name)),
       limit: config.limit,
       heading: `${machine.cores} cores · ${machine.cpuModel} · Node ${machine.node} · ${machine.date.slice(0, 10)} · medians of ${config.repeats} repeats, whiskers min–max`,
     });

@@ -13,11 +13,20 @@
 // instances on one Redis; see lib/scaleout.js): `redis: true` means the
 // server gets the harness's redis-server URL, and `options` is then a
 // function of { redisUrl }.
+//
+// Rows with `via: 'nginx'` are another row (`direct`) with its clients
+// behind a real nginx that the harness starts in front of the server for
+// each repeat: the default proxy_pass (HTTP/1.0 to the upstream), buffering
+// left on (every system here sends X-Accel-Buffering: no). They are
+// compared with each other and with their direct rows, in a section of
+// their own.
 
 const path = require('node:path');
 
 const BASELINE = 'js-helper';
 const LIMIT = 'limit';
+/** The baseline of the behind-nginx rows: the JS helper behind the same nginx. */
+const NGINX_BASELINE = 'js-helper-nginx';
 
 const SYSTEMS = [
   { name: 'js-helper', module: 'helper', options: { impl: 'js' } },
@@ -52,6 +61,11 @@ const SYSTEMS = [
     options: { impl: 'addon-baseline', channel: 'all' },
     onlyWhenNamed: true,
   },
+  // The JS helper, better-sse and the package with their clients behind
+  // nginx. `quick`: the one row the CI smoke run (--quick) keeps.
+  { name: NGINX_BASELINE, module: 'helper', options: { impl: 'js' }, via: 'nginx', direct: 'js-helper' },
+  { name: 'better-sse-nginx', module: 'better-sse', options: {}, via: 'nginx', direct: 'better-sse' },
+  { name: 'addon-nginx', module: 'helper', options: { impl: 'addon' }, via: 'nginx', direct: 'addon', quick: true },
   // Scale-out: this package on the Redis bus (broadcast goes through a
   // Redis stream; every instance reads it back and delivers it).
   {
@@ -105,4 +119,4 @@ function findSystem(name) {
   return system;
 }
 
-module.exports = { SYSTEMS, BASELINE, LIMIT, findSystem };
+module.exports = { SYSTEMS, BASELINE, LIMIT, NGINX_BASELINE, findSystem };
