@@ -454,12 +454,10 @@ fn send_to_counts_a_connection_whose_write_threw() {
   );
 }
 
-#[test]
-fn a_bus_without_redis_delivers_locally_without_an_id_and_counts_it() {
-  let mut hub = stream_hub();
-  let (a, _) = hub.register("a", "ra", None, at(0));
+/// Starts a bus on `hub` whose Redis is never there (nothing listens on
+/// port 1: it stays connecting); returns its options.
+fn start_unreachable_bus(hub: &mut HubCore<&'static str>) -> BusOptions<'static> {
   let options = BusOptions {
-    // Nothing listens on port 1: the bus stays connecting.
     url: "redis://127.0.0.1:1/",
     stream: "sse",
     max_len: 100.0,
@@ -468,6 +466,14 @@ fn a_bus_without_redis_delivers_locally_without_an_id_and_counts_it() {
   };
   let config = hub.check_bus(&options).unwrap();
   hub.start_bus(config, Arc::new(|| {})).unwrap();
+  options
+}
+
+#[test]
+fn a_bus_without_redis_delivers_locally_without_an_id_and_counts_it() {
+  let mut hub = stream_hub();
+  let (a, _) = hub.register("a", "ra", None, at(0));
+  let options = start_unreachable_bus(&mut hub);
   assert_eq!(hub.check_bus(&options).unwrap_err(), CoreError::BusRunning);
   // An id is refused with a bus.
   let with_id = Broadcast {
@@ -778,16 +784,8 @@ fn live_bus_entries_for_the_same_connections_are_one_write_each_run() {
   let (a, _) = hub.register("a", "ra", None, at(0));
   let (b, _) = hub.register("b", "rb", None, at(0));
   assert!(hub.set_membership(b, "room", true));
-  // Routes are kept once a bus runs (Redis away here: nothing listens on port 1).
-  let options = BusOptions {
-    url: "redis://127.0.0.1:1/",
-    stream: "sse",
-    max_len: 100.0,
-    replay_limit: 10.0,
-    ca: None,
-  };
-  let config = hub.check_bus(&options).unwrap();
-  hub.start_bus(config, Arc::new(|| {})).unwrap();
+  // Routes are kept once a bus runs (Redis away here).
+  start_unreachable_bus(&mut hub);
   let frame = |seq: u64, route: Route, data: &str| {
     let entry = Entry {
       route,
