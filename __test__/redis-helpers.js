@@ -149,6 +149,26 @@ function freePort() {
   });
 }
 
+/**
+ * Resolves with `launch(...ports)`, called with `count` distinct ports that
+ * were free a moment ago. A port can be taken between that moment and the
+ * server's bind (by a parallel suite's server, or as the local port of any
+ * outgoing loopback connection, which draws from the same ephemeral range):
+ * then the server exits with "Address already in use" and this tries again
+ * with fresh ports, up to 5 times.
+ */
+async function onFreePorts(count, launch) {
+  for (let attempt = 1; ; attempt++) {
+    const ports = new Set();
+    while (ports.size < count) ports.add(await freePort());
+    try {
+      return await launch(...ports);
+    } catch (err) {
+      if (attempt >= 5 || !/already in use/i.test(err.message)) throw err;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // RESP
 
@@ -344,18 +364,11 @@ async function launchRedis(binary, port, extraArgs) {
  */
 async function startRedis({ args = [] } = {}) {
   const binary = findRedisServer();
-  let port;
   let current;
-  for (let attempt = 1; ; attempt++) {
-    port = await freePort();
-    try {
-      current = await launchRedis(binary, port, args);
-      break;
-    } catch (err) {
-      // Someone took the port between freePort() and the bind: try another.
-      if (attempt >= 3 || !/already in use/i.test(err.message)) throw err;
-    }
-  }
+  const port = await onFreePorts(1, async (free) => {
+    current = await launchRedis(binary, free, args);
+    return free;
+  });
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
@@ -391,9 +404,11 @@ async function startRedis({ args = [] } = {}) {
  *
  * Resolves with { port, stop(), command(...args), output() }.
  */
-async function startSentinel(masterPort, { name = 'm' } = {}) {
-  const binary = findRedisServer();
-  const port = await freePort();
+function startSentinel(masterPort, { name = 'm' } = {}) {
+  return onFreePorts(1, (port) => launchSentinel(findRedisServer(), port, masterPort, name));
+}
+
+async function launchSentinel(binary, port, masterPort, name) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-sentinel-'));
   liveDirs.add(dir);
   const conf = path.join(dir, 'sentinel.conf');
@@ -425,7 +440,11 @@ async function startSentinel(masterPort, { name = 'm' } = {}) {
       throw new Error(`redis-sentinel on port ${port} exited (${child.exitCode ?? child.signalCode}):\n${output()}`);
     }
     try {
-      if ((await redisCommand(port, ['PING'], 1000)) === 'PONG') break;
+      // Ours, not a server that took the port first (then ours exits, see above).
+      if ((await redisCommand(port, ['PING'], 1000)) === 'PONG') {
+        const info = await redisCommand(port, ['INFO', 'server'], 1000);
+        if (info.includes(`process_id:${child.pid}\r\n`)) break;
+      }
     } catch {
       // Not listening yet.
     }
@@ -481,19 +500,20 @@ async function startRedisCluster({ masters = 3, replicas = 0 } = {}) {
   const binary = findRedisServer();
   const nodes = [];
   for (let i = 0; i < masters * (1 + replicas); i++) {
-    const port = await freePort();
     // The cluster bus on a port of its own (not port + 10000, which may be taken).
-    const busPort = await freePort();
-    const { child, output } = await launchRedis(binary, port, [
-      '--cluster-enabled',
-      'yes',
-      '--cluster-port',
-      String(busPort),
-      '--cluster-node-timeout',
-      '1000',
-      '--cluster-config-file',
-      'nodes.conf',
-    ]);
+    const { port, child, output } = await onFreePorts(2, async (port, busPort) => ({
+      port,
+      ...(await launchRedis(binary, port, [
+        '--cluster-enabled',
+        'yes',
+        '--cluster-port',
+        String(busPort),
+        '--cluster-node-timeout',
+        '1000',
+        '--cluster-config-file',
+        'nodes.conf',
+      ])),
+    }));
     nodes.push({
       port,
       child,
@@ -805,6 +825,8 @@ function cleanupsAfterEach(hook = afterEach) {
 
 module.exports = {
   cleanupsAfterEach,
+  onFreePorts,
+  launchRedis,
   startRedis,
   startSentinel,
   startRedisCluster,
