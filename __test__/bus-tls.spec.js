@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { SseHub } = require('..');
-const { startRedis, freePort } = require('./redis-helpers.js');
+const { startRedis, onFreePorts } = require('./redis-helpers.js');
 const { startServer, rawGet } = require('./helpers.js');
 
 const ONLY_LINUX = process.platform === 'linux' ? describe : describe.skip;
@@ -57,20 +57,23 @@ ONLY_LINUX('rediss://', () => {
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-tls-'));
     ca = makeCertificates();
-    tlsPort = await freePort();
-    redis = await startRedis({
-      args: [
-        '--tls-port',
-        String(tlsPort),
-        '--tls-cert-file',
-        path.join(dir, 'server.crt'),
-        '--tls-key-file',
-        path.join(dir, 'server.key'),
-        '--tls-ca-cert-file',
-        path.join(dir, 'ca.crt'),
-        '--tls-auth-clients',
-        'no',
-      ],
+    // The TLS port may be taken before redis-server binds it, as the plain one may.
+    redis = await onFreePorts(1, (free) => {
+      tlsPort = free;
+      return startRedis({
+        args: [
+          '--tls-port',
+          String(tlsPort),
+          '--tls-cert-file',
+          path.join(dir, 'server.crt'),
+          '--tls-key-file',
+          path.join(dir, 'server.key'),
+          '--tls-ca-cert-file',
+          path.join(dir, 'ca.crt'),
+          '--tls-auth-clients',
+          'no',
+        ],
+      });
     });
   });
 

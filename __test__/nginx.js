@@ -9,7 +9,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { freePort } = require('./redis-helpers.js');
+const { onFreePorts } = require('./redis-helpers.js');
 
 const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
 
@@ -29,10 +29,13 @@ async function waitFor(predicate, what, timeoutMs) {
  * the client's and the upstream's. Above the default, nginx runs with an
  * open-files limit raised to fit them (up to the hard limit).
  */
-async function startNginx(upstreamPort, { location = '', connections = 256 } = {}) {
+function startNginx(upstreamPort, { location = '', connections = 256 } = {}) {
   if (!NGINX) throw new Error('nginx not found: install Debian package nginx (npm test does so as root)');
+  return onFreePorts(1, (port) => launchNginx(port, upstreamPort, location, connections));
+}
+
+async function launchNginx(port, upstreamPort, location, connections) {
   const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-nginx-'));
-  const port = await freePort();
   const conf = path.join(prefix, 'nginx.conf');
   fs.writeFileSync(
     conf,
@@ -84,13 +87,19 @@ http {
       });
       s.on('error', () => resolve(false));
     });
+  const exitedEarly = () => child.exitCode !== null || child.signalCode !== null;
   try {
-    await waitFor(async () => child.exitCode === null && (await accepts()), 'nginx listening', 10_000);
+    // An nginx that exits (a port taken before its bind) is a failure now,
+    // not after the timeout; accepting is checked again after, so a server
+    // that took the port first is not mistaken for ours.
+    await waitFor(async () => exitedEarly() || (await accepts()), 'nginx listening', 10_000);
+    if (exitedEarly()) throw new Error(`nginx exited (${child.exitCode ?? child.signalCode})`);
   } catch (err) {
     child.kill('SIGKILL');
-    throw new Error(
-      `${err.message}: ${stderr}${fs.existsSync(`${prefix}/error.log`) ? fs.readFileSync(`${prefix}/error.log`, 'utf8') : ''}`,
-    );
+    await exited;
+    const log = fs.existsSync(`${prefix}/error.log`) ? fs.readFileSync(`${prefix}/error.log`, 'utf8') : '';
+    fs.rmSync(prefix, { recursive: true, force: true });
+    throw new Error(`${err.message}: ${stderr}${log}`);
   }
   return {
     port,

@@ -56,6 +56,20 @@ async function freePort() {
   return port;
 }
 
+/** Resolves true once Verdaccio answers its ping, false if it exits first or not within 30 s. */
+async function registryUp(verdaccio, registry) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      if ((await fetch(`${registry}-/ping`, { signal: AbortSignal.timeout(2_000) })).ok) return true;
+    } catch {
+      // Not listening yet.
+    }
+    if (verdaccio.exitCode !== null || verdaccio.signalCode !== null || Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Resolves once `child` has exited; SIGTERM first, SIGKILL if it lingers. */
 async function stop(child) {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
@@ -115,37 +129,39 @@ function verdaccioConfig(work, port) {
 async function startRegistry({ release = false } = {}) {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-helper-registry-'));
   fs.writeFileSync(path.join(work, 'empty.npmrc'), '');
-  const port = await freePort();
-  const registry = `http://127.0.0.1:${port}/`;
-  fs.writeFileSync(path.join(work, 'config.yaml'), verdaccioConfig(work, port));
-  const verdaccio = spawn(process.execPath, [VERDACCIO, '--config', path.join(work, 'config.yaml')], {
-    cwd: work,
-    env: baseEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  let port;
+  let registry;
+  let verdaccio;
   let log = '';
-  verdaccio.stdout.on('data', (d) => {
-    log += d;
-  });
-  verdaccio.stderr.on('data', (d) => {
-    log += d;
-  });
   const stopAll = async () => {
-    await stop(verdaccio);
+    if (verdaccio) await stop(verdaccio);
     fs.rmSync(work, { recursive: true, force: true });
   };
   try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      try {
-        if ((await fetch(`${registry}-/ping`, { signal: AbortSignal.timeout(2_000) })).ok) break;
-      } catch {
-        // Not listening yet.
-      }
-      if (verdaccio.exitCode !== null || Date.now() > deadline) {
+    // A port can be taken between freePort() and Verdaccio's bind (any
+    // outgoing loopback connection draws from the same range): then it exits
+    // with EADDRINUSE, and the next try takes a fresh port.
+    for (let attempt = 1; ; attempt++) {
+      port = await freePort();
+      registry = `http://127.0.0.1:${port}/`;
+      fs.writeFileSync(path.join(work, 'config.yaml'), verdaccioConfig(work, port));
+      log = '';
+      verdaccio = spawn(process.execPath, [VERDACCIO, '--config', path.join(work, 'config.yaml')], {
+        cwd: work,
+        env: baseEnv,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      verdaccio.stdout.on('data', (d) => {
+        log += d;
+      });
+      verdaccio.stderr.on('data', (d) => {
+        log += d;
+      });
+      if (await registryUp(verdaccio, registry)) break;
+      await stop(verdaccio);
+      if (attempt >= 5 || !log.includes('EADDRINUSE')) {
         throw new Error(`Verdaccio did not start (exit ${verdaccio.exitCode}):\n${log}`);
       }
-      await new Promise((r) => setTimeout(r, 200));
     }
     // A user through the npm-compatible API (htpasswd, max_users 1); its token publishes.
     const user = await fetch(`${registry}-/user/org.couchdb.user:tester`, {
