@@ -4,7 +4,10 @@
 // per broadcast, res.write per client) and this package on the stream
 // transport (res.write per client from the native side), side by side in
 // one run, each (runtime, N, system, repeat) a fresh server process, the
-// systems interleaved. On Node the default transport (the native writer)
+// systems interleaved. When the reference copy of the original helper is
+// beside the repository (../shared/reference/upstream, as for
+// npm run test:upstream), the original itself is a row too: it formats
+// once per broadcast and writes that string to every client. On Node the default transport (the native writer)
 // is a row too. The load generator is Node in its own process.
 //
 //   node bench/runtimes/run.js [--n 100,1000] [--repeats 3] [--runtimes node,bun,deno] [--bytes 100] [--out runtimes]
@@ -27,6 +30,18 @@ const RUNTIMES = option('runtimes', 'node,bun,deno').split(',');
 const BYTES = Number(option('bytes', 100));
 const OUT = option('out', 'runtimes');
 const BROADCASTS = { 100: 300, 1000: 100 };
+const ORIGINAL_HELPER = path.join(
+  ROOT,
+  '..',
+  'shared',
+  'reference',
+  'upstream',
+  'src',
+  'modules',
+  'sse',
+  'sseHelper.js',
+);
+const HAVE_ORIGINAL = fs.existsSync(ORIGINAL_HELPER);
 
 /** How each runtime runs server.mjs, and its version; null when it is not installed. */
 function runtime(name) {
@@ -80,6 +95,7 @@ async function measure(rt, system, n) {
   let stderr = '';
   const server = spawn(rt.command, [...rt.args, path.join(__dirname, 'server.mjs'), system, String(BYTES)], {
     cwd: ROOT,
+    env: { ...process.env, ORIGINAL_HELPER },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   server.stderr.on('data', (d) => {
@@ -122,7 +138,12 @@ async function main() {
       continue;
     }
     versions[name] = rt.version;
-    const systems = name === 'node' ? ['js-helper', 'addon-stream', 'addon'] : ['js-helper', 'addon-stream'];
+    const systems = [
+      ...(HAVE_ORIGINAL ? ['original'] : []),
+      'js-helper',
+      'addon-stream',
+      ...(name === 'node' ? ['addon'] : []),
+    ];
     for (const n of NS) {
       for (let rep = 0; rep < REPEATS; rep++) {
         const order = systems.map((_, i) => systems[(i + rep) % systems.length]);
@@ -140,7 +161,8 @@ async function main() {
     for (const n of NS) {
       const of = (system) => results.filter((r) => r.runtime === name && r.n === n && r.system === system);
       const base = median(of('js-helper').map((r) => r.medianMs));
-      for (const system of ['js-helper', 'addon-stream', 'addon']) {
+      const original = HAVE_ORIGINAL ? median(of('original').map((r) => r.medianMs)) : null;
+      for (const system of ['original', 'js-helper', 'addon-stream', 'addon']) {
         const mine = of(system);
         if (!mine.length) continue;
         const ms = mine.map((r) => r.medianMs);
@@ -152,6 +174,7 @@ async function main() {
           min: Math.min(...ms),
           max: Math.max(...ms),
           ratio: median(ms) / base,
+          vsOriginal: original === null ? null : median(ms) / original,
           transports: mine[0].transports,
         });
       }
@@ -169,16 +192,18 @@ async function main() {
     `The event loop blocked per broadcast of a ${BYTES}-byte payload to N idle clients (Express 5 on 127.0.0.1; ` +
       'from just before the call until a setImmediate queued right after it runs), the median over ' +
       `${BROADCASTS[100]} broadcasts (N = 100) or ${BROADCASTS[1000]} (N = 1,000) per server process, then the ` +
-      `median [range] over ${REPEATS} processes per row, systems interleaved. ×js-helper divides medians of one ` +
-      `runtime and N. Other load on the machine: ${loadBefore?.toFixed(2)} cores busy before the run, ` +
+      `median [range] over ${REPEATS} processes per row, systems interleaved. ×js-helper and ×original divide medians ` +
+      'of one runtime and N. `original` is the helper this package replaces, unchanged (a string per broadcast, ' +
+      "`res.write` per client); `js-helper` is the bench's tuned JS helper (bench/systems/sseHelper.js: one Buffer " +
+      `per broadcast). Other load on the machine: ${loadBefore?.toFixed(2)} cores busy before the run, ` +
       `${loadAfter?.toFixed(2)} after.`,
     '',
-    '| runtime | N | system | loop blocked per broadcast, ms | ×js-helper | transport |',
-    '|:--|--:|:--|--:|--:|:--|',
+    '| runtime | N | system | loop blocked per broadcast, ms | ×original | ×js-helper | transport |',
+    '|:--|--:|:--|--:|--:|--:|:--|',
     ...rows.map(
       (r) =>
         `| ${r.runtime} | ${r.n.toLocaleString('en-US')} | ${r.system} | ${r.median.toFixed(3)} [${r.min.toFixed(3)}–${r.max.toFixed(3)}] | ` +
-        `${r.ratio.toFixed(2)}× | ${r.transports ? `socket ${r.transports.socket}, stream ${r.transports.stream}` : '–'} |`,
+        `${r.vsOriginal === null ? '–' : `${r.vsOriginal.toFixed(2)}×`} | ${r.ratio.toFixed(2)}× | ${r.transports ? `socket ${r.transports.socket}, stream ${r.transports.stream}` : '–'} |`,
     ),
     '',
   ];

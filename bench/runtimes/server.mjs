@@ -7,17 +7,43 @@
 // loop blocked, the socket writes Node defers to the end of the turn
 // included), and prints the times.
 //
-//   <runtime> bench/runtimes/server.mjs <js-helper|addon-stream|addon> <payload bytes>
+//   <runtime> bench/runtimes/server.mjs <original|js-helper|addon-stream|addon> <payload bytes>
+//
+// `original` is the helper this package replaces, unchanged, read from the
+// reference copy beside the repository (ORIGINAL_HELPER, see run.js) with
+// only its logger import swapped for a silent one (its logger needs
+// winston and the app's config; it logs only on failures, which a run
+// that counts every write has none of).
 
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import express from 'express';
 
 const require = createRequire(import.meta.url);
 const [system, bytesArg] = process.argv.slice(2);
 const payload = { text: 'x'.repeat(Math.max(0, Number(bytesArg) - 11)) };
 
+async function loadOriginal(file) {
+  const source = fs.readFileSync(file, 'utf8');
+  const loggerImport = /^import logger from ["'][^"']+["'];$/m;
+  if (!loggerImport.test(source)) throw new Error(`${file}: its logger import was not found`);
+  const silent = 'const logger = { warn() {}, info() {}, debug() {}, error() {} };';
+  const copy = path.join(os.tmpdir(), `sse-original-helper-${process.pid}.mjs`);
+  fs.writeFileSync(copy, source.replace(loggerImport, silent));
+  try {
+    return (await import(pathToFileURL(copy).href)).default;
+  } finally {
+    fs.rmSync(copy, { force: true });
+  }
+}
+
 let helper;
-if (system === 'js-helper') {
+if (system === 'original') {
+  helper = await loadOriginal(process.env.ORIGINAL_HELPER);
+} else if (system === 'js-helper') {
   helper = require('../systems/sseHelper.js');
 } else {
   const { SseHub } = require('../../index.js');
@@ -27,7 +53,9 @@ if (system === 'js-helper') {
 const app = express();
 app.get('/events', (req, res) => {
   helper.initResponse(res);
-  helper.addClient(res, { ip: req.ip });
+  // The original reads addClient(x, y) as (clientId, res): its one-argument form.
+  if (system === 'original') helper.addClient(res);
+  else helper.addClient(res, { ip: req.ip });
 });
 const server = app.listen(0, '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
