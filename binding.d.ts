@@ -252,7 +252,8 @@ export declare class NativeHub {
   retryHint(ms: number, jitterMs?: number | undefined | null): number
   /**
    * napi references this hub holds right now (responses, their `write`,
-   * metas, its own listener, symbol and hooks). For leak tests.
+   * metas, its own listener, symbol and hooks), plus the responses its
+   * table holds at their slots. For leak tests.
    */
   get heldReferences(): number
   /**

@@ -35,6 +35,37 @@ test('100k add/remove cycles leave nothing behind', async () => {
   expect(after - before).toBeLessThan(2 * MB);
 });
 
+test('a removed response is collected while its hub lives: the hub keeps nothing of it', async () => {
+  const hub = new SseHub();
+  const collected = [];
+  const registry = new FinalizationRegistry((i) => collected.push(i));
+  const idleRefs = hub.nativeReferenceCount;
+  // In a function of its own, so no frame of the test keeps a response.
+  const churn = (i) => {
+    const res = new FakeResponse();
+    hub.addClient(`client-${i}`, res);
+    hub.broadcast({ i });
+    if (i % 2) hub.removeClient(res);
+    else res.emit('close');
+    registry.register(res, i);
+  };
+  for (let i = 0; i < 50; i++) churn(i);
+  // A response still registered holds the ones before it in no way either.
+  const kept = new FakeResponse();
+  hub.addClient(kept);
+  await waitFor(
+    async () => {
+      await collectGarbage();
+      return collected.length === 50;
+    },
+    'every removed response collected',
+    20_000,
+  );
+  expect(hub.getClientCount()).toBe(1);
+  hub.removeClient(kept);
+  expect(hub.nativeReferenceCount).toBe(idleRefs);
+});
+
 test('100k cycles on one long-lived response never grow its listeners', async () => {
   const hub = new SseHub();
   const res = new FakeResponse();

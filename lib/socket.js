@@ -102,15 +102,18 @@ const BATCH = Object.freeze({ WRITTEN: 0, BUFFERED: 1, ENDED: 2, THREW: 3, NATIV
  * A stream-transport send's writes to the responses whose `write` is
  * Node's own, in one call from the native side (a call from native code per
  * response, and its property reads, cost more than the write): one frame,
- * the same Buffer for each. No app code runs in Node's own `write`, so none
- * can change the registry in between. `outcomes[i]` gets `BATCH`'s code for
- * `responses[i]`: a response that ended is skipped, as the original helper
- * does; one with a `write` of its own (a wrapper, a test double) is
- * `NATIVE`, and the native side writes it itself, as before.
+ * the same Buffer for each. `table` is the hub's response table (every
+ * registered response at its slot, kept by the native side) and `slots`
+ * the targets' slots in it, so nothing is built per target. No app code
+ * runs in Node's own `write`, so none can change the registry in between.
+ * `outcomes[i]` gets `BATCH`'s code for the response at `slots[i]`: a
+ * response that ended is skipped, as the original helper does; one with a
+ * `write` of its own (a wrapper, a test double) is `NATIVE`, and the native
+ * side writes it itself, as before.
  */
-function writeBatch(responses, frame, outcomes) {
-  for (let i = 0; i < responses.length; i++) {
-    const res = responses[i];
+function writeBatch(table, slots, frame, outcomes) {
+  for (let i = 0; i < slots.length; i++) {
+    const res = table[slots[i]];
     let write;
     try {
       write = res.write;

@@ -6,9 +6,11 @@
 //!
 //! The targets on Node's own `write` (nearly all) are written by one call
 //! into JS (`writeBatch`, lib/socket.js), where the per-response property
-//! reads and the call are JIT-compiled; the rest (an app's own `write`, a
-//! response Node buffers for) one by one from here, as the slow-client rule
-//! and the app's JS need.
+//! reads and the call are JIT-compiled; it finds them in the hub's response
+//! table by their slots, so nothing is made or read per target on this
+//! side. The rest (an app's own `write`, a response Node buffers for) are
+//! written one by one from here, as the slow-client rule and the app's JS
+//! need.
 
 use sse_helper_core::backpressure::Admit;
 use sse_helper_core::hub::{Dispatch, Outcome};
@@ -45,21 +47,22 @@ pub fn run(state: &Shared, env: RawEnv, dispatch: Dispatch) -> u32 {
   settled.count
 }
 
-/// A target with its response and, on the stream transport, a wrapper's
-/// `flush`, read under one borrow before any JS runs.
+/// A target as read under one borrow before any JS runs: its slot in the
+/// response table and, on the stream transport, whether it has a wrapper's
+/// `flush`. Its response is read only if it is written from here.
 struct Resolved {
   key: ConnKey,
-  res: RawValue,
-  flush: Option<RawValue>,
+  slot: Option<u32>,
+  has_flush: bool,
   congested: bool,
 }
 
 /// What every write of one send shares: the frame's JS values, the
-/// property names, Node's `write` and the batch hook.
+/// property names, Node's `write`, the batch hook and the response table.
 struct Send<'a> {
   out: OutFrame<'a>,
   keys: WriteKeys,
-  write_batch: Option<RawValue>,
+  write_batch: Option<(RawValue, RawValue)>,
 }
 
 fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnKey, Outcome)> {
@@ -67,7 +70,8 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     let s = state.borrow();
     let hooks = s.hooks.as_ref();
     let node_write = hooks.and_then(|h| h.node_write.value(env).ok());
-    let write_batch = hooks.and_then(|h| h.write_batch.value(env).ok());
+    let hook = hooks.and_then(|h| h.write_batch.value(env).ok());
+    let table = s.table.as_ref().and_then(|t| t.array(env));
     let resolved: Vec<Resolved> = dispatch
       .targets
       .iter()
@@ -75,13 +79,13 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
         let conn = &s.core.entry(t.key)?.handle.handle;
         Some(Resolved {
           key: t.key,
-          res: conn.res.value(env).ok()?,
-          flush: conn.flush.as_ref().and_then(|f| f.value(env).ok()),
+          slot: conn.slot,
+          has_flush: conn.flush.is_some(),
           congested: t.congested,
         })
       })
       .collect();
-    (resolved, node_write, write_batch)
+    (resolved, node_write, hook.zip(table))
   };
   let Ok(keys) = WriteKeys::new(env, node_write) else {
     // Only while the env is torn down: nothing is written.
@@ -105,7 +109,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
   // `flush` is written from here; the rest go to the batch first.
   let (one_by_one, batched): (Vec<Resolved>, Vec<Resolved>) = resolved
     .into_iter()
-    .partition(|t| t.congested || t.flush.is_some() || send.write_batch.is_none());
+    .partition(|t| t.congested || t.has_flush || t.slot.is_none() || send.write_batch.is_none());
   let mut outcomes = Vec::with_capacity(one_by_one.len() + batched.len());
   let codes = run_batch(env, &send, &batched);
   let mut rest = one_by_one;
@@ -123,11 +127,19 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     outcomes.push((t.key, outcome));
   }
   for t in rest {
-    // An earlier write's JS may have removed this one.
-    if !state.borrow().core.contains(t.key) {
+    // Read now: an earlier write's JS may have removed this one.
+    let target = {
+      let s = state.borrow();
+      s.core.entry(t.key).and_then(|e| {
+        let conn = &e.handle.handle;
+        let res = conn.res.value(env).ok()?;
+        Some((res, conn.flush.as_ref().and_then(|f| f.value(env).ok())))
+      })
+    };
+    let Some((res, flush)) = target else {
       continue;
-    }
-    if let Some(outcome) = write_one(env, dispatch, &send, &t) {
+    };
+    if let Some(outcome) = write_one(env, dispatch, &send, res, flush, t.congested) {
       outcomes.push((t.key, outcome));
     }
   }
@@ -142,24 +154,25 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
 /// did not write (all of them if the call could not be made).
 fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
   let not_written = || vec![batch::NATIVE; targets.len()];
-  let Some(hook) = send.write_batch.filter(|_| !targets.is_empty()) else {
+  let Some((hook, table)) = send.write_batch.filter(|_| !targets.is_empty()) else {
     return not_written();
   };
-  let values: Vec<RawValue> = targets.iter().map(|t| t.res).collect();
+  // Only targets with a slot are batched.
+  let slots: Vec<u32> = targets.iter().filter_map(|t| t.slot).collect();
   let made = (|| {
-    let responses = js::array_of(env, &values)?;
+    let slots = js::u32_array(env, &slots)?;
     let outcomes = js::u8_array(env, targets.len(), batch::NATIVE)?;
     let frame = send.out.buffer(env)?;
-    Ok::<_, napi::Error>((responses, frame, outcomes))
+    Ok::<_, napi::Error>((slots, frame, outcomes))
   })();
-  let Ok((responses, frame, outcomes)) = made else {
+  let Ok((slots, frame, outcomes)) = made else {
     js::clear_exception(env);
     return not_written();
   };
-  let undefined = js::undefined(env).unwrap_or(responses);
+  let undefined = js::undefined(env).unwrap_or(table);
   // It catches every write's exception itself; one escaping (a getter on
   // a response) leaves the codes it did not reach at NATIVE.
-  let _ = js::call(env, undefined, hook, &[responses, frame, outcomes]);
+  let _ = js::call(env, undefined, hook, &[table, slots, frame, outcomes]);
   let codes = match js::u8_array_bytes(env, outcomes) {
     Some(codes) if codes.len() == targets.len() => codes,
     _ => not_written(),
@@ -172,11 +185,18 @@ fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
 
 /// One target written from here: the slow-client rule first when Node has
 /// been buffering for it, then its own `write`. `None`: nothing to report.
-fn write_one(env: RawEnv, dispatch: &Dispatch, send: &Send<'_>, t: &Resolved) -> Option<Outcome> {
+fn write_one(
+  env: RawEnv,
+  dispatch: &Dispatch,
+  send: &Send<'_>,
+  res: RawValue,
+  flush: Option<RawValue>,
+  congested: bool,
+) -> Option<Outcome> {
   let mut buffering = false;
-  if t.congested {
+  if congested {
     // Node has been buffering for this one: look at how much.
-    let pending = stream::pending_bytes(env, t.res);
+    let pending = stream::pending_bytes(env, res);
     match dispatch.admit(pending) {
       Admit::Queue => buffering = pending > 0,
       Admit::Drop => return Some(Outcome::Dropped),
@@ -184,7 +204,7 @@ fn write_one(env: RawEnv, dispatch: &Dispatch, send: &Send<'_>, t: &Resolved) ->
     }
   }
   Some(
-    match stream::write(env, &send.keys, t.res, t.flush, &send.out) {
+    match stream::write(env, &send.keys, res, flush, &send.out) {
       WriteOutcome::Written => Outcome::Written { buffering },
       WriteOutcome::Buffered => Outcome::Buffered,
       WriteOutcome::Ended => Outcome::Failed,

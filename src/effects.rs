@@ -12,6 +12,7 @@ use sse_helper_core::registry::ConnKey;
 use crate::args::guard_panics;
 use crate::js::{self, RawEnv, RawValue};
 use crate::state::{JsConn, Shared};
+use crate::table;
 
 /// Carries out `effects` in order.
 pub fn execute(state: &Shared, env: RawEnv, effects: Vec<Effect<JsConn>>) {
@@ -53,6 +54,11 @@ pub fn execute_without_js(state: &Shared, env: RawEnv, effects: Vec<Effect<JsCon
   for effect in effects {
     match effect {
       Effect::Finish { handle, .. } => {
+        // The table's element stays (setting it could run JS): the table
+        // goes with the orphaned hub's own references once nothing is left.
+        if let (Some(slot), Some(table)) = (handle.slot, s.table.as_mut()) {
+          table.give_back(slot);
+        }
         let res = handle.release_all_but_res(env, &mut s.refs);
         s.refs.release(env, res);
       }
@@ -82,6 +88,9 @@ fn finish(state: &Shared, env: RawEnv, handle: JsConn, how: Removal, socket: boo
       restore_response(env, res);
     }
     finish_response(state, env, res, how);
+  }
+  if let Some(slot) = handle.slot {
+    table::clear(state, env, slot);
   }
   let mut s = state.borrow_mut();
   let s = &mut *s;

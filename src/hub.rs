@@ -685,10 +685,12 @@ impl NativeHub {
   }
 
   /// napi references this hub holds right now (responses, their `write`,
-  /// metas, its own listener, symbol and hooks). For leak tests.
+  /// metas, its own listener, symbol and hooks), plus the responses its
+  /// table holds at their slots. For leak tests.
   #[napi(getter, catch_unwind)]
   pub fn held_references(&self) -> u32 {
-    self.state.borrow().refs.live() as u32
+    let s = self.state.borrow();
+    s.refs.live() as u32 + s.table.as_ref().map_or(0, |t| t.taken())
   }
 
   /// Fault injection for tests: makes the socket writer thread panic, to

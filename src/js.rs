@@ -342,19 +342,43 @@ pub fn buffer(env: RawEnv, bytes: &[u8]) -> Result<RawValue> {
   Ok(value)
 }
 
-/// `values` as a new JS array.
-pub fn array_of(env: RawEnv, values: &[RawValue]) -> Result<RawValue> {
-  let mut array = ptr::null_mut();
+/// `array[index] = value`. On an array the binding made, whose elements
+/// are only ever set from here, this runs no JS (an index setter on
+/// `Array.prototype` could still run one on a hole: callers hold no borrow).
+pub fn set_element(env: RawEnv, array: RawValue, index: u32, value: RawValue) -> Result<()> {
   // SAFETY: see the module contract.
-  let status = unsafe { sys::napi_create_array_with_length(env, values.len(), &mut array) };
-  check(status, "napi_create_array_with_length")?;
-  for (index, value) in values.iter().enumerate() {
-    // An index that does not fit a u32 is refused before the call.
-    let index = u32::try_from(index).map_err(|_| Error::from_reason("array too long"))?;
-    // SAFETY: see the module contract; `array` was just made.
-    let status = unsafe { sys::napi_set_element(env, array, index, *value) };
-    check(status, "napi_set_element")?;
+  let status = unsafe { sys::napi_set_element(env, array, index, value) };
+  check(status, "napi_set_element")
+}
+
+/// A new `Uint32Array` holding `values`.
+pub fn u32_array(env: RawEnv, values: &[u32]) -> Result<RawValue> {
+  let bytes = std::mem::size_of_val(values);
+  let mut data = ptr::null_mut();
+  let mut buffer = ptr::null_mut();
+  // SAFETY: see the module contract; napi allocates `bytes` bytes and
+  // points `data` at them.
+  let status = unsafe { sys::napi_create_arraybuffer(env, bytes, &mut data, &mut buffer) };
+  check(status, "napi_create_arraybuffer")?;
+  if bytes > 0 {
+    // SAFETY: `data` points to the `bytes` bytes just allocated (an
+    // ArrayBuffer's store is aligned for any typed array), which nothing
+    // else refers to yet; `values` is a distinct Rust slice of that size.
+    unsafe { ptr::copy_nonoverlapping(values.as_ptr(), data.cast::<u32>(), values.len()) };
   }
+  let mut array = ptr::null_mut();
+  // SAFETY: see the module contract; the view covers the whole buffer.
+  let status = unsafe {
+    sys::napi_create_typedarray(
+      env,
+      sys::TypedarrayType::uint32_array,
+      values.len(),
+      buffer,
+      0,
+      &mut array,
+    )
+  };
+  check(status, "napi_create_typedarray")?;
   Ok(array)
 }
 

@@ -20,6 +20,7 @@
 //! - `bus`: the Redis bus: starting it, and executing what it reports.
 //! - `stream`: the stream transport's write path (`res.write`).
 //! - `replays`: the JS values of replays a reconnect storm shares.
+//! - `table`: every registered response at its slot, for `writeBatch`.
 //! - `socket`: verifying and duplicating a connection's fd for the writer.
 //! - `waiting`: bus requests as native promises, and keeping Node alive
 //!   (ref'd thread-safe functions) only while JS awaits the hub's threads.
@@ -43,4 +44,5 @@ mod socket;
 mod state;
 mod stats;
 mod stream;
+mod table;
 mod waiting;

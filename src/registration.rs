@@ -23,6 +23,7 @@ use crate::error::{self, invalid, invalid_type};
 use crate::js::{self, RawEnv, RawValue};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
+use crate::table;
 use sse_helper_core::hub::CoreError;
 
 /// Where a new connection starts on a hub with a bus (ignored without).
@@ -211,6 +212,7 @@ fn stream_reason(state: &Shared, env: RawEnv, name: &str) -> Result<StreamReason
 /// Step 2's result: the new connection and what step 3 installs.
 struct Committed {
   key: ConnKey,
+  slot: Option<u32>,
   handed_off: bool,
   once: Option<RawValue>,
   listener: Option<RawValue>,
@@ -242,7 +244,9 @@ fn commit(
       _ => None,
     },
     meta: meta.map(|m| s.refs.hold(env, m)).transpose()?,
+    slot: s.table.as_mut().and_then(|t| t.take()),
   };
+  let slot = handle.slot;
   let (key, wire) = s.core.register_with(
     id,
     handle,
@@ -254,6 +258,7 @@ fn commit(
   );
   Ok(Committed {
     key,
+    slot,
     handed_off: wire.is_some(),
     once: read.once,
     listener: s.on_close.as_ref().map(|l| l.value(env)).transpose()?,
@@ -298,6 +303,9 @@ fn attach(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<b
 /// The key symbol (or the WeakMap entry), the `close` listener and the
 /// socket hooks.
 fn install(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<()> {
+  if let Some(slot) = c.slot {
+    table::fill(state, env, slot, res)?;
+  }
   if let Some(symbol) = c.symbol {
     js::set_symbol_keyed(env, res, symbol, c.key.to_f64())?;
     // A frozen, sealed or non-extensible response (or a Proxy that drops

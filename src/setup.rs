@@ -12,6 +12,7 @@ use crate::args::guard_panics;
 use crate::effects;
 use crate::js::{self, RawEnv, RawValue};
 use crate::state::{Hooks, HubState, Shared};
+use crate::table::ResponseTable;
 
 /// A new hub's state, holding `type_error`, `hooks` (all seven or none),
 /// `lifecycle` and the two capacity errors' classes (see `NativeHub::new`).
@@ -35,6 +36,7 @@ pub fn new_state(
     s.on_close = Some(s.refs.hold(raw, on_close.raw())?);
     s.key_symbol = Some(s.refs.hold(raw, symbol)?);
     s.key_map = Some(s.refs.hold(raw, key_map)?);
+    s.table = Some(ResponseTable::new(raw, &mut s.refs)?);
     s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.capacity_error = capacity_error

@@ -14,6 +14,7 @@ use sse_helper_core::hub::HubCore;
 
 use crate::js::{JsRef, RawEnv, RawValue, Refs};
 use crate::replays::{self, ReplayValues};
+use crate::table::ResponseTable;
 use crate::waiting::Waiting;
 
 /// What the binding keeps per connection: the response, on the stream
@@ -27,6 +28,9 @@ pub struct JsConn {
   pub flush: Option<JsRef>,
   pub meta: Option<JsRef>,
   pub created_at_ms: f64,
+  /// Where the hub's response table keeps `res` (see `table`); `None`
+  /// without a table, and then the connection is written one by one.
+  pub slot: Option<u32>,
   /// Registration order (renewed when moved to another id), so `_clients`
   /// lists in the order the original's `Map` would.
   pub order: u64,
@@ -59,8 +63,8 @@ pub struct Hooks {
   /// Node's own `ServerResponse.prototype.write`: only a response still
   /// using it gets `write_after_end` (a test double keeps its own `write`).
   pub node_write: JsRef,
-  /// `writeBatch(responses, frame, outcomes)`: a stream-transport send's
-  /// writes to the responses on Node's own `write`, in one call.
+  /// `writeBatch(table, slots, frame, outcomes)`: a stream-transport
+  /// send's writes to the responses on Node's own `write`, in one call.
   pub write_batch: JsRef,
 }
 
@@ -101,6 +105,8 @@ pub struct HubState {
   pub waiting: Waiting,
   /// The JS values of the replays the core shares now (`replays`).
   pub replays: Vec<ReplayValues>,
+  /// Every registered response at its slot (`table`).
+  pub table: Option<ResponseTable>,
 }
 
 impl HubState {
@@ -121,6 +127,7 @@ impl HubState {
       next_order: 0,
       waiting: Waiting::default(),
       replays: Vec::new(),
+      table: None,
     }
   }
 
@@ -131,6 +138,9 @@ impl HubState {
       self.refs.release(env, keep);
     }
     replays::release_all(&mut self.replays, env, &mut self.refs);
+    if let Some(table) = self.table.take() {
+      table.release(env, &mut self.refs);
+    }
     let hooks = self.hooks.take().map(|h| {
       [
         h.write,
