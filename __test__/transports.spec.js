@@ -211,6 +211,100 @@ describe('which transport a connection gets', () => {
     }
   });
 
+  test('on the stream, a client that app JS adds during a send, in place of one it removed, gets none of that send', async () => {
+    hub.configure({ transport: 'stream' });
+    const responses = new Map();
+    srv = await startServer((app) =>
+      app.get('/events', (req, res) => {
+        hub.initResponse(res);
+        responses.set(req.query.id, res);
+        // `c` is only registered later, by the getter below.
+        if (req.query.id !== 'c') hub.addClient(req.query.id, res);
+      }),
+    );
+    const clients = Object.fromEntries(['a', 'b', 'c'].map((id) => [id, rawGet(srv.port, `/events?id=${id}`)]));
+    await waitFor(() => hub.getClientCount() === 2 && responses.has('c'), 'a and b registered, c connected');
+    await waitFor(() => responses.get('c').headersSent, "c's headers");
+    // Read by the send before it writes to `a`, which comes before `b`:
+    // the app removes `b` and adds `c` in the middle of the send.
+    const a = responses.get('a');
+    let finished = a.finished;
+    let swap = true;
+    Object.defineProperty(a, 'finished', {
+      configurable: true,
+      get() {
+        if (swap) {
+          swap = false;
+          hub.removeClientById('b');
+          hub.addClient('c', responses.get('c'));
+        }
+        return finished;
+      },
+      set(value) {
+        finished = value;
+      },
+    });
+    hub.broadcast({ n: 1 });
+    expect(swap).toBe(false);
+    expect([...hub._clients.keys()].sort()).toEqual(['a', 'c']);
+    await clients.a.waitFor((x) => x.body() === 'data: {"n":1}\n\n', 'a');
+    await clients.b.waitFor((x) => x.raw().endsWith('0\r\n\r\n'), "b's end");
+    expect(clients.b.body()).toBe('');
+    expect(hub.broadcast({ n: 2 })).toBe(2);
+    await clients.a.waitFor((x) => x.body() === 'data: {"n":1}\n\ndata: {"n":2}\n\n', 'a, twice');
+    // `c` got the next send and nothing of the one it was added during.
+    await clients.c.waitFor((x) => x.body() === 'data: {"n":2}\n\n', 'c, the second only');
+  });
+
+  test("registering runs none of the app's JS through Array.prototype (the response table defines its elements)", async () => {
+    // In a process of its own: Jest's sandbox has an Array.prototype of its
+    // own, which the arrays the addon makes never see.
+    const script = `
+      const http = require('node:http');
+      const { SseHub } = require(${JSON.stringify(path.join(__dirname, '..'))});
+      const hub = new SseHub();
+      hub.configure({ transport: 'stream' });
+      let calls = 0;
+      const srv = http.createServer((_req, res) => {
+        hub.initResponse(res);
+        // Only for the registration: index setters an app (or a library it
+        // loads) put on Array.prototype, which an assignment to a hole at
+        // the first slots of the hub's table would reach.
+        for (const index of ['0', '1', '2']) {
+          Object.defineProperty(Array.prototype, index, {
+            configurable: true,
+            set(value) {
+              calls++;
+              Object.defineProperty(this, index, { value, writable: true, enumerable: true, configurable: true });
+            },
+          });
+        }
+        try {
+          hub.addClient(res);
+        } finally {
+          for (const index of ['0', '1', '2']) delete Array.prototype[index];
+        }
+        hub.broadcast({ n: 1 });
+      });
+      srv.listen(0, '127.0.0.1', () => {
+        http.get('http://127.0.0.1:' + srv.address().port + '/', (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk) => {
+            body += chunk;
+            if (!body.endsWith('\\n\\n')) return;
+            console.log(JSON.stringify({ calls, body }));
+            hub.close();
+            process.exit(0);
+          });
+        });
+      });
+    `;
+    const { code, stdout } = await runToExit(script);
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual({ calls: 0, body: 'data: {"n":1}\n\n' });
+  });
+
   // The test certificate is made with the openssl CLI (CI installs it).
   const withOpenssl = fs.existsSync('/usr/bin/openssl') ? test : test.skip;
   withOpenssl('TLS stays on the stream transport', async () => {

@@ -21,6 +21,7 @@ use crate::js::{self, RawEnv, RawValue};
 use crate::replays;
 use crate::state::Shared;
 use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
+use crate::table::ResponseTable;
 
 /// `writeBatch`'s codes (`BATCH` in lib/socket.js).
 mod batch {
@@ -111,7 +112,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     .into_iter()
     .partition(|t| t.congested || t.has_flush || t.slot.is_none() || send.write_batch.is_none());
   let mut outcomes = Vec::with_capacity(one_by_one.len() + batched.len());
-  let codes = run_batch(env, &send, &batched);
+  let codes = run_batch(state, env, &send, &batched);
   let mut rest = one_by_one;
   for (t, code) in batched.into_iter().zip(codes) {
     let outcome = match code {
@@ -152,7 +153,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
 
 /// `writeBatch` over `targets`: one code per target, `NATIVE` for those it
 /// did not write (all of them if the call could not be made).
-fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
+fn run_batch(state: &Shared, env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
   let not_written = || vec![batch::NATIVE; targets.len()];
   let Some((hook, table)) = send.write_batch.filter(|_| !targets.is_empty()) else {
     return not_written();
@@ -170,9 +171,13 @@ fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
     return not_written();
   };
   let undefined = js::undefined(env).unwrap_or(table);
+  // No slot given back while it runs is reused before it returns (see
+  // `table`): app JS it reaches may remove a target and add a client.
+  with_table(state, |t| t.batch_started());
   // It catches every write's exception itself; one escaping (a getter on
   // a response) leaves the codes it did not reach at NATIVE.
   let _ = js::call(env, undefined, hook, &[table, slots, frame, outcomes]);
+  with_table(state, |t| t.batch_ended());
   let codes = match js::u8_array_bytes(env, outcomes) {
     Some(codes) if codes.len() == targets.len() => codes,
     _ => not_written(),
@@ -181,6 +186,12 @@ fn run_batch(env: RawEnv, send: &Send<'_>, targets: &[Resolved]) -> Vec<u8> {
     send.out.unused_buffer();
   }
   codes
+}
+
+fn with_table(state: &Shared, f: impl FnOnce(&mut ResponseTable)) {
+  if let Some(table) = state.borrow_mut().table.as_mut() {
+    f(table);
+  }
 }
 
 /// One target written from here: the slow-client rule first when Node has

@@ -158,7 +158,10 @@ pub fn array(env: RawEnv, values: &[RawValue]) -> Result<RawValue> {
   check(status, "napi_create_array_with_length")?;
   for (index, value) in values.iter().enumerate() {
     // SAFETY: see the module contract; `result` is the array just made and
-    // `value` a live value of this call. A fresh array has no setters.
+    // `value` a live value of this call. (An element set on a fresh array
+    // can still reach a setter an app put on `Array.prototype`; the arrays
+    // made here hold only this call's own values, and the hub's response
+    // table, which lives on, is written with `define_element`.)
     let status = unsafe { sys::napi_set_element(env, result, index as u32, *value) };
     check(status, "napi_set_element")?;
   }
@@ -342,13 +345,33 @@ pub fn buffer(env: RawEnv, bytes: &[u8]) -> Result<RawValue> {
   Ok(value)
 }
 
-/// `array[index] = value`. On an array the binding made, whose elements
-/// are only ever set from here, this runs no JS (an index setter on
-/// `Array.prototype` could still run one on a hole: callers hold no borrow).
-pub fn set_element(env: RawEnv, array: RawValue, index: u32, value: RawValue) -> Result<()> {
-  // SAFETY: see the module contract.
-  let status = unsafe { sys::napi_set_element(env, array, index, value) };
-  check(status, "napi_set_element")
+/// Defines `array[index]` as a plain data property holding `value`
+/// (writable, enumerable, configurable, as an element assignment would
+/// make it): unlike `array[index] = value`, defining runs no setter, not
+/// even one an app put on `Array.prototype`, so no JS runs.
+pub fn define_element(env: RawEnv, array: RawValue, index: u32, value: RawValue) -> Result<()> {
+  // The index as a NUL-terminated decimal name: V8 treats a canonical
+  // numeric name as the element.
+  let mut name = [0u8; 11];
+  let digits = index.to_string();
+  name[..digits.len()].copy_from_slice(digits.as_bytes());
+  let descriptor = sys::napi_property_descriptor {
+    utf8name: name.as_ptr().cast(),
+    name: ptr::null_mut(),
+    method: None,
+    getter: None,
+    setter: None,
+    value,
+    attributes: sys::PropertyAttributes::writable
+      | sys::PropertyAttributes::enumerable
+      | sys::PropertyAttributes::configurable,
+    data: ptr::null_mut(),
+  };
+  // SAFETY: see the module contract; `descriptor` is one valid descriptor
+  // whose `utf8name` points to `name`, NUL-terminated (at most 10 digits
+  // in 11 bytes) and alive for the call.
+  let status = unsafe { sys::napi_define_properties(env, array, 1, &descriptor) };
+  check(status, "napi_define_properties")
 }
 
 /// A new `Uint32Array` holding `values`.
@@ -361,10 +384,11 @@ pub fn u32_array(env: RawEnv, values: &[u32]) -> Result<RawValue> {
   let status = unsafe { sys::napi_create_arraybuffer(env, bytes, &mut data, &mut buffer) };
   check(status, "napi_create_arraybuffer")?;
   if bytes > 0 {
-    // SAFETY: `data` points to the `bytes` bytes just allocated (an
-    // ArrayBuffer's store is aligned for any typed array), which nothing
-    // else refers to yet; `values` is a distinct Rust slice of that size.
-    unsafe { ptr::copy_nonoverlapping(values.as_ptr(), data.cast::<u32>(), values.len()) };
+    // SAFETY: `data` points to the `bytes` bytes just allocated, which
+    // nothing else refers to yet; `values` is a distinct Rust slice of
+    // that many bytes. Copied as bytes, so nothing is assumed of `data`'s
+    // alignment.
+    unsafe { ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes) };
   }
   let mut array = ptr::null_mut();
   // SAFETY: see the module contract; the view covers the whole buffer.

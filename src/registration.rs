@@ -233,17 +233,40 @@ fn commit(
 ) -> Result<Committed> {
   let mut s = state.borrow_mut();
   let s = &mut *s;
+  // Everything that can fail comes before the core registers anything, so
+  // a failure leaves nothing to undo but the references held here.
+  let listener = s.on_close.as_ref().map(|l| l.value(env)).transpose()?;
+  let symbol = s.key_symbol.as_ref().map(|l| l.value(env)).transpose()?;
+  let flush = match (read.fd.is_ok(), read.flush) {
+    (false, Some(flush)) => Some(flush),
+    _ => None,
+  };
+  let res_ref = s.refs.hold(env, res)?;
+  let flush_ref = match flush.map(|f| s.refs.hold(env, f)).transpose() {
+    Ok(reference) => reference,
+    Err(err) => {
+      s.refs.release(env, res_ref);
+      return Err(err);
+    }
+  };
+  let meta_ref = match meta.map(|m| s.refs.hold(env, m)).transpose() {
+    Ok(reference) => reference,
+    Err(err) => {
+      s.refs.release(env, res_ref);
+      if let Some(reference) = flush_ref {
+        s.refs.release(env, reference);
+      }
+      return Err(err);
+    }
+  };
   let order = s.next_order;
   s.next_order += 1;
   let handle = JsConn {
-    res: s.refs.hold(env, res)?,
+    res: res_ref,
     created_at_ms: now_ms(),
     order,
-    flush: match (read.fd.is_ok(), read.flush) {
-      (false, Some(flush)) => Some(s.refs.hold(env, flush)?),
-      _ => None,
-    },
-    meta: meta.map(|m| s.refs.hold(env, m)).transpose()?,
+    flush: flush_ref,
+    meta: meta_ref,
     slot: s.table.as_mut().and_then(|t| t.take()),
   };
   let slot = handle.slot;
@@ -261,8 +284,8 @@ fn commit(
     slot,
     handed_off: wire.is_some(),
     once: read.once,
-    listener: s.on_close.as_ref().map(|l| l.value(env)).transpose()?,
-    symbol: s.key_symbol.as_ref().map(|l| l.value(env)).transpose()?,
+    listener,
+    symbol,
   })
 }
 

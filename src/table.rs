@@ -10,6 +10,16 @@
 //! connections by `ConnKey`; a slot only says where this hub's JS array
 //! keeps that connection's response. Slots are reused (a free list), so the
 //! array is as long as the most connections held at once.
+//!
+//! A slot given back while a `writeBatch` runs is not reused until the
+//! outermost batch has returned: app JS a batch reaches (a getter on a
+//! response) may remove one client and add another, and the new one must
+//! not take a slot the batch is still to write, or it would get the frame
+//! meant for the one removed.
+//!
+//! A hub collected by the GC gives its slots back without clearing their
+//! elements (no JS may run in a finalizer); the array and what it holds go
+//! when the hub lets go of its own references (`ReleaseHub`).
 
 use napi::Result;
 
@@ -21,6 +31,11 @@ use crate::state::Shared;
 pub struct ResponseTable {
   array: JsRef,
   free: Vec<u32>,
+  /// Given back during a batch: free once the outermost batch returns.
+  deferred: Vec<u32>,
+  /// How many `writeBatch` calls are running (one may reach app JS that
+  /// broadcasts again).
+  batches: u32,
   next: u32,
   taken: u32,
 }
@@ -31,6 +46,8 @@ impl ResponseTable {
     Ok(Self {
       array: refs.hold(env, array)?,
       free: Vec::new(),
+      deferred: Vec::new(),
+      batches: 0,
       next: 0,
       taken: 0,
     })
@@ -55,8 +72,26 @@ impl ResponseTable {
   /// Hands `slot` back once its element was cleared (or, where no JS may
   /// run, once the hub is letting go).
   pub fn give_back(&mut self, slot: u32) {
-    self.free.push(slot);
+    if self.batches > 0 {
+      self.deferred.push(slot);
+    } else {
+      self.free.push(slot);
+    }
     self.taken -= 1;
+  }
+
+  /// A `writeBatch` over some slots is about to run.
+  pub fn batch_started(&mut self) {
+    self.batches += 1;
+  }
+
+  /// A `writeBatch` returned: once none runs, the slots given back during
+  /// it may be reused.
+  pub fn batch_ended(&mut self) {
+    self.batches = self.batches.saturating_sub(1);
+    if self.batches == 0 {
+      self.free.append(&mut self.deferred);
+    }
   }
 
   /// Slots holding a connection's response now (for the leak count).
@@ -73,27 +108,34 @@ impl ResponseTable {
   }
 }
 
-/// Puts `res` at `slot`, with nothing borrowed.
+/// Puts `res` at `slot`, with nothing borrowed. An error leaves the slot
+/// taken; the caller's rollback gives it back through [`clear`].
 pub fn fill(state: &Shared, env: RawEnv, slot: u32, res: RawValue) -> Result<()> {
-  let array = state.borrow().table.as_ref().and_then(|t| t.array(env));
-  match array {
-    Some(array) => js::set_element(env, array, slot, res),
-    None => Ok(()),
-  }
+  let array = table_array(state, env)?;
+  js::define_element(env, array, slot, res)
 }
 
 /// Clears `slot` (so the table keeps no response alive) and hands it back,
-/// with nothing borrowed while the element is set.
+/// with nothing borrowed while the element is defined. If it cannot be
+/// cleared (only with an exception already pending, which stays the
+/// caller's), the slot stays taken: reused, it would still hold the old
+/// response until overwritten, and a batch could reach it.
 pub fn clear(state: &Shared, env: RawEnv, slot: u32) {
-  let array = state.borrow().table.as_ref().and_then(|t| t.array(env));
-  if let Some(array) = array {
-    if let Ok(undefined) = js::undefined(env) {
-      if js::set_element(env, array, slot, undefined).is_err() {
-        js::clear_exception(env);
-      }
+  let cleared = table_array(state, env)
+    .and_then(|array| js::define_element(env, array, slot, js::undefined(env)?))
+    .is_ok();
+  if cleared {
+    if let Some(table) = state.borrow_mut().table.as_mut() {
+      table.give_back(slot);
     }
   }
-  if let Some(table) = state.borrow_mut().table.as_mut() {
-    table.give_back(slot);
-  }
+}
+
+fn table_array(state: &Shared, env: RawEnv) -> Result<RawValue> {
+  let s = state.borrow();
+  let table = s
+    .table
+    .as_ref()
+    .ok_or_else(|| napi::Error::from_reason("the hub has no response table"))?;
+  table.array.value(env)
 }
