@@ -164,8 +164,6 @@ export declare class NativeHub {
    * them out when `member` is false; returns how many changed.
    */
   setMembership(res: unknown | undefined | null, id: string | undefined | null, channel: string, member: boolean): number
-  /** Channels `res` is a member of. */
-  channelsOf(res: unknown): Array<string>
   /**
    * Writes a heartbeat comment to every connection nothing was sent to for
    * `idle_ms` (saturating: a huge value means never); returns how many.

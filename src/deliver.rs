@@ -58,11 +58,10 @@ struct Resolved {
   congested: bool,
 }
 
-/// What every write of one send shares: the frame's JS values, the
-/// property names, Node's `write`, the batch hook and the response table.
+/// What every write of one send shares: the frame's JS values, the batch
+/// hook and the response table.
 struct Send<'a> {
   out: OutFrame<'a>,
-  keys: WriteKeys,
   write_batch: Option<(RawValue, RawValue)>,
 }
 
@@ -77,7 +76,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
       .targets
       .iter()
       .filter_map(|t| {
-        let conn = &s.core.entry(t.key)?.handle.handle;
+        let conn = &s.core.connections().get(t.key)?.handle.handle;
         Some(Resolved {
           key: t.key,
           slot: conn.slot,
@@ -88,11 +87,6 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
       .collect();
     (resolved, node_write, hook.zip(table))
   };
-  let Ok(keys) = WriteKeys::new(env, node_write) else {
-    // Only while the env is torn down: nothing is written.
-    js::clear_exception(env);
-    return Vec::new();
-  };
   let replay = dispatch.frame.replay_id();
   let out = match replay {
     Some(id) => {
@@ -101,11 +95,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     }
     None => OutFrame::new(dispatch.frame.body()),
   };
-  let send = Send {
-    out,
-    keys,
-    write_batch,
-  };
+  let send = Send { out, write_batch };
   // A response Node buffers for (congested) or that has a wrapper's
   // `flush` is written from here; the rest go to the batch first.
   let (one_by_one, batched): (Vec<Resolved>, Vec<Resolved>) = resolved
@@ -127,11 +117,37 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     };
     outcomes.push((t.key, outcome));
   }
+  if !rest.is_empty() {
+    write_rest(state, env, dispatch, &send, node_write, rest, &mut outcomes);
+  }
+  // The JS values a shared replay's frame got, for its next recipients.
+  if let Some(id) = replay {
+    replays::keep(state, env, id, &send.out);
+  }
+  outcomes
+}
+
+/// The targets written from here, one by one: the property names and
+/// Node's `write` are made only now (no target needs them on most sends).
+fn write_rest(
+  state: &Shared,
+  env: RawEnv,
+  dispatch: &Dispatch,
+  send: &Send<'_>,
+  node_write: Option<RawValue>,
+  rest: Vec<Resolved>,
+  outcomes: &mut Vec<(ConnKey, Outcome)>,
+) {
+  let Ok(keys) = WriteKeys::new(env, node_write) else {
+    // Only while the env is torn down: nothing is written.
+    js::clear_exception(env);
+    return;
+  };
   for t in rest {
     // Read now: an earlier write's JS may have removed this one.
     let target = {
       let s = state.borrow();
-      s.core.entry(t.key).and_then(|e| {
+      s.core.connections().get(t.key).and_then(|e| {
         let conn = &e.handle.handle;
         let res = conn.res.value(env).ok()?;
         Some((res, conn.flush.as_ref().and_then(|f| f.value(env).ok())))
@@ -140,15 +156,10 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     let Some((res, flush)) = target else {
       continue;
     };
-    if let Some(outcome) = write_one(env, dispatch, &send, res, flush, t.congested) {
+    if let Some(outcome) = write_one(env, dispatch, send, &keys, res, flush, t.congested) {
       outcomes.push((t.key, outcome));
     }
   }
-  // The JS values a shared replay's frame got, for its next recipients.
-  if let Some(id) = replay {
-    replays::keep(state, env, id, &send.out);
-  }
-  outcomes
 }
 
 /// `writeBatch` over `targets`: one code per target, `NATIVE` for those it
@@ -200,6 +211,7 @@ fn write_one(
   env: RawEnv,
   dispatch: &Dispatch,
   send: &Send<'_>,
+  keys: &WriteKeys,
   res: RawValue,
   flush: Option<RawValue>,
   congested: bool,
@@ -214,12 +226,10 @@ fn write_one(
       Admit::Disconnect => return Some(Outcome::Slow),
     }
   }
-  Some(
-    match stream::write(env, &send.keys, res, flush, &send.out) {
-      WriteOutcome::Written => Outcome::Written { buffering },
-      WriteOutcome::Buffered => Outcome::Buffered,
-      WriteOutcome::Ended => Outcome::Failed,
-      WriteOutcome::Threw => Outcome::Threw,
-    },
-  )
+  Some(match stream::write(env, keys, res, flush, &send.out) {
+    WriteOutcome::Written => Outcome::Written { buffering },
+    WriteOutcome::Buffered => Outcome::Buffered,
+    WriteOutcome::Ended => Outcome::Failed,
+    WriteOutcome::Threw => Outcome::Threw,
+  })
 }

@@ -64,7 +64,7 @@ pub fn filtered_keys(
     };
     candidates
       .iter()
-      .filter_map(|k| s.core.entry(*k))
+      .filter_map(|k| s.core.connections().get(*k))
       .map(|e| (e.key, meta_of(&e.handle.handle), e.id.clone()))
       .collect()
   };

@@ -29,7 +29,8 @@ pub fn execute(state: &Shared, env: RawEnv, effects: Vec<Effect<JsConn>>) {
         let res = {
           let s = state.borrow();
           s.core
-            .entry(key)
+            .connections()
+            .get(key)
             .and_then(|e| e.handle.handle.res.value(env).ok())
         };
         if let (Some(res), Ok(name)) = (res, js::string(env, "drain")) {
@@ -198,7 +199,12 @@ pub fn raw_key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey>
 /// The key of `res` when it is registered with this hub.
 pub fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
   let key = raw_key_of(state, env, res)?;
-  state.borrow().core.contains(key).then_some(key)
+  state
+    .borrow()
+    .core
+    .connections()
+    .contains(key)
+    .then_some(key)
 }
 
 /// The app is about to destroy `res`: it is forgotten without being ended

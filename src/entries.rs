@@ -15,11 +15,12 @@ pub fn entries(state: &Shared, env: RawEnv, id: Option<&str>) -> Result<RawValue
     let mut listed: Vec<_> = match id {
       Some(id) => s
         .core
+        .connections()
         .keys_for_id(id)
         .iter()
-        .filter_map(|k| s.core.entry(*k))
+        .filter_map(|k| s.core.connections().get(*k))
         .collect(),
-      None => s.core.iter().collect(),
+      None => s.core.connections().iter().collect(),
     };
     listed.sort_by_key(|e| e.handle.handle.order);
     values.reserve(listed.len() * 4);

@@ -315,7 +315,7 @@ impl NativeHub {
   pub fn id_of(&self, env: Env, res: Unknown) -> Option<String> {
     let key = key_of(&self.state, env.raw(), res.raw())?;
     let s = self.state.borrow();
-    s.core.entry(key).map(|e| e.id.to_string())
+    s.core.connections().get(key).map(|e| e.id.to_string())
   }
 
   /// Drops every connection under `id` from the registry without ending
@@ -462,7 +462,7 @@ impl NativeHub {
   /// Ends and unregisters every connection; returns how many there were.
   #[napi(catch_unwind)]
   pub fn close_all(&self, env: Env) -> u32 {
-    let keys = self.state.borrow().core.keys();
+    let keys = self.state.borrow().core.connections().keys();
     remove_all(&self.state, env.raw(), keys, Removal::End)
   }
 
@@ -504,7 +504,13 @@ impl NativeHub {
     )?;
     let keys: Vec<ConnKey> = match (res, id) {
       (Some(res), _) => key_of(&self.state, raw, res.raw()).into_iter().collect(),
-      (None, Some(id)) => self.state.borrow().core.keys_for_id(&id).to_vec(),
+      (None, Some(id)) => self
+        .state
+        .borrow()
+        .core
+        .connections()
+        .keys_for_id(&id)
+        .to_vec(),
       (None, None) => Vec::new(),
     };
     let mut s = self.state.borrow_mut();
@@ -512,15 +518,6 @@ impl NativeHub {
       .into_iter()
       .filter(|k| s.core.set_membership(*k, &channel, member));
     Ok(changed.count() as u32)
-  }
-
-  /// Channels `res` is a member of.
-  #[napi(catch_unwind)]
-  pub fn channels_of(&self, env: Env, res: Unknown) -> Vec<String> {
-    match key_of(&self.state, env.raw(), res.raw()) {
-      Some(key) => self.state.borrow().core.channels_of(key),
-      None => Vec::new(),
-    }
   }
 
   /// Writes a heartbeat comment to every connection nothing was sent to for
@@ -545,7 +542,7 @@ impl NativeHub {
   /// Registered connections.
   #[napi(catch_unwind)]
   pub fn count(&self) -> u32 {
-    self.state.borrow().core.count() as u32
+    self.state.borrow().core.connections().len() as u32
   }
 
   /// Removes connections that ended, errored or were destroyed, and ends and

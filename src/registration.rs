@@ -126,7 +126,7 @@ fn move_existing(
   let mut s = state.borrow_mut();
   let s = &mut *s;
   let new_meta = meta.map(|m| s.refs.hold(env, m)).transpose()?;
-  let moved = s.core.entry(key).is_some_and(|e| *e.id != *id);
+  let moved = s.core.connections().get(key).is_some_and(|e| *e.id != *id);
   s.core.reregister(key, id, Instant::now());
   let order = s.next_order;
   if let Some(h) = s.core.handle_mut(key) {
@@ -309,7 +309,7 @@ fn attach(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<b
     js::rethrow(env, exception);
     return Err(err);
   }
-  if state.borrow().core.contains(c.key) {
+  if state.borrow().core.connections().contains(c.key) {
     return Ok(true);
   }
   if let Some(listener) = c.listener {

@@ -18,7 +18,7 @@ pub fn remove(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal) -> bo
   let (registered, effects) = {
     let mut s = state.borrow_mut();
     (
-      s.core.contains(key),
+      s.core.connections().contains(key),
       s.core.remove(key, removal, Reason::Removed),
     )
   };
@@ -34,7 +34,7 @@ pub fn remove_all(state: &Shared, env: RawEnv, keys: Vec<ConnKey>, removal: Remo
 
 /// Removes every connection under `id`.
 pub fn remove_id(state: &Shared, env: RawEnv, id: &str, removal: Removal) -> bool {
-  let keys = state.borrow().core.keys_for_id(id).to_vec();
+  let keys = state.borrow().core.connections().keys_for_id(id).to_vec();
   remove_all(state, env, keys, removal) > 0
 }
 
@@ -48,11 +48,12 @@ pub fn cleanup_stale(state: &Shared, env: RawEnv, max_age_ms: f64) -> Result<u32
     let s = state.borrow();
     let too_old: HashSet<ConnKey> = s
       .core
+      .connections()
       .older_than(Instant::now(), max_age)
       .into_iter()
       .collect();
-    let mut candidates = Vec::with_capacity(s.core.count());
-    for entry in s.core.iter() {
+    let mut candidates = Vec::with_capacity(s.core.connections().len());
+    for entry in s.core.connections().iter() {
       candidates.push((entry.key, entry.handle.handle.res.value(env)?));
     }
     (too_old, candidates)

@@ -5,7 +5,9 @@
 // stdin it makes <count> broadcasts 5 ms apart, timing each from just
 // before the call until a setImmediate queued right after it runs (the
 // loop blocked, the socket writes Node defers to the end of the turn
-// included), and prints the times.
+// included), and prints the times, with the time inside the call alone
+// (the helper's own work and Node's write calls, before the socket writes
+// Node defers).
 //
 //   <runtime> bench/runtimes/server.mjs <original|js-helper|addon-stream|addon> <payload bytes>
 //
@@ -67,17 +69,19 @@ const turn = () => new Promise((resolve) => setImmediate(resolve));
 async function run(count, clients) {
   while (helper.getClientCount() < clients) await sleep(20);
   const times = [];
+  const calls = [];
   let written = 0;
   for (let i = 0; i < count; i++) {
     await sleep(5);
     const t0 = performance.now();
     written += helper.broadcast(payload) ?? clients;
+    calls.push(performance.now() - t0);
     await turn();
     times.push(performance.now() - t0);
   }
   const stats = typeof helper.getStats === 'function' ? helper.getStats() : undefined;
   process.stdout.write(
-    `${JSON.stringify({ times, written, transports: stats && { socket: stats.socketConnections, stream: stats.streamConnections } })}\n`,
+    `${JSON.stringify({ times, calls, written, transports: stats && { socket: stats.socketConnections, stream: stats.streamConnections } })}\n`,
   );
 }
 

@@ -10,7 +10,7 @@
 //! HTTP chunk around each, and the Redis bus's entry frames.
 
 use sse_helper_core::bus::entry::{BusFrame, Entry, EntryId, Route};
-use sse_helper_core::frame::{http_chunk, push_comment, Framing};
+use sse_helper_core::frame::{data_frame, http_chunk, push_comment, Framing};
 use sse_helper_core::hub::options::{event_frame, EventOptions};
 
 /// What a client's `EventSource` dispatches: type, data, `lastEventId`,
@@ -295,5 +295,25 @@ fn a_bus_entry_reaches_a_client_with_its_stream_id() {
       retry: retry.map(|r| r as u64),
     };
     assert_eq!(parse(text), vec![expected], "case {case}: {text:?}");
+  }
+}
+
+#[test]
+fn any_json_text_is_one_data_line_and_round_trips() {
+  // What the drop-in sends: `data: <JSON.stringify(payload)>`. JSON escapes
+  // CR and LF, so every payload is one data line, whatever its strings hold.
+  let samples = [
+    serde_json::json!({"text": "line\nbreak\r\nand\rcr", "n": 1}),
+    serde_json::json!("\u{2028}\u{2029}\u{0}"),
+    serde_json::json!([null, true, 1.5, "é✓😀"]),
+  ];
+  for value in samples {
+    let text = serde_json::to_string(&value).unwrap();
+    let frame = String::from_utf8(data_frame(&text)).unwrap();
+    assert_eq!(frame.matches("data:").count(), 1, "{frame:?}");
+    let parsed = parse(&frame);
+    assert_eq!(parsed.len(), 1);
+    let back: serde_json::Value = serde_json::from_str(&parsed[0].data).unwrap();
+    assert_eq!(back, value);
   }
 }

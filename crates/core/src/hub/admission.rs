@@ -263,12 +263,13 @@ impl<H> HubCore<H> {
   }
 
   /// Connections and reservations under `key`.
-  pub fn key_count(&self, key: &str) -> usize {
+  #[cfg(test)]
+  pub(crate) fn key_count(&self, key: &str) -> usize {
     self.admission.count_of(key)
   }
 
   /// Admission control's figures.
-  pub fn admission_stats(&self) -> AdmissionStats {
+  pub(crate) fn admission_stats(&self) -> AdmissionStats {
     let a = &self.admission;
     AdmissionStats {
       refused_max_clients: a.refused_clients,

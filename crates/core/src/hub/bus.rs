@@ -87,11 +87,6 @@ impl<H> HubCore<H> {
     self.bus.running()
   }
 
-  /// The bus while its thread runs, to append to.
-  pub fn bus_mut(&mut self) -> Option<&mut Bus> {
-    self.bus.running_mut()
-  }
-
   pub fn bus_events(&mut self) -> Vec<BusEvent> {
     self.bus.running().map(Bus::take_events).unwrap_or_default()
   }
@@ -106,15 +101,10 @@ impl<H> HubCore<H> {
     }
   }
 
-  /// Whether the bus was told to stop (appends are refused from then on).
-  pub fn bus_stopping(&self) -> bool {
-    self.bus.told_to_stop()
-  }
-
   /// Whether this hub was configured with a bus, running or stopped: its
   /// broadcasts are meant for every instance, so once the bus is gone they
   /// are refused rather than quietly kept local.
-  pub fn has_bus(&self) -> bool {
+  pub(crate) fn has_bus(&self) -> bool {
     self.bus.running().is_some() || self.bus.told_to_stop()
   }
 

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-  Admitted, Conn, HubCore, Lifecycle, SocketOffer, StreamFallbacks, StreamReason, Transport,
-  TransportMode,
+  Admitted, Conn, HubCore, Lifecycle, SocketOffer, StreamReason, Transport, TransportMode,
 };
 use crate::bus::subscription::Subscription;
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
-use crate::registry::{ConnKey, Entry};
+use crate::registry::{ConnKey, Registry};
 use crate::shards::Writers;
-use crate::writer::{ConnGauge, SocketFd};
+use crate::writer::ConnGauge;
 
 impl<H> HubCore<H> {
   /// Whether a new connection may be handed to the socket writer.
-  pub fn socket_slot_free(&self) -> bool {
+  #[cfg(test)]
+  pub(crate) fn socket_slot_free(&self) -> bool {
     self.socket_refusal().is_none()
   }
 
@@ -59,11 +59,12 @@ impl<H> HubCore<H> {
   /// fd, and its framing) and a running writer with room, the writer takes it; otherwise it
   /// uses the stream transport and the duplicate is closed. Without one,
   /// it counts as a connection with no socket.
-  pub fn register(
+  #[cfg(test)]
+  pub(crate) fn register(
     &mut self,
     id: &str,
     handle: H,
-    socket: Option<SocketFd>,
+    socket: Option<crate::writer::SocketFd>,
     now: Instant,
   ) -> (ConnKey, Option<ConnKey>) {
     let offer = socket.ok_or(StreamReason::NoSocket);
@@ -173,23 +174,16 @@ impl<H> HubCore<H> {
     }
   }
 
-  /// Connections registered on the stream transport so far, by reason.
-  pub fn stream_fallbacks(&self) -> &StreamFallbacks {
-    &self.stream_fallbacks
-  }
-
-  pub fn contains(&self, key: ConnKey) -> bool {
-    self.registry.contains(key)
-  }
-
   /// Whether `key` was removed gracefully and its writer still flushes: its
   /// response is over for the app (no re-registration, no more sends).
   pub fn is_ending(&self, key: ConnKey) -> bool {
     self.ending.contains_key(&key)
   }
 
-  pub fn entry(&self, key: ConnKey) -> Option<&Entry<Conn<H>>> {
-    self.registry.get(key)
+  /// The registered connections, to read (what changes them are the
+  /// hub's requests).
+  pub fn connections(&self) -> &Registry<Conn<H>> {
+    &self.registry
   }
 
   pub fn handle_mut(&mut self, key: ConnKey) -> Option<&mut H> {
@@ -209,26 +203,6 @@ impl<H> HubCore<H> {
     renamed
   }
 
-  pub fn count(&self) -> usize {
-    self.registry.len()
-  }
-
-  pub fn keys(&self) -> Vec<ConnKey> {
-    self.registry.keys()
-  }
-
-  pub fn keys_for_id(&self, id: &str) -> &[ConnKey] {
-    self.registry.keys_for_id(id)
-  }
-
-  pub fn members(&self, channel: &str) -> &[ConnKey] {
-    self.registry.members(channel)
-  }
-
-  pub fn iter(&self) -> impl Iterator<Item = &Entry<Conn<H>>> {
-    self.registry.iter()
-  }
-
   /// Adds a connection to a channel, or takes it out; true if it changed.
   pub fn set_membership(&mut self, key: ConnKey, channel: &str, member: bool) -> bool {
     let changed = match member {
@@ -239,13 +213,5 @@ impl<H> HubCore<H> {
       self.route_changed(key);
     }
     changed
-  }
-
-  pub fn channels_of(&self, key: ConnKey) -> Vec<String> {
-    self
-      .registry
-      .get(key)
-      .map(|e| e.channels.iter().map(|c| c.to_string()).collect())
-      .unwrap_or_default()
   }
 }

@@ -9,7 +9,7 @@ use crate::registry::ConnKey;
 impl<H> HubCore<H> {
   /// Whether anything is kept for replay: broadcasts to everyone, or
   /// channel publishes.
-  pub fn recording(&self) -> bool {
+  pub(crate) fn recording(&self) -> bool {
     self.history.recording()
   }
 
@@ -34,7 +34,12 @@ impl<H> HubCore<H> {
   /// writer (shared, not copied) and `None` comes back; a stream
   /// connection's bytes (at most the bound) come back as one frame for the
   /// binding to write.
-  pub fn replay(&mut self, key: ConnKey, last_event_id: &str, now: Instant) -> Option<Dispatch> {
+  pub(crate) fn replay(
+    &mut self,
+    key: ConnKey,
+    last_event_id: &str,
+    now: Instant,
+  ) -> Option<Dispatch> {
     let frame = self.replay_frame(key, last_event_id)?;
     Some(self.send_one(key, frame, now))
   }
@@ -113,7 +118,7 @@ impl<H> HubCore<H> {
 
   /// Connections nothing was sent to for `idle` (none while a broadcast to
   /// everyone went out within `idle`).
-  pub fn idle(&self, now: Instant, idle: Duration) -> Vec<ConnKey> {
+  pub(crate) fn idle(&self, now: Instant, idle: Duration) -> Vec<ConnKey> {
     if now.saturating_duration_since(self.last_broadcast) < idle {
       return Vec::new();
     }
@@ -123,10 +128,5 @@ impl<H> HubCore<H> {
       .filter(|e| now.saturating_duration_since(e.last_sent) >= idle)
       .map(|e| e.key)
       .collect()
-  }
-
-  /// Connections that have been registered for longer than `max_age`.
-  pub fn older_than(&self, now: Instant, max_age: Duration) -> Vec<ConnKey> {
-    self.registry.older_than(now, max_age)
   }
 }

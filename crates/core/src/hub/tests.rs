@@ -66,7 +66,7 @@ fn removal_finishes_once_then_reports_slow_before_disconnect() {
   // Gone: a second removal (a late close event) does nothing.
   assert!(hub.remove(key, Removal::Forget, Reason::Closed).is_empty());
   assert!(hub.forget(key).is_empty());
-  assert_eq!(hub.count(), 0);
+  assert_eq!(hub.connections().len(), 0);
 }
 
 #[test]
@@ -91,14 +91,14 @@ fn registering_again_restarts_the_age_under_any_id() {
   let mut hub = stream_hub();
   let (key, _) = hub.register("a", "res", None, at(0));
   let limit = Duration::from_secs(5);
-  assert_eq!(hub.older_than(at(9), limit), [key]);
+  assert_eq!(hub.connections().older_than(at(9), limit), [key]);
   // Under another id, then under the same one: each counts from now.
   assert!(hub.reregister(key, "b", at(10)));
-  assert!(hub.older_than(at(14), limit).is_empty());
-  assert_eq!(hub.older_than(at(16), limit), [key]);
+  assert!(hub.connections().older_than(at(14), limit).is_empty());
+  assert_eq!(hub.connections().older_than(at(16), limit), [key]);
   assert!(hub.reregister(key, "b", at(20)));
-  assert!(hub.older_than(at(24), limit).is_empty());
-  assert_eq!(&*hub.entry(key).unwrap().id, "b");
+  assert!(hub.connections().older_than(at(24), limit).is_empty());
+  assert_eq!(&*hub.connections().get(key).unwrap().id, "b");
 }
 
 #[test]
@@ -189,6 +189,7 @@ fn stream_outcomes_set_congestion_and_remove_the_slow_and_the_failed() {
     ]
   );
   let congestion: Vec<bool> = hub
+    .connections()
     .iter()
     .map(|e| {
       matches!(
