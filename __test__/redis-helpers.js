@@ -312,6 +312,36 @@ function findRedisServer() {
 }
 
 /** Starts redis-server on `port`; resolves once it answers PING. */
+/**
+ * Waits until `child` (a redis-server or redis-sentinel, `name`) answers
+ * PING on `port` as itself: INFO's process_id is its pid, so a server that
+ * took the port first is not taken for it (ours then exits, and the error
+ * carries its output, "already in use" included, for onFreePorts).
+ */
+async function answering(child, port, name, output, spawnError = () => undefined) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const failed = spawnError();
+    if (failed) throw failed;
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${name} on port ${port} exited (${child.exitCode ?? child.signalCode}):\n${output()}`);
+    }
+    try {
+      if ((await redisCommand(port, ['PING'], 1000)) === 'PONG') {
+        const info = await redisCommand(port, ['INFO', 'server'], 1000);
+        if (info.includes(`process_id:${child.pid}\r\n`)) return;
+      }
+    } catch {
+      // Not listening yet, or LOADING.
+    }
+    if (Date.now() > deadline) {
+      await terminate(child, 'SIGKILL');
+      throw new Error(`${name} on port ${port} did not answer PING within 10 s:\n${output()}`);
+    }
+    await delay(20);
+  }
+}
+
 async function launchRedis(binary, port, extraArgs) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-redis-'));
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
@@ -330,27 +360,7 @@ async function launchRedis(binary, port, extraArgs) {
     spawnError = err;
   });
 
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (spawnError) throw spawnError;
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`redis-server on port ${port} exited (${child.exitCode ?? child.signalCode}):\n${output()}`);
-    }
-    try {
-      // Ours, not a server that took the port first (then ours exits, see above).
-      if ((await redisCommand(port, ['PING'], 1000)) === 'PONG') {
-        const info = await redisCommand(port, ['INFO', 'server'], 1000);
-        if (info.includes(`process_id:${child.pid}\r\n`)) break;
-      }
-    } catch {
-      // Not listening yet, or LOADING.
-    }
-    if (Date.now() > deadline) {
-      await terminate(child, 'SIGKILL');
-      throw new Error(`redis-server on port ${port} did not answer PING within 10 s:\n${output()}`);
-    }
-    await delay(20);
-  }
+  await answering(child, port, 'redis-server', output, () => spawnError);
   return { child, output };
 }
 
@@ -434,26 +444,7 @@ async function launchSentinel(binary, port, masterPort, name) {
     fs.rmSync(dir, { recursive: true, force: true });
     liveDirs.delete(dir);
   });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`redis-sentinel on port ${port} exited (${child.exitCode ?? child.signalCode}):\n${output()}`);
-    }
-    try {
-      // Ours, not a server that took the port first (then ours exits, see above).
-      if ((await redisCommand(port, ['PING'], 1000)) === 'PONG') {
-        const info = await redisCommand(port, ['INFO', 'server'], 1000);
-        if (info.includes(`process_id:${child.pid}\r\n`)) break;
-      }
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await terminate(child, 'SIGKILL');
-      throw new Error(`redis-sentinel on port ${port} did not answer PING within 10 s:\n${output()}`);
-    }
-    await delay(20);
-  }
+  await answering(child, port, 'redis-sentinel', output);
   return {
     port,
     stop: () => terminate(child, 'SIGTERM', 5000),

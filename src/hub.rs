@@ -593,7 +593,7 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn stats(&self) -> NativeStats {
     let s = self.state.borrow();
-    NativeStats::of(s.core.stats(), s.core.bus_stats())
+    NativeStats::of(s.core.stats())
   }
 
   /// Checks `configure({ redis })`'s options without starting anything

@@ -90,7 +90,7 @@ pub struct NativeBusStats {
 
 impl NativeStats {
   /// The core's figures, and the bus's when it has one.
-  pub fn of(s: StatsSnapshot, bus: Option<BusStatsSnapshot>) -> Self {
+  pub fn of(s: StatsSnapshot) -> Self {
     NativeStats {
       clients: s.clients as u32,
       stream_connections: s.stream_connections as u32,
@@ -120,7 +120,7 @@ impl NativeStats {
         .iter()
         .map(|&(reason, n)| (reason.name().to_string(), n as f64))
         .collect(),
-      bus: bus.map(NativeBusStats::of),
+      bus: s.bus.map(NativeBusStats::of),
     }
   }
 }

@@ -93,4 +93,6 @@ pub struct StatsSnapshot {
   /// Connections registered on the stream transport so far, by reason
   /// (every reason, zeros included).
   pub stream_fallbacks: Vec<(crate::hub::StreamReason, u64)>,
+  /// The Redis bus's figures; `None` when no bus was started.
+  pub bus: Option<crate::bus::BusStatsSnapshot>,
 }

@@ -269,7 +269,7 @@ impl<H> HubCore<H> {
   }
 
   /// The bus's figures (its last ones once stopped); `None` without a bus.
-  pub fn bus_stats(&self) -> Option<BusStatsSnapshot> {
+  pub(super) fn bus_stats(&self) -> Option<BusStatsSnapshot> {
     match &self.bus {
       BusSlot::None => None,
       BusSlot::Running(bus) | BusSlot::Stopping(bus) => Some(bus.stats()),

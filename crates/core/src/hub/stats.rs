@@ -48,6 +48,7 @@ impl<H> HubCore<H> {
       pending_admissions: admission.pending_admissions,
       admission_keys: admission.admission_keys,
       stream_fallbacks: self.stream_fallbacks.by_reason(),
+      bus: self.bus_stats(),
     }
   }
 }

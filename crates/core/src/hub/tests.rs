@@ -492,7 +492,7 @@ fn a_bus_without_redis_delivers_locally_without_an_id_and_counts_it() {
   assert_eq!(target_keys(&local), [a]);
   let settled = hub.settle(&local, &[(a, Outcome::Written { buffering: false })]);
   assert_eq!(settled.count, 1);
-  assert_eq!(hub.bus_stats().unwrap().local_fallbacks, 1);
+  assert_eq!(hub.stats().bus.unwrap().local_fallbacks, 1);
   // Once close() told the bus to stop, events are refused.
   hub.close();
   hub.stop_bus();
