@@ -66,10 +66,9 @@ struct Send<'a> {
 }
 
 fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnKey, Outcome)> {
-  let (resolved, node_write, write_batch) = {
+  let (resolved, write_batch) = {
     let s = state.borrow();
     let hooks = s.hooks.as_ref();
-    let node_write = hooks.and_then(|h| h.node_write.value(env).ok());
     let hook = hooks.and_then(|h| h.write_batch.value(env).ok());
     let table = s.table.as_ref().and_then(|t| t.array(env));
     let resolved: Vec<Resolved> = dispatch
@@ -85,7 +84,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
         })
       })
       .collect();
-    (resolved, node_write, hook.zip(table))
+    (resolved, hook.zip(table))
   };
   let replay = dispatch.frame.replay_id();
   let out = match replay {
@@ -118,7 +117,7 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
     outcomes.push((t.key, outcome));
   }
   if !rest.is_empty() {
-    write_rest(state, env, dispatch, &send, node_write, rest, &mut outcomes);
+    write_rest(state, env, dispatch, &send, rest, &mut outcomes);
   }
   // The JS values a shared replay's frame got, for its next recipients.
   if let Some(id) = replay {
@@ -128,16 +127,20 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
 }
 
 /// The targets written from here, one by one: the property names and
-/// Node's `write` are made only now (no target needs them on most sends).
+/// Node's `write` are read only now (no target needs them on most sends).
 fn write_rest(
   state: &Shared,
   env: RawEnv,
   dispatch: &Dispatch,
   send: &Send<'_>,
-  node_write: Option<RawValue>,
   rest: Vec<Resolved>,
   outcomes: &mut Vec<(ConnKey, Outcome)>,
 ) {
+  let node_write = {
+    let s = state.borrow();
+    let hooks = s.hooks.as_ref();
+    hooks.and_then(|h| h.node_write.value(env).ok())
+  };
   let Ok(keys) = WriteKeys::new(env, node_write) else {
     // Only while the env is torn down: nothing is written.
     js::clear_exception(env);
