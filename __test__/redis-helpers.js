@@ -311,7 +311,6 @@ function findRedisServer() {
   );
 }
 
-/** Starts redis-server on `port`; resolves once it answers PING. */
 /**
  * Waits until `child` (a redis-server or redis-sentinel, `name`) answers
  * PING on `port` as itself: INFO's process_id is its pid, so a server that
@@ -342,6 +341,7 @@ async function answering(child, port, name, output, spawnError = () => undefined
   }
 }
 
+/** Starts redis-server on `port`; resolves once it answers PING. */
 async function launchRedis(binary, port, extraArgs) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-redis-'));
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];

@@ -222,9 +222,18 @@ describe('which transport a connection gets', () => {
         if (req.query.id !== 'c') hub.addClient(req.query.id, res);
       }),
     );
-    const clients = Object.fromEntries(['a', 'b', 'c'].map((id) => [id, rawGet(srv.port, `/events?id=${id}`)]));
-    await waitFor(() => hub.getClientCount() === 2 && responses.has('c'), 'a and b registered, c connected');
-    await waitFor(() => responses.get('c').headersSent, "c's headers");
+    // One at a time: a send writes its targets in registration order, and
+    // `a` must come before `b` for the swap to happen before `b`'s turn.
+    const clients = {};
+    for (const [id, registered] of [
+      ['a', 1],
+      ['b', 2],
+      ['c', 2],
+    ]) {
+      clients[id] = rawGet(srv.port, `/events?id=${id}`);
+      await waitFor(() => responses.get(id)?.headersSent && hub.getClientCount() === registered, id);
+    }
+    expect([...hub._clients.keys()]).toEqual(['a', 'b']);
     // Read by the send before it writes to `a`, which comes before `b`:
     // the app removes `b` and adds `c` in the middle of the send.
     const a = responses.get('a');

@@ -187,11 +187,11 @@ fn run_batch(state: &Shared, env: RawEnv, send: &Send<'_>, targets: &[Resolved])
   let undefined = js::undefined(env).unwrap_or(table);
   // No slot given back while it runs is reused before it returns (see
   // `table`): app JS it reaches may remove a target and add a client.
-  with_table(state, |t| t.batch_started());
+  let running = RunningBatch::start(state);
   // It catches every write's exception itself; one escaping (a getter on
   // a response) leaves the codes it did not reach at NATIVE.
   let _ = js::call(env, undefined, hook, &[table, slots, frame, outcomes]);
-  with_table(state, |t| t.batch_ended());
+  drop(running);
   let codes = match js::u8_array_bytes(env, outcomes) {
     Some(codes) if codes.len() == targets.len() => codes,
     _ => not_written(),
@@ -200,6 +200,23 @@ fn run_batch(state: &Shared, env: RawEnv, send: &Send<'_>, targets: &[Resolved])
     send.out.unused_buffer();
   }
   codes
+}
+
+/// A `writeBatch` call running: the table reuses no slot given back until
+/// it ends, on every way out of the call.
+struct RunningBatch<'a>(&'a Shared);
+
+impl<'a> RunningBatch<'a> {
+  fn start(state: &'a Shared) -> Self {
+    with_table(state, ResponseTable::batch_started);
+    Self(state)
+  }
+}
+
+impl Drop for RunningBatch<'_> {
+  fn drop(&mut self) {
+    with_table(self.0, ResponseTable::batch_ended);
+  }
 }
 
 fn with_table(state: &Shared, f: impl FnOnce(&mut ResponseTable)) {

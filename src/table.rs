@@ -116,14 +116,20 @@ pub fn fill(state: &Shared, env: RawEnv, slot: u32, res: RawValue) -> Result<()>
 }
 
 /// Clears `slot` (so the table keeps no response alive) and hands it back,
-/// with nothing borrowed while the element is defined. If it cannot be
-/// cleared (only with an exception already pending, which stays the
-/// caller's), the slot stays taken: reused, it would still hold the old
-/// response until overwritten, and a batch could reach it.
+/// with nothing borrowed while the element is defined. An exception
+/// pending meanwhile (Node-API refuses to define anything then) is set
+/// aside and thrown again after. If it still cannot be cleared (only while
+/// the env is torn down), the slot stays taken: reused, it would still
+/// hold the old response until overwritten, and a batch could reach it.
 pub fn clear(state: &Shared, env: RawEnv, slot: u32) {
+  let pending = js::clear_exception(env);
   let cleared = table_array(state, env)
     .and_then(|array| js::define_element(env, array, slot, js::undefined(env)?))
     .is_ok();
+  if !cleared {
+    js::clear_exception(env);
+  }
+  js::rethrow(env, pending);
   if cleared {
     if let Some(table) = state.borrow_mut().table.as_mut() {
       table.give_back(slot);
