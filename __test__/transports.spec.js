@@ -274,6 +274,7 @@ describe('which transport a connection gets', () => {
       const hub = new SseHub();
       hub.configure({ transport: 'stream' });
       let calls = 0;
+      let listed = 0;
       const srv = http.createServer((_req, res) => {
         hub.initResponse(res);
         // Only for the registration: index setters an app (or a library it
@@ -290,6 +291,8 @@ describe('which transport a connection gets', () => {
         }
         try {
           hub.addClient(res);
+          // The registry's view is built natively as one array, too.
+          listed = [...hub._clients.keys()].length;
         } finally {
           for (const index of ['0', '1', '2']) delete Array.prototype[index];
         }
@@ -302,7 +305,7 @@ describe('which transport a connection gets', () => {
           res.on('data', (chunk) => {
             body += chunk;
             if (!body.endsWith('\\n\\n')) return;
-            console.log(JSON.stringify({ calls, body }));
+            console.log(JSON.stringify({ calls, listed, body }));
             hub.close();
             process.exit(0);
           });
@@ -311,7 +314,7 @@ describe('which transport a connection gets', () => {
     `;
     const { code, stdout } = await runToExit(script);
     expect(code).toBe(0);
-    expect(JSON.parse(stdout)).toEqual({ calls: 0, body: 'data: {"n":1}\n\n' });
+    expect(JSON.parse(stdout)).toEqual({ calls: 0, listed: 1, body: 'data: {"n":1}\n\n' });
   });
 
   // The test certificate is made with the openssl CLI (CI installs it).

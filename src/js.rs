@@ -150,20 +150,17 @@ pub fn construct(
   }
 }
 
-/// A new JS array holding `values`, in order.
+/// A new JS array holding `values`, in order. Its elements are defined, as
+/// an array literal's are, so no setter on `Array.prototype` runs.
 pub fn array(env: RawEnv, values: &[RawValue]) -> Result<RawValue> {
   let mut result = ptr::null_mut();
   // SAFETY: see the module contract.
   let status = unsafe { sys::napi_create_array_with_length(env, values.len(), &mut result) };
   check(status, "napi_create_array_with_length")?;
   for (index, value) in values.iter().enumerate() {
-    // SAFETY: see the module contract; `result` is the array just made and
-    // `value` a live value of this call. (An element set on a fresh array
-    // can still reach a setter an app put on `Array.prototype`; the arrays
-    // made here hold only this call's own values, and the hub's response
-    // table, which lives on, is written with `define_element`.)
-    let status = unsafe { sys::napi_set_element(env, result, index as u32, *value) };
-    check(status, "napi_set_element")?;
+    let index =
+      u32::try_from(index).map_err(|_| Error::from_reason("an array of over 2^32 values"))?;
+    define_element(env, result, index, *value)?;
   }
   Ok(result)
 }
@@ -353,8 +350,19 @@ pub fn define_element(env: RawEnv, array: RawValue, index: u32, value: RawValue)
   // The index as a NUL-terminated decimal name: V8 treats a canonical
   // numeric name as the element.
   let mut name = [0u8; 11];
-  let digits = index.to_string();
-  name[..digits.len()].copy_from_slice(digits.as_bytes());
+  let mut digits = [0u8; 10];
+  let (mut n, mut len) = (index, 0);
+  loop {
+    digits[len] = b'0' + (n % 10) as u8;
+    len += 1;
+    n /= 10;
+    if n == 0 {
+      break;
+    }
+  }
+  for (i, digit) in digits[..len].iter().rev().enumerate() {
+    name[i] = *digit;
+  }
   let descriptor = sys::napi_property_descriptor {
     utf8name: name.as_ptr().cast(),
     name: ptr::null_mut(),
