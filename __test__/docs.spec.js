@@ -178,7 +178,10 @@ withChromium(
     const samples = includedSamples();
     const links = new Map(); // internal link -> a page that has it
     const problems = [];
-    for (const file of pages) {
+    // Four pages at a time: a page spends most of its time waiting for its
+    // scripts and hydration, and the checks are per page.
+    const queue = [...pages];
+    const checkPage = async (file) => {
       const page = await context.newPage();
       const errors = [];
       page.on('console', (message) => {
@@ -212,7 +215,12 @@ withChromium(
         if (!links.has(url.href)) links.set(url.href, file);
       }
       await page.close();
-    }
+    };
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (queue.length > 0) await checkPage(queue.shift());
+      }),
+    );
     for (const [link, from] of links) {
       const status = await statusOf(link);
       if (status !== 200) problems.push({ link, from, status });

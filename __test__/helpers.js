@@ -139,21 +139,32 @@ function runToExit(script, timeoutMs = 15_000) {
   return runNode([], script, timeoutMs);
 }
 
-/** Like runToExit, with options for node itself (e.g. --expose-gc). */
-function runNode(nodeArgs, script, timeoutMs = 15_000) {
-  const child = spawn(process.execPath, [...nodeArgs, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * Like runToExit, with options for node itself (e.g. --expose-gc). With
+ * `captureStderr`, the child's stderr is collected into the result's
+ * `stderr` (for a test that expects output there) instead of shown.
+ */
+function runNode(nodeArgs, script, timeoutMs = 15_000, { captureStderr = false } = {}) {
+  const child = spawn(process.execPath, [...nodeArgs, '-e', script], {
+    stdio: ['ignore', 'pipe', captureStderr ? 'pipe' : 'inherit'],
+  });
   let stdout = '';
+  let stderr = '';
   child.stdout.on('data', (d) => {
     stdout += d;
   });
+  child.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const result = (code) => (captureStderr ? { code, stdout, stderr } : { code, stdout });
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       child.kill();
-      resolve({ code: `still running after ${timeoutMs} ms`, stdout });
+      resolve(result(`still running after ${timeoutMs} ms`));
     }, timeoutMs);
     child.on('exit', (code) => {
       clearTimeout(timer);
-      resolve({ code, stdout });
+      resolve(result(code));
     });
   });
 }

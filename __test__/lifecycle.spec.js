@@ -10,7 +10,17 @@ const path = require('node:path');
 const { isNativeError } = require('node:util').types;
 const { SseCapacityError } = require('..');
 const { sseFixture } = require('./hub-fixture.js');
-const { waitFor, within, nextTurn: nextTick, runToExit, fdLink, fdsOn, outcome, refused } = require('./helpers.js');
+const {
+  waitFor,
+  within,
+  nextTurn: nextTick,
+  runToExit,
+  runNode,
+  fdLink,
+  fdsOn,
+  outcome,
+  refused,
+} = require('./helpers.js');
 
 const ROOT = path.join(__dirname, '..');
 const PACKAGE = JSON.stringify(ROOT);
@@ -517,6 +527,9 @@ describe('the writer thread dying', () => {
         });
       });
       setTimeout(() => process.exit(4), 8000);`;
-    expect(await runToExit(script)).toEqual({ code: 0, stdout: 'alive, clients=0\n' });
+    // The death is reported as a process warning, not thrown.
+    const { code, stdout, stderr } = await runNode([], script, 15_000, { captureStderr: true });
+    expect({ code, stdout }).toEqual({ code: 0, stdout: 'alive, clients=0\n' });
+    expect(stderr).toMatch(/\[ERR_SSE_WRITER_DIED\] Error: the native socket writer stopped unexpectedly/);
   });
 });

@@ -186,10 +186,12 @@ async function startRegistry({ release = false } = {}) {
       });
     } else {
       published = require('../scripts/pack.js').pack(path.join(work, 'packages'), { log: () => {} });
-      // The platform packages first: the main package names them.
-      for (const tgz of [...Object.values(published.platforms), published.main]) {
-        await run('npm', ['publish', tgz, '--registry', registry, '--userconfig', npmrc], { env }, 60_000);
-      }
+      const publish = (tgz) =>
+        run('npm', ['publish', tgz, '--registry', registry, '--userconfig', npmrc], { env }, 60_000);
+      // The platform packages first (side by side: none names another), then
+      // the main package, which names them.
+      await Promise.all(Object.values(published.platforms).map(publish));
+      await publish(published.main);
     }
 
     /** Environment for npm in app `name`: our registry, its own empty cache and config, no cargo. */
