@@ -184,7 +184,8 @@ interface HubOptions {
 interface RedisOptions {
   /**
    * `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS;
-   * `redis+sentinel://host:port[,host:port…]/<master>[/<db>]` for Sentinel;
+   * `redis+sentinel://host:port[,host:port…]/<master>[/<db>]` for Sentinel
+   * (`rediss+sentinel://` for TLS to the Sentinels and to the master);
    * `redis+cluster://[user:password@]host:port[,host:port…]` (or
    * `rediss+cluster://`) for a Redis Cluster. Not with `cluster`.
    */
@@ -210,6 +211,11 @@ interface RedisOptions {
   /** With `sentinels`: the database number on the master. Default 0. */
   db?: number;
   /**
+   * With `sentinels`: TLS to the Sentinels and to the master they name
+   * (`rediss+sentinel://`), trusting `ca` when given. Default false.
+   */
+  tls?: boolean;
+  /**
    * The stream key every instance shares. Default `'sse'`. On a Cluster
    * every other key of the bus carries its hash tag (`{sse}:presence:…`), so
    * they all live in the stream's slot; a name that holds `}` needs a tag of
@@ -227,8 +233,9 @@ interface RedisOptions {
    */
   replayLimit?: number;
   /**
-   * For `rediss://` with a private CA: the PEM certificates to trust instead
-   * of the system's roots. TLS is rustls, on the Linux builds.
+   * For TLS with a private CA (`rediss://`, `rediss+cluster://`,
+   * `rediss+sentinel://`, `tls: true`): the PEM certificates to trust
+   * instead of the system's roots. TLS is rustls, on the Linux builds.
    */
   ca?: string | Buffer;
 }

@@ -6,8 +6,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { SseHub } = require('..');
-const { startRedis, onFreePorts } = require('./redis-helpers.js');
-const { startServer, rawGet } = require('./helpers.js');
+const { startRedis, startSentinel, onFreePorts } = require('./redis-helpers.js');
+const { startServer, rawGet, waitFor } = require('./helpers.js');
 
 const ONLY_LINUX = process.platform === 'linux' ? describe : describe.skip;
 
@@ -139,5 +139,102 @@ ONLY_LINUX('rediss://', () => {
     expect(thrown.code).toBe('ERR_INVALID_ARG_VALUE');
     expect(thrown.message).toMatch(/^options\.redis\.ca must hold/);
     expect(hub.getStats().bus).toBeNull();
+  });
+
+  test('rediss+sentinel://: TLS to the Sentinel and to the master it names; the object form with tls: true says the same', async () => {
+    const tls = (file) => path.join(dir, file);
+    let sentinelTlsPort;
+    // A Sentinel that speaks TLS to its clients (on sentinelTlsPort) and to
+    // the master, which it knows by the master's TLS port: a bus that spoke
+    // plain TCP on either hop would get no answer.
+    const sentinel = await onFreePorts(1, (free) => {
+      sentinelTlsPort = free;
+      return startSentinel(tlsPort, {
+        config: [
+          `tls-port ${sentinelTlsPort}`,
+          `tls-cert-file ${tls('server.crt')}`,
+          `tls-key-file ${tls('server.key')}`,
+          `tls-ca-cert-file ${tls('ca.crt')}`,
+          'tls-auth-clients no',
+          'tls-replication yes',
+        ],
+      });
+    });
+    const hubs = [];
+    const srv = [];
+    try {
+      const fields = async () => {
+        const flat = await sentinel.command('SENTINEL', 'master', 'm');
+        return Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]]] : [])));
+      };
+      await waitFor(
+        async () => (await fields())['role-reported'] === 'master',
+        'the Sentinel reaching the master over TLS',
+        20_000,
+      );
+      expect((await fields()).flags).toBe('master');
+      const stream = 'tls-sentinel';
+      const byUrl = new SseHub().configure({
+        heartbeatMs: 0,
+        redis: { url: `rediss+sentinel://127.0.0.1:${sentinelTlsPort}/m`, stream, ca },
+      });
+      hubs.push(byUrl);
+      const byObject = new SseHub().configure({
+        heartbeatMs: 0,
+        redis: { sentinels: [{ host: '127.0.0.1', port: sentinelTlsPort }], masterName: 'm', tls: true, stream, ca },
+      });
+      hubs.push(byObject);
+      await Promise.all(hubs.map((h) => h.ready()));
+      for (const hub of hubs) {
+        srv.push(
+          await startServer((app) =>
+            app.get('/events', (_req, res) => {
+              hub.initResponse(res);
+              hub.addClient(res);
+            }),
+          ),
+        );
+      }
+      const clients = srv.map((s) => rawGet(s.port));
+      await waitFor(() => hubs.every((h) => h.getClientCount() === 1), 'a client on each hub');
+      // Made on one instance, delivered on both through the master's stream.
+      expect(byObject.broadcast({ via: 'sentinel over tls' })).toBe(1);
+      const [entry] = await redis.command('XRANGE', stream, '-', '+');
+      for (const client of clients) {
+        await client.waitFor((c) => c.body().includes('"sentinel over tls"'), 'the event');
+        expect(client.body()).toContain(`id: ${entry[0]}\ndata: {"via":"sentinel over tls"}\n\n`);
+        client.destroy();
+      }
+      for (const hub of hubs) expect(hub.getStats().bus).toMatchObject({ state: 'connected', reconnects: 0 });
+    } finally {
+      for (const hub of hubs) await hub.close();
+      for (const s of srv) await s.close();
+      await sentinel.stop();
+    }
+  });
+
+  test('a CA with redis+sentinel:// (no TLS) is refused by configure, not ignored; tls goes with sentinels only', () => {
+    const refusal = (redisOption) => {
+      try {
+        new SseHub().configure({ redis: redisOption });
+      } catch (err) {
+        return { type: err.constructor.name, code: err.code, message: err.message };
+      }
+      return 'accepted';
+    };
+    expect(refusal({ url: 'redis+sentinel://127.0.0.1:26379/m', ca })).toMatchObject({
+      type: 'TypeError',
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringContaining('rediss+sentinel://'),
+    });
+    expect(refusal({ url: `rediss://127.0.0.1:${tlsPort}`, tls: true })).toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringMatching(/^options\.redis\.tls goes with options\.redis\.sentinels/),
+    });
+    expect(refusal({ sentinels: ['127.0.0.1:26379'], masterName: 'm', tls: 'yes' })).toMatchObject({
+      type: 'TypeError',
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: 'options.redis.tls must be a boolean, got string',
+    });
   });
 });

@@ -410,15 +410,15 @@ async function startRedis({ args = [] } = {}) {
  * Starts a Sentinel (redis-server --sentinel) on a free loopback port that
  * monitors the master on `masterPort` as `name` (quorum 2, down after 1 s,
  * failover timeout 4 s), its config file in a fresh temporary directory
- * (Sentinel rewrites it).
+ * (Sentinel rewrites it). `config`: more lines for that file (TLS).
  *
  * Resolves with { port, stop(), command(...args), output() }.
  */
-function startSentinel(masterPort, { name = 'm' } = {}) {
-  return onFreePorts(1, (port) => launchSentinel(findRedisServer(), port, masterPort, name));
+function startSentinel(masterPort, { name = 'm', config = [] } = {}) {
+  return onFreePorts(1, (port) => launchSentinel(findRedisServer(), port, masterPort, name, config));
 }
 
-async function launchSentinel(binary, port, masterPort, name) {
+async function launchSentinel(binary, port, masterPort, name, config) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sse-sentinel-'));
   liveDirs.add(dir);
   const conf = path.join(dir, 'sentinel.conf');
@@ -432,6 +432,7 @@ async function launchSentinel(binary, port, masterPort, name) {
       `sentinel down-after-milliseconds ${name} 1000`,
       `sentinel failover-timeout ${name} 4000`,
       `sentinel parallel-syncs ${name} 1`,
+      ...config,
       '',
     ].join('\n'),
   );

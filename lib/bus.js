@@ -14,6 +14,7 @@ const REDIS_OPTIONS = Object.freeze([
   'username',
   'password',
   'db',
+  'tls',
   'stream',
   'maxLen',
   'replayLimit',
@@ -25,7 +26,7 @@ const DEFAULT_REPLAY_LIMIT = 1_000;
 
 /**
  * `options.redis` (a URL, or `{ url, stream, maxLen, replayLimit, ca }`,
- * `{ cluster: [urls], ... }` or `{ sentinels: [hosts], masterName, ... }`)
+ * `{ cluster: [urls], ... }` or `{ sentinels: [hosts], masterName, tls, ... }`)
  * with its defaults filled in.
  */
 function busOptionsOf(redis) {
@@ -43,13 +44,13 @@ function busOptionsOf(redis) {
         : urlOnly(options);
   if (typeof url !== 'string') throw invalidType(`options.redis.url must be a string, got ${kindOf(url)}`);
   if (
-    !/^(rediss?|redis\+sentinel|rediss?\+cluster):\/\//.test(url) &&
+    !/^(rediss?|rediss?\+sentinel|rediss?\+cluster):\/\//.test(url) &&
     !url.startsWith('unix:') &&
     !url.startsWith('redis+unix:')
   ) {
     throw invalidValue(
       'options.redis.url must be a redis://, rediss:// or redis+sentinel://host:port[,host:port...]/<master> URL' +
-        ' (or redis+cluster://host:port[,host:port...])',
+        ' (rediss+sentinel:// for TLS; or redis+cluster://host:port[,host:port...])',
     );
   }
   if (typeof stream !== 'string') throw invalidType(`options.redis.stream must be a string, got ${kindOf(stream)}`);
@@ -79,6 +80,9 @@ function busOptionsOf(redis) {
 function clusterUrlOf(options) {
   const { cluster } = options;
   if (options.url !== undefined) throw invalidValue('options.redis takes a url or a cluster, not both');
+  if (options.tls !== undefined) {
+    throw invalidValue("options.redis.tls goes with options.redis.sentinels (a cluster's node URLs say rediss://)");
+  }
   if (!Array.isArray(cluster) || cluster.length === 0) {
     throw invalidType(`options.redis.cluster must be a non-empty array of redis:// URLs, got ${kindOf(cluster)}`);
   }
@@ -108,7 +112,7 @@ function clusterUrlOf(options) {
 
 /** `options.url`, refusing the parts of the object forms beside it. */
 function urlOnly(options) {
-  for (const name of ['masterName', 'username', 'password', 'db']) {
+  for (const name of ['masterName', 'username', 'password', 'db', 'tls']) {
     if (options[name] !== undefined) {
       throw invalidValue(`options.redis.${name} goes with options.redis.sentinels (a URL carries its own)`);
     }
@@ -120,12 +124,13 @@ const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
 
 /**
  * `{ sentinels: ['host:port', { host, port }, ...], masterName, username,
- * password, db }` as one `redis+sentinel://` URL: the Sentinels' addresses
- * (port 26379 when left out), the master's name, and the credentials and
- * database of the master (the Sentinels are asked without).
+ * password, db, tls }` as one `redis+sentinel://` URL (`rediss+sentinel://`
+ * with `tls: true`: TLS to the Sentinels and to the master): the Sentinels'
+ * addresses (port 26379 when left out), the master's name, and the
+ * credentials and database of the master (the Sentinels are asked without).
  */
 function sentinelUrlOf(options) {
-  const { sentinels, masterName, username, password, db } = options;
+  const { sentinels, masterName, username, password, db, tls = false } = options;
   if (options.url !== undefined || options.cluster !== undefined) {
     throw invalidValue('options.redis takes one of url, cluster and sentinels');
   }
@@ -172,11 +177,12 @@ function sentinelUrlOf(options) {
   if (db !== undefined && (!Number.isInteger(db) || db < 0 || db > 65535)) {
     throw invalidValue(`options.redis.db must be an integer from 0 to 65535, got ${String(db)}`);
   }
+  if (typeof tls !== 'boolean') throw invalidType(`options.redis.tls must be a boolean, got ${kindOf(tls)}`);
   const auth =
     username !== undefined || password !== undefined
       ? `${encodeURIComponent(username ?? '')}${password !== undefined ? `:${encodeURIComponent(password)}` : ''}@`
       : '';
-  return `redis+sentinel://${auth}${hosts.join(',')}/${encodeURIComponent(masterName)}${db ? `/${db}` : ''}`;
+  return `${tls ? 'rediss' : 'redis'}+sentinel://${auth}${hosts.join(',')}/${encodeURIComponent(masterName)}${db ? `/${db}` : ''}`;
 }
 
 /** Whether every bus key of `stream` lands in its hash slot (the core's `keys::shares_one_slot`). */

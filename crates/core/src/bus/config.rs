@@ -21,8 +21,8 @@ pub struct BusConfig {
   pub replay_limit: usize,
   /// Most bytes one replay sends (the hub's `maxBufferedBytes`).
   pub max_replay_bytes: usize,
-  /// PEM certificates to trust for `rediss://` instead of the system's
-  /// roots (a private CA).
+  /// PEM certificates to trust for `rediss://` (and `rediss+cluster://`,
+  /// `rediss+sentinel://`) instead of the system's roots (a private CA).
   pub ca: Option<String>,
 }
 
@@ -62,13 +62,7 @@ pub fn check_url(url: &str, ca: Option<&str>) -> Result<(), UrlError> {
 
 /// Where a URL points; with `ca`, TLS trusts those roots only.
 pub(super) fn client(url: &str, ca: Option<&str>) -> RedisResult<Target> {
-  if let Some(sentinels) = Sentinels::parse(url) {
-    if ca.is_some() {
-      return Err(redis::RedisError::from((
-        redis::ErrorKind::InvalidClientConfig,
-        "ca is for rediss:// URLs; redis+sentinel:// connects without TLS",
-      )));
-    }
+  if let Some(sentinels) = Sentinels::parse(url, ca) {
     return sentinels.map(Target::Sentinel).map_err(|e| {
       redis::RedisError::from((
         redis::ErrorKind::InvalidClientConfig,

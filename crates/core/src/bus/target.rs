@@ -1,6 +1,7 @@
 //! Where the bus connects: one Redis (`redis://`, `rediss://`, `unix:`),
 //! the master a set of Sentinels names
-//! (`redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]`),
+//! (`redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]`,
+//! or `rediss+sentinel://` for TLS to the Sentinels and to the master),
 //! or a Redis Cluster (`redis+cluster://…`, [`Cluster`]).
 //!
 //! With Sentinel the master is asked for at every connect, never
@@ -18,6 +19,7 @@ use redis::cluster::ClusterClient;
 use redis::{AsyncConnectionConfig, RedisResult, Value};
 
 pub use super::cluster::Cluster;
+use super::config::direct_client;
 
 /// A parsed `redis+sentinel://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,10 @@ pub struct Sentinels {
   /// Credentials of the master (and its replicas), not of the Sentinels.
   pub username: Option<String>,
   pub password: Option<String>,
+  /// TLS to the Sentinels and to the master they name (`rediss+sentinel://`).
+  pub tls: bool,
+  /// PEM roots TLS trusts instead of the system's (a private CA).
+  pub ca: Option<String>,
 }
 
 /// Where the bus connects.
@@ -42,8 +48,10 @@ pub enum Target {
   Cluster(Box<(Cluster, ClusterClient)>),
 }
 
-/// The scheme of a Sentinel URL.
+/// The schemes of a Sentinel URL: without TLS, and with TLS to the
+/// Sentinels and to the master.
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
+const SENTINEL_TLS_SCHEME: &str = "rediss+sentinel://";
 /// How long one Sentinel may take to answer where the master is.
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -150,10 +158,24 @@ pub(super) fn parse_hosts(
 }
 
 impl Sentinels {
-  /// Parses `redis+sentinel://…`; `None` for any other scheme.
-  pub fn parse(url: &str) -> Option<Result<Sentinels, String>> {
-    let rest = url.strip_prefix(SENTINEL_SCHEME)?;
-    Some(Self::parse_rest(rest))
+  /// Parses `redis+sentinel://…` or `rediss+sentinel://…` (whose TLS
+  /// trusts `ca` when given); `None` for any other scheme. `ca` without TLS
+  /// is refused: it would be silently unused.
+  pub fn parse(url: &str, ca: Option<&str>) -> Option<Result<Sentinels, String>> {
+    let (rest, tls) = match url.strip_prefix(SENTINEL_TLS_SCHEME) {
+      Some(rest) => (rest, true),
+      None => (url.strip_prefix(SENTINEL_SCHEME)?, false),
+    };
+    if ca.is_some() && !tls {
+      return Some(Err(
+        "ca is for TLS: use rediss+sentinel:// (redis+sentinel:// connects without TLS)".into(),
+      ));
+    }
+    Some(Self::parse_rest(rest).map(|parsed| Sentinels {
+      tls,
+      ca: ca.map(str::to_owned),
+      ..parsed
+    }))
   }
 
   fn parse_rest(rest: &str) -> Result<Sentinels, String> {
@@ -182,17 +204,37 @@ impl Sentinels {
       db,
       username,
       password,
+      tls: false,
+      ca: None,
     })
+  }
+
+  /// `rediss` with TLS, else `redis`.
+  fn scheme(&self) -> &'static str {
+    if self.tls {
+      "rediss"
+    } else {
+      "redis"
+    }
+  }
+
+  /// The client for a Sentinel at `host:port` (no credentials: those in
+  /// the URL are the master's).
+  fn sentinel_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
+    let url = format!("{}://{}", self.scheme(), host_port(host, port));
+    direct_client(&url, self.ca.as_deref())
   }
 
   /// The client for a master at `host:port`.
   fn master_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
     let auth = userinfo(self.username.as_deref(), self.password.as_deref());
-    redis::Client::open(format!(
-      "redis://{auth}{}/{}",
+    let url = format!(
+      "{}://{auth}{}/{}",
+      self.scheme(),
       host_port(host, port),
       self.db
-    ))
+    );
+    direct_client(&url, self.ca.as_deref())
   }
 
   /// Asks the Sentinels in turn where the master is; the first answer wins.
@@ -203,7 +245,7 @@ impl Sentinels {
     let mut last_error = None;
     for (host, port) in &self.addresses {
       let asked = async {
-        let sentinel = redis::Client::open(format!("redis://{}", host_port(host, *port)))?;
+        let sentinel = self.sentinel_client(host, *port)?;
         let mut conn = sentinel
           .get_multiplexed_async_connection_with_config(&config)
           .await?;
@@ -279,10 +321,12 @@ mod tests {
 
   #[test]
   fn sentinel_urls_name_the_sentinels_the_master_and_the_credentials() {
-    let parsed =
-      Sentinels::parse("redis+sentinel://:p%40ss@10.0.0.1:26379,[::1]:26380,sentinel-c/mymaster/2")
-        .unwrap()
-        .unwrap();
+    let parsed = Sentinels::parse(
+      "redis+sentinel://:p%40ss@10.0.0.1:26379,[::1]:26380,sentinel-c/mymaster/2",
+      None,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(
       parsed,
       Sentinels {
@@ -295,9 +339,11 @@ mod tests {
         db: 2,
         username: None,
         password: Some("p@ss".into()),
+        tls: false,
+        ca: None,
       }
     );
-    assert!(Sentinels::parse("redis://localhost").is_none());
+    assert!(Sentinels::parse("redis://localhost", None).is_none());
     for bad in [
       "redis+sentinel://h:1",
       "redis+sentinel://h:1/",
@@ -306,7 +352,30 @@ mod tests {
       "redis+sentinel://h:1/m/x",
       "redis+sentinel://h:1/m/0/extra",
     ] {
-      assert!(Sentinels::parse(bad).unwrap().is_err(), "{bad}");
+      assert!(Sentinels::parse(bad, None).unwrap().is_err(), "{bad}");
     }
+  }
+
+  #[test]
+  fn rediss_sentinel_urls_mean_tls_to_the_sentinels_and_the_master() {
+    let parsed = Sentinels::parse("rediss+sentinel://u:p@s1:26380/m/1", Some("PEM"))
+      .unwrap()
+      .unwrap();
+    assert!(parsed.tls);
+    assert_eq!(parsed.scheme(), "rediss");
+    assert_eq!(parsed.ca.as_deref(), Some("PEM"));
+    assert_eq!(
+      (parsed.addresses, parsed.master.as_str(), parsed.db),
+      (vec![("s1".to_string(), 26380)], "m", 1)
+    );
+    let plain = Sentinels::parse("redis+sentinel://s1/m", None)
+      .unwrap()
+      .unwrap();
+    assert!(!plain.tls && plain.scheme() == "redis");
+    // A CA for a plain URL would be unused: refused, not ignored.
+    let refused = Sentinels::parse("redis+sentinel://s1/m", Some("PEM"))
+      .unwrap()
+      .unwrap_err();
+    assert!(refused.contains("rediss+sentinel://"), "{refused}");
   }
 }
