@@ -185,7 +185,9 @@ interface RedisOptions {
   /**
    * `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS;
    * `redis+sentinel://host:port[,host:port…]/<master>[/<db>]` for Sentinel
-   * (`rediss+sentinel://` for TLS to the Sentinels and to the master);
+   * (`rediss+sentinel://` for TLS to the Sentinels and to the master;
+   * `?sentinelUsername=…&sentinelPassword=…` for Sentinels that require a
+   * password);
    * `redis+cluster://[user:password@]host:port[,host:port…]` (or
    * `rediss+cluster://`) for a Redis Cluster. Not with `cluster`.
    */
@@ -204,7 +206,7 @@ interface RedisOptions {
   sentinels?: (string | { host: string; port?: number })[];
   /** With `sentinels`: the name the Sentinels monitor the master under. */
   masterName?: string;
-  /** With `sentinels`: the master's ACL user (the Sentinels are asked without). */
+  /** With `sentinels`: the master's ACL user (not the Sentinels': see `sentinelUsername`). */
   username?: string;
   /** With `sentinels`: the master's password. */
   password?: string;
@@ -215,6 +217,10 @@ interface RedisOptions {
    * (`rediss+sentinel://`), trusting `ca` when given. Default false.
    */
   tls?: boolean;
+  /** With `sentinels`: the Sentinels' own ACL user, when they require one. */
+  sentinelUsername?: string;
+  /** With `sentinels`: the Sentinels' own password, when they require one. */
+  sentinelPassword?: string;
   /**
    * The stream key every instance shares. Default `'sse'`. On a Cluster
    * every other key of the bus carries its hash tag (`{sse}:presence:…`), so

@@ -158,6 +158,51 @@ test('the object form { sentinels, masterName, db } reaches the master the Senti
   server.closeAllConnections();
 }, 60_000);
 
+test('a Sentinel that requires a password: refused without the Sentinel credentials, reached with them (URL query or object form)', async () => {
+  const master = await startRedis();
+  cleanups.push(() => master.stop());
+  // PING and INFO stay open (the harness checks the Sentinel is up with
+  // them); everything else needs the user 'app'.
+  const sentinel = await startSentinel(master.port, {
+    config: ['user default on nopass -@all +ping +info', 'user app on >sentinel-secret ~* &* +@all'],
+  });
+  cleanups.push(() => sentinel.stop());
+  const stream = 'sentinel-auth';
+  const hosts = `127.0.0.1:${sentinel.port}`;
+
+  const without = new SseHub().configure({ heartbeatMs: 0, redis: { url: `redis+sentinel://${hosts}/m`, stream } });
+  cleanups.push(() => without.close());
+  const events = [];
+  without.on('bus', (event) => events.push(event));
+  await waitFor(() => events.some((e) => e.state === 'disconnected'), 'the refusal', LONG);
+  expect(events.find((e) => e.state === 'disconnected').error.message).toMatch(/NOPERM|permission/i);
+
+  const byUrl = new SseHub().configure({
+    heartbeatMs: 0,
+    redis: { url: `redis+sentinel://${hosts}/m?sentinelUsername=app&sentinelPassword=sentinel-secret`, stream },
+  });
+  cleanups.push(() => byUrl.close());
+  const byObject = new SseHub().configure({
+    heartbeatMs: 0,
+    redis: {
+      sentinels: [hosts],
+      masterName: 'm',
+      sentinelUsername: 'app',
+      sentinelPassword: 'sentinel-secret',
+      stream,
+    },
+  });
+  cleanups.push(() => byObject.close());
+  await Promise.all([byUrl.ready(), byObject.ready()]);
+  // Both reached the master the Sentinel named: what one appends is there.
+  byUrl.broadcast({ via: 'url' });
+  byObject.broadcast({ via: 'object' });
+  await waitUntil(async () => Number(await master.command('XLEN', stream)) === 2, 'both entries on the master', LONG);
+  for (const hub of [byUrl, byObject])
+    expect(hub.getStats().bus).toMatchObject({ state: 'connected', entriesWritten: 1 });
+  expect(without.getStats().bus.state).not.toBe('connected');
+}, 60_000);
+
 test('the object form is checked: each option named in its TypeError', () => {
   const refusedWith = (redis) => {
     try {
@@ -187,6 +232,14 @@ test('the object form is checked: each option named in its TypeError', () => {
     expect.stringMatching(/^options\.redis\.password /),
   ]);
   expect(refusedWith({ url: 'redis://127.0.0.1:1', masterName: 'm' })[1]).toMatch(/^options\.redis\.masterName /);
+  expect(refusedWith({ sentinels: ['127.0.0.1'], masterName: 'm', sentinelPassword: 1 })).toEqual([
+    'ERR_INVALID_ARG_TYPE',
+    'options.redis.sentinelPassword must be a string, got number',
+  ]);
+  expect(refusedWith({ url: 'redis://127.0.0.1:1', sentinelPassword: 'x' })[1]).toMatch(
+    /^options\.redis\.sentinelPassword goes with options\.redis\.sentinels/,
+  );
+  expect(refusedWith({ url: 'redis+sentinel://127.0.0.1/m?password=x' })[0]).toBe('ERR_INVALID_ARG_VALUE');
   expect(refusedWith({ url: 'redis://127.0.0.1:1', sentinels: ['127.0.0.1'], masterName: 'm' })[0]).toBe(
     'ERR_INVALID_ARG_VALUE',
   );

@@ -15,6 +15,8 @@ const REDIS_OPTIONS = Object.freeze([
   'password',
   'db',
   'tls',
+  'sentinelUsername',
+  'sentinelPassword',
   'stream',
   'maxLen',
   'replayLimit',
@@ -112,7 +114,7 @@ function clusterUrlOf(options) {
 
 /** `options.url`, refusing the parts of the object forms beside it. */
 function urlOnly(options) {
-  for (const name of ['masterName', 'username', 'password', 'db', 'tls']) {
+  for (const name of ['masterName', 'username', 'password', 'db', 'tls', 'sentinelUsername', 'sentinelPassword']) {
     if (options[name] !== undefined) {
       throw invalidValue(`options.redis.${name} goes with options.redis.sentinels (a URL carries its own)`);
     }
@@ -124,13 +126,14 @@ const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
 
 /**
  * `{ sentinels: ['host:port', { host, port }, ...], masterName, username,
- * password, db, tls }` as one `redis+sentinel://` URL (`rediss+sentinel://`
- * with `tls: true`: TLS to the Sentinels and to the master): the Sentinels'
- * addresses (port 26379 when left out), the master's name, and the
- * credentials and database of the master (the Sentinels are asked without).
+ * password, db, tls, sentinelUsername, sentinelPassword }` as one
+ * `redis+sentinel://` URL (`rediss+sentinel://` with `tls: true`: TLS to the
+ * Sentinels and to the master): the Sentinels' addresses (port 26379 when
+ * left out), the master's name, the credentials and database of the master,
+ * and the Sentinels' own credentials in the query.
  */
 function sentinelUrlOf(options) {
-  const { sentinels, masterName, username, password, db, tls = false } = options;
+  const { sentinels, masterName, username, password, db, tls = false, sentinelUsername, sentinelPassword } = options;
   if (options.url !== undefined || options.cluster !== undefined) {
     throw invalidValue('options.redis takes one of url, cluster and sentinels');
   }
@@ -169,6 +172,8 @@ function sentinelUrlOf(options) {
   for (const [key, value] of [
     ['username', username],
     ['password', password],
+    ['sentinelUsername', sentinelUsername],
+    ['sentinelPassword', sentinelPassword],
   ]) {
     if (value !== undefined && typeof value !== 'string') {
       throw invalidType(`options.redis.${key} must be a string, got ${kindOf(value)}`);
@@ -182,7 +187,15 @@ function sentinelUrlOf(options) {
     username !== undefined || password !== undefined
       ? `${encodeURIComponent(username ?? '')}${password !== undefined ? `:${encodeURIComponent(password)}` : ''}@`
       : '';
-  return `${tls ? 'rediss' : 'redis'}+sentinel://${auth}${hosts.join(',')}/${encodeURIComponent(masterName)}${db ? `/${db}` : ''}`;
+  const query = [
+    ['sentinelUsername', sentinelUsername],
+    ['sentinelPassword', sentinelPassword],
+  ]
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key}=${encodeURIComponent(value)}`)
+    .join('&');
+  const path = `/${encodeURIComponent(masterName)}${db ? `/${db}` : ''}${query ? `?${query}` : ''}`;
+  return `${tls ? 'rediss' : 'redis'}+sentinel://${auth}${hosts.join(',')}${path}`;
 }
 
 /** Whether every bus key of `stream` lands in its hash slot (the core's `keys::shares_one_slot`). */

@@ -31,6 +31,10 @@ pub struct Sentinels {
   /// Credentials of the master (and its replicas), not of the Sentinels.
   pub username: Option<String>,
   pub password: Option<String>,
+  /// The Sentinels' own credentials (`?sentinelUsername=…&sentinelPassword=…`),
+  /// for Sentinels that require a password.
+  pub sentinel_username: Option<String>,
+  pub sentinel_password: Option<String>,
   /// TLS to the Sentinels and to the master they name (`rediss+sentinel://`).
   pub tls: bool,
   /// PEM roots TLS trusts instead of the system's (a private CA).
@@ -157,6 +161,29 @@ pub(super) fn parse_hosts(
   Ok(addresses)
 }
 
+/// The Sentinels' credentials from a Sentinel URL's query
+/// (`sentinelUsername=…&sentinelPassword=…`, percent-encoded); any other
+/// parameter is refused.
+fn sentinel_credentials(query: &str) -> Result<(Option<String>, Option<String>), String> {
+  let (mut username, mut password) = (None, None);
+  for pair in query.split('&').filter(|p| !p.is_empty()) {
+    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let slot = match key {
+      "sentinelUsername" => &mut username,
+      "sentinelPassword" => &mut password,
+      _ => {
+        return Err(format!(
+          "an unknown parameter {key:?} in a Sentinel URL (sentinelUsername and sentinelPassword are known)"
+        ))
+      }
+    };
+    if slot.replace(decode(value)?).is_some() {
+      return Err(format!("{key} given twice in a Sentinel URL"));
+    }
+  }
+  Ok((username.filter(|u: &String| !u.is_empty()), password))
+}
+
 impl Sentinels {
   /// Parses `redis+sentinel://…` or `rediss+sentinel://…` (whose TLS
   /// trusts `ca` when given); `None` for any other scheme. `ca` without TLS
@@ -184,6 +211,8 @@ impl Sentinels {
     )?;
     let (username, password, hosts) = split_userinfo(authority)?;
     let addresses = parse_hosts(hosts, 26379, "Sentinel")?;
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let (sentinel_username, sentinel_password) = sentinel_credentials(query)?;
     let mut parts = path.split('/');
     let master = parts.next().unwrap_or_default();
     if master.is_empty() {
@@ -204,6 +233,8 @@ impl Sentinels {
       db,
       username,
       password,
+      sentinel_username,
+      sentinel_password,
       tls: false,
       ca: None,
     })
@@ -218,10 +249,14 @@ impl Sentinels {
     }
   }
 
-  /// The client for a Sentinel at `host:port` (no credentials: those in
-  /// the URL are the master's).
+  /// The client for a Sentinel at `host:port`, with the Sentinels' own
+  /// credentials (those before the hosts are the master's).
   fn sentinel_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
-    let url = format!("{}://{}", self.scheme(), host_port(host, port));
+    let auth = userinfo(
+      self.sentinel_username.as_deref(),
+      self.sentinel_password.as_deref(),
+    );
+    let url = format!("{}://{auth}{}", self.scheme(), host_port(host, port));
     direct_client(&url, self.ca.as_deref())
   }
 
@@ -339,9 +374,25 @@ mod tests {
         db: 2,
         username: None,
         password: Some("p@ss".into()),
+        sentinel_username: None,
+        sentinel_password: None,
         tls: false,
         ca: None,
       }
+    );
+    let with_auth = Sentinels::parse(
+      "redis+sentinel://s1/m/1?sentinelUsername=app&sentinelPassword=s%26cret",
+      None,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+      (
+        with_auth.sentinel_username.as_deref(),
+        with_auth.sentinel_password.as_deref(),
+        with_auth.db
+      ),
+      (Some("app"), Some("s&cret"), 1)
     );
     assert!(Sentinels::parse("redis://localhost", None).is_none());
     for bad in [
@@ -351,6 +402,9 @@ mod tests {
       "redis+sentinel://:1/m",
       "redis+sentinel://h:1/m/x",
       "redis+sentinel://h:1/m/0/extra",
+      "redis+sentinel://h:1/m?password=x",
+      "redis+sentinel://h:1/m?sentinelPassword=a&sentinelPassword=b",
+      "redis+sentinel://h:1/m?sentinelPassword=%zz",
     ] {
       assert!(Sentinels::parse(bad, None).unwrap().is_err(), "{bad}");
     }
