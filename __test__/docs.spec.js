@@ -176,13 +176,24 @@ withChromium(
     const context = await (await chromium()).newContext();
     const pages = filesUnder(DIST, '.html').filter((f) => f !== '404.html');
     const samples = includedSamples();
-    const links = new Map(); // internal link -> a page that has it
+    const linksOf = new Map(); // page -> the internal links it has
     const problems = [];
     // Four pages at a time: a page spends most of its time waiting for its
-    // scripts and hydration, and the checks are per page.
+    // scripts and hydration, and the checks are per page. A page that
+    // throws is a problem of its own, so every page is still checked and
+    // the context closed.
     const queue = [...pages];
     const checkPage = async (file) => {
       const page = await context.newPage();
+      try {
+        await checkOpened(file, page);
+      } catch (err) {
+        problems.push({ file, threw: String(err?.message ?? err) });
+      } finally {
+        await page.close();
+      }
+    };
+    const checkOpened = async (file, page) => {
       const errors = [];
       page.on('console', (message) => {
         if (message.type() === 'error') errors.push(message.text());
@@ -208,26 +219,35 @@ withChromium(
           problems.push({ file, sampleNotShownExactly: sample });
       }
       const hrefs = await page.$$eval('a[href]', (anchors) => anchors.map((a) => a.href));
+      const internal = [];
       for (const href of hrefs) {
         const url = new URL(href);
         if (url.origin !== site.url) continue;
         url.hash = '';
-        if (!links.has(url.href)) links.set(url.href, file);
+        internal.push(url.href);
       }
-      await page.close();
+      linksOf.set(file, internal);
     };
-    await Promise.all(
-      Array.from({ length: 4 }, async () => {
-        while (queue.length > 0) await checkPage(queue.shift());
-      }),
-    );
+    try {
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          while (queue.length > 0) await checkPage(queue.shift());
+        }),
+      );
+    } finally {
+      await context.close();
+    }
+    // Each link with the first page (in file order) that has it, and the
+    // problems in file order, whichever page finished first.
+    const links = new Map();
+    for (const file of pages) for (const link of linksOf.get(file) ?? []) if (!links.has(link)) links.set(link, file);
+    problems.sort((a, b) => String(a.file).localeCompare(String(b.file)));
     for (const [link, from] of links) {
       const status = await statusOf(link);
       if (status !== 200) problems.push({ link, from, status });
     }
     expect(problems).toEqual([]);
     expect(links.size).toBeGreaterThan(pages.length);
-    await context.close();
   },
   240_000,
 );

@@ -162,7 +162,8 @@ function runNode(nodeArgs, script, timeoutMs = 15_000, { captureStderr = false }
       child.kill();
       resolve(result(`still running after ${timeoutMs} ms`));
     }, timeoutMs);
-    child.on('exit', (code) => {
+    // With stderr captured, 'close': every byte it wrote has been read.
+    child.on(captureStderr ? 'close' : 'exit', (code) => {
       clearTimeout(timer);
       resolve(result(code));
     });

@@ -82,9 +82,7 @@ function busOptionsOf(redis) {
 function clusterUrlOf(options) {
   const { cluster } = options;
   if (options.url !== undefined) throw invalidValue('options.redis takes a url or a cluster, not both');
-  if (options.tls !== undefined) {
-    throw invalidValue("options.redis.tls goes with options.redis.sentinels (a cluster's node URLs say rediss://)");
-  }
+  refuseSentinelOptions(options, "a cluster's node URLs carry their own scheme and credentials");
   if (!Array.isArray(cluster) || cluster.length === 0) {
     throw invalidType(`options.redis.cluster must be a non-empty array of redis:// URLs, got ${kindOf(cluster)}`);
   }
@@ -112,14 +110,31 @@ function clusterUrlOf(options) {
   return `${scheme}://${auth}${hosts.join(',')}`;
 }
 
-/** `options.url`, refusing the parts of the object forms beside it. */
-function urlOnly(options) {
-  for (const name of ['masterName', 'username', 'password', 'db', 'tls', 'sentinelUsername', 'sentinelPassword']) {
+/** The options only the `sentinels` form takes. */
+const SENTINEL_ONLY = ['masterName', 'username', 'password', 'db', 'tls', 'sentinelUsername', 'sentinelPassword'];
+
+/** Refuses `SENTINEL_ONLY` options beside a url or a cluster (`why`: what carries them there). */
+function refuseSentinelOptions(options, why) {
+  for (const name of SENTINEL_ONLY) {
     if (options[name] !== undefined) {
-      throw invalidValue(`options.redis.${name} goes with options.redis.sentinels (a URL carries its own)`);
+      throw invalidValue(`options.redis.${name} goes with options.redis.sentinels (${why})`);
     }
   }
+}
+
+/** `options.url`, refusing the parts of the object forms beside it. */
+function urlOnly(options) {
+  refuseSentinelOptions(options, 'a URL carries its own');
   return options.url;
+}
+
+/** `encodeURIComponent(value)` for `options.redis.<name>`; a lone surrogate is an ERR_INVALID_ARG_VALUE. */
+function encoded(name, value) {
+  try {
+    return encodeURIComponent(value);
+  } catch {
+    throw invalidValue(`options.redis.${name} must be well-formed Unicode (it has a lone surrogate)`);
+  }
 }
 
 const HOST_PORT = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
@@ -183,18 +198,23 @@ function sentinelUrlOf(options) {
     throw invalidValue(`options.redis.db must be an integer from 0 to 65535, got ${String(db)}`);
   }
   if (typeof tls !== 'boolean') throw invalidType(`options.redis.tls must be a boolean, got ${kindOf(tls)}`);
+  if (options.ca !== undefined && !tls) {
+    throw invalidValue(
+      'options.redis.ca needs options.redis.tls: true with sentinels (without TLS it would be unused)',
+    );
+  }
   const auth =
     username !== undefined || password !== undefined
-      ? `${encodeURIComponent(username ?? '')}${password !== undefined ? `:${encodeURIComponent(password)}` : ''}@`
+      ? `${encoded('username', username ?? '')}${password !== undefined ? `:${encoded('password', password)}` : ''}@`
       : '';
   const query = [
     ['sentinelUsername', sentinelUsername],
     ['sentinelPassword', sentinelPassword],
   ]
     .filter(([, value]) => value !== undefined)
-    .map(([key, value]) => `${key}=${encodeURIComponent(value)}`)
+    .map(([key, value]) => `${key}=${encoded(key, value)}`)
     .join('&');
-  const path = `/${encodeURIComponent(masterName)}${db ? `/${db}` : ''}${query ? `?${query}` : ''}`;
+  const path = `/${encoded('masterName', masterName)}${db ? `/${db}` : ''}${query ? `?${query}` : ''}`;
   return `${tls ? 'rediss' : 'redis'}+sentinel://${auth}${hosts.join(',')}${path}`;
 }
 

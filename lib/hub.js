@@ -237,7 +237,9 @@ class SseHub extends EventEmitter {
     const channels = isNew ? channelsOf(options) : undefined;
     // Read before registering: registration installs the writer's hooks.
     // Where it is, or why the writer cannot have it (the core counts that).
-    const socket = inspectSocket(res);
+    // With `transport: 'stream'` the core counts every connection as
+    // `configured` whatever its socket, so there is nothing to read.
+    const socket = this.#native.transport === 'stream' ? 'configured' : inspectSocket(res);
     const key = id === undefined ? undefined : encodeId(id);
     const mark = isNew ? this.#bus.markOf(res) : undefined;
     const start =

@@ -63,13 +63,15 @@ pub fn check_url(url: &str, ca: Option<&str>) -> Result<(), UrlError> {
 /// Where a URL points; with `ca`, TLS trusts those roots only.
 pub(super) fn client(url: &str, ca: Option<&str>) -> RedisResult<Target> {
   if let Some(sentinels) = Sentinels::parse(url, ca) {
-    return sentinels.map(Target::Sentinel).map_err(|e| {
+    let sentinels = sentinels.map_err(|e| {
       redis::RedisError::from((
         redis::ErrorKind::InvalidClientConfig,
         "a bad Sentinel URL",
         e,
       ))
-    });
+    })?;
+    sentinels.check()?;
+    return Ok(Target::Sentinel(sentinels));
   }
   if let Some(cluster) = Cluster::parse(url, ca) {
     let cluster = cluster.map_err(|e| {

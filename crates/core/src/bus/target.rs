@@ -92,7 +92,8 @@ pub(super) fn decode(text: &str) -> Result<String, String> {
       let hex = text
         .get(i + 1..i + 3)
         .and_then(|h| u8::from_str_radix(h, 16).ok())
-        .ok_or_else(|| format!("a bad percent escape in {text:?}"))?;
+        // The text is not shown: it may be a password.
+        .ok_or("a bad percent escape (a % not followed by two hex digits)")?;
       out.push(hex);
       i += 3;
     } else {
@@ -171,13 +172,16 @@ fn sentinel_credentials(query: &str) -> Result<(Option<String>, Option<String>),
     let slot = match key {
       "sentinelUsername" => &mut username,
       "sentinelPassword" => &mut password,
+      // Not named: a `&` left unencoded in a password would show its tail.
       _ => {
-        return Err(format!(
-          "an unknown parameter {key:?} in a Sentinel URL (sentinelUsername and sentinelPassword are known)"
-        ))
+        return Err(
+          "an unknown parameter in a Sentinel URL's query (sentinelUsername and sentinelPassword are known; percent-encode & and % in their values)"
+            .into(),
+        )
       }
     };
-    if slot.replace(decode(value)?).is_some() {
+    let value = decode(value).map_err(|e| format!("{key}: {e}"))?;
+    if slot.replace(value).is_some() {
       return Err(format!("{key} given twice in a Sentinel URL"));
     }
   }
@@ -252,24 +256,36 @@ impl Sentinels {
   /// The client for a Sentinel at `host:port`, with the Sentinels' own
   /// credentials (those before the hosts are the master's).
   fn sentinel_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
-    let auth = userinfo(
-      self.sentinel_username.as_deref(),
-      self.sentinel_password.as_deref(),
-    );
-    let url = format!("{}://{auth}{}", self.scheme(), host_port(host, port));
-    direct_client(&url, self.ca.as_deref())
+    let (user, password) = (&self.sentinel_username, &self.sentinel_password);
+    self.client_at(host, port, user, password, "")
   }
 
   /// The client for a master at `host:port`.
   fn master_client(&self, host: &str, port: u16) -> RedisResult<redis::Client> {
-    let auth = userinfo(self.username.as_deref(), self.password.as_deref());
-    let url = format!(
-      "{}://{auth}{}/{}",
-      self.scheme(),
-      host_port(host, port),
-      self.db
-    );
+    let db = format!("/{}", self.db);
+    self.client_at(host, port, &self.username, &self.password, &db)
+  }
+
+  fn client_at(
+    &self,
+    host: &str,
+    port: u16,
+    user: &Option<String>,
+    password: &Option<String>,
+    path: &str,
+  ) -> RedisResult<redis::Client> {
+    let auth = userinfo(user.as_deref(), password.as_deref());
+    let url = format!("{}://{auth}{}{path}", self.scheme(), host_port(host, port));
     direct_client(&url, self.ca.as_deref())
+  }
+
+  /// Checks that a client can be made as the URL asks (TLS where this
+  /// build has it, the CA), before anything connects.
+  pub fn check(&self) -> RedisResult<()> {
+    let (host, port) = self.addresses.first().ok_or_else(|| {
+      redis::RedisError::from((redis::ErrorKind::EmptySentinelList, "no Sentinel given"))
+    })?;
+    self.sentinel_client(host, *port).map(|_| ())
   }
 
   /// Asks the Sentinels in turn where the master is; the first answer wins.
@@ -431,5 +447,17 @@ mod tests {
       .unwrap()
       .unwrap_err();
     assert!(refused.contains("rediss+sentinel://"), "{refused}");
+  }
+
+  #[test]
+  fn a_malformed_query_is_refused_without_showing_the_credentials() {
+    for url in [
+      "redis+sentinel://s1/m?sentinelPassword=100%zzsecret",
+      "redis+sentinel://s1/m?sentinelPassword=ab&secret",
+      "redis+sentinel://:100%zzsecret@s1/m",
+    ] {
+      let err = Sentinels::parse(url, None).unwrap().unwrap_err();
+      assert!(!err.contains("secret"), "{url}: {err}");
+    }
   }
 }
