@@ -81,6 +81,12 @@ export declare class NativeHub {
   /** `configure({ transport })` as it stands: `'auto'` or `'stream'`. */
   get transport(): string
   /**
+   * Hands the connections registered this JS turn to the writer threads
+   * (`lib/hub.js` calls it from `setImmediate` after registrations): held
+   * until then, a burst of them wakes each thread once.
+   */
+  flushWriters(): void
+  /**
    * `drain()`, and the start of `close()`: refuses new connections from
    * now on (`ERR_SSE_CLOSED`).
    */

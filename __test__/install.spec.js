@@ -10,7 +10,7 @@
 // Needs the cross-built binaries (node scripts/build-targets.js) and, for
 // arm64, qemu-user-static, libc6-arm64-cross and libstdc++6-arm64-cross.
 // The registry, the apps and the usage example's client: platform-apps.js
-// (shared with musl.spec.js and wine.spec.js).
+// (shared with musl-suite.js and wine.spec.js).
 
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');

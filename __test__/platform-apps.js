@@ -1,4 +1,4 @@
-// For the platform tests (musl.spec.js, wine.spec.js): a private npm
+// For the platform tests (musl-suite.js, wine.spec.js): a private npm
 // registry, as install.spec.js sets up its own, and the apps installed from
 // it run on a foreign runtime. The registry: Verdaccio on a free
 // loopback port, our packages never proxied ('sse-helper-native*' has no

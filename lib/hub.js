@@ -106,6 +106,8 @@ class SseHub extends EventEmitter {
   #handSet = new HandSetEntries();
   /** What removes each OpenTelemetry callback this hub registered; run at close(). */
   #observers = new Set();
+  /** Whether a `setImmediate` will hand this turn's socket connections to the writer threads. */
+  #flushScheduled = false;
 
   constructor() {
     super();
@@ -251,6 +253,17 @@ class SseHub extends EventEmitter {
         ? undefined
         : { lastEventId, mark, channels, ticket, clientKey };
     const registered = this.#native.register(res, key, toMeta(meta), socket, start);
+    // A socket offered to the writer waits there until the end of this
+    // turn (once the poll phase has run every request callback), so a burst
+    // of registrations wakes each writer thread once; any other command
+    // to a thread hands the waiting ones over before it.
+    if (typeof socket === 'object' && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        this.#native.flushWriters();
+      });
+    }
     const clientId = id === undefined ? registered : id;
     this.#log?.registration(res, registered, isNew);
     if (isNew && this.#native.has(res)) {

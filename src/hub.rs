@@ -24,7 +24,7 @@ use crate::direct::{filtered_keys, write_to_response};
 use crate::effects::{self, execute, key_of};
 use crate::error::{self, invalid_type};
 use crate::js::{self, RawEnv};
-use crate::registration::{self, check_response};
+use crate::registration::{self, check_response, RegisterStart};
 use crate::removal::{self, remove, remove_all, remove_id};
 use crate::socket::SocketInfo;
 use crate::state::{JsConn, Shared};
@@ -57,24 +57,6 @@ impl NativeHub {
     let dispatch = error::check(&self.state, raw, planned)?;
     Ok(deliver::run(&self.state, raw, dispatch))
   }
-}
-
-/// Where a new connection starts, for `register`.
-#[napi(object)]
-#[derive(Default)]
-pub struct RegisterStart {
-  /// The client's `Last-Event-ID` (history or bus replay from it).
-  pub last_event_id: Option<String>,
-  /// `busMark()` as it was when the response's headers were flushed.
-  pub mark: Option<String>,
-  /// Channels joined before anything is replayed, so the replay includes
-  /// their history (`addClient`'s `channels` option).
-  pub channels: Option<Vec<String>>,
-  /// The place `reserve` gave `initResponse` for this response.
-  pub ticket: Option<f64>,
-  /// Its admission key (`clientKey(req)`), when there is no ticket and
-  /// `maxClientsPerKey` is on.
-  pub client_key: Option<String>,
 }
 
 #[napi]
@@ -237,6 +219,14 @@ impl NativeHub {
   #[napi(getter, catch_unwind)]
   pub fn transport(&self) -> &'static str {
     self.state.borrow().core.transport_mode().as_str()
+  }
+
+  /// Hands the connections registered this JS turn to the writer threads
+  /// (`lib/hub.js` calls it from `setImmediate` after registrations): held
+  /// until then, a burst of them wakes each thread once.
+  #[napi(catch_unwind)]
+  pub fn flush_writers(&self) {
+    self.state.borrow().core.flush_writers();
   }
 
   /// `drain()`, and the start of `close()`: refuses new connections from

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use napi::bindgen_prelude::Either;
 use napi::{Env, Error, Result, Status};
+use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::{Admitted, Reason, Removal, SocketOffer, StreamReason, Ticket};
 use sse_helper_core::registry::{self, ConnKey};
@@ -25,6 +26,24 @@ use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
 use crate::table;
 use sse_helper_core::hub::CoreError;
+
+/// Where a new connection starts, for `register`.
+#[napi(object)]
+#[derive(Default)]
+pub struct RegisterStart {
+  /// The client's `Last-Event-ID` (history or bus replay from it).
+  pub last_event_id: Option<String>,
+  /// `busMark()` as it was when the response's headers were flushed.
+  pub mark: Option<String>,
+  /// Channels joined before anything is replayed, so the replay includes
+  /// their history (`addClient`'s `channels` option).
+  pub channels: Option<Vec<String>>,
+  /// The place `reserve` gave `initResponse` for this response.
+  pub ticket: Option<f64>,
+  /// Its admission key (`clientKey(req)`), when there is no ticket and
+  /// `maxClientsPerKey` is on.
+  pub client_key: Option<String>,
+}
 
 /// Where a new connection starts on a hub with a bus (ignored without).
 pub struct Start<'a> {

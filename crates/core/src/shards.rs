@@ -164,6 +164,19 @@ impl Writers {
     }
   }
 
+  /// Hands every shard's held adds to its thread (the end of a JS turn
+  /// with registrations in it).
+  pub fn flush(&self) {
+    for shard in &self.shards {
+      shard.writer.flush();
+    }
+  }
+
+  /// Whether any shard holds adds for [`Writers::flush`].
+  pub fn has_held(&self) -> bool {
+    self.shards.iter().any(|s| s.writer.has_held())
+  }
+
   pub fn write(&self, wire: ConnKey, chunk: Arc<[u8]>) {
     if let Some(shard) = self.shard_of(wire) {
       shard.writer.write(wire, chunk);
@@ -406,6 +419,41 @@ mod tests {
       Stats::read(&w.stats().frames_sent) >= expected
     });
     assert_eq!(Stats::read(&w.stats().frames_sent), expected);
+  }
+
+  #[test]
+  fn adds_wait_for_the_next_command_or_a_flush_until_another_thread_has_a_port() {
+    let mut w = writers(1);
+    let add = |w: &mut Writers, n: u32| {
+      let (server, client) = pair();
+      let fd = server.as_fd().try_clone_to_owned().unwrap();
+      assert!(w.add(ConnKey::test(n), fd, Arc::default()));
+      (server, client)
+    };
+    // A burst of adds is held (one wake-up later), then a broadcast takes
+    // them first: both connections get it.
+    let mut burst = vec![add(&mut w, 1), add(&mut w, 2)];
+    assert!(w.has_held());
+    w.broadcast(Arc::from(&b"x;"[..]));
+    assert!(!w.has_held());
+    for (_, client) in &mut burst {
+      client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+      let mut got = [0; 2];
+      client.read_exact(&mut got).unwrap();
+      assert_eq!(&got, b"x;");
+    }
+    // The end of the JS turn hands them over without any other command.
+    let _third = add(&mut w, 3);
+    assert!(w.has_held());
+    w.flush();
+    assert!(!w.has_held());
+    // Once the bus's thread has a port, nothing is held: its commands must
+    // not overtake an add.
+    let _ports = w.ports();
+    let _fourth = add(&mut w, 4);
+    assert!(!w.has_held());
   }
 
   #[test]

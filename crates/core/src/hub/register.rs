@@ -41,6 +41,16 @@ impl<H> HubCore<H> {
     self.writer.as_ref().is_some_and(Writers::alive)
   }
 
+  /// Hands the connections registered since the last call to the writer
+  /// threads, which hold them so a burst of registrations wakes each thread
+  /// once (the binding calls this at the end of a JS turn with
+  /// registrations; any other command to a thread hands them over first).
+  pub fn flush_writers(&self) {
+    if let Some(writer) = &self.writer {
+      writer.flush();
+    }
+  }
+
   /// Starts the socket writer's threads; `notify` is called from them when
   /// events wait in [`HubCore::writer_events`].
   pub fn start_writer(&mut self, notify: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<()> {

@@ -3,6 +3,7 @@
 //! thread. Both only queue commands; nothing here waits for the thread.
 
 use crate::registry::ConnKey;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
 
@@ -22,6 +23,18 @@ pub struct SocketWriter {
   tx: Option<mpsc::UnboundedSender<Command>>,
   events: Arc<Mailbox<WriterEvent>>,
   stats: Arc<Stats>,
+  /// New connections not yet handed to the thread: while the JS thread is
+  /// the only sender, each send would wake the thread (a syscall and often
+  /// a context switch on the JS thread's core), so the connections a burst
+  /// of registrations adds wait here until the next command or
+  /// [`SocketWriter::flush`] (the end of the JS turn), and go together:
+  /// one wake-up. Nothing is written to a connection before its add, and
+  /// every other command takes the held ones first, so the order the
+  /// thread sees is the order they were submitted in.
+  held: RefCell<Vec<Command>>,
+  /// False once another thread has a sender ([`SocketWriter::port`]): its
+  /// commands could then overtake a held add.
+  holds: Cell<bool>,
 }
 
 impl SocketWriter {
@@ -36,14 +49,35 @@ impl SocketWriter {
       tx: Some(tx),
       events,
       stats,
+      held: RefCell::new(Vec::new()),
+      holds: Cell::new(true),
     })
   }
 
+  /// Sends `command` after the held adds.
   fn submit(&self, command: Command) {
+    self.flush();
+    self.enqueue(command);
+  }
+
+  fn enqueue(&self, command: Command) {
     if let Some(tx) = &self.tx {
       // Fails only once the thread is gone, when there is nothing to write to.
       let _ = tx.send(command);
     }
+  }
+
+  /// Hands the held adds to the thread, in order (one wake-up for all).
+  pub fn flush(&self) {
+    let held = std::mem::take(&mut *self.held.borrow_mut());
+    for command in held {
+      self.enqueue(command);
+    }
+  }
+
+  /// Whether adds wait for [`SocketWriter::flush`].
+  pub fn has_held(&self) -> bool {
+    !self.held.borrow().is_empty()
   }
 
   /// Hands a connection to the writer. `fd` must be a duplicate of a
@@ -55,7 +89,12 @@ impl SocketWriter {
   /// [`SocketWriter::add`], with its replay gate held from the start when
   /// `held` (it reconnected with a `Last-Event-ID` to a hub with a bus).
   pub fn add_with(&self, wire: ConnKey, fd: SocketFd, gauge: Arc<ConnGauge>, held: bool) {
-    self.submit(Command::Add(wire, fd, gauge, held));
+    let command = Command::Add(wire, fd, gauge, held);
+    if self.holds.get() {
+      self.held.borrow_mut().push(command);
+    } else {
+      self.enqueue(command);
+    }
   }
 
   /// Writes the app's own bytes (one HTTP chunk) to `wire`, after what was
@@ -75,6 +114,9 @@ impl SocketWriter {
   /// A sender the Redis bus's thread uses to hand this writer its entries
   /// and replays, ordered with everything else submitted.
   pub fn port(&self) -> Option<WriterPort> {
+    // From now on another thread sends too: nothing is held any more.
+    self.flush();
+    self.holds.set(false);
     self.tx.clone().map(|tx| WriterPort { tx })
   }
 

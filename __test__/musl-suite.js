@@ -9,10 +9,11 @@
 // socket writer, the contract subset (fixtures/platform-contract.js) and a
 // round trip through the Redis bus to a redis-server this test starts.
 //
-// Needs the cross-built binaries (npm run build:targets linux-x64-musl
-// linux-arm64-musl); each architecture skips, saying why, without its
-// binary or when its musl runtime cannot be had here (no network, not root,
-// no qemu-user-static for arm64).
+// One spec file per architecture (musl-x64.spec.js, musl-arm64.spec.js),
+// so Jest runs them side by side. Needs the cross-built binaries (npm run
+// build:targets linux-x64-musl linux-arm64-musl); each architecture skips,
+// saying why, without its binary or when its musl runtime cannot be had
+// here (no network, not root, no qemu-user-static for arm64).
 
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -59,11 +60,15 @@ function setUp(platform, runtime) {
   return { skipped: null, runtime: JSON.parse(setup.stdout)[runtime] };
 }
 
-for (const { arch, runtime: runtimeName, npmFlags, loader, slow } of ARCHES) {
+/** The suite of the musl platform for `archName` ('x64' or 'arm64'). */
+function describeMusl(archName) {
+  const found = ARCHES.find((a) => a.arch === archName);
+  if (!found) throw new Error(`no musl architecture ${archName}`);
+  const { arch, runtime: runtimeName, npmFlags, loader, slow } = found;
   const PLATFORM = `linux-${arch}-musl`;
   const { skipped, runtime } = setUp(PLATFORM, runtimeName);
   // Jest does not print the titles of a wholly skipped block: say why here.
-  if (skipped) console.warn(`musl.spec.js ${PLATFORM} SKIPPED: ${skipped}`);
+  if (skipped) console.warn(`musl-${arch}.spec.js ${PLATFORM} SKIPPED: ${skipped}`);
   const maybe = skipped ? describe.skip : describe;
 
   maybe(`the ${PLATFORM} package on a musl Node${skipped ? ` (SKIPPED: ${skipped})` : ''}`, () => {
@@ -142,3 +147,5 @@ for (const { arch, runtime: runtimeName, npmFlags, loader, slow } of ARCHES) {
     );
   });
 }
+
+module.exports = { describeMusl };
