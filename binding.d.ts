@@ -280,6 +280,14 @@ export interface BusOptions {
   ca?: string
 }
 
+/**
+ * What the debug log says of the stream-transport reason `name` (a key
+ * of `getStats().streamFallbacks`) on `platform` (`process.platform`)
+ * under `runtime` (`'bun'`, `'deno'`, else Node); `null` for a name the
+ * core does not count.
+ */
+export declare function describeStreamReason(name: string, platform: string, runtime: string): string | null
+
 /** Options of one event, as JS passes them. */
 export interface EventOptions {
   event?: string

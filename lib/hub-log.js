@@ -6,9 +6,15 @@
 // builds no string.
 
 const { debugLog } = require('./debug-log.js');
-const { describeStreamReason } = require('./socket.js');
+const { loadBinding } = require('./load-binding.js');
 
 const { debug, DEBUG } = debugLog('sse-helper-native');
+
+/** The debug log's words for a stream reason: the core's, for this platform and runtime. */
+function describeStreamReason(reason) {
+  const runtime = process.versions.bun ? 'bun' : process.versions.deno ? 'deno' : 'node';
+  return loadBinding().describeStreamReason(reason, process.platform, runtime) ?? reason;
+}
 
 /** The log lines that read the native hub. Built only while the log is on. */
 class HubLog {
@@ -72,4 +78,4 @@ class HubLog {
   }
 }
 
-module.exports = { HubLog, debug, DEBUG };
+module.exports = { HubLog, debug, DEBUG, describeStreamReason };

@@ -12,42 +12,6 @@ const NODE_END = http.ServerResponse.prototype.end;
 const SOCKET_PLATFORMS = new Set(['linux', 'darwin']);
 
 /**
- * What each reason a connection is on the stream transport means, for the
- * debug log. The names are the core's (`getStats().streamFallbacks` counts
- * them); the first ones are found here, by reading the response, the last
- * four only by the core.
- */
-const STREAM_REASONS = Object.freeze({
-  configured: "configure({ transport: 'stream' })",
-  platform: () => `no native writer on ${process.platform}`,
-  notHttp1: 'not an HTTP/1.x response (HTTP/2?)',
-  wrapped: "res.write or res.end is not Node's (a wrapper such as compression)",
-  notExtensible: 'res is frozen, sealed or not extensible: the writer could not install its write and end',
-  headersNotSent: 'headers not sent (call initResponse first)',
-  noSocket: 'no socket',
-  tls: 'TLS',
-  noFd: () =>
-    process.versions.bun || process.versions.deno
-      ? `no file descriptor (${process.versions.bun ? "Bun's node:http sockets expose none" : "Deno's node:http sockets have no fd property"})`
-      : 'no file descriptor (not a TCP socket?)',
-  noBody: 'no body (a HEAD request?)',
-  contentLength: 'a Content-Length was set: the body has a fixed length',
-  transferEncoding: 'a Transfer-Encoding the writer does not frame',
-  notDelimited: 'neither chunked nor close-delimited',
-  pending: 'writes still pending in Node',
-  noAddresses: 'no TCP addresses',
-  fdMismatch: "the fd was not the response's socket (its addresses differ)",
-  capacity: 'socketCapacity reached',
-  writerDown: 'the native writer is not running (it could not start, or it stopped)',
-});
-
-/** The debug log's words for a stream reason. */
-function describeStreamReason(reason) {
-  const text = STREAM_REASONS[reason];
-  return typeof text === 'function' ? text() : (text ?? reason);
-}
-
-/**
  * How Node delimits `res`'s body: 'chunked' (HTTP/1.1), 'identity' (a body
  * that ends when the connection closes: an HTTP/1.0 client, such as
  * nginx's default `proxy_pass`), or why the writer cannot frame it.
@@ -65,7 +29,7 @@ function bodyFraming(res) {
 
 /**
  * Where `res`'s socket is, when it can be handed to the native writer, else
- * why not (a reason's name, as `STREAM_REASONS` lists them): plain HTTP/1.x
+ * why not (a reason's name, as the core counts them): plain HTTP/1.x
  * over TCP with a body the writer can frame (chunked, or close-delimited
  * for HTTP/1.0), Node's own write/end (no wrapper such as `compression`),
  * not TLS, headers sent and nothing pending. The native side checks that
@@ -243,4 +207,4 @@ function responseHooks(native) {
   return { write, end, destroy, socketDestroy, writeAfterEnd, nodeWrite: NODE_WRITE, writeBatch };
 }
 
-module.exports = { inspectSocket, responseHooks, describeStreamReason, STREAM_REASONS, BATCH };
+module.exports = { inspectSocket, responseHooks, BATCH };

@@ -6,7 +6,24 @@ use std::collections::BTreeMap;
 
 use napi_derive::napi;
 use sse_helper_core::bus::BusStatsSnapshot;
+use sse_helper_core::hub::{Runtime, StreamReason};
 use sse_helper_core::stats::StatsSnapshot;
+
+/// What the debug log says of the stream-transport reason `name` (a key
+/// of `getStats().streamFallbacks`) on `platform` (`process.platform`)
+/// under `runtime` (`'bun'`, `'deno'`, else Node); `null` for a name the
+/// core does not count.
+#[napi(catch_unwind)]
+// Only #[napi]'s registration calls it, and a test build registers nothing.
+#[cfg_attr(test, allow(dead_code))]
+pub fn describe_stream_reason(name: String, platform: String, runtime: String) -> Option<String> {
+  let runtime = match runtime.as_str() {
+    "bun" => Runtime::Bun,
+    "deno" => Runtime::Deno,
+    _ => Runtime::Node,
+  };
+  StreamReason::from_name(&name).map(|reason| reason.describe(&platform, runtime))
+}
 
 /// Registry counters, transports and writer figures at one instant.
 #[napi(object)]

@@ -12,7 +12,7 @@
 use crate::writer::SocketFd;
 
 macro_rules! stream_reasons {
-  ($($(#[doc = $doc:literal])+ $variant:ident => $name:literal,)+) => {
+  ($($(#[doc = $doc:literal])+ $variant:ident => $name:literal, $words:literal,)+) => {
     /// Why a connection is on the stream transport.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum StreamReason {
@@ -38,47 +38,97 @@ macro_rules! stream_reasons {
           _ => None,
         }
       }
+
+      /// What the debug log says of it, `{platform}` standing for the
+      /// platform's name (see [`StreamReason::describe`]).
+      fn words(self) -> &'static str {
+        match self {
+          $(StreamReason::$variant => $words,)+
+        }
+      }
     }
   };
+}
+
+impl StreamReason {
+  /// What the debug log says of it, on `platform` (Node's
+  /// `process.platform`) under `runtime`.
+  pub fn describe(self, platform: &str, runtime: Runtime) -> String {
+    match (self, runtime) {
+      (StreamReason::NoFd, Runtime::Bun) => {
+        "no file descriptor (Bun's node:http sockets expose none)".into()
+      }
+      (StreamReason::NoFd, Runtime::Deno) => {
+        "no file descriptor (Deno's node:http sockets have no fd property)".into()
+      }
+      _ => self.words().replace("{platform}", platform),
+    }
+  }
+}
+
+/// The JavaScript runtime the hub runs in, for [`StreamReason::describe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+  Node,
+  Bun,
+  Deno,
 }
 
 stream_reasons! {
   /// `configure({ transport: 'stream' })`.
   Configured => "configured",
+    "configure({ transport: 'stream' })",
   /// The platform has no native writer (Windows).
   Platform => "platform",
+    "no native writer on {platform}",
   /// Not an HTTP/1.x response (HTTP/2).
   NotHttp1 => "notHttp1",
+    "not an HTTP/1.x response (HTTP/2?)",
   /// `res.write` or `res.end` is not Node's (a wrapper such as `compression`).
   Wrapped => "wrapped",
+    "res.write or res.end is not Node's (a wrapper such as compression)",
   /// The response is frozen, sealed or not extensible.
   NotExtensible => "notExtensible",
+    "res is frozen, sealed or not extensible: the writer could not install its write and end",
   /// The headers were not sent when it was registered.
   HeadersNotSent => "headersNotSent",
+    "headers not sent (call initResponse first)",
   /// The response has no socket.
   NoSocket => "noSocket",
+    "no socket",
   /// A TLS socket (HTTPS).
   Tls => "tls",
+    "TLS",
   /// The socket exposes no file descriptor (Bun, Deno, a non-TCP socket).
   NoFd => "noFd",
+    "no file descriptor (not a TCP socket?)",
   /// The response has no body (a `HEAD` request).
   NoBody => "noBody",
+    "no body (a HEAD request?)",
   /// A `Content-Length` was set: the body has a fixed length.
   ContentLength => "contentLength",
+    "a Content-Length was set: the body has a fixed length",
   /// A `Transfer-Encoding` the writer does not frame.
   TransferEncoding => "transferEncoding",
+    "a Transfer-Encoding the writer does not frame",
   /// The body is neither chunked nor delimited by the connection's close.
   NotDelimited => "notDelimited",
+    "neither chunked nor close-delimited",
   /// Writes were still pending in Node.
   Pending => "pending",
+    "writes still pending in Node",
   /// The socket has no TCP addresses.
   NoAddresses => "noAddresses",
+    "no TCP addresses",
   /// The fd was not the socket the response is on (checked by its addresses).
   FdMismatch => "fdMismatch",
+    "the fd was not the response's socket (its addresses differ)",
   /// The writer held `socketCapacity` connections.
   Capacity => "capacity",
+    "socketCapacity reached",
   /// The writer could not start, or stopped.
   WriterDown => "writerDown",
+    "the native writer is not running (it could not start, or it stopped)",
 }
 
 /// What a new connection brings to its registration: a duplicate of its
@@ -118,6 +168,17 @@ mod tests {
       assert!(seen.insert(reason.name()));
     }
     assert_eq!(StreamReason::from_name("nope"), None);
+    assert_eq!(
+      StreamReason::Platform.describe("win32", Runtime::Node),
+      "no native writer on win32"
+    );
+    assert!(StreamReason::NoFd
+      .describe("linux", Runtime::Bun)
+      .contains("Bun's"));
+    assert_eq!(
+      StreamReason::NoFd.describe("linux", Runtime::Node),
+      "no file descriptor (not a TCP socket?)"
+    );
     assert_eq!(StreamReason::from_name(""), None);
   }
 

@@ -33,7 +33,7 @@ mod tests;
 pub use admission::{AdmissionStats, Admitted, Ticket, DEFAULT_RETRY_AFTER_SECS};
 pub use dispatch::{Dispatch, Frame, Settled, Target};
 pub use error::CoreError;
-pub use fallback::{SocketOffer, StreamFallbacks, StreamReason};
+pub use fallback::{Runtime, SocketOffer, StreamFallbacks, StreamReason};
 pub use send::{Broadcast, Planned};
 pub use types::*;
 
