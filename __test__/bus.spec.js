@@ -317,7 +317,11 @@ describe('two instances on one Redis', () => {
     expect(await send(b, { payload: 'end' })).toBe(3);
 
     await newestId(stream, 6);
-    const [room, alice, , , end1, end2] = (await entries(stream)).map((e) => e.id);
+    // By their data, not their place: each instance appends on its own
+    // thread, so A's 'end' may land before B's last two entries.
+    const all = await entries(stream);
+    const idsOf = (data) => all.filter((e) => e.fields.data === JSON.stringify(data)).map((e) => e.id);
+    const [[room], [alice], [end1, end2]] = [idsOf('to room'), idsOf('to alice'), idsOf('end')];
     const frame = (id, data) => `id: ${id}\ndata: ${JSON.stringify(data)}\n\n`;
     const ends = frame(end1, 'end') + frame(end2, 'end');
     const expected = new Map([
