@@ -137,40 +137,99 @@ describe('which transport a connection gets', () => {
     plain.destroy();
   });
 
-  test("on the stream, Node's own write is handed one Buffer per frame; a write of the app's own still gets the string", async () => {
+  test("on the stream, a response on Node's own write gets each frame's HTTP chunk in one socket write; a write of the app's own still gets the string", async () => {
     hub.configure({ transport: 'stream' });
-    const seen = { socket: [], wrapped: [] };
+    const seen = { plain: [], wrapped: [], wrappedChunks: [] };
     srv = await startServer((app) =>
       app.get('/events', (req, res) => {
         hub.initResponse(res);
-        // What reaches the socket from Node's own res.write.
+        const who = req.query.wrap ? 'wrapped' : 'plain';
+        // Everything that reaches the socket, write by write.
         const socketWrite = res.socket.write;
         res.socket.write = function (chunk, ...rest) {
-          // (Not the chunk-size line or the CRLFs around the frame.)
-          if (chunk.length > 8) seen.socket.push(Buffer.isBuffer(chunk) ? 'buffer' : 'string');
+          seen[who].push(Buffer.isBuffer(chunk) ? chunk.toString('latin1') : `string:${chunk}`);
           return socketWrite.call(this, chunk, ...rest);
         };
         if (req.query.wrap) {
           const nodeWrite = res.write;
           res.write = function (chunk, ...rest) {
-            seen.wrapped.push(typeof chunk);
+            seen.wrappedChunks.push(typeof chunk);
             return nodeWrite.call(this, chunk, ...rest);
           };
         }
-        hub.addClient(req.query.wrap ? 'wrapped' : 'plain', res);
+        hub.addClient(who, res);
       }),
     );
     const plain = rawGet(srv.port, '/events');
     const wrapped = rawGet(srv.port, '/events?wrap=1');
     await waitFor(() => hub.getClientCount() === 2, 'both');
-    seen.socket.length = 0;
+    seen.plain.length = 0;
+    seen.wrapped.length = 0;
     const frame = 'data: {"t":"é✓😀"}\n\n';
+    const bytes = Buffer.byteLength(frame);
     expect(hub.broadcast({ t: 'é✓😀' })).toBe(2);
     for (const c of [plain, wrapped]) await c.waitFor((x) => x.body() === frame, 'the frame');
     // The same bytes on both wires, each in one chunk of its exact length.
     for (const c of [plain, wrapped]) expect(c.chunks()).toEqual([frame]);
-    expect(seen.wrapped).toEqual(['string']);
-    expect(seen.socket).toEqual(['buffer', 'string']);
+    // Node's own write: the whole chunk, size line to CRLF, in one write.
+    expect(seen.plain).toEqual([`${bytes.toString(16)}\r\n${Buffer.from(frame).toString('latin1')}\r\n`]);
+    // The app's wrapper gets the string, and Node's write makes its four.
+    expect(seen.wrappedChunks).toEqual(['string']);
+    expect(seen.wrapped).toEqual([`string:${bytes.toString(16)}`, '\r\n', `string:${frame}`, '\r\n']);
+  });
+
+  test("on the stream, the app's own writes and the hub's frames reach the wire in the order they were made", async () => {
+    hub.configure({ transport: 'stream' });
+    let res;
+    srv = await startServer((app) =>
+      app.get('/events', (_req, r) => {
+        hub.initResponse(r);
+        hub.addClient('a', r);
+        res = r;
+      }),
+    );
+    const a = rawGet(srv.port, '/events');
+    await waitFor(() => hub.getClientCount() === 1, 'a');
+    res.write(': before\n\n');
+    hub.broadcast({ n: 1 });
+    res.write(': between\n\n');
+    hub.broadcast({ n: 2 });
+    await delay(1);
+    hub.broadcast({ n: 3 });
+    res.write(': after\n\n');
+    const expected = [
+      ': before\n\n',
+      'data: {"n":1}\n\n',
+      ': between\n\n',
+      'data: {"n":2}\n\n',
+      'data: {"n":3}\n\n',
+      ': after\n\n',
+    ];
+    await a.waitFor((c) => c.chunks().length === expected.length, 'six chunks');
+    expect(a.chunks()).toEqual(expected);
+  });
+
+  test("on the stream, a frame that fills the socket past its high-water mark goes through Node's write: the send counts it buffered and the response emits 'drain'", async () => {
+    hub.configure({ transport: 'stream', maxBufferedBytes: 64 * 1024 * 1024 });
+    let res;
+    srv = await startServer((app) =>
+      app.get('/events', (_req, r) => {
+        hub.initResponse(r);
+        hub.addClient('a', r);
+        res = r;
+      }),
+    );
+    const a = rawGet(srv.port, '/events');
+    await waitFor(() => hub.getClientCount() === 1, 'a');
+    const drained = new Promise((resolve) => res.once('drain', resolve));
+    const big = 'x'.repeat(res.socket.writableHighWaterMark + 1024);
+    expect(hub.broadcast({ big })).toBe(1);
+    // Node's write returned false: the response owes its app a 'drain'.
+    expect(res.writableNeedDrain).toBe(true);
+    await drained;
+    await a.waitFor((c) => c.body() === `data: ${JSON.stringify({ big })}\n\n`, 'the big frame');
+    expect(hub.broadcast({ n: 1 })).toBe(1);
+    await a.waitFor((c) => c.body().endsWith('data: {"n":1}\n\n'), 'the next frame');
   });
 
   test("on the stream, one broadcast skips a response the app just ended and writes the rest, on Node's write or its own", async () => {

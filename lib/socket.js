@@ -59,45 +59,101 @@ function inspectSocket(res) {
   return { fd, remoteAddress, remotePort, localPort, identity: framing === 'identity' };
 }
 
-/** What `writeBatch` reports per response (the native side reads them). */
-const BATCH = Object.freeze({ WRITTEN: 0, BUFFERED: 1, ENDED: 2, THREW: 3, NATIVE: 4 });
+/**
+ * What `writeBatch` reports per response (the native side reads them), each
+ * with `DONE` set: a place it did not reach still holds its slot.
+ */
+const BATCH = Object.freeze({ WRITTEN: 0, BUFFERED: 1, ENDED: 2, THREW: 3, NATIVE: 4, DONE: 0x8000_0000 });
+const WRITTEN = BATCH.DONE | BATCH.WRITTEN;
+const BUFFERED = BATCH.DONE | BATCH.BUFFERED;
+const ENDED = BATCH.DONE | BATCH.ENDED;
+const THREW = BATCH.DONE | BATCH.THREW;
+const NATIVE = BATCH.DONE | BATCH.NATIVE;
+
+/**
+ * Whether `writeBatch` may put a chunk on a response's socket itself: on
+ * Node only, whose `http` fields it reads (Bun's and Deno's `node:http`
+ * have sockets of their own, which those fields do not describe).
+ */
+const DIRECT_SOCKET_WRITES = typeof process.versions.bun !== 'string' && typeof process.versions.deno !== 'string';
+
+/**
+ * Where Node's own `write(body)` on `res` would do nothing but put the
+ * body's HTTP chunk (`chunk`, the same bytes) on `res.socket` and return
+ * true, the socket to write `chunk` to, else undefined. Node's `write` makes
+ * four socket writes per call (the size line, CRLF, the body, CRLF) under a
+ * cork it lifts on the next tick, which cost more than the bytes; one write
+ * of the whole chunk puts the same bytes on the wire, in the same order with
+ * anything the app wrote. Everything else (headers not sent yet, a body Node
+ * does not chunk, output Node holds for a socket not yet assigned, an empty
+ * body, whose chunk would end the stream, a socket the chunk would fill past
+ * its high-water mark, where Node's `write` must return false and owe a
+ * `'drain'`) is left to Node's `write`.
+ */
+function directSocket(res, chunk, bodyStart) {
+  if (
+    res.chunkedEncoding !== true ||
+    res._headerSent !== true ||
+    res._hasBody !== true ||
+    res.destroyed ||
+    res.strictContentLength ||
+    res.outputData?.length !== 0 ||
+    chunk.length <= bodyStart + 2
+  ) {
+    return undefined;
+  }
+  const socket = res.socket;
+  if (!socket || socket._httpMessage !== res || !socket.writable) return undefined;
+  if (socket.writableLength + chunk.length >= socket.writableHighWaterMark) return undefined;
+  return socket;
+}
 
 /**
  * A stream-transport send's writes to the responses whose `write` is
  * Node's own, in one call from the native side (a call from native code per
- * response, and its property reads, cost more than the write): one frame,
- * the same Buffer for each. `table` is the hub's response table (every
- * registered response at its slot, kept by the native side) and `slots`
- * the targets' slots in it, so nothing is built per target. No app code
- * runs in Node's own `write`, so none can change the registry in between.
- * `outcomes[i]` gets `BATCH`'s code for the response at `slots[i]`: a
- * response that ended is skipped, as the original helper does; one with a
- * `write` of its own (a wrapper, a test double) is `NATIVE`, and the native
- * side writes it itself, as before.
+ * response, and its property reads, cost more than the write). `chunk` is
+ * the frame's HTTP chunk, written whole to the socket where that is what
+ * Node's `write` would do (`directSocket`); the rest get the frame's body,
+ * the same `Buffer` view of it for each. `table` is the hub's response table
+ * (every registered response at its slot, kept by the native side) and
+ * `batch` the targets' slots in it, so nothing is built per target; each
+ * place gets its response's code back (`BATCH`). No app code runs in Node's
+ * own `write`, so none can change the registry in between. A response that
+ * ended is skipped, as the original helper does; one with a `write` of its
+ * own (a wrapper, a test double) is `NATIVE`, and the native side writes it
+ * itself.
  */
-function writeBatch(table, slots, frame, outcomes) {
-  for (let i = 0; i < slots.length; i++) {
-    const res = table[slots[i]];
+function writeBatch(table, batch, chunk, bodyStart) {
+  let body;
+  for (let i = 0; i < batch.length; i++) {
+    const res = table[batch[i]];
     let write;
     try {
       write = res.write;
     } catch {
-      outcomes[i] = BATCH.NATIVE;
+      batch[i] = NATIVE;
       continue;
     }
     if (write !== NODE_WRITE) {
-      outcomes[i] = BATCH.NATIVE;
+      batch[i] = NATIVE;
       continue;
     }
     // What Node's writableEnded getter returns.
     if (res.finished) {
-      outcomes[i] = BATCH.ENDED;
+      batch[i] = ENDED;
       continue;
     }
     try {
-      outcomes[i] = write.call(res, frame) ? BATCH.WRITTEN : BATCH.BUFFERED;
+      const socket = DIRECT_SOCKET_WRITES ? directSocket(res, chunk, bodyStart) : undefined;
+      if (socket !== undefined) {
+        socket.write(chunk);
+        batch[i] = WRITTEN;
+      } else {
+        body ??= chunk.subarray(bodyStart, chunk.length - 2);
+        batch[i] = write.call(res, body) ? WRITTEN : BUFFERED;
+      }
     } catch {
-      outcomes[i] = BATCH.THREW;
+      batch[i] = THREW;
     }
   }
 }

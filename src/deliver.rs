@@ -13,7 +13,7 @@
 //! need.
 
 use sse_helper_core::backpressure::Admit;
-use sse_helper_core::hub::{Dispatch, Outcome};
+use sse_helper_core::hub::{Dispatch, Frame, Outcome};
 use sse_helper_core::registry::ConnKey;
 
 use crate::effects::execute;
@@ -31,6 +31,17 @@ mod batch {
   pub const THREW: u8 = 3;
   /// Not Node's `write` (or not reached): written from here instead.
   pub const NATIVE: u8 = 4;
+  /// Set on a place `writeBatch` reached, over its code; a place it did
+  /// not reach (an exception escaped before it) still holds its slot.
+  const DONE: u32 = 0x8000_0000;
+
+  /// The code `writeBatch` left in a place of its array.
+  pub fn code(place: u32) -> u8 {
+    match place & DONE {
+      0 => NATIVE,
+      _ => u8::try_from(place & !DONE).unwrap_or(NATIVE).min(NATIVE),
+    }
+  }
 }
 
 /// Writes `dispatch`'s stream targets, settles it with the core and
@@ -62,6 +73,8 @@ struct Resolved {
 /// hook and the response table.
 struct Send<'a> {
   out: OutFrame<'a>,
+  /// The core's frame, whose HTTP chunk `writeBatch` is given.
+  frame: &'a Frame,
   write_batch: Option<(RawValue, RawValue)>,
 }
 
@@ -88,13 +101,14 @@ fn write_targets(state: &Shared, env: RawEnv, dispatch: &Dispatch) -> Vec<(ConnK
   };
   let replay = dispatch.frame.replay_id();
   let out = match replay {
-    Some(id) => {
-      let (text, buffer) = replays::kept(state, env, id);
-      OutFrame::with(dispatch.frame.body(), text, buffer)
-    }
+    Some(id) => OutFrame::with(dispatch.frame.body(), replays::kept(state, env, id)),
     None => OutFrame::new(dispatch.frame.body()),
   };
-  let send = Send { out, write_batch };
+  let send = Send {
+    out,
+    frame: &dispatch.frame,
+    write_batch,
+  };
   // A response Node buffers for (congested) or that has a wrapper's
   // `flush` is written from here; the rest go to the batch first.
   let (one_by_one, batched): (Vec<Resolved>, Vec<Resolved>) = resolved
@@ -172,15 +186,16 @@ fn run_batch(state: &Shared, env: RawEnv, send: &Send<'_>, targets: &[Resolved])
   let Some((hook, table)) = send.write_batch.filter(|_| !targets.is_empty()) else {
     return not_written();
   };
-  // Only targets with a slot are batched.
+  // Only targets with a slot are batched (all of them: see the caller).
+  // Each slot's place in the array gets its target's code back.
   let slots: Vec<u32> = targets.iter().filter_map(|t| t.slot).collect();
   let made = (|| {
-    let slots = js::u32_array(env, &slots)?;
-    let outcomes = js::u8_array(env, targets.len(), batch::NATIVE)?;
-    let frame = send.out.buffer(env)?;
-    Ok::<_, napi::Error>((slots, frame, outcomes))
+    let batch = js::u32_array(env, &slots)?;
+    let chunk = send.out.chunk(env, send.frame)?;
+    let body_start = js::double(env, send.frame.body_start() as f64)?;
+    Ok::<_, napi::Error>((batch, chunk, body_start))
   })();
-  let Ok((slots, frame, outcomes)) = made else {
+  let Ok((batch, chunk, body_start)) = made else {
     js::clear_exception(env);
     return not_written();
   };
@@ -189,15 +204,16 @@ fn run_batch(state: &Shared, env: RawEnv, send: &Send<'_>, targets: &[Resolved])
   // `table`): app JS it reaches may remove a target and add a client.
   let running = RunningBatch::start(state);
   // It catches every write's exception itself; one escaping (a getter on
-  // a response) leaves the codes it did not reach at NATIVE.
-  let _ = js::call(env, undefined, hook, &[table, slots, frame, outcomes]);
+  // a response) leaves the places it did not reach holding their slots,
+  // which read as NATIVE.
+  let _ = js::call(env, undefined, hook, &[table, batch, chunk, body_start]);
   drop(running);
-  let codes = match js::u8_array_bytes(env, outcomes) {
-    Some(codes) if codes.len() == targets.len() => codes,
+  let codes = match js::u32_array_values(env, batch) {
+    Some(places) if places.len() == targets.len() => places.into_iter().map(batch::code).collect(),
     _ => not_written(),
   };
   if codes.iter().all(|&code| code == batch::NATIVE) {
-    send.out.unused_buffer();
+    send.out.unused_chunk();
   }
   codes
 }

@@ -414,39 +414,10 @@ pub fn u32_array(env: RawEnv, values: &[u32]) -> Result<RawValue> {
   Ok(array)
 }
 
-/// A new `Uint8Array` of `len` bytes, each `fill`.
-pub fn u8_array(env: RawEnv, len: usize, fill: u8) -> Result<RawValue> {
-  let mut data = ptr::null_mut();
-  let mut buffer = ptr::null_mut();
-  // SAFETY: see the module contract; napi allocates `len` bytes and points
-  // `data` at them.
-  let status = unsafe { sys::napi_create_arraybuffer(env, len, &mut data, &mut buffer) };
-  check(status, "napi_create_arraybuffer")?;
-  if len > 0 {
-    // SAFETY: `data` points to the `len` bytes just allocated, which
-    // nothing else refers to yet.
-    unsafe { ptr::write_bytes(data.cast::<u8>(), fill, len) };
-  }
-  let mut array = ptr::null_mut();
-  // SAFETY: see the module contract; the view covers the whole buffer.
-  let status = unsafe {
-    sys::napi_create_typedarray(
-      env,
-      sys::TypedarrayType::uint8_array,
-      len,
-      buffer,
-      0,
-      &mut array,
-    )
-  };
-  check(status, "napi_create_typedarray")?;
-  Ok(array)
-}
-
-/// The bytes of a `Uint8Array` as they are now (copied out, so nothing
+/// The values of a `Uint32Array` as they are now (copied out, so nothing
 /// borrows JS memory afterwards); `None` if it is not one (or was detached).
-pub fn u8_array_bytes(env: RawEnv, array: RawValue) -> Option<Vec<u8>> {
-  let mut kind = sys::TypedarrayType::uint8_array;
+pub fn u32_array_values(env: RawEnv, array: RawValue) -> Option<Vec<u32>> {
+  let mut kind = sys::TypedarrayType::uint32_array;
   let mut len = 0usize;
   let mut data = ptr::null_mut();
   let mut buffer = ptr::null_mut();
@@ -463,7 +434,7 @@ pub fn u8_array_bytes(env: RawEnv, array: RawValue) -> Option<Vec<u8>> {
       &mut offset,
     )
   };
-  if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
+  if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint32_array {
     return None;
   }
   if len == 0 {
@@ -472,9 +443,16 @@ pub fn u8_array_bytes(env: RawEnv, array: RawValue) -> Option<Vec<u8>> {
   if data.is_null() {
     return None;
   }
-  // SAFETY: napi reported `len` bytes at `data` for this live view, and no
-  // JS runs while they are copied.
-  Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec())
+  // SAFETY: napi reported `len` elements of 4 bytes at `data` for this
+  // live view, and no JS runs while they are copied. Read as bytes, so
+  // nothing is assumed of `data`'s alignment.
+  let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len * 4) };
+  Some(
+    bytes
+      .chunks_exact(4)
+      .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+      .collect(),
+  )
 }
 
 /// Calls `func` with `this = recv`. A JS exception is caught, cleared and

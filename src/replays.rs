@@ -1,7 +1,7 @@
 //! The JS values of shared replays (a reconnect storm): the core reads the
 //! history once per distinct replay and hands every stream client replayed
 //! the same the same bytes, naming them ([`Frame::replay_id`]); the
-//! binding makes the JS string or `Buffer` of those bytes once and keeps
+//! binding makes the JS string or `Buffer`s of those bytes once and keeps
 //! it under a reference while the core keeps the replay, so a storm makes
 //! one JS value per distinct replay rather than one per client. A value is
 //! let go of as soon as the core no longer keeps its replay (the history
@@ -11,9 +11,9 @@
 //!
 //! [`Frame::replay_id`]: sse_helper_core::hub::Frame::replay_id
 
-use crate::js::{JsRef, RawEnv, RawValue, Refs};
+use crate::js::{JsRef, RawEnv, Refs};
 use crate::state::Shared;
-use crate::stream::OutFrame;
+use crate::stream::{FrameValues, OutFrame};
 
 /// One shared replay's JS values, made on first need.
 #[derive(Debug)]
@@ -21,33 +21,37 @@ pub struct ReplayValues {
   pub id: u64,
   pub text: Option<JsRef>,
   pub buffer: Option<JsRef>,
+  pub chunk: Option<JsRef>,
 }
 
 impl ReplayValues {
   fn release(self, env: RawEnv, refs: &mut Refs) {
-    for reference in [self.text, self.buffer].into_iter().flatten() {
+    for reference in [self.text, self.buffer, self.chunk].into_iter().flatten() {
       refs.release(env, reference);
     }
   }
 }
 
-/// The values kept for replay `id`, as (string, `Buffer`).
-pub fn kept(state: &Shared, env: RawEnv, id: u64) -> (Option<RawValue>, Option<RawValue>) {
+/// The values kept for replay `id`.
+pub fn kept(state: &Shared, env: RawEnv, id: u64) -> FrameValues {
   let s = state.borrow();
   let Some(values) = s.replays.iter().find(|v| v.id == id) else {
-    return (None, None);
+    return FrameValues::default();
   };
-  let text = values.text.as_ref().and_then(|r| r.value(env).ok());
-  let buffer = values.buffer.as_ref().and_then(|r| r.value(env).ok());
-  (text, buffer)
+  let value = |r: &Option<JsRef>| r.as_ref().and_then(|r| r.value(env).ok());
+  FrameValues {
+    text: value(&values.text),
+    buffer: value(&values.buffer),
+    chunk: value(&values.chunk),
+  }
 }
 
 /// Keeps the values `out` made for replay `id` that were not kept yet,
 /// while the core still keeps the replay (a write's JS may have changed
 /// the history meanwhile).
 pub fn keep(state: &Shared, env: RawEnv, id: u64, out: &OutFrame<'_>) {
-  let (text, buffer) = out.made();
-  if text.is_none() && buffer.is_none() {
+  let made = out.made();
+  if made.text.is_none() && made.buffer.is_none() && made.chunk.is_none() {
     return;
   }
   let mut s = state.borrow_mut();
@@ -62,16 +66,20 @@ pub fn keep(state: &Shared, env: RawEnv, id: u64, out: &OutFrame<'_>) {
         id,
         text: None,
         buffer: None,
+        chunk: None,
       });
       s.replays.len() - 1
     }
   };
   let values = &mut s.replays[at];
-  if let (None, Some(text)) = (&values.text, text) {
-    values.text = s.refs.hold(env, text).ok();
-  }
-  if let (None, Some(buffer)) = (&values.buffer, buffer) {
-    values.buffer = s.refs.hold(env, buffer).ok();
+  for (kept, made) in [
+    (&mut values.text, made.text),
+    (&mut values.buffer, made.buffer),
+    (&mut values.chunk, made.chunk),
+  ] {
+    if let (None, Some(value)) = (&kept, made) {
+      *kept = s.refs.hold(env, value).ok();
+    }
   }
 }
 

@@ -63,7 +63,7 @@ pub struct Hooks {
   /// Node's own `ServerResponse.prototype.write`: only a response still
   /// using it gets `write_after_end` (a test double keeps its own `write`).
   pub node_write: JsRef,
-  /// `writeBatch(table, slots, frame, outcomes)`: a stream-transport
+  /// `writeBatch(table, batch, chunk, bodyStart)`: a stream-transport
   /// send's writes to the responses on Node's own `write`, in one call.
   pub write_batch: JsRef,
 }

@@ -8,7 +8,18 @@
 
 use std::cell::Cell;
 
+use sse_helper_core::hub::Frame;
+
 use crate::js::{self, RawEnv, RawValue};
+
+/// The JS values made of one frame: the body as a string and as a
+/// `Buffer`, and its HTTP chunk as a `Buffer` (for `writeBatch`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameValues {
+  pub text: Option<RawValue>,
+  pub buffer: Option<RawValue>,
+  pub chunk: Option<RawValue>,
+}
 
 /// One framed event's body, shared by every stream recipient of a send,
 /// and the JS values made of it on first use, once. Socket connections got
@@ -17,34 +28,52 @@ pub struct OutFrame<'a> {
   bytes: &'a [u8],
   text: Cell<Option<RawValue>>,
   buffer: Cell<Option<RawValue>>,
-  /// The `Buffer` it came with (a kept replay's), if any.
-  given_buffer: Option<RawValue>,
+  chunk: Cell<Option<RawValue>>,
+  /// The values it came with (a kept replay's).
+  given: FrameValues,
 }
 
 impl<'a> OutFrame<'a> {
   pub fn new(bytes: &'a [u8]) -> Self {
-    Self::with(bytes, None, None)
+    Self::with(bytes, FrameValues::default())
   }
 
   /// Its JS values made already (a shared replay's, kept by the binding).
-  pub fn with(bytes: &'a [u8], text: Option<RawValue>, buffer: Option<RawValue>) -> Self {
+  pub fn with(bytes: &'a [u8], given: FrameValues) -> Self {
     Self {
       bytes,
-      text: Cell::new(text),
-      buffer: Cell::new(buffer),
-      given_buffer: buffer,
+      text: Cell::new(given.text),
+      buffer: Cell::new(given.buffer),
+      chunk: Cell::new(given.chunk),
+      given,
     }
   }
 
-  /// Forgets the `Buffer` made for a batch that wrote none with it, so it
-  /// is not kept for a shared replay's next recipients.
-  pub fn unused_buffer(&self) {
-    self.buffer.set(self.given_buffer);
+  /// Forgets the chunk made for a batch that wrote none with it, so it is
+  /// not kept for a shared replay's next recipients.
+  pub fn unused_chunk(&self) {
+    self.chunk.set(self.given.chunk);
   }
 
-  /// Its JS values made so far, as (string, `Buffer`).
-  pub fn made(&self) -> (Option<RawValue>, Option<RawValue>) {
-    (self.text.get(), self.buffer.get())
+  /// Its JS values made so far.
+  pub fn made(&self) -> FrameValues {
+    FrameValues {
+      text: self.text.get(),
+      buffer: self.buffer.get(),
+      chunk: self.chunk.get(),
+    }
+  }
+
+  /// `frame`'s HTTP chunk (whose payload is this body) as one `Buffer`:
+  /// `writeBatch` writes it to a socket where that is what Node's `write`
+  /// would do, and takes the body out of it as a view for the rest.
+  pub fn chunk(&self, env: RawEnv, frame: &Frame) -> napi::Result<RawValue> {
+    if let Some(value) = self.chunk.get() {
+      return Ok(value);
+    }
+    let value = js::buffer(env, &frame.chunk())?;
+    self.chunk.set(Some(value));
+    Ok(value)
   }
 
   /// The frame as a JS string (a `Buffer` in the one case it is not UTF-8:

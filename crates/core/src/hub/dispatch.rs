@@ -105,6 +105,13 @@ impl Frame {
       .clone()
   }
 
+  /// Where the SSE body starts in [`Frame::chunk`], after the size line;
+  /// it ends before the chunk's closing CRLF. The binding hands the chunk
+  /// to JS with this, which takes the body out of it as a view.
+  pub fn body_start(&self) -> usize {
+    frame::chunk_payload_start(&self.chunk())
+  }
+
   /// Bytes of the SSE body (what the counts count).
   pub fn len(&self) -> usize {
     self.body().len()
@@ -316,5 +323,31 @@ impl<H> HubCore<H> {
       Count::Fixed(n) => n,
     };
     Settled { count, effects }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  /// Every way a frame is made: its body is where `body_start` says in its
+  /// chunk, up to the closing CRLF.
+  #[test]
+  fn the_body_is_at_body_start_in_the_chunk() {
+    let long = vec![b'x'; 70_000];
+    let frames = [
+      Frame::new(b"data: 1\n\n".to_vec()),
+      Frame::new(long.clone()),
+      Frame::new(Vec::new()),
+      Frame::from_chunk(frame::http_chunk(b"data: 2\n\n").into()),
+      Frame::shared_replay(Arc::from(&b"id: 1\ndata: 3\n\n"[..]), 7),
+      Frame::comment("hi"),
+    ];
+    for f in &frames {
+      let chunk = f.chunk();
+      let start = f.body_start();
+      assert_eq!(&chunk[start..chunk.len() - 2], f.body());
+      assert_eq!(&chunk[..start], format!("{:x}\r\n", f.len()).as_bytes());
+    }
   }
 }
