@@ -14,6 +14,10 @@
 //    N over the time from the first entry's arrival to the last at the
 //    slower client. Every client must get all N, the last with the stream's
 //    last id, and no `event: reset`.
+// 1b. The reader alone: the instance is stopped (SIGSTOP) while
+//    redis-benchmark appends N entries, then resumed; the figure is N over
+//    the time from the resume to the last arrival at the slower client, so
+//    no producer competes with the reader for the machine's cores.
 // 2. Reference, same stream: redis-benchmark's XREAD COUNT 1000 (one
 //    connection) times 1000: what Redis serves one reader.
 // 3. Following: maxLen 10,000 (the default); bench/reader/producer.js
@@ -142,6 +146,13 @@ async function startHub(dir, redisUrl, stream, maxLen) {
   const { port } = JSON.parse(line);
   return {
     port,
+    pause: () => child.kill('SIGSTOP'),
+    cpuMsFromProc() {
+      const fields = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      // utime and stime, in clock ticks (100 per second on Linux).
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    },
+    resume: () => child.kill('SIGCONT'),
     async stats() {
       return JSON.parse(await get(port, '/stats'));
     },
@@ -305,6 +316,45 @@ async function ceiling(build, redis, payload, n) {
   };
 }
 
+/**
+ * Phase 1b: the reader alone. The instance is stopped (SIGSTOP) while
+ * redis-benchmark appends N entries, then resumed: entries per second from
+ * the resume to the last arrival at the slower client, with no producer
+ * competing for the machine's cores.
+ */
+async function drain(build, redis, payload, n) {
+  const stream = `reader-${++streamCount}`;
+  const hub = await startHub(build.dir, redis.url, stream, n * 2);
+  const clients = await clientsOf(hub);
+  const data = JSON.stringify('x'.repeat(payload.bytes - 2));
+  hub.pause();
+  await runAsync('redis-benchmark', [
+    ...['-p', String(redis.port), '-n', String(n), '-c', '2', '-P', '100', '-q'],
+    ...['XADD', stream, 'MAXLEN', '~', String(n * 2), '*', 'kind', 'broadcast', 'data', data],
+  ]);
+  const [last] = await redis.client.xrevrange(stream, '+', '-', 'COUNT', 1);
+  const lastId = last[0];
+  // A stopped instance cannot answer /stats: its CPU time from /proc.
+  const hubBefore = hub.cpuMsFromProc();
+  const resumed = performance.now();
+  hub.resume();
+  const done = await waitFor(() => clients.every((c) => c.lastId === lastId || c.resets > 0 || c.ended), 120_000);
+  const hubStats = await hub.stats();
+  for (const c of clients) c.req.destroy();
+  await hub.stop();
+  const lastAt = Math.max(...clients.map((c) => c.last));
+  const seconds = (lastAt - resumed) / 1000;
+  await redis.client.del(stream);
+  return {
+    entries: n,
+    deliveredPerSec: Math.round(n / seconds),
+    seconds: Number(seconds.toFixed(3)),
+    complete: done && clients.every((c) => c.frames === n && c.resets === 0 && c.lastId === lastId),
+    clients: clients.map((c) => ({ transport: c.transport, frames: c.frames, resets: c.resets, ended: c.ended })),
+    hubCpuShare: Number(((hubStats.cpuMs - hubBefore) / 1000 / seconds).toFixed(2)),
+  };
+}
+
 /** Phase 3: one paced rate, maxLen 10,000; true when everything arrived, no reset. */
 async function follow(build, redis, payload, rate) {
   const stream = `reader-${++streamCount}`;
@@ -355,6 +405,8 @@ async function main() {
         const n = opts.quick ? payload.quickN : payload.n;
         const c = await ceiling(build, redis, payload, n);
         console.log(`${build.name} ${payload.name} ceiling: ${JSON.stringify(c)}`);
+        const d = await drain(build, redis, payload, n);
+        console.log(`${build.name} ${payload.name} drain: ${JSON.stringify(d)}`);
         const rates = [];
         for (const rate of payload.rates) {
           const f = await follow(build, redis, payload, rate);
@@ -371,6 +423,7 @@ async function main() {
         entry.payloads.push({
           payload: payload.name,
           ceiling: c,
+          drain: d,
           follow: rates,
           followedPerSec: kept.length ? Math.max(...kept.map((r) => r.achieved)) : 0,
         });
@@ -396,19 +449,21 @@ function render(r) {
     'One instance, one client on the native socket writer and one on the stream transport, one local redis-server',
     '(a fresh stream per figure). **Ceiling**: redis-benchmark floods N pipelined XADDs; entries delivered per second',
     'from the first arrival to the last (every client got all N, no `reset`, maxLen above N). **Redis XREAD**:',
-    "redis-benchmark's `XREAD COUNT 1000` on one connection × 1000, same stream, same run. **Followed**: the highest",
+    "redis-benchmark's `XREAD COUNT 1000` on one connection × 1000, same stream, same run. **Reader alone**: the instance",
+    'stopped (SIGSTOP) while the N entries are appended, then resumed: entries per second from the resume to the last',
+    'arrival (all N, no `reset`), with no producer sharing the cores. **Followed**: the highest',
     `paced append rate (maxLen ${FOLLOW_MAX_LEN.toLocaleString('en')}, ${FOLLOW_SECONDS} s) at which both clients got every entry with no reset`,
     '(steps of the producer; `>` when the last step passed, so the reader was not the limit).',
     '',
-    '| build | payload | ceiling, entries/s | N | append rate during it | instance CPU | Redis CPU | Redis XREAD entries/s | followed, entries/s |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| build | payload | ceiling, entries/s | N | append rate during it | instance CPU | Redis CPU | reader alone, entries/s | its instance CPU | Redis XREAD entries/s | followed, entries/s |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const b of r.builds) {
     for (const p of b.payloads) {
       const c = p.ceiling;
       const lastOk = p.follow.length && p.follow[p.follow.length - 1].ok;
       lines.push(
-        `| ${b.name} (${b.commit}) | ${p.payload} | ${c.complete ? c.deliveredPerSec.toLocaleString('en') : `incomplete (${JSON.stringify(c.clients)})`} | ${c.entries.toLocaleString('en')} | ${c.appendPerSec.toLocaleString('en')}/s | ${c.hubCpuShare} | ${c.redisCpuShare} | ${c.redisXreadEntriesPerSec.toLocaleString('en')} | ${lastOk ? '>' : ''}${p.followedPerSec.toLocaleString('en')} |`,
+        `| ${b.name} (${b.commit}) | ${p.payload} | ${c.complete ? c.deliveredPerSec.toLocaleString('en') : `incomplete (${JSON.stringify(c.clients)})`} | ${c.entries.toLocaleString('en')} | ${c.appendPerSec.toLocaleString('en')}/s | ${c.hubCpuShare} | ${c.redisCpuShare} | ${p.drain.complete ? p.drain.deliveredPerSec.toLocaleString('en') : `incomplete (${JSON.stringify(p.drain.clients)})`} | ${p.drain.hubCpuShare} | ${c.redisXreadEntriesPerSec.toLocaleString('en')} | ${lastOk ? '>' : ''}${p.followedPerSec.toLocaleString('en')} |`,
       );
     }
   }

@@ -120,31 +120,31 @@ pub fn reset_chunk() -> std::sync::Arc<[u8]> {
   http_chunk(&reset_frame(None)).into()
 }
 
-/// [`http_chunk`] as shared bytes, allocated once: the size line, the
-/// frame and the CRLF copied straight into the `Arc`.
-pub fn chunk_of(frame: &[u8]) -> std::sync::Arc<[u8]> {
-  let mut size = [0u8; 18];
-  let mut n = frame.len();
-  let mut digits = 0;
-  loop {
+/// Room before a chunk's payload for its size line: 16 hex digits, CRLF.
+const SIZE_LINE_ROOM: usize = 18;
+
+/// An HTTP chunk ([`http_chunk`]) as shared bytes, allocated once: `fill`
+/// appends the payload to `scratch` (cleared first) after room for the size
+/// line, which is then written just before the payload, and the chunk is
+/// copied into the `Arc` in one `memcpy`. `scratch` is the caller's buffer,
+/// reused from one chunk to the next (the bus reader frames thousands a
+/// batch).
+pub fn chunk_with(scratch: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) -> std::sync::Arc<[u8]> {
+  scratch.clear();
+  scratch.resize(SIZE_LINE_ROOM, 0);
+  fill(scratch);
+  let len = (scratch.len() - SIZE_LINE_ROOM) as u64;
+  scratch.extend_from_slice(b"\r\n");
+  let mut digits = 1;
+  while digits < 16 && len >> (4 * digits) != 0 {
     digits += 1;
-    n >>= 4;
-    if n == 0 {
-      break;
-    }
   }
-  let mut n = frame.len();
-  for i in (0..digits).rev() {
-    size[i] = b"0123456789abcdef"[n & 15];
-    n >>= 4;
+  let start = SIZE_LINE_ROOM - 2 - digits;
+  for (i, byte) in scratch[start..start + digits].iter_mut().enumerate() {
+    *byte = b"0123456789abcdef"[((len >> (4 * (digits - 1 - i))) & 15) as usize];
   }
-  size[digits..digits + 2].copy_from_slice(b"\r\n");
-  size[..digits + 2]
-    .iter()
-    .chain(frame)
-    .chain(b"\r\n")
-    .copied()
-    .collect()
+  scratch[SIZE_LINE_ROOM - 2..SIZE_LINE_ROOM].copy_from_slice(b"\r\n");
+  std::sync::Arc::from(&scratch[start..])
 }
 
 /// Wraps `frame` in HTTP/1.1 chunked transfer coding (`<hex size>\r\n`,
@@ -210,27 +210,39 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
 fn push_lines(out: &mut Vec<u8>, name: &[u8], text: &str) {
   let bytes = text.as_bytes();
   let mut start = 0;
-  let mut i = 0;
-  while i < bytes.len() {
-    match bytes[i] {
-      b'\n' => {
-        push_line(out, name, &bytes[start..i]);
-        i += 1;
-        start = i;
-      }
-      b'\r' => {
-        push_line(out, name, &bytes[start..i]);
-        i += if bytes.get(i + 1) == Some(&b'\n') {
-          2
-        } else {
-          1
-        };
-        start = i;
-      }
-      _ => i += 1,
-    }
+  while let Some(at) = next_line_break(bytes, start) {
+    push_line(out, name, &bytes[start..at]);
+    start = match (bytes[at], bytes.get(at + 1)) {
+      (b'\r', Some(b'\n')) => at + 2,
+      _ => at + 1,
+    };
   }
   push_line(out, name, &bytes[start..]);
+}
+
+/// Where the first CR or LF at or after `from` is: eight bytes at a time
+/// (a payload is mostly one long line of JSON), then byte by byte within
+/// the word that has one.
+fn next_line_break(bytes: &[u8], from: usize) -> Option<usize> {
+  const ONES: u64 = u64::from_ne_bytes([1; 8]);
+  const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+  // Nonzero exactly when some byte of `word` is zero.
+  let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
+  let mut at = from;
+  while let Some(word) = bytes.get(at..at + 8) {
+    let word = u64::from_ne_bytes([
+      word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+    ]);
+    if has_zero(word ^ (ONES * u64::from(b'\n'))) || has_zero(word ^ (ONES * u64::from(b'\r'))) {
+      break;
+    }
+    at += 8;
+  }
+  bytes
+    .get(at..)?
+    .iter()
+    .position(|&b| b == b'\n' || b == b'\r')
+    .map(|i| at + i)
 }
 
 fn push_line(out: &mut Vec<u8>, name: &[u8], line: &[u8]) {
@@ -259,6 +271,48 @@ mod tests {
     assert_eq!(data_frame("\"hi\""), b"data: \"hi\"\n\n");
   }
 
+  /// The lines a client's parser sees (CR, LF and CRLF each end one),
+  /// found one byte at a time: what `push_lines` must agree with.
+  fn lines_one_by_one(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let (bytes, mut start, mut i) = (text.as_bytes(), 0, 0);
+    while i < bytes.len() {
+      if bytes[i] == b'\n' || bytes[i] == b'\r' {
+        lines.push(&text[start..i]);
+        i += if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+          2
+        } else {
+          1
+        };
+        start = i;
+      } else {
+        i += 1;
+      }
+    }
+    lines.push(&text[start..]);
+    lines
+  }
+
+  #[test]
+  fn line_breaks_are_found_at_every_offset_of_a_word() {
+    for len in 0..40 {
+      for at in 0..len {
+        for brk in ["\n", "\r", "\r\n", "\n\r", "\r\r"] {
+          let mut text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+          let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap();
+          text.insert_str(at, brk);
+          let mut out = Vec::new();
+          push_lines(&mut out, b"data", &text);
+          let expected: String = lines_one_by_one(&text)
+            .iter()
+            .map(|line| format!("data: {line}\n").replace("data: \n", "data:\n"))
+            .collect();
+          assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+        }
+      }
+    }
+  }
+
   #[test]
   fn http_chunks_carry_the_hex_size() {
     assert_eq!(
@@ -266,11 +320,13 @@ mod tests {
       b"c\r\ndata: \"hi\"\n\n\r\n"
     );
     assert_eq!(http_chunk(&[b'x'; 255])[..4], *b"ff\r\n");
-    // The shared form is the same bytes, at every size-line width.
-    for len in [0, 1, 15, 16, 255, 256, 4095, 4096, 70_000] {
+    // The shared form is the same bytes, at every size-line width, with
+    // a scratch buffer reused from a longer chunk.
+    let mut scratch = vec![b'z'; 100_000];
+    for len in [0, 1, 15, 16, 255, 256, 4095, 4096, 70_000, 1 << 20] {
       let frame = vec![b'y'; len];
       assert_eq!(
-        &chunk_of(&frame)[..],
+        &chunk_with(&mut scratch, |out| out.extend_from_slice(&frame))[..],
         http_chunk(&frame).as_slice(),
         "{len}"
       );

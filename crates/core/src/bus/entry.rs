@@ -229,18 +229,18 @@ impl BusFrame {
     // (the bus reader frames thousands a batch).
     thread_local!(static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
     let chunk = SCRATCH.with(|scratch| {
-      let mut body = scratch.borrow_mut();
-      body.clear();
+      let mut scratch = scratch.borrow_mut();
       let id = id.map(|i| i.to_string());
       let fields = EventFields {
         event: entry.event.as_deref(),
         id: id.as_deref(),
         retry: entry.retry,
       };
-      frame::push_event(&mut body, &fields, &entry.data);
-      let chunk = frame::chunk_of(&body);
-      if body.capacity() > SCRATCH_KEEP {
-        *body = Vec::new();
+      let chunk = frame::chunk_with(&mut scratch, |body| {
+        frame::push_event(body, &fields, &entry.data)
+      });
+      if scratch.capacity() > SCRATCH_KEEP {
+        *scratch = Vec::new();
       }
       chunk
     });
