@@ -261,7 +261,8 @@ class SseHub extends EventEmitter {
       this.#flushScheduled = true;
       setImmediate(() => {
         this.#flushScheduled = false;
-        this.#native.flushWriters();
+        // close() handed every held connection to its thread already.
+        if (!this.#closing) this.#native.flushWriters();
       });
     }
     const clientId = id === undefined ? registered : id;

@@ -172,7 +172,8 @@ impl Writers {
     }
   }
 
-  /// Whether any shard holds adds for [`Writers::flush`].
+  /// Whether any shard holds adds for [`Writers::flush`] (for the tests).
+  #[cfg(test)]
   pub fn has_held(&self) -> bool {
     self.shards.iter().any(|s| s.writer.has_held())
   }

@@ -75,7 +75,8 @@ impl SocketWriter {
     }
   }
 
-  /// Whether adds wait for [`SocketWriter::flush`].
+  /// Whether adds wait for [`SocketWriter::flush`] (for the tests).
+  #[cfg(test)]
   pub fn has_held(&self) -> bool {
     !self.held.borrow().is_empty()
   }
