@@ -328,10 +328,16 @@ async function drain(build, redis, payload, n) {
   const clients = await clientsOf(hub);
   const data = JSON.stringify('x'.repeat(payload.bytes - 2));
   hub.pause();
-  await runAsync('redis-benchmark', [
-    ...['-p', String(redis.port), '-n', String(n), '-c', '2', '-P', '100', '-q'],
-    ...['XADD', stream, 'MAXLEN', '~', String(n * 2), '*', 'kind', 'broadcast', 'data', data],
-  ]);
+  try {
+    await runAsync('redis-benchmark', [
+      ...['-p', String(redis.port), '-n', String(n), '-c', '2', '-P', '100', '-q'],
+      ...['XADD', stream, 'MAXLEN', '~', String(n * 2), '*', 'kind', 'broadcast', 'data', data],
+    ]);
+  } catch (err) {
+    // Never leave the instance stopped.
+    hub.resume();
+    throw err;
+  }
   const [last] = await redis.client.xrevrange(stream, '+', '-', 'COUNT', 1);
   const lastId = last[0];
   // A stopped instance cannot answer /stats: its CPU time from /proc.

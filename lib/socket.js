@@ -85,10 +85,11 @@ const DIRECT_SOCKET_WRITES = typeof process.versions.bun !== 'string' && typeof 
  * cork it lifts on the next tick, which cost more than the bytes; one write
  * of the whole chunk puts the same bytes on the wire, in the same order with
  * anything the app wrote. Everything else (headers not sent yet, a body Node
- * does not chunk, output Node holds for a socket not yet assigned, an empty
- * body, whose chunk would end the stream, a socket the chunk would fill past
- * its high-water mark, where Node's `write` must return false and owe a
- * `'drain'`) is left to Node's `write`.
+ * does not chunk, a response the app corked, whose writes Node 21 and later
+ * hold on the response until `uncork()`, output Node holds for a socket not
+ * yet assigned, an empty body, whose chunk would end the stream, a socket
+ * the chunk would fill past its high-water mark, where Node's `write` must
+ * return false and owe a `'drain'`) is left to Node's `write`.
  */
 function directSocket(res, chunk, bodyStart) {
   if (
@@ -96,6 +97,7 @@ function directSocket(res, chunk, bodyStart) {
     res._headerSent !== true ||
     res._hasBody !== true ||
     res.destroyed ||
+    res.writableCorked !== 0 ||
     res.strictContentLength ||
     res.outputData?.length !== 0 ||
     chunk.length <= bodyStart + 2

@@ -14,7 +14,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const MAJORS = ['18', '20', '22', '24', '26'];
-const SUITES = ['contract', 'fields', 'replay', 'channels', 'backpressure', 'lifecycle', 'ending'].map(
+const SUITES = ['contract', 'fields', 'replay', 'channels', 'backpressure', 'lifecycle', 'ending', 'stream-writes'].map(
   (name) => `__test__/${name}.spec.js`,
 );
 const root = path.join(__dirname, '..');
