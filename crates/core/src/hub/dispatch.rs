@@ -285,6 +285,15 @@ impl<H> HubCore<H> {
     let mut dropped = 0;
     let mut threw = 0;
     let mut effects = Vec::new();
+    // The targets Node was buffering for when the frame went out (nearly
+    // always none): only theirs and those now buffering change, so the
+    // rest are not looked up again.
+    let were_congested: Vec<ConnKey> = dispatch
+      .targets
+      .iter()
+      .filter(|t| t.congested)
+      .map(|t| t.key)
+      .collect();
     for (key, outcome) in outcomes {
       let congested = match outcome {
         Outcome::Written { buffering } => *buffering,
@@ -304,6 +313,11 @@ impl<H> HubCore<H> {
         }
       };
       written += 1;
+      // A flag a nested send set meanwhile stays set: the next send only
+      // looks at how much Node holds before it clears it.
+      if !congested && !were_congested.contains(key) {
+        continue;
+      }
       if let Some(Transport::Stream {
         congested: flag, ..
       }) = self.registry.get_mut(*key).map(|e| &mut e.handle.transport)

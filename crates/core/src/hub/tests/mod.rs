@@ -207,6 +207,15 @@ fn stream_outcomes_set_congestion_and_remove_the_slow_and_the_failed() {
   assert_eq!(stats.slow_disconnects, 1);
   hub.settle(&dispatch, &[(a, Outcome::Dropped)]);
   assert_eq!(hub.stats().frames_dropped, 1);
+  // The next frame goes out with a's flag set; a write with nothing left
+  // buffered clears it, and b's stays clear.
+  let next = ready(hub.broadcast(plain("e"), at(2)));
+  let flags: Vec<(ConnKey, bool)> = next.targets.iter().map(|t| (t.key, t.congested)).collect();
+  assert_eq!(flags, [(a, true), (b, false)]);
+  let written = Outcome::Written { buffering: false };
+  hub.settle(&next, &[(a, written), (b, written)]);
+  let last = ready(hub.broadcast(plain("f"), at(3)));
+  assert!(last.targets.iter().all(|t| !t.congested));
 }
 
 #[test]
