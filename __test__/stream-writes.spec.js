@@ -70,16 +70,11 @@ describe("stream-transport writes on Node's own write", () => {
   });
 
   test("on the stream, the app's own writes and the hub's frames reach the wire in the order they were made", async () => {
-    let res;
-    srv = await startServer((app) =>
-      app.get('/events', (_req, r) => {
-        hub.initResponse(r);
-        hub.addClient('a', r);
-        res = r;
-      }),
-    );
+    const responses = [];
+    srv = await startServer((app) => keepResponses(app, responses));
     const a = rawGet(srv.port, '/events');
     await waitFor(() => hub.getClientCount() === 1, 'a');
+    const [res] = responses;
     res.write(': before\n\n');
     hub.broadcast({ n: 1 });
     res.write(': between\n\n');
@@ -103,16 +98,11 @@ describe("stream-transport writes on Node's own write", () => {
 
   test("on the stream, a frame that fills the socket past its high-water mark goes through Node's write: the send counts it buffered and the response emits 'drain'", async () => {
     hub.configure({ transport: 'stream', maxBufferedBytes: 64 * 1024 * 1024 });
-    let res;
-    srv = await startServer((app) =>
-      app.get('/events', (_req, r) => {
-        hub.initResponse(r);
-        hub.addClient('a', r);
-        res = r;
-      }),
-    );
+    const responses = [];
+    srv = await startServer((app) => keepResponses(app, responses));
     const a = rawGet(srv.port, '/events');
     await waitFor(() => hub.getClientCount() === 1, 'a');
+    const [res] = responses;
     const drained = new Promise((resolve) => res.once('drain', resolve));
     const big = 'x'.repeat(res.socket.writableHighWaterMark + 1024);
     expect(hub.broadcast({ big })).toBe(1);
