@@ -286,9 +286,10 @@ impl<H> HubCore<H> {
     let mut threw = 0;
     let mut effects = Vec::new();
     // The targets Node was buffering for when the frame went out (nearly
-    // always none): only theirs and those now buffering change, so the
-    // rest are not looked up again.
-    let were_congested: Vec<ConnKey> = dispatch
+    // always none, and then nothing is allocated): only theirs and those
+    // now buffering change, so the rest are not looked up again. A set, so
+    // a send to thousands of slow clients stays linear.
+    let were_congested: std::collections::HashSet<ConnKey> = dispatch
       .targets
       .iter()
       .filter(|t| t.congested)
