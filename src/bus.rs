@@ -7,9 +7,9 @@ use std::time::Instant;
 use napi::{Env, Error, Result};
 use napi_derive::napi;
 use sse_helper_core::bus::link::Notice;
+use sse_helper_core::bus::BusConfig;
 use sse_helper_core::bus::BusError;
-use sse_helper_core::bus::{BusConfig, BusEvent};
-use sse_helper_core::hub::{options, CoreError};
+use sse_helper_core::hub::{options, BusAsk, BusStep, CoreError};
 
 use crate::deliver;
 use crate::effects::{emit, notifier};
@@ -68,7 +68,7 @@ pub fn count(state: &Shared, env: RawEnv, hub: RawValue) -> Result<RawValue> {
     state,
     env,
     hub,
-    |state, request| ask(state, |bus| bus.count(request)),
+    |state, request| state.borrow_mut().core.ask_bus(BusAsk::Count(request)),
     Err(closed()),
   )
 }
@@ -81,20 +81,9 @@ pub fn flush(state: &Shared, env: RawEnv, hub: RawValue) -> Result<RawValue> {
     state,
     env,
     hub,
-    |state, request| ask(state, |bus| bus.flush(request)),
+    |state, request| state.borrow_mut().core.ask_bus(BusAsk::Flush(request)),
     Ok(0.0),
   )
-}
-
-/// Hands the running bus a request; false without one.
-fn ask(state: &Shared, send: impl FnOnce(&sse_helper_core::bus::Bus)) -> bool {
-  match state.borrow().core.bus() {
-    Some(bus) => {
-      send(bus);
-      true
-    }
-    None => false,
-  }
 }
 
 /// The failure of a request the bus can no longer answer.
@@ -106,40 +95,18 @@ fn closed() -> CoreError {
 fn execute(state: &Shared, env: RawEnv) {
   let events = state.borrow_mut().core.bus_events();
   for event in events {
-    match event {
-      BusEvent::Link(Notice::Connected) => emit(state, env, "bus", "connected", ""),
-      BusEvent::Link(Notice::Disconnected(error)) => {
-        emit(state, env, "bus", "disconnected", &error)
-      }
-      BusEvent::Frames(frames) => {
-        // One dispatch per run of entries for the same connections. The
-        // runs are planned up front: a write's JS may change who is
-        // connected, and an entry is never judged twice; a connection a
-        // write removed is skipped by the later runs.
-        let dispatches = state.borrow_mut().core.bus_frames(&frames, Instant::now());
+    // Each is decided when its turn comes, after the JS of the ones before.
+    let step = state.borrow_mut().core.bus_step(event, Instant::now());
+    match step {
+      BusStep::Link(Notice::Connected) => emit(state, env, "bus", "connected", ""),
+      BusStep::Link(Notice::Disconnected(error)) => emit(state, env, "bus", "disconnected", &error),
+      BusStep::Deliver(dispatches) => {
         for dispatch in dispatches {
           deliver::run(state, env, dispatch);
         }
       }
-      BusEvent::Replayed {
-        key,
-        frames,
-        cursor,
-      } => {
-        let dispatch = state
-          .borrow_mut()
-          .core
-          .replayed(key, &frames, cursor, Instant::now());
-        if let Some(dispatch) = dispatch {
-          deliver::run(state, env, dispatch);
-        }
-      }
-      BusEvent::Reply { request, result } => {
-        let result = result.map_err(|e| CoreError::Bus(e.to_string()));
-        waiting::answer(state, env, request, result);
-      }
-      BusEvent::Stopped => {
-        state.borrow_mut().core.bus_stopped();
+      BusStep::Answer { request, result } => waiting::answer(state, env, request, result),
+      BusStep::Stopped => {
         emit(state, env, "busStopped", "", "");
         // Nothing more will be answered.
         waiting::fail_all(state, env, &closed());

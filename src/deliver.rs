@@ -13,7 +13,7 @@
 //! need.
 
 use sse_helper_core::backpressure::Admit;
-use sse_helper_core::hub::{Dispatch, Frame, Outcome};
+use sse_helper_core::hub::{Dispatch, Frame, Outcome, Planned};
 use sse_helper_core::registry::ConnKey;
 
 use crate::effects::execute;
@@ -41,6 +41,21 @@ mod batch {
       0 => NATIVE,
       _ => u8::try_from(place & !DONE).unwrap_or(NATIVE).min(NATIVE),
     }
+  }
+}
+
+/// Runs what the core planned for a send: its dispatch, or each of its
+/// dispatches in turn; the sum of their values. A frame for one response
+/// ([`Planned::Write`]) and a filter's candidates ([`Planned::Filter`]) are
+/// the caller's to handle, who asked for them: they write nothing here.
+pub fn planned(state: &Shared, env: RawEnv, planned: Planned) -> u32 {
+  match planned {
+    Planned::Ready(dispatch) => run(state, env, dispatch),
+    Planned::Several(dispatches) => dispatches
+      .into_iter()
+      .map(|dispatch| run(state, env, dispatch))
+      .sum(),
+    Planned::Write(_) | Planned::Filter { .. } => 0,
   }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use napi::bindgen_prelude::*;
-use sse_helper_core::hub::Frame;
+use sse_helper_core::hub::{Frame, Outgoing, Placement};
 use sse_helper_core::registry::ConnKey;
 
 use crate::deliver;
@@ -21,11 +21,15 @@ use crate::stream::{self, OutFrame, WriteKeys, WriteOutcome};
 /// (quietly), and removed when registered.
 pub fn write_to_response(state: &Shared, env: RawEnv, res: RawValue, frame: Frame) -> bool {
   if let Some(key) = key_of(state, env, res) {
-    let dispatch = state.borrow_mut().core.send_one(key, frame, Instant::now());
-    return deliver::run(state, env, dispatch) == 1;
+    let planned = state
+      .borrow_mut()
+      .core
+      .send(Outgoing::ToConnection { key, frame }, Instant::now());
+    // A ready frame to a registered connection is never refused.
+    return planned.is_ok_and(|planned| deliver::planned(state, env, planned) == 1);
   }
-  let ending =
-    effects::raw_key_of(state, env, res).is_some_and(|k| state.borrow().core.is_ending(k));
+  let ending = effects::raw_key_of(state, env, res)
+    .is_some_and(|k| state.borrow().core.placement(k) == Placement::Ending);
   if ending || js::get_truthy(env, res, c"destroyed") {
     return false;
   }

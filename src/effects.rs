@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Error, Result, Status};
-use sse_helper_core::hub::{CoreError, Effect, HubCore, Removal};
+use sse_helper_core::hub::{CoreError, Effect, Leave, Removal};
 use sse_helper_core::registry::ConnKey;
 
 use crate::args::guard_panics;
@@ -210,7 +210,7 @@ pub fn key_of(state: &Shared, env: RawEnv, res: RawValue) -> Option<ConnKey> {
 /// The app is about to destroy `res`: it is forgotten without being ended
 /// or written to again.
 pub fn forget(state: &Shared, env: RawEnv, res: RawValue) -> bool {
-  going_away(state, env, res, HubCore::forget)
+  going_away(state, env, res, Leave::Destroying)
 }
 
 /// `res`'s `close` fired: it is forgotten and ended, as the original
@@ -220,21 +220,16 @@ pub fn forget(state: &Shared, env: RawEnv, res: RawValue) -> bool {
 /// ended now, when the original would end it. Nothing more reaches the
 /// wire; `writableEnded` reads the same afterwards.
 pub fn closed(state: &Shared, env: RawEnv, res: RawValue) {
-  if !going_away(state, env, res, HubCore::closed) && !js::get_truthy(env, res, c"writableEnded") {
+  if !going_away(state, env, res, Leave::Closed) && !js::get_truthy(env, res, c"writableEnded") {
     js::call_method_quietly(env, res, c"end", &[]);
   }
 }
 
-fn going_away(
-  state: &Shared,
-  env: RawEnv,
-  res: RawValue,
-  decide: fn(&mut HubCore<JsConn>, ConnKey) -> Vec<Effect<JsConn>>,
-) -> bool {
+fn going_away(state: &Shared, env: RawEnv, res: RawValue, leave: fn(ConnKey) -> Leave) -> bool {
   let Some(key) = raw_key_of(state, env, res) else {
     return false;
   };
-  let effects = decide(&mut state.borrow_mut().core, key);
+  let effects = state.borrow_mut().core.leave(leave(key));
   let left = !effects.is_empty();
   execute(state, env, effects);
   left
@@ -244,7 +239,7 @@ fn going_away(
 /// that brings its events back to the JS thread. The function is weak
 /// (unref'd): the writer never keeps the process alive.
 pub fn ensure_writer(state: &Shared, env: &Env) -> Result<()> {
-  if state.borrow().core.has_writer() {
+  if state.borrow().core.state().writer {
     return Ok(());
   }
   let notify = notifier(state, env, "sseHelperWriterEvents", |state, env| {

@@ -3,6 +3,8 @@
 use napi::bindgen_prelude::*;
 use napi::Env;
 
+use sse_helper_core::hub::Shutdown;
+
 use crate::args::guard_panics;
 use crate::effects;
 use crate::hub::NativeHub;
@@ -23,7 +25,7 @@ impl ObjectFinalize for NativeHub {
       let Ok(mut s) = self.state.try_borrow_mut() else {
         return Ok(());
       };
-      let effects = s.core.orphan();
+      let effects = s.core.shutdown(Shutdown::Orphan);
       drop(s);
       effects::execute_without_js(&self.state, env.raw(), effects);
       Ok(())

@@ -14,7 +14,8 @@ use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::options;
 use sse_helper_core::hub::{
-  millis, AppWrite, Broadcast, CoreError, Dispatch, Frame, HubCore, Planned, Removal, Ticket,
+  millis, AppWrite, Broadcast, BusAsk, Change, CoreError, Outgoing, Placement, Planned, Removal,
+  Shutdown, Ticket,
 };
 use sse_helper_core::registry::ConnKey;
 
@@ -27,7 +28,7 @@ use crate::js::{self, RawEnv};
 use crate::registration::{self, check_response, RegisterStart};
 use crate::removal::{self, remove, remove_all, remove_id};
 use crate::socket::SocketInfo;
-use crate::state::{JsConn, Shared};
+use crate::state::Shared;
 use crate::stats::NativeStats;
 
 /// A registry of SSE connections. The JS surface (`index.js`) wraps it;
@@ -38,24 +39,18 @@ pub struct NativeHub {
 }
 
 impl NativeHub {
-  /// One event's delivery: `options` converted, the core's `plan` for it
-  /// (given the time) checked, and the dispatch run; how many connections
-  /// it was written to. The core is borrowed only while it plans: no JS
-  /// runs then.
-  fn deliver_event(
-    &self,
-    raw: RawEnv,
-    options: Option<&EventOptions>,
-    plan: impl FnOnce(
-      &mut HubCore<JsConn>,
-      &options::EventOptions<'_>,
-      Instant,
-    ) -> std::result::Result<Dispatch, CoreError>,
-  ) -> Result<u32> {
-    let options = args::event_options(options);
-    let planned = plan(&mut self.state.borrow_mut().core, &options, Instant::now());
-    let dispatch = error::check(&self.state, raw, planned)?;
-    Ok(deliver::run(&self.state, raw, dispatch))
+  /// Asks the core for `outgoing` (given the time) and runs what it
+  /// planned; how many connections it was written to. The core is borrowed
+  /// only while it plans: no JS runs then.
+  fn send_planned(&self, raw: RawEnv, outgoing: Outgoing<'_>) -> Result<u32> {
+    let planned = self.plan(raw, outgoing)?;
+    Ok(deliver::planned(&self.state, raw, planned))
+  }
+
+  /// The core's plan for `outgoing`, its refusal thrown.
+  fn plan(&self, raw: RawEnv, outgoing: Outgoing<'_>) -> Result<Planned> {
+    let planned = self.state.borrow_mut().core.send(outgoing, Instant::now());
+    error::check(&self.state, raw, planned)
   }
 }
 
@@ -137,7 +132,7 @@ impl NativeHub {
   /// Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called.
   #[napi(catch_unwind)]
   pub fn check_open(&self, env: Env) -> Result<()> {
-    let open = match self.state.borrow().core.is_closing() {
+    let open = match self.state.borrow().core.state().closing {
       true => Err(sse_helper_core::hub::CoreError::Closed),
       false => Ok(()),
     };
@@ -183,7 +178,7 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn reserve(&self, env: Env, res: Unknown, key: Option<String>) -> Result<Option<f64>> {
     let raw = env.raw();
-    if !self.state.borrow().core.limited() || key_of(&self.state, raw, res.raw()).is_some() {
+    if !self.state.borrow().core.state().limited || key_of(&self.state, raw, res.raw()).is_some() {
       return Ok(None);
     }
     let reserved = self.state.borrow_mut().core.reserve(key.as_deref());
@@ -204,7 +199,7 @@ impl NativeHub {
   /// compute a request's `clientKey`.
   #[napi(getter, catch_unwind)]
   pub fn keyed(&self) -> bool {
-    self.state.borrow().core.keyed()
+    self.state.borrow().core.state().keyed
   }
 
   /// Whether a new connection can be replayed what it missed (history on,
@@ -212,13 +207,13 @@ impl NativeHub {
   /// `Last-Event-ID`.
   #[napi(getter, catch_unwind)]
   pub fn replayable(&self) -> bool {
-    self.state.borrow().core.replayable()
+    self.state.borrow().core.state().replayable
   }
 
   /// `configure({ transport })` as it stands: `'auto'` or `'stream'`.
   #[napi(getter, catch_unwind)]
   pub fn transport(&self) -> &'static str {
-    self.state.borrow().core.transport_mode().as_str()
+    self.state.borrow().core.state().transport.as_str()
   }
 
   /// Hands the connections registered this JS turn to the writer threads
@@ -233,7 +228,7 @@ impl NativeHub {
   /// now on (`ERR_SSE_CLOSED`).
   #[napi(catch_unwind)]
   pub fn drain(&self) {
-    self.state.borrow_mut().core.drain();
+    self.state.borrow_mut().core.shutdown(Shutdown::Drain);
   }
 
   /// The error a closed or draining hub refuses with (`ERR_SSE_CLOSED`),
@@ -257,8 +252,10 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn stream_reason(&self, env: Env, res: Unknown) -> Option<&'static str> {
     let key = key_of(&self.state, env.raw(), res.raw())?;
-    let reason = self.state.borrow().core.stream_reason(key)?;
-    Some(reason.name())
+    match self.state.borrow().core.placement(key) {
+      Placement::Stream(reason) => Some(reason.name()),
+      _ => None,
+    }
   }
 
   /// Unregisters `res`, detaches its listener and ends it if still open.
@@ -333,10 +330,12 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<bool> {
-    let written = self.deliver_event(env.raw(), options.as_ref(), |core, options, now| {
-      core.send_to(&id, &data, options, now)
-    })?;
-    Ok(written > 0)
+    let outgoing = Outgoing::ToClient {
+      id: &id,
+      data: &data,
+      options: args::event_options(options.as_ref()),
+    };
+    Ok(self.send_planned(env.raw(), outgoing)? > 0)
   }
 
   /// Writes one framed event to any response, registered or not.
@@ -357,10 +356,14 @@ impl NativeHub {
         "res must be an http.ServerResponse",
       ));
     }
-    let options = args::event_options(options.as_ref());
-    let frame = self.state.borrow().core.event(&data, &options);
-    let frame = error::check(&self.state, raw, frame)?;
-    Ok(write_to_response(&self.state, raw, res, frame))
+    let outgoing = Outgoing::ToResponse {
+      data: &data,
+      options: args::event_options(options.as_ref()),
+    };
+    match self.plan(raw, outgoing)? {
+      Planned::Write(frame) => Ok(write_to_response(&self.state, raw, res, frame)),
+      _ => Ok(false),
+    }
   }
 
   /// Writes a comment (`: text` per line) to `res`, to the connections
@@ -374,18 +377,19 @@ impl NativeHub {
     text: String,
   ) -> Result<u32> {
     let raw = env.raw();
-    if let Some(res) = res {
-      let res = res.raw();
-      check_response(&self.state, raw, res, "target")?;
-      let frame = Frame::comment(&text);
-      return Ok(u32::from(write_to_response(&self.state, raw, res, frame)));
+    let Some(res) = res else {
+      let outgoing = Outgoing::Comment {
+        id: id.as_deref(),
+        text: &text,
+      };
+      return self.send_planned(raw, outgoing);
+    };
+    let res = res.raw();
+    check_response(&self.state, raw, res, "target")?;
+    match self.plan(raw, Outgoing::CommentToResponse { text: &text })? {
+      Planned::Write(frame) => Ok(u32::from(write_to_response(&self.state, raw, res, frame))),
+      _ => Ok(0),
     }
-    let dispatch = self
-      .state
-      .borrow_mut()
-      .core
-      .comment(id.as_deref(), &text, Instant::now());
-    Ok(deliver::run(&self.state, raw, dispatch))
   }
 
   /// Frames `data` once and writes it to every connection (or the members
@@ -409,27 +413,22 @@ impl NativeHub {
       channel: channel.as_deref(),
       filtered: filter.is_some(),
     };
-    let planned = self
-      .state
-      .borrow_mut()
-      .core
-      .broadcast(request, Instant::now());
-    let dispatch = match error::check(&self.state, raw, planned)? {
-      Planned::Ready(dispatch) => dispatch,
+    match self.plan(raw, Outgoing::Broadcast(request))? {
       Planned::Filter { frame, candidates } => {
         let Some(filter) = &filter else {
           return Ok(0);
         };
         let chosen = filtered_keys(&self.state, raw, filter, &candidates)?;
-        let now = Instant::now();
-        self
-          .state
-          .borrow_mut()
-          .core
-          .broadcast_to(frame, &chosen, now)
+        self.send_planned(
+          raw,
+          Outgoing::Chosen {
+            frame,
+            keys: &chosen,
+          },
+        )
       }
-    };
-    Ok(deliver::run(&self.state, raw, dispatch))
+      planned => Ok(deliver::planned(&self.state, raw, planned)),
+    }
   }
 
   /// Broadcasts, then ends and unregisters every connection. With a bus the
@@ -442,9 +441,11 @@ impl NativeHub {
     data: String,
     options: Option<EventOptions>,
   ) -> Result<u32> {
-    let written = self.deliver_event(env.raw(), options.as_ref(), |core, options, now| {
-      core.broadcast_final(&data, options, now)
-    })?;
+    let outgoing = Outgoing::Final {
+      data: &data,
+      options: args::event_options(options.as_ref()),
+    };
+    let written = self.send_planned(env.raw(), outgoing)?;
     self.close_all(env);
     Ok(written)
   }
@@ -461,7 +462,7 @@ impl NativeHub {
   /// `lifecycle('closed')`. Returns how many connections were ended.
   #[napi(catch_unwind)]
   pub fn close(&self, env: Env) -> u32 {
-    let effects = self.state.borrow_mut().core.close();
+    let effects = self.state.borrow_mut().core.shutdown(Shutdown::Close);
     let ended = effects
       .iter()
       .filter(|e| matches!(e, sse_helper_core::hub::Effect::Disconnect { .. }))
@@ -471,7 +472,7 @@ impl NativeHub {
     crate::replays::prune(&self.state, env.raw());
     // After the `disconnect` listeners ran: what they broadcast still goes
     // out to the other instances before the bus stops.
-    self.state.borrow_mut().core.stop_bus();
+    self.state.borrow_mut().core.shutdown(Shutdown::StopBus);
     ended as u32
   }
 
@@ -503,10 +504,13 @@ impl NativeHub {
         .to_vec(),
       (None, None) => Vec::new(),
     };
+    let change = match member {
+      true => Change::Join(&channel),
+      false => Change::Part(&channel),
+    };
+    let now = Instant::now();
     let mut s = self.state.borrow_mut();
-    let changed = keys
-      .into_iter()
-      .filter(|k| s.core.set_membership(*k, &channel, member));
+    let changed = keys.into_iter().filter(|k| s.core.change(*k, change, now));
     Ok(changed.count() as u32)
   }
 
@@ -514,12 +518,11 @@ impl NativeHub {
   /// `idle_ms` (saturating: a huge value means never); returns how many.
   #[napi(catch_unwind)]
   pub fn heartbeat(&self, env: Env, idle_ms: f64) -> u32 {
-    let dispatch = self
-      .state
-      .borrow_mut()
-      .core
-      .heartbeat(millis(idle_ms), Instant::now());
-    deliver::run(&self.state, env.raw(), dispatch)
+    let outgoing = Outgoing::Heartbeat {
+      idle: millis(idle_ms),
+    };
+    // A heartbeat is never refused.
+    self.send_planned(env.raw(), outgoing).unwrap_or(0)
   }
 
   /// The id a client can resume from to get what is broadcast after now
@@ -607,7 +610,7 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn request_replay(&self, env: Env, res: Unknown) -> bool {
     match key_of(&self.state, env.raw(), res.raw()) {
-      Some(key) => self.state.borrow_mut().core.request_replay(key),
+      Some(key) => self.state.borrow_mut().core.ask_bus(BusAsk::Replay(key)),
       None => false,
     }
   }
@@ -659,16 +662,12 @@ impl NativeHub {
   /// dispatches no event. `ms` is checked by the JS surface.
   #[napi(catch_unwind)]
   pub fn retry_hint(&self, env: Env, ms: u32, jitter_ms: Option<u32>) -> u32 {
-    let dispatches =
-      self
-        .state
-        .borrow_mut()
-        .core
-        .retry_hint(ms, jitter_ms.unwrap_or(0), Instant::now());
-    dispatches
-      .into_iter()
-      .map(|dispatch| deliver::run(&self.state, env.raw(), dispatch))
-      .sum()
+    let outgoing = Outgoing::RetryHint {
+      ms,
+      jitter: jitter_ms.unwrap_or(0),
+    };
+    // A retry hint is never refused.
+    self.send_planned(env.raw(), outgoing).unwrap_or(0)
   }
 
   /// napi references this hub holds right now (responses, their `write`,

@@ -15,7 +15,9 @@ use napi::bindgen_prelude::Either;
 use napi::{Env, Error, Result, Status};
 use napi_derive::napi;
 use sse_helper_core::bus::Mark;
-use sse_helper_core::hub::{Admitted, Reason, Removal, SocketOffer, StreamReason, Ticket};
+use sse_helper_core::hub::{
+  Admitted, Change, Leave, Placement, Reason, Removal, SocketOffer, StreamReason, Ticket,
+};
 use sse_helper_core::registry::{self, ConnKey};
 
 use crate::deliver;
@@ -127,7 +129,7 @@ fn admit(state: &Shared, env: RawEnv, start: &Start<'_>) -> Result<Admitted> {
 
 /// `ERR_SSE_CLOSED` once `close()` was called.
 fn check_open(state: &Shared, env: RawEnv) -> Result<()> {
-  match state.borrow().core.is_closing() {
+  match state.borrow().core.state().closing {
     true => Err(error::throw(state, env, CoreError::Closed)),
     false => Ok(()),
   }
@@ -146,7 +148,7 @@ fn move_existing(
   let s = &mut *s;
   let new_meta = meta.map(|m| s.refs.hold(env, m)).transpose()?;
   let moved = s.core.connections().get(key).is_some_and(|e| *e.id != *id);
-  s.core.reregister(key, id, Instant::now());
+  s.core.change(key, Change::Rename(id), Instant::now());
   let order = s.next_order;
   if let Some(h) = s.core.handle_mut(key) {
     h.created_at_ms = now_ms();
@@ -172,7 +174,8 @@ fn move_existing(
 /// would ever come to remove it. One this hub removed while its writer
 /// still flushes is over too, though Node has not ended it yet.
 fn is_over(state: &Shared, env: RawEnv, res: RawValue) -> bool {
-  raw_key_of(state, env, res).is_some_and(|key| state.borrow().core.is_ending(key))
+  raw_key_of(state, env, res)
+    .is_some_and(|key| state.borrow().core.placement(key) == Placement::Ending)
     || js::get_truthy(env, res, c"destroyed")
     || js::get_truthy(env, res, c"writableEnded")
     || js::get_truthy(env, res, c"closed")
@@ -202,7 +205,7 @@ fn read_response(
     .ok()
     .filter(|f| js::is_function(raw, *f));
   js::clear_exception(raw);
-  let refusal = state.borrow().core.socket_refusal();
+  let refusal = state.borrow().core.state().socket_refusal;
   let fd = match (socket, refusal) {
     (Either::B(reason), _) => Err(stream_reason(state, raw, &reason)?),
     (Either::A(_), Some(refusal)) => Err(refusal),
@@ -317,10 +320,11 @@ fn attach(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<b
   if let Err(err) = outcome {
     // Keep the pending exception while undoing, then throw it again.
     let exception = js::clear_exception(env);
-    let effects = state
-      .borrow_mut()
-      .core
-      .remove(c.key, Removal::Forget, Reason::Rollback);
+    let effects = state.borrow_mut().core.leave(Leave::Remove {
+      key: c.key,
+      removal: Removal::Forget,
+      reason: Reason::Rollback,
+    });
     execute(state, env, effects);
     if let Some(symbol) = c.symbol {
       js::delete_keyed(env, res, symbol);

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use napi::Result;
-use sse_helper_core::hub::{options, Reason, Removal};
+use sse_helper_core::hub::{options, Leave, Reason, Removal};
 use sse_helper_core::registry::ConnKey;
 
 use crate::effects::execute;
@@ -19,7 +19,11 @@ pub fn remove(state: &Shared, env: RawEnv, key: ConnKey, removal: Removal) -> bo
     let mut s = state.borrow_mut();
     (
       s.core.connections().contains(key),
-      s.core.remove(key, removal, Reason::Removed),
+      s.core.leave(Leave::Remove {
+        key,
+        removal,
+        reason: Reason::Removed,
+      }),
     )
   };
   execute(state, env, effects);

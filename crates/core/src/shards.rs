@@ -4,14 +4,15 @@
 //!
 //! A connection lives on one shard for its life (the least loaded when it
 //! arrives), so its frames, the app's own writes and its end keep their
-//! order. A broadcast hands the same shared frame to every shard that has
+//! order. Which one is a [`ShardId`] the hub keeps with the connection
+//! (the one record of where it lives: no map of owners here); every call
+//! about one connection names its shard. A broadcast hands the same shared frame to every shard that has
 //! connections (one `Arc`, never a copy per shard); a targeted send goes
 //! only to the shards that own its recipients, and adjacent frames are
 //! still merged per shard. Each shard counts into its own [`Stats`] (no
 //! cache line bounced between writer threads per frame); the hub sums them.
 
 use crate::registry::ConnKey;
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,50 @@ pub fn default_writer_threads() -> usize {
     .clamp(1, 8)
 }
 
+/// The writer thread that holds a connection, for the connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardId(u8);
+
+impl ShardId {
+  fn index(self) -> usize {
+    usize::from(self.0)
+  }
+}
+
+/// The recipients of a targeted send, grouped by shard as the hub collects
+/// them, so the send hands each shard its own list without a lookup.
+pub struct ShardGroups(Vec<Vec<ConnKey>>);
+
+impl ShardGroups {
+  /// Nothing yet (allocates nothing until the first push).
+  pub fn new() -> Self {
+    Self(Vec::new())
+  }
+
+  pub fn push(&mut self, shard: ShardId, wire: ConnKey) {
+    let index = shard.index();
+    if self.0.len() <= index {
+      self.0.resize_with(index + 1, Vec::new);
+    }
+    self.0[index].push(wire);
+  }
+
+  /// How many connections were pushed.
+  pub fn len(&self) -> usize {
+    self.0.iter().map(Vec::len).sum()
+  }
+
+  pub fn is_empty(&self) -> bool {
+    self.0.iter().all(Vec::is_empty)
+  }
+}
+
+impl Default for ShardGroups {
+  fn default() -> Self {
+    Self::new()
+  }
+}
+
 /// What the shards report, as the hub sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -48,10 +93,10 @@ pub enum Event {
   Drain(ConnKey),
   /// Every shard has stopped after [`Writers::shutdown`].
   Stopped,
-  /// A shard's thread died; its connections are gone. `all` when no shard
-  /// is left alive.
+  /// A shard's thread died; its connections (those the hub placed on
+  /// `shard`) are gone. `all` when no shard is left alive.
   Died {
-    wires: Vec<ConnKey>,
+    shard: ShardId,
     all: bool,
   },
 }
@@ -67,8 +112,6 @@ struct Shard {
 
 pub struct Writers {
   shards: Vec<Shard>,
-  /// Which shard each connection lives on.
-  owner: HashMap<ConnKey, usize>,
   stopping: bool,
 }
 
@@ -95,7 +138,6 @@ impl Writers {
     }
     Ok(Self {
       shards,
-      owner: HashMap::new(),
       stopping: false,
     })
   }
@@ -124,44 +166,58 @@ impl Writers {
       .collect()
   }
 
-  /// Hands a connection to the least loaded live shard.
-  pub fn add(&mut self, wire: ConnKey, fd: impl Into<SocketFd>, gauge: Arc<ConnGauge>) -> bool {
-    self.add_with(wire, fd.into(), gauge, false)
+  /// The least loaded live shard, where the next connection goes; `None`
+  /// when no shard can take one.
+  pub fn pick(&self) -> Option<ShardId> {
+    if self.stopping {
+      return None;
+    }
+    let (index, _) = self
+      .shards
+      .iter()
+      .enumerate()
+      .filter(|(_, s)| s.alive)
+      .min_by_key(|(_, s)| s.connections)?;
+    // At most MAX_WRITER_THREADS (64) shards.
+    u8::try_from(index).ok().map(ShardId)
   }
 
-  /// [`Writers::add`], its replay gate held from the start when `held`.
-  pub fn add_with(
+  /// Hands a connection to the least loaded live shard, and says which.
+  pub fn add(
     &mut self,
+    wire: ConnKey,
+    fd: impl Into<SocketFd>,
+    gauge: Arc<ConnGauge>,
+  ) -> Option<ShardId> {
+    let shard = self.pick()?;
+    self.add_to(shard, wire, fd.into(), gauge, false);
+    Some(shard)
+  }
+
+  /// Hands a connection to `shard` (from [`Writers::pick`]), its replay
+  /// gate held from the start when `held`.
+  pub fn add_to(
+    &mut self,
+    shard: ShardId,
     wire: ConnKey,
     fd: SocketFd,
     gauge: Arc<ConnGauge>,
     held: bool,
-  ) -> bool {
-    let Some((index, shard)) = self
-      .shards
-      .iter_mut()
-      .enumerate()
-      .filter(|(_, s)| s.alive)
-      .min_by_key(|(_, s)| s.connections)
-    else {
-      return false;
-    };
+  ) {
+    let shard = &mut self.shards[shard.index()];
     shard.connections += 1;
     shard.writer.add_with(wire, fd, gauge, held);
-    self.owner.insert(wire, index);
-    true
   }
 
-  fn shard_of(&self, wire: ConnKey) -> Option<&Shard> {
-    self.owner.get(&wire).map(|&i| &self.shards[i])
+  fn shard(&self, shard: ShardId) -> &SocketWriter {
+    &self.shards[shard.index()].writer
   }
 
-  /// Forgets which shard held `wire` (it left that shard's table).
-  fn release(&mut self, wire: ConnKey) {
-    if let Some(index) = self.owner.remove(&wire) {
-      let shard = &mut self.shards[index];
-      shard.connections = shard.connections.saturating_sub(1);
-    }
+  /// A connection left `shard` for good (removed, or ended and flushed):
+  /// the hub calls it once per connection, when its own record goes.
+  pub fn release(&mut self, shard: ShardId) {
+    let shard = &mut self.shards[shard.index()];
+    shard.connections = shard.connections.saturating_sub(1);
   }
 
   /// Hands every shard's held adds to its thread (the end of a JS turn
@@ -178,10 +234,8 @@ impl Writers {
     self.shards.iter().any(|s| s.writer.has_held())
   }
 
-  pub fn write(&self, wire: ConnKey, chunk: Arc<[u8]>) {
-    if let Some(shard) = self.shard_of(wire) {
-      shard.writer.write(wire, chunk);
-    }
+  pub fn write(&self, shard: ShardId, wire: ConnKey, chunk: Arc<[u8]>) {
+    self.shard(shard).write(wire, chunk);
   }
 
   /// The same frame to every connection: one message to each shard that
@@ -192,35 +246,30 @@ impl Writers {
     }
   }
 
-  /// The frame to `wires`, each shard getting only its own.
-  pub fn send(&self, wires: Vec<ConnKey>, chunk: Arc<[u8]>) {
-    match self.split(wires) {
-      Split::One(index, wires) => self.shards[index].writer.send(wires, chunk),
-      Split::Many(groups) => {
-        for (index, wires) in groups {
-          self.shards[index].writer.send(wires, chunk.clone());
-        }
+  /// The frame to the connections of `groups`, each shard getting only
+  /// its own.
+  pub fn send(&self, groups: ShardGroups, chunk: Arc<[u8]>) {
+    for (index, wires) in groups.0.into_iter().enumerate() {
+      if !wires.is_empty() {
+        self.shards[index].writer.send(wires, chunk.clone());
       }
     }
   }
 
   /// Several frames to `wire`, in order (a replay).
-  pub fn send_frames(&self, wire: ConnKey, frames: Vec<Arc<[u8]>>) {
-    if let Some(shard) = self.shard_of(wire) {
-      shard.writer.send_frames(vec![wire], frames);
-    }
+  pub fn send_frames(&self, shard: ShardId, wire: ConnKey, frames: Vec<Arc<[u8]>>) {
+    self.shard(shard).send_frames(vec![wire], frames);
   }
 
   /// Sets what bus entries route `wire` by.
-  pub fn route(&self, wire: ConnKey, client: Arc<str>, channels: Vec<Arc<str>>) {
-    if let Some(shard) = self.shard_of(wire) {
-      shard.writer.route(wire, client, channels);
-    }
+  pub fn route(&self, shard: ShardId, wire: ConnKey, client: Arc<str>, channels: Vec<Arc<str>>) {
+    self.shard(shard).route(wire, client, channels);
   }
 
-  /// The port of the shard that holds `wire`.
-  pub fn port_of(&self, wire: ConnKey) -> Option<WriterPort> {
-    self.shard_of(wire).and_then(|s| s.writer.port())
+  /// The port of `shard`, for a replay the bus writes to one of its
+  /// connections.
+  pub fn port_of(&self, shard: ShardId) -> Option<WriterPort> {
+    self.shard(shard).port()
   }
 
   /// One port per live shard, for the bus's live entries.
@@ -233,18 +282,14 @@ impl Writers {
       .collect()
   }
 
-  pub fn end(&self, wire: ConnKey) {
-    if let Some(shard) = self.shard_of(wire) {
-      shard.writer.end(wire);
-    }
+  /// Ends `wire` once its queue is flushed ([`Event::Ended`] follows).
+  pub fn end(&self, shard: ShardId, wire: ConnKey) {
+    self.shard(shard).end(wire);
   }
 
   /// Drops `wire` at once (its client is gone).
-  pub fn remove(&mut self, wire: ConnKey) {
-    if let Some(shard) = self.shard_of(wire) {
-      shard.writer.remove(wire);
-    }
-    self.release(wire);
+  pub fn remove(&self, shard: ShardId, wire: ConnKey) {
+    self.shard(shard).remove(wire);
   }
 
   pub fn configure(&self, config: WriterConfig) {
@@ -303,14 +348,8 @@ impl Writers {
     for index in 0..self.shards.len() {
       for event in self.shards[index].writer.take_events() {
         match event {
-          WriterEvent::Ended(wire) => {
-            self.release(wire);
-            out.push(Event::Ended(wire));
-          }
-          WriterEvent::Dead(wire, why) => {
-            self.release(wire);
-            out.push(Event::Dead(wire, why));
-          }
+          WriterEvent::Ended(wire) => out.push(Event::Ended(wire)),
+          WriterEvent::Dead(wire, why) => out.push(Event::Dead(wire, why)),
           WriterEvent::Drain(wire) => out.push(Event::Drain(wire)),
           WriterEvent::Stopped => self.shards[index].stopped = true,
           WriterEvent::Died => {
@@ -318,17 +357,10 @@ impl Writers {
             shard.alive = false;
             shard.stopped = true;
             shard.connections = 0;
-            let wires: Vec<ConnKey> = self
-              .owner
-              .iter()
-              .filter(|(_, &i)| i == index)
-              .map(|(&w, _)| w)
-              .collect();
-            for wire in &wires {
-              self.owner.remove(wire);
-            }
             let all = !self.shards.iter().any(|s| s.alive);
-            out.push(Event::Died { wires, all });
+            // At most MAX_WRITER_THREADS (64) shards.
+            let shard = ShardId(index as u8);
+            out.push(Event::Died { shard, all });
           }
         }
       }
@@ -338,28 +370,6 @@ impl Writers {
     }
     out
   }
-
-  fn split(&self, wires: Vec<ConnKey>) -> Split {
-    if self.shards.len() == 1 {
-      return Split::One(0, wires);
-    }
-    let mut groups: Vec<(usize, Vec<ConnKey>)> = Vec::new();
-    for wire in wires {
-      let Some(&index) = self.owner.get(&wire) else {
-        continue;
-      };
-      match groups.iter_mut().find(|(i, _)| *i == index) {
-        Some((_, group)) => group.push(wire),
-        None => groups.push((index, vec![wire])),
-      }
-    }
-    Split::Many(groups)
-  }
-}
-
-enum Split {
-  One(usize, Vec<ConnKey>),
-  Many(Vec<(usize, Vec<ConnKey>)>),
 }
 
 fn add(sum: &AtomicU64, part: &AtomicU64) {
@@ -369,7 +379,7 @@ fn add(sum: &AtomicU64, part: &AtomicU64) {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::registry::{keys, ConnKey};
+  use crate::registry::ConnKey;
   use crate::test_util::{collect_until, pair, wait_for};
   use std::io::Read;
   use std::os::fd::AsFd;
@@ -388,22 +398,31 @@ mod tests {
     let mut w = writers(2);
     let mut clients = Vec::new();
     let mut servers = Vec::new();
+    let mut placed = Vec::new();
     for wire in 1..=4 {
       let (server, client) = pair();
-      assert!(w.add(
+      let shard = w.add(
         ConnKey::test(wire),
         server.as_fd().try_clone_to_owned().unwrap(),
-        Arc::default()
-      ));
+        Arc::default(),
+      );
+      placed.push(shard.unwrap());
       servers.push(server);
       clients.push(client);
     }
     assert_eq!(w.connections(), [2, 2]);
+    let groups = |wires: &[u32]| {
+      let mut groups = ShardGroups::new();
+      for &wire in wires {
+        groups.push(placed[wire as usize - 1], ConnKey::test(wire));
+      }
+      groups
+    };
     w.broadcast(Arc::from(&b"a;"[..]));
     // A send to connections on both shards, then one on a single shard.
-    w.send(keys(&[1, 2, 3]), Arc::from(&b"b;"[..]));
-    w.send(vec![ConnKey::test(4)], Arc::from(&b"c;"[..]));
-    w.write(ConnKey::test(2), Arc::from(&b"app;"[..]));
+    w.send(groups(&[1, 2, 3]), Arc::from(&b"b;"[..]));
+    w.send(groups(&[4]), Arc::from(&b"c;"[..]));
+    w.write(placed[1], ConnKey::test(2), Arc::from(&b"app;"[..]));
     w.broadcast(Arc::from(&b"d;"[..]));
     let expect: [&[u8]; 4] = [b"a;b;d;", b"a;b;app;d;", b"a;b;d;", b"a;c;d;"];
     for (client, want) in clients.iter_mut().zip(expect) {
@@ -428,7 +447,7 @@ mod tests {
     let add = |w: &mut Writers, n: u32| {
       let (server, client) = pair();
       let fd = server.as_fd().try_clone_to_owned().unwrap();
-      assert!(w.add(ConnKey::test(n), fd, Arc::default()));
+      assert!(w.add(ConnKey::test(n), fd, Arc::default()).is_some());
       (server, client)
     };
     // A burst of adds is held (one wake-up later), then a broadcast takes
@@ -458,25 +477,30 @@ mod tests {
   }
 
   #[test]
-  fn ends_release_their_shard_and_a_dead_shard_reports_its_connections() {
+  fn a_release_frees_its_shard_and_a_dead_shard_is_named() {
     let mut w = writers(2);
+    let add = |w: &mut Writers, n: u32, server: &std::net::TcpStream| {
+      w.add(
+        ConnKey::test(n),
+        server.as_fd().try_clone_to_owned().unwrap(),
+        Arc::default(),
+      )
+    };
     let (s1, _c1) = pair();
     let (s2, _c2) = pair();
-    w.add(
-      ConnKey::test(1),
-      s1.as_fd().try_clone_to_owned().unwrap(),
-      Arc::default(),
-    );
-    w.add(
-      ConnKey::test(2),
-      s2.as_fd().try_clone_to_owned().unwrap(),
-      Arc::default(),
-    );
-    w.end(ConnKey::test(1));
+    let one = add(&mut w, 1, &s1).unwrap();
+    let two = add(&mut w, 2, &s2).unwrap();
+    assert_ne!(one, two, "the least loaded shard takes the next one");
+    w.end(one, ConnKey::test(1));
     let events = events_until(&mut w, |e| e.contains(&Event::Ended(ConnKey::test(1))));
     assert_eq!(events, [Event::Ended(ConnKey::test(1))]);
+    // Only the hub's release frees the place (its record is the one owner).
+    assert_eq!(w.connections().iter().sum::<usize>(), 2);
+    w.release(one);
     assert_eq!(w.connections().iter().sum::<usize>(), 1);
-    // The first live shard dies: only its connection is reported.
+    assert_eq!(w.pick(), Some(one));
+    // The first live shard dies: it is named, and the other takes new
+    // connections.
     assert!(w.crash());
     let events = events_until(&mut w, |e| {
       e.iter().any(|e| matches!(e, Event::Died { .. }))
@@ -484,21 +508,15 @@ mod tests {
     let died: Vec<_> = events
       .iter()
       .filter_map(|e| match e {
-        Event::Died { wires, all } => Some((wires.clone(), *all)),
+        Event::Died { shard, all } => Some((*shard, *all)),
         _ => None,
       })
       .collect();
-    assert_eq!(died.len(), 1);
-    assert!(!died[0].1);
-    // Wire 2 was on shard 1 or shard 0; either way the living shard takes
-    // new connections.
+    assert_eq!(died, [(ShardId(0), false)]);
     assert!(w.alive());
+    assert_eq!(w.pick(), Some(ShardId(1)));
     let (s3, _c3) = pair();
-    assert!(w.add(
-      ConnKey::test(3),
-      s3.as_fd().try_clone_to_owned().unwrap(),
-      Arc::default()
-    ));
+    assert_eq!(add(&mut w, 3, &s3), Some(ShardId(1)));
     w.shutdown();
     events_until(&mut w, |e| e.contains(&Event::Stopped));
     assert!(w.stopped());

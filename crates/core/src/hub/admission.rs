@@ -174,13 +174,13 @@ pub struct AdmissionStats {
 impl<H> HubCore<H> {
   /// Whether `maxClientsPerKey` is on: only then does the JS surface
   /// compute a request's key.
-  pub fn keyed(&self) -> bool {
+  pub(crate) fn keyed(&self) -> bool {
     self.admission.max_per_key > 0
   }
 
   /// Whether `maxClients` or `maxClientsPerKey` is on: only then does
   /// `initResponse` reserve a place.
-  pub fn limited(&self) -> bool {
+  pub(crate) fn limited(&self) -> bool {
     self.admission.limited()
   }
 

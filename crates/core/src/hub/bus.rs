@@ -10,6 +10,7 @@ use super::dispatch::{payload, Count, Dispatch, Frame};
 use super::options::{BusOptions, EventOptions};
 use super::{Conn, CoreError, HubCore, Transport};
 use crate::bus::entry::{BusFrame, Entry, EntryId, Route};
+use crate::bus::link::Notice;
 use crate::bus::{Bus, BusConfig, BusEvent, BusStatsSnapshot, Mark, ReplayRequest, ReplayTarget};
 use crate::registry::ConnKey;
 
@@ -59,6 +60,39 @@ impl BusSlot {
   }
 }
 
+/// A request to the running bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusAsk {
+  /// Every live instance's client count (`globalClientCount()`).
+  Count(u32),
+  /// Answered once everything this instance appended was read back and
+  /// delivered.
+  Flush(u32),
+  /// The replay of a connection registered held for one (from its
+  /// `Last-Event-ID`, or the mark its headers were flushed at), with its
+  /// client id and channels as they are now: the binding asks on the tick
+  /// after registering, so channels the route joins at once count.
+  Replay(ConnKey),
+}
+
+/// One event of the bus thread, decided ([`HubCore::bus_step`]): what the
+/// binding executes.
+#[derive(Debug)]
+pub enum BusStep {
+  /// Redis connected, or was lost (with why): the hub's `bus` event.
+  Link(Notice),
+  /// Live entries, or a replay, for stream-transport connections: run each
+  /// dispatch in order.
+  Deliver(Vec<Dispatch>),
+  /// The answer to a bus request (`globalClientCount()`, a flush).
+  Answer {
+    request: u32,
+    result: Result<f64, CoreError>,
+  },
+  /// The thread has stopped and was let go: nothing more will be answered.
+  Stopped,
+}
+
 impl<H> HubCore<H> {
   /// Starts the bus thread; `notify` is called from it when events wait in
   /// [`HubCore::bus_events`].
@@ -82,19 +116,62 @@ impl<H> HubCore<H> {
     Ok(())
   }
 
-  /// The bus while its thread runs.
-  pub fn bus(&self) -> Option<&Bus> {
-    self.bus.running()
+  /// Hands the running bus a request (see [`BusAsk`]); false when there is
+  /// no running bus, or (a replay) when the connection is not waiting for
+  /// one. The answers to `Count` and `Flush` come back as
+  /// [`BusStep::Answer`] under their number.
+  pub fn ask_bus(&mut self, ask: BusAsk) -> bool {
+    let Some(bus) = self.bus.running() else {
+      return false;
+    };
+    match ask {
+      BusAsk::Count(request) => bus.count(request),
+      BusAsk::Flush(request) => bus.flush(request),
+      BusAsk::Replay(key) => return self.request_replay(key),
+    }
+    true
   }
 
+  /// What the bus thread reported since last time, in order: each is
+  /// then decided by [`HubCore::bus_step`] when its turn comes, after the
+  /// JS of the ones before it ran.
   pub fn bus_events(&mut self) -> Vec<BusEvent> {
     self.bus.running().map(Bus::take_events).unwrap_or_default()
+  }
+
+  /// Decides one event of the bus thread (see [`BusStep`]). Live entries
+  /// are planned here, all runs of one event at once: a write's JS may
+  /// change who is connected, and an entry is never judged twice; a
+  /// connection a write removed is skipped by the later runs.
+  pub fn bus_step(&mut self, event: BusEvent, now: Instant) -> BusStep {
+    match event {
+      BusEvent::Link(notice) => BusStep::Link(notice),
+      BusEvent::Frames(frames) => BusStep::Deliver(self.bus_frames(&frames, now)),
+      BusEvent::Replayed {
+        key,
+        frames,
+        cursor,
+      } => BusStep::Deliver(
+        self
+          .replayed(key, &frames, cursor, now)
+          .into_iter()
+          .collect(),
+      ),
+      BusEvent::Reply { request, result } => BusStep::Answer {
+        request,
+        result: result.map_err(|e| CoreError::Bus(e.to_string())),
+      },
+      BusEvent::Stopped => {
+        self.bus_stopped();
+        BusStep::Stopped
+      }
+    }
   }
 
   /// Tells the bus to stop once what was appended before is written (the
   /// binding calls it after `close()`'s effects, so a `disconnect`
   /// listener's broadcast still reaches the other instances).
-  pub fn stop_bus(&mut self) {
+  pub(crate) fn stop_bus(&mut self) {
     if let BusSlot::Running(bus) = std::mem::take(&mut self.bus) {
       bus.stop();
       self.bus = BusSlot::Stopping(bus);
@@ -182,7 +259,7 @@ impl<H> HubCore<H> {
   /// an eighth of `maxBufferedBytes`, so the slow-client rule still judges
   /// small steps) unless one entry is more. Order is kept: a run never
   /// reaches past an entry for other connections.
-  pub fn bus_frames(&mut self, frames: &[BusFrame], now: Instant) -> Vec<Dispatch> {
+  pub(crate) fn bus_frames(&mut self, frames: &[BusFrame], now: Instant) -> Vec<Dispatch> {
     let cap = RUN_BYTES
       .min(self.writer_config.max_buffered_bytes / 8)
       .max(1);
@@ -254,7 +331,7 @@ impl<H> HubCore<H> {
   }
 
   /// The bus thread has stopped: it is let go.
-  pub fn bus_stopped(&mut self) {
+  pub(crate) fn bus_stopped(&mut self) {
     self.bus = match std::mem::take(&mut self.bus) {
       BusSlot::Running(bus) => BusSlot::Stopped {
         last: bus.stats(),
@@ -308,10 +385,10 @@ impl<H> HubCore<H> {
       return;
     };
     let (client, channels) = (entry.id.clone(), entry.channels.clone());
-    if !entry.handle.transport.is_socket() {
-      entry.handle.subscription.set_route(client, channels);
-    } else if let Some(writer) = &self.writer {
-      writer.route(key, client, channels);
+    match (entry.handle.transport.shard(), &self.writer) {
+      (None, _) => entry.handle.subscription.set_route(client, channels),
+      (Some(shard), Some(writer)) => writer.route(shard, key, client, channels),
+      (Some(_), None) => {}
     }
   }
 
@@ -322,10 +399,9 @@ impl<H> HubCore<H> {
   }
 
   /// Asks the bus for the replay of `key`, registered held, with its client
-  /// id and channels as they are now (the binding calls it on the tick
-  /// after registering, so channels the route joins at once count). False
-  /// without a bus, or when `key` is not waiting for one.
-  pub fn request_replay(&mut self, key: ConnKey) -> bool {
+  /// id and channels as they are now. False without a bus, or when `key`
+  /// is not waiting for one.
+  fn request_replay(&mut self, key: ConnKey) -> bool {
     let Some(bus) = self.bus.running() else {
       return false;
     };
@@ -336,10 +412,12 @@ impl<H> HubCore<H> {
       return false;
     };
     let target = match entry.handle.transport {
-      Transport::Socket { .. } => match self.writer.as_ref().and_then(|w| w.port_of(key)) {
-        Some(port) => ReplayTarget::Socket { port, wire: key },
-        None => return false,
-      },
+      Transport::Socket { shard, .. } => {
+        match self.writer.as_ref().and_then(|w| w.port_of(shard)) {
+          Some(port) => ReplayTarget::Socket { port, wire: key },
+          None => return false,
+        }
+      }
       Transport::Stream { .. } => ReplayTarget::Stream { key },
     };
     bus.replay(ReplayRequest {
@@ -376,7 +454,7 @@ impl<H> HubCore<H> {
   /// A stream connection's replay arrived: its gate opens, and its frames
   /// then what came locally while it was held are written to it, as one
   /// write. `None` when it is gone or there is nothing to write.
-  pub fn replayed(
+  pub(crate) fn replayed(
     &mut self,
     key: ConnKey,
     frames: &[Arc<[u8]>],

@@ -13,6 +13,7 @@ use super::{Effect, HubCore, Outcome, Reason, Removal, Transport};
 use crate::backpressure::{self, Admit, SlowPolicy};
 use crate::frame;
 use crate::registry::ConnKey;
+use crate::shards::ShardGroups;
 
 /// One framed event (or comment): the SSE body, which a stream
 /// connection's `write` gets, and its HTTP chunk, which the socket writer
@@ -234,7 +235,7 @@ impl<H> HubCore<H> {
     let mut targets = Vec::new();
     let sockets = match keys {
       Some(keys) => {
-        let mut wires = Vec::new();
+        let mut wires = ShardGroups::new();
         for key in keys {
           let Some(entry) = self.registry.get_mut(*key) else {
             continue;
@@ -245,7 +246,7 @@ impl<H> HubCore<H> {
               key: entry.key,
               congested: *congested,
             }),
-            Transport::Socket { .. } => wires.push(entry.key),
+            Transport::Socket { shard, .. } => wires.push(*shard, entry.key),
           }
         }
         let sockets = wires.len();

@@ -2,9 +2,9 @@
 //! connections, `close()`, the garbage-collected hub, and what the writer
 //! threads report.
 
-use super::{BusSlot, Conn, Effect, HubCore, Lifecycle, Reason, Removal};
+use super::{BusSlot, Conn, Effect, Ending, HubCore, Lifecycle, Reason, Removal};
 use crate::registry::ConnKey;
-use crate::shards::{Event, Writers};
+use crate::shards::{Event, ShardId, Writers};
 use crate::stats::Stats;
 use crate::writer::DeadReason;
 
@@ -14,7 +14,12 @@ impl<H> HubCore<H> {
   /// then [`HubCore::writer_events`] finishes it. Everything else is
   /// finished now. Events come after the entry is gone, `slow` before
   /// `disconnect`. Empty when `key` is not registered.
-  pub fn remove(&mut self, key: ConnKey, removal: Removal, reason: Reason) -> Vec<Effect<H>> {
+  pub(crate) fn remove(
+    &mut self,
+    key: ConnKey,
+    removal: Removal,
+    reason: Reason,
+  ) -> Vec<Effect<H>> {
     let mut effects = Vec::new();
     let Some(entry) = self.registry.remove(key) else {
       return effects;
@@ -26,28 +31,30 @@ impl<H> HubCore<H> {
       ..
     } = entry.handle;
     self.left(client_key.as_deref());
-    let socket = transport.is_socket();
+    let shard = transport.shard();
+    let socket = shard.is_some();
     if socket {
       self.sockets -= 1;
     }
-    let deferred = match (socket, &mut self.writer) {
-      (true, Some(writer)) if removal == Removal::End => {
-        writer.end(key);
-        true
+    let ending = match (shard, &mut self.writer) {
+      (Some(shard), Some(writer)) if removal == Removal::End => {
+        writer.end(shard, key);
+        Some(shard)
       }
-      (true, Some(writer)) => {
-        writer.remove(key);
-        false
+      (Some(shard), Some(writer)) => {
+        writer.remove(shard, key);
+        writer.release(shard);
+        None
       }
-      _ => false,
+      _ => None,
     };
-    match deferred {
+    match ending {
       // Its key is never reused, so the writer's events for it still name
       // this connection, whatever registers after.
-      true => {
-        self.ending.insert(key, handle);
+      Some(shard) => {
+        self.ending.insert(key, Ending { handle, shard });
       }
-      false => effects.push(Effect::Finish {
+      None => effects.push(Effect::Finish {
         handle,
         how: removal,
         socket,
@@ -72,36 +79,22 @@ impl<H> HubCore<H> {
     effects
   }
 
-  /// The response is about to be destroyed: a registered connection is
-  /// forgotten, an ending one released at once, without waiting for its
-  /// queue ([`Removal::Destroyed`]). `key` is what the response carries,
-  /// registered or not.
-  pub fn forget(&mut self, key: ConnKey) -> Vec<Effect<H>> {
-    self.going_away(key, Removal::Destroyed)
-  }
-
-  /// The response's `close` fired: as [`HubCore::forget`], and the response
-  /// is ended ([`Removal::Closed`]).
-  pub fn closed(&mut self, key: ConnKey) -> Vec<Effect<H>> {
-    self.going_away(key, Removal::Closed)
-  }
-
-  fn going_away(&mut self, key: ConnKey, how: Removal) -> Vec<Effect<H>> {
+  pub(super) fn going_away(&mut self, key: ConnKey, how: Removal) -> Vec<Effect<H>> {
     if self.registry.contains(key) {
       return self.remove(key, how, Reason::Closed);
     }
-    if !self.ending.contains_key(&key) {
+    let Some(ending) = self.ending.get(&key) else {
       return Vec::new();
-    }
-    if let Some(writer) = &mut self.writer {
-      writer.remove(key);
+    };
+    if let Some(writer) = &self.writer {
+      writer.remove(ending.shard, key);
     }
     self.finish_ending(key, how)
   }
 
   /// Ends every connection and refuses new ones; the writer stops once the
   /// last ending connection is done, then [`Effect::Closed`] follows.
-  pub fn close(&mut self) -> Vec<Effect<H>> {
+  pub(crate) fn close(&mut self) -> Vec<Effect<H>> {
     if matches!(self.lifecycle, Lifecycle::Open | Lifecycle::Draining) {
       self.lifecycle = Lifecycle::Closing;
     }
@@ -120,7 +113,7 @@ impl<H> HubCore<H> {
   /// connections are ended through the writer, which flushes them first;
   /// stream connections stay until their `close` event. Events are no
   /// longer reported. The effects hold only `ReleaseHub`, if nothing is left.
-  pub fn orphan(&mut self) -> Vec<Effect<H>> {
+  pub(crate) fn orphan(&mut self) -> Vec<Effect<H>> {
     self.lifecycle = match self.lifecycle {
       Lifecycle::Closing => Lifecycle::Orphaned {
         report_closed: true,
@@ -148,7 +141,10 @@ impl<H> HubCore<H> {
 
   fn finish_ending(&mut self, key: ConnKey, how: Removal) -> Vec<Effect<H>> {
     let mut effects = Vec::new();
-    if let Some(handle) = self.ending.remove(&key) {
+    if let Some(Ending { handle, shard }) = self.ending.remove(&key) {
+      if let Some(writer) = &mut self.writer {
+        writer.release(shard);
+      }
       effects.push(Effect::Finish {
         handle,
         how,
@@ -238,7 +234,7 @@ impl<H> HubCore<H> {
           }
         }
         Event::Stopped => self.settle_lifecycle(&mut effects),
-        Event::Died { wires, all } => effects.extend(self.writer_died(&wires, all)),
+        Event::Died { shard, all } => effects.extend(self.writer_died(shard, all)),
       }
     }
     effects
@@ -247,17 +243,29 @@ impl<H> HubCore<H> {
   /// A writer thread panicked: the fds of its connections are closed and
   /// their queues gone. Each of them, registered or ending, is torn down;
   /// when no thread is left, later connections use the stream transport.
-  fn writer_died(&mut self, wires: &[ConnKey], all: bool) -> Vec<Effect<H>> {
+  fn writer_died(&mut self, shard: ShardId, all: bool) -> Vec<Effect<H>> {
     if all {
       self.writer_died = true;
     }
+    let on_shard = |transport: &super::Transport| transport.shard() == Some(shard);
+    let registered: Vec<ConnKey> = self
+      .registry
+      .iter()
+      .filter(|e| on_shard(&e.handle.transport))
+      .map(|e| e.key)
+      .collect();
+    let ending: Vec<ConnKey> = self
+      .ending
+      .iter()
+      .filter(|(_, e)| e.shard == shard)
+      .map(|(&key, _)| key)
+      .collect();
     let mut effects = Vec::new();
-    for wire in wires {
-      if self.ending.contains_key(wire) {
-        effects.extend(self.finish_ending(*wire, Removal::Destroy));
-      } else if self.holds_socket(*wire) {
-        effects.extend(self.remove(*wire, Removal::Destroy, Reason::Error));
-      }
+    for key in ending {
+      effects.extend(self.finish_ending(key, Removal::Destroy));
+    }
+    for key in registered {
+      effects.extend(self.remove(key, Removal::Destroy, Reason::Error));
     }
     effects.push(Effect::WriterDied { all });
     self.settle_lifecycle(&mut effects);

@@ -23,6 +23,7 @@ mod lifecycle;
 pub mod options;
 mod register;
 mod replay;
+mod request;
 mod send;
 mod stats;
 mod types;
@@ -31,9 +32,11 @@ mod types;
 mod tests;
 
 pub use admission::{AdmissionStats, Admitted, Ticket, DEFAULT_RETRY_AFTER_SECS};
+pub use bus::{BusAsk, BusStep};
 pub use dispatch::{Dispatch, Frame, Settled, Target};
 pub use error::CoreError;
 pub use fallback::{Runtime, SocketOffer, StreamFallbacks, StreamReason};
+pub use request::{Change, HubState, Leave, Outgoing, Placement, Shutdown};
 pub use send::{Broadcast, Planned};
 pub use types::*;
 
@@ -46,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::history::History;
 use crate::registry::{ConnKey, Registry};
-use crate::shards::{default_writer_threads, Writers};
+use crate::shards::{default_writer_threads, ShardId, Writers};
 use crate::stats::Stats;
 use crate::writer::{fd_budget, WriterConfig};
 
@@ -75,7 +78,7 @@ pub struct HubCore<H> {
   stream_fallbacks: StreamFallbacks,
   /// Connections removed gracefully while their writer still flushes, by
   /// the key the writer knows them by (the one their response carries).
-  ending: HashMap<ConnKey, H>,
+  ending: HashMap<ConnKey, Ending<H>>,
   /// When the last broadcast to everyone went out: heartbeats only go to
   /// connections idle since both this and their own last send.
   last_broadcast: Instant,
@@ -86,6 +89,12 @@ pub struct HubCore<H> {
   stats: Arc<Stats>,
   /// The Redis bus: none, running, told to stop, or stopped.
   bus: BusSlot,
+}
+
+/// A connection out of the registry whose writer thread still flushes it.
+struct Ending<H> {
+  handle: H,
+  shard: ShardId,
 }
 
 impl<H> Default for HubCore<H> {
@@ -164,18 +173,13 @@ impl<H> HubCore<H> {
 
   /// Whether `close()` or `drain()` was called (or the JS hub is gone):
   /// new connections are refused.
-  pub fn is_closing(&self) -> bool {
+  pub(crate) fn is_closing(&self) -> bool {
     self.lifecycle != Lifecycle::Open
-  }
-
-  /// `configure({ transport })` as it stands.
-  pub fn transport_mode(&self) -> TransportMode {
-    self.mode
   }
 
   /// `drain()`: new connections are refused from now on
   /// ([`CoreError::Closed`]); the ones here stay until `close()`.
-  pub fn drain(&mut self) {
+  pub(crate) fn drain(&mut self) {
     if self.lifecycle == Lifecycle::Open {
       self.lifecycle = Lifecycle::Draining;
     }
@@ -183,7 +187,7 @@ impl<H> HubCore<H> {
 
   /// Whether a new connection can be replayed what it missed (history is
   /// on, or a bus was configured): only then is its `Last-Event-ID` read.
-  pub fn replayable(&self) -> bool {
+  pub(crate) fn replayable(&self) -> bool {
     self.recording() || !matches!(self.bus, BusSlot::None)
   }
 }

@@ -10,8 +10,8 @@ use super::{
 use crate::bus::subscription::Subscription;
 use crate::bus::{Admission, Bus, Mark, ReplayFrom};
 use crate::registry::{ConnKey, Registry};
-use crate::shards::Writers;
-use crate::writer::ConnGauge;
+use crate::shards::{ShardId, Writers};
+use crate::writer::{ConnGauge, SocketFd};
 
 impl<H> HubCore<H> {
   /// Whether a new connection may be handed to the socket writer.
@@ -22,7 +22,7 @@ impl<H> HubCore<H> {
 
   /// Why a new connection could not be handed to the socket writer now,
   /// whatever its socket (`None`: it could).
-  pub fn socket_refusal(&self) -> Option<StreamReason> {
+  pub(crate) fn socket_refusal(&self) -> Option<StreamReason> {
     if self.mode == TransportMode::Stream {
       Some(StreamReason::Configured)
     } else if self.writer_died || self.lifecycle != Lifecycle::Open {
@@ -37,7 +37,7 @@ impl<H> HubCore<H> {
   }
 
   /// Whether the writer runs and takes connections.
-  pub fn has_writer(&self) -> bool {
+  pub(crate) fn has_writer(&self) -> bool {
     self.writer.as_ref().is_some_and(Writers::alive)
   }
 
@@ -125,12 +125,13 @@ impl<H> HubCore<H> {
   ) -> (ConnKey, Option<ConnKey>) {
     let hold = replay_from.is_some();
     let (transport, socket) = match self.place(socket) {
-      Ok(fd) => {
+      Ok((fd, shard)) => {
         let gauge = Arc::new(ConnGauge::default());
         let transport = Transport::Socket {
           gauge: gauge.clone(),
+          shard,
         };
-        (transport, Some((fd, gauge)))
+        (transport, Some((fd, gauge, shard)))
       }
       Err(reason) => {
         self.stream_fallbacks.count(reason);
@@ -150,10 +151,10 @@ impl<H> HubCore<H> {
     };
     let key = self.registry.insert(id, conn, now);
     // The writer knows the connection by the registry's own key.
-    let wire = socket.map(|(fd, gauge)| {
+    let wire = socket.map(|(fd, gauge, shard)| {
       self.sockets += 1;
       if let Some(writer) = &mut self.writer {
-        writer.add_with(key, fd, gauge, hold);
+        writer.add_to(shard, key, fd, gauge, hold);
       }
       key
     });
@@ -165,28 +166,21 @@ impl<H> HubCore<H> {
   /// Where `offer` goes: to the writer, or to the stream and why. The
   /// transport configured outranks whatever the response was (it would be
   /// on the stream anyway); a dropped duplicate closes only itself.
-  fn place(&self, offer: SocketOffer) -> SocketOffer {
+  fn place(&self, offer: SocketOffer) -> Result<(SocketFd, ShardId), StreamReason> {
     match (self.socket_refusal(), offer) {
       (Some(StreamReason::Configured), _) => Err(StreamReason::Configured),
       (_, Err(reason)) => Err(reason),
       (Some(refusal), Ok(_)) => Err(refusal),
-      (None, Ok(_)) if !self.has_writer() => Err(StreamReason::WriterDown),
-      (None, Ok(fd)) => Ok(fd),
-    }
-  }
-
-  /// Why the stream transport has `key`; `None` for a socket connection
-  /// (or an unknown key).
-  pub fn stream_reason(&self, key: ConnKey) -> Option<StreamReason> {
-    match self.registry.get(key)?.handle.transport {
-      Transport::Stream { reason, .. } => Some(reason),
-      Transport::Socket { .. } => None,
+      (None, Ok(fd)) => match self.writer.as_ref().and_then(Writers::pick) {
+        Some(shard) => Ok((fd, shard)),
+        None => Err(StreamReason::WriterDown),
+      },
     }
   }
 
   /// Whether `key` was removed gracefully and its writer still flushes: its
   /// response is over for the app (no re-registration, no more sends).
-  pub fn is_ending(&self, key: ConnKey) -> bool {
+  pub(crate) fn is_ending(&self, key: ConnKey) -> bool {
     self.ending.contains_key(&key)
   }
 
@@ -204,7 +198,7 @@ impl<H> HubCore<H> {
   /// another): its age starts over at `now`, as the original helper's fresh
   /// `{ res, meta, createdAt }` entry does, so `cleanupStaleClients` counts
   /// from the last registration.
-  pub fn reregister(&mut self, key: ConnKey, id: &str, now: Instant) -> bool {
+  pub(crate) fn reregister(&mut self, key: ConnKey, id: &str, now: Instant) -> bool {
     let renamed = self.registry.rename(key, id);
     if let Some(entry) = self.registry.get_mut(key) {
       entry.connected_at = now;
@@ -214,7 +208,7 @@ impl<H> HubCore<H> {
   }
 
   /// Adds a connection to a channel, or takes it out; true if it changed.
-  pub fn set_membership(&mut self, key: ConnKey, channel: &str, member: bool) -> bool {
+  pub(crate) fn set_membership(&mut self, key: ConnKey, channel: &str, member: bool) -> bool {
     let changed = match member {
       true => self.registry.join(key, channel),
       false => self.registry.leave(key, channel),

@@ -79,7 +79,7 @@ impl<H> HubCore<H> {
       return None;
     }
     let entry = self.registry.get(key)?;
-    let socket = entry.handle.transport.is_socket();
+    let shard = entry.handle.transport.shard();
     // The broadcasts, and the publishes of the channels it is in now.
     let (replay, shared) = self.history.since_shared(
       last_event_id,
@@ -93,9 +93,9 @@ impl<H> HubCore<H> {
       SharedOutcome::Nothing => None,
       SharedOutcome::Missed { chunks, .. } => {
         self.stats.replay();
-        match (socket, &self.writer) {
-          (true, Some(writer)) => {
-            writer.send_frames(key, chunks.clone());
+        match (shard, &self.writer) {
+          (Some(shard), Some(writer)) => {
+            writer.send_frames(shard, key, chunks.clone());
             None
           }
           _ => Some(Frame::shared_replay(replay.outcome.bytes(), replay.id)),

@@ -42,17 +42,23 @@ pub struct Broadcast<'a> {
   /// Only the members of this channel (`publish`).
   pub channel: Option<&'a str>,
   /// A JS filter picks the recipients: the core names the candidates,
-  /// the binding runs the filter, then [`HubCore::broadcast_to`] sends.
+  /// the binding runs the filter, then [`super::Outgoing::Chosen`] sends.
   pub filtered: bool,
 }
 
-/// What a broadcast needs next.
+/// What a send needs next ([`HubCore::send`]).
 #[derive(Debug)]
 pub enum Planned {
   /// Ready: execute it.
   Ready(Dispatch),
+  /// Several frames, each to its own connections (a jittered retry hint):
+  /// execute each; the call's value is their sum.
+  Several(Vec<Dispatch>),
+  /// The frame for one response the binding writes itself, registered or
+  /// not (`send(res)`, `comment(res)`).
+  Write(Frame),
   /// The filter decides first: run it over `candidates` (in registration
-  /// order), then hand the chosen keys to [`HubCore::broadcast_to`].
+  /// order), then send the frame to the chosen keys ([`super::Outgoing::Chosen`]).
   Filter {
     frame: Frame,
     candidates: Vec<ConnKey>,
@@ -68,7 +74,11 @@ impl<H> HubCore<H> {
   /// members. Returns the targets the binding writes; its value is how
   /// many connections it reached (with a bus and Redis up: the local
   /// connections it targets now).
-  pub fn broadcast(&mut self, request: Broadcast<'_>, now: Instant) -> Result<Planned, CoreError> {
+  pub(crate) fn broadcast(
+    &mut self,
+    request: Broadcast<'_>,
+    now: Instant,
+  ) -> Result<Planned, CoreError> {
     if !request.filtered && self.has_bus() {
       return self.broadcast_through_bus(request, now).map(Planned::Ready);
     }
@@ -131,7 +141,12 @@ impl<H> HubCore<H> {
   }
 
   /// A filtered broadcast, to the keys its filter chose.
-  pub fn broadcast_to(&mut self, frame: Frame, chosen: &[ConnKey], now: Instant) -> Dispatch {
+  pub(crate) fn broadcast_to(
+    &mut self,
+    frame: Frame,
+    chosen: &[ConnKey],
+    now: Instant,
+  ) -> Dispatch {
     self.fan_out(Some(chosen), frame, Count::Written, now)
   }
 
@@ -159,7 +174,7 @@ impl<H> HubCore<H> {
   /// is non-zero (true) when a live connection was there, even if its
   /// `write` threw (it is then ended and removed); with a bus, when the
   /// event was appended or delivered here.
-  pub fn send_to(
+  pub(crate) fn send_to(
     &mut self,
     id: &str,
     data: &str,
@@ -180,19 +195,19 @@ impl<H> HubCore<H> {
 
   /// One event to one response, registered as `key` (or not, when the
   /// binding writes it itself): the frame, checked.
-  pub fn event(&self, data: &str, options: &EventOptions<'_>) -> Result<Frame, CoreError> {
+  pub(crate) fn event(&self, data: &str, options: &EventOptions<'_>) -> Result<Frame, CoreError> {
     Ok(Frame::new(event_frame(&options.fields()?, data)))
   }
 
   /// `frame` to the connection `key`; its value is 1 when written.
-  pub fn send_one(&mut self, key: ConnKey, frame: Frame, now: Instant) -> Dispatch {
+  pub(crate) fn send_one(&mut self, key: ConnKey, frame: Frame, now: Instant) -> Dispatch {
     self.fan_out(Some(&[key]), frame, Count::Written, now)
   }
 
   /// The broadcast of `broadcastAndClose`: to every connection here. With
   /// a bus it stays local and has no id (what a shutting-down instance
   /// says to its own clients); without, it is an ordinary broadcast.
-  pub fn broadcast_final(
+  pub(crate) fn broadcast_final(
     &mut self,
     data: &str,
     options: &EventOptions<'_>,
@@ -214,7 +229,7 @@ impl<H> HubCore<H> {
   }
 
   /// A comment to the connections under `id`, or to every connection.
-  pub fn comment(&mut self, id: Option<&str>, text: &str, now: Instant) -> Dispatch {
+  pub(crate) fn comment(&mut self, id: Option<&str>, text: &str, now: Instant) -> Dispatch {
     let keys = match id {
       Some(id) => self.registry.keys_for_id(id).to_vec(),
       None => self.registry.keys(),
@@ -224,7 +239,7 @@ impl<H> HubCore<H> {
 
   /// A heartbeat comment to every connection nothing was sent to for
   /// `idle` (see [`HubCore::idle`]).
-  pub fn heartbeat(&mut self, idle: Duration, now: Instant) -> Dispatch {
+  pub(crate) fn heartbeat(&mut self, idle: Duration, now: Instant) -> Dispatch {
     let keys = self.idle(now, idle);
     if keys.is_empty() {
       return self.dispatch_nothing(0);
@@ -239,7 +254,7 @@ impl<H> HubCore<H> {
   /// browsers of a drained instance come back spread over that window
   /// instead of in the same second: the window is cut into at most
   /// `RETRY_BUCKETS` steps, one shared frame each.
-  pub fn retry_hint(&mut self, ms: u32, jitter: u32, now: Instant) -> Vec<Dispatch> {
+  pub(crate) fn retry_hint(&mut self, ms: u32, jitter: u32, now: Instant) -> Vec<Dispatch> {
     let keys = self.registry.keys();
     if jitter == 0 {
       let frame = Frame::new(format!("retry: {ms}\n\n").into_bytes());
@@ -273,7 +288,8 @@ impl<H> HubCore<H> {
     } else {
       DEFAULT_HIGH_WATER_MARK
     };
-    let Some(Transport::Socket { gauge }) = self.registry.get(key).map(|e| &e.handle.transport)
+    let Some(Transport::Socket { gauge, shard }) =
+      self.registry.get(key).map(|e| &e.handle.transport)
     else {
       return AppWrite::Gone;
     };
@@ -283,7 +299,7 @@ impl<H> HubCore<H> {
     if !bytes.is_empty() {
       let chunk: Arc<[u8]> = frame::http_chunk(bytes).into();
       gauge.submitted.fetch_add(chunk.len(), Ordering::SeqCst);
-      writer.write(key, chunk);
+      writer.write(*shard, key, chunk);
     }
     if gauge.backlog() < mark {
       return AppWrite::Accepted;

@@ -9,6 +9,7 @@ use crate::backpressure::SlowPolicy;
 use crate::bus::subscription::Subscription;
 use crate::bus::ReplayFrom;
 use crate::registry::ConnKey;
+use crate::shards::ShardId;
 use crate::writer::ConnGauge;
 
 use super::StreamReason;
@@ -43,16 +44,27 @@ pub enum Transport {
     congested: bool,
     reason: StreamReason,
   },
-  /// By the socket writer thread; the binding reads its backlog from the
-  /// gauge it shares with the writer.
-  /// The writer knows it by its registry key.
-  Socket { gauge: Arc<ConnGauge> },
+  /// By the socket writer thread `shard`, which knows it by its registry
+  /// key; the binding reads its backlog from the gauge it shares with the
+  /// writer.
+  Socket {
+    gauge: Arc<ConnGauge>,
+    shard: ShardId,
+  },
 }
 
 impl Transport {
   /// Whether the socket writer holds it.
   pub fn is_socket(&self) -> bool {
     matches!(self, Transport::Socket { .. })
+  }
+
+  /// The writer thread that holds it, if one does.
+  pub fn shard(&self) -> Option<ShardId> {
+    match self {
+      Transport::Socket { shard, .. } => Some(*shard),
+      Transport::Stream { .. } => None,
+    }
   }
 }
 

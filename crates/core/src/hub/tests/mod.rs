@@ -65,7 +65,7 @@ fn removal_finishes_once_then_reports_slow_before_disconnect() {
   assert_eq!(hub.stats().slow_disconnects, 1);
   // Gone: a second removal (a late close event) does nothing.
   assert!(hub.remove(key, Removal::Forget, Reason::Closed).is_empty());
-  assert!(hub.forget(key).is_empty());
+  assert!(hub.leave(Leave::Destroying(key)).is_empty());
   assert_eq!(hub.connections().len(), 0);
 }
 
@@ -74,14 +74,14 @@ fn a_close_ends_the_response_as_the_original_listener_does() {
   let mut hub = stream_hub();
   let (key, _) = hub.register("a", "res-a", None, at(0));
   assert_eq!(
-    kinds(&hub.closed(key)),
+    kinds(&hub.leave(Leave::Closed(key))),
     ["finish Closed socket=false", "disconnect a close"]
   );
-  assert!(hub.closed(key).is_empty());
+  assert!(hub.leave(Leave::Closed(key)).is_empty());
   // The app destroying it is only a forget: nothing is ended first.
   let (key, _) = hub.register("b", "res-b", None, at(0));
   assert_eq!(
-    kinds(&hub.forget(key)),
+    kinds(&hub.leave(Leave::Destroying(key))),
     ["finish Destroyed socket=false", "disconnect b close"]
   );
 }

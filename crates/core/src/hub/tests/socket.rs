@@ -67,15 +67,21 @@ fn a_socket_connection_ends_after_its_queue_and_forget_releases_an_ending_one() 
   let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
   hub.send_one(key2, Frame::from_chunk(big), at(1));
   hub.remove(key2, Removal::End, Reason::Removed);
-  assert_eq!(kinds(&hub.forget(key2)), ["finish Destroyed socket=true"]);
-  assert!(hub.forget(key2).is_empty());
+  assert_eq!(
+    kinds(&hub.leave(Leave::Destroying(key2))),
+    ["finish Destroyed socket=true"]
+  );
+  assert!(hub.leave(Leave::Destroying(key2)).is_empty());
 
   // Its `close` instead: released at once too, and ended through Node.
   let (key3, _, _server3) = connect(&mut hub, "c", "rc");
   let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
   hub.send_one(key3, Frame::from_chunk(big), at(1));
   hub.remove(key3, Removal::End, Reason::Removed);
-  assert_eq!(kinds(&hub.closed(key3)), ["finish Closed socket=true"]);
+  assert_eq!(
+    kinds(&hub.leave(Leave::Closed(key3))),
+    ["finish Closed socket=true"]
+  );
 }
 
 /// Crashes the first writer thread, which holds the connection `a`, and
@@ -126,6 +132,47 @@ fn a_dead_shard_takes_only_its_connections_down() {
 }
 
 #[test]
+fn a_dead_shard_finishes_its_ending_connections_and_each_place_is_freed_once() {
+  let mut hub = sharded_hub(10, 2);
+  let (_, _, _a) = connect(&mut hub, "a", "ra");
+  let (_, _, _b) = connect(&mut hub, "b", "rb");
+  // `c` goes where `a` is, and is still flushing when that thread dies.
+  let (c, _, _c) = connect(&mut hub, "c", "rc");
+  assert_eq!(hub.stats().socket_connections_by_thread, [2, 1]);
+  let big: Arc<[u8]> = vec![b'x'; 4 << 20].into();
+  hub.send_one(c, Frame::from_chunk(big), at(1));
+  assert_eq!(
+    kinds(&hub.remove(c, Removal::End, Reason::Removed)),
+    ["disconnect c removed"]
+  );
+  assert!(hub.is_ending(c));
+  // Removed from the registry, its place is held until the writer is done.
+  assert_eq!(hub.stats().socket_connections_by_thread, [2, 1]);
+  assert!(hub.crash_writer());
+  let effects = events_until(&mut hub, |e| {
+    e.iter().any(|e| matches!(e, Effect::WriterDied { .. }))
+  });
+  assert_eq!(
+    kinds(&effects),
+    [
+      "finish Destroy socket=true",
+      "finish Destroy socket=true",
+      "disconnect a error",
+      "writer died"
+    ]
+  );
+  assert!(!hub.is_ending(c));
+  assert_eq!(hub.stats().socket_connections_by_thread, [1]);
+  // `b` leaving frees its place once: the next one still counts.
+  let b = hub.connections().keys_for_id("b")[0];
+  hub.remove(b, Removal::Destroy, Reason::Closed);
+  assert_eq!(hub.stats().socket_connections_by_thread, [0]);
+  let (_, wire, _d) = connect(&mut hub, "d", "rd");
+  assert!(wire.is_some());
+  assert_eq!(hub.stats().socket_connections_by_thread, [1]);
+}
+
+#[test]
 fn closing_with_a_writer_reports_closed_once_it_stopped() {
   let mut hub = socket_hub(10);
   let (_, _, _server) = connect(&mut hub, "a", "ra");
@@ -145,7 +192,7 @@ fn an_orphaned_hub_ends_its_socket_connections_then_releases_itself() {
   assert_eq!(kinds(&effects), ["finish End socket=true"]);
   // The stream connection's close event finishes the hub, silently.
   assert_eq!(
-    kinds(&hub.closed(stream_key)),
+    kinds(&hub.leave(Leave::Closed(stream_key))),
     ["finish Closed socket=false", "release hub"]
   );
 }
@@ -203,14 +250,17 @@ fn each_stream_connection_keeps_and_counts_why_it_is_on_the_stream() {
   let mut hub = socket_hub(1);
   let (on_socket, wire, _a) = connect(&mut hub, "a", "ra");
   assert!(wire.is_some());
-  assert_eq!(hub.stream_reason(on_socket), None);
+  assert_eq!(hub.placement(on_socket), Placement::Socket);
   // The budget of one is taken: the next socket goes to the stream.
   let (full, wire, _b) = connect(&mut hub, "b", "rb");
   assert_eq!(wire, None);
-  assert_eq!(hub.stream_reason(full), Some(StreamReason::Capacity));
+  assert_eq!(
+    hub.placement(full),
+    Placement::Stream(StreamReason::Capacity)
+  );
   // A reason the JS surface found is kept as it is.
   let tls = register_tls(&mut hub, "c", "rc");
-  assert_eq!(hub.stream_reason(tls), Some(StreamReason::Tls));
+  assert_eq!(hub.placement(tls), Placement::Stream(StreamReason::Tls));
   assert_eq!(fallbacks(&hub, StreamReason::Capacity), 1);
   assert_eq!(fallbacks(&hub, StreamReason::Tls), 1);
   // Counted once per registration, not per connection alive now.
@@ -235,8 +285,14 @@ fn the_configured_transport_outranks_what_the_response_was() {
     .unwrap();
   let (socket, _, _a) = connect(&mut hub, "a", "ra");
   let tls = register_tls(&mut hub, "b", "rb");
-  assert_eq!(hub.stream_reason(socket), Some(StreamReason::Configured));
-  assert_eq!(hub.stream_reason(tls), Some(StreamReason::Configured));
+  assert_eq!(
+    hub.placement(socket),
+    Placement::Stream(StreamReason::Configured)
+  );
+  assert_eq!(
+    hub.placement(tls),
+    Placement::Stream(StreamReason::Configured)
+  );
   assert_eq!(fallbacks(&hub, StreamReason::Configured), 2);
   assert_eq!(hub.socket_refusal(), Some(StreamReason::Configured));
 }
@@ -249,10 +305,16 @@ fn a_socket_offered_without_a_running_writer_is_counted_as_writer_down() {
   let fd = server.as_fd().try_clone_to_owned().unwrap();
   let (key, wire) = hub.register("a", "ra", Some(fd.into()), at(0));
   assert_eq!(wire, None);
-  assert_eq!(hub.stream_reason(key), Some(StreamReason::WriterDown));
+  assert_eq!(
+    hub.placement(key),
+    Placement::Stream(StreamReason::WriterDown)
+  );
   // Without a socket at all, the test helper counts it as having none.
   let (bare, _) = hub.register("b", "rb", None, at(0));
-  assert_eq!(hub.stream_reason(bare), Some(StreamReason::NoSocket));
+  assert_eq!(
+    hub.placement(bare),
+    Placement::Stream(StreamReason::NoSocket)
+  );
 }
 
 #[test]
