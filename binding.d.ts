@@ -15,6 +15,48 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeHub {
   /**
+   * Checks `configure({ redis })`'s options without starting anything
+   * (`configure` applies nothing unless every option is valid).
+   */
+  checkBus(options: BusOptions): void
+  /**
+   * Starts the Redis bus (once per hub): from now on broadcasts, publishes
+   * and `sendTo` go through the stream and every instance delivers them.
+   */
+  startBus(options: BusOptions): void
+  /**
+   * Asks the bus for `res`'s replay if `register` held it for one (from
+   * its `Last-Event-ID`, or from the mark its headers were flushed at);
+   * called on the tick after `addClient`, so channels the route joined
+   * right away count. False when nothing was waiting.
+   */
+  requestReplay(res: unknown): boolean
+  /**
+   * Where the bus's live delivery is now (`""` before it knows), for a
+   * response whose headers are flushed: `register` gets it back as `mark`,
+   * and a connection that missed entries since is replayed them. `None`
+   * without a running bus.
+   */
+  busMark(): string | null
+  /**
+   * Every live instance's client count, from the bus: a promise that
+   * rejects (code `ERR_SSE_BUS`) when the bus cannot answer. Node stays
+   * alive while it waits.
+   */
+  busCount(): Promise<number>
+  /**
+   * A promise resolved once everything this instance appended to the bus
+   * has been read back and delivered (at once without a running bus).
+   * Node stays alive while it waits.
+   */
+  busFlush(): Promise<number>
+  /**
+   * `ready()`: a promise resolved at once without a bus or while it is
+   * connected, else once it connects; rejected (`ERR_SSE_CLOSED`) once the
+   * bus has stopped. Node stays alive while it waits.
+   */
+  busReady(): Promise<number>
+  /**
    * `typeError` is the constructor bad-input errors are made with (pass the
    * caller's `TypeError`). `hooks` holds `write`, `end`, `destroy`,
    * `socketDestroy` (installed on responses handed to the socket writer)
@@ -73,13 +115,14 @@ export declare class NativeHub {
    */
   get keyed(): boolean
   /**
-   * Whether a new connection can be replayed what it missed (history on,
-   * or a bus configured): only then does the JS surface read its
-   * `Last-Event-ID`.
+   * What a registration's reading depends on, in one call (bits of
+   * `FLAGS` in lib/hub.js): 1 when a new connection can be replayed what
+   * it missed (history on, or a bus configured: only then is its
+   * `Last-Event-ID` read), 2 when `configure({ transport: 'stream' })`
+   * holds (its socket is not inspected), 4 when a bus was configured (its
+   * replay is asked for after registering), 8 when that bus still runs.
    */
-  get replayable(): boolean
-  /** `configure({ transport })` as it stands: `'auto'` or `'stream'`. */
-  get transport(): string
+  get flags(): number
   /**
    * Hands the connections registered this JS turn to the writer threads
    * (`lib/hub.js` calls it from `setImmediate` after registrations): held
@@ -205,42 +248,6 @@ export declare class NativeHub {
   configure(options: HubOptions): void
   /** Counters and gauges at this instant. */
   stats(): NativeStats
-  /**
-   * Checks `configure({ redis })`'s options without starting anything
-   * (`configure` applies nothing unless every option is valid).
-   */
-  checkBus(options: BusOptions): void
-  /**
-   * Starts the Redis bus (once per hub): from now on broadcasts, publishes
-   * and `sendTo` go through the stream and every instance delivers them.
-   */
-  startBus(options: BusOptions): void
-  /**
-   * Asks the bus for `res`'s replay if `register` held it for one (from
-   * its `Last-Event-ID`, or from the mark its headers were flushed at);
-   * called on the tick after `addClient`, so channels the route joined
-   * right away count. False when nothing was waiting.
-   */
-  requestReplay(res: unknown): boolean
-  /**
-   * Where the bus's live delivery is now (`""` before it knows), for a
-   * response whose headers are flushed: `register` gets it back as `mark`,
-   * and a connection that missed entries since is replayed them. `None`
-   * without a bus.
-   */
-  busMark(): string | null
-  /**
-   * Every live instance's client count, from the bus: a promise that
-   * rejects (code `ERR_SSE_BUS`) when the bus cannot answer. Node stays
-   * alive while it waits.
-   */
-  busCount(): Promise<number>
-  /**
-   * A promise resolved once everything this instance appended to the bus
-   * has been read back and delivered (at once without a running bus).
-   * Node stays alive while it waits.
-   */
-  busFlush(): Promise<number>
   /**
    * JS awaits something the hub's threads will report (`ready()`,
    * `close()`): Node stays alive until the matching `release()`.

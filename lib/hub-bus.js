@@ -1,20 +1,20 @@
 // A hub's side of the Redis bus in JS: the promises it hands out (ready(),
-// globalClientCount(), the flush before close/drain) and where live
-// delivery stood when each response got its headers. The bus itself (its
-// link, its stream, replay) is native; this holds only who waits for it.
+// globalClientCount(), the flush before close/drain, all native but the
+// stop's), and where live delivery stood when each response got its
+// headers. The bus itself (its link and who waits for it, its stream,
+// replay) is native; this keeps only what JS alone can hold.
 
-const { keptAlive } = require('./bus.js');
 const { debug, DEBUG } = require('./hub-log.js');
+
+/** The bits of the native hub's `flags` (`NativeHub::flags`). */
+const FLAGS = Object.freeze({ REPLAYABLE: 1, STREAM: 2, BUS: 4, BUS_RUNNING: 8 });
 
 class HubBus {
   #native;
   /** `(state, message)` for each link change, for the hub's `bus` event. */
   #onState;
-  /** The link's last reported state: 'off' (never configured), 'connecting', 'connected', 'disconnected', 'closed'. */
-  #state = 'off';
   /** res -> busMark() at initResponse (a WeakMap: no response kept alive). */
   #marks = new WeakMap();
-  #waiters = [];
   #stopped = null;
   #resolveStopped = null;
 
@@ -25,12 +25,12 @@ class HubBus {
 
   /** Whether `configure({ redis })` started a bus on this hub. */
   get configured() {
-    return this.#state !== 'off';
+    return (this.#native.flags & FLAGS.BUS) !== 0;
   }
 
   /** Configured and not yet stopped. */
   get running() {
-    return this.configured && this.#state !== 'closed';
+    return (this.#native.flags & FLAGS.BUS_RUNNING) !== 0;
   }
 
   /** Resolves once the bus has stopped (its Redis connections closed); null without a bus. */
@@ -41,7 +41,6 @@ class HubBus {
   /** Starts the native bus with checked options. */
   start(options) {
     this.#native.startBus(options);
-    this.#state = 'connecting';
     this.#stopped = new Promise((resolve) => {
       this.#resolveStopped = resolve;
     });
@@ -49,40 +48,36 @@ class HubBus {
 
   /** At initResponse: where live delivery stands, so addClient replays what came in between. */
   markResponse(res) {
-    if (this.configured) this.#marks.set(res, this.#native.busMark());
+    // `null` without a running bus.
+    const mark = this.#native.busMark();
+    if (mark != null) this.#marks.set(res, mark);
   }
 
   /** The mark taken at `res`'s initResponse, if any. */
   markOf(res) {
-    return this.configured ? this.#marks.get(res) : undefined;
+    return this.#marks.get(res);
   }
 
-  /** What the bus thread reported: its link changing ('bus'), its end ('busStopped'). */
+  /**
+   * What the bus thread reported: its link changing ('bus'), its end
+   * ('busStopped'). The link's state and who waits for it are native.
+   */
   onEvent(kind, a, b) {
     if (kind === 'busStopped') {
-      this.#state = 'closed';
-      // Closed (or drained) before Redis was ever reached: ready() never
-      // became true, so it rejects. (The native side fails its own
-      // requests, globalClientCount() and flushes.)
-      for (const { reject } of this.#waiters.splice(0)) reject(this.#native.closedError());
       this.#resolveStopped?.();
       return;
     }
-    this.#state = a;
     if (DEBUG) debug('bus %s%s', a, b ? `: ${b}` : '');
-    if (a === 'connected') {
-      for (const { resolve } of this.#waiters.splice(0)) resolve();
-    }
     this.#onState(a, b);
   }
 
-  /** Resolves at once without a bus, else once it is first connected. */
+  /**
+   * Resolves at once without a bus, else once it is first connected; a
+   * native promise (Node stays alive while it waits), rejected with
+   * `ERR_SSE_CLOSED` once the bus has stopped.
+   */
   ready() {
-    if (!this.configured || this.#state === 'connected') return Promise.resolve();
-    if (this.#state === 'closed') return Promise.reject(this.#native.closedError());
-    // The bus thread holds nothing that keeps Node alive; while someone
-    // waits here (before app.listen, say), Node is kept alive.
-    return keptAlive(this.#native, new Promise((resolve, reject) => this.#waiters.push({ resolve, reject })));
+    return this.#native.busReady().then(() => {});
   }
 
   /**
@@ -109,4 +104,4 @@ class HubBus {
   }
 }
 
-module.exports = { HubBus };
+module.exports = { HubBus, FLAGS };

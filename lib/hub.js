@@ -15,7 +15,7 @@ const { inspectSocket, responseHooks } = require('./socket.js');
 const { metrics } = require('./metrics.js');
 const { observe } = require('./otel.js');
 const { busOptionsOf, keptAlive } = require('./bus.js');
-const { HubBus } = require('./hub-bus.js');
+const { FLAGS, HubBus } = require('./hub-bus.js');
 const { Heartbeat, MAX_TIMER_MS } = require('./heartbeat.js');
 const { HubLog, debug, DEBUG } = require('./hub-log.js');
 const { toMeta, fromMeta } = require('./meta.js');
@@ -234,14 +234,15 @@ class SseHub extends EventEmitter {
   }
 
   #registerNew(res, id, meta, options, isNew, ticket, clientKey) {
-    const bus = this.#bus.configured;
-    const lastEventId = isNew && this.#native.replayable ? lastEventIdOf(res, options) : undefined;
+    const flags = this.#native.flags;
+    const bus = (flags & FLAGS.BUS) !== 0;
+    const lastEventId = isNew && flags & FLAGS.REPLAYABLE ? lastEventIdOf(res, options) : undefined;
     const channels = isNew ? channelsOf(options) : undefined;
     // Read before registering: registration installs the writer's hooks.
     // Where it is, or why the writer cannot have it (the core counts that).
     // With `transport: 'stream'` the core counts every connection as
     // `configured` whatever its socket, so there is nothing to read.
-    const socket = this.#native.transport === 'stream' ? 'configured' : inspectSocket(res);
+    const socket = flags & FLAGS.STREAM ? 'configured' : inspectSocket(res);
     const key = id === undefined ? undefined : encodeId(id);
     const mark = isNew ? this.#bus.markOf(res) : undefined;
     const start =

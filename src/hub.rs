@@ -14,8 +14,8 @@ use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::options;
 use sse_helper_core::hub::{
-  millis, AppWrite, Broadcast, BusAsk, Change, CoreError, Outgoing, Placement, Planned, Removal,
-  Shutdown, Ticket,
+  millis, AppWrite, Broadcast, BusLink, Change, CoreError, Outgoing, Placement, Planned, Removal,
+  Shutdown, Ticket, TransportMode,
 };
 use sse_helper_core::registry::ConnKey;
 
@@ -202,18 +202,20 @@ impl NativeHub {
     self.state.borrow().core.state().keyed
   }
 
-  /// Whether a new connection can be replayed what it missed (history on,
-  /// or a bus configured): only then does the JS surface read its
-  /// `Last-Event-ID`.
+  /// What a registration's reading depends on, in one call (bits of
+  /// `FLAGS` in lib/hub.js): 1 when a new connection can be replayed what
+  /// it missed (history on, or a bus configured: only then is its
+  /// `Last-Event-ID` read), 2 when `configure({ transport: 'stream' })`
+  /// holds (its socket is not inspected), 4 when a bus was configured (its
+  /// replay is asked for after registering), 8 when that bus still runs.
   #[napi(getter, catch_unwind)]
-  pub fn replayable(&self) -> bool {
-    self.state.borrow().core.state().replayable
-  }
-
-  /// `configure({ transport })` as it stands: `'auto'` or `'stream'`.
-  #[napi(getter, catch_unwind)]
-  pub fn transport(&self) -> &'static str {
-    self.state.borrow().core.state().transport.as_str()
+  pub fn flags(&self) -> u32 {
+    let state = self.state.borrow().core.state();
+    let bus = state.bus != BusLink::Off;
+    u32::from(state.replayable)
+      | u32::from(state.transport == TransportMode::Stream) << 1
+      | u32::from(bus) << 2
+      | u32::from(bus && state.bus != BusLink::Closed) << 3
   }
 
   /// Hands the connections registered this JS turn to the writer threads
@@ -587,61 +589,6 @@ impl NativeHub {
   pub fn stats(&self) -> NativeStats {
     let s = self.state.borrow();
     NativeStats::of(s.core.stats())
-  }
-
-  /// Checks `configure({ redis })`'s options without starting anything
-  /// (`configure` applies nothing unless every option is valid).
-  #[napi(catch_unwind)]
-  pub fn check_bus(&self, env: Env, options: crate::bus::BusOptions) -> Result<()> {
-    crate::bus::check(&self.state, env.raw(), &options).map(|_| ())
-  }
-
-  /// Starts the Redis bus (once per hub): from now on broadcasts, publishes
-  /// and `sendTo` go through the stream and every instance delivers them.
-  #[napi(catch_unwind)]
-  pub fn start_bus(&self, env: Env, options: crate::bus::BusOptions) -> Result<()> {
-    crate::bus::start(&self.state, &env, &options)
-  }
-
-  /// Asks the bus for `res`'s replay if `register` held it for one (from
-  /// its `Last-Event-ID`, or from the mark its headers were flushed at);
-  /// called on the tick after `addClient`, so channels the route joined
-  /// right away count. False when nothing was waiting.
-  #[napi(catch_unwind)]
-  pub fn request_replay(&self, env: Env, res: Unknown) -> bool {
-    match key_of(&self.state, env.raw(), res.raw()) {
-      Some(key) => self.state.borrow_mut().core.ask_bus(BusAsk::Replay(key)),
-      None => false,
-    }
-  }
-
-  /// Where the bus's live delivery is now (`""` before it knows), for a
-  /// response whose headers are flushed: `register` gets it back as `mark`,
-  /// and a connection that missed entries since is replayed them. `None`
-  /// without a bus.
-  #[napi(catch_unwind)]
-  pub fn bus_mark(&self) -> Option<String> {
-    self.state.borrow().core.bus_mark().map(Mark::to_text)
-  }
-
-  /// Every live instance's client count, from the bus: a promise that
-  /// rejects (code `ERR_SSE_BUS`) when the bus cannot answer. Node stays
-  /// alive while it waits.
-  #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-  pub fn bus_count<'env>(&self, env: &'env Env, this: This<'env>) -> Result<Unknown<'env>> {
-    let promise = crate::bus::count(&self.state, env.raw(), this.object.raw())?;
-    // SAFETY: `promise` was just made in this call's env.
-    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
-  }
-
-  /// A promise resolved once everything this instance appended to the bus
-  /// has been read back and delivered (at once without a running bus).
-  /// Node stays alive while it waits.
-  #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-  pub fn bus_flush<'env>(&self, env: &'env Env, this: This<'env>) -> Result<Unknown<'env>> {
-    let promise = crate::bus::flush(&self.state, env.raw(), this.object.raw())?;
-    // SAFETY: `promise` was just made in this call's env.
-    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
   }
 
   /// JS awaits something the hub's threads will report (`ready()`,

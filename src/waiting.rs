@@ -113,16 +113,15 @@ impl Waiting {
   }
 }
 
-/// A promise for a bus request: `ask` sends the request with its number
-/// and returns false when there is no bus to send it to, in which case the
-/// promise is settled at once with `without_bus`.
-/// `hub` is the JS hub, held until the last request is answered.
+/// A promise for a bus request: `ask` hands the request its number and
+/// returns the answer when there is one now (the promise is then settled at
+/// once), `None` when it comes later (`answer`). `hub` is the JS hub, held
+/// until the last request is answered.
 pub fn request(
   state: &Shared,
   env: RawEnv,
   hub: RawValue,
-  ask: impl FnOnce(&Shared, u32) -> bool,
-  without_bus: std::result::Result<f64, CoreError>,
+  ask: impl FnOnce(&Shared, u32) -> Option<std::result::Result<f64, CoreError>>,
 ) -> Result<RawValue> {
   let (deferred, promise) = js::promise(env)?;
   let request = {
@@ -139,8 +138,8 @@ pub fn request(
     }
     s.waiting.open(env, deferred)
   };
-  if !ask(state, request) {
-    answer(state, env, request, without_bus);
+  if let Some(now) = ask(state, request) {
+    answer(state, env, request, now);
   }
   Ok(promise)
 }

@@ -18,6 +18,43 @@ use crate::registry::ConnKey;
 /// ([`HubCore::bus_frames`]).
 pub const RUN_BYTES: usize = 64 << 10;
 
+/// The bus's link as the JS thread was last told of it (the steps it
+/// executed, in order): what `ready()` waits for and the hub reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BusLink {
+  /// No bus configured.
+  #[default]
+  Off,
+  /// Started; Redis not reached yet.
+  Connecting,
+  Connected,
+  /// Lost; the bus reconnects by itself.
+  Disconnected,
+  /// Its thread has stopped.
+  Closed,
+}
+
+impl BusLink {
+  /// As the hub's `bus` event and its debug log spell it.
+  pub fn as_str(self) -> &'static str {
+    match self {
+      BusLink::Off => "off",
+      BusLink::Connecting => "connecting",
+      BusLink::Connected => "connected",
+      BusLink::Disconnected => "disconnected",
+      BusLink::Closed => "closed",
+    }
+  }
+}
+
+/// The link as last seen, and the `ready()` requests waiting for it to
+/// first connect.
+#[derive(Debug, Default)]
+pub(super) struct LinkSeen {
+  pub(super) link: BusLink,
+  ready: Vec<u32>,
+}
+
 /// The hub's Redis bus, through its life. `Stopped { told }` keeps its
 /// last figures; `told` when `close()` stopped it (appends are then
 /// refused), not when its thread ended by itself.
@@ -60,18 +97,24 @@ impl BusSlot {
   }
 }
 
-/// A request to the running bus.
+/// A request to the bus, numbered when its answer may come later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusAsk {
-  /// Every live instance's client count (`globalClientCount()`).
+  /// Every live instance's client count (`globalClientCount()`); fails
+  /// without a running bus.
   Count(u32),
   /// Answered once everything this instance appended was read back and
-  /// delivered.
+  /// delivered (at once without a running bus).
   Flush(u32),
+  /// `ready()`: answered at once without a bus or once it is connected,
+  /// else when it first connects; refused (`ERR_SSE_CLOSED`) once it has
+  /// stopped, or when it stops before ever connecting.
+  Ready(u32),
   /// The replay of a connection registered held for one (from its
   /// `Last-Event-ID`, or the mark its headers were flushed at), with its
   /// client id and channels as they are now: the binding asks on the tick
   /// after registering, so channels the route joins at once count.
+  /// Answered at once: 1 when it was asked for, 0 when nothing waited.
   Replay(ConnKey),
 }
 
@@ -79,8 +122,9 @@ pub enum BusAsk {
 /// binding executes.
 #[derive(Debug)]
 pub enum BusStep {
-  /// Redis connected, or was lost (with why): the hub's `bus` event.
-  Link(Notice),
+  /// Redis connected, or was lost (with why): the hub's `bus` event; on
+  /// connecting, the `ready()` requests to resolve.
+  Link { notice: Notice, ready: Vec<u32> },
   /// Live entries, or a replay, for stream-transport connections: run each
   /// dispatch in order.
   Deliver(Vec<Dispatch>),
@@ -89,8 +133,9 @@ pub enum BusStep {
     request: u32,
     result: Result<f64, CoreError>,
   },
-  /// The thread has stopped and was let go: nothing more will be answered.
-  Stopped,
+  /// The thread has stopped and was let go: the `ready()` requests still
+  /// waiting are refused (`ERR_SSE_CLOSED`), and nothing more is answered.
+  Stopped { ready: Vec<u32> },
 }
 
 impl<H> HubCore<H> {
@@ -106,6 +151,7 @@ impl<H> HubCore<H> {
       bus.set_ports(writer.ports());
     }
     self.bus = BusSlot::Running(bus);
+    self.link.link = BusLink::Connecting;
     self.bus_counts();
     // Connections registered before the bus: their subscriptions (a
     // socket connection's on its writer thread) learn what entries route
@@ -116,20 +162,36 @@ impl<H> HubCore<H> {
     Ok(())
   }
 
-  /// Hands the running bus a request (see [`BusAsk`]); false when there is
-  /// no running bus, or (a replay) when the connection is not waiting for
-  /// one. The answers to `Count` and `Flush` come back as
-  /// [`BusStep::Answer`] under their number.
-  pub fn ask_bus(&mut self, ask: BusAsk) -> bool {
-    let Some(bus) = self.bus.running() else {
-      return false;
-    };
+  /// Asks something of the bus (see [`BusAsk`]): the answer now, or
+  /// `None` when it comes later, as a [`BusStep`] naming the request.
+  pub fn ask_bus(&mut self, ask: BusAsk) -> Option<Result<f64, CoreError>> {
+    let closed = || CoreError::Bus(crate::bus::BusError::Closed.to_string());
     match ask {
-      BusAsk::Count(request) => bus.count(request),
-      BusAsk::Flush(request) => bus.flush(request),
-      BusAsk::Replay(key) => return self.request_replay(key),
+      BusAsk::Replay(key) => Some(Ok(f64::from(u8::from(self.request_replay(key))))),
+      BusAsk::Ready(request) => match self.link.link {
+        BusLink::Off | BusLink::Connected => Some(Ok(0.0)),
+        BusLink::Closed => Some(Err(CoreError::Closed)),
+        BusLink::Connecting | BusLink::Disconnected => {
+          self.link.ready.push(request);
+          None
+        }
+      },
+      BusAsk::Count(request) => match self.bus.running() {
+        Some(bus) => {
+          bus.count(request);
+          None
+        }
+        None => Some(Err(closed())),
+      },
+      // Nothing to wait for without a running bus.
+      BusAsk::Flush(request) => match self.bus.running() {
+        Some(bus) => {
+          bus.flush(request);
+          None
+        }
+        None => Some(Ok(0.0)),
+      },
     }
-    true
   }
 
   /// What the bus thread reported since last time, in order: each is
@@ -145,7 +207,19 @@ impl<H> HubCore<H> {
   /// connection a write removed is skipped by the later runs.
   pub fn bus_step(&mut self, event: BusEvent, now: Instant) -> BusStep {
     match event {
-      BusEvent::Link(notice) => BusStep::Link(notice),
+      BusEvent::Link(notice) => {
+        let ready = match notice {
+          Notice::Connected => {
+            self.link.link = BusLink::Connected;
+            std::mem::take(&mut self.link.ready)
+          }
+          Notice::Disconnected(_) => {
+            self.link.link = BusLink::Disconnected;
+            Vec::new()
+          }
+        };
+        BusStep::Link { notice, ready }
+      }
       BusEvent::Frames(frames) => BusStep::Deliver(self.bus_frames(&frames, now)),
       BusEvent::Replayed {
         key,
@@ -163,7 +237,10 @@ impl<H> HubCore<H> {
       },
       BusEvent::Stopped => {
         self.bus_stopped();
-        BusStep::Stopped
+        self.link.link = BusLink::Closed;
+        BusStep::Stopped {
+          ready: std::mem::take(&mut self.link.ready),
+        }
       }
     }
   }

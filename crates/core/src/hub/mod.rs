@@ -32,7 +32,7 @@ mod types;
 mod tests;
 
 pub use admission::{AdmissionStats, Admitted, Ticket, DEFAULT_RETRY_AFTER_SECS};
-pub use bus::{BusAsk, BusStep};
+pub use bus::{BusAsk, BusLink, BusStep};
 pub use dispatch::{Dispatch, Frame, Settled, Target};
 pub use error::CoreError;
 pub use fallback::{Runtime, SocketOffer, StreamFallbacks, StreamReason};
@@ -41,7 +41,7 @@ pub use send::{Broadcast, Planned};
 pub use types::*;
 
 use admission::Admission;
-use bus::BusSlot;
+use bus::{BusSlot, LinkSeen};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +89,8 @@ pub struct HubCore<H> {
   stats: Arc<Stats>,
   /// The Redis bus: none, running, told to stop, or stopped.
   bus: BusSlot,
+  /// Its link as the JS thread was last told, and who waits for it.
+  link: LinkSeen,
 }
 
 /// A connection out of the registry whose writer thread still flushes it.
@@ -123,6 +125,7 @@ impl<H> HubCore<H> {
       lifecycle: Lifecycle::Open,
       stats: Arc::default(),
       bus: BusSlot::None,
+      link: LinkSeen::default(),
     }
   }
 

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::bus::BusLink;
 use super::dispatch::Frame;
 use super::options::EventOptions;
 use super::send::{Broadcast, Planned};
@@ -136,6 +137,8 @@ pub struct HubState {
   pub socket_refusal: Option<StreamReason>,
   /// The socket writer runs and takes connections.
   pub writer: bool,
+  /// The bus's link as the JS thread was last told of it.
+  pub bus: BusLink,
 }
 
 impl<H> HubCore<H> {
@@ -228,6 +231,7 @@ impl<H> HubCore<H> {
       limited: self.limited(),
       socket_refusal: self.socket_refusal(),
       writer: self.has_writer(),
+      bus: self.link.link,
     }
   }
 }

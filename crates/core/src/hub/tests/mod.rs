@@ -2,6 +2,8 @@
 
 use super::options::{BusOptions, EventOptions};
 use super::*;
+use crate::bus::link::Notice;
+use crate::bus::BusEvent;
 use crate::registry::ConnKey;
 use crate::test_util::{collect_until, pair};
 use std::io::Read;
@@ -537,3 +539,38 @@ fn the_writer_threads_cannot_change_while_it_runs() {
 
 mod socket;
 use socket::{connect, socket_hub};
+
+#[test]
+fn ready_is_answered_from_the_link_the_js_thread_was_told_of() {
+  let mut hub = stream_hub();
+  // Without a bus: at once.
+  assert_eq!(hub.ask_bus(BusAsk::Ready(1)), Some(Ok(0.0)));
+  assert_eq!(hub.state().bus, BusLink::Off);
+  start_unreachable_bus(&mut hub);
+  assert_eq!(hub.state().bus, BusLink::Connecting);
+  // Connecting: it waits, until the step that tells JS it connected.
+  assert_eq!(hub.ask_bus(BusAsk::Ready(2)), None);
+  assert_eq!(hub.ask_bus(BusAsk::Ready(3)), None);
+  let step = hub.bus_step(BusEvent::Link(Notice::Connected), at(1));
+  assert!(matches!(step, BusStep::Link { ready, .. } if ready == [2, 3]));
+  assert_eq!(hub.state().bus, BusLink::Connected);
+  assert_eq!(hub.ask_bus(BusAsk::Ready(4)), Some(Ok(0.0)));
+  // Lost again: a new ready() waits for the next connection.
+  let lost = Notice::Disconnected("gone".into());
+  let step = hub.bus_step(BusEvent::Link(lost), at(2));
+  assert!(matches!(step, BusStep::Link { ready, .. } if ready.is_empty()));
+  assert_eq!(hub.state().bus, BusLink::Disconnected);
+  assert_eq!(hub.ask_bus(BusAsk::Ready(5)), None);
+  // Stopped before it came back: the waiting one is refused, and so is any
+  // later one.
+  let step = hub.bus_step(BusEvent::Stopped, at(3));
+  assert!(matches!(step, BusStep::Stopped { ready } if ready == [5]));
+  assert_eq!(hub.state().bus, BusLink::Closed);
+  assert_eq!(hub.ask_bus(BusAsk::Ready(6)), Some(Err(CoreError::Closed)));
+  // Nothing runs to ask any more.
+  assert!(matches!(
+    hub.ask_bus(BusAsk::Count(7)),
+    Some(Err(CoreError::Bus(_)))
+  ));
+  assert_eq!(hub.ask_bus(BusAsk::Flush(8)), Some(Ok(0.0)));
+}
