@@ -87,8 +87,12 @@ export declare class NativeHub {
    * duplicated fd is left behind.
    */
   register(res: unknown, id: string | undefined | null, meta: unknown | undefined | null, socket: SocketInfo | string, start?: RegisterStart | undefined | null): string
-  /** Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called. */
-  checkOpen(): void
+  /**
+   * Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called; else
+   * whether `res`, when given, is registered with this hub (what
+   * `addClient` asks next, in the same call).
+   */
+  checkOpen(res?: unknown | undefined | null): boolean
   /**
    * Throws `SseCapacityError` (`maxClients`) or `SseKeyCapacityError`
    * (`maxClientsPerKey`, under `key`) when `res` is not registered and

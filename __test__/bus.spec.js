@@ -487,6 +487,9 @@ describe('replay across instances', () => {
       await registered(b, 1);
       const mover = eventSource(`http://127.0.0.1:${proxy.port}/events?id=mover`);
       await registered(a, 1);
+      // A registers the mover before its headers reach the client: wait
+      // for the client's own open, then check it opened once.
+      await waitFor(() => mover.opens() >= 1, 'the mover open on A', LONG);
       expect(mover.opens()).toBe(1);
 
       await post(a, '/broadcast-many', { count: 20, prefix: 'A' });

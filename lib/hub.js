@@ -216,11 +216,11 @@ class SseHub extends EventEmitter {
   }
 
   #register(res, id, meta, options) {
-    // Refused once closing or draining, as the core decides.
-    this.#native.checkOpen();
+    // Refused once closing or draining, as the core decides; else whether
+    // `res` is registered already.
+    const isNew = !this.#native.checkOpen(res);
     checkKeys(options, ADD_CLIENT_OPTIONS);
     this.#handSet.dropFor(res, id);
-    const isNew = !this.#native.has(res);
     // Its place: the reservation initResponse made, or a new one under its key.
     const { ticket, clientKey } = isNew ? this.#admission.take(res) : {};
     try {

@@ -129,14 +129,18 @@ impl NativeHub {
     registration::register(&self.state, &env, res.raw(), id, meta, socket, start)
   }
 
-  /// Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called.
+  /// Throws `ERR_SSE_CLOSED` once `close()` or `drain()` was called; else
+  /// whether `res`, when given, is registered with this hub (what
+  /// `addClient` asks next, in the same call).
   #[napi(catch_unwind)]
-  pub fn check_open(&self, env: Env) -> Result<()> {
+  pub fn check_open(&self, env: Env, res: Option<Unknown>) -> Result<bool> {
+    let raw = env.raw();
     let open = match self.state.borrow().core.state().closing {
       true => Err(sse_helper_core::hub::CoreError::Closed),
       false => Ok(()),
     };
-    error::check(&self.state, env.raw(), open)
+    error::check(&self.state, raw, open)?;
+    Ok(res.is_some_and(|res| key_of(&self.state, raw, res.raw()).is_some()))
   }
 
   /// Throws `SseCapacityError` (`maxClients`) or `SseKeyCapacityError`
