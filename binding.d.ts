@@ -138,12 +138,6 @@ export declare class NativeHub {
    * now on (`ERR_SSE_CLOSED`).
    */
   drain(): void
-  /**
-   * The error a closed or draining hub refuses with (`ERR_SSE_CLOSED`),
-   * for what the JS surface rejects itself (a `ready()` that can no longer
-   * be): one message, made here.
-   */
-  closedError(): Error
   /** True when `res` is registered with this hub. */
   has(res: unknown): boolean
   /**

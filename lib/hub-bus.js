@@ -77,6 +77,8 @@ class HubBus {
    * `ERR_SSE_CLOSED` once the bus has stopped.
    */
   ready() {
+    // Without a bus there is nothing to wait for (nor to ask).
+    if (!this.configured) return Promise.resolve();
     return this.#native.busReady().then(() => {});
   }
 

@@ -183,7 +183,7 @@ fn execute(state: &Shared, env: RawEnv) {
       }
       BusStep::Answer { request, result } => waiting::answer(state, env, request, result),
       BusStep::Stopped { ready } => {
-        // Stopped before Redis was ever reached: `ready()` never came true.
+        // Stopped before the link came (back) up: those `ready()` calls refuse.
         for request in ready {
           waiting::answer(state, env, request, Err(CoreError::Closed));
         }

@@ -14,8 +14,8 @@ use napi_derive::napi;
 use sse_helper_core::bus::Mark;
 use sse_helper_core::hub::options;
 use sse_helper_core::hub::{
-  millis, AppWrite, Broadcast, BusLink, Change, CoreError, Outgoing, Placement, Planned, Removal,
-  Shutdown, Ticket, TransportMode,
+  millis, AppWrite, Broadcast, BusLink, Change, Outgoing, Placement, Planned, Removal, Shutdown,
+  Ticket, TransportMode,
 };
 use sse_helper_core::registry::ConnKey;
 
@@ -235,16 +235,6 @@ impl NativeHub {
   #[napi(catch_unwind)]
   pub fn drain(&self) {
     self.state.borrow_mut().core.shutdown(Shutdown::Drain);
-  }
-
-  /// The error a closed or draining hub refuses with (`ERR_SSE_CLOSED`),
-  /// for what the JS surface rejects itself (a `ready()` that can no longer
-  /// be): one message, made here.
-  #[napi(catch_unwind, ts_return_type = "Error")]
-  pub fn closed_error<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
-    let error = error::value(env.raw(), &CoreError::Closed)?;
-    // SAFETY: `error` was just made in this call's env.
-    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), error) })
   }
 
   /// True when `res` is registered with this hub.

@@ -6,8 +6,9 @@
 //! arrives), so its frames, the app's own writes and its end keep their
 //! order. Which one is a [`ShardId`] the hub keeps with the connection
 //! (the one record of where it lives: no map of owners here); every call
-//! about one connection names its shard. A broadcast hands the same shared frame to every shard that has
-//! connections (one `Arc`, never a copy per shard); a targeted send goes
+//! about one connection names its shard. A broadcast hands the same shared
+//! frame to every shard that has connections (one `Arc`, never a copy per
+//! shard); a targeted send goes
 //! only to the shards that own its recipients, and adjacent frames are
 //! still merged per shard. Each shard counts into its own [`Stats`] (no
 //! cache line bounced between writer threads per frame); the hub sums them.
@@ -24,6 +25,9 @@ use crate::writer::{
 
 /// Most writer threads one hub may have.
 pub const MAX_WRITER_THREADS: usize = 64;
+
+// Every shard's index fits a `ShardId`.
+const _: () = assert!(MAX_WRITER_THREADS <= u8::MAX as usize + 1);
 
 /// Writer threads a hub uses unless told otherwise: the available cores
 /// but one, which stays with the JS thread, and at most 8. Measured on 2
@@ -46,6 +50,12 @@ pub fn default_writer_threads() -> usize {
 pub struct ShardId(u8);
 
 impl ShardId {
+  /// The id of the shard at `index`: every index fits, since `Writers`
+  /// starts at most [`MAX_WRITER_THREADS`] shards.
+  fn of(index: usize) -> ShardId {
+    ShardId(u8::try_from(index).expect("at most MAX_WRITER_THREADS shards"))
+  }
+
   fn index(self) -> usize {
     usize::from(self.0)
   }
@@ -178,8 +188,7 @@ impl Writers {
       .enumerate()
       .filter(|(_, s)| s.alive)
       .min_by_key(|(_, s)| s.connections)?;
-    // At most MAX_WRITER_THREADS (64) shards.
-    u8::try_from(index).ok().map(ShardId)
+    Some(ShardId::of(index))
   }
 
   /// Hands a connection to the least loaded live shard, and says which.
@@ -358,8 +367,7 @@ impl Writers {
             shard.stopped = true;
             shard.connections = 0;
             let all = !self.shards.iter().any(|s| s.alive);
-            // At most MAX_WRITER_THREADS (64) shards.
-            let shard = ShardId(index as u8);
+            let shard = ShardId::of(index);
             out.push(Event::Died { shard, all });
           }
         }

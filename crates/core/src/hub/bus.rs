@@ -48,11 +48,22 @@ impl BusLink {
 }
 
 /// The link as last seen, and the `ready()` requests waiting for it to
-/// first connect.
+/// connect.
 #[derive(Debug, Default)]
 pub(super) struct LinkSeen {
   pub(super) link: BusLink,
   ready: Vec<u32>,
+}
+
+impl LinkSeen {
+  /// The bus is gone with its JS hub: closed, and nobody waits.
+  pub(super) fn closed(&mut self) {
+    debug_assert!(self.ready.is_empty(), "a ready() keeps its hub alive");
+    self.ready.clear();
+    if self.link != BusLink::Off {
+      self.link = BusLink::Closed;
+    }
+  }
 }
 
 /// The hub's Redis bus, through its life. `Stopped { told }` keeps its
@@ -106,9 +117,9 @@ pub enum BusAsk {
   /// Answered once everything this instance appended was read back and
   /// delivered (at once without a running bus).
   Flush(u32),
-  /// `ready()`: answered at once without a bus or once it is connected,
-  /// else when it first connects; refused (`ERR_SSE_CLOSED`) once it has
-  /// stopped, or when it stops before ever connecting.
+  /// `ready()`: answered at once without a bus or while it is connected,
+  /// else when it connects (again); refused (`ERR_SSE_CLOSED`) once it has
+  /// stopped, or when it stops before it connects.
   Ready(u32),
   /// The replay of a connection registered held for one (from its
   /// `Last-Event-ID`, or the mark its headers were flushed at), with its

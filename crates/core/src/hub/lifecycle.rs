@@ -123,8 +123,10 @@ impl<H> HubCore<H> {
         report_closed: false,
       },
     };
-    // Nobody is left to hear from it.
+    // Nobody is left to hear from it. No `ready()` can be waiting: its
+    // promise keeps the JS hub alive until it is answered.
     self.bus = BusSlot::None;
+    self.link.closed();
     let socket_keys: Vec<ConnKey> = self
       .registry
       .iter()

@@ -86,7 +86,8 @@ pub enum Shutdown {
   StopBus,
   /// The JS hub was garbage-collected (no JS may run now): socket
   /// connections are ended through the writer, stream ones stay until
-  /// their `close`; only [`Effect::ReleaseHub`] is reported.
+  /// their `close`; only [`Effect::Closed`] (when a `close()` was pending
+  /// and the writer has stopped) and [`Effect::ReleaseHub`] are reported.
   Orphan,
 }
 
