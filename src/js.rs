@@ -233,6 +233,24 @@ pub fn get_truthy(env: RawEnv, object: RawValue, name: &CStr) -> bool {
   truthy(env, value)
 }
 
+/// [`get_truthy`] with the name as a JS value (`get_by_key`).
+pub fn get_truthy_by_key(env: RawEnv, object: RawValue, key: RawValue) -> bool {
+  let Ok(value) = get_by_key(env, object, key) else {
+    clear_exception(env);
+    return false;
+  };
+  truthy(env, value)
+}
+
+/// `array[index]`, on an array this crate made (no getter runs).
+pub fn element(env: RawEnv, array: RawValue, index: u32) -> Result<RawValue> {
+  let mut value = ptr::null_mut();
+  // SAFETY: see the module contract.
+  let status = unsafe { sys::napi_get_element(env, array, index, &mut value) };
+  check(status, "napi_get_element")?;
+  Ok(value)
+}
+
 /// `object[key]` when it is a number; a throwing Proxy trap reads as
 /// `None` and its exception is cleared.
 pub fn get_symbol_keyed(env: RawEnv, object: RawValue, key: RawValue) -> Option<f64> {

@@ -36,6 +36,7 @@ mod error;
 mod finalize;
 pub mod hub;
 mod js;
+mod names;
 mod registration;
 mod removal;
 mod replays;

@@ -24,6 +24,7 @@ use crate::deliver;
 use crate::effects::{ensure_writer, execute, key_of, raw_key_of, restore_response};
 use crate::error::{self, invalid, invalid_type};
 use crate::js::{self, RawEnv, RawValue};
+use crate::names::{Name, NameValues};
 use crate::socket::{self, SocketInfo};
 use crate::state::{JsConn, Shared};
 use crate::table;
@@ -89,17 +90,18 @@ pub fn register(
     )
   });
   let _registering = Registering::enter(state, raw, res)?;
+  let names = names(state, raw)?;
   if let Some(key) = key_of(state, raw, res) {
     move_existing(state, raw, key, &id, meta)?;
-  } else if !is_over(state, raw, res) {
-    let read = read_response(state, env, res, socket)?;
+  } else if !is_over(state, raw, res, &names) {
+    let read = read_response(state, env, res, socket, &names)?;
     // A getter read above may have closed the hub; the fd is dropped.
     check_open(state, raw)?;
     // The limits, decided here and applied by the core's registration,
     // with no JS in between: nothing can take the place meanwhile.
     let admitted = admit(state, raw, &start)?;
     let committed = commit(state, raw, res, &id, meta, read, &start, admitted)?;
-    if attach(state, raw, res, &committed)? {
+    if attach(state, raw, res, &committed, &names)? {
       let replay = state.borrow_mut().core.resume(
         committed.key,
         start.last_event_id,
@@ -173,12 +175,19 @@ fn move_existing(
 /// Whether `res` is already over, and so not registered: no `close` event
 /// would ever come to remove it. One this hub removed while its writer
 /// still flushes is over too, though Node has not ended it yet.
-fn is_over(state: &Shared, env: RawEnv, res: RawValue) -> bool {
+fn is_over(state: &Shared, env: RawEnv, res: RawValue, names: &NameValues) -> bool {
+  let over = |name| js::get_truthy_by_key(env, res, names.get(name));
   raw_key_of(state, env, res)
     .is_some_and(|key| state.borrow().core.placement(key) == Placement::Ending)
-    || js::get_truthy(env, res, c"destroyed")
-    || js::get_truthy(env, res, c"writableEnded")
-    || js::get_truthy(env, res, c"closed")
+    || over(Name::Destroyed)
+    || over(Name::WritableEnded)
+    || over(Name::Closed)
+}
+
+/// The hub's property names, for this call.
+fn names(state: &Shared, env: RawEnv) -> Result<NameValues> {
+  let names = state.borrow().names.as_ref().and_then(|n| n.values(env));
+  names.ok_or_else(|| Error::from_reason("the hub's property names are gone"))
 }
 
 /// Step 1: what is read from JS before anything is committed.
@@ -193,15 +202,16 @@ fn read_response(
   env: &Env,
   res: RawValue,
   socket: Either<SocketInfo, String>,
+  names: &NameValues,
 ) -> Result<Read> {
   let raw = env.raw();
-  let flush = js::get(raw, res, c"flush")
+  let flush = js::get_by_key(raw, res, names.get(Name::Flush))
     .ok()
     .filter(|f| js::is_function(raw, *f));
   js::clear_exception(raw);
   // The original attaches its `close` listener with `once`, in a try: a
   // response without one (or whose `once` throws) is registered anyway.
-  let once = js::get(raw, res, c"once")
+  let once = js::get_by_key(raw, res, names.get(Name::Once))
     .ok()
     .filter(|f| js::is_function(raw, *f));
   js::clear_exception(raw);
@@ -315,8 +325,14 @@ fn commit(
 /// connection is in place; false when a callback they ran removed it
 /// already (what was installed after is undone). On failure everything is
 /// undone and the error thrown.
-fn attach(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<bool> {
-  let outcome = install(state, env, res, c);
+fn attach(
+  state: &Shared,
+  env: RawEnv,
+  res: RawValue,
+  c: &Committed,
+  names: &NameValues,
+) -> Result<bool> {
+  let outcome = install(state, env, res, c, names);
   if let Err(err) = outcome {
     // Keep the pending exception while undoing, then throw it again.
     let exception = js::clear_exception(env);
@@ -348,7 +364,13 @@ fn attach(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<b
 
 /// The key symbol (or the WeakMap entry), the `close` listener and the
 /// socket hooks.
-fn install(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<()> {
+fn install(
+  state: &Shared,
+  env: RawEnv,
+  res: RawValue,
+  c: &Committed,
+  names: &NameValues,
+) -> Result<()> {
   if let Some(slot) = c.slot {
     table::fill(state, env, slot, res)?;
   }
@@ -367,9 +389,8 @@ fn install(state: &Shared, env: RawEnv, res: RawValue, c: &Committed) -> Result<
     }
   }
   if let (Some(listener), Some(once)) = (c.listener, c.once) {
-    let name = js::string(env, "close")?;
     // Ignored when it throws, as the original does.
-    let _ = js::call(env, res, once, &[name, listener]);
+    let _ = js::call(env, res, once, &[names.get(Name::Close), listener]);
   }
   if c.handed_off {
     install_socket_hooks(state, env, res)?;

@@ -11,6 +11,7 @@ use napi::{Env, JsValue};
 use crate::args::guard_panics;
 use crate::effects;
 use crate::js::{self, RawEnv, RawValue};
+use crate::names::Names;
 use crate::state::{Hooks, HubState, Shared};
 use crate::table::ResponseTable;
 
@@ -37,6 +38,7 @@ pub fn new_state(
     s.key_symbol = Some(s.refs.hold(raw, symbol)?);
     s.key_map = Some(s.refs.hold(raw, key_map)?);
     s.table = Some(ResponseTable::new(raw, &mut s.refs)?);
+    s.names = Some(Names::new(raw, &mut s.refs)?);
     s.type_error = type_error.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.lifecycle = lifecycle.map(|f| s.refs.hold(raw, f.raw())).transpose()?;
     s.capacity_error = capacity_error

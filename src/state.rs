@@ -13,6 +13,7 @@ use std::rc::Rc;
 use sse_helper_core::hub::HubCore;
 
 use crate::js::{JsRef, RawEnv, RawValue, Refs};
+use crate::names::Names;
 use crate::replays::{self, ReplayValues};
 use crate::table::ResponseTable;
 use crate::waiting::Waiting;
@@ -81,6 +82,8 @@ pub struct HubState {
   /// in only once one was registered, so other lookups stay one property
   /// read.
   pub key_map: Option<JsRef>,
+  /// The property names every registration reads (`names`).
+  pub names: Option<Names>,
   pub key_map_used: bool,
   /// The caller's `TypeError`, so bad-input errors belong to the caller's
   /// realm (`instanceof TypeError` holds under Jest's vm contexts too).
@@ -117,6 +120,7 @@ impl HubState {
       on_close: None,
       key_symbol: None,
       key_map: None,
+      names: None,
       key_map_used: false,
       type_error: None,
       capacity_error: None,
@@ -140,6 +144,9 @@ impl HubState {
     replays::release_all(&mut self.replays, env, &mut self.refs);
     if let Some(table) = self.table.take() {
       table.release(env, &mut self.refs);
+    }
+    if let Some(names) = self.names.take() {
+      names.release(env, &mut self.refs);
     }
     let hooks = self.hooks.take().map(|h| {
       [
